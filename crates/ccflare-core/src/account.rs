@@ -1,0 +1,161 @@
+//! Accounts as the rest of ccflare sees them: who they are, what credential they carry, and the
+//! part of their state a person controls. Cooldowns (rate limited, overloaded) are runtime state
+//! owned by the pool; they are persisted but never edited by hand.
+
+use crate::secret::Secret;
+use crate::time::Millis;
+use std::fmt;
+use std::str::FromStr;
+
+/// The database id of an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountId(pub i64);
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// How an account authenticates upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountKind {
+    /// A Console API key, sent as `x-api-key`.
+    ApiKey,
+    /// A Claude Pro/Max OAuth access token, sent as `Authorization: Bearer` with the OAuth beta.
+    OAuth,
+}
+
+impl AccountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::ApiKey => "api_key",
+            AccountKind::OAuth => "oauth",
+        }
+    }
+}
+
+impl FromStr for AccountKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "api_key" => Ok(AccountKind::ApiKey),
+            "oauth" => Ok(AccountKind::OAuth),
+            other => Err(format!("unknown account kind {other:?}")),
+        }
+    }
+}
+
+/// The state a person (or a dead credential) sets; it only changes by an explicit act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountStatus {
+    Active,
+    /// Paused by a person: not routed until resumed.
+    Paused,
+    /// The credential was refused (401/403 on an API key, or a dead refresh token): not routed
+    /// until a person re-adds or re-authenticates it.
+    Invalid,
+}
+
+impl AccountStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::Paused => "paused",
+            AccountStatus::Invalid => "invalid",
+        }
+    }
+}
+
+impl FromStr for AccountStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "active" => Ok(AccountStatus::Active),
+            "paused" => Ok(AccountStatus::Paused),
+            "invalid" => Ok(AccountStatus::Invalid),
+            other => Err(format!("unknown account status {other:?}")),
+        }
+    }
+}
+
+/// One account as stored. `revision` grows with every change a person makes (add, pause,
+/// rename, re-add), so a running server can tell a person's edit from its own state writes.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: AccountId,
+    pub name: String,
+    pub kind: AccountKind,
+    pub credential: Secret,
+    /// Lower numbers are preferred by the `priority` strategy; 0 is the default.
+    pub priority: i64,
+    /// Relative share for weighted strategies; 1 is the default.
+    pub weight: u32,
+    pub status: AccountStatus,
+    pub revision: i64,
+    /// Benched after a 429 until this time, if set.
+    pub rate_limited_until: Option<Millis>,
+    /// Benched after a 529 until this time, if set.
+    pub overloaded_until: Option<Millis>,
+}
+
+/// A readable, stable name for an API key that does not reveal it: `key-` and its last four
+/// characters (which SPEC §11 allows to be shown), e.g. `key-wxyz`.
+pub fn default_key_name(key: &str) -> String {
+    let tail: String = key
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("key-{tail}")
+}
+
+/// Checks that a string looks like an Anthropic credential before it is stored.
+pub fn check_api_key(key: &str) -> Result<(), String> {
+    if !key.starts_with("sk-ant-") {
+        return Err("not an Anthropic key: expected a value starting with `sk-ant-`".into());
+    }
+    if key.len() < 20 || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("not an Anthropic key: too short or contains whitespace".into());
+    }
+    Ok(())
+}
+
+/// Splits the `CLAUDE_API_KEYS` value: keys separated by commas, spaces or newlines.
+pub fn split_api_keys(value: &str) -> Vec<String> {
+    value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .map(|k| k.trim_matches(|c| c == '"' || c == '\''))
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_names_show_only_the_tail() {
+        assert_eq!(
+            default_key_name("sk-ant-api03-secretsecret-AbCd"),
+            "key-AbCd"
+        );
+    }
+
+    #[test]
+    fn keys_split_on_commas_spaces_and_newlines() {
+        let keys = split_api_keys("\n sk-ant-a1,\nsk-ant-b2 sk-ant-c3,, \n");
+        assert_eq!(keys, ["sk-ant-a1", "sk-ant-b2", "sk-ant-c3"]);
+    }
+
+    #[test]
+    fn key_check_names_what_was_expected() {
+        assert!(check_api_key("sk-ant-api03-0123456789abcdef").is_ok());
+        let err = check_api_key("sk-proj-0123456789abcdef").unwrap_err();
+        assert!(err.contains("sk-ant-"));
+    }
+}

@@ -1,0 +1,453 @@
+//! The configuration model (SPEC §3): every option, its environment variable, flag and
+//! default, and the resolution of flag > environment > config file > default. The binaries do
+//! the reading (env, `.env`, TOML file, argv) and hand the values here as plain maps, so the
+//! precedence rules and every validation message are unit-tested without IO.
+
+use crate::error::CoreError;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// How a new session (or a request without a session key) picks an account (SPEC §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// One account serves until it is unavailable or its turn (SESSION_TIMEOUT) ends.
+    #[default]
+    Session,
+    RoundRobin,
+    LeastRequests,
+    Priority,
+    Headroom,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 5] = [
+        Strategy::Session,
+        Strategy::RoundRobin,
+        Strategy::LeastRequests,
+        Strategy::Priority,
+        Strategy::Headroom,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Session => "session",
+            Strategy::RoundRobin => "round-robin",
+            Strategy::LeastRequests => "least-requests",
+            Strategy::Priority => "priority",
+            Strategy::Headroom => "headroom",
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Strategy {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let s = s.trim().to_ascii_lowercase().replace('_', "-");
+        Strategy::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or(())
+    }
+}
+
+/// Where an option's value came from, for `config show` and start-up messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Env,
+    File,
+    Default,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Flag => "flag",
+            Source::Env => "env",
+            Source::File => "file",
+            Source::Default => "default",
+        }
+    }
+}
+
+/// One configurable option.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionSpec {
+    /// Key in the config file, e.g. `session_timeout`.
+    pub key: &'static str,
+    /// Environment variable, e.g. `SESSION_TIMEOUT`.
+    pub env: &'static str,
+    /// Command-line flag without dashes, e.g. `session-timeout`.
+    pub flag: &'static str,
+    /// Default as text; empty means "none" (or computed by the binary, for the database).
+    pub default: &'static str,
+    pub help: &'static str,
+    /// Whether the value is a secret that must be masked when shown.
+    pub secret: bool,
+}
+
+const fn opt(
+    key: &'static str,
+    env: &'static str,
+    flag: &'static str,
+    default: &'static str,
+    help: &'static str,
+) -> OptionSpec {
+    OptionSpec {
+        key,
+        env,
+        flag,
+        default,
+        help,
+        secret: false,
+    }
+}
+
+/// Every option the server understands.
+pub const OPTIONS: &[OptionSpec] = &[
+    opt("port", "PORT", "port", "8080", "listen port"),
+    opt("host", "HOST", "host", "127.0.0.1", "listen address"),
+    opt(
+        "database_url",
+        "DATABASE_URL",
+        "database-url",
+        "",
+        "SQLite database: file:./x.db, sqlite://path or a path (default: $XDG_DATA_HOME/ccflare/ccflare.db)",
+    ),
+    OptionSpec {
+        secret: true,
+        ..opt(
+            "api_keys",
+            "CLAUDE_API_KEYS",
+            "api-keys",
+            "",
+            "API keys to add as accounts at start, separated by commas, spaces or newlines",
+        )
+    },
+    opt(
+        "session_timeout",
+        "SESSION_TIMEOUT",
+        "session-timeout",
+        "18000",
+        "seconds a session stays on its account after its last request",
+    ),
+    opt(
+        "log_level",
+        "LOG_LEVEL",
+        "log-level",
+        "info",
+        "error, warn, info, debug or trace (RUST_LOG overrides)",
+    ),
+    opt(
+        "log_format",
+        "LOG_FORMAT",
+        "log-format",
+        "text",
+        "text or json",
+    ),
+    opt(
+        "lb_strategy",
+        "LB_STRATEGY",
+        "strategy",
+        "session",
+        "session, round-robin, least-requests, priority or headroom",
+    ),
+    opt(
+        "upstream_url",
+        "CCFLARE_UPSTREAM_URL",
+        "upstream-url",
+        "https://api.anthropic.com",
+        "where requests are forwarded",
+    ),
+    opt(
+        "max_body_bytes",
+        "CCFLARE_MAX_BODY_BYTES",
+        "max-body-bytes",
+        "33554432",
+        "largest request body accepted (bigger ones get 413)",
+    ),
+    opt(
+        "connect_timeout",
+        "CCFLARE_CONNECT_TIMEOUT",
+        "connect-timeout",
+        "10",
+        "seconds to connect to the upstream",
+    ),
+    opt(
+        "idle_timeout",
+        "CCFLARE_IDLE_TIMEOUT",
+        "idle-timeout",
+        "300",
+        "seconds without a byte from the upstream before giving up",
+    ),
+    opt(
+        "shutdown_timeout",
+        "CCFLARE_SHUTDOWN_TIMEOUT",
+        "shutdown-timeout",
+        "30",
+        "seconds in-flight requests get to finish at shutdown",
+    ),
+    opt(
+        "max_attempts",
+        "CCFLARE_MAX_ATTEMPTS",
+        "max-attempts",
+        "0",
+        "most accounts tried for one request (0 = every account)",
+    ),
+];
+
+/// Looks an option up by its file key.
+pub fn option(key: &str) -> Option<&'static OptionSpec> {
+    OPTIONS.iter().find(|o| o.key == key)
+}
+
+/// Values from one source, keyed by file key.
+pub type Layer = BTreeMap<String, String>;
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub port: u16,
+    pub host: String,
+    /// `None`: the binary's platform default.
+    pub database_url: Option<String>,
+    pub api_keys: Vec<String>,
+    pub session_timeout_s: u64,
+    pub log_level: String,
+    pub log_json: bool,
+    pub strategy: Strategy,
+    pub upstream_url: String,
+    pub max_body_bytes: usize,
+    pub connect_timeout_s: u64,
+    pub idle_timeout_s: u64,
+    pub shutdown_timeout_s: u64,
+    pub max_attempts: u32,
+    /// Where each option's value came from, by file key, with the raw text.
+    pub sources: BTreeMap<&'static str, (Source, String)>,
+}
+
+fn invalid(spec: &OptionSpec, value: &str, expected: &str) -> CoreError {
+    CoreError::InvalidOption {
+        option: spec.env.to_owned(),
+        value: if spec.secret {
+            "<hidden>".into()
+        } else {
+            value.to_owned()
+        },
+        expected: expected.to_owned(),
+    }
+}
+
+fn number<T: FromStr>(
+    spec: &OptionSpec,
+    value: &str,
+    expected: &str,
+    ok: impl Fn(&T) -> bool,
+) -> Result<T, CoreError> {
+    value
+        .trim()
+        .parse::<T>()
+        .ok()
+        .filter(ok)
+        .ok_or_else(|| invalid(spec, value, expected))
+}
+
+impl Settings {
+    /// Resolves every option from the layers, highest precedence first. A key in the file
+    /// layer that is no option is an error (a typo should not be silently ignored); flags and
+    /// environment layers only ever contain known keys.
+    pub fn resolve(flags: &Layer, env: &Layer, file: &Layer) -> Result<Settings, CoreError> {
+        if let Some(unknown) = file.keys().find(|k| option(k).is_none()) {
+            return Err(CoreError::UnknownOption {
+                option: unknown.clone(),
+                source_name: "the config file".into(),
+            });
+        }
+        let mut sources = BTreeMap::new();
+        for spec in OPTIONS {
+            let found = [
+                (Source::Flag, flags),
+                (Source::Env, env),
+                (Source::File, file),
+            ]
+            .into_iter()
+            .find_map(|(source, layer)| layer.get(spec.key).map(|v| (source, v.clone())));
+            sources.insert(
+                spec.key,
+                found.unwrap_or((Source::Default, spec.default.to_owned())),
+            );
+        }
+        let value = |key: &str| -> (&'static OptionSpec, &str) {
+            let spec = option(key).expect("every option is in OPTIONS");
+            (spec, sources[spec.key].1.as_str())
+        };
+
+        let (spec, v) = value("port");
+        let port = number(spec, v, "a port number from 1 to 65535", |p: &u16| *p > 0)?;
+        let (spec, v) = value("host");
+        let host = v.trim().to_owned();
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return Err(invalid(
+                spec,
+                v,
+                "an IP address or host name such as 127.0.0.1",
+            ));
+        }
+        let (_, v) = value("database_url");
+        let database_url = (!v.trim().is_empty()).then(|| v.trim().to_owned());
+        let (spec, v) = value("api_keys");
+        let api_keys = crate::account::split_api_keys(v);
+        for key in &api_keys {
+            crate::account::check_api_key(key).map_err(|e| invalid(spec, v, &e))?;
+        }
+        let (spec, v) = value("session_timeout");
+        let session_timeout_s = number(spec, v, "a number of seconds", |_: &u64| true)?;
+        let (spec, v) = value("log_level");
+        let log_level = v.trim().to_ascii_lowercase();
+        if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
+            return Err(invalid(spec, v, "one of error, warn, info, debug, trace"));
+        }
+        let (spec, v) = value("log_format");
+        let log_json = match v.trim() {
+            "text" => false,
+            "json" => true,
+            _ => return Err(invalid(spec, v, "text or json")),
+        };
+        let (spec, v) = value("lb_strategy");
+        let strategy = v.parse::<Strategy>().map_err(|_| {
+            invalid(
+                spec,
+                v,
+                "one of session, round-robin, least-requests, priority, headroom",
+            )
+        })?;
+        let (spec, v) = value("upstream_url");
+        let upstream_url = v.trim().trim_end_matches('/').to_owned();
+        if !(upstream_url.starts_with("http://") || upstream_url.starts_with("https://"))
+            || upstream_url.len() <= "https://".len()
+        {
+            return Err(invalid(spec, v, "an http:// or https:// URL"));
+        }
+        let (spec, v) = value("max_body_bytes");
+        let max_body_bytes = number(spec, v, "a number of bytes above 0", |n: &usize| *n > 0)?;
+        let (spec, v) = value("connect_timeout");
+        let connect_timeout_s = number(spec, v, "a number of seconds above 0", |n: &u64| *n > 0)?;
+        let (spec, v) = value("idle_timeout");
+        let idle_timeout_s = number(spec, v, "a number of seconds above 0", |n: &u64| *n > 0)?;
+        let (spec, v) = value("shutdown_timeout");
+        let shutdown_timeout_s = number(spec, v, "a number of seconds", |_: &u64| true)?;
+        let (spec, v) = value("max_attempts");
+        let max_attempts = number(spec, v, "a number (0 = every account)", |_: &u32| true)?;
+
+        Ok(Settings {
+            port,
+            host,
+            database_url,
+            api_keys,
+            session_timeout_s,
+            log_level,
+            log_json,
+            strategy,
+            upstream_url,
+            max_body_bytes,
+            connect_timeout_s,
+            idle_timeout_s,
+            shutdown_timeout_s,
+            max_attempts,
+            sources,
+        })
+    }
+
+    /// Defaults only: what a server started with no configuration uses.
+    pub fn defaults() -> Settings {
+        Settings::resolve(&Layer::new(), &Layer::new(), &Layer::new()).expect("defaults are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(pairs: &[(&str, &str)]) -> Layer {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let s = Settings::defaults();
+        assert_eq!((s.port, s.host.as_str()), (8080, "127.0.0.1"));
+        assert_eq!(s.session_timeout_s, 18_000);
+        assert_eq!(s.strategy, Strategy::Session);
+        assert_eq!(s.upstream_url, "https://api.anthropic.com");
+        assert_eq!(s.max_body_bytes, 32 * 1024 * 1024);
+        assert_eq!(s.idle_timeout_s, 300);
+        assert_eq!(s.database_url, None);
+        assert_eq!(s.sources["port"].0, Source::Default);
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file() {
+        let flags = layer(&[("port", "1")]);
+        let env = layer(&[("port", "2"), ("host", "0.0.0.0")]);
+        let file = layer(&[("port", "3"), ("host", "::1"), ("session_timeout", "60")]);
+        let s = Settings::resolve(&flags, &env, &file).unwrap();
+        assert_eq!(
+            (s.port, s.host.as_str(), s.session_timeout_s),
+            (1, "0.0.0.0", 60)
+        );
+        assert_eq!(s.sources["port"].0, Source::Flag);
+        assert_eq!(s.sources["host"].0, Source::Env);
+        assert_eq!(s.sources["session_timeout"].0, Source::File);
+    }
+
+    #[test]
+    fn bad_values_name_option_value_and_what_is_allowed() {
+        let err = Settings::resolve(&Layer::new(), &layer(&[("port", "eighty")]), &Layer::new())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid value \"eighty\" for PORT: expected a port number from 1 to 65535"
+        );
+        let err = Settings::resolve(
+            &Layer::new(),
+            &layer(&[("lb_strategy", "random")]),
+            &Layer::new(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("LB_STRATEGY") && err.to_string().contains("round-robin"));
+        let err =
+            Settings::resolve(&Layer::new(), &Layer::new(), &layer(&[("prot", "1")])).unwrap_err();
+        assert!(err.to_string().contains("prot"));
+    }
+
+    #[test]
+    fn bad_api_keys_are_not_echoed() {
+        let env = layer(&[("api_keys", "sk-ant-good-0123456789abcdef,oops-secret-value")]);
+        let err = Settings::resolve(&Layer::new(), &env, &Layer::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CLAUDE_API_KEYS") && !err.contains("oops-secret-value"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn strategies_parse_in_either_spelling() {
+        assert_eq!("round_robin".parse(), Ok(Strategy::RoundRobin));
+        assert_eq!("Least-Requests".parse(), Ok(Strategy::LeastRequests));
+        for st in Strategy::ALL {
+            assert_eq!(st.as_str().parse(), Ok(st));
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! What a response cost, in US dollars, from the price table of protocol doc §7. Ids that are
+//! not in the table (newer models, typos) are priced by family — opus, sonnet, haiku — at the
+//! current rates and the cost is marked estimated, so a new model never breaks accounting.
+
+use crate::usage::Usage;
+
+/// Prices in USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    pub input: f64,
+    pub cache_write_5m: f64,
+    pub cache_write_1h: f64,
+    pub cache_read: f64,
+    pub output: f64,
+}
+
+const fn price(input: f64, w5: f64, w1: f64, read: f64, output: f64) -> Price {
+    Price {
+        input,
+        cache_write_5m: w5,
+        cache_write_1h: w1,
+        cache_read: read,
+        output,
+    }
+}
+
+const OPUS_NEW: Price = price(5.0, 6.25, 10.0, 0.50, 25.0);
+const OPUS_OLD: Price = price(15.0, 18.75, 30.0, 1.50, 75.0);
+const SONNET: Price = price(3.0, 3.75, 6.0, 0.30, 15.0);
+const HAIKU_45: Price = price(1.0, 1.25, 2.0, 0.10, 5.0);
+const HAIKU_35: Price = price(0.80, 1.0, 1.6, 0.08, 4.0);
+const HAIKU_3: Price = price(0.25, 0.30, 0.50, 0.03, 1.25);
+const FABLE_5: Price = price(10.0, 12.50, 20.0, 1.0, 50.0);
+const FABLE_51: Price = price(10.0, 12.50, 20.0, 0.25, 50.0);
+
+/// Known ids and aliases, matched exactly (dated ids and their aliases are both listed).
+const TABLE: &[(&str, Price)] = &[
+    ("claude-opus-5", OPUS_NEW),
+    ("claude-opus-4-8", OPUS_NEW),
+    ("claude-opus-4-7", OPUS_NEW),
+    ("claude-opus-4-6", OPUS_NEW),
+    ("claude-opus-4-5-20251101", OPUS_NEW),
+    ("claude-opus-4-5", OPUS_NEW),
+    ("claude-opus-4-1-20250805", OPUS_OLD),
+    ("claude-opus-4-1", OPUS_OLD),
+    ("claude-opus-4-20250514", OPUS_OLD),
+    ("claude-opus-4-0", OPUS_OLD),
+    ("claude-4-opus-20250514", OPUS_OLD),
+    ("claude-3-opus-20240229", OPUS_OLD),
+    ("claude-3-opus-latest", OPUS_OLD),
+    ("claude-sonnet-5", SONNET),
+    ("claude-sonnet-4-6", SONNET),
+    ("claude-sonnet-4-5-20250929", SONNET),
+    ("claude-sonnet-4-5", SONNET),
+    ("claude-sonnet-4-20250514", SONNET),
+    ("claude-sonnet-4-0", SONNET),
+    ("claude-4-sonnet-20250514", SONNET),
+    ("claude-3-7-sonnet-20250219", SONNET),
+    ("claude-3-7-sonnet-latest", SONNET),
+    ("claude-3-5-sonnet-20241022", SONNET),
+    ("claude-3-5-sonnet-latest", SONNET),
+    ("claude-haiku-4-5-20251001", HAIKU_45),
+    ("claude-haiku-4-5", HAIKU_45),
+    ("claude-3-5-haiku-20241022", HAIKU_35),
+    ("claude-3-5-haiku-latest", HAIKU_35),
+    ("claude-3-haiku-20240307", HAIKU_3),
+    ("claude-fable-5", FABLE_5),
+    ("claude-mythos-5", FABLE_5),
+    ("claude-fable-5-1", FABLE_51),
+    ("claude-mythos-5-1", FABLE_51),
+];
+
+/// The cost of one response.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cost {
+    pub usd: f64,
+    /// The model was not in the table and was priced by family (or not at all).
+    pub estimated: bool,
+}
+
+/// Looks up a model's price: exact id first, then by family. `None` for ids with no known
+/// family; the boolean is true when the price is a family estimate.
+pub fn lookup(model: &str) -> Option<(Price, bool)> {
+    if let Some((_, p)) = TABLE.iter().find(|(id, _)| *id == model) {
+        return Some((*p, false));
+    }
+    let family = if model.contains("opus") {
+        OPUS_NEW
+    } else if model.contains("sonnet") {
+        SONNET
+    } else if model.contains("haiku") {
+        HAIKU_45
+    } else if model.contains("fable") || model.contains("mythos") {
+        FABLE_51
+    } else {
+        return None;
+    };
+    Some((family, true))
+}
+
+/// Prices `usage` for `model` (protocol doc §5.1 rule 3). A batch `service_tier` halves every
+/// rate; that and long-context pricing are left to later work and documented as such.
+pub fn cost(model: Option<&str>, usage: &Usage) -> Cost {
+    let Some((p, estimated)) = model.and_then(lookup) else {
+        return Cost {
+            usd: 0.0,
+            estimated: usage.total() > 0,
+        };
+    };
+    let per_million = usage.input_tokens as f64 * p.input
+        + usage.cache_write_5m as f64 * p.cache_write_5m
+        + usage.cache_write_1h as f64 * p.cache_write_1h
+        + usage.cache_read_input_tokens as f64 * p.cache_read
+        + usage.output_tokens as f64 * p.output;
+    Cost {
+        usd: per_million / 1_000_000.0,
+        estimated,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(input: u64, w5: u64, w1: u64, read: u64, output: u64) -> Usage {
+        Usage {
+            input_tokens: input,
+            output_tokens: output,
+            cache_read_input_tokens: read,
+            cache_creation_input_tokens: w5 + w1,
+            cache_write_5m: w5,
+            cache_write_1h: w1,
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    #[test]
+    fn known_model_every_token_kind() {
+        // Sonnet 4.5: 3 in, 3.75 w5m, 6 w1h, 0.30 read, 15 out.
+        let c = cost(
+            Some("claude-sonnet-4-5-20250929"),
+            &usage(1_000_000, 1_000_000, 1_000_000, 1_000_000, 1_000_000),
+        );
+        assert!(close(c.usd, 3.0 + 3.75 + 6.0 + 0.30 + 15.0), "{}", c.usd);
+        assert!(!c.estimated);
+    }
+
+    #[test]
+    fn older_and_newer_ids() {
+        let u = usage(1_000_000, 0, 0, 0, 0);
+        assert!(close(cost(Some("claude-3-haiku-20240307"), &u).usd, 0.25));
+        assert!(close(cost(Some("claude-opus-4-1"), &u).usd, 15.0));
+        assert!(close(cost(Some("claude-opus-4-5"), &u).usd, 5.0));
+        assert!(close(cost(Some("claude-3-5-haiku-latest"), &u).usd, 0.80));
+    }
+
+    #[test]
+    fn unknown_ids_priced_by_family_and_marked() {
+        let u = usage(0, 0, 0, 0, 1_000_000);
+        let c = cost(Some("claude-opus-5-5"), &u);
+        assert!(close(c.usd, 25.0) && c.estimated);
+        let c = cost(Some("claude-haiku-9"), &u);
+        assert!(close(c.usd, 5.0) && c.estimated);
+        let c = cost(Some("gpt-4"), &u);
+        assert!(c.usd == 0.0 && c.estimated);
+        assert!(!cost(None, &Usage::default()).estimated);
+    }
+}

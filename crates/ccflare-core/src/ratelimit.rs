@@ -1,0 +1,340 @@
+//! Reading Anthropic's rate-limit response headers (protocol doc §3) and deciding what an
+//! upstream answer means for the account that gave it: serve it, pass it on, or fail over and
+//! bench the account for a while.
+
+use crate::time::{Millis, parse_http_date, parse_rfc3339};
+
+/// Longest bench any header can impose; a reset further away than this is treated as this.
+pub const MAX_BENCH_MS: i64 = 24 * 3600 * 1000;
+
+/// One family of API-key limits (`requests`, `tokens`, `input-tokens`, `output-tokens`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Window {
+    pub limit: Option<u64>,
+    pub remaining: Option<u64>,
+    pub reset: Option<Millis>,
+}
+
+impl Window {
+    fn fraction_left(&self) -> Option<f64> {
+        match (self.remaining, self.limit) {
+            (Some(remaining), Some(limit)) if limit > 0 => Some(remaining as f64 / limit as f64),
+            _ => None,
+        }
+    }
+}
+
+/// What the last response of an account said about its limits.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RateLimitSnapshot {
+    pub requests: Window,
+    pub tokens: Window,
+    pub input_tokens: Window,
+    pub output_tokens: Window,
+    /// `anthropic-ratelimit-unified-status`: `allowed`, `allowed_warning`, `rejected`, …
+    pub unified_status: Option<String>,
+    /// `anthropic-ratelimit-unified-reset`, epoch seconds turned into milliseconds.
+    pub unified_reset: Option<Millis>,
+    pub unified_5h_utilization: Option<f64>,
+    pub unified_5h_reset: Option<Millis>,
+    pub unified_7d_utilization: Option<f64>,
+    pub unified_7d_reset: Option<Millis>,
+    /// `retry-after` resolved to an absolute time.
+    pub retry_at: Option<Millis>,
+    /// `x-should-retry`.
+    pub should_retry: Option<bool>,
+    /// When these values were seen.
+    pub seen_at: Millis,
+}
+
+fn epoch_seconds(value: &str) -> Option<Millis> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .map(|s| (s * 1000.0) as Millis)
+}
+
+impl RateLimitSnapshot {
+    /// Reads every header it knows from `(lowercase name, value)` pairs; others are ignored.
+    pub fn from_headers<'a>(
+        headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+        now: Millis,
+    ) -> Self {
+        let mut snap = RateLimitSnapshot {
+            seen_at: now,
+            ..Default::default()
+        };
+        for (name, value) in headers {
+            if name == "retry-after" {
+                let value = value.trim();
+                snap.retry_at = match value.parse::<f64>() {
+                    Ok(seconds) if seconds >= 0.0 => Some(now + (seconds * 1000.0) as Millis),
+                    _ => parse_http_date(value),
+                };
+                continue;
+            }
+            if name == "x-should-retry" {
+                snap.should_retry = Some(value.trim() == "true");
+                continue;
+            }
+            let Some(rest) = name.strip_prefix("anthropic-ratelimit-") else {
+                continue;
+            };
+            if let Some(unified) = rest.strip_prefix("unified-") {
+                match unified {
+                    "status" => snap.unified_status = Some(value.trim().to_owned()),
+                    "reset" => snap.unified_reset = epoch_seconds(value),
+                    "5h-utilization" => snap.unified_5h_utilization = value.trim().parse().ok(),
+                    "5h-reset" => snap.unified_5h_reset = epoch_seconds(value),
+                    "7d-utilization" => snap.unified_7d_utilization = value.trim().parse().ok(),
+                    "7d-reset" => snap.unified_7d_reset = epoch_seconds(value),
+                    _ => {}
+                }
+                continue;
+            }
+            let (family, field) = match rest.rsplit_once('-') {
+                Some(split) => split,
+                None => continue,
+            };
+            let window = match family {
+                "requests" => &mut snap.requests,
+                "tokens" => &mut snap.tokens,
+                "input-tokens" => &mut snap.input_tokens,
+                "output-tokens" => &mut snap.output_tokens,
+                _ => continue,
+            };
+            match field {
+                "limit" => window.limit = value.trim().parse().ok(),
+                "remaining" => window.remaining = value.trim().parse().ok(),
+                "reset" => window.reset = parse_rfc3339(value),
+                _ => {}
+            }
+        }
+        snap
+    }
+
+    fn windows(&self) -> [&Window; 4] {
+        [
+            &self.requests,
+            &self.tokens,
+            &self.input_tokens,
+            &self.output_tokens,
+        ]
+    }
+
+    /// True when the response carried any rate-limit information at all.
+    pub fn has_limits(&self) -> bool {
+        self.retry_at.is_some()
+            || self.unified_status.is_some()
+            || self
+                .windows()
+                .iter()
+                .any(|w| w.reset.is_some() || w.remaining.is_some())
+    }
+
+    /// Whether the unified (subscription) status blocks further requests.
+    pub fn unified_blocked(&self) -> bool {
+        matches!(
+            self.unified_status.as_deref(),
+            Some("rejected" | "blocked" | "queueing_hard")
+        )
+    }
+
+    /// The time the headers say the account can be used again after a 429: `retry-after`
+    /// first, then the unified reset, then the earliest reset of an exhausted API-key window
+    /// (or the latest reset of any window when none says it is exhausted).
+    pub fn reset_at(&self) -> Option<Millis> {
+        if let Some(at) = self.retry_at {
+            return Some(at);
+        }
+        if let Some(at) = self.unified_reset {
+            return Some(at);
+        }
+        let exhausted = self
+            .windows()
+            .iter()
+            .filter(|w| w.remaining == Some(0))
+            .filter_map(|w| w.reset)
+            .min();
+        exhausted.or_else(|| self.windows().iter().filter_map(|w| w.reset).max())
+    }
+
+    /// Share of capacity left, 0.0 to 1.0, from the tightest window; `None` when unknown.
+    /// The `headroom` strategy ranks accounts by it.
+    pub fn headroom(&self) -> Option<f64> {
+        let api = self
+            .windows()
+            .iter()
+            .filter_map(|w| w.fraction_left())
+            .reduce(f64::min);
+        let unified = [self.unified_5h_utilization, self.unified_7d_utilization]
+            .into_iter()
+            .flatten()
+            .map(|u| (1.0 - u).clamp(0.0, 1.0))
+            .reduce(f64::min);
+        match (api, unified) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// What an upstream answer means for routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Give this response to the client. `bench_until` is set when a successful response also
+    /// says the account is now out of quota (unified status `rejected`).
+    Serve { bench_until: Option<Millis> },
+    /// 429 with limit headers: bench the account until the time given (or a default backoff
+    /// when `None`) and try the next account.
+    RateLimited { until: Option<Millis> },
+    /// 429 without any window (only `x-should-retry`): the limit was for this request, not the
+    /// account. Try the next account without benching this one.
+    RequestScoped,
+    /// 529: short fixed cooldown, try the next account.
+    Overloaded,
+    /// 500/502/503/504: try the next account; the account is not benched.
+    ServerError,
+    /// 401/403: the credential was refused; try the next account.
+    AuthFailed,
+}
+
+impl Verdict {
+    /// Whether the same request should go to another account.
+    pub fn fails_over(self) -> bool {
+        !matches!(self, Verdict::Serve { .. })
+    }
+
+    /// A short label for records and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Serve { .. } => "served",
+            Verdict::RateLimited { .. } => "rate_limited",
+            Verdict::RequestScoped => "request_rate_limited",
+            Verdict::Overloaded => "overloaded",
+            Verdict::ServerError => "upstream_error",
+            Verdict::AuthFailed => "auth_failed",
+        }
+    }
+}
+
+/// Classifies an upstream status and its rate-limit headers.
+pub fn classify(status: u16, snapshot: &RateLimitSnapshot, now: Millis) -> Verdict {
+    let cap = |at: Millis| at.min(now + MAX_BENCH_MS);
+    match status {
+        429 if !snapshot.has_limits() => Verdict::RequestScoped,
+        429 => Verdict::RateLimited {
+            until: snapshot.reset_at().filter(|&at| at > now).map(cap),
+        },
+        529 => Verdict::Overloaded,
+        500 | 502 | 503 | 504 => Verdict::ServerError,
+        401 | 403 => Verdict::AuthFailed,
+        _ if snapshot.unified_blocked() => Verdict::Serve {
+            bench_until: snapshot.unified_reset.filter(|&at| at > now).map(cap),
+        },
+        _ => Verdict::Serve { bench_until: None },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Millis = 1_795_687_200_000; // 2026-11-26T10:00:00Z
+
+    fn snap(headers: &[(&str, &str)]) -> RateLimitSnapshot {
+        RateLimitSnapshot::from_headers(headers.iter().copied(), NOW)
+    }
+
+    #[test]
+    fn retry_after_seconds_wins() {
+        let s = snap(&[
+            ("retry-after", "17"),
+            ("anthropic-ratelimit-requests-reset", "2026-11-26T11:00:00Z"),
+        ]);
+        assert_eq!(
+            classify(429, &s, NOW),
+            Verdict::RateLimited {
+                until: Some(NOW + 17_000)
+            }
+        );
+    }
+
+    #[test]
+    fn exhausted_window_reset_is_used_without_retry_after() {
+        let s = snap(&[
+            ("anthropic-ratelimit-requests-limit", "50"),
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("anthropic-ratelimit-requests-reset", "2026-11-26T10:00:30Z"),
+            ("anthropic-ratelimit-tokens-remaining", "1000"),
+            ("anthropic-ratelimit-tokens-reset", "2026-11-26T10:05:00Z"),
+        ]);
+        assert_eq!(s.reset_at(), Some(NOW + 30_000));
+        assert_eq!(s.headroom(), Some(0.0));
+    }
+
+    #[test]
+    fn unified_reset_is_epoch_seconds() {
+        let s = snap(&[
+            ("anthropic-ratelimit-unified-status", "rejected"),
+            ("anthropic-ratelimit-unified-reset", "1795690800"),
+            ("anthropic-ratelimit-unified-5h-utilization", "1.01"),
+        ]);
+        assert_eq!(
+            classify(429, &s, NOW),
+            Verdict::RateLimited {
+                until: Some(1_795_690_800_000)
+            }
+        );
+        assert_eq!(
+            classify(200, &s, NOW),
+            Verdict::Serve {
+                bench_until: Some(1_795_690_800_000)
+            }
+        );
+        assert_eq!(s.headroom(), Some(0.0));
+    }
+
+    #[test]
+    fn windowless_429_is_request_scoped() {
+        let s = snap(&[("x-should-retry", "true")]);
+        assert_eq!(classify(429, &s, NOW), Verdict::RequestScoped);
+    }
+
+    #[test]
+    fn resets_are_capped_and_past_resets_ignored() {
+        let far = snap(&[("retry-after", "999999")]);
+        assert_eq!(
+            classify(429, &far, NOW),
+            Verdict::RateLimited {
+                until: Some(NOW + MAX_BENCH_MS)
+            }
+        );
+        let past = snap(&[("anthropic-ratelimit-requests-reset", "2020-01-01T00:00:00Z")]);
+        assert_eq!(
+            classify(429, &past, NOW),
+            Verdict::RateLimited { until: None }
+        );
+    }
+
+    #[test]
+    fn statuses_map_to_verdicts() {
+        let none = RateLimitSnapshot::default();
+        assert_eq!(classify(529, &none, NOW), Verdict::Overloaded);
+        for s in [500, 502, 503, 504] {
+            assert_eq!(classify(s, &none, NOW), Verdict::ServerError);
+        }
+        assert_eq!(classify(401, &none, NOW), Verdict::AuthFailed);
+        assert_eq!(classify(403, &none, NOW), Verdict::AuthFailed);
+        for s in [200, 400, 404, 413, 422] {
+            assert!(!classify(s, &none, NOW).fails_over(), "{s}");
+        }
+    }
+
+    #[test]
+    fn http_date_retry_after() {
+        let s = snap(&[("retry-after", "Thu, 26 Nov 2026 10:01:00 GMT")]);
+        assert_eq!(s.retry_at, Some(NOW + 60_000));
+    }
+}

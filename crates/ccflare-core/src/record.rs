@@ -1,0 +1,67 @@
+//! The row recorded for every proxied request (SPEC §8), built by the proxy and written by the
+//! storage writer. Plain data: the proxy fills it on the request path without any IO.
+
+use crate::account::AccountId;
+use crate::time::Millis;
+use crate::usage::Usage;
+use serde::{Deserialize, Serialize};
+
+/// Why one attempt on one account did not serve the request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptFailure {
+    pub account: String,
+    /// The upstream status, when there was a response.
+    pub status: Option<u16>,
+    /// `rate_limited`, `overloaded`, `upstream_error`, `auth_failed`, `connect_error`, `timeout`, …
+    pub reason: String,
+}
+
+/// One request, as stored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestRecord {
+    /// `x-ccflare-request-id`, also the primary key.
+    pub id: String,
+    pub started_at: Millis,
+    pub method: String,
+    pub path: String,
+    pub model: Option<String>,
+    pub account_id: Option<AccountId>,
+    pub account_name: Option<String>,
+    /// HTTP status given to the client; 499 when the client hung up first.
+    pub status: u16,
+    pub success: bool,
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+    /// Upstream attempts made (0 when no account could be tried).
+    pub attempts: u32,
+    pub attempt_failures: Vec<AttemptFailure>,
+    pub latency_ms: i64,
+    /// Time until the first response byte reached the client, if one did.
+    pub ttfb_ms: Option<i64>,
+    pub streamed: bool,
+    pub usage: Usage,
+    /// The response ended before its final usage arrived (client abort, upstream break, error
+    /// event), so `output_tokens` may be short.
+    pub usage_incomplete: bool,
+    pub cost_usd: f64,
+    pub cost_estimated: bool,
+    /// Output tokens per second over the time after the first byte.
+    pub output_tokens_per_second: Option<f64>,
+    pub session_key: Option<String>,
+    /// The client key that authorised the request (SPEC §11), when client keys are in use.
+    pub client_key: Option<String>,
+}
+
+impl RequestRecord {
+    /// Output tokens per second between first byte and end, when both are known and the
+    /// interval is not zero.
+    pub fn tokens_per_second(
+        output_tokens: u64,
+        latency_ms: i64,
+        ttfb_ms: Option<i64>,
+    ) -> Option<f64> {
+        let generating_ms = latency_ms - ttfb_ms?;
+        (output_tokens > 0 && generating_ms > 0)
+            .then(|| output_tokens as f64 * 1000.0 / generating_ms as f64)
+    }
+}
