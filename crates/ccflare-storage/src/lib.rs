@@ -1,1 +1,16 @@
-//! placeholder
+//! SQLite storage for ccflare: opening the database (WAL, busy timeout, mode 0600), the
+//! embedded migrations applied at start, the accounts repository, and the single background
+//! writer that records requests in batches so the request path never waits on the database.
+//!
+//! This is the only crate that names sqlx.
+
+pub mod accounts;
+mod db;
+mod error;
+mod migrate;
+pub mod requests;
+pub mod writer;
+
+pub use db::{Db, database_path};
+pub use error::StorageError;
+pub use writer::{AccountStateUpdate, Writer, WriterHandle};

@@ -1,0 +1,243 @@
+//! The accounts repository. Person-made changes (add, re-add, pause, resume, rename, priority)
+//! bump `revision`; the server's own state writes (cooldowns, counters) do not, so a running
+//! server can merge a person's edit without losing its own fresher runtime state.
+
+use crate::db::Db;
+use crate::error::StorageError;
+use ccflare_core::account::default_key_name;
+use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+const COLUMNS: &str = "id, name, kind, credential, priority, weight, status, revision, \
+                       rate_limited_until, overloaded_until";
+
+fn from_row(row: &SqliteRow) -> Result<Account, StorageError> {
+    let kind: String = row.try_get("kind")?;
+    let status: String = row.try_get("status")?;
+    Ok(Account {
+        id: AccountId(row.try_get("id")?),
+        name: row.try_get("name")?,
+        kind: kind.parse().map_err(StorageError::Corrupt)?,
+        credential: Secret::new(row.try_get::<String, _>("credential")?),
+        priority: row.try_get("priority")?,
+        weight: row.try_get::<i64, _>("weight")?.clamp(0, u32::MAX as i64) as u32,
+        status: status.parse().map_err(StorageError::Corrupt)?,
+        revision: row.try_get("revision")?,
+        rate_limited_until: row.try_get("rate_limited_until")?,
+        overloaded_until: row.try_get("overloaded_until")?,
+    })
+}
+
+/// Every account, ordered by id.
+pub async fn list(db: &Db) -> Result<Vec<Account>, StorageError> {
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM accounts ORDER BY id"))
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// One account by name.
+pub async fn find(db: &Db, name: &str) -> Result<Account, StorageError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM accounts WHERE name = ?"))
+        .bind(name)
+        .fetch_optional(db.pool())
+        .await?;
+    match row {
+        Some(row) => from_row(&row),
+        None => Err(StorageError::AccountNotFound {
+            name: name.to_owned(),
+        }),
+    }
+}
+
+/// What [`upsert_api_key`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    Created,
+    /// The key was already stored; an invalid account was made active again.
+    Reactivated,
+    Unchanged,
+}
+
+/// Adds an API-key account, or finds the existing one with the same key. Running it again
+/// with the same key changes nothing (start-up from `CLAUDE_API_KEYS` is idempotent), except
+/// that an account marked invalid is given another chance: re-adding a key is how a person says
+/// it works again. Without `name`, the name is `key-` and the key's last four characters, with
+/// a number added if that is taken.
+pub async fn upsert_api_key(
+    db: &Db,
+    key: &Secret,
+    name: Option<&str>,
+    priority: Option<i64>,
+    now: Millis,
+) -> Result<(Account, Upsert), StorageError> {
+    let mut tx = db.pool().begin().await?;
+    let existing = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM accounts WHERE credential = ?"
+    ))
+    .bind(key.expose())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(row) = existing {
+        let account = from_row(&row)?;
+        if account.status != AccountStatus::Invalid {
+            return Ok((account, Upsert::Unchanged));
+        }
+        sqlx::query(
+            "UPDATE accounts SET status = 'active', revision = revision + 1, updated_at = ? \
+             WHERE id = ?",
+        )
+        .bind(now)
+        .bind(account.id.0)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let account = find(db, &account.name).await?;
+        return Ok((account, Upsert::Reactivated));
+    }
+    let name = match name {
+        Some(name) => {
+            let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if taken.is_some() {
+                return Err(StorageError::DuplicateName {
+                    name: name.to_owned(),
+                });
+            }
+            name.to_owned()
+        }
+        None => {
+            let base = default_key_name(key.expose());
+            let mut candidate = base.clone();
+            let mut n = 2;
+            loop {
+                let taken: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM accounts WHERE name = ?")
+                        .bind(&candidate)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if taken.is_none() {
+                    break candidate;
+                }
+                candidate = format!("{base}-{n}");
+                n += 1;
+            }
+        }
+    };
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO accounts (name, kind, credential, priority, created_at, updated_at) \
+         VALUES (?, 'api_key', ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(&name)
+    .bind(key.expose())
+    .bind(priority.unwrap_or(0))
+    .bind(now)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let account = Account {
+        id: AccountId(id),
+        name,
+        kind: AccountKind::ApiKey,
+        credential: key.clone(),
+        priority: priority.unwrap_or(0),
+        weight: 1,
+        status: AccountStatus::Active,
+        revision: 1,
+        rate_limited_until: None,
+        overloaded_until: None,
+    };
+    Ok((account, Upsert::Created))
+}
+
+async fn person_update(
+    db: &Db,
+    name: &str,
+    set: &str,
+    value: impl ToString,
+    now: Millis,
+) -> Result<(), StorageError> {
+    let sql = format!(
+        "UPDATE accounts SET {set} = ?, revision = revision + 1, updated_at = ? WHERE name = ?"
+    );
+    let value = value.to_string();
+    let result = sqlx::query(&sql)
+        .bind(&value)
+        .bind(now)
+        .bind(name)
+        .execute(db.pool())
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => StorageError::DuplicateName {
+                name: value.clone(),
+            },
+            other => StorageError::Query(other),
+        })?;
+    if result.rows_affected() == 0 {
+        return Err(StorageError::AccountNotFound {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Pauses or resumes an account by name. Resuming also clears its cooldowns.
+pub async fn set_status(
+    db: &Db,
+    name: &str,
+    status: AccountStatus,
+    now: Millis,
+) -> Result<(), StorageError> {
+    person_update(db, name, "status", status.as_str(), now).await?;
+    if status == AccountStatus::Active {
+        sqlx::query(
+            "UPDATE accounts SET rate_limited_until = NULL, overloaded_until = NULL WHERE name = ?",
+        )
+        .bind(name)
+        .execute(db.pool())
+        .await?;
+    }
+    Ok(())
+}
+
+/// Renames an account; the new name must be free.
+pub async fn rename(db: &Db, name: &str, new_name: &str, now: Millis) -> Result<(), StorageError> {
+    let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE name = ?")
+        .bind(new_name)
+        .fetch_optional(db.pool())
+        .await?;
+    if taken.is_some() {
+        return Err(StorageError::DuplicateName {
+            name: new_name.to_owned(),
+        });
+    }
+    person_update(db, name, "name", new_name, now).await
+}
+
+/// Sets an account's priority (lower is preferred).
+pub async fn set_priority(
+    db: &Db,
+    name: &str,
+    priority: i64,
+    now: Millis,
+) -> Result<(), StorageError> {
+    person_update(db, name, "priority", priority, now).await
+}
+
+/// Removes an account. Its request rows stay, with the account's name.
+pub async fn remove(db: &Db, name: &str) -> Result<(), StorageError> {
+    let result = sqlx::query("DELETE FROM accounts WHERE name = ?")
+        .bind(name)
+        .execute(db.pool())
+        .await?;
+    if result.rows_affected() == 0 {
+        return Err(StorageError::AccountNotFound {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! Embedded migrations, applied in order at start, each in its own transaction. A small runner
+//! of our own instead of sqlx's macros keeps the build free of compile-time database access.
+
+use crate::error::StorageError;
+use sqlx::SqlitePool;
+
+/// Every migration, in order. Append only: never edit one that has shipped.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../../../migrations/0001_initial.sql"),
+)];
+
+/// The newest schema version this build knows.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+pub async fn run(pool: &SqlitePool) -> Result<(), StorageError> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
+    let current: i64 =
+        sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM schema_migrations")
+            .fetch_one(pool)
+            .await?;
+    if current > SCHEMA_VERSION {
+        return Err(StorageError::SchemaTooNew {
+            found: current,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        let migration_error = |source| StorageError::Migration {
+            version,
+            name,
+            source,
+        };
+        let mut tx = pool.begin().await.map_err(migration_error)?;
+        sqlx::raw_sql(sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(migration_error)?;
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, strftime('%s','now'))")
+            .bind(version)
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(migration_error)?;
+        tx.commit().await.map_err(migration_error)?;
+        tracing::info!(version, name, "applied database migration");
+    }
+    Ok(())
+}

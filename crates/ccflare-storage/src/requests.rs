@@ -1,0 +1,127 @@
+//! Request rows: the insert the writer uses and the plain reads tests, the CLI and the API
+//! build on. Aggregates live in `ccflare-analytics`.
+
+use crate::db::Db;
+use crate::error::StorageError;
+use ccflare_core::AccountId;
+use ccflare_core::record::{AttemptFailure, RequestRecord};
+use ccflare_core::usage::Usage;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, Transaction};
+
+pub(crate) async fn insert(
+    tx: &mut Transaction<'_, Sqlite>,
+    r: &RequestRecord,
+) -> Result<(), sqlx::Error> {
+    let failures = (!r.attempt_failures.is_empty())
+        .then(|| serde_json::to_string(&r.attempt_failures).unwrap_or_default());
+    sqlx::query(
+        "INSERT OR REPLACE INTO requests (id, started_at, method, path, model, account_id, \
+         account_name, status, success, error_type, error_message, attempts, attempt_failures, \
+         latency_ms, ttfb_ms, streamed, input_tokens, output_tokens, cache_read_tokens, \
+         cache_write_tokens, cache_write_5m_tokens, cache_write_1h_tokens, usage_incomplete, \
+         cost_usd, cost_estimated, output_tokens_per_second, session_key, client_key) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&r.id)
+    .bind(r.started_at)
+    .bind(&r.method)
+    .bind(&r.path)
+    .bind(&r.model)
+    .bind(r.account_id.map(|id| id.0))
+    .bind(&r.account_name)
+    .bind(i64::from(r.status))
+    .bind(r.success)
+    .bind(&r.error_type)
+    .bind(&r.error_message)
+    .bind(i64::from(r.attempts))
+    .bind(failures)
+    .bind(r.latency_ms)
+    .bind(r.ttfb_ms)
+    .bind(r.streamed)
+    .bind(r.usage.input_tokens as i64)
+    .bind(r.usage.output_tokens as i64)
+    .bind(r.usage.cache_read_input_tokens as i64)
+    .bind(r.usage.cache_creation_input_tokens as i64)
+    .bind(r.usage.cache_write_5m as i64)
+    .bind(r.usage.cache_write_1h as i64)
+    .bind(r.usage_incomplete)
+    .bind(r.cost_usd)
+    .bind(r.cost_estimated)
+    .bind(r.output_tokens_per_second)
+    .bind(&r.session_key)
+    .bind(&r.client_key)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn from_row(row: &SqliteRow) -> Result<RequestRecord, StorageError> {
+    let failures: Option<String> = row.try_get("attempt_failures")?;
+    let attempt_failures: Vec<AttemptFailure> = match failures {
+        Some(text) => {
+            serde_json::from_str(&text).map_err(|e| StorageError::Corrupt(e.to_string()))?
+        }
+        None => Vec::new(),
+    };
+    let count = |name: &str| -> Result<u64, StorageError> {
+        Ok(row.try_get::<i64, _>(name)?.max(0) as u64)
+    };
+    Ok(RequestRecord {
+        id: row.try_get("id")?,
+        started_at: row.try_get("started_at")?,
+        method: row.try_get("method")?,
+        path: row.try_get("path")?,
+        model: row.try_get("model")?,
+        account_id: row.try_get::<Option<i64>, _>("account_id")?.map(AccountId),
+        account_name: row.try_get("account_name")?,
+        status: row.try_get::<i64, _>("status")?.clamp(0, 999) as u16,
+        success: row.try_get("success")?,
+        error_type: row.try_get("error_type")?,
+        error_message: row.try_get("error_message")?,
+        attempts: row.try_get::<i64, _>("attempts")?.max(0) as u32,
+        attempt_failures,
+        latency_ms: row.try_get("latency_ms")?,
+        ttfb_ms: row.try_get("ttfb_ms")?,
+        streamed: row.try_get("streamed")?,
+        usage: Usage {
+            input_tokens: count("input_tokens")?,
+            output_tokens: count("output_tokens")?,
+            cache_read_input_tokens: count("cache_read_tokens")?,
+            cache_creation_input_tokens: count("cache_write_tokens")?,
+            cache_write_5m: count("cache_write_5m_tokens")?,
+            cache_write_1h: count("cache_write_1h_tokens")?,
+        },
+        usage_incomplete: row.try_get("usage_incomplete")?,
+        cost_usd: row.try_get("cost_usd")?,
+        cost_estimated: row.try_get("cost_estimated")?,
+        output_tokens_per_second: row.try_get("output_tokens_per_second")?,
+        session_key: row.try_get("session_key")?,
+        client_key: row.try_get("client_key")?,
+    })
+}
+
+/// The newest `limit` requests, newest first.
+pub async fn recent(db: &Db, limit: u32) -> Result<Vec<RequestRecord>, StorageError> {
+    let rows = sqlx::query("SELECT * FROM requests ORDER BY started_at DESC, rowid DESC LIMIT ?")
+        .bind(i64::from(limit))
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// One request by id.
+pub async fn get(db: &Db, id: &str) -> Result<Option<RequestRecord>, StorageError> {
+    let row = sqlx::query("SELECT * FROM requests WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Number of request rows.
+pub async fn count(db: &Db) -> Result<i64, StorageError> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM requests")
+        .fetch_one(db.pool())
+        .await?)
+}

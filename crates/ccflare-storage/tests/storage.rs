@@ -1,0 +1,191 @@
+//! Storage against a real SQLite file in a temp dir: opening, permissions, migrations,
+//! idempotent account upserts, and the batched writer.
+
+use ccflare_core::record::{AttemptFailure, RequestRecord};
+use ccflare_core::usage::Usage;
+use ccflare_core::{AccountStatus, Secret};
+use ccflare_storage::accounts::{self, Upsert};
+use ccflare_storage::{AccountStateUpdate, Db, StorageError, Writer, requests};
+
+const KEY_A: &str = "sk-ant-api03-aaaaaaaaaaaaaaaaaaaa-1111";
+const KEY_B: &str = "sk-ant-api03-bbbbbbbbbbbbbbbbbbbb-1111";
+
+async fn open() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&format!("file:{}/ccflare.db", dir.path().display()))
+        .await
+        .unwrap();
+    (dir, db)
+}
+
+#[tokio::test]
+async fn database_file_is_private_and_reopens() {
+    let (dir, db) = open().await;
+    let path = dir.path().join("ccflare.db");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    accounts::upsert_api_key(&db, &Secret::new(KEY_A), None, None, 1)
+        .await
+        .unwrap();
+    db.close().await;
+    // Opening again applies no migration twice and keeps the data.
+    let db = Db::open_path(&path).await.unwrap();
+    assert_eq!(accounts::list(&db).await.unwrap().len(), 1);
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn unwritable_path_is_a_clear_error() {
+    let err = Db::open("file:/proc/ccflare-no/ccflare.db")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Open { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("cannot open database at /proc/ccflare-no/ccflare.db"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn api_keys_upsert_idempotently_with_readable_names() {
+    let (_dir, db) = open().await;
+    let (a, how) = accounts::upsert_api_key(&db, &Secret::new(KEY_A), None, None, 1)
+        .await
+        .unwrap();
+    assert_eq!((a.name.as_str(), how), ("key-1111", Upsert::Created));
+    let (again, how) = accounts::upsert_api_key(&db, &Secret::new(KEY_A), None, None, 2)
+        .await
+        .unwrap();
+    assert_eq!((again.id, how), (a.id, Upsert::Unchanged));
+    // Same last four characters: the name gets a number, never the key.
+    let (b, _) = accounts::upsert_api_key(&db, &Secret::new(KEY_B), None, None, 3)
+        .await
+        .unwrap();
+    assert_eq!(b.name, "key-1111-2");
+    assert_eq!(accounts::list(&db).await.unwrap().len(), 2);
+    let dup = accounts::upsert_api_key(
+        &db,
+        &Secret::new("sk-ant-api03-cccccccccccccccc-9"),
+        Some("key-1111"),
+        None,
+        4,
+    )
+    .await;
+    assert!(matches!(dup, Err(StorageError::DuplicateName { .. })));
+}
+
+#[tokio::test]
+async fn re_adding_an_invalid_key_reactivates_it_with_a_new_revision() {
+    let (_dir, db) = open().await;
+    let (a, _) = accounts::upsert_api_key(&db, &Secret::new(KEY_A), None, None, 1)
+        .await
+        .unwrap();
+    let writer = Writer::spawn(db.clone());
+    writer.handle().account_state(AccountStateUpdate {
+        id: a.id,
+        status: AccountStatus::Invalid,
+        rate_limited_until: None,
+        overloaded_until: None,
+        last_ratelimit: None,
+    });
+    writer.close().await;
+    let stored = accounts::find(&db, &a.name).await.unwrap();
+    assert_eq!(
+        (stored.status, stored.revision),
+        (AccountStatus::Invalid, a.revision)
+    );
+    let (back, how) = accounts::upsert_api_key(&db, &Secret::new(KEY_A), None, None, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        (back.status, how),
+        (AccountStatus::Active, Upsert::Reactivated)
+    );
+    assert!(back.revision > a.revision);
+}
+
+#[tokio::test]
+async fn person_edits_bump_revision_and_report_unknown_names() {
+    let (_dir, db) = open().await;
+    let (a, _) = accounts::upsert_api_key(&db, &Secret::new(KEY_A), None, None, 1)
+        .await
+        .unwrap();
+    accounts::set_status(&db, &a.name, AccountStatus::Paused, 2)
+        .await
+        .unwrap();
+    accounts::rename(&db, &a.name, "work", 3).await.unwrap();
+    accounts::set_priority(&db, "work", 5, 4).await.unwrap();
+    let stored = accounts::find(&db, "work").await.unwrap();
+    assert_eq!(
+        (stored.status, stored.priority, stored.revision),
+        (AccountStatus::Paused, 5, 4)
+    );
+    assert!(matches!(
+        accounts::remove(&db, "nope").await,
+        Err(StorageError::AccountNotFound { .. })
+    ));
+    accounts::remove(&db, "work").await.unwrap();
+    assert!(accounts::list(&db).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn writer_records_every_request_and_counts_per_account() {
+    let (_dir, db) = open().await;
+    let (a, _) = accounts::upsert_api_key(&db, &Secret::new(KEY_A), None, None, 1)
+        .await
+        .unwrap();
+    let writer = Writer::spawn(db.clone());
+    let handle = writer.handle();
+    for i in 0..500 {
+        handle.record(RequestRecord {
+            id: format!("req-{i}"),
+            started_at: 1000 + i,
+            method: "POST".into(),
+            path: "/v1/messages".into(),
+            model: Some("claude-haiku-4-5".into()),
+            account_id: Some(a.id),
+            account_name: Some(a.name.clone()),
+            status: 200,
+            success: true,
+            attempts: 2,
+            attempt_failures: vec![AttemptFailure {
+                account: "other".into(),
+                status: Some(429),
+                reason: "rate_limited".into(),
+            }],
+            latency_ms: 12,
+            usage: Usage {
+                input_tokens: 3,
+                output_tokens: 4,
+                ..Default::default()
+            },
+            cost_usd: 0.25,
+            ..Default::default()
+        });
+    }
+    handle.flush().await;
+    assert_eq!(requests::count(&db).await.unwrap(), 500);
+    assert_eq!(handle.queue_depth(), 0);
+    let row = requests::get(&db, "req-7").await.unwrap().unwrap();
+    assert_eq!(row.usage.output_tokens, 4);
+    assert_eq!(row.attempt_failures[0].status, Some(429));
+    let (count, last_used): (i64, i64) =
+        sqlx::query_as("SELECT request_count, last_used FROM accounts WHERE id = ?")
+            .bind(a.id.0)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!((count, last_used), (500, 1499));
+    writer.close().await;
+}
