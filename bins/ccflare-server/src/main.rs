@@ -1,1 +1,210 @@
-fn main() {}
+//! `ccflare-server`: configuration → logging → storage → `ccflare_proxy::run(listener,
+//! shutdown)`. Only argument parsing, start-up messages and glue live here; errors are printed
+//! once, as one line, and the exit code is non-zero.
+
+mod config;
+
+use anyhow::{Context, Result};
+use ccflare_core::config::Settings;
+use ccflare_core::{Clock, Secret, SystemClock};
+use ccflare_pool::{Pool, PoolConfig};
+use ccflare_proxy::{AppState, ProxyConfig, UpstreamClient, spawn_account_sync};
+use ccflare_storage::accounts::{self, Upsert};
+use ccflare_storage::{Db, Writer};
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+fn main() -> ExitCode {
+    let loaded = match config::load(std::env::args_os()) {
+        Ok(loaded) => loaded,
+        Err(config::LoadError::Clap(error)) => error.exit(),
+        Err(config::LoadError::Other(error)) => {
+            eprintln!("ccflare-server: error: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ccflare-server: error: starting the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(loaded)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ccflare-server: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(loaded: config::Loaded) -> Result<()> {
+    let settings = loaded.settings;
+    init_logging(&settings);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+
+    let database_url = match &settings.database_url {
+        Some(url) => url.clone(),
+        None => config::default_database_path()?.display().to_string(),
+    };
+    let db = Db::open(&database_url).await?;
+    for key in &settings.api_keys {
+        let (account, how) =
+            accounts::upsert_api_key(&db, &Secret::new(key.clone()), None, None, clock.now_ms())
+                .await
+                .context("adding an account from CLAUDE_API_KEYS")?;
+        match how {
+            Upsert::Created => {
+                tracing::info!(account = %account.name, "added API-key account from CLAUDE_API_KEYS")
+            }
+            Upsert::Reactivated => {
+                tracing::info!(account = %account.name, "re-activated API-key account from CLAUDE_API_KEYS")
+            }
+            Upsert::Unchanged => {}
+        }
+    }
+
+    let upstream = UpstreamClient::new(
+        &settings.upstream_url,
+        Duration::from_secs(settings.connect_timeout_s),
+    )?;
+    let address = format!("{}:{}", settings.host, settings.port);
+    let listener = TcpListener::bind(&address).await.map_err(|error| match error.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!("port {} on {} is already in use: stop the other process or choose another with --port or PORT", settings.port, settings.host),
+        std::io::ErrorKind::PermissionDenied => anyhow::anyhow!("not allowed to listen on {address}: choose a port above 1023 with --port or PORT"),
+        _ => anyhow::anyhow!("cannot listen on {address}: {error}"),
+    })?;
+    let local = listener
+        .local_addr()
+        .context("reading the listening address")?;
+
+    let pool = Pool::new(PoolConfig {
+        strategy: settings.strategy,
+        session_timeout_ms: settings.session_timeout_s as i64 * 1000,
+    });
+    let writer = Writer::spawn(db.clone());
+    let proxy_config = ProxyConfig {
+        max_body_bytes: settings.max_body_bytes,
+        idle_timeout: Duration::from_secs(settings.idle_timeout_s),
+        max_attempts: settings.max_attempts,
+        shutdown_timeout: Duration::from_secs(settings.shutdown_timeout_s),
+    };
+    let state = AppState::new(pool, writer.handle(), upstream, proxy_config, clock);
+    state.sync_accounts(&db).await.context("reading accounts")?;
+
+    print_banner(&settings, &state, &db, local, loaded.config_file.as_deref());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sync = spawn_account_sync(state.clone(), db.clone(), stop_rx);
+    let report = ccflare_proxy::run(listener, state.clone(), shutdown_signal()).await;
+    tracing::info!(
+        cut_connections = report.cut_connections,
+        "stopped accepting; flushing records"
+    );
+    let _ = stop_tx.send(true);
+    let _ = sync.await;
+    drop(state);
+    writer.close().await;
+    db.close().await;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+fn init_logging(settings: &Settings) {
+    use tracing_subscriber::EnvFilter;
+    // RUST_LOG is for experts who want per-module levels; LOG_LEVEL is the documented knob.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|spec| EnvFilter::try_new(spec).ok())
+        .unwrap_or_else(|| EnvFilter::new(&settings.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if settings.log_json {
+        builder.json().init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
+
+fn print_banner(
+    settings: &Settings,
+    state: &AppState,
+    db: &Db,
+    local: std::net::SocketAddr,
+    config_file: Option<&std::path::Path>,
+) {
+    let counts = state.pool().counts(state.now());
+    let base = format!("http://{local}");
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "ccflare-server {}", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(out, "  listening on  {base}");
+    let _ = writeln!(out, "  database      {}", db.path().display());
+    if let Some(file) = config_file {
+        let _ = writeln!(out, "  config file   {}", file.display());
+    }
+    let _ = writeln!(
+        out,
+        "  accounts      {} total: {} active, {} rate limited, {} overloaded, {} paused, {} invalid",
+        counts.total,
+        counts.available,
+        counts.rate_limited,
+        counts.overloaded,
+        counts.paused,
+        counts.invalid
+    );
+    let _ = writeln!(out, "  strategy      {}", settings.strategy);
+    let _ = writeln!(out, "  upstream      {}", settings.upstream_url);
+    if counts.total == 0 {
+        let _ = writeln!(
+            out,
+            "no accounts yet: set CLAUDE_API_KEYS or run `ccflare-cli accounts add sk-ant-…`"
+        );
+    }
+    if !local.ip().is_loopback() {
+        let _ = writeln!(
+            out,
+            "warning: listening on {}, reachable from other machines; anyone who can reach it can use your accounts",
+            local.ip()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "point clients at it:  export ANTHROPIC_BASE_URL={base}"
+    );
+    let _ = out.flush();
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutdown requested");
+}

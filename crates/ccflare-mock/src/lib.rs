@@ -1,1 +1,186 @@
-//! placeholder
+//! A mock Anthropic upstream for ccflare's integration tests and benchmarks.
+//!
+//! [`MockUpstream::start`] serves the Messages API on `127.0.0.1:0` over real HTTP/1.1 with
+//! keep-alive: `POST /v1/messages` (JSON, or SSE when the body has `"stream": true`),
+//! `POST /v1/messages/count_tokens`, `GET /v1/models`, `GET /v1/models/{id}` and a stub
+//! `POST /v1/complete`. Query strings such as `?beta=true` are accepted; every other path is a
+//! 404 `not_found_error`. Every response carries `request-id` and `anthropic-organization-id`;
+//! error bodies are Anthropic-shaped and their `request_id` equals the header.
+//!
+//! # Authentication
+//!
+//! The credential is the `x-api-key` value, else the token of `authorization: Bearer`. Any
+//! credential starting with `sk-ant-` is accepted unless [revoked](MockUpstream::revoke). OAuth
+//! tokens (`sk-ant-oat…`) must come as a bearer token with `oauth-2025-04-20` in
+//! `anthropic-beta`, else 401 `"OAuth authentication is currently not supported."`. Successful
+//! responses carry the `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-*`
+//! family for API keys (RFC 3339 resets a minute ahead) and the unified family (status
+//! `allowed`, epoch-second resets) for OAuth tokens.
+//!
+//! Checks run in this order, so a queued fault is consumed by the first authenticated request
+//! on a known route: route (404), credential (401), [fault](Fault), `anthropic-version` (400),
+//! body validation (400).
+//!
+//! # Deterministic usage
+//!
+//! So that tests can check the proxy's accounting exactly:
+//!
+//! - `input_tokens` = request body length in bytes / 4 (integer division), at least 1.
+//! - `output_tokens` = number of whitespace-separated words of the response text.
+//! - If the request body contains the substring `"cache_control"` (with the quotes):
+//!   `cache_read_input_tokens` = 100 and `cache_creation_input_tokens` = 50, split as
+//!   `ephemeral_5m_input_tokens` = 50 and `ephemeral_1h_input_tokens` = 0. Otherwise all three
+//!   are 0.
+//! - In a stream, `message_start` carries the input and cache counts with the placeholder
+//!   `output_tokens: 1`; the final `message_delta` repeats them with the real `output_tokens`.
+//! - `count_tokens` answers `{"input_tokens":N}` with the same `input_tokens` rule.
+//!
+//! # Steering headers
+//!
+//! Request headers pass through the proxy unchanged, so tests steer the mock with them:
+//!
+//! - `x-mock-text: <text>`: the response text (default `"Hello from the mock upstream."`). A
+//!   stream sends one `text_delta` per word, each with its trailing whitespace.
+//! - `x-mock-stream-bytes: N`: the text is `ceil(N / 1024)` (at least 1) chunks of exactly 1024
+//!   bytes, each `"mocktok "` repeated 128 times; a stream sends one `text_delta` per chunk.
+//!   So `output_tokens` = 128 × chunks. Overrides `x-mock-text`.
+//! - `x-mock-chunk-delay-ms: N`: wait N ms before each SSE event after the first.
+//! - `x-mock-split: 1`: write each SSE event in several pieces, 1 ms apart, cut inside the
+//!   `event:` line, in the middle of the `data:` line, just after the first byte of the first
+//!   multi-byte UTF-8 character (if any), and between the two final newlines.
+//!
+//! An unparsable numeric steering header is a 400 `invalid_request_error`, to catch typos.
+
+mod body;
+mod fault;
+mod handler;
+mod request;
+mod response;
+mod server;
+mod sse;
+mod state;
+mod time;
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use fault::Fault;
+pub use request::ReceivedRequest;
+
+use state::State;
+
+/// A handle on a running mock upstream. Clones share the same server, which stops on
+/// [`shutdown`](Self::shutdown) or when the last handle is dropped.
+#[derive(Clone)]
+pub struct MockUpstream {
+    inner: Arc<Handle>,
+}
+
+/// The owner of the server task; dropping it (with the last `MockUpstream`) stops the server.
+struct Handle {
+    addr: SocketAddr,
+    state: Arc<State>,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // The signal lets the accept loop end by itself; the abort covers a runtime that is no
+        // longer polling it.
+        let _ = self.shutdown.send(true);
+        self.server.abort();
+    }
+}
+
+impl fmt::Debug for MockUpstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockUpstream")
+            .field("addr", &self.inner.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MockUpstream {
+    /// Binds `127.0.0.1:0` and serves in a spawned task until [`shutdown`](Self::shutdown) or
+    /// the drop of all handles.
+    pub async fn start() -> std::io::Result<MockUpstream> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        Self::start_on(listener).await
+    }
+
+    /// Serves on an already bound listener.
+    pub async fn start_on(listener: TcpListener) -> std::io::Result<MockUpstream> {
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State::new(addr.port()));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let server = tokio::spawn(server::serve(listener, Arc::clone(&state), shutdown_rx));
+        Ok(MockUpstream {
+            inner: Arc::new(Handle {
+                addr,
+                state,
+                shutdown,
+                server,
+            }),
+        })
+    }
+
+    /// The address the mock listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// The base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.inner.addr)
+    }
+
+    /// Queues a fault for requests authenticated with `credential` (the `x-api-key` value or
+    /// the bearer token). Each queued fault is consumed by one request, in order; queued faults
+    /// take precedence over a sticky one. When the queue is empty the key behaves normally.
+    pub fn push_fault(&self, credential: &str, fault: Fault) {
+        self.inner.state.push_fault(credential, fault);
+    }
+
+    /// Sets a fault applied to every request of this credential until cleared with `None`.
+    pub fn set_sticky_fault(&self, credential: &str, fault: Option<Fault>) {
+        self.inner.state.set_sticky_fault(credential, fault);
+    }
+
+    /// Makes `credential` fail with 401 `authentication_error` "invalid x-api-key".
+    pub fn revoke(&self, credential: &str) {
+        self.inner.state.revoke(credential);
+    }
+
+    /// Everything received, in arrival order, faulted and rejected requests included.
+    pub fn requests(&self) -> Vec<ReceivedRequest> {
+        self.inner.state.requests()
+    }
+
+    /// Number of streamed responses whose body was abandoned before its end: the client went
+    /// away and the body was dropped before its last frame. Intentional
+    /// [`Fault::DropMidStream`] cuts are not counted.
+    pub fn aborted_streams(&self) -> usize {
+        self.inner.state.aborted_streams()
+    }
+
+    /// Waits until [`aborted_streams`](Self::aborted_streams) is at least `n`.
+    pub async fn wait_aborted_streams(&self, n: usize) {
+        self.inner.state.wait_aborted_streams(n).await;
+    }
+
+    /// Waits until at least `n` requests have been received (and recorded).
+    pub async fn wait_requests(&self, n: usize) {
+        self.inner.state.wait_requests(n).await;
+    }
+
+    /// Stops accepting connections and closes the open ones, hanging requests included.
+    pub fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+    }
+}

@@ -1,1 +1,22 @@
-//! placeholder
+//! The account pool and load balancer (SPEC §5–§7): which accounts may take a request right now,
+//! which one a request goes to (session affinity, then the configured strategy), and how an
+//! upstream answer benches an account (429 until its reset or a growing backoff, 529 for a short
+//! fixed time, 401/403 until a person re-adds the key).
+//!
+//! **Invariant:** this crate is pure. It does no IO, never sleeps and never reads a clock: every
+//! call takes `now`, and a bench whose end has passed is simply over. The proxy owns one [`Pool`]
+//! behind a lock, feeds it the stored accounts with [`Pool::sync`], and writes the
+//! [`PersistState`] that [`Pool::report`] returns to the database behind the request.
+
+mod account_state;
+mod error;
+mod pool;
+mod state;
+mod strategy;
+
+pub use account_state::{
+    DEFAULT_BACKOFF_MS, MAX_BACKOFF_MS, OAUTH_AUTH_FAILURE_BENCH_MS, OVERLOAD_COOLDOWN_MS,
+};
+pub use error::{Unavailable, UnavailableReason};
+pub use pool::{Pick, Pool, PoolConfig};
+pub use state::{AccountView, PersistState, RoutingState, StateCounts};

@@ -1,1 +1,21 @@
-//! placeholder
+//! The proxy engine: a hyper HTTP/1.1 server that forwards every `/v1/*` request to the
+//! Anthropic API through one account of the pool, fails over before the first byte, streams
+//! the answer back chunk by chunk while reading its usage inline, and hands one record per
+//! request to the storage writer. Also serves `/health`.
+//!
+//! Entry point: [`run`], which takes its listener and a shutdown future (so tests run it on
+//! port 0) and returns once every connection has finished or the shutdown deadline passed.
+
+mod body;
+mod error;
+mod forward;
+mod headers;
+mod recorder;
+mod server;
+mod state;
+mod upstream;
+
+pub use error::ProxyError;
+pub use server::run;
+pub use state::{AppState, ProxyConfig, spawn_account_sync};
+pub use upstream::UpstreamClient;

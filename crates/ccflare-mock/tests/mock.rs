@@ -1,0 +1,608 @@
+//! End-to-end checks of the mock upstream over real sockets: what a proxy under test will see
+//! on the wire (status, headers, exact body bytes, usage numbers, dropped connections).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ccflare_mock::{Fault, MockUpstream};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const API_KEY: &str = "sk-ant-api03-test-key";
+const OAUTH_TOKEN: &str = "sk-ant-oat01-test-token";
+/// Guards every wait so a broken mock fails the test instead of hanging it.
+const GUARD: Duration = Duration::from_secs(20);
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    /// The body bytes received before the end or the error.
+    body: Vec<u8>,
+    /// Whether the body ended with an error (connection dropped mid-body).
+    body_error: bool,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).expect("utf-8 body")
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+}
+
+async fn send(
+    mock: &MockUpstream,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("{}{path}", mock.url()));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("request");
+    let response = tokio::time::timeout(GUARD, client.request(request))
+        .await
+        .expect("response within the guard")
+        .expect("response");
+    let (parts, mut incoming) = response.into_parts();
+    let mut body = Vec::new();
+    let mut body_error = false;
+    loop {
+        match tokio::time::timeout(GUARD, incoming.frame())
+            .await
+            .expect("frame within guard")
+        {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    body.extend_from_slice(data);
+                }
+            }
+            Some(Err(_)) => {
+                body_error = true;
+                break;
+            }
+            None => break,
+        }
+    }
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+        body_error,
+    }
+}
+
+/// `POST /v1/messages?beta=true` with an API key and the version header.
+async fn post_message(mock: &MockUpstream, extra: &[(&str, &str)], body: &str) -> Reply {
+    let mut headers = vec![
+        ("x-api-key", API_KEY),
+        ("anthropic-version", "2023-06-01"),
+        ("content-type", "application/json"),
+    ];
+    headers.extend_from_slice(extra);
+    send(mock, Method::POST, "/v1/messages?beta=true", &headers, body).await
+}
+
+fn message_body(stream: bool) -> String {
+    format!(
+        r#"{{"model":"claude-sonnet-4-5","max_tokens":64,"stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#
+    )
+}
+
+/// Parses an SSE body into (event name, data JSON text), checking the frame syntax strictly.
+fn sse_events(body: &str) -> Vec<(String, String)> {
+    assert!(body.ends_with("\n\n"), "stream must end with a blank line");
+    body.trim_end_matches('\n')
+        .split("\n\n")
+        .map(|frame| {
+            let (event, data) = frame.split_once('\n').expect("two lines per event");
+            let name = event.strip_prefix("event: ").expect("event line");
+            let data = data.strip_prefix("data: ").expect("data line");
+            assert!(!data.contains('\n'), "one data line");
+            (name.to_owned(), data.to_owned())
+        })
+        .collect()
+}
+
+fn assert_error(reply: &Reply, status: u16, kind: &str, message: &str) {
+    assert_eq!(reply.status.as_u16(), status, "{}", reply.text());
+    let body = reply.json();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], kind);
+    assert_eq!(body["error"]["message"], message);
+    assert_eq!(body["request_id"], reply.header("request-id"));
+    assert!(reply.header("request-id").starts_with("req_011C"));
+    assert!(!reply.header("anthropic-organization-id").is_empty());
+}
+
+#[tokio::test]
+async fn json_message_has_exact_usage_and_rate_limit_headers() {
+    let mock = MockUpstream::start().await.expect("start");
+    let body = message_body(false);
+    let reply = post_message(&mock, &[], &body).await;
+
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("content-type"), "application/json");
+    assert!(reply.header("request-id").starts_with("req_011C"));
+    assert!(!reply.header("anthropic-organization-id").is_empty());
+    assert_eq!(reply.header("anthropic-ratelimit-requests-limit"), "1000");
+    assert_eq!(
+        reply.header("anthropic-ratelimit-requests-remaining"),
+        "999"
+    );
+    assert!(
+        reply
+            .header("anthropic-ratelimit-tokens-reset")
+            .ends_with('Z')
+    );
+    assert!(
+        reply
+            .headers
+            .get("anthropic-ratelimit-unified-status")
+            .is_none()
+    );
+
+    let message = reply.json();
+    assert_eq!(message["model"], "claude-sonnet-4-5");
+    assert_eq!(
+        message["content"][0]["text"],
+        "Hello from the mock upstream."
+    );
+    let usage = &message["usage"];
+    assert_eq!(usage["input_tokens"], body.len() / 4);
+    assert_eq!(usage["output_tokens"], 5);
+    assert_eq!(usage["cache_read_input_tokens"], 0);
+    assert_eq!(usage["cache_creation_input_tokens"], 0);
+
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 1);
+    let received = &requests[0];
+    assert_eq!(received.method, "POST");
+    assert_eq!(received.path, "/v1/messages");
+    assert_eq!(received.query.as_deref(), Some("beta=true"));
+    assert_eq!(received.credential.as_deref(), Some(API_KEY));
+    assert_eq!(received.header("Anthropic-Version"), Some("2023-06-01"));
+    assert_eq!(received.body, body.as_bytes());
+}
+
+#[tokio::test]
+async fn cache_control_and_custom_text_steer_usage() {
+    let mock = MockUpstream::start().await.expect("start");
+    let body = r#"{"model":"m","max_tokens":1,"messages":[],"system":[{"type":"text","text":"s","cache_control":{"type":"ephemeral"}}]}"#;
+    let reply = post_message(&mock, &[("x-mock-text", "one two  three")], body).await;
+    let usage = &reply.json()["usage"];
+    assert_eq!(usage["input_tokens"], body.len() / 4);
+    assert_eq!(usage["output_tokens"], 3);
+    assert_eq!(usage["cache_read_input_tokens"], 100);
+    assert_eq!(usage["cache_creation_input_tokens"], 50);
+    assert_eq!(usage["cache_creation"]["ephemeral_5m_input_tokens"], 50);
+    assert_eq!(usage["cache_creation"]["ephemeral_1h_input_tokens"], 0);
+    assert_eq!(reply.json()["content"][0]["text"], "one two  three");
+}
+
+#[tokio::test]
+async fn sse_stream_has_the_captured_byte_format() {
+    let mock = MockUpstream::start().await.expect("start");
+    let body = message_body(true);
+    for split in ["0", "1"] {
+        let reply = post_message(
+            &mock,
+            &[("x-mock-text", "gato, luna, café"), ("x-mock-split", split)],
+            &body,
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(!reply.body_error);
+        assert_eq!(
+            reply.header("content-type"),
+            "text/event-stream; charset=utf-8"
+        );
+        assert_eq!(reply.header("cache-control"), "no-cache");
+        assert_eq!(reply.header("anthropic-ratelimit-requests-limit"), "1000");
+
+        let events = sse_events(reply.text());
+        let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "message_start",
+                "content_block_start",
+                "ping",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop",
+            ]
+        );
+        assert_eq!(events[2].1, r#"{"type": "ping"}"#);
+        assert!(reply.text().contains(
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\
+             \"delta\":{\"type\":\"text_delta\",\"text\":\"café\"}}\n\n"
+        ));
+
+        let start: Value = serde_json::from_str(&events[0].1).expect("json");
+        assert_eq!(start["message"]["model"], "claude-sonnet-4-5");
+        assert_eq!(start["message"]["usage"]["output_tokens"], 1);
+        assert_eq!(start["message"]["usage"]["input_tokens"], body.len() / 4);
+        assert_eq!(
+            start["message"]["usage"]["cache_creation"]["ephemeral_1h_input_tokens"],
+            0
+        );
+
+        let text: String = events[3..6]
+            .iter()
+            .map(|(_, data)| {
+                let delta: Value = serde_json::from_str(data).expect("json");
+                delta["delta"]["text"].as_str().expect("text").to_owned()
+            })
+            .collect();
+        assert_eq!(text, "gato, luna, café");
+
+        let delta: Value = serde_json::from_str(&events[7].1).expect("json");
+        assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+        assert_eq!(delta["usage"]["output_tokens"], 3);
+        assert_eq!(delta["usage"]["input_tokens"], body.len() / 4);
+
+        // Usage is only in message_start and the final message_delta, as upstream sends it.
+        let with_usage = events
+            .iter()
+            .filter(|(_, data)| data.contains("\"usage\""))
+            .count();
+        assert_eq!(with_usage, 2);
+    }
+}
+
+#[tokio::test]
+async fn stream_bytes_makes_a_large_stream_with_counted_output() {
+    let mock = MockUpstream::start().await.expect("start");
+    let reply = post_message(
+        &mock,
+        &[("x-mock-stream-bytes", "2100000")],
+        &message_body(true),
+    )
+    .await;
+    assert!(reply.body.len() > 2_100_000);
+    let events = sse_events(reply.text());
+    let deltas = events
+        .iter()
+        .filter(|(name, _)| name == "content_block_delta")
+        .count();
+    assert_eq!(deltas, 2_100_000usize.div_ceil(1024));
+    let (name, data) = &events[events.len() - 2];
+    assert_eq!(name, "message_delta");
+    let delta: Value = serde_json::from_str(data).expect("json");
+    assert_eq!(delta["usage"]["output_tokens"], deltas * 128);
+}
+
+#[tokio::test]
+async fn rate_limited_fault_is_consumed_once() {
+    let mock = MockUpstream::start().await.expect("start");
+    mock.push_fault(
+        API_KEY,
+        Fault::RateLimited {
+            retry_after: Some(30),
+            reset: None,
+        },
+    );
+    let reply = post_message(&mock, &[], &message_body(false)).await;
+    assert_error(&reply, 429, "rate_limit_error", "rate limit exceeded");
+    assert_eq!(reply.header("retry-after"), "30");
+    assert_eq!(reply.header("x-should-retry"), "true");
+
+    let reset = "2030-01-01T00:00:00Z";
+    let fault = Fault::RateLimited {
+        retry_after: None,
+        reset: Some(reset.to_owned()),
+    };
+    mock.push_fault(API_KEY, fault);
+    let reply = post_message(&mock, &[], &message_body(false)).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(reply.headers.get("retry-after").is_none());
+    assert_eq!(reply.header("anthropic-ratelimit-requests-remaining"), "0");
+    assert_eq!(
+        reply.header("anthropic-ratelimit-output-tokens-reset"),
+        reset
+    );
+
+    let reply = post_message(&mock, &[], &message_body(false)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(mock.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn sticky_faults_apply_until_cleared() {
+    let mock = MockUpstream::start().await.expect("start");
+    mock.set_sticky_fault(API_KEY, Some(Fault::Overloaded));
+    for _ in 0..2 {
+        let reply = post_message(&mock, &[], &message_body(false)).await;
+        assert_error(&reply, 529, "overloaded_error", "Overloaded");
+    }
+    mock.push_fault(API_KEY, Fault::Status(504));
+    let reply = post_message(&mock, &[], &message_body(false)).await;
+    assert_error(&reply, 504, "timeout_error", "Request timed out");
+    mock.set_sticky_fault(API_KEY, None);
+    assert_eq!(
+        post_message(&mock, &[], &message_body(false)).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn other_faults_have_their_wire_shapes() {
+    let mock = MockUpstream::start().await.expect("start");
+    mock.push_fault(API_KEY, Fault::RequestTooLargeHtml);
+    let reply = post_message(&mock, &[], &message_body(false)).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.header("content-type"), "text/html");
+    assert!(reply.text().starts_with("<html>"));
+
+    mock.push_fault(
+        OAUTH_TOKEN,
+        Fault::UnifiedRejected {
+            reset_epoch: 4_000_000_000,
+        },
+    );
+    let bearer = format!("Bearer {OAUTH_TOKEN}");
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("anthropic-beta", "claude-code-20250219,oauth-2025-04-20"),
+        ("anthropic-version", "2023-06-01"),
+    ];
+    let reply = send(
+        &mock,
+        Method::POST,
+        "/v1/messages",
+        &headers,
+        &message_body(false),
+    )
+    .await;
+    assert_error(&reply, 429, "rate_limit_error", "rate limit exceeded");
+    assert_eq!(
+        reply.header("anthropic-ratelimit-unified-status"),
+        "rejected"
+    );
+    assert_eq!(
+        reply.header("anthropic-ratelimit-unified-reset"),
+        "4000000000"
+    );
+    assert!(reply.header("retry-after").parse::<u64>().expect("seconds") > 0);
+
+    mock.push_fault(API_KEY, Fault::ErrorEvent { after_events: 4 });
+    let reply = post_message(&mock, &[], &message_body(true)).await;
+    assert!(!reply.body_error);
+    let events = sse_events(reply.text());
+    assert_eq!(events.len(), 5);
+    assert_eq!(events[3].0, "content_block_delta");
+    assert_eq!(events[4].0, "error");
+    let error: Value = serde_json::from_str(&events[4].1).expect("json");
+    assert_eq!(error["error"]["type"], "overloaded_error");
+}
+
+#[tokio::test]
+async fn drop_mid_stream_ends_with_a_body_error() {
+    let mock = MockUpstream::start().await.expect("start");
+    mock.push_fault(API_KEY, Fault::DropMidStream { after_events: 4 });
+    let reply = post_message(&mock, &[], &message_body(true)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.body_error, "the body must fail, not end");
+    let text = reply.text();
+    assert!(text.starts_with("event: message_start\n"));
+    assert!(text.ends_with("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello \"}}\n\n"));
+    assert!(!text.contains("message_stop"));
+    // A planned drop is not a client abandoning the stream.
+    assert_eq!(mock.aborted_streams(), 0);
+
+    mock.push_fault(API_KEY, Fault::DropMidStream { after_events: 0 });
+    let reply = post_message(&mock, &[], &message_body(false)).await;
+    assert!(reply.body_error);
+    assert!(reply.body.len() < reply.header("content-length").parse().expect("length"));
+}
+
+#[tokio::test]
+async fn client_abandoning_a_stream_is_counted() {
+    let mock = MockUpstream::start().await.expect("start");
+    let body = message_body(true);
+    let request = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: mock\r\nx-api-key: {API_KEY}\r\n\
+         anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\n\
+         x-mock-stream-bytes: 10000000\r\nx-mock-chunk-delay-ms: 5\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(mock.addr()).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut first = [0u8; 64];
+    let read = stream.read(&mut first).await.expect("read");
+    assert!(first[..read].starts_with(b"HTTP/1.1 200"));
+    drop(stream);
+    tokio::time::timeout(GUARD, mock.wait_aborted_streams(1))
+        .await
+        .expect("abort noticed");
+    assert_eq!(mock.aborted_streams(), 1);
+}
+
+#[tokio::test]
+async fn hang_never_answers_until_shutdown() {
+    let mock = MockUpstream::start().await.expect("start");
+    mock.push_fault(API_KEY, Fault::Hang);
+    let body = message_body(false);
+    let request = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: mock\r\nx-api-key: {API_KEY}\r\n\
+         anthropic-version: 2023-06-01\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(mock.addr()).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    tokio::time::timeout(GUARD, mock.wait_requests(1))
+        .await
+        .expect("request recorded");
+    mock.shutdown();
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(GUARD, stream.read_to_end(&mut received))
+        .await
+        .expect("closed");
+    assert!(received.is_empty(), "no response bytes before the close");
+}
+
+#[tokio::test]
+async fn authentication_rules() {
+    let mock = MockUpstream::start().await.expect("start");
+    let body = message_body(false);
+
+    mock.revoke(API_KEY);
+    let reply = post_message(&mock, &[], &body).await;
+    assert_error(&reply, 401, "authentication_error", "invalid x-api-key");
+
+    let headers = [("anthropic-version", "2023-06-01")];
+    let reply = send(&mock, Method::POST, "/v1/messages", &headers, &body).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+
+    let headers = [
+        ("x-api-key", "not-a-key"),
+        ("anthropic-version", "2023-06-01"),
+    ];
+    let reply = send(&mock, Method::POST, "/v1/messages", &headers, &body).await;
+    assert_error(&reply, 401, "authentication_error", "invalid x-api-key");
+
+    let bearer = format!("Bearer {OAUTH_TOKEN}");
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("anthropic-version", "2023-06-01"),
+    ];
+    let reply = send(&mock, Method::POST, "/v1/messages", &headers, &body).await;
+    let message = "OAuth authentication is currently not supported.";
+    assert_error(&reply, 401, "authentication_error", message);
+
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("anthropic-version", "2023-06-01"),
+        (
+            "anthropic-beta",
+            "fine-grained-tool-streaming-2025-05-14, oauth-2025-04-20",
+        ),
+    ];
+    let reply = send(&mock, Method::POST, "/v1/messages", &headers, &body).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.header("anthropic-ratelimit-unified-status"),
+        "allowed"
+    );
+    assert!(
+        reply
+            .headers
+            .get("anthropic-ratelimit-requests-limit")
+            .is_none()
+    );
+
+    // An API key sent as a bearer token is accepted (newer SDKs do this).
+    let bearer_key = "Bearer sk-ant-api03-other";
+    let headers = [
+        ("authorization", bearer_key),
+        ("anthropic-version", "2023-06-01"),
+    ];
+    let reply = send(&mock, Method::POST, "/v1/messages", &headers, &body).await;
+    assert_eq!(reply.status, StatusCode::OK);
+
+    assert_eq!(mock.requests().len(), 6);
+}
+
+#[tokio::test]
+async fn validation_errors() {
+    let mock = MockUpstream::start().await.expect("start");
+    let headers = [("x-api-key", API_KEY)];
+    let reply = send(
+        &mock,
+        Method::POST,
+        "/v1/messages",
+        &headers,
+        &message_body(false),
+    )
+    .await;
+    assert_error(
+        &reply,
+        400,
+        "invalid_request_error",
+        "anthropic-version: header is required",
+    );
+
+    let reply = post_message(&mock, &[], r#"{"model":"m","messages":[]}"#).await;
+    assert_error(
+        &reply,
+        400,
+        "invalid_request_error",
+        "max_tokens: Field required",
+    );
+
+    let reply = post_message(&mock, &[], "{not json").await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+
+    let reply = post_message(
+        &mock,
+        &[("x-mock-stream-bytes", "lots")],
+        &message_body(true),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+
+    let reply = send(&mock, Method::GET, "/v1/nothing", &[], "").await;
+    let message = "The requested resource could not be found.";
+    assert_error(&reply, 404, "not_found_error", message);
+}
+
+#[tokio::test]
+async fn count_tokens_and_models() {
+    let mock = MockUpstream::start().await.expect("start");
+    let headers = [("x-api-key", API_KEY), ("anthropic-version", "2023-06-01")];
+    let body =
+        r#"{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hello there"}]}"#;
+    let path = "/v1/messages/count_tokens?beta=true";
+    let reply = send(&mock, Method::POST, path, &headers, body).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.text(),
+        format!("{{\"input_tokens\":{}}}", body.len() / 4)
+    );
+
+    let reply = send(&mock, Method::GET, "/v1/models", &headers, "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let list = reply.json();
+    assert_eq!(list["data"].as_array().expect("data").len(), 3);
+    assert_eq!(list["has_more"], false);
+
+    let reply = send(
+        &mock,
+        Method::GET,
+        "/v1/models/claude-haiku-4-5",
+        &headers,
+        "",
+    )
+    .await;
+    assert_eq!(reply.json()["id"], "claude-haiku-4-5-20251001");
+    let reply = send(&mock, Method::GET, "/v1/models/claude-9", &headers, "").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+}

@@ -1,0 +1,233 @@
+//! The pool's copy of one account: what storage says about it (name, credential, priority, the
+//! status a person set) plus what only the running server knows (cooldowns it imposed, requests
+//! in flight, the last rate-limit headers). Here live the rules that turn an upstream answer into
+//! a bench, and the rules that merge a fresh database record into this copy.
+
+use crate::state::{AccountView, PersistState, RoutingState};
+use ccflare_core::ratelimit::{RateLimitSnapshot, Verdict};
+use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret};
+use std::sync::Arc;
+
+/// First bench after a 429 that named no reset time; doubles with every 429 in a row.
+pub const DEFAULT_BACKOFF_MS: i64 = 30_000;
+/// The default backoff never grows past this.
+pub const MAX_BACKOFF_MS: i64 = 5 * 60_000;
+/// Bench after a 529. Fixed, because an overloaded API says nothing about this account.
+pub const OVERLOAD_COOLDOWN_MS: i64 = 15_000;
+/// Bench of an OAuth account whose token was refused: long enough for a token refresh, without
+/// giving up on a subscription that a refresh will most likely bring back.
+pub const OAUTH_AUTH_FAILURE_BENCH_MS: i64 = 60_000;
+
+/// A cooldown end that still lies ahead; a bench whose end has passed is simply over.
+fn ahead(until: Option<Millis>, now: Millis) -> Option<Millis> {
+    until.filter(|&at| at > now)
+}
+
+/// The later of a running bench and a new one, so that a slow answer from a concurrent attempt
+/// cannot shorten a bench another answer imposed.
+fn extend(bench: &mut Option<Millis>, until: Millis) {
+    *bench = Some(bench.map_or(until, |at| at.max(until)));
+}
+
+/// 30 s × 2^(n−1), capped at 5 min, for the n-th 429 in a row.
+fn default_backoff(consecutive: u32) -> i64 {
+    let doublings = consecutive.saturating_sub(1).min(20);
+    DEFAULT_BACKOFF_MS
+        .saturating_mul(1 << doublings)
+        .min(MAX_BACKOFF_MS)
+}
+
+#[derive(Debug)]
+pub(crate) struct AccountState {
+    pub(crate) id: AccountId,
+    pub(crate) name: Arc<str>,
+    pub(crate) kind: AccountKind,
+    pub(crate) credential: Secret,
+    pub(crate) priority: i64,
+    pub(crate) weight: u32,
+    pub(crate) status: AccountStatus,
+    /// The record revision this copy last took a person's settings from.
+    pub(crate) revision: i64,
+    pub(crate) rate_limited_until: Option<Millis>,
+    pub(crate) overloaded_until: Option<Millis>,
+    pub(crate) consecutive_rate_limits: u32,
+    pub(crate) last_ratelimit: Option<RateLimitSnapshot>,
+    pub(crate) in_flight: u32,
+    pub(crate) requests: u64,
+    pub(crate) last_used: Option<Millis>,
+}
+
+impl AccountState {
+    /// An account the pool has not seen before: everything from the record, including the
+    /// cooldowns an earlier run persisted.
+    pub(crate) fn new(record: Account, now: Millis) -> Self {
+        AccountState {
+            id: record.id,
+            name: record.name.into(),
+            kind: record.kind,
+            credential: record.credential,
+            priority: record.priority,
+            weight: record.weight,
+            status: record.status,
+            revision: record.revision,
+            rate_limited_until: ahead(record.rate_limited_until, now),
+            overloaded_until: ahead(record.overloaded_until, now),
+            consecutive_rate_limits: 0,
+            last_ratelimit: None,
+            in_flight: 0,
+            requests: 0,
+            last_used: None,
+        }
+    }
+
+    /// Takes a fresh record of this account from storage.
+    ///
+    /// Name, kind, credential, priority and weight are always taken: the pool never changes them
+    /// itself, and a refreshed OAuth token is stored without a new revision yet must be used.
+    /// Status and cooldowns are taken only when a person changed the account (a new revision);
+    /// with the same revision the pool's own state wins, because the database may not have the
+    /// pool's latest writes yet.
+    pub(crate) fn merge(&mut self, record: Account, now: Millis) {
+        if *self.name != *record.name {
+            self.name = record.name.into();
+        }
+        self.kind = record.kind;
+        self.credential = record.credential;
+        self.priority = record.priority;
+        self.weight = record.weight;
+        if record.revision == self.revision {
+            return;
+        }
+        self.revision = record.revision;
+        // Resuming or re-adding brings the account back with the cooldowns storage holds for it
+        // (none, when the person's act cleared them). Other edits (a rename, a new priority) keep
+        // the benches this server imposed: the upstream limits did not change.
+        let reactivated = record.status == AccountStatus::Active && self.status != record.status;
+        self.status = record.status;
+        if reactivated {
+            self.rate_limited_until = ahead(record.rate_limited_until, now);
+            self.overloaded_until = ahead(record.overloaded_until, now);
+            self.consecutive_rate_limits = 0;
+        }
+    }
+
+    /// The stable order of the pool: priority ascending, then id.
+    pub(crate) fn order_key(&self) -> (i64, AccountId) {
+        (self.priority, self.id)
+    }
+
+    /// When a benched account becomes routable again (the end of its last running bench), or
+    /// `None` when it is not benched.
+    pub(crate) fn benched_until(&self, now: Millis) -> Option<Millis> {
+        let rate_limited = ahead(self.rate_limited_until, now);
+        let overloaded = ahead(self.overloaded_until, now);
+        rate_limited.max(overloaded)
+    }
+
+    pub(crate) fn is_rate_limited(&self, now: Millis) -> bool {
+        ahead(self.rate_limited_until, now).is_some()
+    }
+
+    pub(crate) fn is_routable(&self, now: Millis) -> bool {
+        self.status == AccountStatus::Active && self.benched_until(now).is_none()
+    }
+
+    pub(crate) fn state(&self, now: Millis) -> RoutingState {
+        match self.status {
+            AccountStatus::Paused => RoutingState::Paused,
+            AccountStatus::Invalid => RoutingState::Invalid,
+            AccountStatus::Active => match self.benched_until(now) {
+                None => RoutingState::Active,
+                // A 429 bench says more about the account than a 529 one, so it names the state
+                // when both run; `until` is when both are over.
+                Some(until) if self.is_rate_limited(now) => RoutingState::RateLimited { until },
+                Some(until) => RoutingState::Overloaded { until },
+            },
+        }
+    }
+
+    pub(crate) fn view(&self, now: Millis) -> AccountView {
+        AccountView {
+            id: self.id,
+            name: self.name.clone(),
+            kind: self.kind,
+            priority: self.priority,
+            weight: self.weight,
+            state: self.state(now),
+            in_flight: self.in_flight,
+            requests: self.requests,
+            consecutive_rate_limits: self.consecutive_rate_limits,
+            last_ratelimit: self.last_ratelimit.clone(),
+            last_used: self.last_used,
+        }
+    }
+
+    fn persist_state(&self) -> PersistState {
+        PersistState {
+            id: self.id,
+            status: self.status,
+            rate_limited_until: self.rate_limited_until,
+            overloaded_until: self.overloaded_until,
+            last_ratelimit: self.last_ratelimit.clone(),
+        }
+    }
+
+    /// Applies what the upstream said about an attempt on this account. Returns the state to
+    /// persist when the status or a cooldown changed, or when there are new headers to keep.
+    pub(crate) fn apply(
+        &mut self,
+        verdict: Verdict,
+        snapshot: Option<RateLimitSnapshot>,
+        now: Millis,
+    ) -> Option<PersistState> {
+        // Benches that are over are dropped first, so what gets persisted says "not benched"
+        // rather than a time in the past; that tidy-up is itself worth one write.
+        let before = (self.status, self.rate_limited_until, self.overloaded_until);
+        self.rate_limited_until = ahead(self.rate_limited_until, now);
+        self.overloaded_until = ahead(self.overloaded_until, now);
+        let has_snapshot = snapshot.is_some();
+        if snapshot.is_some() {
+            self.last_ratelimit = snapshot;
+        }
+        match verdict {
+            Verdict::Serve { bench_until } => {
+                self.consecutive_rate_limits = 0;
+                self.overloaded_until = None;
+                if let Some(until) = ahead(bench_until, now) {
+                    extend(&mut self.rate_limited_until, until);
+                }
+            }
+            Verdict::RateLimited { until } => {
+                self.consecutive_rate_limits = self.consecutive_rate_limits.saturating_add(1);
+                // A reset that has already passed cannot be right after a 429: treat it as no
+                // reset at all rather than not benching.
+                let until = ahead(until, now)
+                    .unwrap_or_else(|| now + default_backoff(self.consecutive_rate_limits));
+                extend(&mut self.rate_limited_until, until);
+            }
+            Verdict::Overloaded => extend(&mut self.overloaded_until, now + OVERLOAD_COOLDOWN_MS),
+            Verdict::AuthFailed => match self.kind {
+                AccountKind::ApiKey => self.status = AccountStatus::Invalid,
+                AccountKind::OAuth => extend(
+                    &mut self.rate_limited_until,
+                    now + OAUTH_AUTH_FAILURE_BENCH_MS,
+                ),
+            },
+            Verdict::RequestScoped | Verdict::ServerError => {}
+        }
+        let after = (self.status, self.rate_limited_until, self.overloaded_until);
+        (before != after || has_snapshot).then(|| self.persist_state())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_backoff;
+
+    #[test]
+    fn default_backoff_doubles_up_to_the_cap() {
+        let seconds: Vec<i64> = (1..=8).map(|n| default_backoff(n) / 1000).collect();
+        assert_eq!(seconds, [30, 60, 120, 240, 300, 300, 300, 300]);
+        assert_eq!(default_backoff(u32::MAX), 300_000);
+    }
+}

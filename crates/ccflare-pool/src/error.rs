@@ -1,0 +1,177 @@
+//! Why no account can take a request, in words a person can act on. The proxy turns this into an
+//! Anthropic-shaped 429 or 503 with `Retry-After` (SPEC §4.7). The message goes to the client, so
+//! it names counts and states only, never an account's credential.
+
+use crate::state::StateCounts;
+use ccflare_core::Millis;
+use ccflare_core::time::format_rfc3339;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnavailableReason {
+    /// The pool is empty.
+    NoAccounts,
+    /// Every account that is not paused or invalid is rate limited.
+    AllRateLimited,
+    /// Every account that is not paused or invalid is benched, at least one as overloaded.
+    AllBenched,
+    /// Every account is paused or invalid.
+    NoneActive,
+    /// Routable accounts exist, but this request has tried them all.
+    AllTried,
+}
+
+/// No account can take this attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unavailable {
+    pub reason: UnavailableReason,
+    /// The earliest time an account becomes routable again; set only when every active account
+    /// is benched, since waiting helps in no other case.
+    pub retry_at: Option<Millis>,
+    /// The pool's accounts by state at the time, for the message.
+    pub counts: StateCounts,
+}
+
+/// `1 account`, `3 accounts`.
+fn accounts(count: usize) -> String {
+    if count == 1 {
+        "1 account".to_owned()
+    } else {
+        format!("{count} accounts")
+    }
+}
+
+/// `1 paused, 2 invalid`, leaving out the states nobody is in.
+fn inactive(counts: &StateCounts) -> String {
+    let parts: Vec<String> = [(counts.paused, "paused"), (counts.invalid, "invalid")]
+        .into_iter()
+        .filter(|&(count, _)| count > 0)
+        .map(|(count, label)| format!("{count} {label}"))
+        .collect();
+    parts.join(", ")
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let counts = &self.counts;
+        let benched = counts.rate_limited + counts.overloaded;
+        match self.reason {
+            UnavailableReason::NoAccounts => f.write_str(
+                "no accounts configured: add one with `ccflare-cli accounts add` or CLAUDE_API_KEYS",
+            )?,
+            UnavailableReason::NoneActive => write!(
+                f,
+                "no active accounts: {}; resume one with `ccflare-cli accounts resume` \
+                 or re-add an invalid one",
+                inactive(counts)
+            )?,
+            UnavailableReason::AllRateLimited if benched == 1 => {
+                f.write_str("the only active account is rate limited")?
+            }
+            UnavailableReason::AllRateLimited => {
+                write!(f, "all {} are rate limited", accounts(benched))?
+            }
+            UnavailableReason::AllBenched => write!(
+                f,
+                "every active account is cooling down: {} rate limited, {} overloaded",
+                counts.rate_limited, counts.overloaded
+            )?,
+            UnavailableReason::AllTried if counts.available == 1 => {
+                f.write_str("the only available account failed for this request")?
+            }
+            UnavailableReason::AllTried => write!(
+                f,
+                "all {} available accounts failed for this request",
+                counts.available
+            )?,
+        }
+        let inactive = inactive(counts);
+        let benched_reason = matches!(
+            self.reason,
+            UnavailableReason::AllRateLimited | UnavailableReason::AllBenched
+        );
+        if benched_reason && !inactive.is_empty() {
+            write!(f, " ({inactive})")?;
+        }
+        if let Some(at) = self.retry_at {
+            write!(f, "; the first is available again at {}", format_rfc3339(at))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Unavailable {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(reason: UnavailableReason, retry_at: Option<Millis>, counts: StateCounts) -> String {
+        Unavailable {
+            reason,
+            retry_at,
+            counts,
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn messages_say_why_and_what_to_do() {
+        use UnavailableReason::*;
+        let at = 1_795_687_230_000; // 2026-11-26T10:00:30Z
+        let counts = |available, rate_limited, overloaded, paused, invalid| StateCounts {
+            total: available + rate_limited + overloaded + paused + invalid,
+            available,
+            rate_limited,
+            overloaded,
+            paused,
+            invalid,
+        };
+        let table = [
+            (
+                NoAccounts,
+                None,
+                counts(0, 0, 0, 0, 0),
+                "no accounts configured: add one with `ccflare-cli accounts add` or \
+                 CLAUDE_API_KEYS",
+            ),
+            (
+                NoneActive,
+                None,
+                counts(0, 0, 0, 1, 2),
+                "no active accounts: 1 paused, 2 invalid; resume one with \
+                 `ccflare-cli accounts resume` or re-add an invalid one",
+            ),
+            (
+                AllRateLimited,
+                Some(at),
+                counts(0, 3, 0, 0, 0),
+                "all 3 accounts are rate limited; the first is available again at \
+                 2026-11-26T10:00:30.000Z",
+            ),
+            (
+                AllRateLimited,
+                Some(at),
+                counts(0, 1, 0, 0, 1),
+                "the only active account is rate limited (1 invalid); the first is available \
+                 again at 2026-11-26T10:00:30.000Z",
+            ),
+            (
+                AllBenched,
+                Some(at),
+                counts(0, 1, 2, 1, 0),
+                "every active account is cooling down: 1 rate limited, 2 overloaded (1 paused); \
+                 the first is available again at 2026-11-26T10:00:30.000Z",
+            ),
+            (
+                AllTried,
+                None,
+                counts(2, 1, 0, 0, 0),
+                "all 2 available accounts failed for this request",
+            ),
+        ];
+        for (reason, retry_at, counts, expected) in table {
+            assert_eq!(message(reason, retry_at, counts), expected, "{reason:?}");
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! The pool itself: the accounts in their stable order, the session pins, and the cursors of the
+//! rotating strategies. A request's attempt goes through [`Pool::select`], then
+//! [`Pool::report`] with the upstream's verdict, then [`Pool::release`]; [`Pool::sync`] brings in
+//! what storage holds every second.
+//!
+//! A select is a hash lookup for the session pin plus one linear scan over the accounts; the
+//! stable order is sorted once per sync, never per request.
+
+use crate::account_state::AccountState;
+use crate::error::{Unavailable, UnavailableReason};
+use crate::state::{AccountView, PersistState, StateCounts};
+use crate::strategy::{self, Cursor};
+use ccflare_core::config::Strategy;
+use ccflare_core::ratelimit::{RateLimitSnapshot, Verdict};
+use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// The settings a person can change while the server runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub strategy: Strategy,
+    /// How long a session stays on its account after its last request, and how long the
+    /// `session` strategy keeps one account current.
+    pub session_timeout_ms: i64,
+}
+
+impl Default for PoolConfig {
+    /// The defaults of SPEC §3: the `session` strategy and a 5-hour session.
+    fn default() -> Self {
+        PoolConfig {
+            strategy: Strategy::Session,
+            session_timeout_ms: 18_000 * 1000,
+        }
+    }
+}
+
+/// The account chosen for one attempt, with what the proxy needs to send it upstream.
+#[derive(Debug, Clone)]
+pub struct Pick {
+    pub id: AccountId,
+    pub name: Arc<str>,
+    pub kind: AccountKind,
+    pub credential: Secret,
+}
+
+/// A session key's account and when the session last used it.
+#[derive(Debug, Clone, Copy)]
+struct Pin {
+    account: AccountId,
+    last_used: Millis,
+}
+
+/// The account the `session` strategy sends everything to, and since when.
+#[derive(Debug, Clone, Copy)]
+struct Turn {
+    cursor: Cursor,
+    since: Millis,
+}
+
+#[derive(Debug)]
+pub struct Pool {
+    config: PoolConfig,
+    /// Sorted by priority, then id: the stable order every strategy breaks ties with.
+    accounts: Vec<AccountState>,
+    /// Position of each account in `accounts`.
+    positions: HashMap<AccountId, usize>,
+    /// Session affinity, by session key.
+    pins: HashMap<Box<str>, Pin>,
+    /// The `session` strategy's current account.
+    turn: Option<Turn>,
+    /// The `round-robin` strategy's last pick.
+    round_robin: Option<Cursor>,
+}
+
+impl Pool {
+    pub fn new(config: PoolConfig) -> Pool {
+        Pool {
+            config,
+            accounts: Vec::new(),
+            positions: HashMap::new(),
+            pins: HashMap::new(),
+            turn: None,
+            round_robin: None,
+        }
+    }
+
+    pub fn config(&self) -> PoolConfig {
+        self.config
+    }
+
+    /// Changes the strategy for requests that follow. Existing session pins stay: moving a
+    /// session would throw its prompt cache away.
+    pub fn set_strategy(&mut self, strategy: Strategy) {
+        if strategy != self.config.strategy {
+            self.config.strategy = strategy;
+            // A rotation resumed from a stale position would be arbitrary; start it afresh.
+            self.turn = None;
+            self.round_robin = None;
+        }
+    }
+
+    pub fn set_session_timeout(&mut self, ms: i64) {
+        self.config.session_timeout_ms = ms;
+    }
+
+    /// Replaces the account list with what storage holds now (at start and every second).
+    ///
+    /// Accounts no longer stored disappear with their session pins; new ones come in with the
+    /// state and cooldowns of their record; known ones are merged as
+    /// [`AccountState::merge`] describes (a person's edit wins, otherwise the pool's own state).
+    /// Expired session pins are dropped here too, so that memory stays bounded.
+    pub fn sync(&mut self, records: Vec<Account>, now: Millis) {
+        let mut known: HashMap<AccountId, AccountState> = self
+            .accounts
+            .drain(..)
+            .map(|account| (account.id, account))
+            .collect();
+        let mut accounts = Vec::with_capacity(records.len());
+        let mut seen = HashSet::with_capacity(records.len());
+        for record in records {
+            // Ids are unique in storage; should a list repeat one, the first record counts.
+            if !seen.insert(record.id) {
+                continue;
+            }
+            let account = match known.remove(&record.id) {
+                Some(mut account) => {
+                    account.merge(record, now);
+                    account
+                }
+                None => AccountState::new(record, now),
+            };
+            accounts.push(account);
+        }
+        accounts.sort_unstable_by_key(AccountState::order_key);
+        self.positions = accounts
+            .iter()
+            .enumerate()
+            .map(|(position, account)| (account.id, position))
+            .collect();
+        self.accounts = accounts;
+
+        let timeout = self.config.session_timeout_ms;
+        let positions = &self.positions;
+        self.pins.retain(|_, pin| {
+            positions.contains_key(&pin.account) && now - pin.last_used < timeout
+        });
+    }
+
+    /// Chooses the account for one attempt and counts the attempt against it.
+    ///
+    /// A session key whose account is routable, untried and used within the session timeout
+    /// goes back to that account. Anything else is chosen by the strategy among routable
+    /// accounts not in `tried`, and the session key (if any) is pinned to that choice.
+    pub fn select(
+        &mut self,
+        now: Millis,
+        session: Option<&str>,
+        tried: &[AccountId],
+    ) -> Result<Pick, Unavailable> {
+        let pinned = session.and_then(|key| self.pinned(key, now, tried));
+        let chosen = match pinned {
+            Some(position) => Some(position),
+            None => {
+                let position = self.by_strategy(now, tried);
+                if let (Some(key), Some(position)) = (session, position) {
+                    self.pin(key, self.accounts[position].id, now);
+                }
+                position
+            }
+        };
+        let Some(position) = chosen else {
+            return Err(self.unavailable(now));
+        };
+        let account = &mut self.accounts[position];
+        account.in_flight += 1;
+        account.requests += 1;
+        account.last_used = Some(now);
+        Ok(Pick {
+            id: account.id,
+            name: account.name.clone(),
+            kind: account.kind,
+            credential: account.credential.clone(),
+        })
+    }
+
+    /// Ends an attempt that [`Pool::select`] started, whatever its outcome.
+    pub fn release(&mut self, id: AccountId) {
+        if let Some(&position) = self.positions.get(&id) {
+            let account = &mut self.accounts[position];
+            account.in_flight = account.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// Applies what the upstream said about an attempt on `id`. Returns the state to write to
+    /// the database when the status or a cooldown changed or new rate-limit headers came,
+    /// otherwise `None`. An account removed meanwhile is ignored.
+    pub fn report(
+        &mut self,
+        id: AccountId,
+        verdict: Verdict,
+        snapshot: Option<RateLimitSnapshot>,
+        now: Millis,
+    ) -> Option<PersistState> {
+        let position = *self.positions.get(&id)?;
+        self.accounts[position].apply(verdict, snapshot, now)
+    }
+
+    /// Every account in the stable order, as interfaces show it.
+    pub fn views(&self, now: Millis) -> Vec<AccountView> {
+        self.accounts
+            .iter()
+            .map(|account| account.view(now))
+            .collect()
+    }
+
+    pub fn counts(&self, now: Millis) -> StateCounts {
+        let mut counts = StateCounts::default();
+        for account in &self.accounts {
+            counts.add(account.state(now));
+        }
+        counts
+    }
+
+    /// The earliest time a benched account becomes routable again. Paused and invalid accounts
+    /// do not count: their bench ending brings them no closer to routing.
+    pub fn next_recovery(&self, now: Millis) -> Option<Millis> {
+        self.accounts
+            .iter()
+            .filter(|account| account.status == AccountStatus::Active)
+            .filter_map(|account| account.benched_until(now))
+            .min()
+    }
+
+    /// The session key's account, if the affinity still holds; refreshes its last use.
+    fn pinned(&mut self, key: &str, now: Millis, tried: &[AccountId]) -> Option<usize> {
+        let pin = self.pins.get_mut(key)?;
+        let position = *self.positions.get(&pin.account)?;
+        let account = &self.accounts[position];
+        let holds = account.is_routable(now)
+            && !tried.contains(&account.id)
+            && now - pin.last_used < self.config.session_timeout_ms;
+        if !holds {
+            return None;
+        }
+        pin.last_used = now;
+        Some(position)
+    }
+
+    fn pin(&mut self, key: &str, account: AccountId, now: Millis) {
+        let pin = Pin {
+            account,
+            last_used: now,
+        };
+        // Look up before inserting so that a known key costs no allocation.
+        match self.pins.get_mut(key) {
+            Some(existing) => *existing = pin,
+            None => {
+                self.pins.insert(key.into(), pin);
+            }
+        }
+    }
+
+    fn by_strategy(&mut self, now: Millis, tried: &[AccountId]) -> Option<usize> {
+        let eligible =
+            |account: &AccountState| account.is_routable(now) && !tried.contains(&account.id);
+        match self.config.strategy {
+            Strategy::Session => self.session_turn(now, tried),
+            Strategy::RoundRobin => {
+                let start = self.start_after(self.round_robin);
+                let position = strategy::next_from(&self.accounts, start, eligible)?;
+                self.round_robin = Some(Cursor::at(&self.accounts[position]));
+                Some(position)
+            }
+            Strategy::LeastRequests => strategy::least_requests(&self.accounts, eligible),
+            Strategy::Priority => strategy::first(&self.accounts, eligible),
+            Strategy::Headroom => strategy::most_headroom(&self.accounts, eligible),
+        }
+    }
+
+    /// The `session` strategy: the current account keeps serving while it is routable and its
+    /// turn (one session timeout) lasts; then the next routable account in the stable order
+    /// takes over, wrapping around.
+    fn session_turn(&mut self, now: Millis, tried: &[AccountId]) -> Option<usize> {
+        let eligible =
+            |account: &AccountState| account.is_routable(now) && !tried.contains(&account.id);
+        if let Some(turn) = self.turn
+            && let Some(&position) = self.positions.get(&turn.cursor.id)
+        {
+            let current = &self.accounts[position];
+            if current.is_routable(now) && now - turn.since < self.config.session_timeout_ms {
+                if !tried.contains(&current.id) {
+                    return Some(position);
+                }
+                // The current account failed this request only: fail over to the next one for
+                // this request, and keep the turn where it is for the others.
+                return strategy::next_from(&self.accounts, position + 1, eligible);
+            }
+        }
+        let start = self.start_after(self.turn.map(|turn| turn.cursor));
+        let position = strategy::next_from(&self.accounts, start, eligible)?;
+        self.turn = Some(Turn {
+            cursor: Cursor::at(&self.accounts[position]),
+            since: now,
+        });
+        Some(position)
+    }
+
+    /// Where a rotation continues: after the cursor's account, or from the start.
+    fn start_after(&self, cursor: Option<Cursor>) -> usize {
+        match cursor {
+            None => 0,
+            Some(cursor) => {
+                cursor.next_position(&self.accounts, self.positions.get(&cursor.id).copied())
+            }
+        }
+    }
+
+    /// Why nothing could be selected, from one scan over the accounts.
+    fn unavailable(&self, now: Millis) -> Unavailable {
+        let counts = self.counts(now);
+        let active = counts.available + counts.rate_limited + counts.overloaded;
+        let reason = if counts.total == 0 {
+            UnavailableReason::NoAccounts
+        } else if active == 0 {
+            UnavailableReason::NoneActive
+        } else if counts.available > 0 {
+            UnavailableReason::AllTried
+        } else if counts.overloaded == 0 {
+            UnavailableReason::AllRateLimited
+        } else {
+            UnavailableReason::AllBenched
+        };
+        let retry_at = match reason {
+            UnavailableReason::AllRateLimited | UnavailableReason::AllBenched => {
+                self.next_recovery(now)
+            }
+            _ => None,
+        };
+        Unavailable {
+            reason,
+            retry_at,
+            counts,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,297 @@
+//! Response bodies. [`ResponseBody::Tapped`] relays the upstream body frame by frame — no
+//! buffering, no copying — while reading usage on the side: an SSE stream goes through the
+//! constant-memory [`SseScanner`]; a JSON body keeps cheap reference-counted handles to its
+//! chunks (up to a cap) and is parsed once at the end. It also enforces the idle timeout and
+//! finishes the request's record when the body ends, breaks, or is dropped by a departed client.
+
+use crate::error::BodyError;
+use crate::recorder::{CLIENT_CLOSED, Outcome, Recorder};
+use bytes::{Bytes, BytesMut};
+use ccflare_core::sse::SseScanner;
+use ccflare_core::usage::{self, Usage};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+/// Largest non-streaming body kept aside for reading its usage; bigger ones are relayed
+/// without usage (Messages responses are far smaller).
+const MAX_JSON_TAP: usize = 8 * 1024 * 1024;
+
+/// Body of every response the proxy sends.
+pub enum ResponseBody {
+    /// An answer made by the proxy itself (errors, `/health`).
+    Full(Full<Bytes>),
+    /// An upstream response relayed to the client.
+    Tapped(Box<TappedBody>),
+}
+
+impl ResponseBody {
+    pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+        ResponseBody::Full(Full::new(bytes.into()))
+    }
+}
+
+enum Reader {
+    Sse(SseScanner),
+    Json {
+        chunks: Vec<Bytes>,
+        len: usize,
+    },
+    /// Compressed or otherwise unreadable: relayed only.
+    None,
+}
+
+pub struct TappedBody {
+    inner: Incoming,
+    reader: Reader,
+    recorder: Recorder,
+    status: u16,
+    idle: Pin<Box<Sleep>>,
+    idle_timeout: Duration,
+    ended: bool,
+}
+
+impl TappedBody {
+    pub fn new(
+        inner: Incoming,
+        recorder: Recorder,
+        status: u16,
+        sse: bool,
+        readable: bool,
+        idle_timeout: Duration,
+    ) -> TappedBody {
+        let reader = match (readable, sse) {
+            (false, _) => Reader::None,
+            (true, true) => Reader::Sse(SseScanner::new()),
+            (true, false) => Reader::Json {
+                chunks: Vec::new(),
+                len: 0,
+            },
+        };
+        TappedBody {
+            inner,
+            reader,
+            recorder,
+            status,
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            idle_timeout,
+            ended: false,
+        }
+    }
+
+    fn observe(&mut self, data: &Bytes) {
+        self.recorder.mark_first_byte();
+        match &mut self.reader {
+            Reader::Sse(scanner) => scanner.feed(data),
+            Reader::Json { chunks, len } => {
+                *len += data.len();
+                if *len <= MAX_JSON_TAP {
+                    chunks.push(data.clone());
+                } else {
+                    chunks.clear();
+                    self.reader = Reader::None;
+                }
+            }
+            Reader::None => {}
+        }
+    }
+
+    /// Finishes the record. `broken` is the reason the body stopped early, if it did.
+    fn end(&mut self, broken: Option<&BodyError>, client_left: bool) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        let ok_status = (200..300).contains(&self.status);
+        let mut outcome = Outcome {
+            status: if client_left {
+                CLIENT_CLOSED
+            } else {
+                self.status
+            },
+            success: ok_status && broken.is_none() && !client_left,
+            error: None,
+            model: None,
+            usage: Usage::default(),
+            usage_incomplete: false,
+        };
+        match std::mem::replace(&mut self.reader, Reader::None) {
+            Reader::Sse(scanner) => {
+                let summary = scanner.into_summary();
+                outcome.model = summary.model;
+                outcome.usage = summary.usage;
+                outcome.usage_incomplete = !summary.final_usage;
+                if let Some(error) = summary.error {
+                    outcome.success = false;
+                    outcome.error = Some(error);
+                } else if ok_status && !summary.message_stop && broken.is_none() && !client_left {
+                    // A clean end without message_stop is still an incomplete stream.
+                    outcome.usage_incomplete = true;
+                }
+            }
+            Reader::Json { chunks, .. } if broken.is_none() && !client_left => {
+                let body = join(chunks);
+                if ok_status {
+                    if let Some((model, usage)) = usage::from_json_body(&body) {
+                        outcome.model = model;
+                        outcome.usage = usage;
+                    }
+                } else {
+                    outcome.error = Some(error_of(&body, self.status));
+                }
+            }
+            _ => {}
+        }
+        if !ok_status && outcome.error.is_none() && !client_left {
+            outcome.error = Some((format!("http_{}", self.status), String::new()));
+        }
+        if let Some(broken) = broken {
+            let kind = match broken {
+                BodyError::Upstream(_) => "upstream_stream_error",
+                BodyError::IdleTimeout => "upstream_idle_timeout",
+            };
+            outcome.error = Some((kind.into(), broken.to_string()));
+            outcome.usage_incomplete = true;
+            tracing::warn!(request_id = %self.recorder.id(), error = %broken, "response ended abnormally");
+        }
+        if client_left {
+            outcome.error = Some((
+                "client_closed".into(),
+                "the client closed the connection before the response ended".into(),
+            ));
+            outcome.usage_incomplete = true;
+        }
+        self.recorder.finish(outcome);
+    }
+}
+
+fn join(chunks: Vec<Bytes>) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.into_iter().next().unwrap_or_default(),
+        _ => {
+            let mut all = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+            for chunk in chunks {
+                all.extend_from_slice(&chunk);
+            }
+            all.freeze()
+        }
+    }
+}
+
+/// `error.type` and `error.message` of an Anthropic error body, or the status when the body is
+/// not one (a 413 from Cloudflare is HTML).
+pub fn error_of(body: &[u8], status: u16) -> (String, String) {
+    #[derive(serde::Deserialize)]
+    struct Wire {
+        error: Option<WireError>,
+    }
+    #[derive(serde::Deserialize)]
+    struct WireError {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        message: Option<String>,
+    }
+    match serde_json::from_slice::<Wire>(body) {
+        Ok(Wire { error: Some(e) }) => (
+            e.kind.unwrap_or_else(|| format!("http_{status}")),
+            e.message.unwrap_or_default().chars().take(500).collect(),
+        ),
+        _ => (format!("http_{status}"), String::new()),
+    }
+}
+
+impl Body for TappedBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.observe(data);
+                }
+                let deadline = Instant::now() + this.idle_timeout;
+                this.idle.as_mut().reset(deadline);
+                // With a known length hyper stops polling after the last byte, so the end
+                // must be noticed here rather than from a final `None`.
+                if this.inner.is_end_stream() {
+                    this.end(None, false);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                let error = BodyError::Upstream(error);
+                this.end(Some(&error), false);
+                Poll::Ready(Some(Err(error)))
+            }
+            Poll::Ready(None) => {
+                this.end(None, false);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                ready!(this.idle.as_mut().poll(cx));
+                let error = BodyError::IdleTimeout;
+                this.end(Some(&error), false);
+                Poll::Ready(Some(Err(error)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for TappedBody {
+    fn drop(&mut self) {
+        // Dropped before its end: the client left (or the server is being stopped). Dropping
+        // `inner` right after this closes the upstream connection, so no more quota is spent.
+        // A body whose upstream side is complete was simply not polled to its `None`.
+        let complete = self.inner.is_end_stream();
+        self.end(None, !complete);
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ResponseBody::Full(full) => Pin::new(full)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+            ResponseBody::Tapped(tapped) => Pin::new(tapped.as_mut()).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Full(full) => full.is_end_stream(),
+            ResponseBody::Tapped(tapped) => tapped.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full(full) => full.size_hint(),
+            ResponseBody::Tapped(tapped) => tapped.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The record of one request while it is in flight. It travels with the request — first in the
+//! handler, then inside the response body — and is sent to the writer exactly once: when the
+//! response ends, fails, or is dropped. Dropping it unfinished means the client hung up: the
+//! record gets status 499 and the account is released without penalty (SPEC §4.6).
+
+use crate::state::AppState;
+use ccflare_core::AccountId;
+use ccflare_core::pricing;
+use ccflare_core::record::{AttemptFailure, RequestRecord};
+use ccflare_core::usage::Usage;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Status recorded when the client went away before the response ended.
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// How a request ended, for the record.
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: u16,
+    pub success: bool,
+    pub error: Option<(String, String)>,
+    pub model: Option<String>,
+    pub usage: Usage,
+    pub usage_incomplete: bool,
+}
+
+pub struct Recorder {
+    state: Arc<AppState>,
+    record: RequestRecord,
+    started: Instant,
+    /// The account whose in-flight slot this request holds.
+    holding: Option<AccountId>,
+    first_byte: Option<Instant>,
+    done: bool,
+}
+
+impl Recorder {
+    pub fn new(state: Arc<AppState>, id: String, method: &str, path: &str) -> Recorder {
+        let started_at = state.now();
+        Recorder {
+            state,
+            record: RequestRecord {
+                id,
+                started_at,
+                method: method.to_owned(),
+                path: path.to_owned(),
+                ..Default::default()
+            },
+            started: Instant::now(),
+            holding: None,
+            first_byte: None,
+            done: false,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.record.id
+    }
+
+    pub fn set_request(
+        &mut self,
+        model: Option<String>,
+        streamed: bool,
+        session_key: Option<String>,
+    ) {
+        self.record.model = model;
+        self.record.streamed = streamed;
+        self.record.session_key = session_key;
+    }
+
+    /// An attempt on `id` started: it holds the account's in-flight slot until released.
+    pub fn attempt(&mut self, id: AccountId, name: &str) {
+        self.release();
+        self.holding = Some(id);
+        self.record.attempts += 1;
+        self.record.account_id = Some(id);
+        self.record.account_name = Some(name.to_owned());
+    }
+
+    /// The attempt failed and the request moves on.
+    pub fn attempt_failed(&mut self, failure: AttemptFailure) {
+        tracing::debug!(account = %failure.account, status = ?failure.status, reason = %failure.reason, "attempt failed, trying the next account");
+        self.record.attempt_failures.push(failure);
+        self.release();
+        self.record.account_id = None;
+        self.record.account_name = None;
+    }
+
+    pub fn mark_first_byte(&mut self) {
+        if self.first_byte.is_none() {
+            self.first_byte = Some(Instant::now());
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(id) = self.holding.take() {
+            self.state.pool().release(id);
+        }
+    }
+
+    /// Sends the record. Called once; later calls and the drop do nothing.
+    pub fn finish(&mut self, outcome: Outcome) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.release();
+        let record = &mut self.record;
+        let latency = self.started.elapsed();
+        record.latency_ms = latency.as_millis() as i64;
+        record.ttfb_ms = self
+            .first_byte
+            .map(|t| t.duration_since(self.started).as_millis() as i64);
+        record.status = outcome.status;
+        record.success = outcome.success;
+        if let Some((kind, message)) = outcome.error {
+            record.error_type = Some(kind);
+            record.error_message = Some(message);
+        }
+        if outcome.model.is_some() {
+            record.model = outcome.model;
+        }
+        record.usage = outcome.usage;
+        record.usage_incomplete = outcome.usage_incomplete;
+        let cost = pricing::cost(record.model.as_deref(), &record.usage);
+        record.cost_usd = cost.usd;
+        record.cost_estimated = cost.estimated;
+        record.output_tokens_per_second = match (self.first_byte, record.usage.output_tokens) {
+            (Some(first), tokens) if tokens > 0 => {
+                let generating = latency
+                    .saturating_sub(first.duration_since(self.started))
+                    .as_secs_f64();
+                (generating > 0.0).then(|| tokens as f64 / generating)
+            }
+            _ => None,
+        };
+        tracing::info!(
+            request_id = %record.id,
+            method = %record.method,
+            path = %record.path,
+            status = record.status,
+            account = record.account_name.as_deref().unwrap_or("-"),
+            model = record.model.as_deref().unwrap_or("-"),
+            attempts = record.attempts,
+            latency_ms = record.latency_ms,
+            input_tokens = record.usage.input_tokens,
+            output_tokens = record.usage.output_tokens,
+            error = record.error_type.as_deref().unwrap_or(""),
+            "request finished"
+        );
+        self.state.writer.record(std::mem::take(record));
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(Outcome {
+                status: CLIENT_CLOSED,
+                success: false,
+                error: Some((
+                    "client_closed".into(),
+                    "the client closed the connection before the response ended".into(),
+                )),
+                model: None,
+                usage: Usage::default(),
+                usage_incomplete: true,
+            });
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The HTTP server: accepts connections (TCP_NODELAY, HTTP/1.1 keep-alive, a header-read
+//! timeout), routes `/v1/*` to the forwarder and `/health` to the health answer, and shuts down
+//! gracefully: stop accepting, let in-flight responses finish up to the deadline, then cut the
+//! rest (their records are still written, with status 499).
+
+use crate::body::ResponseBody;
+use crate::forward::forward;
+use crate::state::AppState;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What happened at shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections still open at the deadline and cut.
+    pub cut_connections: usize,
+}
+
+/// Serves until `shutdown` completes, then drains. Returns once every connection is closed.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) -> ShutdownReport {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: wait a moment instead of spinning.
+                        tracing::warn!(%error, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                let mut stop = stop_rx.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |request| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(route(state, request).await) }
+                    });
+                    let connection = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_READ_TIMEOUT)
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::pin!(connection);
+                    tokio::select! {
+                        result = connection.as_mut() => {
+                            if let Err(error) = result {
+                                tracing::debug!(%peer, %error, "connection ended with an error");
+                            }
+                        }
+                        _ = stopped(&mut stop) => {
+                            connection.as_mut().graceful_shutdown();
+                            let _ = connection.await;
+                        }
+                    }
+                });
+            }
+            // Reap finished connection tasks so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let deadline = state.config.shutdown_timeout;
+    let drained = tokio::time::timeout(deadline, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    let cut_connections = if drained.is_err() {
+        connections.len()
+    } else {
+        0
+    };
+    if cut_connections > 0 {
+        tracing::warn!(
+            cut_connections,
+            "shutdown deadline passed; closing the remaining connections"
+        );
+    }
+    connections.shutdown().await;
+    ShutdownReport { cut_connections }
+}
+
+/// Resolves once the stop flag is set.
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response<ResponseBody> {
+    let path = request.uri().path();
+    if path.starts_with("/v1/") {
+        return forward(state, request).await;
+    }
+    match (request.method(), path) {
+        (&Method::GET | &Method::HEAD, "/health") => health(&state),
+        _ => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({
+                "error": { "type": "not_found_error", "message": format!("no route for {} {}", request.method(), path) }
+            }),
+        ),
+    }
+}
+
+fn health(state: &AppState) -> Response<ResponseBody> {
+    let counts = state.pool().counts(state.now());
+    let status = if counts.available > 0 {
+        "ok"
+    } else {
+        "degraded"
+    };
+    json(
+        StatusCode::OK,
+        serde_json::json!({
+            "status": status,
+            "accounts": {
+                "total": counts.total,
+                "available": counts.available,
+                "rate_limited": counts.rate_limited + counts.overloaded,
+                "paused": counts.paused,
+                "invalid": counts.invalid,
+            },
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": state.started.elapsed().as_secs(),
+        }),
+    )
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

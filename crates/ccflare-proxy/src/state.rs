@@ -1,0 +1,147 @@
+//! Everything a request needs, shared by all connections: the pool (behind a mutex that is
+//! never held across an await), the writer handle, the upstream client, the clock and the
+//! settings. Also the task that keeps the pool in step with the accounts table.
+
+use crate::upstream::UpstreamClient;
+use ccflare_core::{Clock, Millis};
+use ccflare_pool::{PersistState, Pool};
+use ccflare_storage::{AccountStateUpdate, Db, WriterHandle, accounts};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How accounts reach a running server: it re-reads the accounts table this often, so a change
+/// made by the CLI is live within two seconds (SPEC §5).
+pub const ACCOUNT_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Proxy settings that matter on the request path.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub max_body_bytes: usize,
+    pub idle_timeout: Duration,
+    /// Most accounts tried for one request; 0 means every account.
+    pub max_attempts: u32,
+    /// How long in-flight requests get to finish at shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            max_body_bytes: 32 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(300),
+            max_attempts: 0,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Shared state of one running proxy.
+pub struct AppState {
+    pool: Mutex<Pool>,
+    pub writer: WriterHandle,
+    pub upstream: UpstreamClient,
+    pub config: ProxyConfig,
+    pub clock: Arc<dyn Clock>,
+    pub started: Instant,
+    request_counter: AtomicU64,
+    id_prefix: String,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    pub fn new(
+        pool: Pool,
+        writer: WriterHandle,
+        upstream: UpstreamClient,
+        config: ProxyConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<AppState> {
+        // Request ids are unique across restarts: the start time in the prefix, a counter after it.
+        let id_prefix = format!("ccf_{:x}", clock.now_ms());
+        Arc::new(AppState {
+            pool: Mutex::new(pool),
+            writer,
+            upstream,
+            config,
+            clock,
+            started: Instant::now(),
+            request_counter: AtomicU64::new(0),
+            id_prefix,
+        })
+    }
+
+    /// The pool. Hold the guard only for a few non-async statements.
+    pub fn pool(&self) -> MutexGuard<'_, Pool> {
+        // A panic while holding the lock leaves the pool consistent enough to keep routing:
+        // every mutation is a few field writes.
+        self.pool
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    pub fn next_request_id(&self) -> String {
+        let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
+        format!("{}_{n:06x}", self.id_prefix)
+    }
+
+    /// Queues a pool state change for the database.
+    pub fn persist(&self, state: PersistState) {
+        self.writer.account_state(AccountStateUpdate {
+            id: state.id,
+            status: state.status,
+            rate_limited_until: state.rate_limited_until,
+            overloaded_until: state.overloaded_until,
+            last_ratelimit: state.last_ratelimit,
+        });
+    }
+
+    /// Reads the accounts table into the pool once.
+    pub async fn sync_accounts(&self, db: &Db) -> Result<(), ccflare_storage::StorageError> {
+        let list = accounts::list(db).await?;
+        let now = self.now();
+        self.pool().sync(list, now);
+        Ok(())
+    }
+}
+
+/// Re-reads the accounts table every [`ACCOUNT_SYNC_INTERVAL`] until `stop` turns true. The
+/// request path never waits for this: it only swaps the pool's account list under the lock.
+pub fn spawn_account_sync(
+    state: Arc<AppState>,
+    db: Db,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(ACCOUNT_SYNC_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = crate::server::stopped(&mut stop) => return,
+            }
+            match state.sync_accounts(&db).await {
+                Ok(()) => failing = false,
+                // Logged once per outage, not every second.
+                Err(error) if !failing => {
+                    failing = true;
+                    tracing::warn!(%error, "reading accounts failed; routing on the last known list");
+                }
+                Err(_) => {}
+            }
+        }
+    })
+}
