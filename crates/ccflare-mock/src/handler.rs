@@ -20,6 +20,8 @@ use crate::state::State;
 
 const DEFAULT_TEXT: &str = "Hello from the mock upstream.";
 const OAUTH_BETA: &str = "oauth-2025-04-20";
+/// The largest `x-mock-stream-bytes` text of a non-streaming answer: 64 MiB.
+const MAX_JSON_TEXT_BYTES: u64 = 64 << 20;
 
 /// Models listed by `GET /v1/models`: (id, display name, created at).
 const MODELS: [(&str, &str, &str); 3] = [
@@ -265,6 +267,15 @@ fn messages(
     let message_id = state.next_message_id();
 
     if body.get("stream") != Some(&Value::Bool(true)) {
+        // A whole JSON body is built in memory, unlike a stream, so its size is bounded.
+        if let Text::Filler { count } = steering.text
+            && count.saturating_mul(sse::FILLER_DELTA_BYTES) > MAX_JSON_TEXT_BYTES
+        {
+            let message = format!(
+                "x-mock-stream-bytes: at most {MAX_JSON_TEXT_BYTES} without \"stream\": true"
+            );
+            return Err(Rejection::invalid(message));
+        }
         let text = steering.text.joined();
         let json = sse::message_json(model, &message_id, &text, &usage);
         return Ok(response::json(StatusCode::OK, json, request_id));

@@ -43,7 +43,8 @@
 //!   stream sends one `text_delta` per word, each with its trailing whitespace.
 //! - `x-mock-stream-bytes: N`: the text is `ceil(N / 1024)` (at least 1) chunks of exactly 1024
 //!   bytes, each `"mocktok "` repeated 128 times; a stream sends one `text_delta` per chunk.
-//!   So `output_tokens` = 128 × chunks. Overrides `x-mock-text`.
+//!   So `output_tokens` = 128 × chunks. Overrides `x-mock-text`. Without `"stream": true` the
+//!   same text comes as one JSON body, limited to 64 MiB.
 //! - `x-mock-chunk-delay-ms: N`: wait N ms before each SSE event after the first.
 //! - `x-mock-split: 1`: write each SSE event in several pieces, 1 ms apart, cut inside the
 //!   `event:` line, in the middle of the `data:` line, just after the first byte of the first
@@ -163,8 +164,9 @@ impl MockUpstream {
     }
 
     /// Number of streamed responses whose body was abandoned before its end: the client went
-    /// away and the body was dropped before its last frame. Intentional
-    /// [`Fault::DropMidStream`] cuts are not counted.
+    /// away and the body was dropped before its last frame (streams cut by
+    /// [`shutdown`](Self::shutdown) count too). Intentional [`Fault::DropMidStream`] cuts do
+    /// not.
     pub fn aborted_streams(&self) -> usize {
         self.inner.state.aborted_streams()
     }

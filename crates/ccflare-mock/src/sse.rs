@@ -265,6 +265,13 @@ pub(crate) fn pace(event_index: usize, event: Bytes, pacing: Pacing) -> Vec<Chun
             bytes: event,
         }];
     }
+    // The gap also separates an event from the previous event's last piece, so the final
+    // newline of one event never shares a write with the start of the next.
+    let first_delay = if event_index == 0 {
+        first_delay
+    } else {
+        first_delay.max(SPLIT_GAP)
+    };
     let mut chunks = Vec::new();
     let mut start = 0;
     for cut in split_points(&event).into_iter().chain([event.len()]) {

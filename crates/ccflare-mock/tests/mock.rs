@@ -108,7 +108,8 @@ async fn post_message(mock: &MockUpstream, extra: &[(&str, &str)], body: &str) -
 
 fn message_body(stream: bool) -> String {
     format!(
-        r#"{{"model":"claude-sonnet-4-5","max_tokens":64,"stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#
+        "{{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":64,\"stream\":{stream},\
+         \"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}"
     )
 }
 
@@ -191,7 +192,10 @@ async fn json_message_has_exact_usage_and_rate_limit_headers() {
 #[tokio::test]
 async fn cache_control_and_custom_text_steer_usage() {
     let mock = MockUpstream::start().await.expect("start");
-    let body = r#"{"model":"m","max_tokens":1,"messages":[],"system":[{"type":"text","text":"s","cache_control":{"type":"ephemeral"}}]}"#;
+    let body = concat!(
+        r#"{"model":"m","max_tokens":1,"messages":[],"#,
+        r#""system":[{"type":"text","text":"s","cache_control":{"type":"ephemeral"}}]}"#,
+    );
     let reply = post_message(&mock, &[("x-mock-text", "one two  three")], body).await;
     let usage = &reply.json()["usage"];
     assert_eq!(usage["input_tokens"], body.len() / 4);
@@ -412,7 +416,12 @@ async fn drop_mid_stream_ends_with_a_body_error() {
     assert!(reply.body_error, "the body must fail, not end");
     let text = reply.text();
     assert!(text.starts_with("event: message_start\n"));
-    assert!(text.ends_with("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello \"}}\n\n"));
+    assert!(text.ends_with(concat!(
+        "event: content_block_delta\n",
+        r#"data: {"type":"content_block_delta","index":0,"#,
+        r#""delta":{"type":"text_delta","text":"Hello "}}"#,
+        "\n\n"
+    )));
     assert!(!text.contains("message_stop"));
     // A planned drop is not a client abandoning the stream.
     assert_eq!(mock.aborted_streams(), 0);

@@ -94,7 +94,11 @@ impl fmt::Display for Unavailable {
             write!(f, " ({inactive})")?;
         }
         if let Some(at) = self.retry_at {
-            write!(f, "; the first is available again at {}", format_rfc3339(at))?;
+            write!(
+                f,
+                "; the first is available again at {}",
+                format_rfc3339(at)
+            )?;
         }
         Ok(())
     }

@@ -142,9 +142,8 @@ impl Pool {
 
         let timeout = self.config.session_timeout_ms;
         let positions = &self.positions;
-        self.pins.retain(|_, pin| {
-            positions.contains_key(&pin.account) && now - pin.last_used < timeout
-        });
+        self.pins
+            .retain(|_, pin| positions.contains_key(&pin.account) && now - pin.last_used < timeout);
     }
 
     /// Chooses the account for one attempt and counts the attempt against it.

@@ -13,9 +13,13 @@ pub enum RoutingState {
     /// Paused by a person.
     Paused,
     /// Benched after a 429 (or a refused OAuth token). `until` is when it is routable again.
-    RateLimited { until: Millis },
+    RateLimited {
+        until: Millis,
+    },
     /// Benched after a 529. `until` is when it is routable again.
-    Overloaded { until: Millis },
+    Overloaded {
+        until: Millis,
+    },
     /// The credential was refused; a person must re-add it.
     Invalid,
 }

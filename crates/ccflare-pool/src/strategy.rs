@@ -25,7 +25,11 @@ impl Cursor {
 
     /// The position the rotation continues from: just after the cursor's account, or, if it was
     /// removed, where it would have stood.
-    pub(crate) fn next_position(&self, accounts: &[AccountState], position_of: Option<usize>) -> usize {
+    pub(crate) fn next_position(
+        &self,
+        accounts: &[AccountState],
+        position_of: Option<usize>,
+    ) -> usize {
         match position_of {
             Some(position) => position + 1,
             None => accounts.partition_point(|account| account.order_key() <= self.key),

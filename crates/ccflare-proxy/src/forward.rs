@@ -89,12 +89,25 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
 
     let mut tried = Vec::new();
     let mut last_failure: Option<LastFailure> = None;
+    let mut last_error: Option<AttemptError> = None;
     loop {
         let now = state.now();
         let pick = state.pool().select(now, session.as_deref(), &tried);
         let pick = match pick {
             Ok(pick) => pick,
-            Err(unavailable) => return exhausted(&mut recorder, unavailable, last_failure, now),
+            Err(unavailable) => {
+                return match (unavailable.reason, last_failure, last_error) {
+                    // Every account that could serve was tried: the last real upstream error
+                    // says most, then the last connection failure.
+                    (UnavailableReason::AllTried, Some(failure), _) => {
+                        relay_failure(&mut recorder, failure)
+                    }
+                    (UnavailableReason::AllTried, None, Some(kind)) => {
+                        upstream_unreachable(&mut recorder, kind)
+                    }
+                    _ => exhausted(&mut recorder, unavailable, now),
+                };
+            }
         };
         tried.push(pick.id);
         recorder.attempt(pick.id, &pick.name);
@@ -134,6 +147,7 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
                     status: None,
                     reason: kind.label().into(),
                 });
+                last_error = Some(kind);
                 if attempts_left(&state, tried.len()) {
                     continue;
                 }
@@ -146,6 +160,7 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
                     status: None,
                     reason: AttemptError::Timeout.label().into(),
                 });
+                last_error = Some(AttemptError::Timeout);
                 if attempts_left(&state, tried.len()) {
                     continue;
                 }
@@ -279,15 +294,10 @@ fn local_error(
 fn exhausted(
     recorder: &mut Recorder,
     unavailable: Unavailable,
-    last_failure: Option<LastFailure>,
     now: i64,
 ) -> Response<ResponseBody> {
     let retry_after_s = unavailable.retry_at.map(|at| (at - now + 999) / 1000);
     match unavailable.reason {
-        // Every account that could serve was tried: the last real upstream error says most.
-        UnavailableReason::AllTried if last_failure.is_some() => {
-            relay_failure(recorder, last_failure.expect("checked"))
-        }
         UnavailableReason::AllRateLimited => local_error(
             recorder,
             StatusCode::TOO_MANY_REQUESTS,

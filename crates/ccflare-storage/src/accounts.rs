@@ -72,7 +72,7 @@ pub async fn upsert_api_key(
     priority: Option<i64>,
     now: Millis,
 ) -> Result<(Account, Upsert), StorageError> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin_write().await?;
     let existing = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM accounts WHERE credential = ?"
     ))

@@ -70,6 +70,16 @@ impl Db {
         })
     }
 
+    /// Starts a write transaction that takes the write lock at once (`BEGIN IMMEDIATE`). A
+    /// deferred transaction that reads first and writes later fails with "database is locked"
+    /// when another connection wrote in between, whatever the busy timeout; an immediate one
+    /// waits for the lock instead.
+    pub async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }

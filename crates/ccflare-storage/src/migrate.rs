@@ -37,7 +37,10 @@ pub async fn run(pool: &SqlitePool) -> Result<(), StorageError> {
             name,
             source,
         };
-        let mut tx = pool.begin().await.map_err(migration_error)?;
+        let mut tx = pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(migration_error)?;
         sqlx::raw_sql(sql)
             .execute(&mut *tx)
             .await

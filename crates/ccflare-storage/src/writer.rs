@@ -181,7 +181,7 @@ async fn write_batch<'a>(
     records: &[RequestRecord],
     states: impl Iterator<Item = &'a AccountStateUpdate>,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin_write().await?;
     for record in records {
         requests::insert(&mut tx, record).await?;
     }

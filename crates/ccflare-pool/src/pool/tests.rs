@@ -1,0 +1,1031 @@
+//! The pool as a user sees it: which account serves each request as time passes and upstream
+//! answers come in. Most tests are tables run by [`check`]: each row is a time in seconds after
+//! `T0`, an action, and what should be seen (the account chosen, the error, or the state an
+//! answer left the account in).
+
+use super::*;
+use crate::state::RoutingState;
+use Do::*;
+use ccflare_core::ratelimit::Window;
+
+const T0: Millis = 1_795_687_200_000; // 2026-11-26T10:00:00Z
+
+fn at(seconds: i64) -> Millis {
+    T0 + seconds * 1000
+}
+
+const OK: Verdict = Verdict::Serve { bench_until: None };
+const NO_RESET: Verdict = Verdict::RateLimited { until: None };
+const OVERLOADED: Verdict = Verdict::Overloaded;
+const UNAUTHORIZED: Verdict = Verdict::AuthFailed;
+
+fn reset_at(seconds: i64) -> Verdict {
+    Verdict::RateLimited {
+        until: Some(at(seconds)),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Do<'a> {
+    /// Select without a session key and release at once; shows the account or the error.
+    Select,
+    /// The same, with a session key.
+    Key(&'a str),
+    /// The same, for a request that already tried these accounts.
+    Skip(&'a [&'a str]),
+    /// The same, with a session key and accounts already tried.
+    KeySkip(&'a str, &'a [&'a str]),
+    /// Select without a session key and keep the attempt in flight.
+    Hold,
+    /// Release one attempt on the account; shows its attempts in flight.
+    Release(&'a str),
+    /// An upstream verdict on the account; shows its state.
+    Report(&'a str, Verdict),
+    /// A successful answer whose headers leave this percentage of the requests window.
+    Headroom(&'a str, u64),
+    /// Sync with the harness's records; shows every account's state.
+    Sync,
+}
+
+fn record(id: i64, name: &str) -> Account {
+    Account {
+        id: AccountId(id),
+        name: name.to_owned(),
+        kind: AccountKind::ApiKey,
+        credential: Secret::new(format!("sk-ant-api03-{name}-0123456789abcdef")),
+        priority: 0,
+        weight: 1,
+        status: AccountStatus::Active,
+        revision: 1,
+        rate_limited_until: None,
+        overloaded_until: None,
+    }
+}
+
+fn with_priority(id: i64, name: &str, priority: i64) -> Account {
+    Account {
+        priority,
+        ..record(id, name)
+    }
+}
+
+fn snapshot(percent_left: u64, now: Millis) -> RateLimitSnapshot {
+    RateLimitSnapshot {
+        requests: Window {
+            limit: Some(100),
+            remaining: Some(percent_left),
+            reset: None,
+        },
+        seen_at: now,
+        ..Default::default()
+    }
+}
+
+/// `active`, `paused`, `invalid`, `limited@30`, `overloaded@15` (seconds after `T0`).
+fn describe(state: RoutingState) -> String {
+    let seconds = |until: Millis| (until - T0) / 1000;
+    match state {
+        RoutingState::Active => "active".to_owned(),
+        RoutingState::Paused => "paused".to_owned(),
+        RoutingState::Invalid => "invalid".to_owned(),
+        RoutingState::RateLimited { until } => format!("limited@{}", seconds(until)),
+        RoutingState::Overloaded { until } => format!("overloaded@{}", seconds(until)),
+    }
+}
+
+/// `AllRateLimited retry@30`, `NoAccounts`.
+fn describe_error(error: &Unavailable) -> String {
+    match error.retry_at {
+        Some(retry_at) => format!("{:?} retry@{}", error.reason, (retry_at - T0) / 1000),
+        None => format!("{:?}", error.reason),
+    }
+}
+
+/// A pool and the records storage holds for it.
+struct Harness {
+    pool: Pool,
+    records: Vec<Account>,
+}
+
+impl Harness {
+    /// Accounts named as given, ids 1, 2, 3, …, priority 0, and a one-hour session timeout.
+    fn new(strategy: Strategy, names: &[&str]) -> Harness {
+        Harness::with_timeout(strategy, names, 3600)
+    }
+
+    fn with_timeout(strategy: Strategy, names: &[&str], timeout_seconds: i64) -> Harness {
+        let records = names
+            .iter()
+            .zip(1..)
+            .map(|(name, id)| record(id, name))
+            .collect();
+        Harness::with_records(strategy, records, timeout_seconds)
+    }
+
+    fn with_records(strategy: Strategy, records: Vec<Account>, timeout_seconds: i64) -> Harness {
+        let mut pool = Pool::new(PoolConfig {
+            strategy,
+            session_timeout_ms: timeout_seconds * 1000,
+        });
+        pool.sync(records.clone(), T0);
+        Harness { pool, records }
+    }
+
+    fn id(&self, name: &str) -> AccountId {
+        let view = self.pool.views(T0).into_iter().find(|v| &*v.name == name);
+        view.unwrap_or_else(|| panic!("no account {name}")).id
+    }
+
+    fn record_mut(&mut self, name: &str) -> &mut Account {
+        let found = self.records.iter_mut().find(|r| r.name == name);
+        found.unwrap_or_else(|| panic!("no record {name}"))
+    }
+
+    /// A person's edit: the stored record changes and gets a new revision.
+    fn edit(&mut self, name: &str, change: impl FnOnce(&mut Account)) {
+        let record = self.record_mut(name);
+        change(record);
+        record.revision += 1;
+    }
+
+    /// A change in storage that no person made (a refreshed token), so no new revision.
+    fn edit_quietly(&mut self, name: &str, change: impl FnOnce(&mut Account)) {
+        change(self.record_mut(name));
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.records.retain(|r| r.name != name);
+    }
+
+    fn view(&self, name: &str, now: Millis) -> AccountView {
+        let view = self.pool.views(now).into_iter().find(|v| &*v.name == name);
+        view.unwrap_or_else(|| panic!("no account {name}"))
+    }
+
+    fn states(&self, now: Millis) -> String {
+        let states: Vec<String> = self
+            .pool
+            .views(now)
+            .iter()
+            .map(|v| format!("{}:{}", v.name, describe(v.state)))
+            .collect();
+        states.join(" ")
+    }
+
+    fn select(&mut self, now: Millis, key: Option<&str>, tried: &[&str], hold: bool) -> String {
+        let tried: Vec<AccountId> = tried.iter().map(|name| self.id(name)).collect();
+        match self.pool.select(now, key, &tried) {
+            Ok(pick) => {
+                if !hold {
+                    self.pool.release(pick.id);
+                }
+                pick.name.to_string()
+            }
+            Err(error) => describe_error(&error),
+        }
+    }
+
+    fn run(&mut self, now: Millis, action: Do) -> String {
+        match action {
+            Select => self.select(now, None, &[], false),
+            Key(key) => self.select(now, Some(key), &[], false),
+            Skip(tried) => self.select(now, None, tried, false),
+            KeySkip(key, tried) => self.select(now, Some(key), tried, false),
+            Hold => self.select(now, None, &[], true),
+            Release(name) => {
+                self.pool.release(self.id(name));
+                format!("{} in flight", self.view(name, now).in_flight)
+            }
+            Report(name, verdict) => {
+                self.pool.report(self.id(name), verdict, None, now);
+                describe(self.view(name, now).state)
+            }
+            Headroom(name, percent) => {
+                self.pool
+                    .report(self.id(name), OK, Some(snapshot(percent, now)), now);
+                describe(self.view(name, now).state)
+            }
+            Sync => {
+                self.pool.sync(self.records.clone(), now);
+                self.states(now)
+            }
+        }
+    }
+}
+
+fn check(harness: &mut Harness, rows: &[(i64, Do, &str)]) {
+    for (row, &(second, action, expected)) in rows.iter().enumerate() {
+        let seen = harness.run(at(second), action);
+        assert_eq!(seen, expected, "row {row}: at {second} s, {action:?}");
+    }
+}
+
+// ---- cooldowns ----
+
+#[test]
+fn rate_limit_with_a_reset_benches_until_the_reset() {
+    let mut h = Harness::new(Strategy::Priority, &["a", "b"]);
+    check(
+        &mut h,
+        &[
+            (0, Select, "a"),
+            (0, Report("a", reset_at(30)), "limited@30"),
+            (0, Select, "b"),
+            (29, Select, "b"),
+            (30, Select, "a"),
+            (30, Sync, "a:active b:active"),
+        ],
+    );
+}
+
+#[test]
+fn default_backoff_doubles_to_five_minutes_and_resets_after_a_success() {
+    let mut h = Harness::new(Strategy::Priority, &["a", "b"]);
+    check(
+        &mut h,
+        &[
+            (0, Report("a", NO_RESET), "limited@30"),
+            (29, Select, "b"),
+            (30, Select, "a"),
+            (30, Report("a", NO_RESET), "limited@90"),
+            (89, Select, "b"),
+            (90, Report("a", NO_RESET), "limited@210"),
+            (210, Report("a", NO_RESET), "limited@450"),
+            (450, Report("a", NO_RESET), "limited@750"),
+            (750, Report("a", NO_RESET), "limited@1050"),
+            (1049, Select, "b"),
+            (1050, Select, "a"),
+            (1050, Report("a", OK), "active"),
+            (1051, Report("a", NO_RESET), "limited@1081"),
+        ],
+    );
+    // A 429 that named its reset is a repeat too; a 529 or a server error in between is not a
+    // success and does not reset the count.
+    let mut h = Harness::new(Strategy::Priority, &["a"]);
+    check(
+        &mut h,
+        &[
+            (0, Report("a", reset_at(10)), "limited@10"),
+            (10, Report("a", Verdict::ServerError), "active"),
+            (10, Report("a", OVERLOADED), "overloaded@25"),
+            (25, Report("a", NO_RESET), "limited@85"),
+        ],
+    );
+    assert_eq!(h.view("a", at(25)).consecutive_rate_limits, 2);
+}
+
+#[test]
+fn a_late_answer_never_shortens_a_bench() {
+    let mut h = Harness::new(Strategy::Priority, &["a", "b"]);
+    check(
+        &mut h,
+        &[
+            (0, Report("a", reset_at(100)), "limited@100"),
+            (1, Report("a", reset_at(50)), "limited@100"),
+            (2, Report("a", OK), "limited@100"),
+            (50, Select, "b"),
+            (100, Select, "a"),
+        ],
+    );
+}
+
+#[test]
+fn a_success_that_says_the_quota_is_gone_benches_the_account() {
+    let mut h = Harness::new(Strategy::Priority, &["a", "b"]);
+    let exhausted = Verdict::Serve {
+        bench_until: Some(at(100)),
+    };
+    check(
+        &mut h,
+        &[
+            (0, Report("a", exhausted), "limited@100"),
+            (0, Select, "b"),
+            (100, Select, "a"),
+        ],
+    );
+}
+
+#[test]
+fn overload_cools_down_for_fifteen_seconds_and_never_grows() {
+    let mut h = Harness::new(Strategy::Priority, &["a", "b"]);
+    check(
+        &mut h,
+        &[
+            (0, Report("a", OVERLOADED), "overloaded@15"),
+            (0, Select, "b"),
+            (14, Select, "b"),
+            (15, Select, "a"),
+            (15, Report("a", OVERLOADED), "overloaded@30"),
+            (30, Report("a", OVERLOADED), "overloaded@45"),
+            (31, Report("a", OK), "active"),
+            (31, Select, "a"),
+        ],
+    );
+    assert_eq!(h.view("a", at(31)).consecutive_rate_limits, 0);
+}
+
+#[test]
+fn refused_api_key_is_invalid_until_a_person_re_adds_it() {
+    let mut h = Harness::new(Strategy::Priority, &["a", "b"]);
+    check(
+        &mut h,
+        &[
+            (0, Report("a", UNAUTHORIZED), "invalid"),
+            (0, Select, "b"),
+            (86_400, Select, "b"),
+            // The record still says active: the database is behind, the pool knows better.
+            (86_400, Sync, "a:invalid b:active"),
+            (86_401, Select, "b"),
+        ],
+    );
+    h.edit("a", |record| record.status = AccountStatus::Active);
+    check(
+        &mut h,
+        &[(86_402, Sync, "a:active b:active"), (86_402, Select, "a")],
+    );
+}
+
+#[test]
+fn refused_oauth_token_benches_for_a_minute() {
+    let oauth = Account {
+        kind: AccountKind::OAuth,
+        ..record(1, "a")
+    };
+    let mut h = Harness::with_records(Strategy::Priority, vec![oauth, record(2, "b")], 3600);
+    check(
+        &mut h,
+        &[
+            (0, Report("a", UNAUTHORIZED), "limited@60"),
+            (59, Select, "b"),
+            (60, Select, "a"),
+        ],
+    );
+}
+
+#[test]
+fn answers_that_blame_no_account_change_nothing() {
+    let mut h = Harness::new(Strategy::Priority, &["a", "b"]);
+    check(
+        &mut h,
+        &[
+            (0, Report("a", Verdict::RequestScoped), "active"),
+            (0, Report("a", Verdict::ServerError), "active"),
+            (0, Select, "a"),
+        ],
+    );
+}
+
+// ---- session affinity ----
+
+#[test]
+fn affinity_holds_for_the_same_key() {
+    let mut h = Harness::with_timeout(Strategy::RoundRobin, &["a", "b", "c"], 100);
+    check(
+        &mut h,
+        &[
+            (0, Key("s1"), "a"),
+            (1, Select, "b"),
+            (2, Key("s1"), "a"),
+            (3, Key("s2"), "c"),
+            (4, Key("s1"), "a"),
+            (5, Key("s2"), "c"),
+            // Pinned picks do not move the rotation: it continues after c.
+            (6, Select, "a"),
+            (7, Select, "b"),
+        ],
+    );
+}
+
+#[test]
+fn affinity_moves_when_its_account_is_benched_or_fails() {
+    let mut h = Harness::with_timeout(Strategy::RoundRobin, &["a", "b", "c"], 100);
+    check(
+        &mut h,
+        &[
+            (0, Key("s1"), "a"),
+            (1, Report("a", reset_at(50)), "limited@50"),
+            (2, Key("s1"), "b"),
+            // Re-pinned to b: it stays there when a comes back, keeping b's prompt cache warm.
+            (51, Key("s1"), "b"),
+            (52, KeySkip("s1", &["b"]), "c"),
+            (53, Key("s1"), "c"),
+            (54, Report("c", OVERLOADED), "overloaded@69"),
+            (55, Key("s1"), "a"),
+            (70, Key("s1"), "a"),
+        ],
+    );
+    h.edit("a", |record| record.status = AccountStatus::Paused);
+    check(
+        &mut h,
+        &[
+            (71, Sync, "a:paused b:active c:active"),
+            (72, Key("s1"), "b"),
+        ],
+    );
+}
+
+#[test]
+fn affinity_expires_after_the_timeout_at_exactly_the_boundary() {
+    let mut h = Harness::with_timeout(Strategy::RoundRobin, &["a", "b", "c"], 100);
+    check(
+        &mut h,
+        &[
+            (0, Key("s1"), "a"),
+            (0, Key("s2"), "b"),
+            (99, Key("s2"), "b"),
+            // 100 s after its last use: expired, so the rotation picks (after b comes c).
+            (100, Key("s1"), "c"),
+            // s2 was used at 99, which restarted its timeout.
+            (198, Key("s2"), "b"),
+            (298, Key("s2"), "a"),
+            (299, Key("s2"), "a"),
+        ],
+    );
+}
+
+#[test]
+fn affinity_is_dropped_with_its_account() {
+    let mut h = Harness::new(Strategy::RoundRobin, &["a", "b", "c"]);
+    check(&mut h, &[(0, Key("s1"), "a"), (0, Key("s2"), "b")]);
+    h.remove("a");
+    check(&mut h, &[(1, Sync, "b:active c:active")]);
+    assert_eq!(h.pool.pins.len(), 1, "only s2's pin is left");
+    check(&mut h, &[(2, Key("s1"), "c"), (3, Key("s2"), "b")]);
+    // The same account coming back does not bring the old session with it.
+    h.records.push(record(1, "a"));
+    check(
+        &mut h,
+        &[(4, Sync, "a:active b:active c:active"), (5, Key("s1"), "c")],
+    );
+}
+
+#[test]
+fn sync_drops_expired_pins() {
+    let mut h = Harness::with_timeout(Strategy::Session, &["a", "b"], 100);
+    check(&mut h, &[(0, Key("s1"), "a"), (50, Key("s2"), "a")]);
+    check(&mut h, &[(99, Sync, "a:active b:active")]);
+    assert_eq!(h.pool.pins.len(), 2);
+    check(&mut h, &[(100, Sync, "a:active b:active")]);
+    assert_eq!(h.pool.pins.len(), 1);
+    check(&mut h, &[(150, Sync, "a:active b:active")]);
+    assert!(h.pool.pins.is_empty());
+}
+
+// ---- strategies ----
+
+#[test]
+fn round_robin_cycles_in_the_stable_order() {
+    let records = vec![
+        with_priority(1, "a", 1),
+        with_priority(2, "b", 0),
+        with_priority(3, "c", 0),
+    ];
+    let mut h = Harness::with_records(Strategy::RoundRobin, records, 3600);
+    check(
+        &mut h,
+        &[
+            (0, Select, "b"),
+            (1, Select, "c"),
+            (2, Select, "a"),
+            (3, Select, "b"),
+            (3, Report("c", OVERLOADED), "overloaded@18"),
+            (4, Select, "a"),
+            (5, Select, "b"),
+            (6, Skip(&["a"]), "b"),
+            (18, Select, "c"),
+        ],
+    );
+    // The rotation continues where the removed account stood.
+    h.remove("c");
+    check(
+        &mut h,
+        &[(19, Sync, "b:active a:active"), (19, Select, "a")],
+    );
+}
+
+#[test]
+fn least_requests_prefers_fewest_in_flight_then_fewest_in_total() {
+    let mut h = Harness::new(Strategy::LeastRequests, &["a", "b", "c"]);
+    check(
+        &mut h,
+        &[
+            (0, Hold, "a"),
+            (0, Hold, "b"),
+            (0, Hold, "c"),
+            (0, Hold, "a"),
+            (1, Release("b"), "0 in flight"),
+            (1, Select, "b"),
+            (1, Release("c"), "0 in flight"),
+            // b and c have nothing in flight; c has served fewer requests.
+            (2, Select, "c"),
+            // Both have served two: the stable order decides.
+            (3, Select, "b"),
+            (3, Release("a"), "1 in flight"),
+            (3, Release("a"), "0 in flight"),
+            (4, Select, "a"),
+            (5, Select, "c"),
+        ],
+    );
+}
+
+#[test]
+fn priority_fills_the_lowest_number_first() {
+    let records = vec![
+        with_priority(1, "x", 2),
+        with_priority(2, "y", 0),
+        with_priority(3, "z", 0),
+        with_priority(4, "w", 1),
+    ];
+    let mut h = Harness::with_records(Strategy::Priority, records, 3600);
+    check(
+        &mut h,
+        &[
+            (0, Select, "y"),
+            (1, Select, "y"),
+            (1, Report("y", reset_at(60)), "limited@60"),
+            (2, Select, "z"),
+            (2, Report("z", OVERLOADED), "overloaded@17"),
+            (3, Select, "w"),
+            (3, Skip(&["w"]), "x"),
+            (17, Select, "z"),
+            (60, Select, "y"),
+        ],
+    );
+    // A new priority re-orders the pool at the next sync; equal priorities go by id.
+    h.edit("x", |record| record.priority = 0);
+    check(
+        &mut h,
+        &[
+            (61, Sync, "x:active y:active z:active w:active"),
+            (61, Select, "x"),
+        ],
+    );
+}
+
+#[test]
+fn headroom_prefers_the_most_capacity_left() {
+    let mut h = Harness::new(Strategy::Headroom, &["a", "b", "c"]);
+    check(
+        &mut h,
+        &[
+            (0, Hold, "a"),
+            // All unknown (counted as full): fewest in flight.
+            (0, Hold, "b"),
+            (1, Release("a"), "0 in flight"),
+            (1, Release("b"), "0 in flight"),
+            (1, Headroom("a", 20), "active"),
+            (1, Headroom("b", 50), "active"),
+            // No headers yet counts as full capacity.
+            (2, Select, "c"),
+            (2, Headroom("c", 10), "active"),
+            (3, Select, "b"),
+            (3, Hold, "b"),
+            (3, Headroom("a", 50), "active"),
+            // a and b both have half left; b has an attempt in flight.
+            (4, Select, "a"),
+            (4, Release("b"), "0 in flight"),
+            (5, Select, "a"),
+        ],
+    );
+}
+
+#[test]
+fn session_strategy_keeps_one_account_and_rotates_after_the_timeout() {
+    let mut h = Harness::with_timeout(Strategy::Session, &["a", "b", "c"], 100);
+    check(
+        &mut h,
+        &[
+            (0, Select, "a"),
+            (50, Select, "a"),
+            (99, Select, "a"),
+            (100, Select, "b"),
+            (199, Select, "b"),
+            (200, Select, "c"),
+            (300, Select, "a"),
+            (310, Report("a", reset_at(400)), "limited@400"),
+            // a is benched: b takes over, and its turn starts now.
+            (311, Select, "b"),
+            (400, Select, "b"),
+            (410, Select, "b"),
+            (411, Select, "c"),
+            // c failed this request: the next account serves it, c stays current for others.
+            (412, Skip(&["c"]), "a"),
+            (413, Select, "c"),
+            (414, Skip(&["c", "a"]), "b"),
+            (415, Skip(&["a", "b", "c"]), "AllTried"),
+            (416, Select, "c"),
+        ],
+    );
+    // The current account removed: the turn passes to the next one in order.
+    h.remove("c");
+    check(
+        &mut h,
+        &[(417, Sync, "a:active b:active"), (417, Select, "a")],
+    );
+
+    let mut alone = Harness::with_timeout(Strategy::Session, &["a"], 100);
+    check(
+        &mut alone,
+        &[(0, Select, "a"), (100, Select, "a"), (250, Select, "a")],
+    );
+}
+
+#[test]
+fn every_strategy_respects_tried_accounts() {
+    for strategy in Strategy::ALL {
+        let mut h = Harness::new(strategy, &["a", "b", "c"]);
+        let rows = [
+            (0, Skip(&["a", "b"]), "c"),
+            (1, Skip(&["a", "c"]), "b"),
+            (2, Skip(&["b", "c"]), "a"),
+            (3, KeySkip("s1", &["b", "c"]), "a"),
+            (4, KeySkip("s1", &["a", "c"]), "b"),
+            (5, Skip(&["a", "b", "c"]), "AllTried"),
+            (6, KeySkip("s1", &["a", "b", "c"]), "AllTried"),
+            (7, Key("s1"), "b"),
+        ];
+        for (row, &(second, action, expected)) in rows.iter().enumerate() {
+            let seen = h.run(at(second), action);
+            assert_eq!(seen, expected, "{strategy}, row {row}: {action:?}");
+        }
+    }
+}
+
+#[test]
+fn paused_accounts_are_never_picked() {
+    for strategy in Strategy::ALL {
+        let paused = Account {
+            status: AccountStatus::Paused,
+            ..record(1, "a")
+        };
+        let records = vec![paused, with_priority(2, "b", 5)];
+        let mut h = Harness::with_records(strategy, records, 100);
+        let rows = [
+            (0, Select, "b"),
+            (1, Key("s1"), "b"),
+            (200, Select, "b"),
+            (300, Hold, "b"),
+            (300, Report("b", reset_at(400)), "limited@400"),
+            (301, Select, "AllRateLimited retry@400"),
+        ];
+        for (row, &(second, action, expected)) in rows.iter().enumerate() {
+            let seen = h.run(at(second), action);
+            assert_eq!(seen, expected, "{strategy}, row {row}: {action:?}");
+        }
+    }
+}
+
+#[test]
+fn set_strategy_applies_to_the_next_request() {
+    let mut h = Harness::new(Strategy::Session, &["a", "b"]);
+    check(&mut h, &[(0, Select, "a"), (1, Select, "a")]);
+    h.pool.set_strategy(Strategy::RoundRobin);
+    h.pool.set_session_timeout(10_000);
+    assert_eq!(
+        h.pool.config(),
+        PoolConfig {
+            strategy: Strategy::RoundRobin,
+            session_timeout_ms: 10_000
+        }
+    );
+    check(
+        &mut h,
+        &[(2, Select, "a"), (3, Select, "b"), (4, Select, "a")],
+    );
+}
+
+// ---- errors ----
+
+#[test]
+fn errors_say_why_and_when_to_retry() {
+    let mut empty = Harness::new(Strategy::Session, &[]);
+    check(
+        &mut empty,
+        &[(0, Select, "NoAccounts"), (0, Key("s1"), "NoAccounts")],
+    );
+
+    let mut h = Harness::new(Strategy::Priority, &["a", "b"]);
+    check(
+        &mut h,
+        &[
+            (0, Skip(&["a", "b"]), "AllTried"),
+            (0, Report("a", reset_at(30)), "limited@30"),
+            (0, Report("b", reset_at(20)), "limited@20"),
+            (1, Select, "AllRateLimited retry@20"),
+            (20, Report("b", OVERLOADED), "overloaded@35"),
+            (21, Select, "AllBenched retry@30"),
+            // A bench from a 429 and one from a 529 at once: routable when both are over.
+            (25, Report("a", OVERLOADED), "limited@40"),
+            (26, Select, "AllBenched retry@35"),
+            (35, Select, "b"),
+            (36, Report("b", reset_at(50)), "limited@50"),
+            // a's 429 bench ended at 30; its 529 bench runs until 40.
+            (37, Select, "AllBenched retry@40"),
+            (40, Select, "a"),
+        ],
+    );
+
+    // Only active accounts count: a paused account's old bench is no reason to wait.
+    let paused = Account {
+        status: AccountStatus::Paused,
+        rate_limited_until: Some(at(10)),
+        ..record(1, "a")
+    };
+    let invalid = Account {
+        status: AccountStatus::Invalid,
+        ..record(2, "b")
+    };
+    let mut h = Harness::with_records(Strategy::Session, vec![paused, invalid, record(3, "c")], 60);
+    check(
+        &mut h,
+        &[
+            (0, Report("c", reset_at(30)), "limited@30"),
+            (1, Select, "AllRateLimited retry@30"),
+            (30, Select, "c"),
+            (30, Report("c", UNAUTHORIZED), "invalid"),
+            (31, Select, "NoneActive"),
+        ],
+    );
+    assert_eq!(h.pool.next_recovery(at(31)), None);
+    let error = h.pool.select(at(31), None, &[]).unwrap_err();
+    assert_eq!(
+        error.counts,
+        StateCounts {
+            total: 3,
+            paused: 1,
+            invalid: 2,
+            ..Default::default()
+        }
+    );
+    assert!(
+        error
+            .to_string()
+            .starts_with("no active accounts: 1 paused, 2 invalid")
+    );
+}
+
+#[test]
+fn error_messages_never_show_a_credential() {
+    let mut h = Harness::new(Strategy::Priority, &["a"]);
+    let mut messages = vec![
+        h.pool
+            .select(T0, None, &[h.id("a")])
+            .unwrap_err()
+            .to_string(),
+    ];
+    h.pool.report(h.id("a"), NO_RESET, None, T0);
+    messages.push(h.pool.select(T0, None, &[]).unwrap_err().to_string());
+    h.pool.report(h.id("a"), UNAUTHORIZED, None, T0);
+    messages.push(h.pool.select(T0, None, &[]).unwrap_err().to_string());
+    for message in messages {
+        assert!(!message.contains("0123456789abcdef"), "{message}");
+    }
+}
+
+// ---- sync ----
+
+#[test]
+fn sync_keeps_the_pools_own_state_for_the_same_revision() {
+    let mut h = Harness::new(Strategy::Priority, &["a", "b", "c"]);
+    check(
+        &mut h,
+        &[
+            (0, Hold, "a"),
+            (0, Report("a", UNAUTHORIZED), "invalid"),
+            (0, Report("b", reset_at(60)), "limited@60"),
+            (0, Report("c", OVERLOADED), "overloaded@15"),
+            (1, Sync, "a:invalid b:limited@60 c:overloaded@15"),
+            (2, Select, "AllBenched retry@15"),
+        ],
+    );
+    let a = h.view("a", at(2));
+    assert_eq!((a.in_flight, a.requests, a.last_used), (1, 1, Some(at(0))));
+    assert_eq!(h.view("b", at(2)).consecutive_rate_limits, 1);
+}
+
+#[test]
+fn sync_takes_a_persons_edit_for_a_new_revision() {
+    let mut h = Harness::new(Strategy::Priority, &["a", "b", "c"]);
+    check(
+        &mut h,
+        &[
+            (0, Report("a", UNAUTHORIZED), "invalid"),
+            (0, Report("b", reset_at(600)), "limited@600"),
+            (0, Report("c", reset_at(700)), "limited@700"),
+        ],
+    );
+    h.edit("a", |record| record.status = AccountStatus::Active);
+    h.edit("b", |record| record.status = AccountStatus::Paused);
+    h.edit("c", |record| record.name = "c2".to_owned());
+    check(
+        &mut h,
+        &[
+            // A rename does not lift the bench the upstream imposed.
+            (1, Sync, "a:active b:paused c2:limited@700"),
+            (1, Select, "a"),
+            (1, Key("s1"), "a"),
+        ],
+    );
+    // Resumed with no cooldown in the record: the old bench is gone.
+    h.edit("b", |record| record.status = AccountStatus::Active);
+    check(&mut h, &[(2, Sync, "a:active b:active c2:limited@700")]);
+    assert_eq!(h.view("b", at(2)).consecutive_rate_limits, 0);
+
+    // Paused again, then resumed with a cooldown storage still holds: that cooldown applies.
+    h.edit("b", |record| record.status = AccountStatus::Paused);
+    check(&mut h, &[(3, Sync, "a:active b:paused c2:limited@700")]);
+    h.edit("b", |record| {
+        record.status = AccountStatus::Active;
+        record.rate_limited_until = Some(at(900));
+    });
+    check(
+        &mut h,
+        &[(4, Sync, "a:active b:limited@900 c2:limited@700")],
+    );
+}
+
+#[test]
+fn sync_adds_and_removes_accounts() {
+    let mut h = Harness::new(Strategy::Priority, &["a", "b"]);
+    h.records.push(Account {
+        rate_limited_until: Some(at(100)),
+        ..record(3, "c")
+    });
+    h.records.push(Account {
+        rate_limited_until: Some(at(0)),
+        overloaded_until: Some(at(20)),
+        ..record(4, "d")
+    });
+    h.records.push(Account {
+        rate_limited_until: Some(at(-50)),
+        overloaded_until: Some(at(1)),
+        ..record(5, "e")
+    });
+    h.remove("a");
+    check(
+        &mut h,
+        &[
+            (1, Sync, "b:active c:limited@100 d:overloaded@20 e:active"),
+            (1, Select, "b"),
+        ],
+    );
+    h.remove("b");
+    check(
+        &mut h,
+        &[
+            (2, Sync, "c:limited@100 d:overloaded@20 e:active"),
+            (2, Select, "e"),
+        ],
+    );
+    h.records.clear();
+    check(&mut h, &[(3, Sync, ""), (3, Select, "NoAccounts")]);
+}
+
+#[test]
+fn sync_takes_a_refreshed_credential_without_a_new_revision() {
+    let mut h = Harness::new(Strategy::Priority, &["a"]);
+    h.edit_quietly("a", |record| {
+        record.credential = Secret::new("sk-ant-oat01-refreshed-0123456789");
+    });
+    h.pool.sync(h.records.clone(), at(1));
+    let pick = h.pool.select(at(1), None, &[]).unwrap();
+    assert_eq!(
+        pick.credential.expose(),
+        "sk-ant-oat01-refreshed-0123456789"
+    );
+}
+
+// ---- what the pool reports ----
+
+#[test]
+fn report_returns_the_state_to_persist_only_when_it_changed() {
+    let mut h = Harness::new(Strategy::Priority, &["a"]);
+    let a = h.id("a");
+    let persisted = |status, rate_limited_until, overloaded_until, last_ratelimit| {
+        Some(PersistState {
+            id: a,
+            status,
+            rate_limited_until,
+            overloaded_until,
+            last_ratelimit,
+        })
+    };
+    let headers = snapshot(40, at(0));
+    let pool = &mut h.pool;
+    let active = AccountStatus::Active;
+    assert_eq!(pool.report(a, OK, None, at(0)), None);
+    assert_eq!(pool.report(a, Verdict::ServerError, None, at(0)), None);
+    assert_eq!(pool.report(a, Verdict::RequestScoped, None, at(0)), None);
+    assert_eq!(
+        pool.report(a, OK, Some(headers.clone()), at(0)),
+        persisted(active, None, None, Some(headers.clone()))
+    );
+    assert_eq!(
+        pool.report(a, Verdict::RequestScoped, Some(headers.clone()), at(0)),
+        persisted(active, None, None, Some(headers.clone()))
+    );
+    assert_eq!(
+        pool.report(a, reset_at(30), None, at(0)),
+        persisted(active, Some(at(30)), None, Some(headers.clone()))
+    );
+    assert_eq!(pool.report(a, reset_at(30), None, at(1)), None);
+    assert_eq!(
+        pool.report(a, OVERLOADED, None, at(1)),
+        persisted(active, Some(at(30)), Some(at(16)), Some(headers.clone()))
+    );
+    assert_eq!(
+        pool.report(a, OK, None, at(2)),
+        persisted(active, Some(at(30)), None, Some(headers.clone()))
+    );
+    // The bench is over: the next answer writes it away once.
+    assert_eq!(
+        pool.report(a, OK, None, at(30)),
+        persisted(active, None, None, Some(headers.clone()))
+    );
+    assert_eq!(pool.report(a, OK, None, at(31)), None);
+    assert_eq!(
+        pool.report(a, UNAUTHORIZED, None, at(32)),
+        persisted(AccountStatus::Invalid, None, None, Some(headers))
+    );
+    assert_eq!(pool.report(AccountId(99), OVERLOADED, None, at(33)), None);
+}
+
+#[test]
+fn counts_views_and_next_recovery() {
+    let records = vec![
+        record(1, "a"),
+        Account {
+            kind: AccountKind::OAuth,
+            weight: 3,
+            ..with_priority(2, "b", 1)
+        },
+        record(3, "c"),
+        Account {
+            status: AccountStatus::Paused,
+            ..record(4, "d")
+        },
+        record(5, "e"),
+    ];
+    let mut h = Harness::with_records(Strategy::Priority, records, 3600);
+    check(
+        &mut h,
+        &[
+            (0, Select, "a"),
+            (5, Hold, "a"),
+            (5, Headroom("a", 20), "active"),
+            (6, Report("b", NO_RESET), "limited@36"),
+            (6, Report("c", OVERLOADED), "overloaded@21"),
+            (6, Report("e", UNAUTHORIZED), "invalid"),
+        ],
+    );
+    let now = at(7);
+    assert_eq!(
+        h.pool.counts(now),
+        StateCounts {
+            total: 5,
+            available: 1,
+            rate_limited: 1,
+            overloaded: 1,
+            paused: 1,
+            invalid: 1,
+        }
+    );
+    assert_eq!(h.pool.next_recovery(now), Some(at(21)));
+    assert_eq!(h.pool.next_recovery(at(21)), Some(at(36)));
+    assert_eq!(h.pool.next_recovery(at(36)), None);
+
+    assert_eq!(
+        h.states(now),
+        "a:active c:overloaded@21 d:paused e:invalid b:limited@36",
+        "views come in the stable order"
+    );
+    let a = h.view("a", now);
+    assert_eq!(
+        (a.id, a.kind, a.priority, a.weight),
+        (AccountId(1), AccountKind::ApiKey, 0, 1)
+    );
+    assert_eq!((a.in_flight, a.requests, a.last_used), (1, 2, Some(at(5))));
+    let headroom = a.last_ratelimit.and_then(|snapshot| snapshot.headroom());
+    assert_eq!(headroom, Some(0.2));
+    let b = h.view("b", now);
+    assert_eq!((b.kind, b.priority, b.weight), (AccountKind::OAuth, 1, 3));
+    assert_eq!(
+        (b.requests, b.last_used, b.consecutive_rate_limits),
+        (0, None, 1)
+    );
+    assert_eq!(h.pool.counts(at(36)).available, 3);
+}
+
+#[test]
+fn release_never_goes_below_zero() {
+    let mut h = Harness::new(Strategy::Priority, &["a"]);
+    check(
+        &mut h,
+        &[
+            (0, Hold, "a"),
+            (0, Release("a"), "0 in flight"),
+            (0, Release("a"), "0 in flight"),
+        ],
+    );
+    h.pool.release(AccountId(99));
+}

@@ -1,0 +1,677 @@
+//! The proxy contract (SPEC §4) end to end: real sockets, the mock upstream, a real SQLite file.
+//! Each test asserts what a user would check: the bytes and status the client got, the account
+//! that served (`x-ccflare-account`), what reached the upstream, and the rows recorded.
+
+mod common;
+
+use bytes::Bytes;
+use ccflare_core::config::Strategy;
+use ccflare_mock::Fault;
+use common::{GUARD, Options, client, key, message_body, spawn_app};
+use http::StatusCode;
+use http_body_util::BodyExt;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn json_request_is_forwarded_and_recorded_with_usage_and_cost() {
+    let app = spawn_app(Options::default()).await;
+    let body = message_body(false);
+    let reply = app
+        .send(app.request("/v1/messages?beta=true", &[], body.clone()))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.json()["content"][0]["text"],
+        "Hello from the mock upstream."
+    );
+    assert_eq!(reply.header("x-ccflare-account"), "alpha");
+    let request_id = reply.header("x-ccflare-request-id").to_owned();
+    assert!(!request_id.is_empty());
+    assert!(
+        !reply
+            .header("anthropic-ratelimit-requests-remaining")
+            .is_empty(),
+        "rate-limit headers pass through"
+    );
+
+    let seen = &app.mock.requests()[0];
+    assert_eq!(seen.query.as_deref(), Some("beta=true"));
+    assert_eq!(
+        seen.body,
+        Bytes::from(body.clone()),
+        "body forwarded byte for byte"
+    );
+
+    let records = app.records().await;
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(r.id, request_id);
+    assert_eq!(
+        (r.status, r.success, r.attempts, r.streamed),
+        (200, true, 1, false)
+    );
+    assert_eq!(r.account_name.as_deref(), Some("alpha"));
+    assert_eq!(r.model.as_deref(), Some("claude-sonnet-4-5"));
+    let input = (body.len() / 4) as u64;
+    assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (input, 5));
+    // Sonnet 4.5: $3 per million input tokens, $15 per million output tokens.
+    let expected = (input as f64 * 3.0 + 5.0 * 15.0) / 1e6;
+    assert!(
+        (r.cost_usd - expected).abs() < 1e-12,
+        "{} vs {expected}",
+        r.cost_usd
+    );
+    assert!(!r.cost_estimated);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn client_credentials_never_reach_the_upstream() {
+    let app = spawn_app(Options::default()).await;
+    let headers = [
+        ("authorization", "Bearer sk-ant-api03-client-bearer-secret"),
+        ("anthropic-beta", "tools-2024,other"),
+    ];
+    let reply = app.post(&headers, false).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let seen = &app.mock.requests()[0];
+    assert_eq!(seen.header("x-api-key"), Some(key("alpha").as_str()));
+    assert_eq!(seen.header("authorization"), None);
+    assert_eq!(seen.header("anthropic-beta"), Some("tools-2024,other"));
+    assert_eq!(seen.header("anthropic-version"), Some("2023-06-01"));
+    for (name, value) in &seen.headers {
+        assert!(
+            !value.contains("client-bearer-secret")
+                && !value.contains("client-key-that-must-not-leak"),
+            "{name}: {value}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn stream_is_relayed_and_usage_comes_from_the_final_message_delta() {
+    let app = spawn_app(Options::default()).await;
+    let reply = app
+        .post(
+            &[
+                ("x-mock-split", "1"),
+                ("x-mock-text", "ciao luna café au lait"),
+            ],
+            true,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply
+            .header("content-type")
+            .starts_with("text/event-stream")
+    );
+    let text = String::from_utf8(reply.body.to_vec()).expect("utf-8");
+    assert!(text.starts_with("event: message_start\n"));
+    assert!(text.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+    let r = &app.records().await[0];
+    assert!(r.streamed && r.success && !r.usage_incomplete);
+    assert_eq!(
+        r.usage.output_tokens, 5,
+        "from the final message_delta, not the placeholder"
+    );
+    assert!(r.ttfb_ms.is_some());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn usage_of_a_large_stream_is_read_at_its_end() {
+    let app = spawn_app(Options::default()).await;
+    let reply = app.post(&[("x-mock-stream-bytes", "2500000")], true).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.body.len() > 2_500_000);
+    let chunks = 2_500_000_u64.div_ceil(1024);
+    let r = &app.records().await[0];
+    assert_eq!(r.usage.output_tokens, 128 * chunks);
+    assert!(r.success && !r.usage_incomplete);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn cache_tokens_are_recorded_split_by_ttl() {
+    let app = spawn_app(Options::default()).await;
+    let body = r#"{"model":"claude-haiku-4-5","max_tokens":8,"system":[{"type":"text","text":"x","cache_control":{"type":"ephemeral"}}],"messages":[{"role":"user","content":"hi"}]}"#;
+    let reply = app.send(app.request("/v1/messages", &[], body)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let r = &app.records().await[0];
+    assert_eq!(
+        (
+            r.usage.cache_read_input_tokens,
+            r.usage.cache_creation_input_tokens
+        ),
+        (100, 50)
+    );
+    assert_eq!((r.usage.cache_write_5m, r.usage.cache_write_1h), (50, 0));
+    app.stop().await;
+}
+
+/// A scripted upstream that answers every request with exactly these bytes, written in small
+/// pieces, so the proxy's output can be compared byte for byte.
+async fn raw_upstream(body: &'static [u8]) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Read the request head and its content-length body.
+                loop {
+                    let n = socket.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&seen[..end]).to_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().unwrap_or(0));
+                        if seen.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n";
+                let _ = socket.write_all(head.as_bytes()).await;
+                for piece in body.chunks(7) {
+                    let chunk = format!("{:x}\r\n", piece.len());
+                    let _ = socket.write_all(chunk.as_bytes()).await;
+                    let _ = socket.write_all(piece).await;
+                    let _ = socket.write_all(b"\r\n").await;
+                    let _ = socket.flush().await;
+                }
+                let _ = socket.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn streamed_bytes_are_identical_to_the_upstreams() {
+    const SSE: &[u8] = b"event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-haiku-4-5\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\r\n\r\n: keep-alive comment\r\n\r\nevent: ping\ndata: {\"type\": \"ping\"}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"caf\xc3\xa9 \xe2\x9c\x93\"}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":7}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    let upstream = raw_upstream(SSE).await;
+    let app = spawn_app(Options {
+        upstream_override: Some(upstream),
+        ..Default::default()
+    })
+    .await;
+    let reply = app.post(&[], true).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, Bytes::from_static(SSE));
+    let r = &app.records().await[0];
+    assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (3, 7));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn failover_from_a_429_and_a_529_account_gives_one_clean_200() {
+    let app = spawn_app(Options {
+        accounts: vec![("alpha", 0), ("beta", 1), ("gamma", 2)],
+        ..Default::default()
+    })
+    .await;
+    app.mock.push_fault(
+        &key("alpha"),
+        Fault::RateLimited {
+            retry_after: Some(30),
+            reset: None,
+        },
+    );
+    app.mock.push_fault(&key("beta"), Fault::Overloaded);
+    let reply = app.post(&[], false).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("x-ccflare-account"), "gamma");
+    assert_eq!(
+        reply.header("retry-after"),
+        "",
+        "headers of failed attempts are not relayed"
+    );
+    assert_eq!(app.mock.requests().len(), 3);
+    let r = &app.records().await[0];
+    assert_eq!((r.status, r.attempts, r.success), (200, 3, true));
+    let reasons: Vec<_> = r
+        .attempt_failures
+        .iter()
+        .map(|f| (f.account.as_str(), f.status, f.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("alpha", Some(429), "rate_limited"),
+            ("beta", Some(529), "overloaded")
+        ]
+    );
+    // Both benched accounts are skipped by the next request without being asked.
+    let reply = app.post(&[], false).await;
+    assert_eq!(reply.header("x-ccflare-account"), "gamma");
+    assert_eq!(app.mock.requests().len(), 4);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn server_errors_and_auth_failures_fail_over_but_other_4xx_pass_through() {
+    let app = spawn_app(Options {
+        accounts: vec![("alpha", 0), ("beta", 1)],
+        ..Default::default()
+    })
+    .await;
+    app.mock.push_fault(&key("alpha"), Fault::Status(500));
+    assert_eq!(
+        app.post(&[], false).await.header("x-ccflare-account"),
+        "beta"
+    );
+    app.mock.revoke(&key("alpha"));
+    assert_eq!(
+        app.post(&[], false).await.header("x-ccflare-account"),
+        "beta"
+    );
+    // The revoked key is now invalid: never asked again.
+    let before = app.mock.requests().len();
+    app.post(&[], false).await;
+    assert_eq!(app.mock.requests().len(), before + 1);
+    let health = app
+        .send(
+            http::Request::get(format!("{}/health", app.url))
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(health.json()["accounts"]["invalid"], 1);
+
+    app.mock.push_fault(&key("beta"), Fault::Status(400));
+    let reply = app.post(&[], false).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json()["error"]["type"], "invalid_request_error");
+    let records = app.records().await;
+    let last = records.last().unwrap();
+    assert_eq!(
+        (last.status, last.attempts, last.error_type.as_deref()),
+        (400, 1, Some("invalid_request_error"))
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_rate_limited_account_is_skipped_until_its_reset_then_used_again() {
+    let app = spawn_app(Options {
+        accounts: vec![("alpha", 0), ("beta", 1)],
+        ..Default::default()
+    })
+    .await;
+    app.mock.push_fault(
+        &key("alpha"),
+        Fault::RateLimited {
+            retry_after: Some(60),
+            reset: None,
+        },
+    );
+    assert_eq!(
+        app.post(&[], false).await.header("x-ccflare-account"),
+        "beta"
+    );
+    app.clock.advance(59_000);
+    assert_eq!(
+        app.post(&[], false).await.header("x-ccflare-account"),
+        "beta"
+    );
+    app.clock.advance(1_001);
+    assert_eq!(
+        app.post(&[], false).await.header("x-ccflare-account"),
+        "alpha"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn session_affinity_holds_and_expires() {
+    let app = spawn_app(Options {
+        strategy: Strategy::RoundRobin,
+        session_timeout_ms: 10_000,
+        accounts: vec![("alpha", 0), ("beta", 0)],
+        ..Default::default()
+    })
+    .await;
+    let first = app
+        .post(&[("x-session-id", "s1")], false)
+        .await
+        .header("x-ccflare-account")
+        .to_owned();
+    for _ in 0..3 {
+        app.clock.advance(9_000);
+        assert_eq!(
+            app.post(&[("x-session-id", "s1")], false)
+                .await
+                .header("x-ccflare-account"),
+            first
+        );
+    }
+    // Claude Code's header and the body's metadata session work the same way.
+    let cc = app
+        .post(&[("x-claude-code-session-id", "cc-1")], false)
+        .await
+        .header("x-ccflare-account")
+        .to_owned();
+    assert_eq!(
+        app.post(&[("x-claude-code-session-id", "cc-1")], false)
+            .await
+            .header("x-ccflare-account"),
+        cc
+    );
+    // After the timeout without use the pin is gone: round-robin moves on.
+    app.clock.advance(10_001);
+    let other = if first == "alpha" { "beta" } else { "alpha" };
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        seen.push(
+            app.post(&[("x-session-id", "s1")], false)
+                .await
+                .header("x-ccflare-account")
+                .to_owned(),
+        );
+        app.clock.advance(10_001);
+    }
+    assert!(
+        seen.contains(&other.to_owned()),
+        "affinity expired: {seen:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn body_metadata_session_keeps_affinity() {
+    let app = spawn_app(Options {
+        strategy: Strategy::RoundRobin,
+        accounts: vec![("alpha", 0), ("beta", 0)],
+        ..Default::default()
+    })
+    .await;
+    let body = r#"{"model":"claude-haiku-4-5","max_tokens":8,"messages":[{"role":"user","content":"hi"}],"metadata":{"user_id":"{\"device_id\":\"d\",\"account_uuid\":\"a\",\"session_id\":\"conv-9\"}"}}"#;
+    let first = app
+        .send(app.request("/v1/messages", &[], body))
+        .await
+        .header("x-ccflare-account")
+        .to_owned();
+    for _ in 0..3 {
+        assert_eq!(
+            app.send(app.request("/v1/messages", &[], body))
+                .await
+                .header("x-ccflare-account"),
+            first
+        );
+    }
+    assert_eq!(
+        app.records().await[0].session_key.as_deref(),
+        Some("conv-9")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_mid_stream_upstream_reset_reaches_the_client_as_an_error() {
+    let app = spawn_app(Options::default()).await;
+    app.mock
+        .push_fault(&key("alpha"), Fault::DropMidStream { after_events: 3 });
+    let response = app
+        .open(app.request("/v1/messages", &[], message_body(true)))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let mut received = Vec::new();
+    let error = loop {
+        match tokio::time::timeout(GUARD, body.frame())
+            .await
+            .expect("in time")
+        {
+            Some(Ok(frame)) => {
+                received.extend_from_slice(frame.data_ref().map_or(&[][..], |d| d.as_ref()))
+            }
+            Some(Err(error)) => break Some(error),
+            None => break None,
+        }
+    };
+    assert!(
+        error.is_some(),
+        "the stream must not end cleanly; got {:?}",
+        String::from_utf8_lossy(&received)
+    );
+    assert!(String::from_utf8_lossy(&received).starts_with("event: message_start"));
+    let r = &app.records().await[0];
+    assert!(!r.success && r.usage_incomplete);
+    assert_eq!(r.error_type.as_deref(), Some("upstream_stream_error"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_error_event_after_the_200_is_relayed_and_recorded() {
+    let app = spawn_app(Options::default()).await;
+    app.mock
+        .push_fault(&key("alpha"), Fault::ErrorEvent { after_events: 2 });
+    let reply = app.post(&[], true).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&reply.body).contains("event: error"));
+    let r = &app.records().await[0];
+    assert!(!r.success && r.usage_incomplete);
+    assert_eq!(r.error_type.as_deref(), Some("overloaded_error"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_cancels_the_upstream_and_is_recorded_as_499() {
+    let app = spawn_app(Options::default()).await;
+    let request = app.request(
+        "/v1/messages",
+        &[
+            ("x-mock-chunk-delay-ms", "100"),
+            ("x-mock-stream-bytes", "200000"),
+        ],
+        message_body(true),
+    );
+    let response = app.open(request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(GUARD, body.frame())
+        .await
+        .expect("in time");
+    assert!(first.is_some());
+    drop(body);
+    tokio::time::timeout(GUARD, app.mock.wait_aborted_streams(1))
+        .await
+        .expect("upstream request dropped");
+    let r = &app.records().await[0];
+    assert_eq!(r.status, 499);
+    assert!(!r.success && r.usage_incomplete);
+    assert_eq!(
+        r.usage.input_tokens,
+        (message_body(true).len() / 4) as u64,
+        "input usage from message_start is kept"
+    );
+    // The account is not penalised.
+    assert_eq!(app.post(&[], false).await.status, StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn empty_pool_answers_an_anthropic_error_with_retry_after() {
+    let app = spawn_app(Options {
+        accounts: vec![],
+        ..Default::default()
+    })
+    .await;
+    let reply = app.post(&[], false).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!reply.header("retry-after").is_empty());
+    let body = reply.json();
+    assert_eq!(body["type"], "error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ccflare-cli accounts add"),
+        "{body}"
+    );
+    assert!(
+        app.mock.requests().is_empty(),
+        "nothing is forwarded unauthenticated"
+    );
+    let r = &app.records().await[0];
+    assert_eq!((r.status, r.attempts), (503, 0));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn all_accounts_rate_limited_answers_429_with_the_earliest_reset() {
+    let app = spawn_app(Options {
+        accounts: vec![("alpha", 0), ("beta", 1)],
+        ..Default::default()
+    })
+    .await;
+    app.mock.push_fault(
+        &key("alpha"),
+        Fault::RateLimited {
+            retry_after: Some(120),
+            reset: None,
+        },
+    );
+    app.mock.push_fault(
+        &key("beta"),
+        Fault::RateLimited {
+            retry_after: Some(40),
+            reset: None,
+        },
+    );
+    let reply = app.post(&[], false).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(reply.header("retry-after"), "40");
+    assert_eq!(reply.json()["error"]["type"], "rate_limit_error");
+    // While benched, nothing is sent upstream.
+    let reply = app.post(&[], false).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(app.mock.requests().len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_in_the_anthropic_shape() {
+    let app = spawn_app(Options {
+        max_body_bytes: 1000,
+        ..Default::default()
+    })
+    .await;
+    let big = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(2000)
+    );
+    let reply = app.send(app.request("/v1/messages", &[], big)).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.json()["error"]["type"], "request_too_large");
+    assert!(app.mock.requests().is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_times_out_and_fails_over() {
+    let app = spawn_app(Options {
+        accounts: vec![("alpha", 0), ("beta", 1)],
+        idle_timeout: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    app.mock.push_fault(&key("alpha"), Fault::Hang);
+    let reply = app.post(&[], false).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("x-ccflare-account"), "beta");
+    let r = &app.records().await[0];
+    assert_eq!(r.attempt_failures[0].reason, "timeout");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_a_502_naming_the_cause() {
+    let app = spawn_app(Options {
+        upstream_override: Some("http://127.0.0.1:1".into()),
+        ..Default::default()
+    })
+    .await;
+    let reply = app.post(&[], false).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("connect")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_reports_accounts_and_unknown_paths_are_404() {
+    let app = spawn_app(Options {
+        accounts: vec![("alpha", 0), ("beta", 1)],
+        ..Default::default()
+    })
+    .await;
+    let health = app
+        .send(
+            http::Request::get(format!("{}/health", app.url))
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(health.status, StatusCode::OK);
+    let body = health.json();
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["accounts"]["total"], 2);
+    assert_eq!(body["accounts"]["available"], 2);
+    assert!(body["version"].is_string() && body["uptime_s"].is_u64());
+    let missing = app
+        .send(
+            http::Request::get(format!("{}/nope", app.url))
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.json()["error"]["type"], "not_found_error");
+    let _ = client();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn accounts_added_to_the_database_reach_the_running_proxy() {
+    let app = spawn_app(Options {
+        accounts: vec![],
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        app.post(&[], false).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    ccflare_storage::accounts::upsert_api_key(
+        &app.db,
+        &ccflare_core::Secret::new(key("late")),
+        Some("late"),
+        None,
+        0,
+    )
+    .await
+    .unwrap();
+    // The sync task is the server's; here the same call it makes every second is made once.
+    app.state.sync_accounts(&app.db).await.unwrap();
+    let reply = app.post(&[], false).await;
+    assert_eq!(
+        (reply.status, reply.header("x-ccflare-account")),
+        (StatusCode::OK, "late")
+    );
+    app.stop().await;
+}
