@@ -51,6 +51,21 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     init_logging(&settings);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
+    // Listen first: a port in use is reported before anything is created on disk.
+    let upstream = UpstreamClient::new(
+        &settings.upstream_url,
+        Duration::from_secs(settings.connect_timeout_s),
+    )?;
+    let address = format!("{}:{}", settings.host, settings.port);
+    let listener = TcpListener::bind(&address).await.map_err(|error| match error.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!("port {} on {} is already in use: stop the other process or choose another with --port or PORT", settings.port, settings.host),
+        std::io::ErrorKind::PermissionDenied => anyhow::anyhow!("not allowed to listen on {address}: choose a port above 1023 with --port or PORT"),
+        _ => anyhow::anyhow!("cannot listen on {address}: {error}"),
+    })?;
+    let local = listener
+        .local_addr()
+        .context("reading the listening address")?;
+
     let database_url = match &settings.database_url {
         Some(url) => url.clone(),
         None => config::default_database_path()?.display().to_string(),
@@ -71,20 +86,6 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
             Upsert::Unchanged => {}
         }
     }
-
-    let upstream = UpstreamClient::new(
-        &settings.upstream_url,
-        Duration::from_secs(settings.connect_timeout_s),
-    )?;
-    let address = format!("{}:{}", settings.host, settings.port);
-    let listener = TcpListener::bind(&address).await.map_err(|error| match error.kind() {
-        std::io::ErrorKind::AddrInUse => anyhow::anyhow!("port {} on {} is already in use: stop the other process or choose another with --port or PORT", settings.port, settings.host),
-        std::io::ErrorKind::PermissionDenied => anyhow::anyhow!("not allowed to listen on {address}: choose a port above 1023 with --port or PORT"),
-        _ => anyhow::anyhow!("cannot listen on {address}: {error}"),
-    })?;
-    let local = listener
-        .local_addr()
-        .context("reading the listening address")?;
 
     let pool = Pool::new(PoolConfig {
         strategy: settings.strategy,

@@ -290,7 +290,8 @@ impl Settings {
         };
 
         let (spec, v) = value("port");
-        let port = number(spec, v, "a port number from 1 to 65535", |p: &u16| *p > 0)?;
+        // Port 0 asks the system for a free port; the banner shows which.
+        let port = number(spec, v, "a port number from 0 to 65535", |_: &u16| true)?;
         let (spec, v) = value("host");
         let host = v.trim().to_owned();
         if host.is_empty() || host.contains(char::is_whitespace) {
@@ -416,7 +417,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid value \"eighty\" for PORT: expected a port number from 1 to 65535"
+            "invalid value \"eighty\" for PORT: expected a port number from 0 to 65535"
         );
         let err = Settings::resolve(
             &Layer::new(),

@@ -1,0 +1,403 @@
+//! The `ccflare-server` binary as a user runs it: start-up messages, configuration from flags,
+//! environment, `.env` and the config file, start-up failures as one clear line, accounts
+//! added while it runs, and graceful shutdown that lets streams finish and flushes records.
+
+mod common;
+
+use common::{
+    GUARD, Server, db_path, get, key, messages_request, mock, run_to_end, send, server_command,
+};
+use http_body_util::BodyExt;
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn starts_with_no_accounts_on_the_default_database_and_explains_the_empty_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(server_command(dir.path())).await;
+    let default_db = dir.path().join(".local/share/ccflare/ccflare.db");
+    assert!(
+        server.banner.contains(&default_db.display().to_string()),
+        "{}",
+        server.banner
+    );
+    assert!(server.banner.contains("0 total"), "{}", server.banner);
+    assert!(
+        server.banner.contains("no accounts yet"),
+        "{}",
+        server.banner
+    );
+    assert!(default_db.exists());
+
+    let health = send(get(&format!("{}/health", server.url))).await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["status"], "degraded");
+    let reply = send(messages_request(&server.url, false, &[])).await;
+    assert_eq!(reply.status, 503);
+    assert!(!reply.header("retry-after").is_empty());
+    assert!(
+        reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ccflare-cli accounts add")
+    );
+
+    let (code, _) = server.terminate().await;
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test]
+async fn seed_env_file_and_file_database_url_work() {
+    let upstream = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The seed's setup: `cp .env.example .env` and edit it.
+    let env = format!(
+        "DATABASE_URL=\"file:./ccflare.db\"\nCLAUDE_API_KEYS=\"\n{},\n{}\n\"\nSESSION_TIMEOUT=18000  # five hours\nLOG_LEVEL=info\nCCFLARE_UPSTREAM_URL={}\n",
+        key("one"),
+        key("two"),
+        upstream.url()
+    );
+    std::fs::write(dir.path().join(".env"), env).unwrap();
+    let server = Server::start(server_command(dir.path())).await;
+    assert!(
+        server.banner.contains("2 total: 2 active"),
+        "{}",
+        server.banner
+    );
+    assert!(db_path(dir.path()).exists());
+    let reply = send(messages_request(&server.url, false, &[])).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.json()["content"][0]["text"],
+        "Hello from the mock upstream."
+    );
+    let (code, _) = server.terminate().await;
+    assert_eq!(code, Some(0));
+
+    // Starting again with the same keys adds nothing.
+    let server = Server::start(server_command(dir.path())).await;
+    assert!(server.banner.contains("2 total"), "{}", server.banner);
+    server.terminate().await;
+}
+
+#[tokio::test]
+async fn flag_beats_environment_beats_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ccflare.toml");
+    std::fs::write(
+        &config,
+        "lb_strategy = \"round-robin\"\nsession_timeout = 60\n",
+    )
+    .unwrap();
+    let strategy_of = |server: &Server| {
+        server
+            .banner
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("strategy"))
+            .map(|s| s.trim().to_owned())
+            .unwrap()
+    };
+
+    let mut command = server_command(dir.path());
+    command.env("CCFLARE_CONFIG", &config);
+    let server = Server::start(command).await;
+    assert_eq!(strategy_of(&server), "round-robin");
+    server.terminate().await;
+
+    let mut command = server_command(dir.path());
+    command
+        .env("CCFLARE_CONFIG", &config)
+        .env("LB_STRATEGY", "priority");
+    let server = Server::start(command).await;
+    assert_eq!(strategy_of(&server), "priority");
+    server.terminate().await;
+
+    let mut command = server_command(dir.path());
+    command
+        .env("CCFLARE_CONFIG", &config)
+        .env("LB_STRATEGY", "priority")
+        .args(["--strategy", "least-requests"]);
+    let server = Server::start(command).await;
+    assert_eq!(strategy_of(&server), "least-requests");
+    server.terminate().await;
+}
+
+#[tokio::test]
+async fn bad_configuration_fails_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>, &str)> = vec![
+        (
+            vec![("PORT", "eighty")],
+            vec![],
+            "invalid value \"eighty\" for PORT: expected a port number",
+        ),
+        (vec![("LB_STRATEGY", "random")], vec![], "LB_STRATEGY"),
+        (vec![("SESSION_TIMEOUT", "-5")], vec![], "SESSION_TIMEOUT"),
+        (
+            vec![("CLAUDE_API_KEYS", "not-a-key-at-all")],
+            vec![],
+            "expected a value starting with `sk-ant-`",
+        ),
+        (
+            vec![("CCFLARE_UPSTREAM_URL", "ftp://x")],
+            vec![],
+            "CCFLARE_UPSTREAM_URL",
+        ),
+        (
+            vec![("DATABASE_URL", "file:/proc/ccflare-nope/x.db")],
+            vec![],
+            "cannot open database at /proc/ccflare-nope/x.db",
+        ),
+        (
+            vec![("DATABASE_URL", "postgres://localhost/x")],
+            vec![],
+            "unsupported DATABASE_URL",
+        ),
+        (
+            vec![("CCFLARE_CONFIG", "/nonexistent/ccflare.toml")],
+            vec![],
+            "reading config file /nonexistent/ccflare.toml",
+        ),
+        (vec![], vec!["--port", "70000"], "PORT"),
+        (vec![], vec!["--no-such-flag"], "--no-such-flag"),
+    ];
+    for (env, args, expected) in cases {
+        let mut command = server_command(dir.path());
+        command.envs(env.iter().copied()).args(&args);
+        let (code, stdout, stderr) = run_to_end(command).await;
+        assert_ne!(code, Some(0), "{env:?} {args:?} must fail");
+        assert!(
+            stderr.contains(expected),
+            "{env:?} {args:?}: expected {expected:?} in {stderr:?}"
+        );
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("not-a-key-at-all"),
+            "the rejected key is not echoed: {stderr}"
+        );
+        assert!(
+            stdout.is_empty() || !stdout.contains("listening on"),
+            "{stdout}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_key_in_the_config_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "prot = 9000\n").unwrap();
+    let mut command = server_command(dir.path());
+    command.args(["--config", config.to_str().unwrap()]);
+    let (code, _, stderr) = run_to_end(command).await;
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("unknown option \"prot\""), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_named_and_exits_non_zero() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = server_command(dir.path());
+    command.env("PORT", &port);
+    let (code, _, stderr) = run_to_end(command).await;
+    assert_ne!(code, Some(0));
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains(&format!("port {port} on 127.0.0.1 is already in use")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_running_stream_finish_and_flushes_its_record() {
+    let upstream = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = server_command(dir.path());
+    command
+        .env("CLAUDE_API_KEYS", key("one"))
+        .env("CCFLARE_UPSTREAM_URL", upstream.url())
+        .env("DATABASE_URL", db_path(dir.path()));
+    let server = Server::start(command).await;
+    let request = messages_request(
+        &server.url,
+        true,
+        &[
+            ("x-mock-chunk-delay-ms", "40"),
+            (
+                "x-mock-text",
+                "one two three four five six seven eight nine ten",
+            ),
+        ],
+    );
+    let response = tokio::time::timeout(GUARD, common::client().request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = body
+        .frame()
+        .await
+        .expect("a first frame")
+        .expect("no error");
+    let mut received = first.into_data().unwrap_or_default().to_vec();
+
+    let pid = server.child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    while let Some(frame) = tokio::time::timeout(GUARD, body.frame()).await.unwrap() {
+        received.extend_from_slice(
+            &frame
+                .expect("stream finishes cleanly")
+                .into_data()
+                .unwrap_or_default(),
+        );
+    }
+    assert!(String::from_utf8_lossy(&received).ends_with("data: {\"type\":\"message_stop\"}\n\n"));
+
+    let (code, _) = server.terminate_after_signal().await;
+    assert_eq!(code, Some(0));
+    let db = ccflare_storage::Db::open_path(&db_path(dir.path()))
+        .await
+        .unwrap();
+    let rows = ccflare_storage::requests::recent(&db, 10).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].status, rows[0].success, rows[0].usage.output_tokens),
+        (200, true, 10)
+    );
+}
+
+#[tokio::test]
+async fn accounts_added_by_another_process_are_used_without_a_restart() {
+    let upstream = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = server_command(dir.path());
+    command
+        .env("CCFLARE_UPSTREAM_URL", upstream.url())
+        .env("DATABASE_URL", db_path(dir.path()));
+    let server = Server::start(command).await;
+    assert_eq!(
+        send(messages_request(&server.url, false, &[])).await.status,
+        503
+    );
+
+    // What `ccflare-cli accounts add` does: write the row from another connection.
+    let db = ccflare_storage::Db::open_path(&db_path(dir.path()))
+        .await
+        .unwrap();
+    let added = Instant::now();
+    ccflare_storage::accounts::upsert_api_key(
+        &db,
+        &ccflare_core::Secret::new(key("late")),
+        Some("late"),
+        None,
+        0,
+    )
+    .await
+    .unwrap();
+    // The server re-reads accounts every second; poll its health until the account shows.
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        let health = send(get(&format!("{}/health", server.url))).await;
+        if health.json()["accounts"]["available"] == 1 {
+            break;
+        }
+        assert!(
+            added.elapsed() < GUARD,
+            "the new account never reached the server"
+        );
+    }
+    let reply = send(messages_request(&server.url, false, &[])).await;
+    assert_eq!(
+        (reply.status, reply.header("x-ccflare-account")),
+        (200, "late")
+    );
+
+    ccflare_storage::accounts::set_status(&db, "late", ccflare_core::AccountStatus::Paused, 1)
+        .await
+        .unwrap();
+    loop {
+        tick.tick().await;
+        if send(get(&format!("{}/health", server.url))).await.json()["accounts"]["paused"] == 1 {
+            break;
+        }
+        assert!(
+            added.elapsed() < GUARD,
+            "the pause never reached the server"
+        );
+    }
+    assert_eq!(
+        send(messages_request(&server.url, false, &[])).await.status,
+        503
+    );
+    server.terminate().await;
+}
+
+#[tokio::test]
+async fn no_account_key_appears_in_any_log_line_at_trace() {
+    let upstream = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (key("one"), key("two"));
+    upstream.push_fault(
+        &one,
+        ccflare_mock::Fault::RateLimited {
+            retry_after: Some(5),
+            reset: None,
+        },
+    );
+    let mut command = server_command(dir.path());
+    command
+        .env("CLAUDE_API_KEYS", format!("{one},{two}"))
+        .env("CCFLARE_UPSTREAM_URL", upstream.url())
+        .env("LOG_LEVEL", "trace")
+        .env("LB_STRATEGY", "round-robin");
+    let server = Server::start(command).await;
+    assert_eq!(
+        send(messages_request(&server.url, false, &[])).await.status,
+        200
+    );
+    assert_eq!(
+        send(messages_request(&server.url, true, &[])).await.status,
+        200
+    );
+    upstream.revoke(&two);
+    send(messages_request(&server.url, false, &[])).await;
+    send(messages_request(
+        &server.url,
+        false,
+        &[(
+            "authorization",
+            "Bearer sk-ant-api03-client-bearer-must-not-leak",
+        )],
+    ))
+    .await;
+    let banner = server.banner.clone();
+    let (code, rest) = server.terminate().await;
+    assert_eq!(code, Some(0));
+    let output = format!("{banner}{rest}");
+    assert!(
+        output.contains("request finished"),
+        "trace logging is on: {output}"
+    );
+    assert!(output.contains("failing over"), "{output}");
+    for secret in [
+        one.as_str(),
+        two.as_str(),
+        "0123456789abcdefghij",
+        "client-own-key-must-not-leak",
+        "client-bearer-must-not-leak",
+    ] {
+        assert!(
+            !output.contains(secret),
+            "{secret:?} leaked into the logs:\n{output}"
+        );
+    }
+}
