@@ -30,29 +30,48 @@ async fn the_python_sdk_gets_text_and_usage_through_ccflare() {
     )
     .await
     .expect("the SDK script finishes in time")
-    .unwrap_or_else(|e| panic!("cannot run {python}: {e}; `.ci/run` installs python3 and the anthropic SDK"));
+    .unwrap_or_else(|e| {
+        panic!("cannot run {python}: {e}; `.ci/run` installs python3 and the anthropic SDK")
+    });
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "SDK script failed:\n{stderr}");
-    let result: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON from the script");
+    let result: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("JSON from the script");
 
     assert_eq!(result["plain_text"], "Hello from the mock upstream.");
     assert_eq!(result["stream_text"], "Hello from the mock upstream.");
     assert_eq!(result["plain_usage"]["output"], 5);
-    assert_eq!(result["stream_usage"]["output"], 5, "final usage from the last message_delta");
+    assert_eq!(
+        result["stream_usage"]["output"], 5,
+        "final usage from the last message_delta"
+    );
     assert!(result["plain_usage"]["input"].as_u64().unwrap() > 0);
 
     // The SDK's own key never reached the upstream; the account's did.
     for request in upstream.requests() {
         assert_eq!(request.credential.as_deref(), Some(key("sdk").as_str()));
-        assert!(request.headers.iter().all(|(_, v)| !v.contains("any-key-the-proxy-ignores")));
+        assert!(
+            request
+                .headers
+                .iter()
+                .all(|(_, v)| !v.contains("any-key-the-proxy-ignores"))
+        );
     }
 
     let (code, _) = server.terminate().await;
     assert_eq!(code, Some(0));
-    let db = ccflare_storage::Db::open_path(&db_path(dir.path())).await.unwrap();
+    let db = ccflare_storage::Db::open_path(&db_path(dir.path()))
+        .await
+        .unwrap();
     let rows = ccflare_storage::requests::recent(&db, 10).await.unwrap();
     assert_eq!(rows.len(), 2);
-    assert!(rows.iter().all(|r| r.status == 200 && r.success && r.usage.output_tokens == 5));
+    assert!(
+        rows.iter()
+            .all(|r| r.status == 200 && r.success && r.usage.output_tokens == 5)
+    );
     assert_eq!(rows.iter().filter(|r| r.streamed).count(), 1);
-    eprintln!("anthropic SDK {} through {}", result["sdk_version"], result["base_url"]);
+    eprintln!(
+        "anthropic SDK {} through {}",
+        result["sdk_version"], result["base_url"]
+    );
 }

@@ -124,7 +124,12 @@ async fn flag_beats_environment_beats_config_file() {
 #[tokio::test]
 async fn bad_configuration_fails_with_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>, &str)> = vec![
+    type Case = (
+        Vec<(&'static str, &'static str)>,
+        Vec<&'static str>,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
         (
             vec![("PORT", "eighty")],
             vec![],

@@ -30,7 +30,7 @@ pub struct AccountStateUpdate {
 
 enum Op {
     Request(Box<RequestRecord>),
-    AccountState(AccountStateUpdate),
+    AccountState(Box<AccountStateUpdate>),
     /// Answer once everything sent before this is written.
     Flush(oneshot::Sender<()>),
 }
@@ -57,7 +57,7 @@ impl WriterHandle {
 
     /// Queues an account state change. Never waits.
     pub fn account_state(&self, update: AccountStateUpdate) {
-        self.send(Op::AccountState(update));
+        self.send(Op::AccountState(Box::new(update)));
     }
 
     fn send(&self, op: Op) {
@@ -140,7 +140,7 @@ async fn run(db: Db, mut rx: mpsc::UnboundedReceiver<Op>, counters: Arc<Counters
                 Op::Request(record) => records.push(*record),
                 // Only the newest state of an account matters.
                 Op::AccountState(update) => {
-                    states.insert(update.id, update);
+                    states.insert(update.id, *update);
                 }
                 Op::Flush(done) => waiters.push(done),
             }
