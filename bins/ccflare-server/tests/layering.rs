@@ -1,0 +1,362 @@
+//! The workspace's dependency rules (STYLE.md, "Our workspace"), checked against
+//! `cargo metadata`: dependencies point down (bins → proxy/analytics → pool/storage → core),
+//! and a few packages are reserved for the crates whose job they are (sqlx for storage, hyper
+//! for the proxy, clap and friends for binaries). Adding a crate is one row in `CRATES`;
+//! reserving a package is one row in `RESERVED`.
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Library,
+    Binary,
+}
+
+/// One workspace crate and the workspace crates it may depend on.
+struct CrateRule {
+    name: &'static str,
+    kind: Kind,
+    /// Workspace crates allowed as normal and build dependencies (and so also in tests).
+    uses: &'static [&'static str],
+    /// Workspace crates allowed only as dev-dependencies (tests, examples, benches).
+    dev_uses: &'static [&'static str],
+}
+
+const fn lib(
+    name: &'static str,
+    uses: &'static [&'static str],
+    dev_uses: &'static [&'static str],
+) -> CrateRule {
+    CrateRule {
+        name,
+        kind: Kind::Library,
+        uses,
+        dev_uses,
+    }
+}
+
+const fn bin(
+    name: &'static str,
+    uses: &'static [&'static str],
+    dev_uses: &'static [&'static str],
+) -> CrateRule {
+    CrateRule {
+        name,
+        kind: Kind::Binary,
+        uses,
+        dev_uses,
+    }
+}
+
+const CORE: &str = "ccflare-core";
+const POOL: &str = "ccflare-pool";
+const STORAGE: &str = "ccflare-storage";
+const PROXY: &str = "ccflare-proxy";
+const ANALYTICS: &str = "ccflare-analytics";
+const MOCK: &str = "ccflare-mock";
+
+/// Every workspace crate, one row each. A crate missing here fails the test, so a new crate
+/// has to state its place in the layering.
+const CRATES: &[CrateRule] = &[
+    lib(CORE, &[], &[]),
+    lib(POOL, &[CORE], &[]),
+    lib(STORAGE, &[CORE], &[]),
+    lib(ANALYTICS, &[CORE, STORAGE], &[]),
+    lib(PROXY, &[CORE, POOL, STORAGE], &[MOCK]),
+    // The mock upstream stands alone so that it cannot share a bug with what it tests.
+    lib(MOCK, &[], &[]),
+    bin(
+        "ccflare-server",
+        &[CORE, POOL, STORAGE, PROXY, ANALYTICS],
+        &[MOCK],
+    ),
+];
+
+/// Which workspace crates may name a reserved package as a normal or build dependency.
+/// Dev-dependencies are free: a test may use anything.
+enum Allowed {
+    Only(&'static [&'static str]),
+    Binaries,
+    AllBut(&'static [&'static str]),
+}
+
+struct Reserved {
+    package: &'static str,
+    allowed: Allowed,
+    why: &'static str,
+}
+
+const fn reserve(package: &'static str, allowed: Allowed, why: &'static str) -> Reserved {
+    Reserved {
+        package,
+        allowed,
+        why,
+    }
+}
+
+const HYPER_USERS: Allowed = Allowed::Only(&[PROXY, MOCK]);
+const BINARY_ONLY: &str = "libraries return typed errors and leave the process (argv, terminal, \
+                           logging setup) to the binaries";
+
+const RESERVED: &[Reserved] = &[
+    reserve(
+        "sqlx",
+        Allowed::Only(&[STORAGE, ANALYTICS]),
+        "SQL lives in storage (analytics reads through it)",
+    ),
+    reserve(
+        "hyper",
+        HYPER_USERS,
+        "HTTP lives in the proxy (and the mock upstream)",
+    ),
+    reserve(
+        "hyper-util",
+        HYPER_USERS,
+        "HTTP lives in the proxy (and the mock upstream)",
+    ),
+    reserve(
+        "hyper-rustls",
+        HYPER_USERS,
+        "HTTP lives in the proxy (and the mock upstream)",
+    ),
+    reserve("clap", Allowed::Binaries, BINARY_ONLY),
+    reserve("anyhow", Allowed::Binaries, BINARY_ONLY),
+    reserve("tracing-subscriber", Allowed::Binaries, BINARY_ONLY),
+    reserve("ratatui", Allowed::Binaries, BINARY_ONLY),
+    reserve("crossterm", Allowed::Binaries, BINARY_ONLY),
+    reserve(
+        "tokio",
+        Allowed::AllBut(&[CORE, POOL]),
+        "core and the pool are pure: no IO, no runtime, the clock passed in",
+    ),
+];
+
+impl Allowed {
+    fn permits(&self, krate: &CrateRule) -> bool {
+        match self {
+            Allowed::Only(names) => names.contains(&krate.name),
+            Allowed::Binaries => krate.kind == Kind::Binary,
+            Allowed::AllBut(names) => !names.contains(&krate.name),
+        }
+    }
+}
+
+/// One dependency edge read from the metadata.
+struct Dependency<'a> {
+    name: &'a str,
+    /// `None` for normal dependencies, else `"dev"` or `"build"`.
+    kind: Option<&'a str>,
+}
+
+impl Dependency<'_> {
+    fn kind_name(&self) -> &str {
+        self.kind.unwrap_or("normal")
+    }
+
+    fn is_dev(&self) -> bool {
+        self.kind == Some("dev")
+    }
+}
+
+/// Every broken rule in `metadata` (the JSON of `cargo metadata --no-deps`), one line each.
+fn violations(metadata: &Value) -> Vec<String> {
+    let packages = metadata["packages"]
+        .as_array()
+        .expect("cargo metadata has a `packages` array");
+    let members: BTreeSet<&str> = packages
+        .iter()
+        .map(|p| p["name"].as_str().expect("every package has a name"))
+        .collect();
+    let rule = |name: &str| CRATES.iter().find(|r| r.name == name);
+    let mut found = Vec::new();
+
+    for name in &members {
+        if rule(name).is_none() {
+            found.push(format!(
+                "{name} is a workspace crate without a row in CRATES (tests/layering.rs): \
+                 add one saying which workspace crates it may depend on"
+            ));
+        }
+    }
+    for row in CRATES {
+        if !members.contains(row.name) {
+            found.push(format!(
+                "CRATES has a row for {}, which is not a workspace crate: remove the row",
+                row.name
+            ));
+        }
+    }
+
+    for package in packages {
+        let name = package["name"].as_str().expect("every package has a name");
+        let Some(krate) = rule(name) else { continue };
+        let dependencies = package["dependencies"]
+            .as_array()
+            .expect("every package has a `dependencies` array");
+        for dependency in dependencies {
+            let dependency = Dependency {
+                name: dependency["name"]
+                    .as_str()
+                    .expect("every dependency has a name"),
+                kind: dependency["kind"].as_str(),
+            };
+            if members.contains(dependency.name) {
+                check_workspace_edge(krate, &dependency, &mut found);
+            } else if !dependency.is_dev() {
+                check_reserved(krate, &dependency, &mut found);
+            }
+        }
+    }
+    found
+}
+
+fn check_workspace_edge(krate: &CrateRule, dependency: &Dependency<'_>, found: &mut Vec<String>) {
+    let target = CRATES.iter().find(|r| r.name == dependency.name);
+    if krate.kind == Kind::Library && target.is_some_and(|t| t.kind == Kind::Binary) {
+        found.push(format!(
+            "{} (a library) depends on {} (a binary): libraries never depend on binaries",
+            krate.name, dependency.name
+        ));
+        return;
+    }
+    let allowed = krate.uses.contains(&dependency.name)
+        || (dependency.is_dev() && krate.dev_uses.contains(&dependency.name));
+    if !allowed {
+        let mut may = krate.uses.join(", ");
+        if may.is_empty() {
+            may = "no workspace crate".to_owned();
+        }
+        if !krate.dev_uses.is_empty() {
+            may.push_str(&format!(
+                " (and, in tests only, {})",
+                krate.dev_uses.join(", ")
+            ));
+        }
+        found.push(format!(
+            "{} depends on {} ({} dependency), against the layering \
+             bins → proxy/analytics → pool/storage → core; {} may use: {}",
+            krate.name,
+            dependency.name,
+            dependency.kind_name(),
+            krate.name,
+            may
+        ));
+    }
+}
+
+fn check_reserved(krate: &CrateRule, dependency: &Dependency<'_>, found: &mut Vec<String>) {
+    for reserved in RESERVED {
+        if reserved.package == dependency.name && !reserved.allowed.permits(krate) {
+            found.push(format!(
+                "{} depends on {} ({} dependency), which it may not: {}",
+                krate.name,
+                dependency.name,
+                dependency.kind_name(),
+                reserved.why
+            ));
+        }
+    }
+}
+
+fn workspace_metadata() -> Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let output = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(&root)
+        .output()
+        .expect("running cargo metadata");
+    assert!(
+        output.status.success(),
+        "cargo metadata failed in {}: {}",
+        root.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON")
+}
+
+#[test]
+fn workspace_dependencies_point_down() {
+    let found = violations(&workspace_metadata());
+    assert!(
+        found.is_empty(),
+        "the workspace breaks its dependency rules (STYLE.md, \"Our workspace\"; the table is in \
+         bins/ccflare-server/tests/layering.rs):\n  - {}",
+        found.join("\n  - ")
+    );
+}
+
+/// A hand-made workspace in the shape `cargo metadata` prints, with the rows of `CRATES`
+/// and the given extra edges, so the checker is seen to catch each kind of mistake.
+fn metadata_with(extra: &[(&str, &str, Option<&str>)]) -> Value {
+    let packages: Vec<Value> = CRATES
+        .iter()
+        .map(|row| {
+            let mut dependencies: Vec<Value> = row
+                .uses
+                .iter()
+                .map(|d| serde_json::json!({ "name": d, "kind": null }))
+                .chain(
+                    row.dev_uses
+                        .iter()
+                        .map(|d| serde_json::json!({ "name": d, "kind": "dev" })),
+                )
+                .collect();
+            for (from, to, kind) in extra {
+                if *from == row.name {
+                    dependencies.push(serde_json::json!({ "name": to, "kind": kind }));
+                }
+            }
+            serde_json::json!({ "name": row.name, "dependencies": dependencies })
+        })
+        .collect();
+    serde_json::json!({ "packages": packages })
+}
+
+#[test]
+fn the_checker_reports_each_kind_of_wrong_edge() {
+    assert_eq!(violations(&metadata_with(&[])), Vec::<String>::new());
+
+    let cases: &[(&str, &str, Option<&str>, &str)] = &[
+        (
+            CORE,
+            POOL,
+            None,
+            "ccflare-core depends on ccflare-pool (normal dependency)",
+        ),
+        (
+            POOL,
+            STORAGE,
+            Some("build"),
+            "ccflare-pool depends on ccflare-storage (build",
+        ),
+        (
+            PROXY,
+            MOCK,
+            None,
+            "ccflare-proxy depends on ccflare-mock (normal dependency)",
+        ),
+        (
+            STORAGE,
+            "ccflare-server",
+            Some("dev"),
+            "(a library) depends on ccflare-server",
+        ),
+        (POOL, "sqlx", None, "ccflare-pool depends on sqlx"),
+        (STORAGE, "hyper", None, "ccflare-storage depends on hyper"),
+        (PROXY, "anyhow", None, "ccflare-proxy depends on anyhow"),
+        (CORE, "tokio", None, "ccflare-core depends on tokio"),
+    ];
+    for (from, to, kind, expected) in cases {
+        let found = violations(&metadata_with(&[(from, to, *kind)]));
+        assert!(
+            found.len() == 1 && found[0].contains(expected),
+            "{from} → {to}: expected one violation containing {expected:?}, got {found:#?}"
+        );
+    }
+
+    // Tests may use anything outside the workspace.
+    assert!(violations(&metadata_with(&[(CORE, "tokio", Some("dev"))])).is_empty());
+}

@@ -1,0 +1,61 @@
+# ccflare's everyday commands. `just` lists them; `just check` is what CI runs.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+# Recipe arguments reach commands as "$@", so quoting survives.
+set positional-arguments
+
+# List the recipes.
+default:
+    @just --list
+
+# Everything CI checks: formatting, lints as errors, all tests, and cargo-deny if installed.
+check: fmt-check clippy test deny
+
+# Fail if any file is not formatted (`cargo fmt --all` fixes it).
+fmt-check:
+    cargo fmt --all --check
+
+# Lint every crate and target; warnings are errors, as in CI.
+clippy:
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Run every test (nextest when installed, else cargo test); arguments go to the runner.
+test *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest run --workspace "$@"
+        # nextest does not run doctests; a plain `just test` runs them too (arguments meant
+        # for nextest may not suit cargo test, so a filtered run skips them).
+        if [ "$#" -eq 0 ]; then cargo test --workspace --doc; fi
+    else
+        cargo test --workspace "$@"
+    fi
+
+# Licenses, advisories, duplicate crates and sources (deny.toml); skipped if not installed.
+deny:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if cargo deny --version >/dev/null 2>&1; then
+        cargo deny check
+    else
+        echo "cargo-deny is not installed; skipping (cargo install --locked cargo-deny)"
+    fi
+
+# Run the proxy (reads .env; see .env.example); arguments go to ccflare-server.
+run *args:
+    cargo run --release --bin ccflare-server -- "$@"
+
+# The terminal UI (bins/ccflare, SPEC §2).
+tui:
+    @echo "the TUI (bins/ccflare) is not built yet" >&2
+    @exit 1
+
+# Benchmarks (ccflare-bench, SPEC §14).
+bench:
+    @echo "the benchmarks (ccflare-bench) are not built yet" >&2
+    @exit 1
+
+# Run the mock Anthropic upstream, for trying ccflare without real keys.
+mock *args:
+    cargo run --bin ccflare-mock -- "$@"
