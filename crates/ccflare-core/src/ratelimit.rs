@@ -48,11 +48,8 @@ pub struct RateLimitSnapshot {
 }
 
 fn epoch_seconds(value: &str) -> Option<Millis> {
-    value
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .map(|s| (s * 1000.0) as Millis)
+    let seconds = value.trim().parse::<f64>().ok().filter(|s| s.is_finite())?;
+    Some((seconds.clamp(0.0, 1e12) * 1000.0) as Millis)
 }
 
 impl RateLimitSnapshot {
@@ -69,7 +66,10 @@ impl RateLimitSnapshot {
             if name == "retry-after" {
                 let value = value.trim();
                 snap.retry_at = match value.parse::<f64>() {
-                    Ok(seconds) if seconds >= 0.0 => Some(now + (seconds * 1000.0) as Millis),
+                    // Clamped so an absurd value cannot overflow; benches are capped anyway.
+                    Ok(seconds) if seconds >= 0.0 => {
+                        Some(now.saturating_add((seconds.min(1e9) * 1000.0) as Millis))
+                    }
                     _ => parse_http_date(value),
                 };
                 continue;
@@ -196,8 +196,11 @@ pub enum Verdict {
     Overloaded,
     /// 500/502/503/504: try the next account; the account is not benched.
     ServerError,
-    /// 401/403: the credential was refused; try the next account.
+    /// 401: the credential was refused; try the next account.
     AuthFailed,
+    /// 403: this account may not do this (a model, a beta, a region). Try the next account,
+    /// but do not disable this one: the refusal may be about the request, not the key.
+    Forbidden,
 }
 
 impl Verdict {
@@ -215,6 +218,7 @@ impl Verdict {
             Verdict::Overloaded => "overloaded",
             Verdict::ServerError => "upstream_error",
             Verdict::AuthFailed => "auth_failed",
+            Verdict::Forbidden => "forbidden",
         }
     }
 }
@@ -229,7 +233,8 @@ pub fn classify(status: u16, snapshot: &RateLimitSnapshot, now: Millis) -> Verdi
         },
         529 => Verdict::Overloaded,
         500 | 502 | 503 | 504 => Verdict::ServerError,
-        401 | 403 => Verdict::AuthFailed,
+        401 => Verdict::AuthFailed,
+        403 => Verdict::Forbidden,
         _ if snapshot.unified_blocked() => Verdict::Serve {
             bench_until: snapshot.unified_reset.filter(|&at| at > now).map(cap),
         },
@@ -326,10 +331,26 @@ mod tests {
             assert_eq!(classify(s, &none, NOW), Verdict::ServerError);
         }
         assert_eq!(classify(401, &none, NOW), Verdict::AuthFailed);
-        assert_eq!(classify(403, &none, NOW), Verdict::AuthFailed);
+        assert_eq!(classify(403, &none, NOW), Verdict::Forbidden);
+        assert!(Verdict::Forbidden.fails_over());
         for s in [200, 400, 404, 413, 422] {
             assert!(!classify(s, &none, NOW).fails_over(), "{s}");
         }
+    }
+
+    #[test]
+    fn absurd_values_do_not_overflow() {
+        let s = snap(&[
+            ("retry-after", "1e300"),
+            ("anthropic-ratelimit-unified-reset", "inf"),
+        ]);
+        assert_eq!(
+            classify(429, &s, NOW),
+            Verdict::RateLimited {
+                until: Some(NOW + MAX_BENCH_MS)
+            }
+        );
+        assert_eq!(s.unified_reset, None);
     }
 
     #[test]

@@ -65,9 +65,9 @@ pub fn session_key<'a>(
     header: impl Fn(&str) -> Option<&'a str>,
     info: &'a RequestInfo,
 ) -> Option<&'a str> {
-    header("x-session-id")
-        .or_else(|| header("x-claude-code-session-id"))
-        .filter(|v| !v.is_empty())
+    let present = |name: &str| header(name).filter(|v| !v.is_empty());
+    present("x-session-id")
+        .or_else(|| present("x-claude-code-session-id"))
         .or(info.body_session.as_deref())
 }
 
@@ -117,5 +117,11 @@ mod tests {
             _ => None,
         };
         assert_eq!(session_key(both, &info), Some("seed"));
+        let empty_seed = |n: &str| match n {
+            "x-session-id" => Some(""),
+            "x-claude-code-session-id" => Some("cc"),
+            _ => None,
+        };
+        assert_eq!(session_key(empty_seed, &info), Some("cc"));
     }
 }

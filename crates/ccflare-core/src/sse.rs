@@ -145,6 +145,10 @@ impl SseScanner {
     /// For a line known only by its first bytes: keep it if it may be one we need.
     fn decide(&mut self) -> LineState {
         let line = self.line.as_slice();
+        // A CRLF blank line cut between its `\r` and `\n` ends an event: keep it.
+        if line == b"\r" {
+            return LineState::Keep;
+        }
         let could_be = |prefix: &[u8]| {
             let n = line.len().min(prefix.len());
             line[..n] == prefix[..n]
@@ -314,6 +318,18 @@ mod tests {
     fn crlf_line_endings() {
         let crlf = STREAM.replace('\n', "\r\n");
         check(&[crlf.as_bytes()], &expected());
+    }
+
+    #[test]
+    fn crlf_blank_line_split_between_cr_and_lf_ends_the_event() {
+        // An unnamed data event after a skipped named one must not inherit its name.
+        let stream = "event: ping\r\ndata: {}\r\n\r\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":4}}\r\n\r\n";
+        let bytes = stream.as_bytes();
+        let cut = stream.find("\r\n\r\n").unwrap() + 3;
+        let mut scanner = SseScanner::new();
+        scanner.feed(&bytes[..cut]);
+        scanner.feed(&bytes[cut..]);
+        assert_eq!(scanner.summary().usage.output_tokens, 4);
     }
 
     #[test]

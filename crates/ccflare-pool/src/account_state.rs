@@ -55,6 +55,8 @@ pub(crate) struct AccountState {
     pub(crate) in_flight: u32,
     pub(crate) requests: u64,
     pub(crate) last_used: Option<Millis>,
+    /// When rate-limit headers were last handed out for persisting.
+    pub(crate) snapshot_persisted_at: Option<Millis>,
 }
 
 impl AccountState {
@@ -77,6 +79,7 @@ impl AccountState {
             in_flight: 0,
             requests: 0,
             last_used: None,
+            snapshot_persisted_at: None,
         }
     }
 
@@ -213,12 +216,27 @@ impl AccountState {
                     now + OAUTH_AUTH_FAILURE_BENCH_MS,
                 ),
             },
-            Verdict::RequestScoped | Verdict::ServerError => {}
+            Verdict::RequestScoped | Verdict::ServerError | Verdict::Forbidden => {}
         }
         let after = (self.status, self.rate_limited_until, self.overloaded_until);
-        (before != after || has_snapshot).then(|| self.persist_state())
+        // Headers arrive with nearly every response; persisting them at most once a second
+        // per account keeps the writer's work flat under load. State changes always persist.
+        let snapshot_due = has_snapshot
+            && self
+                .snapshot_persisted_at
+                .is_none_or(|at| now - at >= SNAPSHOT_PERSIST_INTERVAL_MS);
+        if before == after && !snapshot_due {
+            return None;
+        }
+        if has_snapshot {
+            self.snapshot_persisted_at = Some(now);
+        }
+        Some(self.persist_state())
     }
 }
+
+/// Least time between two persists of an account's rate-limit headers alone.
+pub const SNAPSHOT_PERSIST_INTERVAL_MS: i64 = 1000;
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,7 @@ use crate::recorder::{CLIENT_CLOSED, Outcome, Recorder};
 use bytes::{Bytes, BytesMut};
 use ccflare_core::sse::SseScanner;
 use ccflare_core::usage::{self, Usage};
+use http::header::{self, HeaderMap, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -35,14 +36,51 @@ impl ResponseBody {
     }
 }
 
+/// What the response body is, for reading its usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// `text/event-stream`: scanned inline.
+    Sse,
+    /// `application/json`: kept aside (as reference-counted chunks) and parsed at the end.
+    Json,
+    /// Anything else (JSONL batch results, HTML error pages): relayed only, no usage expected.
+    Other,
+    /// Compressed: relayed only; usage cannot be read.
+    Unreadable,
+}
+
+impl BodyKind {
+    pub fn of(headers: &HeaderMap) -> BodyKind {
+        let text = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .unwrap_or("")
+        };
+        if !matches!(text(header::CONTENT_ENCODING), "" | "identity") {
+            return BodyKind::Unreadable;
+        }
+        let content_type = text(header::CONTENT_TYPE);
+        if content_type.starts_with("text/event-stream") {
+            BodyKind::Sse
+        } else if content_type.starts_with("application/json") {
+            BodyKind::Json
+        } else {
+            BodyKind::Other
+        }
+    }
+}
+
 enum Reader {
     Sse(SseScanner),
     Json {
         chunks: Vec<Bytes>,
         len: usize,
     },
-    /// Compressed or otherwise unreadable: relayed only.
+    /// No usage to read.
     None,
+    /// Usage was expected but cannot be read (too large or compressed).
+    Lost,
 }
 
 pub struct TappedBody {
@@ -60,17 +98,17 @@ impl TappedBody {
         inner: Incoming,
         recorder: Recorder,
         status: u16,
-        sse: bool,
-        readable: bool,
+        kind: BodyKind,
         idle_timeout: Duration,
     ) -> TappedBody {
-        let reader = match (readable, sse) {
-            (false, _) => Reader::None,
-            (true, true) => Reader::Sse(SseScanner::new()),
-            (true, false) => Reader::Json {
+        let reader = match kind {
+            BodyKind::Sse => Reader::Sse(SseScanner::new()),
+            BodyKind::Json => Reader::Json {
                 chunks: Vec::new(),
                 len: 0,
             },
+            BodyKind::Other => Reader::None,
+            BodyKind::Unreadable => Reader::Lost,
         };
         TappedBody {
             inner,
@@ -92,34 +130,44 @@ impl TappedBody {
                 if *len <= MAX_JSON_TAP {
                     chunks.push(data.clone());
                 } else {
-                    chunks.clear();
-                    self.reader = Reader::None;
+                    self.reader = Reader::Lost;
                 }
             }
-            Reader::None => {}
+            Reader::None | Reader::Lost => {}
         }
     }
 
-    /// Finishes the record. `broken` is the reason the body stopped early, if it did.
-    fn end(&mut self, broken: Option<&BodyError>, client_left: bool) {
+    /// Finishes the record. `broken` is the reason the body stopped early, if it did;
+    /// `client_left` says the body was dropped before its end.
+    fn end(&mut self, broken: Option<&BodyError>, mut client_left: bool) {
         if self.ended {
             return;
         }
         self.ended = true;
         let ok_status = (200..300).contains(&self.status);
+        let reader = std::mem::replace(&mut self.reader, Reader::None);
+        // A client that leaves after `message_stop` has had the whole answer; only the
+        // stream's closing bytes were still on their way.
+        if let Reader::Sse(scanner) = &reader
+            && client_left
+            && scanner.summary().message_stop
+        {
+            client_left = false;
+        }
+        let cut_short = broken.is_some() || client_left;
         let mut outcome = Outcome {
             status: if client_left {
                 CLIENT_CLOSED
             } else {
                 self.status
             },
-            success: ok_status && broken.is_none() && !client_left,
+            success: ok_status && !cut_short,
             error: None,
             model: None,
             usage: Usage::default(),
             usage_incomplete: false,
         };
-        match std::mem::replace(&mut self.reader, Reader::None) {
+        match reader {
             Reader::Sse(scanner) => {
                 let summary = scanner.into_summary();
                 outcome.model = summary.model;
@@ -128,22 +176,26 @@ impl TappedBody {
                 if let Some(error) = summary.error {
                     outcome.success = false;
                     outcome.error = Some(error);
-                } else if ok_status && !summary.message_stop && broken.is_none() && !client_left {
-                    // A clean end without message_stop is still an incomplete stream.
+                } else if ok_status && !summary.message_stop && !cut_short {
+                    // The upstream ended the stream cleanly but early.
+                    outcome.success = false;
                     outcome.usage_incomplete = true;
+                    outcome.error = Some((
+                        "incomplete_stream".into(),
+                        "the stream ended without message_stop".into(),
+                    ));
                 }
             }
-            Reader::Json { chunks, .. } if broken.is_none() && !client_left => {
+            Reader::Json { chunks, .. } if !cut_short => {
                 let body = join(chunks);
-                if ok_status {
-                    if let Some((model, usage)) = usage::from_json_body(&body) {
-                        outcome.model = model;
-                        outcome.usage = usage;
-                    }
-                } else {
+                if !ok_status {
                     outcome.error = Some(error_of(&body, self.status));
+                } else if let Some((model, usage)) = usage::from_json_body(&body) {
+                    outcome.model = model;
+                    outcome.usage = usage;
                 }
             }
+            Reader::Lost => outcome.usage_incomplete = ok_status,
             _ => {}
         }
         if !ok_status && outcome.error.is_none() && !client_left {

@@ -2,23 +2,26 @@
 //! classify the answer, fail over before the first byte, and relay the chosen response with its
 //! body tapped for usage. Every exit path finishes the request's record exactly once.
 
-use crate::body::{ResponseBody, TappedBody, error_of};
+use crate::body::{BodyKind, ResponseBody, TappedBody, error_of};
 use crate::error::AttemptError;
-use crate::headers::{strip_hop_by_hop, upstream_request_headers};
-use crate::recorder::{Outcome, Recorder};
+use crate::headers::{upstream_request_headers, upstream_response_headers};
+use crate::recorder::{CLIENT_CLOSED, Outcome, Recorder};
 use crate::state::AppState;
 use bytes::Bytes;
+use ccflare_core::AccountId;
 use ccflare_core::error::anthropic_error_body;
 use ccflare_core::ratelimit::{RateLimitSnapshot, classify};
 use ccflare_core::record::AttemptFailure;
 use ccflare_core::request::{RequestInfo, session_key};
 use ccflare_core::usage::Usage;
-use ccflare_pool::{Unavailable, UnavailableReason};
+use ccflare_pool::{Pick, Unavailable, UnavailableReason};
 use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A failed attempt kept in case no other account can serve: its response goes to the client
 /// as it is (with its body read, which is small for errors).
@@ -26,45 +29,28 @@ struct LastFailure {
     status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
-    account: Arc<str>,
+    account: (AccountId, Arc<str>),
 }
 
 /// Largest error body read from a failed attempt to relay it later.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// How long a failed attempt's error body may take to arrive before it is given up.
+const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A non-streaming request sends no byte until the whole answer is ready, which can take
+/// minutes; it gets at least this long for its response headers (the Anthropic SDKs' own
+/// default timeout), whatever the idle timeout.
+const NON_STREAMING_HEADER_WAIT: Duration = Duration::from_secs(600);
 
 pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Response<ResponseBody> {
     let (parts, body) = request.into_parts();
     let id = state.next_request_id();
     let mut recorder = Recorder::new(state.clone(), id, parts.method.as_str(), parts.uri.path());
 
-    let body = match Limited::new(body, state.config.max_body_bytes)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            let message = format!(
-                "request body is larger than the {} byte limit",
-                state.config.max_body_bytes
-            );
-            return local_error(
-                &mut recorder,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request_too_large",
-                &message,
-                None,
-            );
-        }
-        Err(error) => {
-            tracing::debug!(%error, "reading the request body failed");
-            return local_error(
-                &mut recorder,
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "the request body could not be read",
-                None,
-            );
-        }
+    let body = match read_body(&state, &parts, body).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal.answer(&mut recorder, state.config.max_body_bytes),
     };
     let info = RequestInfo::from_body(&body);
     let session = session_key(
@@ -72,19 +58,23 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
         &info,
     )
     .map(str::to_owned);
-    recorder.set_request(info.model, info.stream, session.clone());
+    let stream = info.stream;
+    recorder.set_request(info.model, stream, session.clone());
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let uri = match state.upstream.uri_for(path_and_query) {
-        Ok(uri) => uri,
-        Err(_) => {
-            return local_error(
-                &mut recorder,
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "the request path is not valid",
-                None,
-            );
-        }
+    let Ok(uri) = state.upstream.uri_for(path_and_query) else {
+        let message = "the request path is not valid";
+        return local_error(
+            &mut recorder,
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            message,
+            None,
+        );
+    };
+    let header_wait = if stream {
+        state.config.idle_timeout
+    } else {
+        state.config.idle_timeout.max(NON_STREAMING_HEADER_WAIT)
     };
 
     let mut tried = Vec::new();
@@ -96,43 +86,19 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
         let pick = match pick {
             Ok(pick) => pick,
             Err(unavailable) => {
-                return match (unavailable.reason, last_failure, last_error) {
-                    // Every account that could serve was tried: the last real upstream error
-                    // says most, then the last connection failure.
-                    (UnavailableReason::AllTried, Some(failure), _) => {
-                        relay_failure(&mut recorder, failure)
-                    }
-                    (UnavailableReason::AllTried, None, Some(kind)) => {
-                        upstream_unreachable(&mut recorder, kind)
-                    }
-                    _ => exhausted(&mut recorder, unavailable, now),
-                };
+                return no_account_left(&mut recorder, unavailable, last_failure, last_error, now);
             }
         };
         tried.push(pick.id);
         recorder.attempt(pick.id, &pick.name);
 
-        let mut headers = parts.headers.clone();
-        if upstream_request_headers(&mut headers, pick.kind, pick.credential.expose()).is_err() {
-            // Only a credential with bytes no header may carry gets here.
+        let Some(upstream_request) = build_request(&parts, &uri, &body, &pick) else {
+            // Only a stored credential with bytes no header may carry gets here.
             tracing::error!(account = %pick.name, "account credential is not a valid header value");
-            recorder.attempt_failed(AttemptFailure {
-                account: pick.name.to_string(),
-                status: None,
-                reason: "bad_credential".into(),
-            });
+            recorder.attempt_failed(failure(&pick, None, "bad_credential"));
             continue;
-        }
-        let mut upstream_request = Request::new(Full::new(body.clone()));
-        *upstream_request.method_mut() = parts.method.clone();
-        *upstream_request.uri_mut() = uri.clone();
-        *upstream_request.headers_mut() = headers;
-
-        let sent = tokio::time::timeout(
-            state.config.idle_timeout,
-            state.upstream.send(upstream_request),
-        )
-        .await;
+        };
+        let sent = tokio::time::timeout(header_wait, state.upstream.send(upstream_request)).await;
         let response = match sent {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
@@ -141,12 +107,8 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
                 } else {
                     AttemptError::Other
                 };
-                tracing::warn!(account = %pick.name, error = %error, "upstream request failed");
-                recorder.attempt_failed(AttemptFailure {
-                    account: pick.name.to_string(),
-                    status: None,
-                    reason: kind.label().into(),
-                });
+                tracing::warn!(account = %pick.name, %error, "upstream request failed");
+                recorder.attempt_failed(failure(&pick, None, kind.label()));
                 last_error = Some(kind);
                 if attempts_left(&state, tried.len()) {
                     continue;
@@ -154,12 +116,8 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
                 return upstream_unreachable(&mut recorder, kind);
             }
             Err(_) => {
-                tracing::warn!(account = %pick.name, "upstream sent no response headers within the idle timeout");
-                recorder.attempt_failed(AttemptFailure {
-                    account: pick.name.to_string(),
-                    status: None,
-                    reason: AttemptError::Timeout.label().into(),
-                });
+                tracing::warn!(account = %pick.name, "upstream sent no response headers in time");
+                recorder.attempt_failed(failure(&pick, None, AttemptError::Timeout.label()));
                 last_error = Some(AttemptError::Timeout);
                 if attempts_left(&state, tried.len()) {
                     continue;
@@ -170,47 +128,139 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
 
         let status = response.status();
         let now = state.now();
+        let headers = response.headers().iter();
         let snapshot = RateLimitSnapshot::from_headers(
-            response
-                .headers()
-                .iter()
-                .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))),
+            headers.filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))),
             now,
         );
         let verdict = classify(status.as_u16(), &snapshot, now);
         let snapshot = snapshot.has_limits().then_some(snapshot);
-        if let Some(changed) = state.pool().report(pick.id, verdict, snapshot, now) {
+        let changed = state.pool().report(pick.id, verdict, snapshot, now);
+        if let Some(changed) = changed {
             state.persist(changed);
         }
-        if verdict.fails_over() {
-            tracing::info!(account = %pick.name, status = status.as_u16(), reason = verdict.label(), "failing over");
-            recorder.attempt_failed(AttemptFailure {
-                account: pick.name.to_string(),
-                status: Some(status.as_u16()),
-                reason: verdict.label().into(),
-            });
-            let (response_parts, response_body) = response.into_parts();
-            // Read the (small) error body so it can be relayed if nothing else works; a body
-            // that is slow or large is not worth waiting for.
-            let limited = Limited::new(response_body, MAX_ERROR_BODY).collect();
-            let body = match tokio::time::timeout(std::time::Duration::from_secs(5), limited).await
-            {
-                Ok(Ok(collected)) => collected.to_bytes(),
-                _ => Bytes::new(),
-            };
-            last_failure = Some(LastFailure {
-                status: response_parts.status,
-                headers: response_parts.headers,
-                body,
-                account: pick.name.clone(),
-            });
-            if attempts_left(&state, tried.len()) {
-                continue;
-            }
-            let failure = last_failure.take().expect("just set");
-            return relay_failure(&mut recorder, failure);
+        if !verdict.fails_over() {
+            return relay(&state, recorder, response, &pick.name);
         }
-        return relay(&state, recorder, response, &pick.name);
+        tracing::info!(account = %pick.name, status = status.as_u16(), reason = verdict.label(), "failing over");
+        recorder.attempt_failed(failure(&pick, Some(status.as_u16()), verdict.label()));
+        last_failure = Some(read_failure(response, &pick).await);
+        if !attempts_left(&state, tried.len()) {
+            return relay_failure(&mut recorder, last_failure.take().expect("just set"));
+        }
+    }
+}
+
+/// Why a request body was not accepted.
+enum BodyRefusal {
+    TooLarge,
+    /// The client stopped sending (hung up, or went silent for the idle timeout).
+    ClientGone,
+    TimedOut,
+}
+
+impl BodyRefusal {
+    fn answer(self, recorder: &mut Recorder, limit: usize) -> Response<ResponseBody> {
+        match self {
+            BodyRefusal::TooLarge => {
+                let message = format!("request body is larger than the {limit} byte limit");
+                local_error(
+                    recorder,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request_too_large",
+                    &message,
+                    None,
+                )
+            }
+            BodyRefusal::TimedOut => {
+                let message = "the request body did not arrive in time";
+                local_error(
+                    recorder,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request_error",
+                    message,
+                    None,
+                )
+            }
+            BodyRefusal::ClientGone => {
+                // Nobody is there to read an answer; the record says what happened.
+                let message = "the client closed the connection while sending the request";
+                local_error(
+                    recorder,
+                    StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST),
+                    "client_closed",
+                    message,
+                    None,
+                )
+            }
+        }
+    }
+}
+
+/// Reads the whole request body, refusing a declared or actual size over the limit without
+/// reading further, and a client that goes silent for the idle timeout.
+async fn read_body(state: &AppState, parts: &Parts, body: Incoming) -> Result<Bytes, BodyRefusal> {
+    let limit = state.config.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(BodyRefusal::TooLarge);
+    }
+    match tokio::time::timeout(
+        state.config.idle_timeout,
+        Limited::new(body, limit).collect(),
+    )
+    .await
+    {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<LengthLimitError>() => Err(BodyRefusal::TooLarge),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "reading the request body failed");
+            Err(BodyRefusal::ClientGone)
+        }
+        Err(_) => Err(BodyRefusal::TimedOut),
+    }
+}
+
+fn build_request(
+    parts: &Parts,
+    uri: &http::Uri,
+    body: &Bytes,
+    pick: &Pick,
+) -> Option<Request<Full<Bytes>>> {
+    let mut headers = parts.headers.clone();
+    upstream_request_headers(&mut headers, pick.kind, pick.credential.expose()).ok()?;
+    let mut request = Request::new(Full::new(body.clone()));
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri.clone();
+    *request.headers_mut() = headers;
+    Some(request)
+}
+
+fn failure(pick: &Pick, status: Option<u16>, reason: &str) -> AttemptFailure {
+    AttemptFailure {
+        account: pick.name.to_string(),
+        status,
+        reason: reason.to_owned(),
+    }
+}
+
+/// Reads a failed attempt's (small) error body so it can be relayed if nothing else works; a
+/// body that is slow or large is not worth waiting for.
+async fn read_failure(response: Response<Incoming>, pick: &Pick) -> LastFailure {
+    let (parts, body) = response.into_parts();
+    let limited = Limited::new(body, MAX_ERROR_BODY).collect();
+    let body = match tokio::time::timeout(ERROR_BODY_TIMEOUT, limited).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        _ => Bytes::new(),
+    };
+    LastFailure {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+        account: (pick.id, pick.name.clone()),
     }
 }
 
@@ -226,25 +276,14 @@ fn relay(
     account: &str,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let sse = content_type.starts_with("text/event-stream");
-    // Usage can be read only from an uncompressed body.
-    let readable = parts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .is_none_or(|v| v == "identity");
+    upstream_response_headers(&mut parts.headers);
+    let kind = BodyKind::of(&parts.headers);
     add_ccflare_headers(&mut parts.headers, recorder.id(), Some(account));
     let tapped = TappedBody::new(
         body,
         recorder,
         parts.status.as_u16(),
-        sse,
-        readable,
+        kind,
         state.config.idle_timeout,
     );
     Response::from_parts(parts, ResponseBody::Tapped(Box::new(tapped)))
@@ -290,33 +329,42 @@ fn local_error(
     response
 }
 
-/// No account can take the request (SPEC §4.7).
-fn exhausted(
+/// The pool has no account left for this request.
+fn no_account_left(
     recorder: &mut Recorder,
     unavailable: Unavailable,
+    last_failure: Option<LastFailure>,
+    last_error: Option<AttemptError>,
     now: i64,
 ) -> Response<ResponseBody> {
     let retry_after_s = unavailable.retry_at.map(|at| (at - now + 999) / 1000);
-    match unavailable.reason {
-        UnavailableReason::AllRateLimited => local_error(
+    let message = unavailable.to_string();
+    match (unavailable.reason, last_failure, last_error) {
+        // Benched accounts: SPEC §4.7's answer, with the earliest recovery as Retry-After
+        // (better than the one account's own retry-after a relayed 429 would carry).
+        (UnavailableReason::AllRateLimited, ..) => local_error(
             recorder,
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit_error",
-            &unavailable.to_string(),
+            &message,
             retry_after_s.or(Some(60)),
         ),
-        UnavailableReason::AllBenched => local_error(
+        (UnavailableReason::AllBenched, ..) => local_error(
             recorder,
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded_error",
-            &unavailable.to_string(),
+            &message,
             retry_after_s.or(Some(15)),
         ),
+        // Every account this request could use answered with an error (or was just found
+        // invalid): the last real upstream answer says most, then the last connection failure.
+        (_, Some(failure), _) => relay_failure(recorder, failure),
+        (UnavailableReason::AllTried, None, Some(kind)) => upstream_unreachable(recorder, kind),
         _ => local_error(
             recorder,
             StatusCode::SERVICE_UNAVAILABLE,
             "api_error",
-            &unavailable.to_string(),
+            &message,
             retry_after_s.or(Some(30)),
         ),
     }
@@ -342,9 +390,11 @@ fn upstream_unreachable(recorder: &mut Recorder, kind: AttemptError) -> Response
 fn relay_failure(recorder: &mut Recorder, failure: LastFailure) -> Response<ResponseBody> {
     let (error_type, message) = error_of(&failure.body, failure.status.as_u16());
     let mut headers = failure.headers;
-    strip_hop_by_hop(&mut headers);
+    upstream_response_headers(&mut headers);
     headers.remove(header::CONTENT_LENGTH);
-    add_ccflare_headers(&mut headers, recorder.id(), Some(&failure.account));
+    let (account_id, account_name) = failure.account;
+    add_ccflare_headers(&mut headers, recorder.id(), Some(&account_name));
+    recorder.answered_by(account_id, &account_name);
     let mut response = Response::new(ResponseBody::full(failure.body));
     *response.status_mut() = failure.status;
     *response.headers_mut() = headers;

@@ -36,6 +36,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Cleans an upstream response's headers before they go to the client: hop-by-hop headers,
+/// and `set-cookie` — a cookie set for one account (Cloudflare's bot cookies) must not come
+/// back with requests that go to another, where it would tie the accounts together.
+pub fn upstream_response_headers(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::SET_COOKIE);
+}
+
 /// Turns the client's request headers into the upstream's: hop-by-hop, `host`, the client's
 /// credentials and `content-length` (recomputed from the body) are removed; the account's
 /// credential is set; `accept-encoding: identity` keeps the response readable for usage
@@ -51,6 +59,10 @@ pub fn upstream_request_headers(
     headers.remove(header::AUTHORIZATION);
     headers.remove("x-api-key");
     headers.remove(header::CONTENT_LENGTH);
+    // The body is already here: nothing to wait for. Cookies are per account (Cloudflare
+    // sets them) and must not carry one account's over to another.
+    headers.remove(header::EXPECT);
+    headers.remove(header::COOKIE);
     headers.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
@@ -108,6 +120,8 @@ mod tests {
             ("anthropic-version", "2026-10-21"),
             ("anthropic-beta", "a,b"),
             ("content-length", "10"),
+            ("cookie", "__cf_bm=from-another-account"),
+            ("expect", "100-continue"),
         ]);
         upstream_request_headers(&mut h, AccountKind::ApiKey, "sk-ant-account").unwrap();
         assert_eq!(h.get("x-api-key").unwrap(), "sk-ant-account");
@@ -116,6 +130,20 @@ mod tests {
         assert_eq!(h.get("anthropic-version").unwrap(), "2026-10-21");
         assert_eq!(h.get("anthropic-beta").unwrap(), "a,b");
         assert!(h.get("content-length").is_none());
+        assert!(h.get("cookie").is_none() && h.get("expect").is_none());
+        assert_eq!(h.get("accept-encoding").unwrap(), "identity");
+    }
+
+    #[test]
+    fn response_cookies_and_hop_by_hop_headers_stay_behind() {
+        let mut h = map(&[
+            ("set-cookie", "__cf_bm=x"),
+            ("transfer-encoding", "chunked"),
+            ("request-id", "req_1"),
+        ]);
+        upstream_response_headers(&mut h);
+        assert!(h.get("set-cookie").is_none() && h.get("transfer-encoding").is_none());
+        assert_eq!(h.get("request-id").unwrap(), "req_1");
     }
 
     #[test]

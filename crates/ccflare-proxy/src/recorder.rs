@@ -78,6 +78,13 @@ impl Recorder {
         self.record.account_name = Some(name.to_owned());
     }
 
+    /// The final answer is a failed attempt's response from this account (relayed because no
+    /// other account could do better): the record names it.
+    pub fn answered_by(&mut self, id: AccountId, name: &str) {
+        self.record.account_id = Some(id);
+        self.record.account_name = Some(name.to_owned());
+    }
+
     /// The attempt failed and the request moves on.
     pub fn attempt_failed(&mut self, failure: AttemptFailure) {
         tracing::debug!(account = %failure.account, status = ?failure.status, reason = %failure.reason, "attempt failed, trying the next account");

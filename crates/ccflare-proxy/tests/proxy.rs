@@ -63,6 +63,11 @@ async fn json_request_is_forwarded_and_recorded_with_usage_and_cost() {
         r.cost_usd
     );
     assert!(!r.cost_estimated);
+    assert_eq!(
+        app.state.writer.queue_depth(),
+        0,
+        "everything queued was written"
+    );
     app.stop().await;
 }
 
@@ -587,7 +592,9 @@ async fn an_upstream_that_never_answers_times_out_and_fails_over() {
     })
     .await;
     app.mock.push_fault(&key("alpha"), Fault::Hang);
-    let reply = app.post(&[], false).await;
+    // A streaming request: its headers are due within the idle timeout. (A non-streaming
+    // one gets at least ten minutes, since nothing is sent until its answer is complete.)
+    let reply = app.post(&[], true).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.header("x-ccflare-account"), "beta");
     let r = &app.records().await[0];
@@ -672,6 +679,48 @@ async fn accounts_added_to_the_database_reach_the_running_proxy() {
     assert_eq!(
         (reply.status, reply.header("x-ccflare-account")),
         (StatusCode::OK, "late")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_403_fails_over_without_disabling_the_account() {
+    let app = spawn_app(Options {
+        accounts: vec![("alpha", 0), ("beta", 1)],
+        ..Default::default()
+    })
+    .await;
+    app.mock.push_fault(&key("alpha"), Fault::Status(403));
+    assert_eq!(
+        app.post(&[], false).await.header("x-ccflare-account"),
+        "beta"
+    );
+    // The refusal may have been about that request: alpha still serves the next one.
+    assert_eq!(
+        app.post(&[], false).await.header("x-ccflare-account"),
+        "alpha"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_only_accounts_401_reaches_the_client_as_the_upstreams_401() {
+    let app = spawn_app(Options::default()).await;
+    app.mock.revoke(&key("alpha"));
+    let reply = app.post(&[], false).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.json()["error"]["type"], "authentication_error");
+    assert_eq!(reply.header("x-ccflare-account"), "alpha");
+    let r = &app.records().await[0];
+    assert_eq!((r.status, r.account_name.as_deref()), (401, Some("alpha")));
+    // Now invalid: the next request is refused by ccflare itself, naming why.
+    let reply = app.post(&[], false).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid")
     );
     app.stop().await;
 }

@@ -135,43 +135,82 @@ async fn run(db: Db, mut rx: mpsc::UnboundedReceiver<Op>, counters: Arc<Counters
         }
         let mut records = Vec::new();
         let mut states = HashMap::new();
+        // Counted before de-duplication: every op sent was counted once in `queued`.
+        let mut drained = 0;
         for op in batch.drain(..) {
             match op {
-                Op::Request(record) => records.push(*record),
+                Op::Request(record) => {
+                    drained += 1;
+                    records.push(*record);
+                }
                 // Only the newest state of an account matters.
                 Op::AccountState(update) => {
+                    drained += 1;
                     states.insert(update.id, *update);
                 }
                 Op::Flush(done) => waiters.push(done),
             }
         }
-        let count = records.len() + states.len();
-        let mut attempt = 0;
-        loop {
-            match write_batch(&db, &records, states.values()).await {
-                Ok(()) => {
-                    counters
-                        .written
-                        .fetch_add(records.len() as u64, Ordering::Relaxed);
-                    break;
-                }
-                // A locked database (another process writing) is worth a few retries;
-                // anything else loses this batch but never stops the writer.
-                Err(error) if attempt < 5 => {
-                    attempt += 1;
-                    tracing::warn!(%error, attempt, "writing records failed, retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
-                }
-                Err(error) => {
-                    counters.failed.fetch_add(count as u64, Ordering::Relaxed);
-                    tracing::error!(%error, lost = count, "writing records failed");
-                    break;
-                }
-            }
-        }
-        counters.queued.fetch_sub(count, Ordering::Relaxed);
+        write_with_retries(&db, &records, &states, &counters).await;
+        counters.queued.fetch_sub(drained, Ordering::Relaxed);
         for done in waiters.drain(..) {
             let _ = done.send(());
+        }
+    }
+}
+
+/// Whether an error is another connection holding the lock, which passes by itself.
+fn is_busy(error: &sqlx::Error) -> bool {
+    let text = error.to_string();
+    text.contains("database is locked")
+        || text.contains("database table is locked")
+        || text.contains("SQLITE_BUSY")
+}
+
+/// Writes one batch. A busy database is retried with backoff; any other error means some row
+/// cannot be written, so the batch is written again one row per transaction and only the rows
+/// that fail are lost (and counted).
+async fn write_with_retries(
+    db: &Db,
+    records: &[RequestRecord],
+    states: &HashMap<AccountId, AccountStateUpdate>,
+    counters: &Counters,
+) {
+    let mut attempt = 0;
+    loop {
+        match write_batch(db, records, states.values()).await {
+            Ok(()) => {
+                counters
+                    .written
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+                return;
+            }
+            Err(error) if is_busy(&error) && attempt < 8 => {
+                attempt += 1;
+                tracing::warn!(%error, attempt, "database busy while writing records, retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(5))).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "writing a batch failed; writing its rows one by one");
+                break;
+            }
+        }
+    }
+    for record in records {
+        match write_batch(db, std::slice::from_ref(record), std::iter::empty()).await {
+            Ok(()) => {
+                counters.written.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, request_id = %record.id, "request record lost");
+            }
+        }
+    }
+    for state in states.values() {
+        if let Err(error) = write_batch(db, &[], std::iter::once(state)).await {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%error, account_id = state.id.0, "account state not saved");
         }
     }
 }

@@ -920,8 +920,10 @@ fn report_returns_the_state_to_persist_only_when_it_changed() {
         pool.report(a, OK, Some(headers.clone()), at(0)),
         persisted(active, None, None, Some(headers.clone()))
     );
+    // Headers alone are persisted at most once a second per account.
+    assert_eq!(pool.report(a, OK, Some(headers.clone()), at(0) + 999), None);
     assert_eq!(
-        pool.report(a, Verdict::RequestScoped, Some(headers.clone()), at(0)),
+        pool.report(a, Verdict::RequestScoped, Some(headers.clone()), at(1)),
         persisted(active, None, None, Some(headers.clone()))
     );
     assert_eq!(
