@@ -10,7 +10,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 pub struct Loaded {
+    /// Resolved without the database's stored settings (the database is not open yet).
     pub settings: Settings,
+    pub layers: ccflare_proxy::ConfigLayers,
     pub config_file: Option<PathBuf>,
 }
 
@@ -96,8 +98,10 @@ pub fn load(args: impl IntoIterator<Item = OsString>) -> Result<Loaded, LoadErro
         },
     };
     let settings = Settings::resolve(&flags, &env, &file).map_err(anyhow::Error::from)?;
+    let layers = ccflare_proxy::ConfigLayers { flags, env, file };
     Ok(Loaded {
         settings,
+        layers,
         config_file,
     })
 }

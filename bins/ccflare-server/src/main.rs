@@ -51,7 +51,25 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     init_logging(&settings);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
-    // Listen first: a port in use is reported before anything is created on disk.
+    let database_url = match &settings.database_url {
+        Some(url) => url.clone(),
+        None => config::default_database_path()?.display().to_string(),
+    };
+    let db = Db::open(&database_url).await?;
+    // Settings stored by `ccflare-cli config set` or the API rank between env and file.
+    let stored = ccflare_storage::settings::all(&db)
+        .await
+        .context("reading stored settings")?;
+    let settings = Settings::resolve_with_database(
+        &loaded.layers.flags,
+        &loaded.layers.env,
+        &stored,
+        &loaded.layers.file,
+    )
+    .context(
+        "a setting stored in the database is invalid (change it with `ccflare-cli config set`)",
+    )?;
+    // Listen before anything else starts: a port in use is reported as one line.
     let upstream = UpstreamClient::new(
         &settings.upstream_url,
         Duration::from_secs(settings.connect_timeout_s),
@@ -66,11 +84,6 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
         .local_addr()
         .context("reading the listening address")?;
 
-    let database_url = match &settings.database_url {
-        Some(url) => url.clone(),
-        None => config::default_database_path()?.display().to_string(),
-    };
-    let db = Db::open(&database_url).await?;
     for key in &settings.api_keys {
         let (account, how) =
             accounts::upsert_api_key(&db, &Secret::new(key.clone()), None, None, clock.now_ms())
@@ -99,6 +112,7 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
         shutdown_timeout: Duration::from_secs(settings.shutdown_timeout_s),
     };
     let state = AppState::new(pool, writer.handle(), upstream, proxy_config, clock);
+    state.configure(loaded.layers, settings.clone());
     state.sync_accounts(&db).await.context("reading accounts")?;
 
     print_banner(&settings, &state, &db, local, loaded.config_file.as_deref());

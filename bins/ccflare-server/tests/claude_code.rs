@@ -29,7 +29,10 @@ async fn claude_code_answers_through_ccflare() {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &home)
             .env("ANTHROPIC_BASE_URL", &server.url)
-            .env("ANTHROPIC_API_KEY", "sk-ant-api03-claude-code-own-key-must-not-leak")
+            .env(
+                "ANTHROPIC_API_KEY",
+                "sk-ant-api03-claude-code-own-key-must-not-leak",
+            )
             // Only the base URL: no telemetry, error reporting or update checks.
             .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
             .env("DISABLE_TELEMETRY", "1")
@@ -43,25 +46,38 @@ async fn claude_code_answers_through_ccflare() {
     .unwrap_or_else(|e| panic!("cannot run {claude}: {e}; scripts/test.sh installs Claude Code"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "claude -p failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "claude -p failed:\n{stdout}\n{stderr}"
+    );
     assert_eq!(stdout.trim(), "Hello from the mock upstream.");
 
     let seen = upstream.requests();
     assert!(!seen.is_empty());
     for request in &seen {
         assert_eq!(request.credential.as_deref(), Some(key("cc").as_str()));
-        assert!(request.headers.iter().all(|(_, v)| !v.contains("claude-code-own-key-must-not-leak")));
+        assert!(
+            request
+                .headers
+                .iter()
+                .all(|(_, v)| !v.contains("claude-code-own-key-must-not-leak"))
+        );
     }
 
     let (code, _) = server.terminate().await;
     assert_eq!(code, Some(0));
-    let db = ccflare_storage::Db::open_path(&db_path(dir.path())).await.unwrap();
+    let db = ccflare_storage::Db::open_path(&db_path(dir.path()))
+        .await
+        .unwrap();
     let rows = ccflare_storage::requests::recent(&db, 100).await.unwrap();
     assert_eq!(rows.len(), seen.len(), "one record per request");
     let messages: Vec<_> = rows.iter().filter(|r| r.path == "/v1/messages").collect();
     assert!(!messages.is_empty());
     for row in messages {
         assert!(row.success && row.usage.output_tokens > 0, "{row:?}");
-        assert!(row.session_key.is_some(), "Claude Code's session id is the affinity key");
+        assert!(
+            row.session_key.is_some(),
+            "Claude Code's session id is the affinity key"
+        );
     }
 }

@@ -406,3 +406,66 @@ async fn no_account_key_appears_in_any_log_line_at_trace() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_strategy_stored_in_the_database_applies_at_start_and_while_running() {
+    let upstream = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = ccflare_storage::Db::open_path(&db_path(dir.path()))
+        .await
+        .unwrap();
+    ccflare_storage::settings::set(&db, "lb_strategy", "priority", 0)
+        .await
+        .unwrap();
+    let strategy_of = |server: &Server| {
+        server
+            .banner
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("strategy"))
+            .map(|s| s.trim().to_owned())
+            .unwrap()
+    };
+    let command = || {
+        let mut command = server_command(dir.path());
+        command
+            .env("CLAUDE_API_KEYS", format!("{},{}", key("one"), key("two")))
+            .env("CCFLARE_UPSTREAM_URL", upstream.url())
+            .env("DATABASE_URL", db_path(dir.path()));
+        command
+    };
+    // The environment outranks the database.
+    let mut overridden = command();
+    overridden.env("LB_STRATEGY", "headroom");
+    let server = Server::start(overridden).await;
+    assert_eq!(strategy_of(&server), "headroom");
+    server.terminate().await;
+
+    let server = Server::start(command()).await;
+    assert_eq!(strategy_of(&server), "priority");
+    let account = |reply: common::Reply| reply.header("x-ccflare-account").to_owned();
+    let first = account(send(messages_request(&server.url, false, &[])).await);
+    assert_eq!(
+        account(send(messages_request(&server.url, false, &[])).await),
+        first
+    );
+
+    // Stored while running: round-robin takes over within the sync interval.
+    ccflare_storage::settings::set(&db, "lb_strategy", "round-robin", 1)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        let a = account(send(messages_request(&server.url, false, &[])).await);
+        let b = account(send(messages_request(&server.url, false, &[])).await);
+        if a != b {
+            break;
+        }
+        assert!(
+            started.elapsed() < GUARD,
+            "the stored strategy never took effect"
+        );
+    }
+    server.terminate().await;
+}

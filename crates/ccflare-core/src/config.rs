@@ -62,6 +62,8 @@ impl FromStr for Strategy {
 pub enum Source {
     Flag,
     Env,
+    /// Stored in the database by `ccflare-cli config set` or `PATCH /api/config`.
+    Database,
     File,
     Default,
 }
@@ -71,6 +73,7 @@ impl Source {
         match self {
             Source::Flag => "flag",
             Source::Env => "env",
+            Source::Database => "database",
             Source::File => "file",
             Source::Default => "default",
         }
@@ -203,6 +206,14 @@ pub const OPTIONS: &[OptionSpec] = &[
     ),
 ];
 
+/// Options read before the database is open, which therefore cannot be stored in it.
+pub const NOT_STORABLE: &[&str] = &["database_url", "log_level", "log_format"];
+
+/// Whether `ccflare-cli config set` / `PATCH /api/config` may store this option.
+pub fn storable(key: &str) -> bool {
+    option(key).is_some() && !NOT_STORABLE.contains(&key)
+}
+
 /// Looks an option up by its file key.
 pub fn option(key: &str) -> Option<&'static OptionSpec> {
     OPTIONS.iter().find(|o| o.key == key)
@@ -260,10 +271,22 @@ fn number<T: FromStr>(
 }
 
 impl Settings {
-    /// Resolves every option from the layers, highest precedence first. A key in the file
-    /// layer that is no option is an error (a typo should not be silently ignored); flags and
-    /// environment layers only ever contain known keys.
+    /// Resolves every option from flags, environment, config file and defaults (no database
+    /// layer): what a process knows before it has opened the database.
     pub fn resolve(flags: &Layer, env: &Layer, file: &Layer) -> Result<Settings, CoreError> {
+        Settings::resolve_with_database(flags, env, &Layer::new(), file)
+    }
+
+    /// Resolves every option, highest precedence first: flag > environment > database >
+    /// config file > default. A key in the file layer that is no option is an error (a typo
+    /// should not be silently ignored); database keys this build does not know (written by a
+    /// newer one) and those in [`NOT_STORABLE`] are ignored.
+    pub fn resolve_with_database(
+        flags: &Layer,
+        env: &Layer,
+        database: &Layer,
+        file: &Layer,
+    ) -> Result<Settings, CoreError> {
         if let Some(unknown) = file.keys().find(|k| option(k).is_none()) {
             return Err(CoreError::UnknownOption {
                 option: unknown.clone(),
@@ -275,9 +298,11 @@ impl Settings {
             let found = [
                 (Source::Flag, flags),
                 (Source::Env, env),
+                (Source::Database, database),
                 (Source::File, file),
             ]
             .into_iter()
+            .filter(|(source, _)| *source != Source::Database || storable(spec.key))
             .find_map(|(source, layer)| layer.get(spec.key).map(|v| (source, v.clone())));
             sources.insert(
                 spec.key,
@@ -409,6 +434,26 @@ mod tests {
         assert_eq!(s.sources["port"].0, Source::Flag);
         assert_eq!(s.sources["host"].0, Source::Env);
         assert_eq!(s.sources["session_timeout"].0, Source::File);
+    }
+
+    #[test]
+    fn database_ranks_between_environment_and_file() {
+        let db = layer(&[
+            ("lb_strategy", "priority"),
+            ("session_timeout", "90"),
+            ("database_url", "x.db"),
+            ("from_the_future", "1"),
+        ]);
+        let env = layer(&[("session_timeout", "30")]);
+        let file = layer(&[("lb_strategy", "headroom"), ("database_url", "y.db")]);
+        let s = Settings::resolve_with_database(&Layer::new(), &env, &db, &file).unwrap();
+        assert_eq!((s.strategy, s.session_timeout_s), (Strategy::Priority, 30));
+        assert_eq!(s.sources["lb_strategy"].0, Source::Database);
+        assert_eq!(
+            s.database_url.as_deref(),
+            Some("y.db"),
+            "the database cannot move itself"
+        );
     }
 
     #[test]

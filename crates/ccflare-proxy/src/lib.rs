@@ -17,5 +17,5 @@ mod upstream;
 
 pub use error::ProxyError;
 pub use server::run;
-pub use state::{AppState, ProxyConfig, spawn_account_sync};
+pub use state::{AppState, ConfigLayers, ProxyConfig, SyncError, spawn_account_sync};
 pub use upstream::UpstreamClient;

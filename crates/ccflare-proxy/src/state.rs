@@ -3,11 +3,12 @@
 //! settings. Also the task that keeps the pool in step with the accounts table.
 
 use crate::upstream::UpstreamClient;
+use ccflare_core::config::{Layer, Settings};
 use ccflare_core::{Clock, Millis};
 use ccflare_pool::{PersistState, Pool};
-use ccflare_storage::{AccountStateUpdate, Db, WriterHandle, accounts};
+use ccflare_storage::{AccountStateUpdate, Db, StorageError, WriterHandle, accounts, settings};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -37,6 +38,15 @@ impl Default for ProxyConfig {
     }
 }
 
+/// The configuration sources that do not change while the server runs. With the settings
+/// stored in the database (which do) they resolve to the current [`Settings`].
+#[derive(Debug, Clone, Default)]
+pub struct ConfigLayers {
+    pub flags: Layer,
+    pub env: Layer,
+    pub file: Layer,
+}
+
 /// Shared state of one running proxy.
 pub struct AppState {
     pool: Mutex<Pool>,
@@ -47,6 +57,8 @@ pub struct AppState {
     pub started: Instant,
     request_counter: AtomicU64,
     id_prefix: String,
+    layers: RwLock<ConfigLayers>,
+    settings: RwLock<Arc<Settings>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -76,6 +88,8 @@ impl AppState {
             started: Instant::now(),
             request_counter: AtomicU64::new(0),
             id_prefix,
+            layers: RwLock::new(ConfigLayers::default()),
+            settings: RwLock::new(Arc::new(Settings::defaults())),
         })
     }
 
@@ -108,13 +122,71 @@ impl AppState {
         });
     }
 
+    /// Records where the configuration came from and what it resolved to at start, so that
+    /// settings stored later in the database can be merged in at their rank.
+    pub fn configure(&self, layers: ConfigLayers, settings: Settings) {
+        *self.layers.write().unwrap_or_else(|p| p.into_inner()) = layers;
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+    }
+
+    /// The configuration in force now.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-resolves the configuration with the database's settings and applies what can change
+    /// at run time (strategy, session timeout). Options that need a restart (port, database,
+    /// timeouts) are resolved too, so they show correctly, but take effect at the next start.
+    pub fn apply_stored_settings(&self, stored: &Layer) -> Result<(), ccflare_core::CoreError> {
+        let resolved = {
+            let layers = self.layers.read().unwrap_or_else(|p| p.into_inner());
+            Settings::resolve_with_database(&layers.flags, &layers.env, stored, &layers.file)?
+        };
+        let current = self.settings();
+        if *current == resolved {
+            return Ok(());
+        }
+        if (current.strategy, current.session_timeout_s)
+            != (resolved.strategy, resolved.session_timeout_s)
+        {
+            let mut pool = self.pool();
+            if pool.config().strategy != resolved.strategy {
+                tracing::info!(strategy = %resolved.strategy, "load-balancing strategy changed");
+                pool.set_strategy(resolved.strategy);
+            }
+            pool.set_session_timeout(resolved.session_timeout_s as i64 * 1000);
+        }
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(resolved);
+        Ok(())
+    }
+
     /// Reads the accounts table into the pool once.
-    pub async fn sync_accounts(&self, db: &Db) -> Result<(), ccflare_storage::StorageError> {
+    pub async fn sync_accounts(&self, db: &Db) -> Result<(), StorageError> {
         let list = accounts::list(db).await?;
         let now = self.now();
         self.pool().sync(list, now);
         Ok(())
     }
+
+    /// Reads accounts and stored settings once: what the sync task does every second.
+    pub async fn sync_from_db(&self, db: &Db) -> Result<(), SyncError> {
+        self.sync_accounts(db).await?;
+        let stored = settings::all(db).await?;
+        self.apply_stored_settings(&stored)?;
+        Ok(())
+    }
+}
+
+/// Why a sync with the database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("a stored setting is invalid: {0}")]
+    Setting(#[from] ccflare_core::CoreError),
 }
 
 /// Re-reads the accounts table every [`ACCOUNT_SYNC_INTERVAL`] until `stop` turns true. The
@@ -133,12 +205,12 @@ pub fn spawn_account_sync(
                 _ = tick.tick() => {}
                 _ = crate::server::stopped(&mut stop) => return,
             }
-            match state.sync_accounts(&db).await {
+            match state.sync_from_db(&db).await {
                 Ok(()) => failing = false,
                 // Logged once per outage, not every second.
                 Err(error) if !failing => {
                     failing = true;
-                    tracing::warn!(%error, "reading accounts failed; routing on the last known list");
+                    tracing::warn!(%error, "syncing with the database failed; routing on the last known accounts and settings");
                 }
                 Err(_) => {}
             }

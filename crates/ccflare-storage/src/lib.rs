@@ -9,6 +9,7 @@ mod db;
 mod error;
 mod migrate;
 pub mod requests;
+pub mod settings;
 pub mod writer;
 
 pub use db::{Db, database_path};

@@ -5,11 +5,18 @@ use crate::error::StorageError;
 use sqlx::SqlitePool;
 
 /// Every migration, in order. Append only: never edit one that has shipped.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../../migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "settings",
+        include_str!("../../../migrations/0002_settings.sql"),
+    ),
+];
 
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -52,7 +59,7 @@ pub async fn run(pool: &SqlitePool) -> Result<(), StorageError> {
             .await
             .map_err(migration_error)?;
         tx.commit().await.map_err(migration_error)?;
-        tracing::info!(version, name, "applied database migration");
+        tracing::debug!(version, name, "applied database migration");
     }
     Ok(())
 }

@@ -189,3 +189,28 @@ async fn writer_records_every_request_and_counts_per_account() {
     assert_eq!((count, last_used), (500, 1499));
     writer.close().await;
 }
+
+#[tokio::test]
+async fn settings_are_stored_replaced_and_removed() {
+    let (_dir, db) = open().await;
+    use ccflare_storage::settings;
+    assert!(settings::all(&db).await.unwrap().is_empty());
+    settings::set(&db, "lb_strategy", "round-robin", 1)
+        .await
+        .unwrap();
+    settings::set(&db, "lb_strategy", "priority", 2)
+        .await
+        .unwrap();
+    settings::set(&db, "session_timeout", "60", 2)
+        .await
+        .unwrap();
+    let stored = settings::all(&db).await.unwrap();
+    assert_eq!(
+        stored.get("lb_strategy").map(String::as_str),
+        Some("priority")
+    );
+    assert_eq!(stored.len(), 2);
+    assert!(settings::unset(&db, "lb_strategy").await.unwrap());
+    assert!(!settings::unset(&db, "lb_strategy").await.unwrap());
+    assert_eq!(settings::all(&db).await.unwrap().len(), 1);
+}
