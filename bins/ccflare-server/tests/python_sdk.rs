@@ -19,7 +19,7 @@ async fn the_python_sdk_gets_text_and_usage_through_ccflare() {
     let server = Server::start(command).await;
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk_client.py");
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = common::installed_client("PYTHON", "target/python/bin/python", "python3");
     let output = tokio::time::timeout(
         GUARD,
         tokio::process::Command::new(&python)

@@ -194,3 +194,17 @@ pub async fn mock() -> MockUpstream {
 pub fn db_path(dir: &Path) -> PathBuf {
     dir.join("ccflare.db")
 }
+
+/// A client program the tests drive: the path in `variable` (set by `scripts/test.sh`), else
+/// the copy `scripts/test.sh` installs under the workspace's `target/`, else `fallback` on the
+/// PATH. A plain `cargo test` after one `scripts/test.sh` finds the installed copies.
+pub fn installed_client(variable: &str, under_workspace: &str, fallback: &str) -> String {
+    if let Ok(path) = std::env::var(variable) {
+        return path;
+    }
+    let installed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(under_workspace);
+    if installed.exists() {
+        return installed.display().to_string();
+    }
+    fallback.to_owned()
+}
