@@ -86,6 +86,14 @@ pub(crate) async fn handle(
 
 async fn respond(state: &Arc<State>, request: &ReceivedRequest) -> Response {
     let request_id = state.next_request_id();
+    // The OAuth endpoints authenticate by their body (or a bearer token of their own).
+    match (request.method.as_str(), request.path.as_str()) {
+        ("POST", "/v1/oauth/token") => return state.oauth.token(request, &request_id),
+        ("POST", "/api/oauth/claude_cli/create_api_key") => {
+            return state.oauth.create_api_key(request, &request_id);
+        }
+        _ => {}
+    }
     let Some(route) = Route::parse(&request.method, &request.path) else {
         let message = "The requested resource could not be found.";
         return response::error(ErrorKind::NotFound, message, &request_id);
@@ -179,6 +187,11 @@ fn authenticate(state: &State, request: &ReceivedRequest) -> Result<bool, Reject
         return Err(unauthorized("invalid x-api-key"));
     }
     let oauth = credential.starts_with("sk-ant-oat");
+    if oauth && state.oauth.is_expired(credential) {
+        return Err(unauthorized(
+            "OAuth token has expired. Please obtain a new token or refresh your existing token.",
+        ));
+    }
     if oauth {
         // Classified by prefix: an OAuth token sent as x-api-key is not a valid API key.
         if !request.credential_is_bearer() {

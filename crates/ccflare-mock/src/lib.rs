@@ -21,6 +21,18 @@
 //! on a known route: route (404), credential (401), [fault](Fault), `anthropic-version` (400),
 //! body validation (400).
 //!
+//! # OAuth
+//!
+//! `POST /v1/oauth/token` answers both grants (JSON bodies as protocol doc §6.1–§6.2):
+//! `authorization_code` (any code but `invalid-code`; `code_verifier` and `redirect_uri`
+//! required) and `refresh_token`, which **rotates**: the presented refresh token dies and a
+//! reused or [killed](MockUpstream::kill_refresh_token) one is 400 `invalid_grant`. Both
+//! return `access_token` (`sk-ant-oat01-…`), `refresh_token` (`sk-ant-ort01-…`) and
+//! `expires_in` (28800 unless [set](MockUpstream::set_oauth_expires_in)).
+//! `POST /api/oauth/claude_cli/create_api_key` with a live bearer access token returns
+//! `{"raw_key":"sk-ant-api03-…"}`. An access token [expired](MockUpstream::expire_access_token)
+//! by a test gets 401 "OAuth token has expired…" on the Messages routes.
+//!
 //! # Deterministic usage
 //!
 //! So that tests can check the proxy's accounting exactly:
@@ -55,6 +67,7 @@
 mod body;
 mod fault;
 mod handler;
+mod oauth;
 mod request;
 mod response;
 mod server;
@@ -179,6 +192,42 @@ impl MockUpstream {
     /// Waits until at least `n` requests have been received (and recorded).
     pub async fn wait_requests(&self, n: usize) {
         self.inner.state.wait_requests(n).await;
+    }
+
+    /// Issues an OAuth access/refresh token pair as the token endpoint would, so a test can
+    /// store an OAuth account without going through the login flow.
+    pub fn issue_oauth_tokens(&self) -> (String, String) {
+        self.inner.state.oauth.issue()
+    }
+
+    /// Makes an access token answer 401 "OAuth token has expired" from now on.
+    pub fn expire_access_token(&self, token: &str) {
+        self.inner.state.oauth.expire_access(token);
+    }
+
+    /// Makes a refresh token dead: using it is `invalid_grant`.
+    pub fn kill_refresh_token(&self, token: &str) {
+        self.inner.state.oauth.kill_refresh(token);
+    }
+
+    /// Queues a fault for the next token-endpoint call (`Status(500)`, `RateLimited`, …).
+    pub fn push_oauth_fault(&self, fault: Fault) {
+        self.inner.state.oauth.push_fault(fault);
+    }
+
+    /// The `expires_in` the token endpoint reports from now on (default 28800 s).
+    pub fn set_oauth_expires_in(&self, seconds: u64) {
+        self.inner.state.oauth.set_expires_in(seconds);
+    }
+
+    /// Refresh-token grants received (rejected ones included).
+    pub fn refresh_grants(&self) -> u64 {
+        self.inner.state.oauth.refresh_grants()
+    }
+
+    /// Authorization-code grants received (rejected ones included).
+    pub fn code_grants(&self) -> u64 {
+        self.inner.state.oauth.code_grants()
     }
 
     /// Stops accepting connections and closes the open ones, hanging requests included.

@@ -18,6 +18,7 @@ pub(crate) struct State {
     aborted_streams: watch::Sender<usize>,
     id_counter: AtomicU64,
     id_seed: u64,
+    pub(crate) oauth: crate::oauth::OAuth,
 }
 
 #[derive(Default)]
@@ -41,6 +42,7 @@ impl State {
             aborted_streams: watch::Sender::new(0),
             id_counter: AtomicU64::new(0),
             id_seed,
+            oauth: crate::oauth::OAuth::default(),
         }
     }
 

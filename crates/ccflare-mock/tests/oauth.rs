@@ -1,0 +1,129 @@
+//! The mock's OAuth endpoints over a real socket: both grants, rotation, reuse detection,
+//! expired access tokens and the console key mint.
+
+use bytes::Bytes;
+use ccflare_mock::{Fault, MockUpstream};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+async fn post(mock: &MockUpstream, path: &str, bearer: Option<&str>, body: Value) -> (u16, Value) {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut request = http::Request::post(format!("{}{path}", mock.url()))
+        .header("content-type", "application/json");
+    if let Some(token) = bearer {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = client
+        .request(
+            request
+                .body(Full::new(Bytes::from(body.to_string())))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+const CLIENT: &str = "9d1c250a-e61b-44d9-88ed-5944d1962f5e";
+
+#[tokio::test]
+async fn code_exchange_then_rotating_refresh() {
+    let mock = MockUpstream::start().await.unwrap();
+    let exchange = json!({"code": "abc", "state": "s", "grant_type": "authorization_code", "client_id": CLIENT, "redirect_uri": "https://x/cb", "code_verifier": "v"});
+    let (status, tokens) = post(&mock, "/v1/oauth/token", None, exchange).await;
+    assert_eq!(status, 200);
+    assert_eq!(tokens["expires_in"], 28800);
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    assert!(refresh.starts_with("sk-ant-ort01-"));
+    assert!(
+        tokens["access_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("sk-ant-oat01-")
+    );
+
+    let grant = |token: &str| json!({"grant_type": "refresh_token", "refresh_token": token, "client_id": CLIENT});
+    let (status, rotated) = post(&mock, "/v1/oauth/token", None, grant(&refresh)).await;
+    assert_eq!(status, 200);
+    assert_ne!(rotated["refresh_token"], tokens["refresh_token"]);
+    // The old refresh token was rotated away: reusing it is invalid_grant.
+    let (status, error) = post(&mock, "/v1/oauth/token", None, grant(&refresh)).await;
+    assert_eq!(
+        (status, error["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    assert_eq!((mock.code_grants(), mock.refresh_grants()), (1, 2));
+
+    let (status, error) = post(&mock, "/v1/oauth/token", None, json!({"grant_type": "authorization_code", "code": "invalid-code", "client_id": CLIENT, "redirect_uri": "r", "code_verifier": "v"})).await;
+    assert_eq!(
+        (status, error["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+}
+
+#[tokio::test]
+async fn faults_killed_tokens_expiry_and_key_minting() {
+    let mock = MockUpstream::start().await.unwrap();
+    let (access, refresh) = mock.issue_oauth_tokens();
+    mock.push_oauth_fault(Fault::Status(503));
+    let grant =
+        json!({"grant_type": "refresh_token", "refresh_token": refresh, "client_id": CLIENT});
+    assert_eq!(
+        post(&mock, "/v1/oauth/token", None, grant.clone()).await.0,
+        503
+    );
+    mock.kill_refresh_token(&refresh);
+    assert_eq!(
+        post(&mock, "/v1/oauth/token", None, grant).await.1["error"],
+        "invalid_grant"
+    );
+
+    let (status, minted) = post(
+        &mock,
+        "/api/oauth/claude_cli/create_api_key",
+        Some(&access),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        minted["raw_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("sk-ant-api03-")
+    );
+    mock.expire_access_token(&access);
+    assert_eq!(
+        post(
+            &mock,
+            "/api/oauth/claude_cli/create_api_key",
+            Some(&access),
+            Value::Null
+        )
+        .await
+        .0,
+        401
+    );
+    let message = json!({"model": "m", "max_tokens": 1, "messages": []});
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let request = http::Request::post(format!("{}/v1/messages", mock.url()))
+        .header("authorization", format!("Bearer {access}"))
+        .header("anthropic-beta", "oauth-2025-04-20")
+        .header("anthropic-version", "2023-06-01")
+        .body(Full::new(Bytes::from(message.to_string())))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), 401);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("OAuth token has expired"));
+}
