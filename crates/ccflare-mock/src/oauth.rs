@@ -84,10 +84,11 @@ impl OAuth {
 
     /// `POST /v1/oauth/token`.
     pub(crate) fn token(&self, request: &ReceivedRequest, request_id: &str) -> Response {
-        if let Some(fault) = self.tokens().faults.pop_front() {
-            if let Some(response) = crate::fault::replacement_response(&fault, request_id) {
-                return response;
-            }
+        let fault = self.tokens().faults.pop_front();
+        if let Some(response) =
+            fault.and_then(|f| crate::fault::replacement_response(&f, request_id))
+        {
+            return response;
         }
         let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
             return oauth_error(
