@@ -51,10 +51,7 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     init_logging(&settings);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
-    let database_url = match &settings.database_url {
-        Some(url) => url.clone(),
-        None => config::default_database_path()?.display().to_string(),
-    };
+    let database_url = ccflare_config::database_url(&settings)?;
     let db = Db::open(&database_url).await?;
     // Settings stored by `ccflare-cli config set` or the API rank between env and file.
     let stored = ccflare_storage::settings::all(&db)

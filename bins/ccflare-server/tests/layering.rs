@@ -57,6 +57,7 @@ const STORAGE: &str = "ccflare-storage";
 const PROXY: &str = "ccflare-proxy";
 const ANALYTICS: &str = "ccflare-analytics";
 const MOCK: &str = "ccflare-mock";
+const CONFIG: &str = "ccflare-config";
 
 /// Every workspace crate, one row each. A crate missing here fails the test, so a new crate
 /// has to state its place in the layering.
@@ -68,9 +69,11 @@ const CRATES: &[CrateRule] = &[
     lib(PROXY, &[CORE, POOL, STORAGE], &[MOCK]),
     // The mock upstream stands alone so that it cannot share a bug with what it tests.
     lib(MOCK, &[], &[]),
+    // Reading .env, the environment and the config file, shared by the binaries.
+    lib(CONFIG, &[CORE], &[]),
     bin(
         "ccflare-server",
-        &[CORE, POOL, STORAGE, PROXY, ANALYTICS],
+        &[CORE, CONFIG, POOL, STORAGE, PROXY, ANALYTICS],
         &[MOCK],
     ),
 ];
@@ -121,6 +124,11 @@ const RESERVED: &[Reserved] = &[
         "hyper-rustls",
         HYPER_USERS,
         "HTTP lives in the proxy (and the mock upstream)",
+    ),
+    reserve(
+        "dotenvy",
+        Allowed::Only(&[CONFIG]),
+        "`.env` is read in one place, ccflare-config, so every binary reads it the same way",
     ),
     reserve("clap", Allowed::Binaries, BINARY_ONLY),
     reserve("anyhow", Allowed::Binaries, BINARY_ONLY),

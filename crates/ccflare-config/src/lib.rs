@@ -1,0 +1,288 @@
+//! Reading ccflare's configuration from the places outside the command line: a `.env` file in
+//! the working directory, the environment, the TOML config file, and the platform's default
+//! paths. Both binaries that need a configuration (`ccflare-server`, `ccflare-cli`) read it
+//! through here, so they agree on every path and every rule; each keeps its own flags.
+//!
+//! The result is plain [`Layer`]s that `ccflare_core::config::Settings::resolve_with_database`
+//! merges (flag > environment > database > config file > default). The functions that read
+//! the process environment have a `_with` twin taking a lookup function, which is what the
+//! unit tests use (setting process variables in a test is unsound while other threads run).
+
+mod error;
+
+pub use error::ConfigError;
+
+use ccflare_core::config::{Layer, OPTIONS, Settings};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// The variable that names the config file.
+pub const CONFIG_ENV: &str = "CCFLARE_CONFIG";
+
+/// Loads `.env` from the working directory into the process environment, without replacing
+/// variables already set (the usual dotenv rule). A missing file is fine.
+pub fn load_dotenv() -> Result<(), ConfigError> {
+    match dotenvy::dotenv() {
+        Ok(_) => Ok(()),
+        Err(error) if error.not_found() => Ok(()),
+        Err(dotenvy::Error::LineParse(line, at)) => Err(ConfigError::DotenvLine { line, at }),
+        Err(error) => Err(ConfigError::Dotenv {
+            reason: error.to_string(),
+        }),
+    }
+}
+
+/// The environment layer: every option of `core::config::OPTIONS` whose variable is set.
+pub fn env_layer() -> Result<Layer, ConfigError> {
+    env_layer_with(|name| std::env::var_os(name))
+}
+
+/// [`env_layer`] over any lookup.
+pub fn env_layer_with(lookup: impl Fn(&str) -> Option<OsString>) -> Result<Layer, ConfigError> {
+    let mut layer = Layer::new();
+    for spec in OPTIONS {
+        if let Some(value) = lookup(spec.env) {
+            let value = value
+                .into_string()
+                .map_err(|_| ConfigError::NotUnicode { variable: spec.env })?;
+            layer.insert(spec.key.to_owned(), value);
+        }
+    }
+    Ok(layer)
+}
+
+/// A config file that was found and read.
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    pub path: PathBuf,
+    pub layer: Layer,
+}
+
+/// Finds and reads the config file: `explicit` (a `--config` flag), else `CCFLARE_CONFIG`,
+/// else [`default_config_path`] when that file exists. A file named explicitly (by flag or
+/// variable) must exist; the default one is optional.
+pub fn config_file(explicit: Option<&Path>) -> Result<Option<ConfigFile>, ConfigError> {
+    config_file_with(explicit, |name| std::env::var_os(name))
+}
+
+/// [`config_file`] over any lookup.
+pub fn config_file_with(
+    explicit: Option<&Path>,
+    lookup: impl Fn(&str) -> Option<OsString>,
+) -> Result<Option<ConfigFile>, ConfigError> {
+    let named = explicit
+        .map(Path::to_path_buf)
+        .or_else(|| lookup(CONFIG_ENV).map(PathBuf::from));
+    let path = match named {
+        Some(path) => path,
+        None => match default_config_path_with(&lookup).filter(|p| p.exists()) {
+            Some(path) => path,
+            None => return Ok(None),
+        },
+    };
+    let layer = read_config_file(&path)?;
+    Ok(Some(ConfigFile { path, layer }))
+}
+
+/// Reads a TOML config file into a layer. Keys are the option keys (`port`, `lb_strategy`);
+/// numbers and booleans become their text, and a list of strings (`api_keys = ["…", "…"]`)
+/// becomes one comma-separated value. Unknown keys are kept: resolving rejects them by name.
+pub fn read_config_file(path: &Path) -> Result<Layer, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let table: toml::Table = text.parse().map_err(|source| ConfigError::ParseFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut layer = Layer::new();
+    for (key, value) in table {
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => Ok(s),
+                    other => Err(ConfigError::NotAStringList {
+                        path: path.to_owned(),
+                        key: key.clone(),
+                        found: other.type_str(),
+                    }),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            other => {
+                return Err(ConfigError::UnsupportedValue {
+                    path: path.to_owned(),
+                    key,
+                    found: other.type_str(),
+                });
+            }
+        };
+        layer.insert(key, text);
+    }
+    Ok(layer)
+}
+
+fn xdg_with(
+    lookup: &impl Fn(&str) -> Option<OsString>,
+    variable: &str,
+    fallback: &str,
+) -> Option<PathBuf> {
+    let set = |name: &str| lookup(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    set(variable).or_else(|| set("HOME").map(|home| home.join(fallback)))
+}
+
+/// `$XDG_CONFIG_HOME/ccflare/config.toml`, or `~/.config/ccflare/config.toml`.
+pub fn default_config_path() -> Option<PathBuf> {
+    default_config_path_with(&|name: &str| std::env::var_os(name))
+}
+
+fn default_config_path_with(lookup: &impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    xdg_with(lookup, "XDG_CONFIG_HOME", ".config").map(|d| d.join("ccflare").join("config.toml"))
+}
+
+/// `$XDG_DATA_HOME/ccflare/ccflare.db`, or `~/.local/share/ccflare/ccflare.db`.
+pub fn default_database_path() -> Result<PathBuf, ConfigError> {
+    default_database_path_with(|name| std::env::var_os(name))
+}
+
+/// [`default_database_path`] over any lookup.
+pub fn default_database_path_with(
+    lookup: impl Fn(&str) -> Option<OsString>,
+) -> Result<PathBuf, ConfigError> {
+    xdg_with(&lookup, "XDG_DATA_HOME", ".local/share")
+        .map(|dir| dir.join("ccflare").join("ccflare.db"))
+        .ok_or(ConfigError::NoDataDirectory)
+}
+
+/// The database to open: the configured `database_url`, else the default path.
+pub fn database_url(settings: &Settings) -> Result<String, ConfigError> {
+    match &settings.database_url {
+        Some(url) => Ok(url.clone()),
+        None => Ok(default_database_path()?.display().to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> + use<> {
+        let map: BTreeMap<String, OsString> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn the_environment_layer_holds_only_options_that_are_set() {
+        let layer = env_layer_with(env(&[
+            ("PORT", "9000"),
+            ("LB_STRATEGY", "priority"),
+            ("UNRELATED", "x"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            layer.into_iter().collect::<Vec<_>>(),
+            [
+                ("lb_strategy".to_owned(), "priority".to_owned()),
+                ("port".to_owned(), "9000".to_owned())
+            ]
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_variable_that_is_not_utf8_is_named() {
+        use std::os::unix::ffi::OsStringExt;
+        let err = env_layer_with(|name| (name == "HOST").then(|| OsString::from_vec(vec![0xff])))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "HOST is not valid UTF-8");
+    }
+
+    #[test]
+    fn default_paths_follow_xdg_then_home() {
+        let with_xdg = env(&[("XDG_DATA_HOME", "/data"), ("HOME", "/home/u")]);
+        assert_eq!(
+            default_database_path_with(with_xdg).unwrap(),
+            PathBuf::from("/data/ccflare/ccflare.db")
+        );
+        let home_only = env(&[("HOME", "/home/u"), ("XDG_DATA_HOME", "")]);
+        assert_eq!(
+            default_database_path_with(home_only).unwrap(),
+            PathBuf::from("/home/u/.local/share/ccflare/ccflare.db")
+        );
+        assert!(matches!(
+            default_database_path_with(env(&[])),
+            Err(ConfigError::NoDataDirectory)
+        ));
+        assert_eq!(
+            default_config_path_with(&env(&[("HOME", "/home/u")])),
+            Some(PathBuf::from("/home/u/.config/ccflare/config.toml"))
+        );
+    }
+
+    #[test]
+    fn config_files_read_numbers_strings_and_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "port = 9000\nlb_strategy = \"priority\"\napi_keys = [\"sk-ant-a\", \"sk-ant-b\"]\n",
+        )
+        .unwrap();
+        let found = config_file_with(None, env(&[(CONFIG_ENV, path.to_str().unwrap())]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.path, path);
+        assert_eq!(found.layer["port"], "9000");
+        assert_eq!(found.layer["lb_strategy"], "priority");
+        assert_eq!(found.layer["api_keys"], "sk-ant-a,sk-ant-b");
+    }
+
+    #[test]
+    fn an_explicit_file_must_exist_and_the_default_one_need_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().to_str().unwrap();
+        assert!(
+            config_file_with(None, env(&[("HOME", home)]))
+                .unwrap()
+                .is_none()
+        );
+        let missing = dir.path().join("missing.toml");
+        let err = config_file_with(Some(&missing), env(&[])).unwrap_err();
+        assert!(err.to_string().starts_with("reading config file "), "{err}");
+
+        let default = dir.path().join(".config/ccflare/config.toml");
+        std::fs::create_dir_all(default.parent().unwrap()).unwrap();
+        std::fs::write(&default, "host = \"::1\"\n").unwrap();
+        let found = config_file_with(None, env(&[("HOME", home)]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((found.path, &found.layer["host"][..]), (default, "::1"));
+    }
+
+    #[test]
+    fn unusable_file_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "api_keys = [1, 2]\n").unwrap();
+        let err = read_config_file(&path).unwrap_err().to_string();
+        assert!(err.ends_with("api_keys must list strings, found integer"), "{err}");
+        std::fs::write(&path, "[port]\nx = 1\n").unwrap();
+        let err = read_config_file(&path).unwrap_err().to_string();
+        assert!(err.ends_with("port has an unsupported table value"), "{err}");
+        std::fs::write(&path, "port = \n").unwrap();
+        assert!(matches!(
+            read_config_file(&path),
+            Err(ConfigError::ParseFile { .. })
+        ));
+    }
+}
