@@ -57,6 +57,7 @@ const STORAGE: &str = "ccflare-storage";
 const PROXY: &str = "ccflare-proxy";
 const ANALYTICS: &str = "ccflare-analytics";
 const MOCK: &str = "ccflare-mock";
+const OAUTH: &str = "ccflare-oauth";
 const CONFIG: &str = "ccflare-config";
 
 /// Every workspace crate, one row each. A crate missing here fails the test, so a new crate
@@ -66,7 +67,9 @@ const CRATES: &[CrateRule] = &[
     lib(POOL, &[CORE], &[]),
     lib(STORAGE, &[CORE], &[]),
     lib(ANALYTICS, &[CORE, STORAGE], &[]),
-    lib(PROXY, &[CORE, POOL, STORAGE], &[MOCK]),
+    // OAuth: the login flow and the token endpoint; the proxy refreshes tokens through it.
+    lib(OAUTH, &[CORE], &[MOCK]),
+    lib(PROXY, &[CORE, POOL, STORAGE, OAUTH], &[MOCK]),
     // The mock upstream stands alone so that it cannot share a bug with what it tests.
     lib(MOCK, &[], &[]),
     // Reading .env, the environment and the config file, shared by the binaries.
@@ -100,7 +103,8 @@ const fn reserve(package: &'static str, allowed: Allowed, why: &'static str) -> 
     }
 }
 
-const HYPER_USERS: Allowed = Allowed::Only(&[PROXY, MOCK]);
+// The OAuth client speaks HTTP to the token endpoint.
+const HYPER_USERS: Allowed = Allowed::Only(&[PROXY, MOCK, OAUTH]);
 const BINARY_ONLY: &str = "libraries return typed errors and leave the process (argv, terminal, \
                            logging setup) to the binaries";
 

@@ -97,6 +97,8 @@ pub struct Account {
     pub rate_limited_until: Option<Millis>,
     /// Benched after a 529 until this time, if set.
     pub overloaded_until: Option<Millis>,
+    /// When an OAuth access token expires; `None` for API keys.
+    pub token_expires_at: Option<Millis>,
 }
 
 /// A readable, stable name for an API key that does not reveal it: `key-` and its last four

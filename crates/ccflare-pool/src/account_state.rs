@@ -43,6 +43,8 @@ pub(crate) struct AccountState {
     pub(crate) name: Arc<str>,
     pub(crate) kind: AccountKind,
     pub(crate) credential: Secret,
+    /// When the OAuth access token expires (`None` for API keys).
+    pub(crate) token_expires_at: Option<Millis>,
     pub(crate) priority: i64,
     pub(crate) weight: u32,
     pub(crate) status: AccountStatus,
@@ -68,6 +70,7 @@ impl AccountState {
             name: record.name.into(),
             kind: record.kind,
             credential: record.credential,
+            token_expires_at: record.token_expires_at,
             priority: record.priority,
             weight: record.weight,
             status: record.status,
@@ -96,6 +99,7 @@ impl AccountState {
         }
         self.kind = record.kind;
         self.credential = record.credential;
+        self.token_expires_at = record.token_expires_at;
         self.priority = record.priority;
         self.weight = record.weight;
         if record.revision == self.revision {
@@ -125,6 +129,14 @@ impl AccountState {
         let rate_limited = ahead(self.rate_limited_until, now);
         let overloaded = ahead(self.overloaded_until, now);
         rate_limited.max(overloaded)
+    }
+
+    /// The subscription said it is close to its limit (`allowed_warning`).
+    pub(crate) fn is_warned(&self) -> bool {
+        self.last_ratelimit
+            .as_ref()
+            .and_then(|snapshot| snapshot.unified_status.as_deref())
+            == Some("allowed_warning")
     }
 
     pub(crate) fn is_rate_limited(&self, now: Millis) -> bool {
@@ -165,7 +177,7 @@ impl AccountState {
         }
     }
 
-    fn persist_state(&self) -> PersistState {
+    pub(crate) fn persist_state(&self) -> PersistState {
         PersistState {
             id: self.id,
             status: self.status,

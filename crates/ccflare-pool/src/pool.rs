@@ -42,6 +42,8 @@ pub struct Pick {
     pub name: Arc<str>,
     pub kind: AccountKind,
     pub credential: Secret,
+    /// When an OAuth access token expires; the proxy refreshes it ahead of that.
+    pub expires_at: Option<Millis>,
 }
 
 /// A session key's account and when the session last used it.
@@ -180,6 +182,7 @@ impl Pool {
             name: account.name.clone(),
             kind: account.kind,
             credential: account.credential.clone(),
+            expires_at: account.token_expires_at,
         })
     }
 
@@ -203,6 +206,48 @@ impl Pool {
     ) -> Option<PersistState> {
         let position = *self.positions.get(&id)?;
         self.accounts[position].apply(verdict, snapshot, now)
+    }
+
+    /// A refreshed OAuth access token, used from the next pick on (it was stored first).
+    pub fn set_credential(
+        &mut self,
+        id: AccountId,
+        credential: Secret,
+        expires_at: Option<Millis>,
+    ) {
+        if let Some(&position) = self.positions.get(&id) {
+            let account = &mut self.accounts[position];
+            account.credential = credential;
+            account.token_expires_at = expires_at;
+        }
+    }
+
+    /// The account's login is dead (a refresh token refused for good): it leaves routing until
+    /// a person re-authenticates it. Returns the state to persist.
+    pub fn invalidate(&mut self, id: AccountId) -> Option<PersistState> {
+        let position = *self.positions.get(&id)?;
+        let account = &mut self.accounts[position];
+        if account.status == AccountStatus::Invalid {
+            return None;
+        }
+        account.status = AccountStatus::Invalid;
+        Some(account.persist_state())
+    }
+
+    /// Keeps the account out of routing until `until` for a passing reason (a token refresh
+    /// that failed on the network or a 5xx), without counting it as a rate limit. Returns the
+    /// state to persist when the bench grew.
+    pub fn bench_until(&mut self, id: AccountId, until: Millis) -> Option<PersistState> {
+        let position = *self.positions.get(&id)?;
+        let account = &mut self.accounts[position];
+        if account
+            .rate_limited_until
+            .is_some_and(|current| current >= until)
+        {
+            return None;
+        }
+        account.rate_limited_until = Some(until);
+        Some(account.persist_state())
     }
 
     /// Every account in the stable order, as interfaces show it.
@@ -261,10 +306,20 @@ impl Pool {
     }
 
     fn by_strategy(&mut self, now: Millis, tried: &[AccountId]) -> Option<usize> {
-        let eligible =
-            |account: &AccountState| account.is_routable(now) && !tried.contains(&account.id);
+        // A subscription close to its limit (`allowed_warning`) still serves, but new sessions
+        // go elsewhere while another account can take them.
+        self.pick(now, tried, true)
+            .or_else(|| self.pick(now, tried, false))
+    }
+
+    fn pick(&mut self, now: Millis, tried: &[AccountId], skip_warned: bool) -> Option<usize> {
+        let eligible = |account: &AccountState| {
+            account.is_routable(now)
+                && !tried.contains(&account.id)
+                && !(skip_warned && account.is_warned())
+        };
         match self.config.strategy {
-            Strategy::Session => self.session_turn(now, tried),
+            Strategy::Session => self.session_turn(now, tried, skip_warned),
             Strategy::RoundRobin => {
                 let start = self.start_after(self.round_robin);
                 let position = strategy::next_from(&self.accounts, start, eligible)?;
@@ -280,9 +335,17 @@ impl Pool {
     /// The `session` strategy: the current account keeps serving while it is routable and its
     /// turn (one session timeout) lasts; then the next routable account in the stable order
     /// takes over, wrapping around.
-    fn session_turn(&mut self, now: Millis, tried: &[AccountId]) -> Option<usize> {
-        let eligible =
-            |account: &AccountState| account.is_routable(now) && !tried.contains(&account.id);
+    fn session_turn(
+        &mut self,
+        now: Millis,
+        tried: &[AccountId],
+        skip_warned: bool,
+    ) -> Option<usize> {
+        let eligible = |account: &AccountState| {
+            account.is_routable(now)
+                && !tried.contains(&account.id)
+                && !(skip_warned && account.is_warned())
+        };
         if let Some(turn) = self.turn
             && let Some(&position) = self.positions.get(&turn.cursor.id)
         {

@@ -10,7 +10,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 const COLUMNS: &str = "id, name, kind, credential, priority, weight, status, revision, \
-                       rate_limited_until, overloaded_until";
+                       rate_limited_until, overloaded_until, expires_at";
 
 fn from_row(row: &SqliteRow) -> Result<Account, StorageError> {
     let kind: String = row.try_get("kind")?;
@@ -26,6 +26,7 @@ fn from_row(row: &SqliteRow) -> Result<Account, StorageError> {
         revision: row.try_get("revision")?,
         rate_limited_until: row.try_get("rate_limited_until")?,
         overloaded_until: row.try_get("overloaded_until")?,
+        token_expires_at: row.try_get("expires_at")?,
     })
 }
 
@@ -150,6 +151,7 @@ pub async fn upsert_api_key(
         revision: 1,
         rate_limited_until: None,
         overloaded_until: None,
+        token_expires_at: None,
     };
     Ok((account, Upsert::Created))
 }

@@ -59,6 +59,7 @@ fn record(id: i64, name: &str) -> Account {
         revision: 1,
         rate_limited_until: None,
         overloaded_until: None,
+        token_expires_at: None,
     }
 }
 
@@ -1030,4 +1031,98 @@ fn release_never_goes_below_zero() {
         ],
     );
     h.pool.release(AccountId(99));
+}
+
+// ---- OAuth accounts ----
+
+#[test]
+fn a_refreshed_token_is_picked_at_once_and_survives_sync() {
+    let oauth = Account {
+        kind: AccountKind::OAuth,
+        token_expires_at: Some(at(60)),
+        ..record(1, "a")
+    };
+    let mut h = Harness::with_records(Strategy::Priority, vec![oauth], 3600);
+    let id = h.id("a");
+    let fresh = Secret::new("sk-ant-oat01-fresh-0123456789abcdef");
+    h.pool.set_credential(id, fresh.clone(), Some(at(28_800)));
+    let pick = h.pool.select(at(1), None, &[]).unwrap();
+    assert_eq!(
+        (pick.credential.expose(), pick.expires_at),
+        (fresh.expose(), Some(at(28_800)))
+    );
+    h.pool.release(id);
+    // The new token was stored before use; a sync brings the same values back.
+    h.edit_quietly("a", |r| {
+        r.credential = fresh.clone();
+        r.token_expires_at = Some(at(28_800));
+    });
+    check(&mut h, &[(2, Sync, "a:active")]);
+    assert_eq!(
+        h.pool.select(at(2), None, &[]).unwrap().expires_at,
+        Some(at(28_800))
+    );
+}
+
+#[test]
+fn a_dead_login_leaves_routing_until_a_person_reauthenticates() {
+    let oauth = Account {
+        kind: AccountKind::OAuth,
+        ..record(1, "a")
+    };
+    let mut h = Harness::with_records(Strategy::Priority, vec![oauth, record(2, "b")], 3600);
+    let id = h.id("a");
+    let persisted = h.pool.invalidate(id).expect("a change to persist");
+    assert_eq!(persisted.status, AccountStatus::Invalid);
+    assert_eq!(h.pool.invalidate(id), None, "already invalid");
+    check(&mut h, &[(0, Select, "b"), (1, Sync, "a:invalid b:active")]);
+    h.edit("a", |r| r.status = AccountStatus::Active);
+    check(&mut h, &[(2, Sync, "a:active b:active"), (2, Select, "a")]);
+}
+
+#[test]
+fn a_passing_refresh_failure_benches_without_killing() {
+    let oauth = Account {
+        kind: AccountKind::OAuth,
+        ..record(1, "a")
+    };
+    let mut h = Harness::with_records(Strategy::Priority, vec![oauth, record(2, "b")], 3600);
+    let id = h.id("a");
+    assert!(h.pool.bench_until(id, at(60)).is_some());
+    assert_eq!(
+        h.pool.bench_until(id, at(30)),
+        None,
+        "a bench never shrinks"
+    );
+    check(
+        &mut h,
+        &[(0, Select, "b"), (59, Select, "b"), (60, Select, "a")],
+    );
+}
+
+#[test]
+fn allowed_warning_lowers_rank_for_new_sessions_but_keeps_serving() {
+    let mut h = Harness::new(Strategy::Priority, &["a", "b"]);
+    let warned = RateLimitSnapshot {
+        unified_status: Some("allowed_warning".into()),
+        seen_at: at(0),
+        ..Default::default()
+    };
+    h.pool.report(h.id("a"), OK, Some(warned), at(0));
+    check(
+        &mut h,
+        &[
+            (1, Select, "b"),
+            (1, Key("new"), "b"),
+            // Only the warned account left: it still serves.
+            (1, Skip(&["b"]), "a"),
+        ],
+    );
+    let fine = RateLimitSnapshot {
+        unified_status: Some("allowed".into()),
+        seen_at: at(2),
+        ..Default::default()
+    };
+    h.pool.report(h.id("a"), OK, Some(fine), at(2));
+    check(&mut h, &[(2, Select, "a")]);
 }
