@@ -6,6 +6,8 @@
 //! write lock, so they cannot block the proxy's writer (SQLite WAL lets readers and the one
 //! writer proceed together).
 
+pub mod stats;
+
 use ccflare_core::Millis;
 use ccflare_storage::Db;
 use serde::Serialize;

@@ -243,3 +243,63 @@ pub async fn remove(db: &Db, name: &str) -> Result<(), StorageError> {
     }
     Ok(())
 }
+
+/// An account with its usage counters, as listings show it (`ccflare-cli accounts list`).
+#[derive(Debug, Clone)]
+pub struct AccountSummary {
+    pub account: Account,
+    /// Requests this account served (kept by the writer).
+    pub request_count: i64,
+    /// When it last served a request.
+    pub last_used: Option<Millis>,
+    pub created_at: Millis,
+}
+
+/// Every account with its usage counters, ordered by id. Read-only.
+pub async fn list_with_usage(db: &Db) -> Result<Vec<AccountSummary>, StorageError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS}, request_count, last_used, created_at FROM accounts ORDER BY id"
+    ))
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(AccountSummary {
+                account: from_row(row)?,
+                request_count: row.try_get("request_count")?,
+                last_used: row.try_get("last_used")?,
+                created_at: row.try_get("created_at")?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn listings_carry_the_usage_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_path(&dir.path().join("a.db")).await.unwrap();
+        let key = Secret::new("sk-ant-api03-listing-0123456789-wxyz");
+        upsert_api_key(&db, &key, Some("one"), Some(2), 1_000)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE accounts SET request_count = 7, last_used = 5000")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let listed = list_with_usage(&db).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        let one = &listed[0];
+        assert_eq!(
+            (one.account.name.as_str(), one.account.priority),
+            ("one", 2)
+        );
+        assert_eq!(
+            (one.request_count, one.last_used, one.created_at),
+            (7, Some(5_000), 1_000)
+        );
+    }
+}

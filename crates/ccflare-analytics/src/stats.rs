@@ -1,0 +1,582 @@
+//! The tables `ccflare-cli` prints: requests, tokens, cost, error rate and latency percentiles
+//! per day, per hour and per model (`stats`); the request log with its filters, read once or
+//! followed as rows arrive (`logs`); and the read-only database checks of `doctor`.
+//!
+//! Everything here reads; nothing takes the write lock. Percentiles are computed in SQL with
+//! window functions (nearest rank), so no query pulls every latency into memory.
+
+use crate::AnalyticsError;
+use ccflare_core::Millis;
+use ccflare_storage::Db;
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+const HOUR_MS: Millis = 3_600_000;
+const DAY_MS: Millis = 24 * HOUR_MS;
+
+/// Which clock day and hour boundaries follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Zone {
+    Utc,
+    /// The system's local time (`TZ`, else `/etc/localtime`), as SQLite's `localtime` sees it,
+    /// so a day is the user's day and daylight-saving changes fall where they should.
+    Local,
+}
+
+impl Zone {
+    /// The SQLite date modifier; a constant, never user text.
+    fn modifier(self) -> &'static str {
+        match self {
+            Zone::Utc => "'+0 seconds'",
+            Zone::Local => "'localtime'",
+        }
+    }
+}
+
+/// How rows are grouped, and over which window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breakdown {
+    /// The last `days` calendar days, today included; labels `YYYY-MM-DD`.
+    Daily { days: u32 },
+    /// The last `hours` clock hours, this one included; labels `YYYY-MM-DD HH:00`.
+    Hourly { hours: u32 },
+    /// Per model, over requests started at or after `since`; requests without a model (a
+    /// route such as `/v1/models`) are grouped as `(none)`.
+    Models { since: Millis },
+}
+
+/// One line of a stats table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatsRow {
+    /// The day, hour or model.
+    pub key: String,
+    pub requests: i64,
+    /// Requests that did not succeed (any error status, including 499 for clients that hung
+    /// up and ccflare's own 429/503 when no account could serve).
+    pub errors: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub cost_usd: f64,
+    /// Latency percentiles of the successful requests, in milliseconds; `None` without any.
+    pub p50_ms: Option<i64>,
+    pub p95_ms: Option<i64>,
+}
+
+impl StatsRow {
+    /// Errors as a fraction of requests (0 when there were none).
+    pub fn error_rate(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.requests as f64
+        }
+    }
+}
+
+/// A stats table: one row per group (days and hours oldest first, models busiest first) and
+/// the total over the same window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatsTable {
+    pub rows: Vec<StatsRow>,
+    pub total: StatsRow,
+}
+
+/// The aggregate query over `requests`, grouped by the SQL expression `group`. With a
+/// `label` expression, only rows whose label is at least `?2` count (the first day or hour of
+/// the window). Both are built here from constants, never from user text.
+fn aggregate_sql(group: &str, label: Option<&str>, order: &str) -> String {
+    let (label, window) = match label {
+        Some(label) => (label, "label >= ?2"),
+        None => ("NULL", "1"),
+    };
+    format!(
+        "WITH base AS ( \
+             SELECT {group} AS g, {label} AS label, success, latency_ms, input_tokens, \
+                    output_tokens, cache_read_tokens, cache_write_tokens, cost_usd \
+             FROM requests WHERE started_at >= ?1 \
+         ), windowed AS (SELECT * FROM base WHERE {window}), \
+         ranked AS ( \
+             SELECT *, row_number() OVER (PARTITION BY g, success ORDER BY latency_ms) AS rn, \
+                    count(*) OVER (PARTITION BY g, success) AS n \
+             FROM windowed \
+         ) \
+         SELECT g, count(*) AS requests, coalesce(sum(success = 0), 0) AS errors, \
+                coalesce(sum(input_tokens), 0) AS input_tokens, \
+                coalesce(sum(output_tokens), 0) AS output_tokens, \
+                coalesce(sum(cache_read_tokens), 0) AS cache_read_tokens, \
+                coalesce(sum(cache_write_tokens), 0) AS cache_write_tokens, \
+                coalesce(sum(cost_usd), 0.0) AS cost_usd, \
+                min(CASE WHEN success AND rn * 100 >= n * 50 THEN latency_ms END) AS p50, \
+                min(CASE WHEN success AND rn * 100 >= n * 95 THEN latency_ms END) AS p95 \
+         FROM ranked GROUP BY g ORDER BY {order}"
+    )
+}
+
+fn stats_row(row: &SqliteRow) -> Result<StatsRow, sqlx::Error> {
+    Ok(StatsRow {
+        key: row.try_get("g")?,
+        requests: row.try_get("requests")?,
+        errors: row.try_get("errors")?,
+        input_tokens: row.try_get("input_tokens")?,
+        output_tokens: row.try_get("output_tokens")?,
+        cache_read_tokens: row.try_get("cache_read_tokens")?,
+        cache_write_tokens: row.try_get("cache_write_tokens")?,
+        cost_usd: row.try_get("cost_usd")?,
+        p50_ms: row.try_get("p50")?,
+        p95_ms: row.try_get("p95")?,
+    })
+}
+
+fn empty_row(key: &str) -> StatsRow {
+    StatsRow {
+        key: key.to_owned(),
+        requests: 0,
+        errors: 0,
+        input_tokens: 0,
+        output_tokens: 0,
+        cache_read_tokens: 0,
+        cache_write_tokens: 0,
+        cost_usd: 0.0,
+        p50_ms: None,
+        p95_ms: None,
+    }
+}
+
+/// Requests, tokens, cost, errors and latency per day, hour or model, as of `now`.
+pub async fn stats(
+    db: &Db,
+    breakdown: Breakdown,
+    zone: Zone,
+    now: Millis,
+) -> Result<StatsTable, AnalyticsError> {
+    let zone = zone.modifier();
+    // Days and hours are chosen by their label, which is what makes "the last 7 days" whole
+    // local days; the `started_at` bound (with slack for the zone's offset) only lets SQLite
+    // use its index.
+    let (label_format, span, count, unit) = match breakdown {
+        Breakdown::Daily { days } => ("%Y-%m-%d", DAY_MS, days.max(1), "days"),
+        Breakdown::Hourly { hours } => ("%Y-%m-%d %H:00", HOUR_MS, hours.max(1), "hours"),
+        Breakdown::Models { .. } => ("", 0, 0, ""),
+    };
+    let (group, label, lower, order) = match breakdown {
+        Breakdown::Models { since } => (
+            "coalesce(model, '(none)')".to_owned(),
+            None,
+            since,
+            "requests DESC, g",
+        ),
+        _ => {
+            let label =
+                format!("strftime('{label_format}', started_at / 1000, 'unixepoch', {zone})");
+            let lower = now.saturating_sub(i64::from(count) * span + DAY_MS);
+            (label.clone(), Some(label), lower, "g")
+        }
+    };
+    let first_label: Option<String> = match label {
+        Some(_) => Some(
+            sqlx::query_scalar(&format!(
+                "SELECT strftime('{label_format}', ?1 / 1000, 'unixepoch', {zone}, '-{} {unit}')",
+                count - 1
+            ))
+            .bind(now)
+            .fetch_one(db.pool())
+            .await?,
+        ),
+        None => None,
+    };
+    let rows = sqlx::query(&aggregate_sql(&group, label.as_deref(), order))
+        .bind(lower)
+        .bind(&first_label)
+        .fetch_all(db.pool())
+        .await?
+        .iter()
+        .map(stats_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let total = sqlx::query(&aggregate_sql("'total'", label.as_deref(), "g"))
+        .bind(lower)
+        .bind(&first_label)
+        .fetch_optional(db.pool())
+        .await?;
+    let total = match total {
+        Some(row) => stats_row(&row)?,
+        None => empty_row("total"),
+    };
+    Ok(StatsTable { rows, total })
+}
+
+/// Which requests `logs` shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    /// Only requests that did not succeed.
+    pub errors_only: bool,
+    /// A model name or the start of one (`claude-sonnet` matches every Sonnet).
+    pub model: Option<String>,
+    /// An account name, exactly.
+    pub account: Option<String>,
+    /// Only requests started at or after this time.
+    pub since: Option<Millis>,
+}
+
+/// One request as the log shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogEntry {
+    /// Position in the order rows were recorded (SQLite's rowid); what following resumes from.
+    #[serde(skip)]
+    pub seq: i64,
+    pub id: String,
+    pub started_at: Millis,
+    pub method: String,
+    pub path: String,
+    pub model: Option<String>,
+    pub account: Option<String>,
+    pub status: i64,
+    pub success: bool,
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+    pub attempts: i64,
+    pub latency_ms: i64,
+    pub ttfb_ms: Option<i64>,
+    pub streamed: bool,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub cost_usd: f64,
+}
+
+const LOG_COLUMNS: &str = "rowid AS seq, id, started_at, method, path, model, account_name, \
+    status, success, error_type, error_message, attempts, latency_ms, ttfb_ms, streamed, \
+    input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd";
+
+/// The filter as SQL over parameters ?1 to ?4 (see [`bind_filter`]).
+const LOG_FILTER: &str = "(?1 = 0 OR success = 0) \
+    AND (?2 IS NULL OR substr(model, 1, length(?2)) = ?2) \
+    AND (?3 IS NULL OR account_name = ?3) \
+    AND (?4 IS NULL OR started_at >= ?4)";
+
+fn log_entry(row: &SqliteRow) -> Result<LogEntry, sqlx::Error> {
+    Ok(LogEntry {
+        seq: row.try_get("seq")?,
+        id: row.try_get("id")?,
+        started_at: row.try_get("started_at")?,
+        method: row.try_get("method")?,
+        path: row.try_get("path")?,
+        model: row.try_get("model")?,
+        account: row.try_get("account_name")?,
+        status: row.try_get("status")?,
+        success: row.try_get("success")?,
+        error_type: row.try_get("error_type")?,
+        error_message: row.try_get("error_message")?,
+        attempts: row.try_get("attempts")?,
+        latency_ms: row.try_get("latency_ms")?,
+        ttfb_ms: row.try_get("ttfb_ms")?,
+        streamed: row.try_get("streamed")?,
+        input_tokens: row.try_get("input_tokens")?,
+        output_tokens: row.try_get("output_tokens")?,
+        cache_read_tokens: row.try_get("cache_read_tokens")?,
+        cache_write_tokens: row.try_get("cache_write_tokens")?,
+        cost_usd: row.try_get("cost_usd")?,
+    })
+}
+
+/// The newest `limit` requests that pass `filter`, oldest first, in the order they were
+/// recorded. Recording order (a request is written when it ends) is also the order
+/// [`requests_after`] follows, so a long stream that started before a short request but ended
+/// after it is neither lost nor shown twice.
+pub async fn recent_requests(
+    db: &Db,
+    filter: &LogFilter,
+    limit: u32,
+) -> Result<Vec<LogEntry>, AnalyticsError> {
+    let sql = format!(
+        "SELECT {LOG_COLUMNS} FROM requests WHERE {LOG_FILTER} ORDER BY rowid DESC LIMIT ?5"
+    );
+    let mut entries = sqlx::query(&sql)
+        .bind(filter.errors_only)
+        .bind(&filter.model)
+        .bind(&filter.account)
+        .bind(filter.since)
+        .bind(i64::from(limit))
+        .fetch_all(db.pool())
+        .await?
+        .iter()
+        .map(log_entry)
+        .collect::<Result<Vec<_>, _>>()?;
+    entries.reverse();
+    Ok(entries)
+}
+
+/// Requests recorded after position `after` (a [`LogEntry::seq`] or [`last_seq`]) that pass
+/// `filter`, in recording order, at most `limit`.
+pub async fn requests_after(
+    db: &Db,
+    filter: &LogFilter,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<LogEntry>, AnalyticsError> {
+    let sql = format!(
+        "SELECT {LOG_COLUMNS} FROM requests WHERE rowid > ?5 AND {LOG_FILTER} \
+         ORDER BY rowid LIMIT ?6"
+    );
+    let entries = sqlx::query(&sql)
+        .bind(filter.errors_only)
+        .bind(&filter.model)
+        .bind(&filter.account)
+        .bind(filter.since)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(db.pool())
+        .await?
+        .iter()
+        .map(log_entry)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(entries)
+}
+
+/// The position of the last recorded request (0 when there is none): following from here
+/// shows only what is recorded from now on.
+pub async fn last_seq(db: &Db) -> Result<i64, AnalyticsError> {
+    Ok(
+        sqlx::query_scalar("SELECT coalesce(max(rowid), 0) FROM requests")
+            .fetch_one(db.pool())
+            .await?,
+    )
+}
+
+/// What `doctor` reads about the database file itself.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DatabaseFacts {
+    /// Applied migrations, in order (opening the database applies pending ones).
+    pub migrations: Vec<i64>,
+    /// `PRAGMA integrity_check`: `["ok"]` for a sound file, else one line per problem.
+    pub integrity: Vec<String>,
+    pub request_rows: i64,
+}
+
+/// Reads the applied migrations, runs SQLite's integrity check and counts request rows.
+pub async fn database_facts(db: &Db) -> Result<DatabaseFacts, AnalyticsError> {
+    let migrations = sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+        .fetch_all(db.pool())
+        .await?;
+    let integrity = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_all(db.pool())
+        .await?;
+    let request_rows = sqlx::query_scalar("SELECT count(*) FROM requests")
+        .fetch_one(db.pool())
+        .await?;
+    Ok(DatabaseFacts {
+        migrations,
+        integrity,
+        request_rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ccflare_core::record::RequestRecord;
+    use ccflare_core::usage::Usage;
+    use ccflare_storage::Writer;
+
+    /// 2026-11-26T10:00:00Z.
+    const NOW: Millis = 1_795_687_200_000;
+    const MIN: Millis = 60_000;
+
+    struct Row {
+        at: Millis,
+        model: &'static str,
+        account: &'static str,
+        latency: i64,
+        ok: bool,
+    }
+
+    fn row(at: Millis, model: &'static str, latency: i64, ok: bool) -> Row {
+        Row {
+            at,
+            model,
+            account: "one",
+            latency,
+            ok,
+        }
+    }
+
+    async fn db_with(rows: &[Row]) -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_path(&dir.path().join("s.db")).await.unwrap();
+        let writer = Writer::spawn(db.clone());
+        let handle = writer.handle();
+        for (i, r) in rows.iter().enumerate() {
+            handle.record(RequestRecord {
+                id: format!("r{i}"),
+                started_at: r.at,
+                method: "POST".into(),
+                path: "/v1/messages".into(),
+                model: Some(r.model.into()),
+                account_name: Some(r.account.into()),
+                status: if r.ok { 200 } else { 529 },
+                success: r.ok,
+                error_type: (!r.ok).then(|| "overloaded_error".into()),
+                latency_ms: r.latency,
+                usage: Usage {
+                    input_tokens: 10,
+                    output_tokens: 20,
+                    cache_read_input_tokens: 30,
+                    cache_creation_input_tokens: 40,
+                    ..Default::default()
+                },
+                cost_usd: 0.25,
+                ..Default::default()
+            });
+        }
+        writer.close().await;
+        (dir, db)
+    }
+
+    #[tokio::test]
+    async fn daily_rows_are_whole_days_with_percentiles_of_successes() {
+        let mut rows: Vec<Row> = (1..=20)
+            .map(|i| row(NOW - i * MIN, "claude-haiku-4-5", i * 100, true))
+            .collect();
+        rows.push(row(NOW - 5 * MIN, "claude-haiku-4-5", 1, false));
+        rows.push(row(NOW - DAY_MS, "claude-sonnet-4-5", 700, true));
+        // Eight days ago: outside a seven-day table.
+        rows.push(row(NOW - 8 * DAY_MS, "claude-sonnet-4-5", 700, true));
+        let (_dir, db) = db_with(&rows).await;
+        let table = stats(&db, Breakdown::Daily { days: 7 }, Zone::Utc, NOW)
+            .await
+            .unwrap();
+        let keys: Vec<_> = table.rows.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(keys, ["2026-11-25", "2026-11-26"]);
+        let today = &table.rows[1];
+        assert_eq!((today.requests, today.errors), (21, 1));
+        assert_eq!(
+            (
+                today.input_tokens,
+                today.output_tokens,
+                today.cache_read_tokens
+            ),
+            (210, 420, 630)
+        );
+        assert_eq!(today.cache_write_tokens, 840);
+        // Nearest rank over the 20 successes: 10th and 19th of 100..2000.
+        assert_eq!((today.p50_ms, today.p95_ms), (Some(1000), Some(1900)));
+        assert!((today.cost_usd - 5.25).abs() < 1e-9);
+        assert_eq!((table.total.requests, table.total.errors), (22, 1));
+        assert_eq!(table.total.key, "total");
+
+        let one_day = stats(&db, Breakdown::Daily { days: 1 }, Zone::Utc, NOW)
+            .await
+            .unwrap();
+        assert_eq!(one_day.rows.len(), 1);
+        assert_eq!(one_day.total.requests, 21);
+    }
+
+    #[tokio::test]
+    async fn hourly_and_model_breakdowns() {
+        let (_dir, db) = db_with(&[
+            row(NOW - 10 * MIN, "claude-haiku-4-5", 100, true),
+            row(NOW - 70 * MIN, "claude-sonnet-4-5", 200, true),
+            row(NOW - 71 * MIN, "claude-sonnet-4-5", 300, false),
+            row(NOW - 5 * HOUR_MS, "claude-opus-4-1", 400, true),
+        ])
+        .await;
+        let hourly = stats(&db, Breakdown::Hourly { hours: 3 }, Zone::Utc, NOW)
+            .await
+            .unwrap();
+        let keys: Vec<_> = hourly.rows.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(keys, ["2026-11-26 08:00", "2026-11-26 09:00"]);
+        assert_eq!(hourly.total.requests, 3);
+        assert_eq!(hourly.rows[0].error_rate(), 0.5);
+
+        let models = stats(&db, Breakdown::Models { since: 0 }, Zone::Utc, NOW)
+            .await
+            .unwrap();
+        let keys: Vec<_> = models
+            .rows
+            .iter()
+            .map(|r| (r.key.as_str(), r.requests))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("claude-sonnet-4-5", 2),
+                ("claude-haiku-4-5", 1),
+                ("claude-opus-4-1", 1)
+            ]
+        );
+        assert_eq!(models.total.requests, 4);
+        let empty = stats(&db, Breakdown::Models { since: NOW }, Zone::Utc, NOW)
+            .await
+            .unwrap();
+        assert!(empty.rows.is_empty());
+        assert_eq!((empty.total.requests, empty.total.p50_ms), (0, None));
+    }
+
+    #[tokio::test]
+    async fn the_log_filters_and_follows_in_recording_order() {
+        let mut rows = vec![
+            row(NOW - 3 * MIN, "claude-haiku-4-5", 100, true),
+            row(NOW - 2 * MIN, "claude-sonnet-4-5", 100, false),
+            row(NOW - MIN, "claude-sonnet-4-5-20250929", 100, true),
+        ];
+        rows[2].account = "two";
+        let (_dir, db) = db_with(&rows).await;
+        let all = LogFilter::default();
+        let ids = |entries: Vec<LogEntry>| entries.into_iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(recent_requests(&db, &all, 2).await.unwrap()),
+            ["r1", "r2"]
+        );
+        let sonnet = LogFilter {
+            model: Some("claude-sonnet".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(recent_requests(&db, &sonnet, 10).await.unwrap()),
+            ["r1", "r2"]
+        );
+        let errors = LogFilter {
+            errors_only: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(recent_requests(&db, &errors, 10).await.unwrap()),
+            ["r1"]
+        );
+        let two = LogFilter {
+            account: Some("two".into()),
+            since: Some(NOW - 90_000),
+            ..Default::default()
+        };
+        assert_eq!(ids(recent_requests(&db, &two, 10).await.unwrap()), ["r2"]);
+
+        let first = recent_requests(&db, &all, 1).await.unwrap();
+        assert_eq!(last_seq(&db).await.unwrap(), first[0].seq);
+        let after_first = requests_after(&db, &all, first[0].seq - 2, 10)
+            .await
+            .unwrap();
+        assert_eq!(ids(after_first), ["r1", "r2"]);
+        assert!(
+            requests_after(&db, &all, first[0].seq, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn database_facts_of_a_fresh_file() {
+        let (_dir, db) = db_with(&[]).await;
+        let facts = database_facts(&db).await.unwrap();
+        assert_eq!(facts.integrity, ["ok"]);
+        assert_eq!(facts.request_rows, 0);
+        assert!(
+            facts.migrations.starts_with(&[1, 2]),
+            "{:?}",
+            facts.migrations
+        );
+    }
+}
