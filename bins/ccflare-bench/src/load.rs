@@ -1,0 +1,294 @@
+//! The load generator. Open loop: requests start on a fixed schedule whatever the answers do,
+//! and each latency is measured from the request's *intended* start, so a stalled server makes
+//! every request scheduled behind the stall slow too (no coordinated omission). A closed loop
+//! (a fixed number of workers sending back to back) is used only to probe the highest rate.
+//!
+//! The schedule is kept by a dedicated thread that sleeps with the OS's precision (tens of
+//! microseconds) rather than the runtime timer's millisecond ticks, and hands each request to
+//! the runtime as a task.
+
+use crate::stats::{PhaseData, Sample};
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A client whose pool keeps up to `connections` idle connections, so a phase reuses them
+/// instead of paying a connect per request.
+pub fn client(connections: usize) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(connections)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
+
+/// What a complete answer looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// A whole JSON body.
+    Json,
+    /// An SSE stream that ends with `message_stop`.
+    Stream,
+}
+
+/// One kind of request, sent many times.
+#[derive(Debug, Clone)]
+pub struct RequestSpec {
+    pub uri: Uri,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+    pub expect: Expect,
+    /// Longest a request may take, headers to last byte.
+    pub timeout: Duration,
+}
+
+impl RequestSpec {
+    fn request(&self) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(self.body.clone()));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.uri.clone();
+        let headers = request.headers_mut();
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        request
+    }
+}
+
+/// Sends one request and reads its answer to the end.
+async fn one(client: &HttpClient, spec: &RequestSpec, intended: Instant) -> Sample {
+    let started = Instant::now();
+    let mut sample = Sample {
+        latency: Duration::ZERO,
+        ttfb: None,
+        lag: started.saturating_duration_since(intended),
+        bytes: 0,
+        error: None,
+        request_id: None,
+    };
+    let exchanged = tokio::time::timeout(spec.timeout, exchange(client, spec, &mut sample)).await;
+    let ended = Instant::now();
+    sample.latency = ended.saturating_duration_since(intended);
+    match exchanged {
+        Ok(Ok(first_byte)) => {
+            sample.ttfb = first_byte.map(|at| at.saturating_duration_since(intended));
+        }
+        Ok(Err(kind)) => sample.error = Some(kind),
+        Err(_) => sample.error = Some("timeout".into()),
+    }
+    sample
+}
+
+/// The request/answer exchange; returns when the first body byte came.
+async fn exchange(
+    client: &HttpClient,
+    spec: &RequestSpec,
+    sample: &mut Sample,
+) -> Result<Option<Instant>, String> {
+    let response = client.request(spec.request()).await.map_err(|error| {
+        if error.is_connect() {
+            "connect failed".to_owned()
+        } else {
+            "request failed".to_owned()
+        }
+    })?;
+    sample.request_id = response
+        .headers()
+        .get("x-ccflare-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let status = response.status();
+    let mut body = response.into_body();
+    let mut first_byte = None;
+    // The last bytes seen, to check the ending without keeping the body.
+    let mut tail = BytesMut::with_capacity(128);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| "body broken".to_owned())?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        first_byte.get_or_insert_with(Instant::now);
+        sample.bytes += data.len() as u64;
+        if data.len() >= 64 {
+            tail.clear();
+            tail.extend_from_slice(&data[data.len() - 64..]);
+        } else {
+            tail.extend_from_slice(&data);
+            if tail.len() > 64 {
+                let excess = tail.len() - 64;
+                let _ = tail.split_to(excess);
+            }
+        }
+    }
+    if !status.is_success() {
+        return Err(format!("status {}", status.as_u16()));
+    }
+    let complete = match spec.expect {
+        Expect::Json => tail.trim_ascii_end().ends_with(b"}"),
+        Expect::Stream => tail.windows(12).any(|w| w == b"message_stop"),
+    };
+    if !complete {
+        return Err(match spec.expect {
+            Expect::Json => "incomplete JSON body".into(),
+            Expect::Stream => "stream without message_stop".into(),
+        });
+    }
+    Ok(first_byte)
+}
+
+struct Shared {
+    samples: Mutex<Vec<Sample>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    not_sent: AtomicUsize,
+}
+
+impl Shared {
+    fn push(&self, sample: Sample) {
+        self.samples
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(sample);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Sends `count` requests at `rate` per second, open loop, and waits for every answer (each
+/// bounded by the spec's timeout). At most `max_in_flight` run at once; requests beyond that
+/// are counted as not sent rather than queued, so the generator cannot run out of sockets.
+pub async fn open_loop(
+    client: &HttpClient,
+    spec: &RequestSpec,
+    rate: f64,
+    count: u64,
+    max_in_flight: usize,
+) -> PhaseData {
+    let shared = Arc::new(Shared {
+        samples: Mutex::new(Vec::with_capacity(count as usize)),
+        in_flight: AtomicUsize::new(0),
+        max_in_flight: AtomicUsize::new(0),
+        not_sent: AtomicUsize::new(0),
+    });
+    let runtime = tokio::runtime::Handle::current();
+    // A few milliseconds of slack so the first request is not already late.
+    let start = Instant::now() + Duration::from_millis(5);
+    let interval = 1.0 / rate.max(0.001);
+    let dispatcher = {
+        let shared = shared.clone();
+        let client = client.clone();
+        let spec = Arc::new(spec.clone());
+        tokio::task::spawn_blocking(move || {
+            for i in 0..count {
+                let intended = start + Duration::from_secs_f64(i as f64 * interval);
+                let now = Instant::now();
+                if intended > now {
+                    // This is a dedicated blocking-pool thread, not a runtime worker: sleeping
+                    // here is how the schedule gets sub-millisecond precision.
+                    #[allow(clippy::disallowed_methods)]
+                    std::thread::sleep(intended - now);
+                }
+                let in_flight = shared.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+                if in_flight > max_in_flight {
+                    shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    shared.not_sent.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                shared.max_in_flight.fetch_max(in_flight, Ordering::Relaxed);
+                let shared = shared.clone();
+                let client = client.clone();
+                let spec = spec.clone();
+                runtime.spawn(async move {
+                    let sample = one(&client, &spec, intended).await;
+                    shared.push(sample);
+                });
+            }
+        })
+    };
+    let _ = dispatcher.await;
+    // Every request has its own timeout, so this ends; the bound is a second line of defence.
+    let deadline = Instant::now() + spec.timeout + Duration::from_secs(5);
+    while shared.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let wall = start.elapsed();
+    let samples = std::mem::take(
+        &mut *shared
+            .samples
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
+    let mut data = PhaseData {
+        samples,
+        not_sent: shared.not_sent.load(Ordering::Relaxed) as u64,
+        target_rate: rate,
+        wall,
+        max_in_flight: shared.max_in_flight.load(Ordering::Relaxed),
+    };
+    // Requests still running past the deadline (should never happen) count as errors.
+    let unfinished = shared.in_flight.load(Ordering::Acquire);
+    for _ in 0..unfinished {
+        data.samples.push(Sample {
+            latency: wall,
+            ttfb: None,
+            lag: Duration::ZERO,
+            bytes: 0,
+            error: Some("unfinished at the deadline".into()),
+            request_id: None,
+        });
+    }
+    data
+}
+
+/// `workers` requests in flight at all times for `duration`: the most the target serves. Used
+/// to find the burst rate; its latencies are not reported (a closed loop hides them).
+pub async fn closed_loop(
+    client: &HttpClient,
+    spec: &RequestSpec,
+    workers: usize,
+    duration: Duration,
+) -> PhaseData {
+    let start = Instant::now();
+    let stop_at = start + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let client = client.clone();
+        let spec = spec.clone();
+        tasks.spawn(async move {
+            let mut samples = Vec::new();
+            // Bounded by time, and by count as a guard against a clock that does not move.
+            for _ in 0..10_000_000u64 {
+                if Instant::now() >= stop_at {
+                    break;
+                }
+                samples.push(one(&client, &spec, Instant::now()).await);
+            }
+            samples
+        });
+    }
+    let mut data = PhaseData {
+        max_in_flight: workers,
+        ..PhaseData::default()
+    };
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok(samples) = joined {
+            data.samples.extend(samples);
+        }
+    }
+    data.wall = start.elapsed();
+    data.target_rate = data.sent() as f64 / data.wall.as_secs_f64().max(1e-9);
+    data
+}

@@ -1,0 +1,545 @@
+//! The scenarios of issue 6 and the plan that sizes them (standard or smoke). Each scenario
+//! runs the same requests directly against the mock and then through the proxy, in the same
+//! run, and measures the proxy process while the load goes through it.
+
+use crate::load::{self, Expect, HttpClient, RequestSpec};
+use crate::procfs::{self, RssSampler};
+use crate::report::{ProxyUsage, ScenarioReport};
+use crate::stats::PhaseData;
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use ccflare_mock::{Fault, MockUpstream};
+use clap::ValueEnum;
+use http::header::{HeaderName, HeaderValue};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Non-streaming Messages requests at a fixed rate.
+    Json,
+    /// Streaming requests (20 SSE events each) at a fixed rate.
+    Stream,
+    /// One 100 MB stream: throughput, and whether the proxy's memory stays flat.
+    #[value(name = "stream-100mb")]
+    Stream100mb,
+    /// 1,000 concurrent slow streams: the memory ceiling.
+    SlowStreams,
+    /// 5 s at the highest rate the machine sustains; then every request must have its row.
+    Burst,
+    /// Three accounts, one answering 429 and one 529: clients must see no errors.
+    Failover,
+}
+
+impl Scenario {
+    /// The standard set, in the order it runs. The burst goes last but one, failover before
+    /// it: the row check after the run covers every request anyway.
+    pub const ALL: [Scenario; 6] = [
+        Scenario::Json,
+        Scenario::Stream,
+        Scenario::Stream100mb,
+        Scenario::SlowStreams,
+        Scenario::Failover,
+        Scenario::Burst,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Json => "json",
+            Scenario::Stream => "stream",
+            Scenario::Stream100mb => "stream-100mb",
+            Scenario::SlowStreams => "slow-streams",
+            Scenario::Burst => "burst",
+            Scenario::Failover => "failover",
+        }
+    }
+}
+
+/// How big each scenario is.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Requests per second of the fixed-rate scenarios (json, stream, failover).
+    pub rate: f64,
+    /// Measured load per side of a fixed-rate scenario, split into `segments` that alternate
+    /// direct and through, so drift in the machine's load hits both sides alike.
+    pub duration: Duration,
+    pub segments: u32,
+    /// Unmeasured load per side before measuring, to open pooled connections.
+    pub warmup: Duration,
+    pub big_stream_bytes: u64,
+    pub slow_streams: u64,
+    /// Gap between the SSE events of a slow stream (20 events, so 19 gaps).
+    pub slow_gap: Duration,
+    /// Streams opened per second in the slow-streams scenario.
+    pub slow_open_rate: f64,
+    pub burst: Duration,
+    /// Closed-loop probe that finds the burst rate.
+    pub probe: Duration,
+    pub probe_workers: usize,
+    /// The burst runs at this share of the probed capacity: at 100 % an open loop only queues.
+    pub burst_share: f64,
+}
+
+impl Plan {
+    pub fn standard() -> Plan {
+        Plan {
+            rate: 1000.0,
+            duration: Duration::from_secs(10),
+            segments: 2,
+            warmup: Duration::from_secs(1),
+            big_stream_bytes: 100 << 20,
+            slow_streams: 1000,
+            slow_gap: Duration::from_millis(250),
+            slow_open_rate: 1000.0,
+            burst: Duration::from_secs(5),
+            probe: Duration::from_secs(2),
+            probe_workers: 64,
+            burst_share: 0.9,
+        }
+    }
+
+    /// Every scenario in miniature: a few seconds in all, for CI.
+    pub fn smoke() -> Plan {
+        Plan {
+            rate: 100.0,
+            duration: Duration::from_millis(500),
+            segments: 1,
+            warmup: Duration::from_millis(100),
+            big_stream_bytes: 4 << 20,
+            slow_streams: 50,
+            slow_gap: Duration::from_millis(20),
+            slow_open_rate: 500.0,
+            burst: Duration::from_millis(500),
+            probe: Duration::from_millis(300),
+            probe_workers: 8,
+            burst_share: 0.9,
+        }
+    }
+}
+
+/// Fourteen words: with `message_start`, `content_block_start`, `ping`, `content_block_stop`,
+/// `message_delta` and `message_stop` the mock streams exactly 20 events.
+const TEXT: &str = "The quick brown fox jumps over the lazy dog while five wizards box quickly.";
+
+/// A Messages request of about a kilobyte, the size of a short chat turn.
+fn request_body(stream: bool) -> Bytes {
+    let question = "Summarise the trade-offs between open-loop and closed-loop load generation \
+                    for measuring the latency a reverse proxy adds, and explain coordinated \
+                    omission with a short example. "
+        .repeat(3);
+    let body = serde_json::json!({
+        "model": "claude-haiku-4-5",
+        "max_tokens": 1024,
+        "stream": stream,
+        "system": "You are a concise assistant that answers engineering questions.",
+        "messages": [{ "role": "user", "content": question }],
+    });
+    Bytes::from(body.to_string())
+}
+
+/// What to ask the mock for.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    Json,
+    Stream,
+    Big(u64),
+    Slow(Duration),
+}
+
+/// The three account keys the server is started with, in routing order.
+pub fn account_keys() -> Vec<String> {
+    ["a", "b", "c"]
+        .iter()
+        .map(|name| format!("sk-ant-api03-bench-{name}-0123456789abcdefghijklmnop"))
+        .collect()
+}
+
+/// What a client sends through the proxy as its own key; the proxy replaces it.
+const CLIENT_KEY: &str = "sk-ant-api03-bench-client-key-is-replaced";
+
+pub struct Bench {
+    pub plan: Plan,
+    pub mock: MockUpstream,
+    pub mock_url: String,
+    pub proxy_url: String,
+    pub proxy_pid: Option<u32>,
+    pub keys: Vec<String>,
+    pub ticks_per_second: u64,
+    pub max_in_flight: usize,
+    /// Every request sent through the proxy, for the row check.
+    pub through_sent: u64,
+    pub through_ids: Vec<String>,
+}
+
+/// Measures the proxy process across a scenario: peak memory and CPU per request.
+struct Meter {
+    pid: Option<u32>,
+    sampler: Option<RssSampler>,
+    before_kb: u64,
+    peak_reset: bool,
+    ticks: u64,
+    requests: u64,
+    running_since: Option<u64>,
+}
+
+impl Meter {
+    fn begin(pid: Option<u32>, period: Duration) -> Meter {
+        let peak_reset = pid.is_some_and(procfs::reset_peak);
+        Meter {
+            pid,
+            sampler: pid.map(|pid| RssSampler::start(pid, period)),
+            before_kb: pid.and_then(procfs::rss_kb).unwrap_or(0),
+            peak_reset,
+            ticks: 0,
+            requests: 0,
+            running_since: None,
+        }
+    }
+
+    fn resume(&mut self) {
+        self.running_since = self.pid.and_then(procfs::cpu_ticks);
+    }
+
+    fn pause(&mut self, requests: u64) {
+        if let (Some(start), Some(now)) = (
+            self.running_since.take(),
+            self.pid.and_then(procfs::cpu_ticks),
+        ) {
+            self.ticks += now.saturating_sub(start);
+        }
+        self.requests += requests;
+    }
+
+    async fn end(self, ticks_per_second: u64) -> Option<ProxyUsage> {
+        let pid = self.pid?;
+        let (sampled_max, series) = match self.sampler {
+            Some(sampler) => sampler.stop().await,
+            None => (0, Vec::new()),
+        };
+        let hwm = if self.peak_reset {
+            procfs::peak_rss_kb(pid).unwrap_or(0)
+        } else {
+            0
+        };
+        let after = procfs::rss_kb(pid).unwrap_or(0);
+        let mb = |kb: u64| kb as f64 / 1024.0;
+        let cpu_s_per_1000 = (self.requests > 0)
+            .then(|| self.ticks as f64 / ticks_per_second as f64 / self.requests as f64 * 1000.0);
+        Some(ProxyUsage {
+            peak_rss_mb: mb(hwm.max(sampled_max)),
+            rss_before_mb: mb(self.before_kb),
+            rss_after_mb: mb(after),
+            cpu_s_per_1000,
+            samples: series.len(),
+        })
+    }
+}
+
+impl Bench {
+    fn spec(&self, through: bool, key: &str, shape: Shape) -> Result<RequestSpec> {
+        let base = if through {
+            &self.proxy_url
+        } else {
+            &self.mock_url
+        };
+        let uri = format!("{}/v1/messages", base.trim_end_matches('/'))
+            .parse()
+            .with_context(|| format!("building a URL from {base}"))?;
+        let key = if through { CLIENT_KEY } else { key };
+        let mut headers = vec![
+            (
+                HeaderName::from_static("x-api-key"),
+                HeaderValue::from_str(key)?,
+            ),
+            (
+                HeaderName::from_static("anthropic-version"),
+                HeaderValue::from_static("2023-06-01"),
+            ),
+            (
+                HeaderName::from_static("content-type"),
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                HeaderName::from_static("x-mock-text"),
+                HeaderValue::from_static(TEXT),
+            ),
+        ];
+        let (stream, expect, timeout) = match shape {
+            Shape::Json => (false, Expect::Json, Duration::from_secs(30)),
+            Shape::Stream => (true, Expect::Stream, Duration::from_secs(30)),
+            Shape::Big(bytes) => {
+                headers.push((
+                    HeaderName::from_static("x-mock-stream-bytes"),
+                    HeaderValue::from(bytes),
+                ));
+                (true, Expect::Stream, Duration::from_secs(300))
+            }
+            Shape::Slow(gap) => {
+                headers.push((
+                    HeaderName::from_static("x-mock-chunk-delay-ms"),
+                    HeaderValue::from(gap.as_millis() as u64),
+                ));
+                (true, Expect::Stream, gap * 20 + Duration::from_secs(60))
+            }
+        };
+        Ok(RequestSpec {
+            uri,
+            headers,
+            body: request_body(stream),
+            expect,
+            timeout,
+        })
+    }
+
+    fn count(&self, seconds: f64, rate: f64) -> u64 {
+        (seconds * rate).round().max(1.0) as u64
+    }
+
+    /// An open-loop phase through the proxy, counted for the row check.
+    async fn through(
+        &mut self,
+        client: &HttpClient,
+        spec: &RequestSpec,
+        rate: f64,
+        count: u64,
+    ) -> PhaseData {
+        let data = load::open_loop(client, spec, rate, count, self.max_in_flight).await;
+        self.note_through(&data);
+        data
+    }
+
+    fn note_through(&mut self, data: &PhaseData) {
+        self.through_sent += data.sent();
+        self.through_ids
+            .extend(data.samples.iter().filter_map(|s| s.request_id.clone()));
+    }
+
+    pub async fn run(&mut self, scenario: Scenario) -> Result<ScenarioReport> {
+        match scenario {
+            Scenario::Json => {
+                let description = format!(
+                    "non-streaming Messages requests (~{} B body), {} req/s open loop",
+                    request_body(false).len(),
+                    self.plan.rate
+                );
+                self.fixed_rate("json", description, Shape::Json, 0).await
+            }
+            Scenario::Stream => {
+                let description = format!(
+                    "streaming requests, 20 SSE events each sent back to back, {} req/s",
+                    self.plan.rate
+                );
+                self.fixed_rate("stream", description, Shape::Stream, 0)
+                    .await
+            }
+            Scenario::Failover => self.failover().await,
+            Scenario::Stream100mb => self.big_stream().await,
+            Scenario::SlowStreams => self.slow_streams().await,
+            Scenario::Burst => self.burst().await,
+        }
+    }
+
+    /// Warm-up, then `segments` rounds of direct then through at the plan's rate.
+    async fn fixed_rate(
+        &mut self,
+        name: &str,
+        description: String,
+        shape: Shape,
+        direct_key: usize,
+    ) -> Result<ScenarioReport> {
+        let rate = self.plan.rate;
+        let direct_spec = self.spec(false, &self.keys[direct_key].clone(), shape)?;
+        let through_spec = self.spec(true, "", shape)?;
+        let direct_client = load::client(256);
+        let through_client = load::client(256);
+        let warm = self.count(self.plan.warmup.as_secs_f64(), rate);
+        load::open_loop(&direct_client, &direct_spec, rate, warm, self.max_in_flight).await;
+        self.through(&through_client, &through_spec, rate, warm)
+            .await;
+
+        let segments = self.plan.segments.max(1);
+        let per_segment = self.count(self.plan.duration.as_secs_f64() / f64::from(segments), rate);
+        let mut meter = Meter::begin(self.proxy_pid, Duration::from_millis(20));
+        let mut direct = PhaseData::default();
+        let mut through = PhaseData::default();
+        for _ in 0..segments {
+            direct.merge(
+                load::open_loop(
+                    &direct_client,
+                    &direct_spec,
+                    rate,
+                    per_segment,
+                    self.max_in_flight,
+                )
+                .await,
+            );
+            meter.resume();
+            let data = self
+                .through(&through_client, &through_spec, rate, per_segment)
+                .await;
+            meter.pause(data.sent());
+            through.merge(data);
+        }
+        let usage = meter.end(self.ticks_per_second).await;
+        Ok(ScenarioReport::new(
+            name,
+            description,
+            Some(direct.summary()),
+            Some(through.summary()),
+            usage,
+        ))
+    }
+
+    async fn failover(&mut self) -> Result<ScenarioReport> {
+        // A 429 without rate-limit headers does not bench the account, so *every* request
+        // that the session strategy sends to the first account fails over: the worst case.
+        // The 529 benches the second account for 15 s each time it is tried.
+        self.mock.set_sticky_fault(
+            &self.keys[0],
+            Some(Fault::RateLimited {
+                retry_after: None,
+                reset: None,
+            }),
+        );
+        self.mock
+            .set_sticky_fault(&self.keys[1], Some(Fault::Overloaded));
+        let description = format!(
+            "three accounts: the first answers every request with 429 (no rate-limit headers, so \
+             it is never benched and every request fails over), the second 529 (benched 15 s at \
+             a time), the third serves; JSON requests at {} req/s. Direct = the serving account \
+             alone, so the overhead includes the failed attempts",
+            self.plan.rate
+        );
+        let result = self
+            .fixed_rate("failover", description, Shape::Json, 2)
+            .await;
+        self.mock.set_sticky_fault(&self.keys[0], None);
+        self.mock.set_sticky_fault(&self.keys[1], None);
+        result
+    }
+
+    async fn big_stream(&mut self) -> Result<ScenarioReport> {
+        let bytes = self.plan.big_stream_bytes;
+        let shape = Shape::Big(bytes);
+        let direct_spec = self.spec(false, &self.keys[0].clone(), shape)?;
+        let through_spec = self.spec(true, "", shape)?;
+        let client = load::client(4);
+        let direct = load::open_loop(&client, &direct_spec, 1.0, 1, 4).await;
+        let mut meter = Meter::begin(self.proxy_pid, Duration::from_millis(5));
+        meter.resume();
+        let through = self.through(&client, &through_spec, 1.0, 1).await;
+        meter.pause(1);
+        let usage = meter.end(self.ticks_per_second).await;
+        let mut report = ScenarioReport::new(
+            "stream-100mb",
+            format!(
+                "one stream of {} MiB ({} text deltas of 1 KiB) read as fast as the client can",
+                bytes >> 20,
+                bytes.div_ceil(1024)
+            ),
+            Some(direct.summary()),
+            Some(through.summary()),
+            usage,
+        );
+        for (path, phase) in [("direct", &report.direct), ("ccflare", &report.through)] {
+            if let Some(phase) = phase
+                && phase.latency_ms.max > 0.0
+            {
+                let mb_per_s = phase.bytes as f64 / 1e6 / (phase.latency_ms.max / 1000.0);
+                report.notes.push(format!("{path}: {mb_per_s:.0} MB/s"));
+            }
+        }
+        Ok(report)
+    }
+
+    async fn slow_streams(&mut self) -> Result<ScenarioReport> {
+        let count = self.plan.slow_streams;
+        let gap = self.plan.slow_gap;
+        let rate = self.plan.slow_open_rate;
+        let shape = Shape::Slow(gap);
+        let direct_spec = self.spec(false, &self.keys[0].clone(), shape)?;
+        let through_spec = self.spec(true, "", shape)?;
+        let pool = count as usize + 16;
+        let direct = load::open_loop(
+            &load::client(pool),
+            &direct_spec,
+            rate,
+            count,
+            self.max_in_flight,
+        )
+        .await;
+        let mut meter = Meter::begin(self.proxy_pid, Duration::from_millis(20));
+        meter.resume();
+        let through = self
+            .through(&load::client(pool), &through_spec, rate, count)
+            .await;
+        meter.pause(through.sent());
+        let usage = meter.end(self.ticks_per_second).await;
+        let mut report = ScenarioReport::new(
+            "slow-streams",
+            format!(
+                "{count} streams of 20 events {} ms apart (~{:.1} s each), opened at {rate} per \
+                 second, so all are open at once",
+                gap.as_millis(),
+                (gap * 19).as_secs_f64()
+            ),
+            Some(direct.summary()),
+            Some(through.summary()),
+            usage,
+        );
+        report.notes.push(format!(
+            "most streams open at once: direct {}, ccflare {}",
+            direct.max_in_flight, through.max_in_flight
+        ));
+        Ok(report)
+    }
+
+    async fn burst(&mut self) -> Result<ScenarioReport> {
+        let direct_spec = self.spec(false, &self.keys[0].clone(), Shape::Json)?;
+        let through_spec = self.spec(true, "", Shape::Json)?;
+        let client = load::client(1024);
+        let probe = load::closed_loop(
+            &client,
+            &through_spec,
+            self.plan.probe_workers,
+            self.plan.probe,
+        )
+        .await;
+        self.note_through(&probe);
+        let probe_summary = probe.summary();
+        let capacity = probe_summary.achieved_rate;
+        let rate = (capacity * self.plan.burst_share).floor().max(10.0);
+        let count = self.count(self.plan.burst.as_secs_f64(), rate);
+        let direct = load::open_loop(
+            &load::client(1024),
+            &direct_spec,
+            rate,
+            count,
+            self.max_in_flight,
+        )
+        .await;
+        let mut meter = Meter::begin(self.proxy_pid, Duration::from_millis(20));
+        meter.resume();
+        let through = self.through(&client, &through_spec, rate, count).await;
+        meter.pause(through.sent());
+        let usage = meter.end(self.ticks_per_second).await;
+        let mut report = ScenarioReport::new(
+            "burst",
+            format!(
+                "{} s of JSON requests at {:.0}% of the rate a {}-connection closed loop \
+                 reached through the proxy; then the server is stopped with SIGTERM and every \
+                 request sent through it must have exactly one row",
+                self.plan.burst.as_secs_f64(),
+                self.plan.burst_share * 100.0,
+                self.plan.probe_workers
+            ),
+            Some(direct.summary()),
+            Some(through.summary()),
+            usage,
+        );
+        report.notes.push(format!(
+            "probe: {:.0} req/s through the proxy with {} connections ({} errors)",
+            capacity, self.plan.probe_workers, probe_summary.errors
+        ));
+        Ok(report)
+    }
+}

@@ -1,0 +1,177 @@
+//! The proxy under test: the real `ccflare-server` binary as its own process, in a temp folder
+//! (database, home, log) with a clean environment, pointed at the mock upstream. It is stopped
+//! with SIGTERM so that it flushes its records, and then its database is counted.
+
+use anyhow::{Context, Result, bail};
+use ccflare_storage::{Db, requests};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long the server may take to print its address, and to exit after SIGTERM.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub pid: u32,
+    pub log_path: PathBuf,
+    db_path: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// The database after the server stopped.
+#[derive(Debug)]
+pub struct Records {
+    pub rows: u64,
+    /// Request ids the clients saw that have no row.
+    pub missing_ids: u64,
+    pub exit_code: Option<i32>,
+}
+
+/// The `ccflare-server` next to this binary: the same target folder and profile.
+pub fn default_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating ccflare-bench")?;
+    let dir = exe.parent().context("ccflare-bench has no parent folder")?;
+    Ok(dir.join(format!("ccflare-server{}", std::env::consts::EXE_SUFFIX)))
+}
+
+/// `release`, `debug` or `unknown`, from the binary's folder name: a debug server's figures
+/// say little about the product.
+pub fn profile_of(binary: &Path) -> String {
+    let folder = binary
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str());
+    match folder {
+        Some(name @ ("release" | "debug")) => name.to_owned(),
+        _ => "unknown".to_owned(),
+    }
+}
+
+impl Server {
+    pub async fn start(binary: &Path, upstream: &str, keys: &[String]) -> Result<Server> {
+        if !binary.is_file() {
+            bail!(
+                "no server binary at {}: build it (cargo build --release --bin ccflare-server) or pass --server-bin",
+                binary.display()
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("ccflare-bench-")
+            .tempdir()
+            .context("creating a temp folder")?;
+        let db_path = dir.path().join("bench.db");
+        let log_path = dir.path().join("server.log");
+        let log = std::fs::File::create(&log_path).context("creating the server log")?;
+        let mut command = Command::new(binary);
+        // A clean environment: no .env, no config file, no DATABASE_URL of the person running
+        // the bench. Only the log level may be passed through, to measure its cost.
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("DATABASE_URL", &db_path)
+            .env("CLAUDE_API_KEYS", keys.join(","))
+            .env("CCFLARE_UPSTREAM_URL", upstream);
+        for name in ["LOG_LEVEL", "RUST_LOG", "LOG_FORMAT"] {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
+        command
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let pid = child.id().context("the server exited at once")?;
+        let stdout = child.stdout.take().context("server stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let url = tokio::time::timeout(START_TIMEOUT, async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(url) = line
+                    .trim()
+                    .strip_prefix("point clients at it:  export ANTHROPIC_BASE_URL=")
+                {
+                    return Ok(Some(url.to_owned()));
+                }
+            }
+            Ok::<_, std::io::Error>(None)
+        })
+        .await;
+        let url = match url {
+            Ok(Ok(Some(url))) => url,
+            _ => {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                bail!("ccflare-server did not start; its log:\n{log}");
+            }
+        };
+        // Whatever else it prints is read and dropped, so a full pipe can never block it.
+        tokio::spawn(async move {
+            // Bounded by the server's lifetime: the stream ends when it exits.
+            while let Ok(Some(_)) = lines.next_line().await {}
+        });
+        Ok(Server {
+            child,
+            url,
+            pid,
+            log_path,
+            db_path,
+            dir,
+        })
+    }
+
+    /// SIGTERM, wait for the exit (the writer flushes first), then count the rows and look up
+    /// every request id a client saw.
+    pub async fn stop_and_count(mut self, seen_ids: &[String]) -> Result<Records> {
+        // `kill` rather than a signal call: the workspace forbids `unsafe`.
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill -TERM {} failed", self.pid);
+        }
+        let exit = tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
+            .await
+            .context("ccflare-server did not exit within 60 s of SIGTERM")?
+            .context("waiting for ccflare-server")?;
+        let db = Db::open_path(&self.db_path)
+            .await
+            .context("opening the server's database")?;
+        let rows = requests::count(&db)
+            .await
+            .context("counting request rows")?;
+        let rows = u64::try_from(rows).unwrap_or(0);
+        let limit = u32::try_from(rows.max(1)).unwrap_or(u32::MAX);
+        let stored: HashSet<String> = requests::recent(&db, limit)
+            .await
+            .context("reading request ids")?
+            .into_iter()
+            .map(|record| record.id)
+            .collect();
+        let missing_ids = seen_ids.iter().filter(|id| !stored.contains(*id)).count() as u64;
+        db.close().await;
+        // The folder (database, log) goes with `self.dir` here.
+        drop(self.dir);
+        Ok(Records {
+            rows,
+            missing_ids,
+            exit_code: exit.code(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}

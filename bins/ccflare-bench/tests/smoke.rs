@@ -1,0 +1,99 @@
+//! Runs the real `ccflare-bench --smoke` against the debug `ccflare-server` and checks its
+//! report: both files written, every scenario present with answers on both sides, no lost
+//! rows, no client errors under failover. Speed is reported by the bench, never asserted here.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+const SCENARIOS: [&str; 6] = [
+    "json",
+    "stream",
+    "stream-100mb",
+    "slow-streams",
+    "failover",
+    "burst",
+];
+
+/// The debug server next to the bench binary. `cargo test --workspace` builds it (it is a
+/// workspace binary with its own tests); a lone `cargo test -p ccflare-bench` does not, so it
+/// is built here once if missing.
+fn server_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let bench = PathBuf::from(env!("CARGO_BIN_EXE_ccflare-bench"));
+            let server =
+                bench.with_file_name(format!("ccflare-server{}", std::env::consts::EXE_SUFFIX));
+            if !server.is_file() {
+                let status = std::process::Command::new(env!("CARGO"))
+                    .args(["build", "--bin", "ccflare-server"])
+                    .current_dir(env!("CARGO_MANIFEST_DIR"))
+                    .status()
+                    .expect("running cargo build");
+                assert!(status.success(), "cargo build --bin ccflare-server failed");
+            }
+            assert!(server.is_file(), "no server binary at {}", server.display());
+            server
+        })
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_run_reports_every_scenario_without_lost_rows() {
+    let server = server_binary();
+    let out = tempfile::tempdir().expect("temp dir");
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_ccflare-bench"))
+        .arg("--smoke")
+        .arg("--out")
+        .arg(out.path())
+        .arg("--server-bin")
+        .arg(&server)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the smoke run ends within two minutes")
+        .expect("ccflare-bench runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "ccflare-bench failed:\n{stderr}");
+
+    let markdown = std::fs::read_to_string(out.path().join("bench.md")).expect("bench.md");
+    let json = std::fs::read_to_string(out.path().join("bench.json")).expect("bench.json");
+    let report: Value = serde_json::from_str(&json).expect("bench.json is JSON");
+
+    let scenarios = report["scenarios"].as_array().expect("scenarios");
+    for name in SCENARIOS {
+        let scenario = scenarios
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("scenario {name} missing from bench.json"));
+        for side in ["direct", "through"] {
+            let ok = scenario[side]["ok"].as_u64().unwrap_or(0);
+            assert!(ok > 0, "{name} {side}: no successful answer: {scenario:#}");
+        }
+        assert!(
+            markdown.contains(&format!("| {name} | ccflare |")),
+            "bench.md has no {name} row:\n{markdown}"
+        );
+    }
+
+    let records = &report["records"];
+    assert!(records["rows"].as_u64().unwrap_or(0) > 0, "{records:#}");
+    assert_eq!(records["lost"], 0, "lost rows: {records:#}");
+    assert_eq!(records["missing_ids"], 0, "ids without a row: {records:#}");
+    assert_eq!(records["server_exit_code"], 0, "{records:#}");
+
+    let failover = scenarios
+        .iter()
+        .find(|s| s["name"] == "failover")
+        .expect("failover");
+    assert_eq!(
+        failover["through"]["errors"], 0,
+        "clients saw errors during failover: {failover:#}"
+    );
+    assert!(markdown.contains("## Targets (SPEC §14)"), "{markdown}");
+}
