@@ -51,10 +51,12 @@ tui:
     @echo "the TUI (bins/ccflare) is not built yet" >&2
     @exit 1
 
-# Benchmarks (ccflare-bench, SPEC §14).
-bench:
-    @echo "the benchmarks (ccflare-bench) are not built yet" >&2
-    @exit 1
+# Benchmarks (ccflare-bench, SPEC §14): the standard set against the release server, about
+# three minutes; writes target/bench/bench.md and bench.json. Arguments go to ccflare-bench
+# (`just bench --scenario json --rate 2000`, `just bench --smoke`).
+bench *args:
+    cargo build --release --bin ccflare-server --bin ccflare-mock --bin ccflare-bench
+    cargo run --quiet --release --bin ccflare-bench -- --out target/bench "$@"
 
 # Run the mock Anthropic upstream, for trying ccflare without real keys.
 mock *args:

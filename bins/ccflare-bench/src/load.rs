@@ -1,7 +1,9 @@
 //! The load generator. Open loop: requests start on a fixed schedule whatever the answers do,
 //! and each latency is measured from the request's *intended* start, so a stalled server makes
-//! every request scheduled behind the stall slow too (no coordinated omission). A closed loop
-//! (a fixed number of workers sending back to back) is used only to probe the highest rate.
+//! every request scheduled behind the stall slow too (no coordinated omission). Like a real
+//! client, the generator uses at most a fixed number of connections: a request that finds them
+//! all busy waits for one, and that wait is part of its latency. (Without the cap an overloaded
+//! target makes the generator open thousands of connections and measure its own connect storm.)
 //!
 //! The schedule is kept by a dedicated thread that sleeps with the OS's precision (tens of
 //! microseconds) rather than the runtime timer's millisecond ticks, and hands each request to
@@ -18,6 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -167,16 +170,20 @@ impl Shared {
     }
 }
 
-/// Sends `count` requests at `rate` per second, open loop, and waits for every answer (each
-/// bounded by the spec's timeout). At most `max_in_flight` run at once; requests beyond that
-/// are counted as not sent rather than queued, so the generator cannot run out of sockets.
+/// Sends `count` requests at `rate` per second, open loop, over at most `connections`
+/// connections, and waits for every answer (each bounded by the spec's timeout). At most
+/// `max_in_flight` requests are scheduled and unanswered at once (waiting for a connection
+/// included); requests beyond that are counted as not sent, so a stalled target cannot make
+/// the generator's memory grow without bound.
 pub async fn open_loop(
     client: &HttpClient,
     spec: &RequestSpec,
     rate: f64,
     count: u64,
+    connections: usize,
     max_in_flight: usize,
 ) -> PhaseData {
+    let connections = Arc::new(Semaphore::new(connections.max(1)));
     let shared = Arc::new(Shared {
         samples: Mutex::new(Vec::with_capacity(count as usize)),
         in_flight: AtomicUsize::new(0),
@@ -191,6 +198,7 @@ pub async fn open_loop(
         let shared = shared.clone();
         let client = client.clone();
         let spec = Arc::new(spec.clone());
+        let connections = connections.clone();
         tokio::task::spawn_blocking(move || {
             for i in 0..count {
                 let intended = start + Duration::from_secs_f64(i as f64 * interval);
@@ -211,8 +219,12 @@ pub async fn open_loop(
                 let shared = shared.clone();
                 let client = client.clone();
                 let spec = spec.clone();
+                let connections = connections.clone();
                 runtime.spawn(async move {
+                    // The semaphore is never closed, so the permit always comes.
+                    let permit = connections.acquire_owned().await;
                     let sample = one(&client, &spec, intended).await;
+                    drop(permit);
                     shared.push(sample);
                 });
             }
@@ -250,45 +262,5 @@ pub async fn open_loop(
             request_id: None,
         });
     }
-    data
-}
-
-/// `workers` requests in flight at all times for `duration`: the most the target serves. Used
-/// to find the burst rate; its latencies are not reported (a closed loop hides them).
-pub async fn closed_loop(
-    client: &HttpClient,
-    spec: &RequestSpec,
-    workers: usize,
-    duration: Duration,
-) -> PhaseData {
-    let start = Instant::now();
-    let stop_at = start + duration;
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..workers {
-        let client = client.clone();
-        let spec = spec.clone();
-        tasks.spawn(async move {
-            let mut samples = Vec::new();
-            // Bounded by time, and by count as a guard against a clock that does not move.
-            for _ in 0..10_000_000u64 {
-                if Instant::now() >= stop_at {
-                    break;
-                }
-                samples.push(one(&client, &spec, Instant::now()).await);
-            }
-            samples
-        });
-    }
-    let mut data = PhaseData {
-        max_in_flight: workers,
-        ..PhaseData::default()
-    };
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok(samples) = joined {
-            data.samples.extend(samples);
-        }
-    }
-    data.wall = start.elapsed();
-    data.target_rate = data.sent() as f64 / data.wall.as_secs_f64().max(1e-9);
     data
 }

@@ -5,7 +5,7 @@
 use crate::load::{self, Expect, HttpClient, RequestSpec};
 use crate::procfs::{self, RssSampler};
 use crate::report::{ProxyUsage, ScenarioReport};
-use crate::stats::PhaseData;
+use crate::stats::{PhaseData, PhaseSummary};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use ccflare_mock::{Fault, MockUpstream};
@@ -71,12 +71,13 @@ pub struct Plan {
     pub slow_gap: Duration,
     /// Streams opened per second in the slow-streams scenario.
     pub slow_open_rate: f64,
+    /// Connections the generator may use per side (the slow streams get one each).
+    pub connections: usize,
     pub burst: Duration,
-    /// Closed-loop probe that finds the burst rate.
-    pub probe: Duration,
-    pub probe_workers: usize,
-    /// The burst runs at this share of the probed capacity: at 100 % an open loop only queues.
-    pub burst_share: f64,
+    /// Length of each step of the search for the burst rate.
+    pub probe_step: Duration,
+    /// First rate the search tries; it doubles while the proxy keeps up.
+    pub probe_start: f64,
 }
 
 impl Plan {
@@ -90,10 +91,10 @@ impl Plan {
             slow_streams: 1000,
             slow_gap: Duration::from_millis(250),
             slow_open_rate: 1000.0,
+            connections: 128,
             burst: Duration::from_secs(5),
-            probe: Duration::from_secs(2),
-            probe_workers: 64,
-            burst_share: 0.9,
+            probe_step: Duration::from_secs(1),
+            probe_start: 1000.0,
         }
     }
 
@@ -108,10 +109,10 @@ impl Plan {
             slow_streams: 50,
             slow_gap: Duration::from_millis(20),
             slow_open_rate: 500.0,
+            connections: 32,
             burst: Duration::from_millis(500),
-            probe: Duration::from_millis(300),
-            probe_workers: 8,
-            burst_share: 0.9,
+            probe_step: Duration::from_millis(200),
+            probe_start: 200.0,
         }
     }
 }
@@ -294,6 +295,18 @@ impl Bench {
         (seconds * rate).round().max(1.0) as u64
     }
 
+    /// An open-loop phase straight to the mock.
+    async fn direct(
+        &self,
+        client: &HttpClient,
+        spec: &RequestSpec,
+        rate: f64,
+        count: u64,
+        connections: usize,
+    ) -> PhaseData {
+        load::open_loop(client, spec, rate, count, connections, self.max_in_flight).await
+    }
+
     /// An open-loop phase through the proxy, counted for the row check.
     async fn through(
         &mut self,
@@ -301,16 +314,14 @@ impl Bench {
         spec: &RequestSpec,
         rate: f64,
         count: u64,
+        connections: usize,
     ) -> PhaseData {
-        let data = load::open_loop(client, spec, rate, count, self.max_in_flight).await;
-        self.note_through(&data);
-        data
-    }
-
-    fn note_through(&mut self, data: &PhaseData) {
+        let data =
+            load::open_loop(client, spec, rate, count, connections, self.max_in_flight).await;
         self.through_sent += data.sent();
         self.through_ids
             .extend(data.samples.iter().filter_map(|s| s.request_id.clone()));
+        data
     }
 
     pub async fn run(&mut self, scenario: Scenario) -> Result<ScenarioReport> {
@@ -347,13 +358,15 @@ impl Bench {
         direct_key: usize,
     ) -> Result<ScenarioReport> {
         let rate = self.plan.rate;
+        let connections = self.plan.connections;
         let direct_spec = self.spec(false, &self.keys[direct_key].clone(), shape)?;
         let through_spec = self.spec(true, "", shape)?;
-        let direct_client = load::client(256);
-        let through_client = load::client(256);
+        let direct_client = load::client(connections);
+        let through_client = load::client(connections);
         let warm = self.count(self.plan.warmup.as_secs_f64(), rate);
-        load::open_loop(&direct_client, &direct_spec, rate, warm, self.max_in_flight).await;
-        self.through(&through_client, &through_spec, rate, warm)
+        self.direct(&direct_client, &direct_spec, rate, warm, connections)
+            .await;
+        self.through(&through_client, &through_spec, rate, warm, connections)
             .await;
 
         let segments = self.plan.segments.max(1);
@@ -362,19 +375,19 @@ impl Bench {
         let mut direct = PhaseData::default();
         let mut through = PhaseData::default();
         for _ in 0..segments {
-            direct.merge(
-                load::open_loop(
-                    &direct_client,
-                    &direct_spec,
-                    rate,
-                    per_segment,
-                    self.max_in_flight,
-                )
-                .await,
-            );
+            let data = self
+                .direct(&direct_client, &direct_spec, rate, per_segment, connections)
+                .await;
+            direct.merge(data);
             meter.resume();
             let data = self
-                .through(&through_client, &through_spec, rate, per_segment)
+                .through(
+                    &through_client,
+                    &through_spec,
+                    rate,
+                    per_segment,
+                    connections,
+                )
                 .await;
             meter.pause(data.sent());
             through.merge(data);
@@ -422,11 +435,11 @@ impl Bench {
         let shape = Shape::Big(bytes);
         let direct_spec = self.spec(false, &self.keys[0].clone(), shape)?;
         let through_spec = self.spec(true, "", shape)?;
-        let client = load::client(4);
-        let direct = load::open_loop(&client, &direct_spec, 1.0, 1, 4).await;
+        let client = load::client(1);
+        let direct = self.direct(&client, &direct_spec, 1.0, 1, 1).await;
         let mut meter = Meter::begin(self.proxy_pid, Duration::from_millis(5));
         meter.resume();
-        let through = self.through(&client, &through_spec, 1.0, 1).await;
+        let through = self.through(&client, &through_spec, 1.0, 1, 1).await;
         meter.pause(1);
         let usage = meter.end(self.ticks_per_second).await;
         let mut report = ScenarioReport::new(
@@ -458,19 +471,27 @@ impl Bench {
         let shape = Shape::Slow(gap);
         let direct_spec = self.spec(false, &self.keys[0].clone(), shape)?;
         let through_spec = self.spec(true, "", shape)?;
-        let pool = count as usize + 16;
-        let direct = load::open_loop(
-            &load::client(pool),
-            &direct_spec,
-            rate,
-            count,
-            self.max_in_flight,
-        )
-        .await;
+        // One connection per stream: they are all open at once.
+        let connections = count as usize;
+        let direct = self
+            .direct(
+                &load::client(connections),
+                &direct_spec,
+                rate,
+                count,
+                connections,
+            )
+            .await;
         let mut meter = Meter::begin(self.proxy_pid, Duration::from_millis(20));
         meter.resume();
         let through = self
-            .through(&load::client(pool), &through_spec, rate, count)
+            .through(
+                &load::client(connections),
+                &through_spec,
+                rate,
+                count,
+                connections,
+            )
             .await;
         meter.pause(through.sent());
         let usage = meter.end(self.ticks_per_second).await;
@@ -493,53 +514,109 @@ impl Bench {
         Ok(report)
     }
 
+    /// Whether the proxy kept up with a step of the rate search: every request answered, the
+    /// schedule held, and the median not queueing.
+    fn sustained(summary: &PhaseSummary) -> bool {
+        summary.errors == 0
+            && summary.achieved_rate >= 0.95 * summary.target_rate
+            && summary.latency_ms.p50 <= SUSTAINED_P50_MS
+    }
+
+    /// The highest rate the proxy sustains, open loop, found by doubling from the plan's start
+    /// rate until a step fails, then trying halfway back. Returns the rate and what each step
+    /// saw.
+    async fn find_rate(&mut self, client: &HttpClient, spec: &RequestSpec) -> (f64, Vec<String>) {
+        let step = self.plan.probe_step.as_secs_f64();
+        let connections = self.plan.connections;
+        let mut steps = Vec::new();
+        let mut good: Option<f64> = None;
+        let mut rate = self.plan.probe_start;
+        let mut failed_at = None;
+        // Doubling: at most 10 steps (a thousand-fold range).
+        for _ in 0..10 {
+            let data = self
+                .through(client, spec, rate, self.count(step, rate), connections)
+                .await;
+            let summary = data.summary();
+            let ok = Self::sustained(&summary);
+            steps.push(step_note(rate, &summary, ok));
+            // Let the proxy drain (writer queue, connections) before the next step.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if !ok {
+                failed_at = Some(rate);
+                break;
+            }
+            good = Some(rate);
+            rate *= 2.0;
+        }
+        if let (Some(low), Some(high)) = (good, failed_at) {
+            let middle = (low + high) / 2.0;
+            let data = self
+                .through(client, spec, middle, self.count(step, middle), connections)
+                .await;
+            let summary = data.summary();
+            let ok = Self::sustained(&summary);
+            steps.push(step_note(middle, &summary, ok));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if ok {
+                good = Some(middle);
+            }
+        }
+        (good.unwrap_or(self.plan.probe_start / 2.0), steps)
+    }
+
     async fn burst(&mut self) -> Result<ScenarioReport> {
+        let connections = self.plan.connections;
         let direct_spec = self.spec(false, &self.keys[0].clone(), Shape::Json)?;
         let through_spec = self.spec(true, "", Shape::Json)?;
-        let client = load::client(1024);
-        let probe = load::closed_loop(
-            &client,
-            &through_spec,
-            self.plan.probe_workers,
-            self.plan.probe,
-        )
-        .await;
-        self.note_through(&probe);
-        let probe_summary = probe.summary();
-        let capacity = probe_summary.achieved_rate;
-        let rate = (capacity * self.plan.burst_share).floor().max(10.0);
+        let through_client = load::client(connections);
+        let (rate, steps) = self.find_rate(&through_client, &through_spec).await;
         let count = self.count(self.plan.burst.as_secs_f64(), rate);
-        let direct = load::open_loop(
-            &load::client(1024),
-            &direct_spec,
-            rate,
-            count,
-            self.max_in_flight,
-        )
-        .await;
+        let direct_client = load::client(connections);
+        let warm = self.count(self.plan.probe_step.as_secs_f64() / 4.0, rate);
+        self.direct(&direct_client, &direct_spec, rate, warm, connections)
+            .await;
+        let direct = self
+            .direct(&direct_client, &direct_spec, rate, count, connections)
+            .await;
         let mut meter = Meter::begin(self.proxy_pid, Duration::from_millis(20));
         meter.resume();
-        let through = self.through(&client, &through_spec, rate, count).await;
+        let through = self
+            .through(&through_client, &through_spec, rate, count, connections)
+            .await;
         meter.pause(through.sent());
         let usage = meter.end(self.ticks_per_second).await;
         let mut report = ScenarioReport::new(
             "burst",
             format!(
-                "{} s of JSON requests at {:.0}% of the rate a {}-connection closed loop \
-                 reached through the proxy; then the server is stopped with SIGTERM and every \
-                 request sent through it must have exactly one row",
+                "{} s of JSON requests over {connections} connections at the highest rate the \
+                 proxy sustained in a search (doubling from {} req/s in {} s steps: no errors, \
+                 ≥ 95 % of the rate, p50 ≤ {SUSTAINED_P50_MS} ms); then the server is stopped \
+                 with SIGTERM and every request sent through it must have exactly one row",
                 self.plan.burst.as_secs_f64(),
-                self.plan.burst_share * 100.0,
-                self.plan.probe_workers
+                self.plan.probe_start,
+                self.plan.probe_step.as_secs_f64(),
             ),
             Some(direct.summary()),
             Some(through.summary()),
             usage,
         );
-        report.notes.push(format!(
-            "probe: {:.0} req/s through the proxy with {} connections ({} errors)",
-            capacity, self.plan.probe_workers, probe_summary.errors
-        ));
+        report
+            .notes
+            .push(format!("rate search: {}", steps.join("; ")));
         Ok(report)
     }
+}
+
+/// The median latency above which a rate is taken as not sustained: requests are queueing.
+const SUSTAINED_P50_MS: f64 = 10.0;
+
+fn step_note(rate: f64, summary: &PhaseSummary, ok: bool) -> String {
+    format!(
+        "{rate:.0} req/s {} (achieved {:.0}, p50 {:.1} ms, {} errors)",
+        if ok { "kept up" } else { "fell behind" },
+        summary.achieved_rate,
+        summary.latency_ms.p50,
+        summary.errors
+    )
 }
