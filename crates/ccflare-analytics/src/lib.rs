@@ -1,6 +1,12 @@
 //! The read side of ccflare: aggregates over the recorded requests for the management API,
-//! the CLI and the TUI. It starts with the seed's overview figures (`/api/analytics`); time
-//! series, percentiles and breakdowns come with the management-API work.
+//! the CLI and the TUI — the seed's overview figures ([`overview`]), and per range
+//! ([`report`]) totals, breakdowns per model, account and client key, error counts, latency
+//! percentiles and a time series.
+//!
+//! Everything is read from the rollups the storage writer keeps in the same transaction as the
+//! request rows (`ccflare_storage::rollups`, migration 0003), so a query reads a few thousand
+//! small rows however many requests are recorded (`docs/benchmarks.md`: under 50 ms at a
+//! million rows).
 //!
 //! **Invariant:** read-only. Queries run on the storage pool's connections and never hold a
 //! write lock, so they cannot block the proxy's writer (SQLite WAL lets readers and the one
@@ -8,10 +14,15 @@
 
 pub mod stats;
 
+mod report;
+
+pub use report::{
+    AllTime, ErrorCount, Group, Percentiles, Point, Range, Report, Totals, all_time, report,
+};
+
 use ccflare_core::Millis;
 use ccflare_storage::Db;
 use serde::Serialize;
-use sqlx::Row;
 
 /// Failures of an aggregate query.
 #[derive(Debug, thiserror::Error)]
@@ -42,39 +53,20 @@ pub struct Overview {
     pub top_models: Vec<ModelCount>,
 }
 
-/// Totals over every recorded request, with the last hour counted from `now`.
+/// Totals over every recorded request, with the last hour (exactly `[now - 1 h, now]`) counted
+/// from `now`.
 pub async fn overview(db: &Db, now: Millis) -> Result<Overview, AnalyticsError> {
-    let row = sqlx::query(
-        "SELECT count(*) AS requests, \
-                coalesce(sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens), 0) AS tokens, \
-                coalesce(avg(latency_ms), 0.0) AS latency, \
-                coalesce(sum(cost_usd), 0.0) AS cost, \
-                coalesce(sum(started_at >= ?), 0) AS last_hour \
-         FROM requests",
-    )
-    .bind(now - 3_600_000)
-    .fetch_one(db.pool())
-    .await?;
-    let top_models = sqlx::query(
-        "SELECT model, count(*) AS n FROM requests WHERE model IS NOT NULL \
-         GROUP BY model ORDER BY n DESC, model LIMIT 5",
-    )
-    .fetch_all(db.pool())
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(ModelCount {
-            model: r.try_get("model")?,
-            count: r.try_get("n")?,
-        })
-    })
-    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let (totals, top_models) = report::all_time_overview(db, 5).await?;
+    let top_models = top_models
+        .into_iter()
+        .map(|(model, count)| ModelCount { model, count })
+        .collect();
     Ok(Overview {
-        total_requests: row.try_get("requests")?,
-        total_tokens: row.try_get("tokens")?,
-        average_response_time: row.try_get("latency")?,
-        cost_estimate: row.try_get("cost")?,
-        requests_last_hour: row.try_get("last_hour")?,
+        total_requests: totals.requests,
+        total_tokens: totals.total_tokens,
+        average_response_time: totals.average_response_time,
+        cost_estimate: totals.cost_usd,
+        requests_last_hour: report::requests_since(db, now - 3_600_000).await?,
         top_models,
     })
 }

@@ -204,6 +204,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         "0",
         "most accounts tried for one request (0 = every account)",
     ),
+    opt(
+        "retention_days",
+        "CCFLARE_RETENTION_DAYS",
+        "retention-days",
+        "0",
+        "days request rows are kept before they are deleted (0 = keep forever)",
+    ),
 ];
 
 /// Options read before the database is open, which therefore cannot be stored in it.
@@ -240,6 +247,8 @@ pub struct Settings {
     pub idle_timeout_s: u64,
     pub shutdown_timeout_s: u64,
     pub max_attempts: u32,
+    /// Days request rows (and their rollups) are kept; 0 keeps them forever.
+    pub retention_days: u64,
     /// Where each option's value came from, by file key, with the raw text.
     pub sources: BTreeMap<&'static str, (Source, String)>,
 }
@@ -371,6 +380,14 @@ impl Settings {
         let shutdown_timeout_s = number(spec, v, "a number of seconds", |_: &u64| true)?;
         let (spec, v) = value("max_attempts");
         let max_attempts = number(spec, v, "a number (0 = every account)", |_: &u32| true)?;
+        let (spec, v) = value("retention_days");
+        // Capped so that "days ago" in milliseconds cannot overflow anywhere downstream.
+        let retention_days = number(
+            spec,
+            v,
+            "a number of days from 0 (keep forever) to 36500",
+            |n: &u64| *n <= 36_500,
+        )?;
 
         Ok(Settings {
             port,
@@ -387,6 +404,7 @@ impl Settings {
             idle_timeout_s,
             shutdown_timeout_s,
             max_attempts,
+            retention_days,
             sources,
         })
     }
@@ -418,6 +436,7 @@ mod tests {
         assert_eq!(s.max_body_bytes, 32 * 1024 * 1024);
         assert_eq!(s.idle_timeout_s, 300);
         assert_eq!(s.database_url, None);
+        assert_eq!(s.retention_days, 0, "rows are kept unless a person says otherwise");
         assert_eq!(s.sources["port"].0, Source::Default);
     }
 

@@ -9,6 +9,7 @@ mod db;
 mod error;
 mod migrate;
 pub mod requests;
+pub mod rollups;
 pub mod settings;
 pub mod writer;
 

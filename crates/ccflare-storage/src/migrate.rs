@@ -16,7 +16,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "settings",
         include_str!("../../../migrations/0002_settings.sql"),
     ),
+    (
+        3,
+        "rollups",
+        include_str!("../../../migrations/0003_rollups.sql"),
+    ),
 ];
+
+/// The migration whose new tables are filled from the rows already recorded, by Rust code that
+/// shares the histogram bins with the writer (SQL alone would need a second copy of them).
+const ROLLUPS: i64 = 3;
 
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -52,6 +61,11 @@ pub async fn run(pool: &SqlitePool) -> Result<(), StorageError> {
             .execute(&mut *tx)
             .await
             .map_err(migration_error)?;
+        if version == ROLLUPS {
+            crate::rollups::rebuild(&mut tx)
+                .await
+                .map_err(migration_error)?;
+        }
         sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, strftime('%s','now'))")
             .bind(version)
             .bind(name)

@@ -3,9 +3,9 @@
 
 use crate::db::Db;
 use crate::error::StorageError;
-use ccflare_core::AccountId;
 use ccflare_core::record::{AttemptFailure, RequestRecord};
 use ccflare_core::usage::Usage;
+use ccflare_core::{AccountId, Millis};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
 
@@ -124,4 +124,119 @@ pub async fn count(db: &Db) -> Result<i64, StorageError> {
     Ok(sqlx::query_scalar("SELECT count(*) FROM requests")
         .fetch_one(db.pool())
         .await?)
+}
+
+/// Which requests a listing shows by status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    /// Requests recorded as successful.
+    Success,
+    /// Every request that was not a success (any status).
+    Error,
+    /// Exactly this HTTP status.
+    Code(u16),
+}
+
+/// A request listing's filters; every `None` matches everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestFilter {
+    pub model: Option<String>,
+    /// The account's current name (all its requests, under any earlier name too), or the name
+    /// recorded on the rows of an account that no longer exists.
+    pub account: Option<String>,
+    pub status: Option<StatusFilter>,
+    /// Started at or after this time.
+    pub since: Option<Millis>,
+    /// Started before this time.
+    pub until: Option<Millis>,
+    /// Continue after this row: its `started_at` and id (the listing is newest first).
+    pub after: Option<(Millis, String)>,
+}
+
+/// One page of a listing, newest first, and where the next page starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub requests: Vec<RequestRecord>,
+    /// `started_at` and id of the last row, when more rows follow.
+    pub next: Option<(Millis, String)>,
+}
+
+/// Requests matching `filter`, newest first, at most `limit` (1 to 1000) of them.
+pub async fn list(db: &Db, filter: &RequestFilter, limit: u32) -> Result<Page, StorageError> {
+    let limit = limit.clamp(1, 1000);
+    let account_id: Option<i64> = match &filter.account {
+        Some(name) => {
+            sqlx::query_scalar("SELECT id FROM accounts WHERE name = ?")
+                .bind(name)
+                .fetch_optional(db.pool())
+                .await?
+        }
+        None => None,
+    };
+    let mut conditions: Vec<&str> = Vec::new();
+    if filter.model.is_some() {
+        conditions.push("model = ?");
+    }
+    match (&filter.account, account_id) {
+        (Some(_), Some(_)) => conditions.push("account_id = ?"),
+        (Some(_), None) => conditions.push("account_name = ?"),
+        _ => {}
+    }
+    match filter.status {
+        Some(StatusFilter::Success) => conditions.push("success = 1"),
+        Some(StatusFilter::Error) => conditions.push("success = 0"),
+        Some(StatusFilter::Code(_)) => conditions.push("status = ?"),
+        None => {}
+    }
+    if filter.since.is_some() {
+        conditions.push("started_at >= ?");
+    }
+    if filter.until.is_some() {
+        conditions.push("started_at < ?");
+    }
+    if filter.after.is_some() {
+        // The first term lets SQLite use the started_at indexes for the range.
+        conditions.push("started_at <= ? AND (started_at < ? OR id < ?)");
+    }
+    let mut sql = String::from("SELECT * FROM requests");
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    sql.push_str(" ORDER BY started_at DESC, id DESC LIMIT ?");
+
+    let mut query = sqlx::query(&sql);
+    if let Some(model) = &filter.model {
+        query = query.bind(model);
+    }
+    match (&filter.account, account_id) {
+        (Some(_), Some(id)) => query = query.bind(id),
+        (Some(name), None) => query = query.bind(name),
+        _ => {}
+    }
+    if let Some(StatusFilter::Code(code)) = filter.status {
+        query = query.bind(i64::from(code));
+    }
+    if let Some(since) = filter.since {
+        query = query.bind(since);
+    }
+    if let Some(until) = filter.until {
+        query = query.bind(until);
+    }
+    if let Some((at, id)) = &filter.after {
+        query = query.bind(*at).bind(*at).bind(id);
+    }
+    // One more than asked tells whether another page follows.
+    let rows = query
+        .bind(i64::from(limit) + 1)
+        .fetch_all(db.pool())
+        .await?;
+    let mut requests = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    let next = if requests.len() > limit as usize {
+        requests.truncate(limit as usize);
+        requests.last().map(|r| (r.started_at, r.id.clone()))
+    } else {
+        None
+    };
+    Ok(Page { requests, next })
 }

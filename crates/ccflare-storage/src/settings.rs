@@ -42,3 +42,37 @@ pub async fn unset(db: &Db, key: &str) -> Result<bool, StorageError> {
         .await?;
     Ok(result.rows_affected() > 0)
 }
+
+/// Stores and removes several settings in one transaction: all of them take effect or none.
+/// `None` removes the key, so the config file or the default applies again.
+pub async fn set_many(
+    db: &Db,
+    changes: &[(String, Option<String>)],
+    now: Millis,
+) -> Result<(), StorageError> {
+    let mut tx = db.begin_write().await?;
+    for (key, value) in changes {
+        match value {
+            Some(value) => {
+                sqlx::query(
+                    "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(key)
+                .bind(value)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM settings WHERE key = ?")
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -5,7 +5,7 @@
 //! inside the 100 ms SPEC §8 allows. Closing drains everything that was sent before the close.
 
 use crate::db::Db;
-use crate::requests;
+use crate::{requests, rollups};
 use ccflare_core::ratelimit::RateLimitSnapshot;
 use ccflare_core::record::RequestRecord;
 use ccflare_core::{AccountId, AccountStatus, Millis};
@@ -224,6 +224,8 @@ async fn write_batch<'a>(
     for record in records {
         requests::insert(&mut tx, record).await?;
     }
+    // In the same transaction, so the rollups analytics reads always match the rows.
+    rollups::add(&mut tx, records).await?;
     // Per-account counters, summed over the batch.
     let mut usage: HashMap<i64, (i64, Millis)> = HashMap::new();
     for record in records {

@@ -1,0 +1,696 @@
+//! The figures behind `/api/analytics?range=…` and `/api/stats`: totals, breakdowns per model,
+//! account and client key, error counts by type, latency and time-to-first-byte percentiles, and
+//! a time series — all read from the rollups the writer keeps (`storage::rollups`), never from a
+//! scan of the request rows, so each query touches a few thousand rows however many requests
+//! are recorded.
+//!
+//! **Windows.** A range covers `[now - range, now]`. The time series covers exactly that (in
+//! minute buckets for `1h`/`6h`). Totals, breakdowns and percentiles come from hourly and daily
+//! rollups and so cover whole hours: from the start of the hour holding `now - range`
+//! (`rollup_since` in the report), at most an hour more than the range.
+
+use crate::AnalyticsError;
+use ccflare_core::Millis;
+use ccflare_storage::Db;
+use ccflare_storage::rollups::{
+    self, DAY_MS, HOUR_MS, METRIC_LATENCY, METRIC_TTFB, MINUTE_MS, bucket,
+};
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// A time range of `/api/analytics?range=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Range {
+    Hour,
+    SixHours,
+    Day,
+    Week,
+    Month,
+}
+
+/// Where a range's time series comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SeriesSource {
+    Minutes,
+    Hours,
+    Days,
+}
+
+impl Range {
+    pub const ALL: [Range; 5] = [
+        Range::Hour,
+        Range::SixHours,
+        Range::Day,
+        Range::Week,
+        Range::Month,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Range::Hour => "1h",
+            Range::SixHours => "6h",
+            Range::Day => "24h",
+            Range::Week => "7d",
+            Range::Month => "30d",
+        }
+    }
+
+    pub fn duration_ms(self) -> Millis {
+        match self {
+            Range::Hour => HOUR_MS,
+            Range::SixHours => 6 * HOUR_MS,
+            Range::Day => DAY_MS,
+            Range::Week => 7 * DAY_MS,
+            Range::Month => 30 * DAY_MS,
+        }
+    }
+
+    /// The width of one point of the time series: about 25 to 75 points per range.
+    pub fn bucket_ms(self) -> Millis {
+        match self {
+            Range::Hour => MINUTE_MS,
+            Range::SixHours => 5 * MINUTE_MS,
+            Range::Day => HOUR_MS,
+            Range::Week => 6 * HOUR_MS,
+            Range::Month => DAY_MS,
+        }
+    }
+
+    fn series_source(self) -> SeriesSource {
+        match self {
+            Range::Hour | Range::SixHours => SeriesSource::Minutes,
+            Range::Day | Range::Week => SeriesSource::Hours,
+            Range::Month => SeriesSource::Days,
+        }
+    }
+}
+
+impl fmt::Display for Range {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Range {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Range, ()> {
+        Range::ALL.into_iter().find(|r| r.as_str() == s).ok_or(())
+    }
+}
+
+/// Sums over a set of requests, and the ratios derived from them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Totals {
+    pub requests: i64,
+    pub successes: i64,
+    pub errors: i64,
+    /// Successes over requests; 0 without requests.
+    pub success_rate: f64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    /// Input of all kinds plus output.
+    pub total_tokens: i64,
+    pub cost_usd: f64,
+    /// Requests whose model was not in the price table, priced by family.
+    pub cost_estimated_requests: i64,
+    /// Mean latency in milliseconds.
+    pub average_response_time: f64,
+    /// Mean time to first byte in milliseconds, over the requests that had a first byte.
+    pub average_ttfb: Option<f64>,
+    /// Output tokens over generation time (after the first byte), summed over the requests that
+    /// had both: a ratio of sums, so long answers weigh by their length.
+    pub output_tokens_per_second: Option<f64>,
+    /// Cache reads over all input (plain input, cache reads and cache writes).
+    pub cache_hit_rate: Option<f64>,
+}
+
+/// The sum columns every rollup query selects, in [`Sums::from_row`]'s names.
+const SUMS: &str = "coalesce(sum(requests), 0) AS requests, \
+    coalesce(sum(successes), 0) AS successes, \
+    coalesce(sum(input_tokens), 0) AS input_tokens, \
+    coalesce(sum(output_tokens), 0) AS output_tokens, \
+    coalesce(sum(cache_read_tokens), 0) AS cache_read_tokens, \
+    coalesce(sum(cache_write_tokens), 0) AS cache_write_tokens, \
+    coalesce(sum(cost_usd), 0.0) AS cost_usd, \
+    coalesce(sum(cost_estimated), 0) AS cost_estimated, \
+    coalesce(sum(latency_ms_sum), 0) AS latency_ms_sum, \
+    coalesce(sum(ttfb_ms_sum), 0) AS ttfb_ms_sum, \
+    coalesce(sum(ttfb_count), 0) AS ttfb_count, \
+    coalesce(sum(generated_tokens), 0) AS generated_tokens, \
+    coalesce(sum(generating_ms_sum), 0) AS generating_ms_sum";
+
+fn ratio(numerator: f64, denominator: f64) -> Option<f64> {
+    (denominator > 0.0).then(|| numerator / denominator)
+}
+
+/// The raw sums of a rollup group, which add up; [`Totals`] are derived from them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Sums {
+    requests: i64,
+    successes: i64,
+    input_tokens: i64,
+    output_tokens: i64,
+    cache_read_tokens: i64,
+    cache_write_tokens: i64,
+    cost_usd: f64,
+    cost_estimated: i64,
+    latency_ms_sum: i64,
+    ttfb_ms_sum: i64,
+    ttfb_count: i64,
+    generated_tokens: i64,
+    generating_ms_sum: i64,
+}
+
+impl Sums {
+    fn from_row(row: &SqliteRow) -> Result<Sums, sqlx::Error> {
+        Ok(Sums {
+            requests: row.try_get("requests")?,
+            successes: row.try_get("successes")?,
+            input_tokens: row.try_get("input_tokens")?,
+            output_tokens: row.try_get("output_tokens")?,
+            cache_read_tokens: row.try_get("cache_read_tokens")?,
+            cache_write_tokens: row.try_get("cache_write_tokens")?,
+            cost_usd: row.try_get("cost_usd")?,
+            cost_estimated: row.try_get("cost_estimated")?,
+            latency_ms_sum: row.try_get("latency_ms_sum")?,
+            ttfb_ms_sum: row.try_get("ttfb_ms_sum")?,
+            ttfb_count: row.try_get("ttfb_count")?,
+            generated_tokens: row.try_get("generated_tokens")?,
+            generating_ms_sum: row.try_get("generating_ms_sum")?,
+        })
+    }
+
+    fn add(&mut self, other: &Sums) {
+        self.requests += other.requests;
+        self.successes += other.successes;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_read_tokens += other.cache_read_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
+        self.cost_usd += other.cost_usd;
+        self.cost_estimated += other.cost_estimated;
+        self.latency_ms_sum += other.latency_ms_sum;
+        self.ttfb_ms_sum += other.ttfb_ms_sum;
+        self.ttfb_count += other.ttfb_count;
+        self.generated_tokens += other.generated_tokens;
+        self.generating_ms_sum += other.generating_ms_sum;
+    }
+
+    fn totals(&self) -> Totals {
+        let all_input =
+            (self.input_tokens + self.cache_read_tokens + self.cache_write_tokens) as f64;
+        Totals {
+            requests: self.requests,
+            successes: self.successes,
+            errors: self.requests - self.successes,
+            success_rate: ratio(self.successes as f64, self.requests as f64).unwrap_or(0.0),
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cache_read_tokens: self.cache_read_tokens,
+            cache_write_tokens: self.cache_write_tokens,
+            total_tokens: self.input_tokens
+                + self.output_tokens
+                + self.cache_read_tokens
+                + self.cache_write_tokens,
+            cost_usd: self.cost_usd,
+            cost_estimated_requests: self.cost_estimated,
+            average_response_time: ratio(self.latency_ms_sum as f64, self.requests as f64)
+                .unwrap_or(0.0),
+            average_ttfb: ratio(self.ttfb_ms_sum as f64, self.ttfb_count as f64),
+            output_tokens_per_second: ratio(
+                self.generated_tokens as f64 * 1000.0,
+                self.generating_ms_sum as f64,
+            ),
+            cache_hit_rate: ratio(self.cache_read_tokens as f64, all_input),
+        }
+    }
+}
+
+/// One group of a breakdown: a model, an account or a client key, and its totals.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Group {
+    /// The model, account or client key; `null` for requests without one (e.g. `/v1/models`
+    /// has no model; a request no account could take has no account).
+    pub name: Option<String>,
+    #[serde(flatten)]
+    pub totals: Totals,
+}
+
+/// Failed requests of one kind: the error type recorded (the upstream's `error.type` or
+/// ccflare's own, e.g. `client_closed`), else `http_<status>`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ErrorCount {
+    pub error_type: String,
+    pub count: i64,
+}
+
+/// Nearest-rank percentiles in milliseconds (`null` without samples). Exact below 128 ms, else
+/// within 1/32 of the true value (the rollups keep latencies in histogram bins).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    pub samples: i64,
+    pub p50: Option<i64>,
+    pub p95: Option<i64>,
+    pub p99: Option<i64>,
+}
+
+impl Percentiles {
+    /// Nearest rank: the smallest value with at least p of the samples at or below it.
+    pub fn from_histogram(bins: &[(i64, i64)]) -> Percentiles {
+        let samples: i64 = bins.iter().map(|(_, count)| *count).sum();
+        // p in thousandths, so the rank is exact integer arithmetic (0.95 * n in floating
+        // point can land just above an integer and round the rank up by one).
+        let at = |per_mille: i64| -> Option<i64> {
+            if samples == 0 {
+                return None;
+            }
+            let rank = ((per_mille * samples + 999) / 1000).clamp(1, samples);
+            let mut seen = 0;
+            for (bin, count) in bins {
+                seen += count;
+                if seen >= rank {
+                    return Some(rollups::bin_value(*bin));
+                }
+            }
+            None
+        };
+        Percentiles {
+            samples,
+            p50: at(500),
+            p95: at(950),
+            p99: at(990),
+        }
+    }
+}
+
+/// One point of a time series.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Point {
+    /// Start of the bucket, epoch milliseconds.
+    pub time: Millis,
+    pub requests: i64,
+    pub errors: i64,
+    pub total_tokens: i64,
+    pub cost_usd: f64,
+    /// Mean latency in milliseconds; 0 without requests.
+    pub average_response_time: f64,
+}
+
+/// Everything `/api/analytics?range=` adds to the overview.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub range: &'static str,
+    /// `now - range`.
+    pub since: Millis,
+    pub until: Millis,
+    /// Start of the first whole hour counted in totals, breakdowns and percentiles.
+    pub rollup_since: Millis,
+    /// Width of one point of `series`.
+    pub bucket_ms: Millis,
+    pub totals: Totals,
+    pub latency_ms: Percentiles,
+    pub ttfb_ms: Percentiles,
+    pub series: Vec<Point>,
+    /// Busiest first.
+    pub models: Vec<Group>,
+    pub accounts: Vec<Group>,
+    pub client_keys: Vec<Group>,
+    /// Most frequent first.
+    pub errors: Vec<ErrorCount>,
+    pub requests_last_minute: i64,
+    pub requests_last_hour: i64,
+}
+
+/// Which rollup rows make up a window: hourly rows in `[hours_from, days_from)`, daily rows
+/// from `days_from` on. Whole days come from the daily table, so a 30-day window reads about
+/// 30 days' worth of groups instead of 720 hours' worth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Window {
+    hours_from: Millis,
+    days_from: Millis,
+}
+
+impl Window {
+    fn since(start: Option<Millis>) -> Window {
+        match start {
+            None => Window {
+                hours_from: Millis::MIN,
+                days_from: Millis::MIN,
+            },
+            Some(start) => {
+                let hours_from = bucket(start, HOUR_MS);
+                let days_from = bucket(hours_from, DAY_MS);
+                let days_from = if days_from == hours_from {
+                    days_from
+                } else {
+                    days_from + DAY_MS
+                };
+                Window {
+                    hours_from,
+                    days_from,
+                }
+            }
+        }
+    }
+
+    /// A subquery over the window's rows of `hourly` and `daily` (table names are constants),
+    /// binding `?1` = hours_from and `?2` = days_from.
+    fn rows(hourly: &str, daily: &str, extra: &str) -> String {
+        format!(
+            "(SELECT * FROM {hourly} WHERE bucket >= ?1 AND bucket < ?2 {extra} \
+             UNION ALL SELECT * FROM {daily} WHERE bucket >= ?2 {extra})"
+        )
+    }
+}
+
+/// Everything the rollups say about a window, from one scan grouped by every dimension.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Breakdowns {
+    totals: Totals,
+    models: Vec<Group>,
+    accounts: Vec<Group>,
+    client_keys: Vec<Group>,
+    errors: Vec<ErrorCount>,
+}
+
+/// Sums per key, busiest first (then by name), as [`Group`]s.
+fn ranked(groups: HashMap<Option<String>, Sums>) -> Vec<Group> {
+    let mut groups: Vec<Group> = groups
+        .into_iter()
+        .map(|(name, sums)| Group {
+            name,
+            totals: sums.totals(),
+        })
+        .collect();
+    groups.sort_by(|a, b| {
+        b.totals
+            .requests
+            .cmp(&a.totals.requests)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    groups
+}
+
+async fn breakdowns(db: &Db, window: Window) -> Result<Breakdowns, AnalyticsError> {
+    // SQLite takes the bare `account_name` from the row holding max(bucket): the name the
+    // account was last recorded with, for accounts removed since.
+    let sql = format!(
+        "SELECT model, account_id, account_name, max(bucket) AS latest, client_key, status, \
+         error_type, {SUMS} FROM {} GROUP BY model, account_id, client_key, status, error_type",
+        Window::rows("rollup_hourly", "rollup_daily", "")
+    );
+    let rows = sqlx::query(&sql)
+        .bind(window.hours_from)
+        .bind(window.days_from)
+        .fetch_all(db.pool())
+        .await?;
+    // Accounts are named as they are called now.
+    let names: HashMap<i64, String> = sqlx::query("SELECT id, name FROM accounts")
+        .fetch_all(db.pool())
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get("id")?, row.try_get("name")?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+
+    let mut total = Sums::default();
+    let mut models: HashMap<Option<String>, Sums> = HashMap::new();
+    let mut accounts: HashMap<i64, (Option<String>, Sums)> = HashMap::new();
+    let mut client_keys: HashMap<Option<String>, Sums> = HashMap::new();
+    let mut errors: HashMap<String, i64> = HashMap::new();
+    let some = |text: String| (!text.is_empty()).then_some(text);
+    for row in &rows {
+        let sums = Sums::from_row(row)?;
+        total.add(&sums);
+        let model: String = row.try_get("model")?;
+        models.entry(some(model)).or_default().add(&sums);
+        let account_id: i64 = row.try_get("account_id")?;
+        let recorded: String = row.try_get("account_name")?;
+        let account = accounts.entry(account_id).or_default();
+        if account.0.is_none() {
+            account.0 = names.get(&account_id).cloned().or_else(|| some(recorded));
+        }
+        account.1.add(&sums);
+        let client_key: String = row.try_get("client_key")?;
+        if !client_key.is_empty() {
+            client_keys.entry(Some(client_key)).or_default().add(&sums);
+        }
+        let failed = sums.requests - sums.successes;
+        if failed > 0 {
+            let error_type: String = row.try_get("error_type")?;
+            let kind = if error_type.is_empty() {
+                format!("http_{}", row.try_get::<i64, _>("status")?)
+            } else {
+                error_type
+            };
+            *errors.entry(kind).or_default() += failed;
+        }
+    }
+    // Two account ids can carry the same name (one removed, a new one added under its name).
+    let mut by_name: HashMap<Option<String>, Sums> = HashMap::new();
+    for (name, sums) in accounts.into_values() {
+        by_name.entry(name).or_default().add(&sums);
+    }
+    let mut errors: Vec<ErrorCount> = errors
+        .into_iter()
+        .map(|(error_type, count)| ErrorCount { error_type, count })
+        .collect();
+    errors.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.error_type.cmp(&b.error_type))
+    });
+    Ok(Breakdowns {
+        totals: total.totals(),
+        models: ranked(models),
+        accounts: ranked(by_name),
+        client_keys: ranked(client_keys),
+        errors,
+    })
+}
+
+/// Latency and time-to-first-byte percentiles over a window, from one scan of the histograms.
+async fn percentiles_in(
+    db: &Db,
+    window: Window,
+) -> Result<(Percentiles, Percentiles), AnalyticsError> {
+    let sql = format!(
+        "SELECT metric, bin, sum(count) AS n FROM {} GROUP BY metric, bin ORDER BY metric, bin",
+        Window::rows("latency_hourly", "latency_daily", "")
+    );
+    let rows = sqlx::query(&sql)
+        .bind(window.hours_from)
+        .bind(window.days_from)
+        .fetch_all(db.pool())
+        .await?;
+    let mut latency = Vec::new();
+    let mut ttfb = Vec::new();
+    for row in &rows {
+        let metric: i64 = row.try_get("metric")?;
+        let bin = (row.try_get("bin")?, row.try_get("n")?);
+        match metric {
+            METRIC_LATENCY => latency.push(bin),
+            METRIC_TTFB => ttfb.push(bin),
+            _ => {}
+        }
+    }
+    Ok((
+        Percentiles::from_histogram(&latency),
+        Percentiles::from_histogram(&ttfb),
+    ))
+}
+
+/// Requests started at or after `since`, exactly: whole minutes from the minute rollups, and
+/// the rows of the one partial minute at the start counted directly (at most a minute of rows).
+pub(crate) async fn requests_since(db: &Db, since: Millis) -> Result<i64, AnalyticsError> {
+    let first_whole = bucket(since + MINUTE_MS - 1, MINUTE_MS);
+    let partial: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM requests WHERE started_at >= ? AND started_at < ?",
+    )
+    .bind(since)
+    .bind(first_whole)
+    .fetch_one(db.pool())
+    .await?;
+    let whole: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(requests), 0) FROM rollup_minutely WHERE minute >= ?",
+    )
+    .bind(first_whole)
+    .fetch_one(db.pool())
+    .await?;
+    Ok(partial + whole)
+}
+
+async fn series(db: &Db, range: Range, now: Millis) -> Result<Vec<Point>, AnalyticsError> {
+    let width = range.bucket_ms();
+    let first = bucket(now - range.duration_ms(), width);
+    let last = bucket(now, width);
+    let sql = match range.series_source() {
+        SeriesSource::Minutes => "SELECT (minute / ?1) * ?1 AS t, sum(requests) AS requests, \
+             sum(successes) AS successes, \
+             sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens) AS tokens, \
+             sum(cost_usd) AS cost, sum(latency_ms_sum) AS latency \
+             FROM rollup_minutely WHERE minute >= ?2 GROUP BY t"
+            .to_owned(),
+        source => {
+            let table = if source == SeriesSource::Hours {
+                "rollup_hourly"
+            } else {
+                "rollup_daily"
+            };
+            format!(
+                "SELECT (bucket / ?1) * ?1 AS t, sum(requests) AS requests, \
+                 sum(successes) AS successes, \
+                 sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens) \
+                 AS tokens, sum(cost_usd) AS cost, sum(latency_ms_sum) AS latency \
+                 FROM {table} WHERE bucket >= ?2 GROUP BY t"
+            )
+        }
+    };
+    let rows = sqlx::query(&sql)
+        .bind(width)
+        .bind(first)
+        .fetch_all(db.pool())
+        .await?;
+    let mut points: Vec<Point> = (0..=((last - first) / width))
+        .map(|i| Point {
+            time: first + i * width,
+            ..Point::default()
+        })
+        .collect();
+    for row in &rows {
+        let time: Millis = row.try_get("t")?;
+        let Some(point) = points.get_mut(((time - first) / width) as usize) else {
+            // A row stamped in the future (a clock that stepped back) has no point.
+            continue;
+        };
+        let requests: i64 = row.try_get("requests")?;
+        let latency: i64 = row.try_get("latency")?;
+        point.requests = requests;
+        point.errors = requests - row.try_get::<i64, _>("successes")?;
+        point.total_tokens = row.try_get("tokens")?;
+        point.cost_usd = row.try_get("cost")?;
+        point.average_response_time = ratio(latency as f64, requests as f64).unwrap_or(0.0);
+    }
+    Ok(points)
+}
+
+/// The figures of one range, ending at `now`.
+pub async fn report(db: &Db, now: Millis, range: Range) -> Result<Report, AnalyticsError> {
+    let since = now - range.duration_ms();
+    let window = Window::since(Some(since));
+    let groups = breakdowns(db, window).await?;
+    let (latency_ms, ttfb_ms) = percentiles_in(db, window).await?;
+    Ok(Report {
+        range: range.as_str(),
+        since,
+        until: now,
+        rollup_since: window.hours_from,
+        bucket_ms: range.bucket_ms(),
+        totals: groups.totals,
+        latency_ms,
+        ttfb_ms,
+        series: series(db, range, now).await?,
+        models: groups.models,
+        accounts: groups.accounts,
+        client_keys: groups.client_keys,
+        errors: groups.errors,
+        requests_last_minute: requests_since(db, now - MINUTE_MS).await?,
+        requests_last_hour: requests_since(db, now - HOUR_MS).await?,
+    })
+}
+
+/// All-time figures: totals, per account and per model (`/api/stats`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AllTime {
+    pub totals: Totals,
+    pub latency_ms: Percentiles,
+    pub ttfb_ms: Percentiles,
+    pub accounts: Vec<Group>,
+    pub models: Vec<Group>,
+    pub client_keys: Vec<Group>,
+    pub errors: Vec<ErrorCount>,
+}
+
+/// Every recorded request's totals, per account, model and client key.
+pub async fn all_time(db: &Db) -> Result<AllTime, AnalyticsError> {
+    let window = Window::since(None);
+    let groups = breakdowns(db, window).await?;
+    let (latency_ms, ttfb_ms) = percentiles_in(db, window).await?;
+    Ok(AllTime {
+        totals: groups.totals,
+        latency_ms,
+        ttfb_ms,
+        accounts: groups.accounts,
+        models: groups.models,
+        client_keys: groups.client_keys,
+        errors: groups.errors,
+    })
+}
+
+/// All-time totals and the busiest `limit` models with their request counts (the seed's
+/// overview), from one scan of the daily rollups.
+pub(crate) async fn all_time_overview(
+    db: &Db,
+    limit: usize,
+) -> Result<(Totals, Vec<(String, i64)>), AnalyticsError> {
+    let rows = sqlx::query(&format!(
+        "SELECT model, {SUMS} FROM rollup_daily GROUP BY model"
+    ))
+    .fetch_all(db.pool())
+    .await?;
+    let mut total = Sums::default();
+    let mut models = Vec::new();
+    for row in &rows {
+        let sums = Sums::from_row(row)?;
+        total.add(&sums);
+        let model: String = row.try_get("model")?;
+        if !model.is_empty() {
+            models.push((model, sums.requests));
+        }
+    }
+    models.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    models.truncate(limit);
+    Ok((total.totals(), models))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles_on_exact_bins() {
+        // 1..=100 ms, one sample each: p50 = 50, p95 = 95, p99 = 99.
+        let bins: Vec<(i64, i64)> = (1..=100).map(|v| (rollups::bin(v), 1)).collect();
+        let p = Percentiles::from_histogram(&bins);
+        assert_eq!(
+            (p.samples, p.p50, p.p95, p.p99),
+            (100, Some(50), Some(95), Some(99))
+        );
+        assert_eq!(Percentiles::from_histogram(&[]).p50, None);
+    }
+
+    #[test]
+    fn windows_take_whole_days_from_the_daily_table() {
+        let day = 20_000 * DAY_MS;
+        let w = Window::since(Some(day + 5 * HOUR_MS + 17));
+        assert_eq!(w.hours_from, day + 5 * HOUR_MS);
+        assert_eq!(w.days_from, day + DAY_MS);
+        let aligned = Window::since(Some(day));
+        assert_eq!((aligned.hours_from, aligned.days_from), (day, day));
+    }
+
+    #[test]
+    fn ranges_parse_and_have_25_to_75_points() {
+        for range in Range::ALL {
+            assert_eq!(range.as_str().parse(), Ok(range));
+            let points = range.duration_ms() / range.bucket_ms();
+            assert!((24..=72).contains(&points), "{range}: {points}");
+        }
+        assert!("2h".parse::<Range>().is_err());
+    }
+}

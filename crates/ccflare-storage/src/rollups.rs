@@ -1,0 +1,514 @@
+//! Rollups: running totals per hour and per day (by model, account, client key, status and error
+//! type), per minute, and latency histograms per hour and per day (migration 0003). The writer adds every
+//! batch of request rows to them in the same transaction as the rows themselves, so they never
+//! disagree with the table; analytics reads them instead of scanning millions of rows.
+//!
+//! Latency histograms use fixed bins: one per millisecond below 128 ms, then 16 bins per
+//! doubling, so a percentile read from them is exact below 128 ms and otherwise within 1/32 of
+//! the true value (the bin's midpoint is reported; a bin is at most 1/16 as wide as its start).
+
+use crate::db::Db;
+use crate::error::StorageError;
+use ccflare_core::Millis;
+use ccflare_core::record::RequestRecord;
+use sqlx::{Row, Sqlite, Transaction};
+use std::collections::HashMap;
+
+pub const MINUTE_MS: Millis = 60_000;
+pub const HOUR_MS: Millis = 3_600_000;
+pub const DAY_MS: Millis = 86_400_000;
+
+/// Values below this many milliseconds have a bin of their own.
+pub const LINEAR_BINS: i64 = 128;
+/// Bins per doubling above [`LINEAR_BINS`], as a power of two.
+const SUB_BITS: u32 = 4;
+const SUB_BINS: i64 = 1 << SUB_BITS;
+/// log2 of [`LINEAR_BINS`].
+const FIRST_EXPONENT: u32 = 7;
+
+/// Histogram metric: total latency.
+pub const METRIC_LATENCY: i64 = 0;
+/// Histogram metric: time to first byte.
+pub const METRIC_TTFB: i64 = 1;
+
+/// The start of the bucket of `size` milliseconds that holds `at` (buckets start at the epoch,
+/// so hours and days are UTC).
+pub fn bucket(at: Millis, size: Millis) -> Millis {
+    at.div_euclid(size) * size
+}
+
+/// The histogram bin of a latency in milliseconds (negative values count as 0).
+pub fn bin(value_ms: i64) -> i64 {
+    let value = value_ms.max(0);
+    if value < LINEAR_BINS {
+        return value;
+    }
+    let exponent = 63 - value.leading_zeros();
+    let sub = (value >> (exponent - SUB_BITS)) - SUB_BINS;
+    LINEAR_BINS + i64::from(exponent - FIRST_EXPONENT) * SUB_BINS + sub
+}
+
+/// The smallest and largest value that falls in `bin`.
+pub fn bin_bounds(bin: i64) -> (i64, i64) {
+    let bin = bin.max(0);
+    if bin < LINEAR_BINS {
+        return (bin, bin);
+    }
+    let above = bin - LINEAR_BINS;
+    let shift = (above / SUB_BINS + i64::from(FIRST_EXPONENT) - i64::from(SUB_BITS)).min(58);
+    let low = (SUB_BINS + above % SUB_BINS) << shift;
+    (low, low + ((1 << shift) - 1))
+}
+
+/// The value reported for a bin: its midpoint (exact for the one-value bins below 128 ms).
+pub fn bin_value(bin: i64) -> i64 {
+    let (low, high) = bin_bounds(bin);
+    low + (high - low) / 2
+}
+
+/// What the rollups need of one request.
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    started_at: Millis,
+    model: String,
+    account_id: i64,
+    account_name: String,
+    client_key: String,
+    status: i64,
+    error_type: String,
+    success: bool,
+    streamed: bool,
+    input_tokens: i64,
+    output_tokens: i64,
+    cache_read_tokens: i64,
+    cache_write_tokens: i64,
+    cost_usd: f64,
+    cost_estimated: bool,
+    latency_ms: i64,
+    ttfb_ms: Option<i64>,
+}
+
+impl From<&RequestRecord> for Sample {
+    fn from(r: &RequestRecord) -> Sample {
+        let tokens = |n: u64| n.min(i64::MAX as u64) as i64;
+        Sample {
+            started_at: r.started_at,
+            model: r.model.clone().unwrap_or_default(),
+            account_id: r.account_id.map_or(0, |id| id.0),
+            account_name: r.account_name.clone().unwrap_or_default(),
+            client_key: r.client_key.clone().unwrap_or_default(),
+            status: i64::from(r.status),
+            error_type: r.error_type.clone().unwrap_or_default(),
+            success: r.success,
+            streamed: r.streamed,
+            input_tokens: tokens(r.usage.input_tokens),
+            output_tokens: tokens(r.usage.output_tokens),
+            cache_read_tokens: tokens(r.usage.cache_read_input_tokens),
+            cache_write_tokens: tokens(r.usage.cache_creation_input_tokens),
+            cost_usd: r.cost_usd,
+            cost_estimated: r.cost_estimated,
+            latency_ms: r.latency_ms,
+            ttfb_ms: r.ttfb_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct GroupKey {
+    bucket: Millis,
+    model: String,
+    account_id: i64,
+    client_key: String,
+    status: i64,
+    error_type: String,
+}
+
+#[derive(Debug, Default)]
+struct GroupSums {
+    account_name: String,
+    requests: i64,
+    successes: i64,
+    streamed: i64,
+    input_tokens: i64,
+    output_tokens: i64,
+    cache_read_tokens: i64,
+    cache_write_tokens: i64,
+    cost_usd: f64,
+    cost_estimated: i64,
+    latency_ms_sum: i64,
+    ttfb_ms_sum: i64,
+    ttfb_count: i64,
+    generated_tokens: i64,
+    generating_ms_sum: i64,
+}
+
+#[derive(Debug, Default)]
+struct MinuteSums {
+    requests: i64,
+    successes: i64,
+    input_tokens: i64,
+    output_tokens: i64,
+    cache_read_tokens: i64,
+    cache_write_tokens: i64,
+    cost_usd: f64,
+    latency_ms_sum: i64,
+}
+
+/// Rollup increments summed over a batch of requests, so a batch of many requests in the same
+/// hour costs one upsert per key rather than one per request.
+#[derive(Debug, Default)]
+struct Increments {
+    hours: HashMap<GroupKey, GroupSums>,
+    days: HashMap<GroupKey, GroupSums>,
+    minutes: HashMap<Millis, MinuteSums>,
+    /// (metric, hour, bin) → count.
+    hour_bins: HashMap<(i64, Millis, i64), i64>,
+    /// (metric, day, bin) → count.
+    day_bins: HashMap<(i64, Millis, i64), i64>,
+}
+
+impl Increments {
+    fn add(&mut self, s: Sample) {
+        let hour = bucket(s.started_at, HOUR_MS);
+        let day = bucket(s.started_at, DAY_MS);
+        let minute = bucket(s.started_at, MINUTE_MS);
+        let generating = s
+            .ttfb_ms
+            .map(|ttfb| s.latency_ms - ttfb)
+            .filter(|ms| *ms > 0 && s.output_tokens > 0);
+
+        let m = self.minutes.entry(minute).or_default();
+        m.requests += 1;
+        m.successes += i64::from(s.success);
+        m.input_tokens += s.input_tokens;
+        m.output_tokens += s.output_tokens;
+        m.cache_read_tokens += s.cache_read_tokens;
+        m.cache_write_tokens += s.cache_write_tokens;
+        m.cost_usd += s.cost_usd;
+        m.latency_ms_sum += s.latency_ms;
+
+        for (metric, value) in [
+            (METRIC_LATENCY, Some(s.latency_ms)),
+            (METRIC_TTFB, s.ttfb_ms),
+        ] {
+            if let Some(value) = value {
+                let bin = bin(value);
+                *self.hour_bins.entry((metric, hour, bin)).or_default() += 1;
+                *self.day_bins.entry((metric, day, bin)).or_default() += 1;
+            }
+        }
+
+        for (bucket, groups) in [(hour, &mut self.hours), (day, &mut self.days)] {
+            let key = GroupKey {
+                bucket,
+                model: s.model.clone(),
+                account_id: s.account_id,
+                client_key: s.client_key.clone(),
+                status: s.status,
+                error_type: s.error_type.clone(),
+            };
+            let g = groups.entry(key).or_default();
+            if g.account_name != s.account_name {
+                g.account_name.clone_from(&s.account_name);
+            }
+            g.requests += 1;
+            g.successes += i64::from(s.success);
+            g.streamed += i64::from(s.streamed);
+            g.input_tokens += s.input_tokens;
+            g.output_tokens += s.output_tokens;
+            g.cache_read_tokens += s.cache_read_tokens;
+            g.cache_write_tokens += s.cache_write_tokens;
+            g.cost_usd += s.cost_usd;
+            g.cost_estimated += i64::from(s.cost_estimated);
+            g.latency_ms_sum += s.latency_ms;
+            if let Some(ttfb) = s.ttfb_ms {
+                g.ttfb_ms_sum += ttfb;
+                g.ttfb_count += 1;
+            }
+            if let Some(ms) = generating {
+                g.generated_tokens += s.output_tokens;
+                g.generating_ms_sum += ms;
+            }
+        }
+    }
+
+    async fn write(self, tx: &mut Transaction<'_, Sqlite>) -> Result<(), sqlx::Error> {
+        for (table, groups) in [("rollup_hourly", self.hours), ("rollup_daily", self.days)] {
+            let sql = format!(
+                "INSERT INTO {table} (bucket, model, account_id, account_name, client_key, \
+                 status, error_type, requests, successes, streamed, input_tokens, output_tokens, \
+                 cache_read_tokens, cache_write_tokens, cost_usd, cost_estimated, latency_ms_sum, \
+                 ttfb_ms_sum, ttfb_count, generated_tokens, generating_ms_sum) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (bucket, model, account_id, client_key, status, error_type) \
+                 DO UPDATE SET \
+                 account_name = excluded.account_name, \
+                 requests = requests + excluded.requests, \
+                 successes = successes + excluded.successes, \
+                 streamed = streamed + excluded.streamed, \
+                 input_tokens = input_tokens + excluded.input_tokens, \
+                 output_tokens = output_tokens + excluded.output_tokens, \
+                 cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens, \
+                 cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens, \
+                 cost_usd = cost_usd + excluded.cost_usd, \
+                 cost_estimated = cost_estimated + excluded.cost_estimated, \
+                 latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum, \
+                 ttfb_ms_sum = ttfb_ms_sum + excluded.ttfb_ms_sum, \
+                 ttfb_count = ttfb_count + excluded.ttfb_count, \
+                 generated_tokens = generated_tokens + excluded.generated_tokens, \
+                 generating_ms_sum = generating_ms_sum + excluded.generating_ms_sum"
+            );
+            for (k, g) in groups {
+                sqlx::query(&sql)
+                    .bind(k.bucket)
+                    .bind(&k.model)
+                    .bind(k.account_id)
+                    .bind(&g.account_name)
+                    .bind(&k.client_key)
+                    .bind(k.status)
+                    .bind(&k.error_type)
+                    .bind(g.requests)
+                    .bind(g.successes)
+                    .bind(g.streamed)
+                    .bind(g.input_tokens)
+                    .bind(g.output_tokens)
+                    .bind(g.cache_read_tokens)
+                    .bind(g.cache_write_tokens)
+                    .bind(g.cost_usd)
+                    .bind(g.cost_estimated)
+                    .bind(g.latency_ms_sum)
+                    .bind(g.ttfb_ms_sum)
+                    .bind(g.ttfb_count)
+                    .bind(g.generated_tokens)
+                    .bind(g.generating_ms_sum)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        for (minute, m) in self.minutes {
+            sqlx::query(
+                "INSERT INTO rollup_minutely (minute, requests, successes, input_tokens, \
+                 output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, latency_ms_sum) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (minute) DO UPDATE SET \
+                 requests = requests + excluded.requests, \
+                 successes = successes + excluded.successes, \
+                 input_tokens = input_tokens + excluded.input_tokens, \
+                 output_tokens = output_tokens + excluded.output_tokens, \
+                 cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens, \
+                 cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens, \
+                 cost_usd = cost_usd + excluded.cost_usd, \
+                 latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum",
+            )
+            .bind(minute)
+            .bind(m.requests)
+            .bind(m.successes)
+            .bind(m.input_tokens)
+            .bind(m.output_tokens)
+            .bind(m.cache_read_tokens)
+            .bind(m.cache_write_tokens)
+            .bind(m.cost_usd)
+            .bind(m.latency_ms_sum)
+            .execute(&mut **tx)
+            .await?;
+        }
+        for (table, bins) in [
+            ("latency_hourly", self.hour_bins),
+            ("latency_daily", self.day_bins),
+        ] {
+            let sql = format!(
+                "INSERT INTO {table} (metric, bucket, bin, count) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (bucket, metric, bin) DO UPDATE SET count = count + excluded.count"
+            );
+            for ((metric, bucket, bin), count) in bins {
+                sqlx::query(&sql)
+                    .bind(metric)
+                    .bind(bucket)
+                    .bind(bin)
+                    .bind(count)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Adds a batch of request rows to the rollups, inside the writer's transaction.
+pub(crate) async fn add(
+    tx: &mut Transaction<'_, Sqlite>,
+    records: &[RequestRecord],
+) -> Result<(), sqlx::Error> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut increments = Increments::default();
+    for record in records {
+        increments.add(Sample::from(record));
+    }
+    increments.write(tx).await
+}
+
+/// Rows read per query while rebuilding.
+const REBUILD_PAGE: i64 = 10_000;
+
+/// Rebuilds every rollup from the request rows (migration 0003, for rows recorded before it).
+/// Reads the table in pages by rowid so memory holds one page plus the (small) rollups.
+pub(crate) async fn rebuild(tx: &mut Transaction<'_, Sqlite>) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(
+        "DELETE FROM rollup_hourly; DELETE FROM rollup_daily; DELETE FROM rollup_minutely; \
+         DELETE FROM latency_hourly; DELETE FROM latency_daily;",
+    )
+    .execute(&mut **tx)
+    .await?;
+    let mut increments = Increments::default();
+    let mut after: i64 = 0;
+    loop {
+        let rows = sqlx::query(
+            "SELECT rowid, started_at, model, account_id, account_name, client_key, status, \
+             error_type, success, streamed, input_tokens, output_tokens, cache_read_tokens, \
+             cache_write_tokens, cost_usd, cost_estimated, latency_ms, ttfb_ms \
+             FROM requests WHERE rowid > ? ORDER BY rowid LIMIT ?",
+        )
+        .bind(after)
+        .bind(REBUILD_PAGE)
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in &rows {
+            after = row.try_get("rowid")?;
+            increments.add(Sample {
+                started_at: row.try_get("started_at")?,
+                model: row
+                    .try_get::<Option<String>, _>("model")?
+                    .unwrap_or_default(),
+                account_id: row.try_get::<Option<i64>, _>("account_id")?.unwrap_or(0),
+                account_name: row
+                    .try_get::<Option<String>, _>("account_name")?
+                    .unwrap_or_default(),
+                client_key: row
+                    .try_get::<Option<String>, _>("client_key")?
+                    .unwrap_or_default(),
+                status: row.try_get("status")?,
+                error_type: row
+                    .try_get::<Option<String>, _>("error_type")?
+                    .unwrap_or_default(),
+                success: row.try_get("success")?,
+                streamed: row.try_get("streamed")?,
+                input_tokens: row.try_get("input_tokens")?,
+                output_tokens: row.try_get("output_tokens")?,
+                cache_read_tokens: row.try_get("cache_read_tokens")?,
+                cache_write_tokens: row.try_get("cache_write_tokens")?,
+                cost_usd: row.try_get("cost_usd")?,
+                cost_estimated: row.try_get("cost_estimated")?,
+                latency_ms: row.try_get("latency_ms")?,
+                ttfb_ms: row.try_get("ttfb_ms")?,
+            });
+        }
+        if (rows.len() as i64) < REBUILD_PAGE {
+            break;
+        }
+    }
+    increments.write(tx).await
+}
+
+/// Rebuilds every rollup from the request rows, in one write transaction (for repairs, and to
+/// check that the writer's running totals equal a fresh count).
+pub async fn rebuild_all(db: &Db) -> Result<(), StorageError> {
+    let mut tx = db.begin_write().await?;
+    rebuild(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// What one retention pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub requests: u64,
+    /// The cutoff used: the start of the UTC day, everything before it is gone.
+    pub before: Millis,
+}
+
+/// Deletes request rows that started before the UTC day holding `cutoff`, and the rollups of
+/// those days, in transactions of at most `batch` rows each, so the writer waits for at most one
+/// short batch at a time. Aligning to whole days keeps the rollups equal to the rows that remain.
+pub async fn purge_before(db: &Db, cutoff: Millis, batch: u32) -> Result<Purged, StorageError> {
+    let before = bucket(cutoff, DAY_MS);
+    let mut tx = db.begin_write().await?;
+    for sql in [
+        "DELETE FROM rollup_hourly WHERE bucket < ?",
+        "DELETE FROM rollup_daily WHERE bucket < ?",
+        "DELETE FROM rollup_minutely WHERE minute < ?",
+        "DELETE FROM latency_hourly WHERE bucket < ?",
+        "DELETE FROM latency_daily WHERE bucket < ?",
+    ] {
+        sqlx::query(sql).bind(before).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    let mut requests = 0;
+    loop {
+        let mut tx = db.begin_write().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM requests WHERE rowid IN \
+             (SELECT rowid FROM requests WHERE started_at < ? LIMIT ?)",
+        )
+        .bind(before)
+        .bind(i64::from(batch.max(1)))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        requests += deleted;
+        if deleted < u64::from(batch.max(1)) {
+            return Ok(Purged { requests, before });
+        }
+        // Let the writer (and anyone else waiting for the lock) in between two batches.
+        tokio::task::yield_now().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bins_are_exact_below_128_ms() {
+        for v in 0..LINEAR_BINS {
+            assert_eq!(bin(v), v);
+            assert_eq!(bin_value(bin(v)), v);
+        }
+        assert_eq!(bin(-5), 0);
+    }
+
+    #[test]
+    fn bins_cover_every_value_once_and_in_order() {
+        let mut previous = bin(LINEAR_BINS - 1);
+        for v in LINEAR_BINS..200_000 {
+            let b = bin(v);
+            let (low, high) = bin_bounds(b);
+            assert!(
+                low <= v && v <= high,
+                "{v} outside bin {b} = [{low}, {high}]"
+            );
+            assert!(b == previous || b == previous + 1, "bins skip at {v}");
+            previous = b;
+        }
+    }
+
+    #[test]
+    fn a_bin_midpoint_is_within_a_32nd_of_any_value_in_it() {
+        for v in (LINEAR_BINS..10_000_000).step_by(997) {
+            let reported = bin_value(bin(v));
+            let error = (reported - v).abs() as f64 / v as f64;
+            assert!(error <= 1.0 / 32.0, "{v} reported as {reported}");
+        }
+        // Huge values stay representable.
+        let (low, high) = bin_bounds(bin(i64::MAX));
+        assert!(high >= low && high == i64::MAX);
+    }
+
+    #[test]
+    fn buckets_align_to_utc() {
+        assert_eq!(bucket(HOUR_MS + 5, HOUR_MS), HOUR_MS);
+        assert_eq!(bucket(-1, MINUTE_MS), -MINUTE_MS);
+    }
+}

@@ -1,0 +1,268 @@
+//! The rollups the writer keeps for analytics, the request listing and retention, against a
+//! real SQLite file: running totals equal a fresh count of the rows (the same code the
+//! migration runs for rows recorded before it), listings page through every row exactly once,
+//! and retention deletes whole days of rows and their rollups together.
+
+use ccflare_core::AccountId;
+use ccflare_core::record::RequestRecord;
+use ccflare_core::usage::Usage;
+use ccflare_storage::requests::{self, RequestFilter, StatusFilter};
+use ccflare_storage::rollups::{self, DAY_MS, HOUR_MS};
+use ccflare_storage::{Db, Writer};
+use sqlx::Row;
+
+async fn open() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_path(&dir.path().join("ccflare.db")).await.unwrap();
+    (dir, db)
+}
+
+/// A day far from the epoch, at midnight UTC.
+const DAY0: i64 = 20_000 * DAY_MS;
+
+fn record(n: u32, started_at: i64) -> RequestRecord {
+    let model = ["claude-sonnet-4-5", "claude-haiku-4-5", ""][n as usize % 3];
+    let failed = n.is_multiple_of(7);
+    RequestRecord {
+        id: format!("r{n:05}"),
+        started_at,
+        method: "POST".into(),
+        path: "/v1/messages".into(),
+        model: (!model.is_empty()).then(|| model.to_owned()),
+        account_id: (!n.is_multiple_of(5)).then_some(AccountId(i64::from(n % 2) + 1)),
+        account_name: (!n.is_multiple_of(5)).then(|| format!("acct-{}", n % 2 + 1)),
+        status: if failed { 429 } else { 200 },
+        success: !failed,
+        error_type: failed.then(|| "rate_limit_error".to_owned()),
+        attempts: 1,
+        latency_ms: i64::from(n % 300) * 7,
+        ttfb_ms: (!failed).then_some(i64::from(n % 50)),
+        streamed: n.is_multiple_of(2),
+        usage: Usage {
+            input_tokens: u64::from(n % 13),
+            output_tokens: u64::from(n % 17),
+            cache_read_input_tokens: u64::from(n % 3),
+            cache_creation_input_tokens: u64::from(n % 4),
+            ..Default::default()
+        },
+        // Binary fractions add up exactly in any order, so sums can be compared with ==.
+        cost_usd: f64::from(n % 8) / 64.0,
+        client_key: (n.is_multiple_of(4)).then(|| "ccf_team".to_owned()),
+        ..Default::default()
+    }
+}
+
+/// Every rollup row, in key order, as text.
+async fn snapshot(db: &Db) -> Vec<String> {
+    let mut all = Vec::new();
+    for (table, order) in [
+        (
+            "rollup_hourly",
+            "bucket, model, account_id, client_key, status, error_type",
+        ),
+        (
+            "rollup_daily",
+            "bucket, model, account_id, client_key, status, error_type",
+        ),
+        ("rollup_minutely", "minute"),
+        ("latency_hourly", "bucket, metric, bin"),
+        ("latency_daily", "bucket, metric, bin"),
+    ] {
+        let rows = sqlx::query(&format!("SELECT * FROM {table} ORDER BY {order}"))
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+        for row in rows {
+            let mut line = table.to_owned();
+            for i in 0..row.len() {
+                let value: sqlx::sqlite::SqliteValueRef<'_> = row.try_get_raw(i).unwrap();
+                let text =
+                    <String as sqlx::Decode<sqlx::Sqlite>>::decode(value).unwrap_or_default();
+                line.push('|');
+                line.push_str(&text);
+            }
+            all.push(line);
+        }
+    }
+    all
+}
+
+async fn write(db: &Db, records: impl IntoIterator<Item = RequestRecord>, batch: usize) {
+    let writer = Writer::spawn(db.clone());
+    let handle = writer.handle();
+    for (i, record) in records.into_iter().enumerate() {
+        handle.record(record);
+        // Flushing now and then makes the writer fold the rows in over many transactions.
+        if i % batch == batch - 1 {
+            handle.flush().await;
+        }
+    }
+    writer.close().await;
+}
+
+#[tokio::test]
+async fn running_totals_equal_a_fresh_count_of_the_rows() {
+    let (_dir, db) = open().await;
+    // Three days, several rows per minute and hour, written in small transactions.
+    let records: Vec<RequestRecord> = (0..900)
+        .map(|n| record(n, DAY0 + i64::from(n) * 290_000))
+        .collect();
+    write(&db, records.clone(), 7).await;
+    let running = snapshot(&db).await;
+    assert!(
+        running.len() > 100,
+        "the rollups hold {} rows",
+        running.len()
+    );
+    rollups::rebuild_all(&db).await.unwrap();
+    assert_eq!(running, snapshot(&db).await);
+
+    // And they agree with the rows themselves.
+    let (requests, tokens, cost): (i64, i64, f64) = {
+        let row = sqlx::query(
+            "SELECT count(*), sum(input_tokens + output_tokens + cache_read_tokens + \
+             cache_write_tokens), sum(cost_usd) FROM requests",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    for table in ["rollup_hourly", "rollup_daily"] {
+        let row = sqlx::query(&format!(
+            "SELECT sum(requests), sum(input_tokens + output_tokens + cache_read_tokens + \
+             cache_write_tokens), sum(cost_usd) FROM {table}"
+        ))
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            (
+                row.get::<i64, _>(0),
+                row.get::<i64, _>(1),
+                row.get::<f64, _>(2)
+            ),
+            (requests, tokens, cost),
+            "{table}"
+        );
+    }
+    let latency_samples: i64 =
+        sqlx::query_scalar("SELECT sum(count) FROM latency_daily WHERE metric = 0")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(latency_samples, 900);
+}
+
+/// Pages through a listing 17 rows at a time and compares it with `expected`, newest first.
+async fn check(db: &Db, filter: RequestFilter, expected: Vec<&RequestRecord>) {
+    let mut seen = Vec::new();
+    let mut page_filter = filter.clone();
+    loop {
+        let page = requests::list(db, &page_filter, 17).await.unwrap();
+        assert!(page.requests.len() <= 17);
+        seen.extend(page.requests.iter().map(|r| r.id.clone()));
+        match page.next {
+            Some(next) => page_filter.after = Some(next),
+            None => break,
+        }
+    }
+    let mut expected = expected;
+    expected.sort_by(|a, b| (b.started_at, &b.id).cmp(&(a.started_at, &a.id)));
+    let expected: Vec<String> = expected.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(seen, expected, "{filter:?}");
+}
+
+#[tokio::test]
+async fn listings_page_through_every_row_once_with_filters() {
+    let (_dir, db) = open().await;
+    // Pairs of rows share a start time, so paging must break ties by id.
+    let records: Vec<RequestRecord> = (0..250)
+        .map(|n| record(n, DAY0 + i64::from(n / 2) * 1000))
+        .collect();
+    write(&db, records.clone(), 50).await;
+
+    check(&db, RequestFilter::default(), records.iter().collect()).await;
+    check(
+        &db,
+        RequestFilter {
+            model: Some("claude-haiku-4-5".into()),
+            ..Default::default()
+        },
+        records
+            .iter()
+            .filter(|r| r.model.as_deref() == Some("claude-haiku-4-5"))
+            .collect(),
+    )
+    .await;
+    check(
+        &db,
+        RequestFilter {
+            status: Some(StatusFilter::Error),
+            account: Some("acct-2".into()),
+            ..Default::default()
+        },
+        records
+            .iter()
+            .filter(|r| !r.success && r.account_name.as_deref() == Some("acct-2"))
+            .collect(),
+    )
+    .await;
+    check(
+        &db,
+        RequestFilter {
+            status: Some(StatusFilter::Code(200)),
+            since: Some(DAY0 + 30_000),
+            until: Some(DAY0 + 90_000),
+            ..Default::default()
+        },
+        records
+            .iter()
+            .filter(|r| {
+                r.status == 200 && r.started_at >= DAY0 + 30_000 && r.started_at < DAY0 + 90_000
+            })
+            .collect(),
+    )
+    .await;
+    check(
+        &db,
+        RequestFilter {
+            status: Some(StatusFilter::Success),
+            account: Some("no-such-account".into()),
+            ..Default::default()
+        },
+        Vec::new(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn retention_deletes_whole_days_of_rows_and_rollups() {
+    let (_dir, db) = open().await;
+    // Rows on days 0, 1 and 2, one every 20 minutes.
+    let records: Vec<RequestRecord> = (0..216)
+        .map(|n| record(n, DAY0 + i64::from(n) * 1_200_000))
+        .collect();
+    write(&db, records, 40).await;
+    // A cutoff in the middle of day 1 keeps all of day 1: days are deleted whole.
+    let purged = rollups::purge_before(&db, DAY0 + DAY_MS + 5 * HOUR_MS, 10)
+        .await
+        .unwrap();
+    assert_eq!(purged.before, DAY0 + DAY_MS);
+    assert_eq!(purged.requests, 72, "day 0 had 72 rows");
+    assert_eq!(requests::count(&db).await.unwrap(), 144);
+    let oldest: i64 = sqlx::query_scalar("SELECT min(bucket) FROM rollup_hourly")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(oldest, DAY0 + DAY_MS);
+    // What is left of the rollups is exactly what the remaining rows add up to.
+    let kept = snapshot(&db).await;
+    rollups::rebuild_all(&db).await.unwrap();
+    assert_eq!(kept, snapshot(&db).await);
+    // Nothing more to do the second time.
+    let again = rollups::purge_before(&db, DAY0 + DAY_MS + 5 * HOUR_MS, 10)
+        .await
+        .unwrap();
+    assert_eq!(again.requests, 0);
+}
