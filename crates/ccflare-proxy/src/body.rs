@@ -1,4 +1,4 @@
-//! Response bodies. [`ResponseBody::Tapped`] relays the upstream body frame by frame — no
+//! Response bodies. A tapped body ([`TappedBody`]) relays the upstream body frame by frame — no
 //! buffering, no copying — while reading usage on the side: an SSE stream goes through the
 //! constant-memory [`SseScanner`]; a JSON body keeps cheap reference-counted handles to its
 //! chunks (up to a cap) and is parsed once at the end. It also enforces the idle timeout and
@@ -11,8 +11,10 @@ use ccflare_core::sse::SseScanner;
 use ccflare_core::usage::{self, Usage};
 use http::header::{self, HeaderMap, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -22,17 +24,43 @@ use tokio::time::{Instant, Sleep};
 /// without usage (Messages responses are far smaller).
 const MAX_JSON_TAP: usize = 8 * 1024 * 1024;
 
-/// Body of every response the proxy sends.
-pub enum ResponseBody {
-    /// An answer made by the proxy itself (errors, `/health`).
+/// Body of every response the server sends: the proxy's relayed upstream bodies, its own
+/// answers, and the management API's (which builds them with [`ResponseBody::full`] and, for
+/// live feeds, [`ResponseBody::stream`]).
+pub struct ResponseBody(Kind);
+
+enum Kind {
+    /// An answer made by the server itself (errors, `/health`, the management API).
     Full(Full<Bytes>),
     /// An upstream response relayed to the client.
     Tapped(Box<TappedBody>),
+    /// A body produced as it goes (the management API's Server-Sent Events).
+    Stream(UnsyncBoxBody<Bytes, Infallible>),
 }
 
 impl ResponseBody {
+    /// A body sent as it is.
     pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
-        ResponseBody::Full(Full::new(bytes.into()))
+        ResponseBody(Kind::Full(Full::new(bytes.into())))
+    }
+
+    /// A body whose frames are produced over time; it ends when `body` ends.
+    pub fn stream(body: impl Body<Data = Bytes, Error = Infallible> + Send + 'static) -> Self {
+        ResponseBody(Kind::Stream(body.boxed_unsync()))
+    }
+
+    pub(crate) fn tapped(body: TappedBody) -> ResponseBody {
+        ResponseBody(Kind::Tapped(Box::new(body)))
+    }
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            Kind::Full(_) => "ResponseBody::Full",
+            Kind::Tapped(_) => "ResponseBody::Tapped",
+            Kind::Stream(_) => "ResponseBody::Stream",
+        })
     }
 }
 
@@ -325,25 +353,30 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match self.get_mut() {
-            ResponseBody::Full(full) => Pin::new(full)
+        match &mut self.get_mut().0 {
+            Kind::Full(full) => Pin::new(full)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
-            ResponseBody::Tapped(tapped) => Pin::new(tapped.as_mut()).poll_frame(cx),
+            Kind::Tapped(tapped) => Pin::new(tapped.as_mut()).poll_frame(cx),
+            Kind::Stream(stream) => Pin::new(stream)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            ResponseBody::Full(full) => full.is_end_stream(),
-            ResponseBody::Tapped(tapped) => tapped.is_end_stream(),
+        match &self.0 {
+            Kind::Full(full) => full.is_end_stream(),
+            Kind::Tapped(tapped) => tapped.is_end_stream(),
+            Kind::Stream(stream) => stream.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            ResponseBody::Full(full) => full.size_hint(),
-            ResponseBody::Tapped(tapped) => tapped.size_hint(),
+        match &self.0 {
+            Kind::Full(full) => full.size_hint(),
+            Kind::Tapped(tapped) => tapped.size_hint(),
+            Kind::Stream(stream) => stream.size_hint(),
         }
     }
 }

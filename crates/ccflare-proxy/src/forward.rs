@@ -286,7 +286,7 @@ fn relay(
         kind,
         state.config.idle_timeout,
     );
-    Response::from_parts(parts, ResponseBody::Tapped(Box::new(tapped)))
+    Response::from_parts(parts, ResponseBody::tapped(tapped))
 }
 
 fn add_ccflare_headers(headers: &mut HeaderMap, request_id: &str, account: Option<&str>) {

@@ -1,7 +1,9 @@
 //! The proxy engine: a hyper HTTP/1.1 server that forwards every `/v1/*` request to the
 //! Anthropic API through one account of the pool, fails over before the first byte, streams
 //! the answer back chunk by chunk while reading its usage inline, and hands one record per
-//! request to the storage writer. Also serves `/health`.
+//! request to the storage writer. Also serves `/health`, and hands every other path to the
+//! management API through [`ManagementRoutes`] (set on the [`AppState`]), publishing each
+//! request's start and end on a broadcast feed ([`RequestEvent`]) for its live views.
 //!
 //! Entry point: [`run`], which takes its listener and a shutdown future (so tests run it on
 //! port 0) and returns once every connection has finished or the shutdown deadline passed.
@@ -10,12 +12,17 @@ mod body;
 mod error;
 mod forward;
 mod headers;
+mod management;
 mod recorder;
 mod server;
 mod state;
 mod upstream;
 
+pub use body::ResponseBody;
 pub use error::ProxyError;
+pub use management::{
+    EVENT_CAPACITY, ManagementFuture, ManagementRoutes, RequestEvent, RequestStarted,
+};
 pub use server::run;
 pub use state::{AppState, ConfigLayers, ProxyConfig, SyncError, spawn_account_sync};
 pub use upstream::UpstreamClient;

@@ -2,6 +2,9 @@
 //! handler, then inside the response body — and is sent to the writer exactly once: when the
 //! response ends, fails, or is dropped. Dropping it unfinished means the client hung up: the
 //! record gets status 499 and the account is released without penalty (SPEC §4.6).
+//!
+//! It also publishes the request on the live feed: its start once the model is known, its end
+//! (the whole record) when it is sent to the writer.
 
 use crate::state::AppState;
 use ccflare_core::AccountId;
@@ -32,6 +35,8 @@ pub struct Recorder {
     /// The account whose in-flight slot this request holds.
     holding: Option<AccountId>,
     first_byte: Option<Instant>,
+    /// Whether the start was published on the live feed.
+    announced: bool,
     done: bool,
 }
 
@@ -50,6 +55,7 @@ impl Recorder {
             started: Instant::now(),
             holding: None,
             first_byte: None,
+            announced: false,
             done: false,
         }
     }
@@ -67,6 +73,14 @@ impl Recorder {
         self.record.model = model;
         self.record.streamed = streamed;
         self.record.session_key = session_key;
+        self.announce();
+    }
+
+    fn announce(&mut self) {
+        if !self.announced {
+            self.announced = true;
+            self.state.publish_started(&self.record);
+        }
     }
 
     /// An attempt on `id` started: it holds the account's in-flight slot until released.
@@ -113,6 +127,8 @@ impl Recorder {
         }
         self.done = true;
         self.release();
+        // A request refused before its body was read has not been announced yet.
+        self.announce();
         let record = &mut self.record;
         let latency = self.started.elapsed();
         record.latency_ms = latency.as_millis() as i64;
@@ -156,6 +172,7 @@ impl Recorder {
             error = record.error_type.as_deref().unwrap_or(""),
             "request finished"
         );
+        self.state.publish_finished(record);
         self.state.writer.record(std::mem::take(record));
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP server: accepts connections (TCP_NODELAY, HTTP/1.1 keep-alive, a header-read
-//! timeout), routes `/v1/*` to the forwarder and `/health` to the health answer, and shuts down
+//! timeout), routes `/v1/*` to the forwarder, `/health` to the health answer and everything else
+//! to the management API when one is installed, and shuts down
 //! gracefully: stop accepting, let in-flight responses finish up to the deadline, then cut the
 //! rest (their records are still written, with status 499).
 
@@ -85,6 +86,8 @@ pub async fn run(
     }
     drop(listener);
     let _ = stop_tx.send(true);
+    // Live feeds never end by themselves; this ends them so their connections can close.
+    state.begin_shutdown();
     let deadline = state.config.shutdown_timeout;
     let drained = tokio::time::timeout(deadline, async {
         while connections.join_next().await.is_some() {}
@@ -115,15 +118,19 @@ async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response<Res
     if path.starts_with("/v1/") {
         return forward(state, request).await;
     }
-    match (request.method(), path) {
-        (&Method::GET | &Method::HEAD, "/health") => health(&state),
-        _ => json(
-            StatusCode::NOT_FOUND,
-            serde_json::json!({
-                "error": { "type": "not_found_error", "message": format!("no route for {} {}", request.method(), path) }
-            }),
-        ),
+    if path == "/health" && matches!(request.method(), &Method::GET | &Method::HEAD) {
+        return health(&state);
     }
+    if let Some(management) = state.management() {
+        let management = management.clone();
+        return management.handle(state, request).await;
+    }
+    json(
+        StatusCode::NOT_FOUND,
+        serde_json::json!({
+            "error": { "type": "not_found_error", "message": format!("no route for {} {}", request.method(), path) }
+        }),
+    )
 }
 
 fn health(state: &AppState) -> Response<ResponseBody> {

@@ -2,15 +2,17 @@
 //! never held across an await), the writer handle, the upstream client, the clock and the
 //! settings. Also the task that keeps the pool in step with the accounts table.
 
+use crate::management::{EVENT_CAPACITY, ManagementRoutes, RequestEvent, RequestStarted};
 use crate::upstream::UpstreamClient;
 use ccflare_core::config::{Layer, Settings};
+use ccflare_core::record::RequestRecord;
 use ccflare_core::{Clock, Millis};
 use ccflare_pool::{PersistState, Pool};
 use ccflare_storage::{AccountStateUpdate, Db, StorageError, WriterHandle, accounts, settings};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 /// How accounts reach a running server: it re-reads the accounts table this often, so a change
 /// made by the CLI is live within two seconds (SPEC §5).
@@ -59,6 +61,11 @@ pub struct AppState {
     id_prefix: String,
     layers: RwLock<ConfigLayers>,
     settings: RwLock<Arc<Settings>>,
+    /// The live request feed.
+    events: broadcast::Sender<RequestEvent>,
+    management: OnceLock<Arc<dyn ManagementRoutes>>,
+    /// Turns true when the server stops accepting, so endless responses (live feeds) end.
+    shutdown: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -90,7 +97,71 @@ impl AppState {
             id_prefix,
             layers: RwLock::new(ConfigLayers::default()),
             settings: RwLock::new(Arc::new(Settings::defaults())),
+            events: broadcast::channel(EVENT_CAPACITY).0,
+            management: OnceLock::new(),
+            shutdown: watch::channel(false).0,
         })
+    }
+
+    /// Installs the management API. Set once, before serving; returns false if one was set.
+    pub fn set_management(&self, routes: Arc<dyn ManagementRoutes>) -> bool {
+        self.management.set(routes).is_ok()
+    }
+
+    pub(crate) fn management(&self) -> Option<&Arc<dyn ManagementRoutes>> {
+        self.management.get()
+    }
+
+    /// Subscribes to the live request feed: every request's start and end from now on.
+    pub fn subscribe_requests(&self) -> broadcast::Receiver<RequestEvent> {
+        self.events.subscribe()
+    }
+
+    /// Publishes a request's start, if anyone listens (so nothing is copied otherwise).
+    pub(crate) fn publish_started(&self, record: &RequestRecord) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        let started = RequestStarted {
+            id: record.id.clone(),
+            started_at: record.started_at,
+            method: record.method.clone(),
+            path: record.path.clone(),
+            model: record.model.clone(),
+            streamed: record.streamed,
+            session_key: record.session_key.clone(),
+        };
+        // An error only means the last subscriber just left.
+        let _ = self.events.send(RequestEvent::Started(Arc::new(started)));
+    }
+
+    /// Hands a finished request to the management API's counters and to the live feed.
+    pub(crate) fn publish_finished(&self, record: &RequestRecord) {
+        if let Some(management) = self.management.get() {
+            management.request_finished(record);
+        }
+        if self.events.receiver_count() > 0 {
+            let _ = self
+                .events
+                .send(RequestEvent::Finished(Arc::new(record.clone())));
+        }
+    }
+
+    /// A receiver that turns true when the server stops accepting connections.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// The configuration sources that do not change while running (flags, env, file).
+    pub fn layers(&self) -> ConfigLayers {
+        self.layers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The pool. Hold the guard only for a few non-async statements.
