@@ -80,6 +80,11 @@ const CRATES: &[CrateRule] = &[
         &[CORE, CONFIG, POOL, STORAGE, PROXY, ANALYTICS],
         &[MOCK],
     ),
+    bin(
+        "ccflare-cli",
+        &[CORE, CONFIG, STORAGE, PROXY, ANALYTICS],
+        &[MOCK],
+    ),
     // The benchmark drives the real server binary and the mock, and counts rows in storage.
     bin(BENCH, &[STORAGE, MOCK], &[]),
 ];

@@ -207,6 +207,24 @@ pub async fn stats(
     Ok(StatsTable { rows, total })
 }
 
+/// The zone's offset from UTC at `at`, in milliseconds (0 for UTC), as SQLite's `localtime`
+/// computes it: how the log shows its times in the same zone as the stats group their days.
+pub async fn utc_offset_ms(db: &Db, zone: Zone, at: Millis) -> Result<Millis, AnalyticsError> {
+    match zone {
+        Zone::Utc => Ok(0),
+        Zone::Local => {
+            let seconds: i64 = sqlx::query_scalar(
+                "SELECT CAST(strftime('%s', ?1 / 1000, 'unixepoch', 'localtime') AS INTEGER) \
+                 - ?1 / 1000",
+            )
+            .bind(at)
+            .fetch_one(db.pool())
+            .await?;
+            Ok(seconds * 1000)
+        }
+    }
+}
+
 /// Which requests `logs` shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogFilter {
@@ -565,6 +583,15 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn utc_has_no_offset_and_local_time_is_whole_minutes() {
+        let (_dir, db) = db_with(&[]).await;
+        assert_eq!(utc_offset_ms(&db, Zone::Utc, NOW).await.unwrap(), 0);
+        let local = utc_offset_ms(&db, Zone::Local, NOW).await.unwrap();
+        assert_eq!(local % 60_000, 0);
+        assert!(local.abs() <= 14 * HOUR_MS, "{local}");
     }
 
     #[tokio::test]

@@ -66,4 +66,17 @@ impl UpstreamClient {
     ) -> Result<http::Response<Incoming>, hyper_util::client::legacy::Error> {
         self.client.request(request).await
     }
+
+    /// Sends `GET path` with no credential and returns the status, dropping the body: how
+    /// `ccflare-cli doctor` shows that the upstream answers without spending quota (any HTTP
+    /// answer, a 401 included, proves it is reachable). The caller bounds the wait.
+    pub async fn probe(
+        &self,
+        path: &str,
+    ) -> Result<http::StatusCode, Box<dyn std::error::Error + Send + Sync>> {
+        let request = http::Request::get(self.uri_for(path)?)
+            .header(http::header::USER_AGENT, "ccflare-doctor")
+            .body(Full::new(Bytes::new()))?;
+        Ok(self.client.request(request).await?.status())
+    }
 }

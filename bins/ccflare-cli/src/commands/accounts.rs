@@ -1,0 +1,508 @@
+//! `ccflare-cli accounts …`: add, list, remove, pause, resume and rename accounts. Every change
+//! is a row written to the database with a new `revision`; a running server picks it up within
+//! two seconds (it re-reads the accounts table every second). Keys are only ever shown masked.
+
+use crate::context::Context;
+use crate::output::{self, Align, Cell, Color, Table};
+use crate::timefmt;
+use anyhow::{Context as _, Result, bail};
+use ccflare_core::account::check_api_key;
+use ccflare_core::{Account, AccountStatus, Millis, Secret};
+use ccflare_storage::accounts::{self, AccountSummary, Upsert};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+const LIVE: &str = "a running server picks this up within 2 seconds";
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Add an API-key account
+    #[command(after_help = "\
+Examples:
+  ccflare-cli accounts add sk-ant-api03-…
+  ccflare-cli accounts add sk-ant-api03-… --name work --priority 1
+  pass show anthropic/work | ccflare-cli accounts add - --name work
+
+Without --name the account is called key- and the key's last four
+characters. Adding a key that is already stored changes nothing, except
+that an account marked invalid becomes active again.")]
+    Add(AddArgs),
+    /// List accounts: masked key, kind, status, requests, last use
+    #[command(after_help = "\
+Examples:
+  ccflare-cli accounts list
+  ccflare-cli accounts list --json
+
+Status is Active, Limited (rate limited or overloaded, with the time
+until it resets), Paused, or Invalid (the key was refused).")]
+    List,
+    /// Remove an account (its request history is kept)
+    #[command(after_help = "\
+Examples:
+  ccflare-cli accounts remove old-key
+  ccflare-cli accounts remove old-key --yes
+
+On a terminal it asks first; from a script, pass --yes.")]
+    Remove(RemoveArgs),
+    /// Stop routing requests to an account until it is resumed
+    #[command(after_help = "Example:\n  ccflare-cli accounts pause work")]
+    Pause(NameArgs),
+    /// Route requests to a paused account again (clears its cooldowns)
+    #[command(after_help = "Example:\n  ccflare-cli accounts resume work")]
+    Resume(NameArgs),
+    /// Give an account another name
+    #[command(after_help = "Example:\n  ccflare-cli accounts rename key-wxyz work")]
+    Rename(RenameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// The API key (sk-ant-…), or - to read it from stdin
+    #[arg(value_name = "KEY")]
+    key: String,
+    /// Account name [default: key-<last 4 characters>]
+    #[arg(long)]
+    name: Option<String>,
+    /// Lower is preferred by the priority strategy [default: 0]
+    #[arg(long, allow_negative_numbers = true, value_name = "N")]
+    priority: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The account's name
+    name: String,
+    /// Remove without asking
+    #[arg(long, short = 'y')]
+    yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// The account's name
+    name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RenameArgs {
+    /// The current name
+    old: String,
+    /// The new name
+    new: String,
+}
+
+pub async fn run(context: &Context, command: AccountsCommand) -> Result<ExitCode> {
+    match command {
+        AccountsCommand::Add(args) => add(context, args).await,
+        AccountsCommand::List => list(context).await,
+        AccountsCommand::Remove(args) => remove(context, args).await,
+        AccountsCommand::Pause(args) => pause(context, &args.name).await,
+        AccountsCommand::Resume(args) => resume(context, &args.name).await,
+        AccountsCommand::Rename(args) => rename(context, &args.old, &args.new).await,
+    }
+}
+
+/// Account names are typed on command lines and sent in the `x-ccflare-account` header: no
+/// spaces or control characters, and nothing that looks like a key (a name is shown in full
+/// everywhere, so a key pasted as a name would leak).
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.chars().count() > 64 {
+        bail!("invalid account name {name:?}: expected 1 to 64 characters");
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bail!("invalid account name {name:?}: spaces and control characters are not allowed");
+    }
+    if name.starts_with('-') {
+        bail!("invalid account name {name:?}: it may not start with -");
+    }
+    if name.starts_with("sk-ant-") {
+        bail!("invalid account name: it looks like a key (names are shown in full everywhere)");
+    }
+    Ok(())
+}
+
+/// What an account's state is, for people and for JSON.
+pub struct State {
+    pub label: String,
+    pub color: Color,
+    /// `active`, `rate_limited`, `overloaded`, `paused` or `invalid`.
+    pub code: &'static str,
+    /// When a cooldown ends, if the account is benched.
+    pub until: Option<Millis>,
+}
+
+/// An account's state at `now`: a person's status first, then any cooldown still running
+/// (both kinds read as "Limited", with the time until the later one ends).
+pub fn state(account: &Account, now: Millis) -> State {
+    state_of(
+        account.status,
+        account.rate_limited_until,
+        account.overloaded_until,
+        now,
+    )
+}
+
+fn state_of(
+    status: AccountStatus,
+    rate_limited_until: Option<Millis>,
+    overloaded_until: Option<Millis>,
+    now: Millis,
+) -> State {
+    match status {
+        AccountStatus::Paused => State {
+            label: "Paused".into(),
+            color: Color::Dim,
+            code: "paused",
+            until: None,
+        },
+        AccountStatus::Invalid => State {
+            label: "Invalid".into(),
+            color: Color::Red,
+            code: "invalid",
+            until: None,
+        },
+        AccountStatus::Active => {
+            let rate_limited = rate_limited_until.filter(|&t| t > now);
+            let overloaded = overloaded_until.filter(|&t| t > now);
+            match rate_limited.max(overloaded) {
+                Some(until) => State {
+                    label: format!("Limited ({})", timefmt::short(until - now)),
+                    color: Color::Yellow,
+                    code: if rate_limited.is_some() {
+                        "rate_limited"
+                    } else {
+                        "overloaded"
+                    },
+                    until: Some(until),
+                },
+                None => State {
+                    label: "Active".into(),
+                    color: Color::Green,
+                    code: "active",
+                    until: None,
+                },
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct AccountJson {
+    name: String,
+    /// Masked: `sk-ant-…wxyz`.
+    key: String,
+    kind: &'static str,
+    status: &'static str,
+    limited_until: Option<Millis>,
+    priority: i64,
+    weight: u32,
+    requests: i64,
+    last_used: Option<Millis>,
+    created_at: Millis,
+}
+
+impl AccountJson {
+    fn new(summary: &AccountSummary, now: Millis) -> AccountJson {
+        let account = &summary.account;
+        let state = state(account, now);
+        AccountJson {
+            name: account.name.clone(),
+            key: account.credential.masked(),
+            kind: account.kind.as_str(),
+            status: state.code,
+            limited_until: state.until,
+            priority: account.priority,
+            weight: account.weight,
+            requests: summary.request_count,
+            last_used: summary.last_used,
+            created_at: summary.created_at,
+        }
+    }
+}
+
+async fn list(context: &Context) -> Result<ExitCode> {
+    let db = context.open_db().await?;
+    let listed = accounts::list_with_usage(&db)
+        .await
+        .context("reading accounts")?;
+    let now = context.now();
+    if context.json() {
+        let rows: Vec<AccountJson> = listed.iter().map(|s| AccountJson::new(s, now)).collect();
+        output::print_json(&rows)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if listed.is_empty() {
+        output::print("no accounts yet: add one with `ccflare-cli accounts add sk-ant-…`\n")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new(&[
+        ("NAME", Align::Left),
+        ("KEY", Align::Left),
+        ("KIND", Align::Left),
+        ("STATUS", Align::Left),
+        ("REQUESTS", Align::Right),
+        ("LAST USED", Align::Left),
+    ])
+    .flex(0);
+    for summary in &listed {
+        let account = &summary.account;
+        let state = state(account, now);
+        table.row(vec![
+            account.name.as_str().into(),
+            account.credential.masked().into(),
+            account.kind.as_str().into(),
+            Cell::colored(state.label, Some(state.color)),
+            output::count(summary.request_count).into(),
+            timefmt::ago(now, summary.last_used).into(),
+        ]);
+    }
+    output::print(&table.render(&context.style))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the key from standard input for `add -`: the first non-empty line, so that it never
+/// appears in the shell history or the process list.
+fn read_key_from_stdin() -> Result<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("API key (input is not hidden): ");
+        let _ = std::io::stderr().flush();
+    }
+    for line in stdin.lock().lines() {
+        let line = line.context("reading the key from standard input")?;
+        if !line.trim().is_empty() {
+            return Ok(line.trim().to_owned());
+        }
+    }
+    bail!("no key on standard input")
+}
+
+async fn add(context: &Context, args: AddArgs) -> Result<ExitCode> {
+    let key = if args.key == "-" {
+        read_key_from_stdin()?
+    } else {
+        args.key.trim().to_owned()
+    };
+    // The message names what was expected and never echoes the value: it may be a secret.
+    check_api_key(&key).map_err(anyhow::Error::msg)?;
+    if let Some(name) = &args.name {
+        check_name(name)?;
+    }
+    let key = Secret::new(key);
+    let db = context.open_db().await?;
+    let (account, how) = accounts::upsert_api_key(
+        &db,
+        &key,
+        args.name.as_deref(),
+        args.priority,
+        context.now(),
+    )
+    .await?;
+    if how == Upsert::Unchanged
+        && let Some(name) = args.name.as_deref().filter(|n| *n != account.name)
+    {
+        bail!(
+            "this key is already stored as account {:?}; to rename it: ccflare-cli accounts rename {} {}",
+            account.name,
+            account.name,
+            name
+        );
+    }
+    let message = match how {
+        Upsert::Created => format!(
+            "added account {} ({}); {LIVE}\n",
+            account.name,
+            account.credential.masked()
+        ),
+        Upsert::Reactivated => format!(
+            "account {} ({}) was marked invalid and is active again; {LIVE}\n",
+            account.name,
+            account.credential.masked()
+        ),
+        Upsert::Unchanged => format!(
+            "this key is already stored as account {} ({}); nothing changed\n",
+            account.name,
+            account.credential.masked()
+        ),
+    };
+    if context.json() {
+        #[derive(Serialize)]
+        struct Added {
+            name: String,
+            key: String,
+            result: &'static str,
+        }
+        output::print_json(&Added {
+            name: account.name.clone(),
+            key: account.credential.masked(),
+            result: match how {
+                Upsert::Created => "created",
+                Upsert::Reactivated => "reactivated",
+                Upsert::Unchanged => "unchanged",
+            },
+        })?;
+    } else {
+        output::print(&message)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn remove(context: &Context, args: RemoveArgs) -> Result<ExitCode> {
+    let db = context.open_db().await?;
+    let account = accounts::find(&db, &args.name).await?;
+    if !args.yes {
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            bail!(
+                "refusing to remove account {:?} without confirmation: standard input is not a terminal; pass --yes",
+                args.name
+            );
+        }
+        eprint!(
+            "Remove account {} ({})? Its request history is kept. [y/N] ",
+            account.name,
+            account.credential.masked()
+        );
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        stdin
+            .lock()
+            .read_line(&mut answer)
+            .context("reading the answer")?;
+        if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+            bail!("account {:?} was not removed", args.name);
+        }
+    }
+    accounts::remove(&db, &args.name).await?;
+    finish(
+        context,
+        &args.name,
+        "removed",
+        format!("removed account {}; {LIVE}", args.name),
+    )
+}
+
+async fn pause(context: &Context, name: &str) -> Result<ExitCode> {
+    let db = context.open_db().await?;
+    let account = accounts::find(&db, name).await?;
+    if account.status == AccountStatus::Paused {
+        return finish(
+            context,
+            name,
+            "unchanged",
+            format!("account {name} is already paused"),
+        );
+    }
+    accounts::set_status(&db, name, AccountStatus::Paused, context.now()).await?;
+    finish(
+        context,
+        name,
+        "paused",
+        format!("paused account {name}; {LIVE}"),
+    )
+}
+
+async fn resume(context: &Context, name: &str) -> Result<ExitCode> {
+    let db = context.open_db().await?;
+    let account = accounts::find(&db, name).await?;
+    let now = context.now();
+    if state(&account, now).code == "active" {
+        return finish(
+            context,
+            name,
+            "unchanged",
+            format!("account {name} is already active"),
+        );
+    }
+    accounts::set_status(&db, name, AccountStatus::Active, now).await?;
+    let note = if account.status == AccountStatus::Invalid {
+        " (it was marked invalid: if its key is still refused, it will be again)"
+    } else {
+        ""
+    };
+    finish(
+        context,
+        name,
+        "resumed",
+        format!("resumed account {name}{note}; {LIVE}"),
+    )
+}
+
+async fn rename(context: &Context, old: &str, new: &str) -> Result<ExitCode> {
+    check_name(new)?;
+    let db = context.open_db().await?;
+    if old == new {
+        accounts::find(&db, old).await?;
+        return finish(
+            context,
+            new,
+            "unchanged",
+            format!("account {old} already has that name"),
+        );
+    }
+    accounts::rename(&db, old, new, context.now()).await?;
+    finish(
+        context,
+        new,
+        "renamed",
+        format!("renamed account {old} to {new}; {LIVE}"),
+    )
+}
+
+/// The one line a change prints, or its JSON.
+fn finish(context: &Context, name: &str, result: &str, message: String) -> Result<ExitCode> {
+    if context.json() {
+        output::print_json(&serde_json::json!({ "name": name, "result": result }))?;
+    } else {
+        output::print(&format!("{message}\n"))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use AccountStatus::{Active, Invalid, Paused};
+
+    #[test]
+    fn states_read_like_the_seed() {
+        let now = 1_000_000;
+        let cases = [
+            (Active, None, None, "Active"),
+            (Active, Some(now - 1), None, "Active"),
+            (
+                Active,
+                Some(now + 250_000),
+                Some(now + 5_000),
+                "Limited (4m 10s)",
+            ),
+            (Active, None, Some(now + 12_000), "Limited (12s)"),
+            (Paused, Some(now + 5_000), None, "Paused"),
+            (Invalid, None, None, "Invalid"),
+        ];
+        for (status, limited, overloaded, expected) in cases {
+            assert_eq!(state_of(status, limited, overloaded, now).label, expected);
+        }
+        assert_eq!(
+            state_of(Active, None, Some(now + 1), now).code,
+            "overloaded"
+        );
+        assert_eq!(
+            state_of(Active, Some(now + 1), Some(now + 9), now).code,
+            "rate_limited"
+        );
+    }
+
+    #[test]
+    fn names_that_would_confuse_or_leak_are_refused() {
+        assert!(check_name("work-1").is_ok());
+        assert!(check_name("회사").is_ok());
+        for bad in ["", "two words", "-x", "sk-ant-api03-abc", &"n".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        let err = check_name("sk-ant-api03-secret").unwrap_err().to_string();
+        assert!(!err.contains("secret"), "{err}");
+    }
+}

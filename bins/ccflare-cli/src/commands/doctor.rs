@@ -1,0 +1,347 @@
+//! `ccflare-cli doctor`: checks what ccflare needs, one line each — the configuration, the
+//! database (opens, migrations, `PRAGMA integrity_check`), every account's state, that the
+//! upstream answers, and whether a server is running. Nothing here spends quota: the upstream
+//! check is a `GET /v1/models` without a key, where any HTTP answer (a 401 included) shows the
+//! network path works. Exits non-zero when a check fails; warnings do not.
+
+use crate::commands::accounts;
+use crate::context::{self, Context};
+use crate::output::{self, Align, Cell, Color, Table};
+use anyhow::Result;
+use ccflare_core::config::Settings;
+use ccflare_proxy::UpstreamClient;
+use clap::Args;
+use serde::Serialize;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How long the server check waits: a local server answers `/health` at once.
+const SERVER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Added to the connect timeout for the upstream's answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  ccflare-cli doctor
+  ccflare-cli doctor --json
+
+No request is sent with an account's key: the upstream check is a GET of
+/v1/models without one, and any HTTP answer proves it is reachable.")]
+pub struct DoctorArgs {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    Ok,
+    Info,
+    Warn,
+    Fail,
+}
+
+impl Status {
+    fn label(self) -> (&'static str, Color) {
+        match self {
+            Status::Ok => ("ok", Color::Green),
+            Status::Info => ("info", Color::Dim),
+            Status::Warn => ("warn", Color::Yellow),
+            Status::Fail => ("FAIL", Color::Red),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Check {
+    status: Status,
+    check: String,
+    detail: String,
+}
+
+#[derive(Default)]
+struct Report {
+    checks: Vec<Check>,
+}
+
+impl Report {
+    fn add(&mut self, status: Status, check: impl Into<String>, detail: impl Into<String>) {
+        self.checks.push(Check {
+            status,
+            check: check.into(),
+            detail: detail.into(),
+        });
+    }
+
+    fn failed(&self) -> usize {
+        self.checks
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .count()
+    }
+
+    fn warned(&self) -> usize {
+        self.checks
+            .iter()
+            .filter(|c| c.status == Status::Warn)
+            .count()
+    }
+}
+
+pub async fn run(context: &Context, _args: DoctorArgs) -> Result<ExitCode> {
+    let report = checks(context).await;
+    let (failed, warned) = (report.failed(), report.warned());
+    if context.json() {
+        output::print_json(&serde_json::json!({
+            "checks": report.checks,
+            "ok": failed == 0,
+        }))?;
+    } else {
+        let mut table = Table::new(&[
+            ("STATUS", Align::Left),
+            ("CHECK", Align::Left),
+            ("DETAIL", Align::Left),
+        ])
+        .flex(2)
+        .wrap();
+        for check in &report.checks {
+            let (label, color) = check.status.label();
+            table.row(vec![
+                Cell::colored(label, Some(color)),
+                check.check.as_str().into(),
+                check.detail.as_str().into(),
+            ]);
+        }
+        let mut text = table.render(&context.style);
+        text.push_str(&match (failed, warned) {
+            (0, 0) => "all checks passed\n".to_owned(),
+            (0, w) => format!("no failures, {w} warning{}\n", plural(w)),
+            (f, w) => format!("{f} check{} failed, {w} warning{}\n", plural(f), plural(w)),
+        });
+        output::print(&text)?;
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+async fn checks(context: &Context) -> Report {
+    let mut report = Report::default();
+    let sources = match context.sources() {
+        Ok(sources) => sources,
+        Err(error) => {
+            report.add(Status::Fail, "config", format!("{error:#}"));
+            return report;
+        }
+    };
+    let url = match context.database_url(&sources) {
+        Ok(url) => url,
+        Err(error) => {
+            report.add(Status::Fail, "database", format!("{error:#}"));
+            return report;
+        }
+    };
+
+    // The database: it opens (which applies pending migrations, as the server does at
+    // start), its schema is one this build knows, and SQLite finds it sound.
+    let db = match ccflare_storage::Db::open(&url).await {
+        Ok(db) => db,
+        Err(error) => {
+            report.add(Status::Fail, "database", error.to_string());
+            return report;
+        }
+    };
+    report.add(Status::Ok, "database", context::show_path(db.path()));
+    match ccflare_analytics::stats::database_facts(&db).await {
+        Ok(facts) => {
+            let version = facts.migrations.last().copied().unwrap_or(0);
+            report.add(
+                Status::Ok,
+                "migrations",
+                format!("schema version {version}, current"),
+            );
+            if facts.integrity == ["ok"] {
+                report.add(
+                    Status::Ok,
+                    "integrity",
+                    format!(
+                        "ok ({} requests recorded)",
+                        output::count(facts.request_rows)
+                    ),
+                );
+            } else {
+                report.add(Status::Fail, "integrity", facts.integrity.join("; "));
+            }
+        }
+        Err(error) => report.add(Status::Fail, "integrity", error.to_string()),
+    }
+
+    // The configuration as a server started now would resolve it.
+    let stored = match ccflare_storage::settings::all(&db).await {
+        Ok(stored) => stored,
+        Err(error) => {
+            report.add(Status::Fail, "config", error.to_string());
+            return report;
+        }
+    };
+    let settings = match context::resolve(&sources, &stored) {
+        Ok(settings) => {
+            let file = match &sources.config_file {
+                Some(path) => format!("config file {}", context::show_path(path)),
+                None => "no config file".to_owned(),
+            };
+            report.add(
+                Status::Ok,
+                "config",
+                format!("valid; strategy {}, {file}", settings.strategy),
+            );
+            Some(settings)
+        }
+        Err(error) => {
+            report.add(Status::Fail, "config", format!("{error:#}"));
+            None
+        }
+    };
+
+    check_accounts(context, &db, &mut report).await;
+    if let Some(settings) = settings {
+        check_upstream(&settings, &mut report).await;
+        check_server(&settings, &mut report).await;
+    }
+    db.close().await;
+    report
+}
+
+async fn check_accounts(context: &Context, db: &ccflare_storage::Db, report: &mut Report) {
+    let listed = match ccflare_storage::accounts::list(db).await {
+        Ok(listed) => listed,
+        Err(error) => {
+            report.add(Status::Fail, "accounts", error.to_string());
+            return;
+        }
+    };
+    let now = context.now();
+    let states: Vec<accounts::State> = listed.iter().map(|a| accounts::state(a, now)).collect();
+    let active = states.iter().filter(|s| s.code == "active").count();
+    let benched = states.iter().filter(|s| s.until.is_some()).count();
+    let (status, detail) = match (listed.len(), active, benched) {
+        (0, _, _) => (
+            Status::Fail,
+            "none: add one with `ccflare-cli accounts add sk-ant-…`".to_owned(),
+        ),
+        (n, 0, 0) => (
+            Status::Fail,
+            format!("{n} configured, none can serve (paused or invalid)"),
+        ),
+        (n, 0, _) => (
+            Status::Warn,
+            format!("{n} configured, all cooling down: requests wait for a reset"),
+        ),
+        (n, a, _) => (Status::Ok, format!("{n} configured, {a} active")),
+    };
+    report.add(status, "accounts", detail);
+    for (account, state) in listed.iter().zip(&states) {
+        let status = match state.code {
+            "active" => Status::Ok,
+            "paused" => Status::Info,
+            "invalid" => Status::Warn,
+            _ => Status::Warn,
+        };
+        let detail = match state.code {
+            "invalid" => format!(
+                "{}: Invalid (key refused; re-add it with `ccflare-cli accounts add`)",
+                account.name
+            ),
+            _ => format!("{}: {}", account.name, state.label),
+        };
+        report.add(status, "account", detail);
+    }
+}
+
+async fn check_upstream(settings: &Settings, report: &mut Report) {
+    let connect = Duration::from_secs(settings.connect_timeout_s);
+    let target = format!("{}/v1/models", settings.upstream_url);
+    let client = match UpstreamClient::new(&settings.upstream_url, connect) {
+        Ok(client) => client,
+        Err(error) => {
+            report.add(Status::Fail, "upstream", error.to_string());
+            return;
+        }
+    };
+    match tokio::time::timeout(connect + ANSWER_TIMEOUT, client.probe("/v1/models")).await {
+        Ok(Ok(status)) => report.add(
+            Status::Ok,
+            "upstream",
+            format!(
+                "reachable: HTTP {} from {target} (no key sent)",
+                status.as_u16()
+            ),
+        ),
+        Ok(Err(error)) => report.add(
+            Status::Fail,
+            "upstream",
+            format!("cannot reach {target}: {}", error_chain(&*error)),
+        ),
+        Err(_) => report.add(
+            Status::Fail,
+            "upstream",
+            format!(
+                "no answer from {target} in {}s",
+                (connect + ANSWER_TIMEOUT).as_secs()
+            ),
+        ),
+    }
+}
+
+/// Whether a server answers at the configured address: information only, since the CLI works
+/// on the database with or without one.
+async fn check_server(settings: &Settings, report: &mut Report) {
+    let host = match settings.host.as_str() {
+        "0.0.0.0" => "127.0.0.1".to_owned(),
+        "::" | "[::]" => "[::1]".to_owned(),
+        host if host.contains(':') && !host.starts_with('[') => format!("[{host}]"),
+        host => host.to_owned(),
+    };
+    let base = format!("http://{host}:{}", settings.port);
+    let answer = match UpstreamClient::new(&base, SERVER_TIMEOUT) {
+        Ok(client) => tokio::time::timeout(SERVER_TIMEOUT, client.probe("/health"))
+            .await
+            .ok()
+            .and_then(Result::ok),
+        Err(_) => None,
+    };
+    match answer {
+        Some(status) if status.is_success() => {
+            report.add(Status::Ok, "server", format!("running at {base}"))
+        }
+        Some(status) => report.add(
+            Status::Warn,
+            "server",
+            format!("{base}/health answered HTTP {}", status.as_u16()),
+        ),
+        None => report.add(
+            Status::Info,
+            "server",
+            format!("none running at {base} (not needed for the CLI)"),
+        ),
+    }
+}
+
+/// An error and its causes on one line.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,260 @@
+//! `ccflare-cli logs`: the last requests, filtered by errors, model, account and age, and with
+//! `--follow` the new ones as they are recorded.
+//!
+//! Following reads the database: every 500 ms it asks for the rows recorded after the last one
+//! seen. Rows are written when a request ends, so following (and `--last`) goes in recording
+//! order: a long stream that started before a short request but ended after it is shown when
+//! it ends, never missed. A server's live feed can take over later as another [`Feed`]; the
+//! printing does not change.
+
+use crate::context::Context;
+use crate::output::{self, Color, Style, truncate};
+use crate::timefmt;
+use anyhow::{Context as _, Result};
+use ccflare_analytics::stats::{self, LogEntry, LogFilter};
+use ccflare_core::Millis;
+use ccflare_storage::Db;
+use clap::Args;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How often following asks the database for new rows.
+const POLL: Duration = Duration::from_millis(500);
+/// The most rows one poll reads; the next poll continues where it stopped.
+const BATCH: u32 = 500;
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  ccflare-cli logs
+  ccflare-cli logs --last 100
+  ccflare-cli logs --error-only --since 1h
+  ccflare-cli logs --model claude-sonnet --account work
+  ccflare-cli logs --follow
+  ccflare-cli logs --follow --json | jq .status
+
+Requests are listed in the order they were recorded (when they ended).
+With --json: an array, or one object per line with --follow.")]
+pub struct LogsArgs {
+    /// How many of the latest requests
+    #[arg(long, short = 'n', default_value_t = 20, value_name = "N")]
+    last: u32,
+    /// Only requests that failed
+    #[arg(long)]
+    error_only: bool,
+    /// Only this model, or models starting with it
+    #[arg(long, value_name = "MODEL")]
+    model: Option<String>,
+    /// Only requests served by this account
+    #[arg(long, value_name = "NAME")]
+    account: Option<String>,
+    /// Only the last DURATION: 30s, 15m, 1h, 7d
+    #[arg(long, value_name = "DURATION", value_parser = timefmt::parse_duration)]
+    since: Option<Millis>,
+    /// Keep printing new requests (Ctrl-C stops)
+    #[arg(long, short = 'f')]
+    follow: bool,
+}
+
+pub async fn run(context: &Context, args: LogsArgs) -> Result<ExitCode> {
+    let now = context.now();
+    let filter = LogFilter {
+        errors_only: args.error_only,
+        model: args.model.clone(),
+        account: args.account.clone(),
+        since: args.since.map(|age| now - age),
+    };
+    let db = context.open_db().await?;
+    // Taken before the first read, so a request recorded in between is shown once, by the
+    // feed.
+    let last_seen = stats::last_seq(&db).await.context("reading requests")?;
+    let mut recent = stats::recent_requests(&db, &filter, args.last)
+        .await
+        .context("reading requests")?;
+    recent.retain(|entry| entry.seq <= last_seen);
+    let printer = Printer {
+        style: context.style,
+        json: context.json(),
+        follow: args.follow,
+        offset_ms: stats::utc_offset_ms(&db, context.zone(), now)
+            .await
+            .context("reading the time zone")?,
+    };
+
+    if !args.follow {
+        if printer.json {
+            output::print_json(&recent)?;
+        } else if recent.is_empty() {
+            output::print("no requests match\n")?;
+        } else {
+            output::print(&printer.header())?;
+            printer.entries(&recent)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    if !printer.json {
+        output::print(&printer.header())?;
+    }
+    printer.entries(&recent)?;
+    let mut feed = Feed::Database {
+        db,
+        filter,
+        after: last_seen,
+        tick: tokio::time::interval(POLL),
+    };
+    loop {
+        let entries = feed.next_batch().await?;
+        printer.entries(&entries)?;
+    }
+}
+
+/// Where new requests come from while following.
+enum Feed {
+    /// Polls the database for rows recorded after `after`.
+    Database {
+        db: Db,
+        filter: LogFilter,
+        after: i64,
+        tick: tokio::time::Interval,
+    },
+}
+
+impl Feed {
+    /// Waits for the next requests (at least one).
+    async fn next_batch(&mut self) -> Result<Vec<LogEntry>> {
+        match self {
+            Feed::Database {
+                db,
+                filter,
+                after,
+                tick,
+            } => loop {
+                tick.tick().await;
+                let entries = stats::requests_after(db, filter, *after, BATCH)
+                    .await
+                    .context("reading new requests")?;
+                if let Some(last) = entries.last() {
+                    *after = last.seq;
+                    return Ok(entries);
+                }
+            },
+        }
+    }
+}
+
+struct Printer {
+    style: Style,
+    json: bool,
+    /// One JSON object per line while following, one array otherwise.
+    follow: bool,
+    offset_ms: Millis,
+}
+
+/// Fixed column widths, so rows printed one at a time while following line up: 80 columns.
+const TIME: usize = 14;
+const HTTP: usize = 4;
+const MODEL: usize = 18;
+const ACCOUNT: usize = 9;
+const TOKENS: usize = 9;
+const COST: usize = 7;
+const LATENCY: usize = 7;
+
+fn left(text: &str, width: usize) -> String {
+    let text = truncate(text, width);
+    format!("{text}{}", " ".repeat(width - output::width(&text)))
+}
+
+fn right(text: &str, width: usize) -> String {
+    let text = truncate(text, width);
+    format!("{}{text}", " ".repeat(width - output::width(&text)))
+}
+
+impl Printer {
+    fn header(&self) -> String {
+        let line = [
+            left("TIME", TIME),
+            left("HTTP", HTTP),
+            left("MODEL", MODEL),
+            left("ACCOUNT", ACCOUNT),
+            right("IN/OUT", TOKENS),
+            right("COST", COST),
+            right("LATENCY", LATENCY),
+        ]
+        .join("  ");
+        format!("{}\n", self.style.paint(&line, Some(Color::Bold)))
+    }
+
+    fn entries(&self, entries: &[LogEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut text = String::new();
+        for entry in entries {
+            if self.json {
+                if self.follow {
+                    text.push_str(&serde_json::to_string(entry)?);
+                    text.push('\n');
+                }
+            } else {
+                text.push_str(&self.line(entry));
+            }
+        }
+        if self.json && !self.follow {
+            return output::print_json(&entries);
+        }
+        output::print(&text)
+    }
+
+    fn line(&self, entry: &LogEntry) -> String {
+        let status_color = match entry.status {
+            200..=299 => Color::Green,
+            400..=499 => Color::Yellow,
+            _ => Color::Red,
+        };
+        let what = match &entry.model {
+            Some(model) => model.clone(),
+            None => format!("{} {}", entry.method, entry.path),
+        };
+        let tokens = format!(
+            "{}/{}",
+            output::compact(entry.input_tokens),
+            output::compact(entry.output_tokens)
+        );
+        let cells = [
+            left(&timefmt::clock(entry.started_at, self.offset_ms), TIME),
+            self.style
+                .paint(&left(&entry.status.to_string(), HTTP), Some(status_color)),
+            left(&what, MODEL),
+            left(entry.account.as_deref().unwrap_or("-"), ACCOUNT),
+            right(&tokens, TOKENS),
+            right(&output::money(entry.cost_usd), COST),
+            right(&output::latency(Some(entry.latency_ms)), LATENCY),
+        ];
+        let mut line = cells.join("  ").trim_end().to_owned();
+        line.push('\n');
+        if !entry.success {
+            let why = match (&entry.error_type, &entry.error_message) {
+                (Some(kind), Some(message)) => format!("{kind}: {message}"),
+                (Some(kind), None) => kind.clone(),
+                (None, Some(message)) => message.clone(),
+                (None, None) => format!("HTTP {}", entry.status),
+            };
+            // Errors are what one reads logs for: wrapped, never cut.
+            let indent = " ".repeat(TIME + 2);
+            let width = output::WIDTH - indent.len() - 2;
+            for (i, part) in output::wrap_text(&why.replace('\n', " "), width)
+                .iter()
+                .enumerate()
+            {
+                let marker = if i == 0 { "↳ " } else { "  " };
+                line.push_str(&format!(
+                    "{indent}{}\n",
+                    self.style
+                        .paint(&format!("{marker}{part}"), Some(Color::Red))
+                ));
+            }
+        }
+        line
+    }
+}

@@ -1,0 +1,670 @@
+//! The real `ccflare-cli` binary against a temp database: snapshots of every `--help` and of
+//! every table (reviewed like code: they are the spec of the output), JSON output, and the
+//! one-line errors. The clock is fixed with `CCFLARE_NOW_MS` and the zone with `TZ=UTC`, so
+//! "2 min ago" and the day boundaries do not depend on when or where the tests run.
+
+mod common;
+
+use ccflare_core::AccountStatus;
+use common::{Cli, DAY, HOUR, MIN, NOW, Request, benched, key, record};
+
+/// Every command and subcommand, for the `--help` snapshots.
+const COMMANDS: &[&str] = &[
+    "",
+    "accounts",
+    "accounts add",
+    "accounts list",
+    "accounts remove",
+    "accounts pause",
+    "accounts resume",
+    "accounts rename",
+    "stats",
+    "stats daily",
+    "stats hourly",
+    "stats models",
+    "logs",
+    "config",
+    "config show",
+    "config set",
+    "config unset",
+    "doctor",
+];
+
+fn assert_fits_80_columns(text: &str) {
+    for line in text.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "wider than 80 columns ({}): {line:?}",
+            line.chars().count()
+        );
+    }
+}
+
+#[tokio::test]
+async fn help_everywhere_with_examples() {
+    let cli = Cli::new();
+    for command in COMMANDS {
+        let mut args: Vec<&str> = command.split_whitespace().collect();
+        args.push("--help");
+        let text = cli.run(&args).await.ok();
+        assert_fits_80_columns(&text);
+        if !matches!(*command, "accounts" | "stats" | "config") {
+            assert!(text.contains("Example"), "{command}: no example:\n{text}");
+        }
+        let name = if command.is_empty() {
+            "help".to_owned()
+        } else {
+            format!("help_{}", command.replace(' ', "_"))
+        };
+        insta::assert_snapshot!(name, text);
+    }
+}
+
+/// Five accounts in every state, and requests over three days, three models and two accounts.
+async fn seeded() -> Cli {
+    let cli = Cli::new();
+    for (tail, args) in [
+        ("AAAA", vec!["--name", "work", "--priority", "1"]),
+        ("BBBB", vec!["--name", "spare"]),
+        ("CCCC", vec!["--name", "old"]),
+        ("DDDD", vec!["--name", "dead"]),
+        ("zzzz", vec![]),
+    ] {
+        let key = key(tail);
+        let mut add = vec!["accounts", "add", key.as_str()];
+        add.extend(args);
+        cli.run(&add).await.ok();
+    }
+    cli.run(&["accounts", "pause", "old"]).await.ok();
+
+    let work = (1, "work");
+    let sonnet = "claude-sonnet-4-5";
+    // In the order a server records them: when each request ends.
+    let requests = vec![
+        Request {
+            status: 401,
+            latency_ms: 90,
+            input: 0,
+            output: 0,
+            cost: 0.0,
+            error: Some(("authentication_error", "invalid x-api-key")),
+            ..Request::ok(NOW - 2 * DAY, "claude-haiku-4-5", (4, "dead"))
+        },
+        Request {
+            latency_ms: 8_000,
+            input: 20_000,
+            output: 4_000,
+            cache_read: 100_000,
+            cost: 1.23,
+            ..Request::ok(NOW - DAY - 2 * HOUR, "claude-opus-4-1", work)
+        },
+        Request {
+            status: 529,
+            latency_ms: 300,
+            input: 0,
+            output: 0,
+            cost: 0.0,
+            error: Some(("overloaded_error", "Overloaded")),
+            ..Request::ok(NOW - 3 * HOUR, sonnet, work)
+        },
+        Request {
+            latency_ms: 400,
+            input: 500,
+            output: 100,
+            cost: 0.0012,
+            ..Request::ok(NOW - 30 * MIN, "claude-haiku-4-5", work)
+        },
+        Request::ok(NOW - 10 * MIN, sonnet, (2, "spare")),
+        Request {
+            status: 503,
+            latency_ms: 2,
+            input: 0,
+            output: 0,
+            cost: 0.0,
+            account: None,
+            error: Some((
+                "overloaded_error",
+                "no account can serve this request: every account is cooling down or paused",
+            )),
+            ..Request::ok(NOW - 5 * MIN, sonnet, work)
+        },
+        Request {
+            latency_ms: 2_500,
+            cache_read: 12_000,
+            ..Request::ok(NOW - 2 * MIN, sonnet, work)
+        },
+    ];
+    let states = [
+        benched(2, AccountStatus::Active, Some(NOW + 250_000)),
+        benched(4, AccountStatus::Invalid, None),
+    ];
+    record(&cli.db().await, &requests, &states).await;
+    cli
+}
+
+#[tokio::test]
+async fn accounts_list_is_the_seed_table() {
+    let cli = seeded().await;
+    let table = cli.run(&["accounts", "list"]).await.ok();
+    assert_fits_80_columns(&table);
+    insta::assert_snapshot!("accounts_list", table);
+
+    let json: serde_json::Value =
+        serde_json::from_str(&cli.run(&["accounts", "list", "--json"]).await.ok()).unwrap();
+    insta::assert_snapshot!(
+        "accounts_list_json",
+        serde_json::to_string_pretty(&json).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn no_full_key_is_ever_printed() {
+    let cli = seeded().await;
+    let mut everything = String::new();
+    for args in [
+        vec!["accounts", "list"],
+        vec!["accounts", "list", "--json"],
+        vec!["config", "show"],
+        vec!["config", "show", "--json"],
+        vec!["logs", "--json"],
+        vec!["doctor", "--json"],
+    ] {
+        let output = cli.run(&args).await;
+        everything.push_str(&output.stdout);
+        everything.push_str(&output.stderr);
+    }
+    let added = cli.run(&["accounts", "add", &key("EEEE")]).await.ok();
+    everything.push_str(&added);
+    for tail in ["AAAA", "BBBB", "CCCC", "DDDD", "EEEE", "zzzz"] {
+        assert!(!everything.contains(&key(tail)), "{tail} leaked");
+    }
+    assert!(!everything.contains("0123456789abcdefghij"), "{everything}");
+    assert!(everything.contains("sk-ant-…EEEE"), "{added}");
+}
+
+#[tokio::test]
+async fn account_changes_and_their_errors() {
+    let cli = Cli::new();
+    assert_eq!(
+        cli.run(&["accounts", "list"]).await.ok(),
+        "no accounts yet: add one with `ccflare-cli accounts add sk-ant-…`\n"
+    );
+    assert_eq!(cli.run(&["accounts", "list", "--json"]).await.ok(), "[]\n");
+
+    let added = cli
+        .run(&["accounts", "add", &key("wxyz"), "--priority", "-1"])
+        .await
+        .ok();
+    assert_eq!(
+        added,
+        "added account key-wxyz (sk-ant-…wxyz); a running server picks this up within 2 seconds\n"
+    );
+    // Idempotent for scripts: the same key again changes nothing.
+    let again = cli.run(&["accounts", "add", &key("wxyz")]).await.ok();
+    assert!(
+        again.contains("already stored as account key-wxyz"),
+        "{again}"
+    );
+
+    let steps: &[(&[&str], &str)] = &[
+        (
+            &["accounts", "rename", "key-wxyz", "work"],
+            "renamed account key-wxyz to work",
+        ),
+        (&["accounts", "pause", "work"], "paused account work"),
+        (
+            &["accounts", "pause", "work"],
+            "account work is already paused",
+        ),
+        (&["accounts", "resume", "work"], "resumed account work"),
+        (
+            &["accounts", "resume", "work"],
+            "account work is already active",
+        ),
+        (
+            &["accounts", "remove", "work", "--yes"],
+            "removed account work",
+        ),
+    ];
+    for (args, expected) in steps {
+        let out = cli.run(args).await.ok();
+        assert!(out.starts_with(expected), "{args:?}: {out}");
+    }
+    assert_eq!(cli.run(&["accounts", "list", "--json"]).await.ok(), "[]\n");
+
+    cli.run(&["accounts", "add", &key("aaaa"), "--name", "one"])
+        .await
+        .ok();
+    cli.run(&["accounts", "add", &key("bbbb"), "--name", "two"])
+        .await
+        .ok();
+    let errors: &[(&[&str], &str)] = &[
+        (
+            &["accounts", "add", "sk-proj-0123456789abcdefghij"],
+            "ccflare-cli: error: not an Anthropic key: expected a value starting with `sk-ant-`",
+        ),
+        (
+            &["accounts", "add", &key("cccc"), "--name", "one"],
+            "ccflare-cli: error: an account named \"one\" already exists",
+        ),
+        (
+            &["accounts", "add", &key("aaaa"), "--name", "other"],
+            "ccflare-cli: error: this key is already stored as account \"one\"; to rename it: \
+             ccflare-cli accounts rename one other",
+        ),
+        (
+            &[
+                "accounts",
+                "add",
+                &key("cccc"),
+                "--name",
+                "sk-ant-api03-oops",
+            ],
+            "ccflare-cli: error: invalid account name: it looks like a key (names are shown in \
+             full everywhere)",
+        ),
+        (
+            &["accounts", "pause", "nobody"],
+            "ccflare-cli: error: no account named \"nobody\"",
+        ),
+        (
+            &["accounts", "rename", "one", "two"],
+            "ccflare-cli: error: an account named \"two\" already exists",
+        ),
+        (
+            &["accounts", "rename", "nobody", "three"],
+            "ccflare-cli: error: no account named \"nobody\"",
+        ),
+        (
+            &["accounts", "remove", "one"],
+            "ccflare-cli: error: refusing to remove account \"one\" without confirmation: \
+             standard input is not a terminal; pass --yes",
+        ),
+        (
+            &["accounts", "remove", "nobody", "--yes"],
+            "ccflare-cli: error: no account named \"nobody\"",
+        ),
+    ];
+    for (args, expected) in errors {
+        assert_eq!(&cli.run(args).await.fails(), expected, "{args:?}");
+    }
+    // Nothing was removed without confirmation.
+    assert!(cli.run(&["accounts", "list"]).await.ok().contains("one "));
+}
+
+#[tokio::test]
+async fn a_key_can_come_from_standard_input() {
+    let cli = Cli::new();
+    let mut command = cli.command(&["accounts", "add", "-", "--name", "piped"]);
+    command.stdin(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, format!("\n{}\n", key("pipe")).as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.starts_with("added account piped (sk-ant-…pipe)"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn stats_tables_per_day_hour_and_model() {
+    let cli = seeded().await;
+    for (name, args) in [
+        ("stats_daily", vec!["stats", "daily"]),
+        ("stats_hourly", vec!["stats", "hourly"]),
+        ("stats_models", vec!["stats", "models"]),
+    ] {
+        let table = cli.run(&args).await.ok();
+        assert_fits_80_columns(&table);
+        insta::assert_snapshot!(name, table);
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&cli.run(&["stats", "models", "--json"]).await.ok()).unwrap();
+    insta::assert_snapshot!(
+        "stats_models_json",
+        serde_json::to_string_pretty(&json).unwrap()
+    );
+    assert_eq!(
+        cli.run(&["stats", "daily", "--days", "0"]).await.code,
+        Some(2),
+        "clap rejects a zero window"
+    );
+
+    let empty = Cli::new();
+    assert_eq!(
+        empty.run(&["stats", "hourly", "--hours", "6"]).await.ok(),
+        "no requests in the last 6 hours\n"
+    );
+}
+
+#[tokio::test]
+async fn days_and_times_follow_the_local_time_zone() {
+    let cli = seeded().await;
+    // Eight hours west (a POSIX zone, so no tz database is needed): the request at 07:00 UTC
+    // today was at 23:00 yesterday there.
+    let daily = |zone: &'static str, utc: bool| {
+        let mut args = vec!["stats", "daily", "--json"];
+        if utc {
+            args.push("--utc");
+        }
+        let mut command = cli.command(&args);
+        command.env("TZ", zone);
+        async move {
+            let json: serde_json::Value =
+                serde_json::from_str(&common::output(command).await.ok()).unwrap();
+            json["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r["key"].as_str().unwrap().to_owned(),
+                        r["requests"].as_i64().unwrap(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let day = |d: &str, n: i64| (d.to_owned(), n);
+    assert_eq!(
+        daily("XST8", true).await,
+        [
+            day("2026-11-24", 1),
+            day("2026-11-25", 1),
+            day("2026-11-26", 5)
+        ]
+    );
+    assert_eq!(
+        daily("XST8", false).await,
+        [
+            day("2026-11-24", 1),
+            day("2026-11-25", 2),
+            day("2026-11-26", 4)
+        ]
+    );
+    let mut command = cli.command(&["logs", "--last", "1"]);
+    command.env("TZ", "XST8");
+    let log = common::output(command).await.ok();
+    assert!(log.contains("11-26 01:58:00"), "{log}");
+}
+
+#[tokio::test]
+async fn logs_with_filters() {
+    let cli = seeded().await;
+    for (name, args) in [
+        ("logs", vec!["logs"]),
+        ("logs_errors", vec!["logs", "--error-only"]),
+        (
+            "logs_model_account_since",
+            vec![
+                "logs",
+                "--model",
+                "claude-sonnet",
+                "--account",
+                "work",
+                "--since",
+                "4h",
+            ],
+        ),
+        ("logs_last_2", vec!["logs", "--last", "2"]),
+    ] {
+        let table = cli.run(&args).await.ok();
+        assert_fits_80_columns(&table);
+        insta::assert_snapshot!(name, table);
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&cli.run(&["logs", "--last", "1", "--json"]).await.ok()).unwrap();
+    insta::assert_snapshot!("logs_json", serde_json::to_string_pretty(&json).unwrap());
+    assert_eq!(
+        cli.run(&["logs", "--account", "nobody"]).await.ok(),
+        "no requests match\n"
+    );
+    let err = cli.run(&["logs", "--since", "yesterday"]).await;
+    assert_eq!(err.code, Some(2));
+    assert!(
+        err.stderr.contains("such as 30s, 15m, 1h or 7d"),
+        "{}",
+        err.stderr
+    );
+}
+
+#[tokio::test]
+async fn config_show_names_every_source_and_masks_keys() {
+    let cli = Cli::new();
+    std::fs::write(
+        cli.path().join("ccflare.toml"),
+        "port = 9000\nlb_strategy = \"priority\"\nidle_timeout = 120\n",
+    )
+    .unwrap();
+    cli.run(&["config", "set", "lb_strategy", "Round_Robin"])
+        .await
+        .ok();
+    let mut command = cli.command(&["config", "show"]);
+    command
+        .env("CCFLARE_CONFIG", "ccflare.toml")
+        .env("SESSION_TIMEOUT", "600")
+        .env(
+            "CLAUDE_API_KEYS",
+            format!("{},{}", key("k001"), key("k002")),
+        );
+    let shown = common::output(command).await.ok();
+    assert_fits_80_columns(&shown);
+    for option in ccflare_core::config::OPTIONS {
+        assert_eq!(
+            shown
+                .lines()
+                .filter(|l| l.starts_with(&format!("{} ", option.key)))
+                .count(),
+            1,
+            "{} is shown once:\n{shown}",
+            option.key
+        );
+    }
+    // Options left at their default come and go with other work; the snapshot keeps the rows
+    // whose source is not the default.
+    let set: String = shown
+        .lines()
+        .filter(|l| !l.ends_with(" default"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    insta::assert_snapshot!("config_show", set);
+
+    // A bad value is named, and the rest is still shown.
+    let mut command = cli.command(&["config", "show"]);
+    command.env("PORT", "eighty");
+    let output = common::output(command).await;
+    assert!(
+        output.stdout.contains("port              eighty"),
+        "{}",
+        output.stdout
+    );
+    assert_eq!(
+        output.fails(),
+        "ccflare-cli: error: the configuration is not valid: invalid value \"eighty\" for PORT: \
+         expected a port number from 0 to 65535"
+    );
+}
+
+#[tokio::test]
+async fn config_set_validates_and_says_when_it_applies() {
+    let cli = Cli::new();
+    assert_eq!(
+        cli.run(&["config", "set", "strategy", "least_requests"])
+            .await
+            .ok(),
+        "stored lb_strategy = least-requests; a running server applies it within about a second\n"
+    );
+    assert_eq!(
+        cli.run(&["config", "set", "CCFLARE_MAX_ATTEMPTS", "3"])
+            .await
+            .ok(),
+        "stored max_attempts = 3; a running server applies it at its next start\n"
+    );
+    let mut command = cli.command(&["config", "set", "session_timeout", "60"]);
+    command.env("SESSION_TIMEOUT", "30");
+    let out = common::output(command).await.ok();
+    assert!(
+        out.ends_with(
+            "note: SESSION_TIMEOUT is set in this environment (or .env), which outranks the \
+             database\n"
+        ),
+        "{out}"
+    );
+    let errors: &[(&[&str], &str)] = &[
+        (
+            &["config", "set", "lb_strategy", "random"],
+            "ccflare-cli: error: invalid value \"random\" for LB_STRATEGY: expected one of \
+             session, round-robin, least-requests, priority, headroom",
+        ),
+        (
+            &["config", "set", "database_url", "x.db"],
+            "ccflare-cli: error: database_url cannot be stored in the database: it is read \
+             before the database is opened; set DATABASE_URL or the config file instead",
+        ),
+        (
+            &["config", "set", "api_keys", "not-a-key-oops-secret"],
+            "ccflare-cli: error: invalid value \"<hidden>\" for CLAUDE_API_KEYS: expected not \
+             an Anthropic key: expected a value starting with `sk-ant-`",
+        ),
+    ];
+    for (args, expected) in errors {
+        assert_eq!(&cli.run(args).await.fails(), expected, "{args:?}");
+    }
+    let unknown = cli.run(&["config", "set", "prot", "1"]).await.fails();
+    assert!(
+        unknown
+            .starts_with("ccflare-cli: error: unknown option \"prot\": expected one of port, host"),
+        "{unknown}"
+    );
+
+    let db = cli.db().await;
+    let stored = ccflare_storage::settings::all(&db).await.unwrap();
+    assert_eq!(stored["lb_strategy"], "least-requests");
+    assert_eq!(stored["max_attempts"], "3");
+    assert!(!stored.contains_key("api_keys"));
+
+    assert!(
+        cli.run(&["config", "unset", "max_attempts"])
+            .await
+            .ok()
+            .starts_with("removed the stored max_attempts")
+    );
+    assert_eq!(
+        cli.run(&["config", "unset", "max_attempts"]).await.ok(),
+        "no stored value for max_attempts; nothing changed\n"
+    );
+}
+
+#[tokio::test]
+async fn doctor_checks_everything_without_spending_quota() {
+    let upstream = ccflare_mock::MockUpstream::start().await.unwrap();
+    let cli = seeded().await;
+    // A port nothing listens on: taken from the system, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut command = cli.command(&["doctor"]);
+    command
+        .env("CCFLARE_UPSTREAM_URL", upstream.url())
+        .env("PORT", &port);
+    let output = common::output(command).await;
+    assert_eq!(output.code, Some(0), "{}{}", output.stdout, output.stderr);
+    assert_fits_80_columns(&output.stdout);
+    // The mock's and the free port's numbers change per run, the schema version with every
+    // migration: neither is what this snapshot is about.
+    let version = output
+        .stdout
+        .split("schema version ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .expect("the migrations line names the version")
+        .to_owned();
+    let text = output
+        .stdout
+        .replace(&upstream.url(), "http://[mock]")
+        .replace(&format!(":{port} "), ":[port] ")
+        .replace(&format!("schema version {version},"), "schema version [n],");
+    insta::assert_snapshot!("doctor", text);
+    // The upstream saw one GET of /v1/models, without any key.
+    let received = upstream.requests();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(
+        (received[0].method.as_str(), received[0].path.as_str()),
+        ("GET", "/v1/models")
+    );
+    assert_eq!(received[0].credential, None);
+    assert_eq!(received[0].header("x-api-key"), None);
+
+    // No accounts and an upstream nobody answers for: two failures, a non-zero exit.
+    let empty = Cli::new();
+    let mut command = empty.command(&["doctor", "--json"]);
+    command
+        .env("CCFLARE_UPSTREAM_URL", format!("http://127.0.0.1:{port}"))
+        .env("PORT", &port);
+    let output = common::output(command).await;
+    assert_eq!(output.code, Some(1));
+    let report: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    let failed: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["accounts", "upstream"]);
+}
+
+#[tokio::test]
+async fn an_unreadable_database_is_one_clear_line() {
+    let cli = Cli::new();
+    std::fs::write(cli.path().join("ccflare.db"), "not a database ".repeat(100)).unwrap();
+    assert_eq!(
+        cli.run(&["accounts", "list"]).await.fails(),
+        "ccflare-cli: error: cannot open database at ./ccflare.db: error returned from \
+         database: (code: 26) file is not a database"
+    );
+    let err = cli
+        .run(&["stats", "daily", "--database-url", "/proc/nope/x.db"])
+        .await
+        .fails();
+    assert!(
+        err.starts_with("ccflare-cli: error: cannot open database at /proc/nope/x.db"),
+        "{err}"
+    );
+    let err = cli
+        .run(&["logs", "--database-url", "postgres://db/ccflare"])
+        .await
+        .fails();
+    assert!(err.contains("unsupported DATABASE_URL"), "{err}");
+}
+
+#[tokio::test]
+async fn a_locked_database_is_one_clear_line_and_reads_still_work() {
+    let cli = Cli::new();
+    cli.run(&["accounts", "add", &key("lock")]).await.ok();
+    let db = cli.db().await;
+    // Another process holding the write lock (a long migration, a stuck writer).
+    let tx = db.begin_write().await.unwrap();
+    assert!(
+        cli.run(&["accounts", "list"])
+            .await
+            .ok()
+            .contains("key-lock")
+    );
+    let err = cli.run(&["accounts", "pause", "key-lock"]).await.fails();
+    assert!(
+        err.starts_with("ccflare-cli: error: the database is locked by another process"),
+        "{err}"
+    );
+    drop(tx);
+}

@@ -1,0 +1,279 @@
+//! `ccflare-cli` beside a real, running `ccflare-server` (with the mock upstream): an account
+//! added by the CLI serves requests within 2 seconds, a setting stored by `config set` reaches
+//! the running server, and `logs --follow` prints a request made through the server.
+//!
+//! Finding the server binary: Cargo gives a test the path of its own package's binaries only
+//! (`CARGO_BIN_EXE_…`), and a package made only of a binary cannot be a dependency. So the
+//! first test that needs it runs `cargo build -p ccflare-server` once (the same Cargo, profile
+//! and target dir as this test), then uses it from beside `ccflare-cli`. Under
+//! `cargo test --workspace` the binary is already built and this costs a relink at most.
+
+mod common;
+
+use bytes::Bytes;
+use ccflare_proxy::UpstreamClient;
+use common::{Cli, GUARD, key};
+use http_body_util::{BodyExt, Full};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout};
+
+/// `target/<profile>/ccflare-server`, built for this test run.
+fn server_binary() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let profile_dir = Path::new(env!("CARGO_BIN_EXE_ccflare-cli"))
+            .parent()
+            .expect("the binary sits in target/<profile>");
+        let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev",
+            Some(other) => other,
+            None => panic!("unexpected target layout: {}", profile_dir.display()),
+        };
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let status = std::process::Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "ccflare-server",
+                "--bin",
+                "ccflare-server",
+            ])
+            .args(["--profile", profile])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(&workspace)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building ccflare-server failed");
+        profile_dir.join(format!("ccflare-server{}", std::env::consts::EXE_SUFFIX))
+    })
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    /// Starts the server on port 0 against the CLI's database and the mock upstream, and
+    /// waits for the line that says where it listens.
+    async fn start(cli: &Cli, upstream: &str) -> Server {
+        let mut command = tokio::process::Command::new(server_binary());
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", cli.path())
+            .env("PORT", "0")
+            .env("DATABASE_URL", "file:./ccflare.db")
+            .env("CCFLARE_UPSTREAM_URL", upstream)
+            .current_dir(cli.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("server starts");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let url = tokio::time::timeout(GUARD, async {
+            loop {
+                let mut line = String::new();
+                if stdout.read_line(&mut line).await.expect("read stdout") == 0 {
+                    panic!("the server exited before listening");
+                }
+                if let Some(url) = line
+                    .trim()
+                    .strip_prefix("point clients at it:  export ANTHROPIC_BASE_URL=")
+                {
+                    return url.to_owned();
+                }
+            }
+        })
+        .await
+        .expect("the server prints its address in time");
+        Server { child, url }
+    }
+
+    fn client(&self) -> UpstreamClient {
+        UpstreamClient::new(&self.url, Duration::from_secs(5)).expect("client")
+    }
+
+    async fn get_json(&self, path: &str) -> serde_json::Value {
+        let request = http::Request::get(format!("{}{path}", self.url))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = tokio::time::timeout(GUARD, self.client().send(request))
+            .await
+            .expect("in time")
+            .expect("response");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&body).expect("JSON")
+    }
+
+    /// A Messages request through the proxy: its status and the account that served it.
+    async fn message(&self, model: &str) -> (u16, String) {
+        let body = format!(
+            r#"{{"model":"{model}","max_tokens":16,"messages":[{{"role":"user","content":"hi"}}]}}"#
+        );
+        let request = http::Request::post(format!("{}/v1/messages", self.url))
+            .header("content-type", "application/json")
+            .header("anthropic-version", "2023-06-01")
+            .header("x-api-key", "anything")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = tokio::time::timeout(GUARD, self.client().send(request))
+            .await
+            .expect("in time")
+            .expect("response");
+        let status = response.status().as_u16();
+        let account = response
+            .headers()
+            .get("x-ccflare-account")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let _ = response.into_body().collect().await;
+        (status, account)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(GUARD, self.child.wait()).await;
+    }
+}
+
+/// Polls `check` every 50 ms until it holds; fails after `within`.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        if check().await {
+            return;
+        }
+        assert!(started.elapsed() < within, "{what} within {within:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_account_added_by_the_cli_serves_within_two_seconds() {
+    let upstream = ccflare_mock::MockUpstream::start().await.unwrap();
+    let cli = Cli::new();
+    let server = Server::start(&cli, &upstream.url()).await;
+    assert_eq!(server.message("claude-haiku-4-5").await.0, 503);
+
+    // The real clock here: the server compares revisions and times with its own.
+    let mut add = cli.command(&["accounts", "add", &key("live"), "--name", "live"]);
+    add.env_remove("CCFLARE_NOW_MS");
+    common::output(add).await.ok();
+    // SPEC §5: a change made by the CLI reaches a running server within 2 s. The server's
+    // health is polled (never slept on) until it counts the account.
+    eventually(
+        Duration::from_secs(2),
+        "the account reaches the server",
+        || async { server.get_json("/health").await["accounts"]["available"] == 1 },
+    )
+    .await;
+    assert_eq!(
+        server.message("claude-haiku-4-5").await,
+        (200, "live".to_owned())
+    );
+
+    let mut pause = cli.command(&["accounts", "pause", "live"]);
+    pause.env_remove("CCFLARE_NOW_MS");
+    common::output(pause).await.ok();
+    eventually(
+        Duration::from_secs(2),
+        "the pause reaches the server",
+        || async { server.get_json("/health").await["accounts"]["paused"] == 1 },
+    )
+    .await;
+    assert_eq!(server.message("claude-haiku-4-5").await.0, 503);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_stored_strategy_reaches_the_running_server() {
+    let upstream = ccflare_mock::MockUpstream::start().await.unwrap();
+    let cli = Cli::new();
+    for name in ["one", "two"] {
+        cli.run(&["accounts", "add", &key(name), "--name", name])
+            .await
+            .ok();
+    }
+    let server = Server::start(&cli, &upstream.url()).await;
+    // The default strategy, session, keeps every request on one account.
+    let first = server.message("claude-haiku-4-5").await.1;
+    assert_eq!(server.message("claude-haiku-4-5").await.1, first);
+
+    let stored = cli
+        .run(&["config", "set", "lb_strategy", "round-robin"])
+        .await
+        .ok();
+    assert!(stored.contains("within about a second"), "{stored}");
+    eventually(Duration::from_secs(2), "round-robin takes over", || async {
+        server.message("claude-haiku-4-5").await.1 != server.message("claude-haiku-4-5").await.1
+    })
+    .await;
+    server.stop().await;
+}
+
+/// Reads lines from a child's stdout until one satisfies `done`; everything read is returned.
+async fn read_until(
+    lines: &mut tokio::io::Lines<BufReader<ChildStdout>>,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let mut seen = String::new();
+    tokio::time::timeout(GUARD, async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            seen.push_str(&line);
+            seen.push('\n');
+            if done(&line) {
+                return;
+            }
+        }
+        panic!("the output ended early:\n{seen}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("nothing matched in time; printed:\n{seen}"));
+    seen
+}
+
+#[tokio::test]
+async fn logs_follow_prints_a_request_made_through_the_server() {
+    let upstream = ccflare_mock::MockUpstream::start().await.unwrap();
+    let cli = Cli::new();
+    cli.run(&["accounts", "add", &key("feed"), "--name", "feeder"])
+        .await
+        .ok();
+    let server = Server::start(&cli, &upstream.url()).await;
+    server.message("claude-haiku-4-5").await;
+
+    let mut follow = cli.command(&["logs", "--follow", "--last", "1"]);
+    follow.env_remove("CCFLARE_NOW_MS");
+    let mut child = follow.spawn().expect("logs --follow starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The header, then the request made before following started (--last 1), once the
+    // server's writer has recorded it.
+    let first = read_until(&mut lines, |l| l.contains("claude-haiku-4-5")).await;
+    assert!(first.starts_with("TIME "), "{first}");
+
+    assert_eq!(
+        server.message("claude-sonnet-4-5").await,
+        (200, "feeder".to_owned())
+    );
+    let next = read_until(&mut lines, |l| l.contains("claude-sonnet-4-5")).await;
+    assert!(next.contains("200") && next.contains("feeder"), "{next}");
+    assert!(!next.contains("claude-haiku"), "nothing twice: {next}");
+
+    let _ = child.start_kill();
+    server.stop().await;
+}
