@@ -211,6 +211,64 @@ pub const OPTIONS: &[OptionSpec] = &[
         "0",
         "days request rows are kept before they are deleted (0 = keep forever)",
     ),
+    // OAuth endpoints (protocol doc §6): configuration, so a change on Anthropic's side needs
+    // no release and tests point them at the mock upstream.
+    opt(
+        "oauth_client_id",
+        "CCFLARE_OAUTH_CLIENT_ID",
+        "oauth-client-id",
+        "9d1c250a-e61b-44d9-88ed-5944d1962f5e",
+        "OAuth client id (Claude Code's)",
+    ),
+    opt(
+        "oauth_authorize_url",
+        "CCFLARE_OAUTH_AUTHORIZE_URL",
+        "oauth-authorize-url",
+        "https://claude.ai/oauth/authorize",
+        "login page for Pro/Max subscriptions",
+    ),
+    opt(
+        "oauth_console_authorize_url",
+        "CCFLARE_OAUTH_CONSOLE_AUTHORIZE_URL",
+        "oauth-console-authorize-url",
+        "https://console.anthropic.com/oauth/authorize",
+        "login page for Console accounts",
+    ),
+    opt(
+        "oauth_token_url",
+        "CCFLARE_OAUTH_TOKEN_URL",
+        "oauth-token-url",
+        "https://platform.claude.com/v1/oauth/token",
+        "OAuth token endpoint (code exchange and refresh)",
+    ),
+    opt(
+        "oauth_redirect_uri",
+        "CCFLARE_OAUTH_REDIRECT_URI",
+        "oauth-redirect-uri",
+        "https://platform.claude.com/oauth/code/callback",
+        "OAuth redirect URI (the page that shows the code)",
+    ),
+    opt(
+        "oauth_scopes",
+        "CCFLARE_OAUTH_SCOPES",
+        "oauth-scopes",
+        "org:create_api_key user:profile user:inference user:sessions:claude_code user:mcp_servers user:file_upload",
+        "OAuth scopes, space-separated",
+    ),
+    opt(
+        "oauth_api_key_url",
+        "CCFLARE_OAUTH_API_KEY_URL",
+        "oauth-api-key-url",
+        "https://api.anthropic.com/api/oauth/claude_cli/create_api_key",
+        "where a Console login mints an API key",
+    ),
+    opt(
+        "oauth_user_agent",
+        "CCFLARE_OAUTH_USER_AGENT",
+        "oauth-user-agent",
+        "claude-cli/2.1.197 (external, cli)",
+        "User-Agent for the token endpoint, which refuses unknown clients",
+    ),
 ];
 
 /// Options read before the database is open, which therefore cannot be stored in it.
@@ -228,6 +286,20 @@ pub fn option(key: &str) -> Option<&'static OptionSpec> {
 
 /// Values from one source, keyed by file key.
 pub type Layer = BTreeMap<String, String>;
+
+/// Where the OAuth endpoints are (protocol doc §6); `ccflare-oauth` turns this into its
+/// client's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthSettings {
+    pub client_id: String,
+    pub authorize_url: String,
+    pub console_authorize_url: String,
+    pub token_url: String,
+    pub redirect_uri: String,
+    pub scopes: String,
+    pub api_key_url: String,
+    pub user_agent: String,
+}
 
 /// The resolved configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -249,6 +321,7 @@ pub struct Settings {
     pub max_attempts: u32,
     /// Days request rows (and their rollups) are kept; 0 keeps them forever.
     pub retention_days: u64,
+    pub oauth: OAuthSettings,
     /// Where each option's value came from, by file key, with the raw text.
     pub sources: BTreeMap<&'static str, (Source, String)>,
 }
@@ -389,6 +462,34 @@ impl Settings {
             |n: &u64| *n <= 36_500,
         )?;
 
+        let url = |key: &str| -> Result<String, CoreError> {
+            let (spec, v) = value(key);
+            let v = v.trim();
+            if v.starts_with("http://") || v.starts_with("https://") {
+                Ok(v.to_owned())
+            } else {
+                Err(invalid(spec, v, "an http:// or https:// URL"))
+            }
+        };
+        let text = |key: &str| -> Result<String, CoreError> {
+            let (spec, v) = value(key);
+            let v = v.trim();
+            if v.is_empty() || v.contains(char::is_control) {
+                return Err(invalid(spec, v, "a non-empty value on one line"));
+            }
+            Ok(v.to_owned())
+        };
+        let oauth = OAuthSettings {
+            client_id: text("oauth_client_id")?,
+            authorize_url: url("oauth_authorize_url")?,
+            console_authorize_url: url("oauth_console_authorize_url")?,
+            token_url: url("oauth_token_url")?,
+            redirect_uri: url("oauth_redirect_uri")?,
+            scopes: text("oauth_scopes")?,
+            api_key_url: url("oauth_api_key_url")?,
+            user_agent: text("oauth_user_agent")?,
+        };
+
         Ok(Settings {
             port,
             host,
@@ -405,6 +506,7 @@ impl Settings {
             shutdown_timeout_s,
             max_attempts,
             retention_days,
+            oauth,
             sources,
         })
     }
@@ -436,7 +538,10 @@ mod tests {
         assert_eq!(s.max_body_bytes, 32 * 1024 * 1024);
         assert_eq!(s.idle_timeout_s, 300);
         assert_eq!(s.database_url, None);
-        assert_eq!(s.retention_days, 0, "rows are kept unless a person says otherwise");
+        assert_eq!(
+            s.retention_days, 0,
+            "rows are kept unless a person says otherwise"
+        );
         assert_eq!(s.sources["port"].0, Source::Default);
     }
 

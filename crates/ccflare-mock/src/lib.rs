@@ -220,7 +220,7 @@ impl MockUpstream {
         self.inner.state.oauth.set_expires_in(seconds);
     }
 
-    /// Refresh-token grants received (rejected ones included).
+    /// Refresh-token grants received (rejected and faulted ones included).
     pub fn refresh_grants(&self) -> u64 {
         self.inner.state.oauth.refresh_grants()
     }

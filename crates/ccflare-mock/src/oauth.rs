@@ -84,6 +84,15 @@ impl OAuth {
 
     /// `POST /v1/oauth/token`.
     pub(crate) fn token(&self, request: &ReceivedRequest, request_id: &str) -> Response {
+        // Counted before any fault, so a test sees every call that reached the endpoint.
+        let grant_type = serde_json::from_slice::<Value>(&request.body)
+            .ok()
+            .and_then(|body| body.get("grant_type")?.as_str().map(str::to_owned));
+        match grant_type.as_deref() {
+            Some("authorization_code") => self.code_grants.fetch_add(1, Ordering::Relaxed),
+            Some("refresh_token") => self.refresh_grants.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
         let fault = self.tokens().faults.pop_front();
         if let Some(response) =
             fault.and_then(|f| crate::fault::replacement_response(&f, request_id))
@@ -114,7 +123,6 @@ impl OAuth {
         }
         match field("grant_type").as_str() {
             "authorization_code" => {
-                self.code_grants.fetch_add(1, Ordering::Relaxed);
                 let code = field("code");
                 if code.is_empty() || code == "invalid-code" {
                     return oauth_error(
@@ -135,7 +143,6 @@ impl OAuth {
                 self.grant(request_id)
             }
             "refresh_token" => {
-                self.refresh_grants.fetch_add(1, Ordering::Relaxed);
                 let presented = field("refresh_token");
                 let rotated = {
                     let mut tokens = self.tokens();

@@ -32,8 +32,8 @@ impl Mode {
 }
 
 /// Where the OAuth endpoints are. Defaults are the values Claude Code uses (protocol doc §6,
-/// as of 2026); each is a configuration option so a change on Anthropic's side needs no
-/// release.
+/// as of 2026); each is a configuration option (`oauth_*`) so a change on Anthropic's side
+/// needs no release.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoints {
     pub client_id: String,
@@ -51,20 +51,25 @@ pub struct Endpoints {
     pub user_agent: String,
 }
 
-impl Default for Endpoints {
-    fn default() -> Self {
+impl From<&ccflare_core::config::OAuthSettings> for Endpoints {
+    fn from(settings: &ccflare_core::config::OAuthSettings) -> Endpoints {
         Endpoints {
-            client_id: "9d1c250a-e61b-44d9-88ed-5944d1962f5e".into(),
-            authorize_url: "https://claude.ai/oauth/authorize".into(),
-            console_authorize_url: "https://console.anthropic.com/oauth/authorize".into(),
-            token_url: "https://platform.claude.com/v1/oauth/token".into(),
-            redirect_uri: "https://platform.claude.com/oauth/code/callback".into(),
-            scopes: "org:create_api_key user:profile user:inference user:sessions:claude_code \
-                     user:mcp_servers user:file_upload"
-                .into(),
-            api_key_url: "https://api.anthropic.com/api/oauth/claude_cli/create_api_key".into(),
-            user_agent: "claude-cli/2.1.197 (external, cli)".into(),
+            client_id: settings.client_id.clone(),
+            authorize_url: settings.authorize_url.clone(),
+            console_authorize_url: settings.console_authorize_url.clone(),
+            token_url: settings.token_url.clone(),
+            redirect_uri: settings.redirect_uri.clone(),
+            scopes: settings.scopes.clone(),
+            api_key_url: settings.api_key_url.clone(),
+            user_agent: settings.user_agent.clone(),
         }
+    }
+}
+
+impl Default for Endpoints {
+    /// The defaults of the configuration options (one table: `core::config::OPTIONS`).
+    fn default() -> Self {
+        Endpoints::from(&ccflare_core::config::Settings::defaults().oauth)
     }
 }
 

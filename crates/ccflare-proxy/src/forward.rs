@@ -8,12 +8,12 @@ use crate::headers::{upstream_request_headers, upstream_response_headers};
 use crate::recorder::{CLIENT_CLOSED, Outcome, Recorder};
 use crate::state::AppState;
 use bytes::Bytes;
-use ccflare_core::AccountId;
 use ccflare_core::error::anthropic_error_body;
 use ccflare_core::ratelimit::{RateLimitSnapshot, classify};
 use ccflare_core::record::AttemptFailure;
 use ccflare_core::request::{RequestInfo, session_key};
 use ccflare_core::usage::Usage;
+use ccflare_core::{AccountId, AccountKind, Secret};
 use ccflare_pool::{Pick, Unavailable, UnavailableReason};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
@@ -80,7 +80,7 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
     let mut tried = Vec::new();
     let mut last_failure: Option<LastFailure> = None;
     let mut last_error: Option<AttemptError> = None;
-    loop {
+    'attempts: loop {
         let now = state.now();
         let pick = state.pool().select(now, session.as_deref(), &tried);
         let pick = match pick {
@@ -92,38 +92,78 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
         tried.push(pick.id);
         recorder.attempt(pick.id, &pick.name);
 
-        let Some(upstream_request) = build_request(&parts, &uri, &body, &pick) else {
-            // Only a stored credential with bytes no header may carry gets here.
-            tracing::error!(account = %pick.name, "account credential is not a valid header value");
-            recorder.attempt_failed(failure(&pick, None, "bad_credential"));
-            continue;
-        };
-        let sent = tokio::time::timeout(header_wait, state.upstream.send(upstream_request)).await;
-        let response = match sent {
-            Ok(Ok(response)) => response,
-            Ok(Err(error)) => {
-                let kind = if error.is_connect() {
-                    AttemptError::Connect
-                } else {
-                    AttemptError::Other
-                };
-                tracing::warn!(account = %pick.name, %error, "upstream request failed");
-                recorder.attempt_failed(failure(&pick, None, kind.label()));
-                last_error = Some(kind);
-                if attempts_left(&state, tried.len()) {
-                    continue;
+        // OAuth tokens are refreshed ahead of expiry (and once after a 401, below).
+        let refresher = (pick.kind == AccountKind::OAuth)
+            .then(|| state.tokens())
+            .flatten();
+        let mut credential = pick.credential.clone();
+        if let Some(refresher) = refresher {
+            match refresher.fresh_token(&state, &pick, false).await {
+                Ok(token) => credential = token,
+                Err(refused) => {
+                    recorder.attempt_failed(failure(&pick, None, refused.label()));
+                    continue 'attempts;
                 }
-                return upstream_unreachable(&mut recorder, kind);
             }
-            Err(_) => {
-                tracing::warn!(account = %pick.name, "upstream sent no response headers in time");
-                recorder.attempt_failed(failure(&pick, None, AttemptError::Timeout.label()));
-                last_error = Some(AttemptError::Timeout);
-                if attempts_left(&state, tried.len()) {
-                    continue;
+        }
+        let mut refreshed_after_401 = false;
+        let response = loop {
+            let Some(upstream_request) = build_request(&parts, &uri, &body, &pick, &credential)
+            else {
+                // Only a stored credential with bytes no header may carry gets here.
+                tracing::error!(account = %pick.name, "account credential is not a valid header value");
+                recorder.attempt_failed(failure(&pick, None, "bad_credential"));
+                continue 'attempts;
+            };
+            let sent =
+                tokio::time::timeout(header_wait, state.upstream.send(upstream_request)).await;
+            let response = match sent {
+                Ok(Ok(response)) => response,
+                Ok(Err(error)) => {
+                    let kind = if error.is_connect() {
+                        AttemptError::Connect
+                    } else {
+                        AttemptError::Other
+                    };
+                    tracing::warn!(account = %pick.name, %error, "upstream request failed");
+                    recorder.attempt_failed(failure(&pick, None, kind.label()));
+                    last_error = Some(kind);
+                    if attempts_left(&state, tried.len()) {
+                        continue 'attempts;
+                    }
+                    return upstream_unreachable(&mut recorder, kind);
                 }
-                return upstream_unreachable(&mut recorder, AttemptError::Timeout);
+                Err(_) => {
+                    tracing::warn!(account = %pick.name, "upstream sent no response headers in time");
+                    recorder.attempt_failed(failure(&pick, None, AttemptError::Timeout.label()));
+                    last_error = Some(AttemptError::Timeout);
+                    if attempts_left(&state, tried.len()) {
+                        continue 'attempts;
+                    }
+                    return upstream_unreachable(&mut recorder, AttemptError::Timeout);
+                }
+            };
+            // A refused OAuth token (expired early, revoked by a newer login) gets one
+            // refresh and one more try on the same account before failing over.
+            if response.status() == StatusCode::UNAUTHORIZED
+                && !refreshed_after_401
+                && let Some(refresher) = refresher
+            {
+                refreshed_after_401 = true;
+                drop(response);
+                match refresher.fresh_token(&state, &pick, true).await {
+                    Ok(token) => {
+                        tracing::info!(account = %pick.name, "OAuth token refused; retrying with a refreshed one");
+                        credential = token;
+                        continue;
+                    }
+                    Err(refused) => {
+                        recorder.attempt_failed(failure(&pick, Some(401), refused.label()));
+                        continue 'attempts;
+                    }
+                }
             }
+            break response;
         };
 
         let status = response.status();
@@ -229,9 +269,10 @@ fn build_request(
     uri: &http::Uri,
     body: &Bytes,
     pick: &Pick,
+    credential: &Secret,
 ) -> Option<Request<Full<Bytes>>> {
     let mut headers = parts.headers.clone();
-    upstream_request_headers(&mut headers, pick.kind, pick.credential.expose()).ok()?;
+    upstream_request_headers(&mut headers, pick.kind, credential.expose()).ok()?;
     let mut request = Request::new(Full::new(body.clone()));
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri.clone();

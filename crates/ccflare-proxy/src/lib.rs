@@ -16,6 +16,7 @@ mod management;
 mod recorder;
 mod server;
 mod state;
+mod tokens;
 mod upstream;
 
 pub use body::ResponseBody;

@@ -64,6 +64,8 @@ pub struct AppState {
     /// The live request feed.
     events: broadcast::Sender<RequestEvent>,
     management: OnceLock<Arc<dyn ManagementRoutes>>,
+    /// Refreshes OAuth tokens; absent in a server without OAuth accounts' endpoints set up.
+    tokens: OnceLock<crate::tokens::TokenRefresher>,
     /// Turns true when the server stops accepting, so endless responses (live feeds) end.
     shutdown: watch::Sender<bool>,
 }
@@ -99,11 +101,24 @@ impl AppState {
             settings: RwLock::new(Arc::new(Settings::defaults())),
             events: broadcast::channel(EVENT_CAPACITY).0,
             management: OnceLock::new(),
+            tokens: OnceLock::new(),
             shutdown: watch::channel(false).0,
         })
     }
 
     /// Installs the management API. Set once, before serving; returns false if one was set.
+    /// Installs the OAuth token refresher (once, at start). Without it OAuth accounts are used
+    /// with their stored token until it is refused.
+    pub fn set_token_refresher(&self, client: ccflare_oauth::TokenClient, db: Db) -> bool {
+        self.tokens
+            .set(crate::tokens::TokenRefresher::new(client, db))
+            .is_ok()
+    }
+
+    pub(crate) fn tokens(&self) -> Option<&crate::tokens::TokenRefresher> {
+        self.tokens.get()
+    }
+
     pub fn set_management(&self, routes: Arc<dyn ManagementRoutes>) -> bool {
         self.management.set(routes).is_ok()
     }

@@ -8,6 +8,7 @@ pub mod accounts;
 mod db;
 mod error;
 mod migrate;
+pub mod oauth;
 pub mod requests;
 pub mod rollups;
 pub mod settings;

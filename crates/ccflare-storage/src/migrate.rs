@@ -21,6 +21,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "rollups",
         include_str!("../../../migrations/0003_rollups.sql"),
     ),
+    (
+        4,
+        "oauth",
+        include_str!("../../../migrations/0004_oauth.sql"),
+    ),
 ];
 
 /// The migration whose new tables are filled from the rows already recorded, by Rust code that

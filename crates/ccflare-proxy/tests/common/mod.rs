@@ -38,6 +38,8 @@ pub struct Options {
     pub idle_timeout: Duration,
     /// Point the proxy at this URL instead of the mock.
     pub upstream_override: Option<String>,
+    /// OAuth accounts (name, priority, token lifetime left in ms), with tokens the mock issued.
+    pub oauth_accounts: Vec<(&'static str, i64, i64)>,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
             max_body_bytes: 1024 * 1024,
             idle_timeout: Duration::from_secs(30),
             upstream_override: None,
+            oauth_accounts: Vec::new(),
         }
     }
 }
@@ -126,6 +129,25 @@ pub async fn spawn_app(options: Options) -> App {
         config,
         clock.clone() as Arc<dyn Clock>,
     );
+    for (name, priority, lifetime_ms) in &options.oauth_accounts {
+        let (access, refresh) = mock.issue_oauth_tokens();
+        ccflare_storage::oauth::add_oauth_account(
+            &db,
+            name,
+            &Secret::new(access),
+            Some(&Secret::new(refresh)),
+            clock.now_ms() + lifetime_ms,
+            Some(*priority),
+            clock.now_ms(),
+        )
+        .await
+        .expect("OAuth account stored");
+    }
+    let endpoints = ccflare_oauth::Endpoints {
+        token_url: format!("{}/v1/oauth/token", mock.url()),
+        ..ccflare_oauth::Endpoints::default()
+    };
+    state.set_token_refresher(ccflare_oauth::TokenClient::new(endpoints), db.clone());
     state.sync_accounts(&db).await.expect("accounts load");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -166,6 +188,11 @@ pub fn message_body(stream: bool) -> String {
 }
 
 impl App {
+    pub fn clock_now(&self) -> i64 {
+        use ccflare_core::Clock;
+        self.clock.now_ms()
+    }
+
     pub fn request(
         &self,
         path: &str,

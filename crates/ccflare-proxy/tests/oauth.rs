@@ -1,0 +1,230 @@
+//! OAuth accounts through the proxy (SPEC §5, protocol doc §6): bearer tokens with the OAuth
+//! beta, refresh ahead of expiry and after a 401, one refresh for many requests, the rotated
+//! token stored before use, dead logins leaving routing, passing failures only benching.
+
+mod common;
+
+use ccflare_core::AccountStatus;
+use ccflare_mock::Fault;
+use common::{Options, spawn_app};
+use http::StatusCode;
+
+const HOUR: i64 = 3_600_000;
+
+fn oauth(accounts: Vec<(&'static str, i64, i64)>) -> Options {
+    Options {
+        accounts: vec![],
+        oauth_accounts: accounts,
+        ..Default::default()
+    }
+}
+
+async fn stored(app: &common::App, name: &str) -> ccflare_storage::oauth::StoredTokens {
+    let account = ccflare_storage::accounts::find(&app.db, name)
+        .await
+        .unwrap();
+    ccflare_storage::oauth::stored_tokens(&app.db, account.id)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn oauth_accounts_send_a_bearer_token_with_the_oauth_beta_appended() {
+    let app = spawn_app(oauth(vec![("max", 0, 8 * HOUR)])).await;
+    let reply = app
+        .post(&[("anthropic-beta", "claude-code-20250219")], false)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("x-ccflare-account"), "max");
+    let seen = &app.mock.requests()[0];
+    let token = stored(&app, "max").await.access;
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {}", token.expose()).as_str())
+    );
+    assert_eq!(seen.header("x-api-key"), None);
+    assert_eq!(
+        seen.header("anthropic-beta"),
+        Some("claude-code-20250219,oauth-2025-04-20")
+    );
+    assert_eq!(
+        app.mock.refresh_grants(),
+        0,
+        "a fresh token is not refreshed"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_near_expiry_is_refreshed_once_for_many_requests_and_stored_first() {
+    let app = spawn_app(oauth(vec![("max", 0, 60_000)])).await;
+    let before = stored(&app, "max").await;
+    let requests = (0..50).map(|_| app.post(&[], false));
+    let replies = futures_join_all(requests).await;
+    assert!(replies.iter().all(|r| r.status == StatusCode::OK));
+    assert_eq!(
+        app.mock.refresh_grants(),
+        1,
+        "one refresh per account at a time"
+    );
+    let after = stored(&app, "max").await;
+    assert_ne!(after.access.expose(), before.access.expose());
+    assert_ne!(
+        after.refresh.as_ref().unwrap().expose(),
+        before.refresh.as_ref().unwrap().expose()
+    );
+    assert!(after.expires_at.unwrap() > app.clock_now() + 7 * HOUR);
+    assert!(after.refreshed_at.is_some());
+    // Every request went out with the new token, none with the old one.
+    let fresh = format!("Bearer {}", after.access.expose());
+    let messages: Vec<_> = app
+        .mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/messages")
+        .collect();
+    assert_eq!(messages.len(), 50);
+    assert!(
+        messages
+            .iter()
+            .all(|r| r.header("authorization") == Some(fresh.as_str()))
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_401_gets_one_refresh_and_a_retry_on_the_same_account() {
+    let app = spawn_app(oauth(vec![("max", 0, 8 * HOUR), ("other", 1, 8 * HOUR)])).await;
+    let old = stored(&app, "max").await.access;
+    app.mock.expire_access_token(old.expose());
+    let reply = app.post(&[], false).await;
+    assert_eq!(
+        (reply.status, reply.header("x-ccflare-account")),
+        (StatusCode::OK, "max")
+    );
+    assert_eq!(app.mock.refresh_grants(), 1);
+    let r = &app.records().await[0];
+    assert_eq!((r.attempts, r.success), (1, true));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_refresh_token_marks_the_account_invalid_and_fails_over() {
+    let app = spawn_app(oauth(vec![("max", 0, 60_000), ("other", 1, 8 * HOUR)])).await;
+    let refresh = stored(&app, "max").await.refresh.unwrap();
+    app.mock.kill_refresh_token(refresh.expose());
+    let reply = app.post(&[], false).await;
+    assert_eq!(
+        (reply.status, reply.header("x-ccflare-account")),
+        (StatusCode::OK, "other")
+    );
+    let r = &app.records().await[0];
+    assert_eq!(r.attempt_failures[0].reason, "token_refresh_refused");
+    // Invalid everywhere: in routing, in /health, and in the database.
+    let health = app
+        .send(
+            http::Request::get(format!("{}/health", app.url))
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(health.json()["accounts"]["invalid"], 1);
+    app.state.writer.flush().await;
+    let account = ccflare_storage::accounts::find(&app.db, "max")
+        .await
+        .unwrap();
+    assert_eq!(account.status, AccountStatus::Invalid);
+    assert_eq!(
+        app.post(&[], false).await.header("x-ccflare-account"),
+        "other"
+    );
+    assert_eq!(app.mock.refresh_grants(), 1, "a dead login is not retried");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_passing_refresh_failure_skips_the_account_then_retries() {
+    let app = spawn_app(oauth(vec![("max", 0, 60_000), ("other", 1, 8 * HOUR)])).await;
+    app.mock.push_oauth_fault(Fault::Status(503));
+    assert_eq!(
+        app.post(&[], false).await.header("x-ccflare-account"),
+        "other"
+    );
+    assert_eq!(
+        app.post(&[], false).await.header("x-ccflare-account"),
+        "other",
+        "skipped meanwhile"
+    );
+    assert_eq!(app.mock.refresh_grants(), 1);
+    app.clock.advance(61_000);
+    assert_eq!(
+        app.post(&[], false).await.header("x-ccflare-account"),
+        "max",
+        "not killed"
+    );
+    assert_eq!(app.mock.refresh_grants(), 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_subscription_window_benches_until_its_reset() {
+    let app = spawn_app(oauth(vec![("max", 0, 8 * HOUR), ("other", 1, 8 * HOUR)])).await;
+    let token = stored(&app, "max").await.access;
+    let reset_epoch = (app.clock_now() / 1000 + 3600) as u64;
+    app.mock
+        .push_fault(token.expose(), Fault::UnifiedRejected { reset_epoch });
+    assert_eq!(
+        app.post(&[], false).await.header("x-ccflare-account"),
+        "other"
+    );
+    app.clock.advance(3_599_000);
+    assert_eq!(
+        app.post(&[], false).await.header("x-ccflare-account"),
+        "other"
+    );
+    app.clock.advance(2_000);
+    assert_eq!(
+        app.post(&[], false).await.header("x-ccflare-account"),
+        "max"
+    );
+    app.stop().await;
+}
+
+/// Runs the futures concurrently on this task (no extra crate for `join_all`).
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for future in futures {
+        set.push(Box::pin(future));
+    }
+    let mut outputs = Vec::with_capacity(set.len());
+    let mut pending: Vec<_> = set.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all_done = true;
+        for (slot, result) in pending.iter_mut().zip(results.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(output) => {
+                        *result = Some(output);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => all_done = false,
+                }
+            }
+        }
+        if all_done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs.extend(
+        results
+            .into_iter()
+            .map(|r| r.expect("every future finished")),
+    );
+    outputs
+}

@@ -1,0 +1,155 @@
+//! OAuth accounts' tokens: adding a subscription account, reading its tokens for a refresh,
+//! storing a rotated pair, and re-authentication. The access token is the account's
+//! `credential` (what the proxy sends); the refresh token never leaves this module's callers.
+//!
+//! A refresh is the server's own write and does not bump `revision`; adding and
+//! re-authenticating are a person's acts and do.
+
+use crate::db::Db;
+use crate::error::StorageError;
+use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret};
+use sqlx::Row;
+
+/// The tokens of one OAuth account as stored.
+#[derive(Debug, Clone)]
+pub struct StoredTokens {
+    pub access: Secret,
+    pub refresh: Option<Secret>,
+    pub expires_at: Option<Millis>,
+    pub refreshed_at: Option<Millis>,
+}
+
+/// Adds a subscription account with its first tokens. The name must be free.
+pub async fn add_oauth_account(
+    db: &Db,
+    name: &str,
+    access: &Secret,
+    refresh: Option<&Secret>,
+    expires_at: Millis,
+    priority: Option<i64>,
+    now: Millis,
+) -> Result<Account, StorageError> {
+    let mut tx = db.begin_write().await?;
+    let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE name = ?")
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if taken.is_some() {
+        return Err(StorageError::DuplicateName {
+            name: name.to_owned(),
+        });
+    }
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO accounts (name, kind, credential, refresh_token, expires_at, refreshed_at, \
+         priority, created_at, updated_at) VALUES (?, 'oauth', ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(name)
+    .bind(access.expose())
+    .bind(refresh.map(Secret::expose))
+    .bind(expires_at)
+    .bind(now)
+    .bind(priority.unwrap_or(0))
+    .bind(now)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Account {
+        id: AccountId(id),
+        name: name.to_owned(),
+        kind: AccountKind::OAuth,
+        credential: access.clone(),
+        priority: priority.unwrap_or(0),
+        weight: 1,
+        status: AccountStatus::Active,
+        revision: 1,
+        rate_limited_until: None,
+        overloaded_until: None,
+        token_expires_at: Some(expires_at),
+    })
+}
+
+/// The stored tokens of an OAuth account.
+pub async fn stored_tokens(db: &Db, id: AccountId) -> Result<StoredTokens, StorageError> {
+    let row = sqlx::query(
+        "SELECT credential, refresh_token, expires_at, refreshed_at FROM accounts \
+         WHERE id = ? AND kind = 'oauth'",
+    )
+    .bind(id.0)
+    .fetch_optional(db.pool())
+    .await?
+    .ok_or_else(|| StorageError::AccountNotFound {
+        name: format!("#{id}"),
+    })?;
+    Ok(StoredTokens {
+        access: Secret::new(row.try_get::<String, _>("credential")?),
+        refresh: row
+            .try_get::<Option<String>, _>("refresh_token")?
+            .map(Secret::new),
+        expires_at: row.try_get("expires_at")?,
+        refreshed_at: row.try_get("refreshed_at")?,
+    })
+}
+
+/// Stores a refreshed token pair in one transaction, before the new access token is used.
+/// Without a new refresh token (the endpoint did not rotate it) the old one is kept.
+pub async fn save_refreshed(
+    db: &Db,
+    id: AccountId,
+    access: &Secret,
+    refresh: Option<&Secret>,
+    expires_at: Millis,
+    now: Millis,
+) -> Result<(), StorageError> {
+    let mut tx = db.begin_write().await?;
+    let result = sqlx::query(
+        "UPDATE accounts SET credential = ?, refresh_token = coalesce(?, refresh_token), \
+         expires_at = ?, refreshed_at = ?, updated_at = ? WHERE id = ? AND kind = 'oauth'",
+    )
+    .bind(access.expose())
+    .bind(refresh.map(Secret::expose))
+    .bind(expires_at)
+    .bind(now)
+    .bind(now)
+    .bind(id.0)
+    .execute(&mut *tx)
+    .await?;
+    if result.rows_affected() == 0 {
+        return Err(StorageError::AccountNotFound {
+            name: format!("#{id}"),
+        });
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Replaces an account's login with new tokens after a person logged in again: it becomes an
+/// active OAuth account with its name, priority and history kept, its cooldowns cleared.
+pub async fn reauthenticate(
+    db: &Db,
+    name: &str,
+    access: &Secret,
+    refresh: Option<&Secret>,
+    expires_at: Millis,
+    now: Millis,
+) -> Result<(), StorageError> {
+    let result = sqlx::query(
+        "UPDATE accounts SET kind = 'oauth', credential = ?, refresh_token = ?, expires_at = ?, \
+         refreshed_at = ?, status = 'active', rate_limited_until = NULL, overloaded_until = NULL, \
+         revision = revision + 1, updated_at = ? WHERE name = ?",
+    )
+    .bind(access.expose())
+    .bind(refresh.map(Secret::expose))
+    .bind(expires_at)
+    .bind(now)
+    .bind(now)
+    .bind(name)
+    .execute(db.pool())
+    .await?;
+    if result.rows_affected() == 0 {
+        return Err(StorageError::AccountNotFound {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
