@@ -49,6 +49,30 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// Nanoseconds all threads of `pid` have spent runnable but waiting for a CPU (the second
+/// field of each `/proc/<pid>/task/<tid>/schedstat`). Growth during a phase means the process
+/// was ready to work and the machine had no CPU for it: the source of tail latency that no
+/// change to the process itself removes.
+pub fn run_queue_wait_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(proc_path(pid, "task")).ok()?;
+    let mut total = 0;
+    // Bounded by the process's thread count.
+    for task in tasks.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            // A thread that ended between the listing and the read.
+            continue;
+        };
+        if let Some(wait) = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            total += wait;
+        }
+    }
+    Some(total)
+}
+
 /// Clock ticks per second (`getconf CLK_TCK`); 100 on practically every Linux.
 pub fn clock_ticks_per_second() -> u64 {
     Command::new("getconf")
@@ -216,6 +240,7 @@ mod tests {
         assert!(rss_kb(pid).is_some_and(|kb| kb > 0));
         assert!(peak_rss_kb(pid).is_some_and(|kb| kb >= rss_kb(pid).unwrap_or(0) / 2));
         assert!(cpu_ticks(pid).is_some());
+        assert!(run_queue_wait_ns(pid).is_some());
         assert!(nofile_limits().is_some_and(|(soft, hard)| soft <= hard));
     }
 }

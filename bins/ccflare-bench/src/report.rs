@@ -87,6 +87,11 @@ pub struct ProxyUsage {
     pub rss_after_mb: f64,
     /// CPU seconds (user + system) the proxy spent per 1,000 requests it served.
     pub cpu_s_per_1000: Option<f64>,
+    /// Milliseconds the proxy's threads were runnable but had no CPU, per 1,000 requests
+    /// (`schedstat`): CPU contention, which shows up as tail latency.
+    pub proxy_wait_ms_per_1000: Option<f64>,
+    /// The same for this process (the load generator and the mock).
+    pub bench_wait_ms_per_1000: Option<f64>,
     pub samples: usize,
 }
 
@@ -223,20 +228,26 @@ impl Report {
         let _ = writeln!(out, "\n## Proxy process\n");
         let _ = writeln!(
             out,
-            "| scenario | peak RSS MB | RSS before → after MB | CPU s per 1,000 requests |"
+            "| scenario | peak RSS MB | RSS before → after MB | CPU s per 1,000 requests | run-queue wait ms per 1,000 requests: proxy / bench |"
         );
-        let _ = writeln!(out, "|---|---|---|---|");
+        let _ = writeln!(out, "|---|---|---|---|---|");
         for scenario in &self.scenarios {
             let Some(usage) = &scenario.proxy else {
                 continue;
             };
-            let cpu = usage
-                .cpu_s_per_1000
-                .map_or_else(|| "–".to_owned(), |c| format!("{c:.3}"));
+            let figure = |value: Option<f64>, digits: usize| {
+                value.map_or_else(|| "–".to_owned(), |v| format!("{v:.digits$}"))
+            };
             let _ = writeln!(
                 out,
-                "| {} | {:.1} | {:.1} → {:.1} | {} |",
-                scenario.name, usage.peak_rss_mb, usage.rss_before_mb, usage.rss_after_mb, cpu
+                "| {} | {:.1} | {:.1} → {:.1} | {} | {} / {} |",
+                scenario.name,
+                usage.peak_rss_mb,
+                usage.rss_before_mb,
+                usage.rss_after_mb,
+                figure(usage.cpu_s_per_1000, 3),
+                figure(usage.proxy_wait_ms_per_1000, 1),
+                figure(usage.bench_wait_ms_per_1000, 1),
             );
         }
         let idle = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |mb| format!("{mb:.1} MB"));

@@ -178,8 +178,11 @@ struct Meter {
     before_kb: u64,
     peak_reset: bool,
     ticks: u64,
+    /// Run-queue wait of the proxy and of this process (generator and mock), in ns.
+    proxy_wait: u64,
+    bench_wait: u64,
     requests: u64,
-    running_since: Option<u64>,
+    running_since: Option<(u64, u64, u64)>,
 }
 
 impl Meter {
@@ -191,21 +194,32 @@ impl Meter {
             before_kb: pid.and_then(procfs::rss_kb).unwrap_or(0),
             peak_reset,
             ticks: 0,
+            proxy_wait: 0,
+            bench_wait: 0,
             requests: 0,
             running_since: None,
         }
     }
 
+    /// CPU ticks, proxy run-queue wait and bench run-queue wait, now.
+    fn counters(&self) -> Option<(u64, u64, u64)> {
+        let pid = self.pid?;
+        Some((
+            procfs::cpu_ticks(pid)?,
+            procfs::run_queue_wait_ns(pid)?,
+            procfs::run_queue_wait_ns(std::process::id())?,
+        ))
+    }
+
     fn resume(&mut self) {
-        self.running_since = self.pid.and_then(procfs::cpu_ticks);
+        self.running_since = self.counters();
     }
 
     fn pause(&mut self, requests: u64) {
-        if let (Some(start), Some(now)) = (
-            self.running_since.take(),
-            self.pid.and_then(procfs::cpu_ticks),
-        ) {
-            self.ticks += now.saturating_sub(start);
+        if let (Some(start), Some(now)) = (self.running_since.take(), self.counters()) {
+            self.ticks += now.0.saturating_sub(start.0);
+            self.proxy_wait += now.1.saturating_sub(start.1);
+            self.bench_wait += now.2.saturating_sub(start.2);
         }
         self.requests += requests;
     }
@@ -223,13 +237,18 @@ impl Meter {
         };
         let after = procfs::rss_kb(pid).unwrap_or(0);
         let mb = |kb: u64| kb as f64 / 1024.0;
-        let cpu_s_per_1000 = (self.requests > 0)
-            .then(|| self.ticks as f64 / ticks_per_second as f64 / self.requests as f64 * 1000.0);
+        let per_1000 =
+            |total: f64| (self.requests > 0).then(|| total / self.requests as f64 * 1000.0);
+        let cpu_s_per_1000 = per_1000(self.ticks as f64 / ticks_per_second as f64);
+        let proxy_wait_ms_per_1000 = per_1000(self.proxy_wait as f64 / 1e6);
+        let bench_wait_ms_per_1000 = per_1000(self.bench_wait as f64 / 1e6);
         Some(ProxyUsage {
             peak_rss_mb: mb(hwm.max(sampled_max)),
             rss_before_mb: mb(self.before_kb),
             rss_after_mb: mb(after),
             cpu_s_per_1000,
+            proxy_wait_ms_per_1000,
+            bench_wait_ms_per_1000,
             samples: series.len(),
         })
     }
