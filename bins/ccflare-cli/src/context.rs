@@ -149,6 +149,18 @@ pub fn resolve(sources: &Sources, stored: &Layer) -> Result<Settings> {
     )?)
 }
 
+/// Where a server started with `settings` answers on this machine: `http://host:port`, with
+/// a wildcard address (`0.0.0.0`, `::`) replaced by loopback.
+pub fn server_base(settings: &Settings) -> String {
+    let host = match settings.host.as_str() {
+        "0.0.0.0" => "127.0.0.1".to_owned(),
+        "::" | "[::]" => "[::1]".to_owned(),
+        host if host.contains(':') && !host.starts_with('[') => format!("[{host}]"),
+        host => host.to_owned(),
+    };
+    format!("http://{host}:{}", settings.port)
+}
+
 /// A path for messages, as given.
 pub fn show_path(path: &Path) -> String {
     path.display().to_string()

@@ -466,24 +466,39 @@ async fn config_show_names_every_source_and_masks_keys() {
             option.key
         );
     }
-    // Options left at their default come and go with other work; the snapshot keeps the rows
-    // whose source is not the default.
-    let set: String = shown
-        .lines()
-        .filter(|l| !l.ends_with(" default"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    // Options come and go with other work: the snapshot keeps the header and the rows whose
+    // source is not the default (a wrapped value's further lines go with their row), with the
+    // column padding, which the longest option name sets, reduced to two spaces.
+    let mut set = String::new();
+    let mut keep = true;
+    for line in shown.lines() {
+        if !line.starts_with(' ') {
+            keep = !line.ends_with(" default");
+        }
+        if keep {
+            let cells: Vec<&str> = line
+                .split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect();
+            set.push_str(&cells.join("  "));
+            set.push('\n');
+        }
+    }
     insta::assert_snapshot!("config_show", set);
 
     // A bad value is named, and the rest is still shown.
     let mut command = cli.command(&["config", "show"]);
     command.env("PORT", "eighty");
     let output = common::output(command).await;
-    assert!(
-        output.stdout.contains("port              eighty"),
-        "{}",
-        output.stdout
-    );
+    let port_row: Vec<&str> = output
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("port "))
+        .expect("a port row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(port_row, ["port", "eighty", "env"], "{}", output.stdout);
     assert_eq!(
         output.fails(),
         "ccflare-cli: error: the configuration is not valid: invalid value \"eighty\" for PORT: \

@@ -219,7 +219,7 @@ async fn a_stored_strategy_reaches_the_running_server() {
         .await
         .ok();
     assert!(stored.contains("within about a second"), "{stored}");
-    eventually(Duration::from_secs(2), "round-robin takes over", || async {
+    eventually(Duration::from_secs(5), "round-robin takes over", || async {
         server.message("claude-haiku-4-5").await.1 != server.message("claude-haiku-4-5").await.1
     })
     .await;
@@ -276,4 +276,103 @@ async fn logs_follow_prints_a_request_made_through_the_server() {
 
     let _ = child.start_kill();
     server.stop().await;
+}
+
+/// A stand-in for a server with the management API's live feed (`/api/config` and
+/// `/api/requests/stream`), answering one SSE stream with the given events and holding it
+/// open.
+async fn fake_feed(database_url: &'static str, events: Vec<String>) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if socket.read(&mut byte).await.unwrap() == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            if head.starts_with("GET /api/config ") {
+                let body = format!(
+                    r#"{{"options":[{{"key":"port","value":"0"}},{{"key":"database_url","value":"{database_url}"}}]}}"#
+                );
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                socket.write_all(reply.as_bytes()).await.unwrap();
+            } else if head.starts_with("GET /api/requests/stream ") {
+                let mut reply = String::from(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                     transfer-encoding: chunked\r\n\r\n",
+                );
+                let mut body = String::from("retry: 3000\n: ccflare live requests\n\n");
+                for event in &events {
+                    body.push_str(event);
+                }
+                reply.push_str(&format!("{:x}\r\n{body}\r\n", body.len()));
+                socket.write_all(reply.as_bytes()).await.unwrap();
+                held.push(socket);
+            } else {
+                socket
+                    .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    address
+}
+
+fn finished_event(id: &str, model: &str, account: &str) -> String {
+    let json = serde_json::json!({
+        "id": id, "started_at": common::NOW, "method": "POST", "path": "/v1/messages",
+        "model": model, "account_id": 1, "account": account, "status": 200, "success": true,
+        "error_type": null, "error_message": null, "attempts": 1, "attempt_failures": [],
+        "latency_ms": 640, "ttfb_ms": 80, "streamed": true, "input_tokens": 12,
+        "output_tokens": 34, "cache_read_tokens": 0, "cache_write_tokens": 0,
+        "cache_write_5m_tokens": 0, "cache_write_1h_tokens": 0, "usage_incomplete": false,
+        "cost_usd": 0.0021, "cost_estimated": false, "output_tokens_per_second": 50.0,
+        "session_key": null, "client_key": null,
+    });
+    format!(
+        "event: request_started\ndata: {{\"id\":\"{id}\"}}\n\nevent: request_finished\ndata: {json}\n\n"
+    )
+}
+
+#[tokio::test]
+async fn logs_follow_uses_a_servers_live_feed_with_the_same_filters() {
+    let cli = Cli::new();
+    let address = fake_feed(
+        "file:./ccflare.db",
+        vec![
+            finished_event("ccf_live_1", "claude-haiku-4-5", "other"),
+            finished_event("ccf_live_2", "claude-from-feed", "feeder"),
+            // The same request again (a feed and a database read can overlap): shown once.
+            finished_event("ccf_live_2", "claude-from-feed", "feeder"),
+            finished_event("ccf_live_3", "claude-last", "feeder"),
+        ],
+    )
+    .await;
+    let mut follow = cli.command(&["logs", "--follow", "--account", "feeder"]);
+    follow
+        .env("HOST", "127.0.0.1")
+        .env("PORT", address.port().to_string());
+    let mut child = follow.spawn().expect("logs --follow starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let seen = read_until(&mut lines, |l| l.contains("claude-last")).await;
+    assert!(seen.starts_with("TIME "), "{seen}");
+    assert_eq!(seen.matches("claude-from-feed").count(), 1, "{seen}");
+    assert!(!seen.contains("other"), "filtered out: {seen}");
+    assert!(
+        seen.contains("11-26 10:00:00  200   claude-from-feed"),
+        "{seen}"
+    );
+    let _ = child.start_kill();
 }

@@ -8,7 +8,7 @@
 use crate::AnalyticsError;
 use ccflare_core::Millis;
 use ccflare_storage::Db;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
@@ -238,10 +238,12 @@ pub struct LogFilter {
     pub since: Option<Millis>,
 }
 
-/// One request as the log shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One request as the log shows it. It also reads the `request_finished` events of a
+/// server's live feed (`GET /api/requests/stream`), whose JSON has these fields and more.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogEntry {
-    /// Position in the order rows were recorded (SQLite's rowid); what following resumes from.
+    /// Position in the order rows were recorded (SQLite's rowid); what following resumes
+    /// from. 0 for an entry from a live feed, which has no row yet.
     #[serde(skip)]
     pub seq: i64,
     pub id: String,
@@ -263,6 +265,25 @@ pub struct LogEntry {
     pub cache_read_tokens: i64,
     pub cache_write_tokens: i64,
     pub cost_usd: f64,
+}
+
+impl LogFilter {
+    /// Whether `entry` passes the filter: the rule of the SQL below, for entries that come
+    /// from a live feed rather than the database.
+    pub fn matches(&self, entry: &LogEntry) -> bool {
+        (!self.errors_only || !entry.success)
+            && self.model.as_deref().is_none_or(|prefix| {
+                entry
+                    .model
+                    .as_deref()
+                    .is_some_and(|model| model.starts_with(prefix))
+            })
+            && self
+                .account
+                .as_deref()
+                .is_none_or(|account| entry.account.as_deref() == Some(account))
+            && self.since.is_none_or(|since| entry.started_at >= since)
+    }
 }
 
 const LOG_COLUMNS: &str = "rowid AS seq, id, started_at, method, path, model, account_name, \
@@ -570,6 +591,18 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(ids(recent_requests(&db, &two, 10).await.unwrap()), ["r2"]);
+
+        // The in-memory rule agrees with the SQL, filter by filter.
+        let every = recent_requests(&db, &all, 10).await.unwrap();
+        for filter in [&all, &sonnet, &errors, &two] {
+            let by_sql = ids(recent_requests(&db, filter, 10).await.unwrap());
+            let by_rule = ids(every
+                .iter()
+                .filter(|e| filter.matches(e))
+                .cloned()
+                .collect());
+            assert_eq!(by_sql, by_rule, "{filter:?}");
+        }
 
         let first = recent_requests(&db, &all, 1).await.unwrap();
         assert_eq!(last_seq(&db).await.unwrap(), first[0].seq);

@@ -275,10 +275,16 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "api_keys = [1, 2]\n").unwrap();
         let err = read_config_file(&path).unwrap_err().to_string();
-        assert!(err.ends_with("api_keys must list strings, found integer"), "{err}");
+        assert!(
+            err.ends_with("api_keys must list strings, found integer"),
+            "{err}"
+        );
         std::fs::write(&path, "[port]\nx = 1\n").unwrap();
         let err = read_config_file(&path).unwrap_err().to_string();
-        assert!(err.ends_with("port has an unsupported table value"), "{err}");
+        assert!(
+            err.ends_with("port has an unsupported table value"),
+            "{err}"
+        );
         std::fs::write(&path, "port = \n").unwrap();
         assert!(matches!(
             read_config_file(&path),

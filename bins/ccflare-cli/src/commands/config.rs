@@ -14,8 +14,9 @@ use serde::Serialize;
 use std::process::ExitCode;
 
 /// Options a running server applies within a second of a change in the database (see
-/// `ccflare_proxy::AppState::apply_stored_settings`); the rest wait for its next start.
-const APPLIED_WHILE_RUNNING: &[&str] = &["lb_strategy", "session_timeout"];
+/// `ccflare_proxy::AppState::apply_stored_settings`, and the management API's
+/// `LIVE_OPTIONS` for retention); the rest wait for its next start.
+const APPLIED_WHILE_RUNNING: &[&str] = &["lb_strategy", "session_timeout", "retention_days"];
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
@@ -36,9 +37,10 @@ Examples:
   ccflare-cli config set CCFLARE_MAX_ATTEMPTS 3
 
 KEY is an option's config-file key, environment variable or flag name.
-A running server applies lb_strategy and session_timeout within about a
-second, the others at its next start. The environment and flags outrank
-the database. database_url, log_level and log_format cannot be stored.")]
+A running server applies lb_strategy, session_timeout and retention_days
+within about a second, the others at its next start. The environment
+and flags outrank the database. database_url, log_level and log_format
+cannot be stored.")]
     Set(SetArgs),
     /// Remove a stored setting (the config file or the default applies again)
     #[command(after_help = "Example:\n  ccflare-cli config unset lb_strategy")]

@@ -300,13 +300,7 @@ async fn check_upstream(settings: &Settings, report: &mut Report) {
 /// Whether a server answers at the configured address: information only, since the CLI works
 /// on the database with or without one.
 async fn check_server(settings: &Settings, report: &mut Report) {
-    let host = match settings.host.as_str() {
-        "0.0.0.0" => "127.0.0.1".to_owned(),
-        "::" | "[::]" => "[::1]".to_owned(),
-        host if host.contains(':') && !host.starts_with('[') => format!("[{host}]"),
-        host => host.to_owned(),
-    };
-    let base = format!("http://{host}:{}", settings.port);
+    let base = context::server_base(settings);
     let answer = match UpstreamClient::new(&base, SERVER_TIMEOUT) {
         Ok(client) => tokio::time::timeout(SERVER_TIMEOUT, client.probe("/health"))
             .await

@@ -1,13 +1,20 @@
 //! `ccflare-cli logs`: the last requests, filtered by errors, model, account and age, and with
 //! `--follow` the new ones as they are recorded.
 //!
-//! Following reads the database: every 500 ms it asks for the rows recorded after the last one
-//! seen. Rows are written when a request ends, so following (and `--last`) goes in recording
-//! order: a long stream that started before a short request but ended after it is shown when
-//! it ends, never missed. A server's live feed can take over later as another [`Feed`]; the
-//! printing does not change.
+//! Following uses a running server's live feed (`GET /api/requests/stream`) when one answers
+//! at the configured address with the same database, and the database otherwise: every
+//! 500 ms it asks for the rows recorded after the last one seen. Rows are written when a
+//! request ends, so following (and `--last`) goes in recording order: a long stream that
+//! started before a short request but ended after it is shown when it ends, never missed.
+//!
+//! With the live feed, the database is still read now and then (right after subscribing, and
+//! every few seconds): it covers the moment between the first read and the subscription and
+//! anything the feed dropped, and keeps the cursor fresh for when the server stops and
+//! following falls back to the database. Request ids already printed are skipped.
 
-use crate::context::Context;
+mod live;
+
+use crate::context::{self, Context};
 use crate::output::{self, Color, Style, truncate};
 use crate::timefmt;
 use anyhow::{Context as _, Result};
@@ -15,13 +22,22 @@ use ccflare_analytics::stats::{self, LogEntry, LogFilter};
 use ccflare_core::Millis;
 use ccflare_storage::Db;
 use clap::Args;
+use std::collections::{HashSet, VecDeque};
 use std::process::ExitCode;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// How often following asks the database for new rows.
 const POLL: Duration = Duration::from_millis(500);
 /// The most rows one poll reads; the next poll continues where it stopped.
 const BATCH: u32 = 500;
+/// How often the database is read while the live feed runs.
+const CATCH_UP: Duration = Duration::from_secs(5);
+/// Rows reach the database shortly after their live event (the writer batches within 100 ms);
+/// the first read after subscribing waits this long so that it sees them.
+const WRITE_BEHIND: Duration = Duration::from_secs(1);
+/// How many printed request ids are remembered to skip a request seen twice.
+const REMEMBERED: usize = 4096;
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -97,49 +113,121 @@ pub async fn run(context: &Context, args: LogsArgs) -> Result<ExitCode> {
         output::print(&printer.header())?;
     }
     printer.entries(&recent)?;
-    let mut feed = Feed::Database {
+    let live = match context.sources() {
+        Ok(sources) => match ccflare_storage::settings::all(&db).await {
+            Ok(stored) => match context::resolve(&sources, &stored) {
+                Ok(settings) => live::connect(&settings).await,
+                Err(_) => None,
+            },
+            Err(_) => None,
+        },
+        Err(_) => None,
+    };
+    let mut feed = Feed {
         db,
         filter,
         after: last_seen,
         tick: tokio::time::interval(POLL),
+        catch_up_at: live.as_ref().map(|_| Instant::now()),
+        live,
     };
+    let mut seen = Seen::default();
+    for entry in &recent {
+        seen.insert(&entry.id);
+    }
     loop {
-        let entries = feed.next_batch().await?;
+        let mut entries = feed.next_batch().await?;
+        entries.retain(|entry| seen.insert(&entry.id));
         printer.entries(&entries)?;
     }
 }
 
-/// Where new requests come from while following.
-enum Feed {
-    /// Polls the database for rows recorded after `after`.
-    Database {
-        db: Db,
-        filter: LogFilter,
-        after: i64,
-        tick: tokio::time::Interval,
-    },
+/// Where new requests come from while following: the server's live feed while it lasts, the
+/// database always (see the module's comment).
+struct Feed {
+    db: Db,
+    filter: LogFilter,
+    /// The last database row read.
+    after: i64,
+    tick: tokio::time::Interval,
+    live: Option<live::LiveFeed>,
+    /// When the database is read next while the live feed runs.
+    catch_up_at: Option<Instant>,
 }
 
 impl Feed {
     /// Waits for the next requests (at least one).
     async fn next_batch(&mut self) -> Result<Vec<LogEntry>> {
-        match self {
-            Feed::Database {
-                db,
-                filter,
-                after,
-                tick,
-            } => loop {
-                tick.tick().await;
-                let entries = stats::requests_after(db, filter, *after, BATCH)
-                    .await
-                    .context("reading new requests")?;
-                if let Some(last) = entries.last() {
-                    *after = last.seq;
+        loop {
+            let Some(feed) = self.live.as_mut() else {
+                self.tick.tick().await;
+                let entries = self.read_database().await?;
+                if !entries.is_empty() {
                     return Ok(entries);
                 }
-            },
+                continue;
+            };
+            let catch_up_at = self
+                .catch_up_at
+                .unwrap_or_else(|| Instant::now() + CATCH_UP);
+            tokio::select! {
+                event = feed.next() => match event {
+                    Some(live::Event::Finished(entry)) => {
+                        if self.filter.matches(&entry) {
+                            return Ok(vec![*entry]);
+                        }
+                    }
+                    // What the feed dropped is in the database: read it soon.
+                    Some(live::Event::Lagged(_)) => {
+                        self.catch_up_at = Some(Instant::now() + WRITE_BEHIND);
+                    }
+                    // The server stopped: the database goes on.
+                    None => self.live = None,
+                },
+                _ = tokio::time::sleep_until(catch_up_at) => {
+                    self.catch_up_at = Some(Instant::now() + CATCH_UP);
+                    let entries = self.read_database().await?;
+                    if !entries.is_empty() {
+                        return Ok(entries);
+                    }
+                }
+            }
         }
+    }
+
+    async fn read_database(&mut self) -> Result<Vec<LogEntry>> {
+        let entries = stats::requests_after(&self.db, &self.filter, self.after, BATCH)
+            .await
+            .context("reading new requests")?;
+        if let Some(last) = entries.last() {
+            self.after = last.seq;
+        }
+        Ok(entries)
+    }
+}
+
+/// The ids of the requests printed last, so that one seen both live and in the database is
+/// printed once.
+#[derive(Default)]
+struct Seen {
+    order: VecDeque<String>,
+    ids: HashSet<String>,
+}
+
+impl Seen {
+    /// Remembers `id`; false if it was already there.
+    fn insert(&mut self, id: &str) -> bool {
+        if self.ids.contains(id) {
+            return false;
+        }
+        if self.order.len() == REMEMBERED
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+        self.order.push_back(id.to_owned());
+        self.ids.insert(id.to_owned());
+        true
     }
 }
 
