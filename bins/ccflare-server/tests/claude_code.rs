@@ -18,7 +18,11 @@ async fn claude_code_answers_through_ccflare() {
         .env("DATABASE_URL", db_path(dir.path()));
     let server = Server::start(command).await;
 
-    let claude = common::installed_client("CLAUDE_CODE_BIN", "target/node/node_modules/.bin/claude", "claude");
+    let claude = common::installed_client(
+        "CLAUDE_CODE_BIN",
+        "target/node/node_modules/.bin/claude",
+        "claude",
+    );
     let home = dir.path().join("claude-home");
     std::fs::create_dir_all(&home).unwrap();
     let output = tokio::time::timeout(

@@ -202,7 +202,9 @@ pub fn installed_client(variable: &str, under_workspace: &str, fallback: &str) -
     if let Ok(path) = std::env::var(variable) {
         return path;
     }
-    let installed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(under_workspace);
+    let installed = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(under_workspace);
     if installed.exists() {
         return installed.display().to_string();
     }
