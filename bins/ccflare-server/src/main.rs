@@ -48,7 +48,9 @@ fn main() -> ExitCode {
 
 async fn serve(loaded: config::Loaded) -> Result<()> {
     let settings = loaded.settings;
-    init_logging(&settings);
+    // The log feed of `/api/logs/stream` is filled from the first line on.
+    let log_feed = ccflare_api::LogFeed::default();
+    init_logging(&settings, &log_feed);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
     let database_url = ccflare_config::database_url(&settings)?;
@@ -111,11 +113,14 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     let state = AppState::new(pool, writer.handle(), upstream, proxy_config, clock);
     state.configure(loaded.layers, settings.clone());
     state.sync_accounts(&db).await.context("reading accounts")?;
+    let api = ccflare_api::Api::new(db.clone(), log_feed);
+    state.set_management(Arc::new(api.clone()));
 
     print_banner(&settings, &state, &db, local, loaded.config_file.as_deref());
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let sync = spawn_account_sync(state.clone(), db.clone(), stop_rx);
+    let sync = spawn_account_sync(state.clone(), db.clone(), stop_rx.clone());
+    let retention = api.spawn_retention(state.clone(), stop_rx);
     let report = ccflare_proxy::run(listener, state.clone(), shutdown_signal()).await;
     tracing::info!(
         cut_connections = report.cut_connections,
@@ -123,6 +128,7 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     );
     let _ = stop_tx.send(true);
     let _ = sync.await;
+    let _ = retention.await;
     drop(state);
     writer.close().await;
     db.close().await;
@@ -130,23 +136,31 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     Ok(())
 }
 
-fn init_logging(settings: &Settings) {
-    use tracing_subscriber::EnvFilter;
+fn init_logging(settings: &Settings, feed: &ccflare_api::LogFeed) {
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
     // RUST_LOG is for experts who want per-module levels; LOG_LEVEL is the documented knob.
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|spec| EnvFilter::try_new(spec).ok())
         .unwrap_or_else(|| EnvFilter::new(&settings.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if settings.log_json {
-        builder.json().init();
+    // Each output has its own filter: stderr follows LOG_LEVEL, the API's log feed always
+    // keeps info and above.
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let stderr = if settings.log_json {
+        stderr.json().with_filter(filter).boxed()
     } else {
-        builder
+        stderr
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
-    }
+            .with_filter(filter)
+            .boxed()
+    };
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(feed.layer().with_filter(LevelFilter::INFO))
+        .init();
 }
 
 fn print_banner(

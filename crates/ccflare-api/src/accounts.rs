@@ -1,0 +1,195 @@
+//! Account endpoints: list, show, add (API key), remove, pause, resume, rename, set priority.
+//! Every change goes through `ccflare_storage::accounts` (a person's change bumps the
+//! account's `revision`) and then reloads the pool, so it routes differently at once.
+
+use crate::Ctx;
+use crate::error::ApiError;
+use crate::respond::{self, json_body, no_body};
+use crate::views::AccountJson;
+use ccflare_core::account::check_api_key;
+use ccflare_core::{AccountStatus, Secret};
+use ccflare_proxy::ResponseBody;
+use ccflare_storage::accounts::{self, Upsert};
+use http::{Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+/// Longest account name.
+const MAX_NAME: usize = 64;
+
+/// A name must be short, printable, without `/` (it is a path segment) and without leading or
+/// trailing spaces.
+fn check_name(name: &str) -> Result<(), ApiError> {
+    let fine = !name.is_empty()
+        && name.chars().count() <= MAX_NAME
+        && name.trim() == name
+        && !name.contains('/')
+        && !name.chars().any(char::is_control);
+    if fine {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "invalid account name {name:?}: use 1 to {MAX_NAME} printable characters, no `/`, \
+             no leading or trailing spaces"
+        )))
+    }
+}
+
+/// Every account as JSON, joined with the pool's live view.
+async fn all(ctx: &Ctx) -> Result<Vec<AccountJson>, ApiError> {
+    let stored = accounts::list_with_usage(&ctx.api.db).await?;
+    let now = ctx.state.now();
+    let views = ctx.state.pool().views(now);
+    Ok(stored
+        .iter()
+        .map(|summary| {
+            let view = views.iter().find(|v| v.id == summary.account.id);
+            AccountJson::new(summary, view, now)
+        })
+        .collect())
+}
+
+async fn one(ctx: &Ctx, name: &str) -> Result<AccountJson, ApiError> {
+    all(ctx)
+        .await?
+        .into_iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| ApiError::AccountNotFound {
+            name: name.to_owned(),
+        })
+}
+
+/// Makes a change live in the pool now rather than at the next sync.
+async fn reload(ctx: &Ctx) -> Result<(), ApiError> {
+    ctx.state.sync_accounts(&ctx.api.db).await?;
+    Ok(())
+}
+
+pub async fn list(ctx: &Ctx) -> Result<Response<ResponseBody>, ApiError> {
+    Ok(respond::ok(
+        &serde_json::json!({ "accounts": all(ctx).await? }),
+    ))
+}
+
+pub async fn get(ctx: &Ctx, name: &str) -> Result<Response<ResponseBody>, ApiError> {
+    Ok(respond::ok(&one(ctx, name).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAccount {
+    api_key: String,
+    name: Option<String>,
+    priority: Option<i64>,
+}
+
+pub async fn add(ctx: &Ctx, body: Incoming) -> Result<Response<ResponseBody>, ApiError> {
+    let new: NewAccount = json_body(body).await?;
+    let key = new.api_key.trim();
+    // The check's message describes the problem without repeating the key.
+    check_api_key(key).map_err(|why| ApiError::BadRequest(format!("api_key: {why}")))?;
+    if let Some(name) = &new.name {
+        check_name(name)?;
+    }
+    let now = ctx.state.now();
+    let (account, how) = accounts::upsert_api_key(
+        &ctx.api.db,
+        &Secret::new(key),
+        new.name.as_deref(),
+        new.priority,
+        now,
+    )
+    .await?;
+    if how == Upsert::Unchanged {
+        return Err(ApiError::Conflict(format!(
+            "this key is already stored, as account {:?}",
+            account.name
+        )));
+    }
+    reload(ctx).await?;
+    tracing::info!(account = %account.name, reactivated = how == Upsert::Reactivated, "account added through the API");
+    let status = match how {
+        Upsert::Created => StatusCode::CREATED,
+        _ => StatusCode::OK,
+    };
+    Ok(respond::json(status, &one(ctx, &account.name).await?))
+}
+
+pub async fn remove(
+    ctx: &Ctx,
+    name: &str,
+    body: Incoming,
+) -> Result<Response<ResponseBody>, ApiError> {
+    no_body(body).await?;
+    accounts::remove(&ctx.api.db, name).await?;
+    reload(ctx).await?;
+    tracing::info!(account = %name, "account removed through the API");
+    Ok(respond::ok(&serde_json::json!({ "removed": name })))
+}
+
+pub async fn set_status(
+    ctx: &Ctx,
+    name: &str,
+    status: AccountStatus,
+    body: Incoming,
+) -> Result<Response<ResponseBody>, ApiError> {
+    no_body(body).await?;
+    accounts::set_status(&ctx.api.db, name, status, ctx.state.now()).await?;
+    reload(ctx).await?;
+    tracing::info!(account = %name, status = status.as_str(), "account status changed through the API");
+    Ok(respond::ok(&one(ctx, name).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rename {
+    name: String,
+}
+
+pub async fn rename(
+    ctx: &Ctx,
+    name: &str,
+    body: Incoming,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let Rename { name: new_name } = json_body(body).await?;
+    check_name(&new_name)?;
+    if new_name != name {
+        accounts::rename(&ctx.api.db, name, &new_name, ctx.state.now()).await?;
+        reload(ctx).await?;
+        tracing::info!(account = %name, new_name = %new_name, "account renamed through the API");
+    }
+    Ok(respond::ok(&one(ctx, &new_name).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Priority {
+    priority: i64,
+}
+
+pub async fn set_priority(
+    ctx: &Ctx,
+    name: &str,
+    body: Incoming,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let Priority { priority } = json_body(body).await?;
+    accounts::set_priority(&ctx.api.db, name, priority, ctx.state.now()).await?;
+    reload(ctx).await?;
+    tracing::info!(account = %name, priority, "account priority changed through the API");
+    Ok(respond::ok(&one(ctx, name).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for good in ["alpha", "team a", "key-wxyz", "ü-1"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", " a", "a ", "a/b", "a\nb", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

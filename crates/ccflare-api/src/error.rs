@@ -1,0 +1,101 @@
+//! The management API's failures, each with its HTTP status and error type. Answers carry
+//! `{"error":{"type","message"}}`; the message says what to fix and never carries internal
+//! error text (database errors are logged, and the client gets a generic 500).
+
+use crate::respond;
+use ccflare_proxy::ResponseBody;
+use ccflare_storage::StorageError;
+use http::{Response, StatusCode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Bad JSON, an unknown field, a value out of range, an unknown query parameter.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no account named {name:?}")]
+    AccountNotFound { name: String },
+    #[error("no request with id {id:?}")]
+    RequestNotFound { id: String },
+    #[error("no route for {method} {path}")]
+    NoRoute { method: String, path: String },
+    #[error("{method} is not allowed on {path}; allowed: {allowed}")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allowed: String,
+    },
+    /// A name already taken, a key already stored, a setting pinned by a higher source.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the request body is larger than the {limit} byte limit")]
+    BodyTooLarge { limit: usize },
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
+    #[error("the database failed: {0}")]
+    Storage(#[source] StorageError),
+    #[error("an analytics query failed: {0}")]
+    Analytics(#[from] ccflare_analytics::AnalyticsError),
+}
+
+impl From<StorageError> for ApiError {
+    fn from(error: StorageError) -> ApiError {
+        match error {
+            StorageError::AccountNotFound { name } => ApiError::AccountNotFound { name },
+            StorageError::DuplicateName { name } => {
+                ApiError::Conflict(format!("an account named {name:?} already exists"))
+            }
+            other => ApiError::Storage(other),
+        }
+    }
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::AccountNotFound { .. }
+            | ApiError::RequestNotFound { .. }
+            | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Storage(_) | ApiError::Analytics(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `error.type` of the answer, in the Anthropic API's vocabulary where it has a word.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) | ApiError::BodyTimeout => "invalid_request_error",
+            ApiError::AccountNotFound { .. }
+            | ApiError::RequestNotFound { .. }
+            | ApiError::NoRoute { .. } => "not_found_error",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed_error",
+            ApiError::Conflict(_) => "conflict_error",
+            ApiError::BodyTooLarge { .. } => "request_too_large",
+            ApiError::Storage(_) | ApiError::Analytics(_) => "api_error",
+        }
+    }
+
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let status = self.status();
+        let message = if status.is_server_error() {
+            // The details go to the log, not to the client.
+            tracing::error!(error = %self, "management API request failed");
+            "internal error; the server log has the details".to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut response = respond::json(
+            status,
+            &serde_json::json!({ "error": { "type": self.kind(), "message": message } }),
+        );
+        if let ApiError::MethodNotAllowed { allowed, .. } = &self
+            && let Ok(value) = http::HeaderValue::from_str(allowed)
+        {
+            response.headers_mut().insert(http::header::ALLOW, value);
+        }
+        response
+    }
+}

@@ -1,0 +1,153 @@
+//! The management HTTP API (SPEC §9) on the proxy's port: accounts, requests, analytics,
+//! configuration, live feeds as Server-Sent Events, Prometheus metrics and the OpenAPI
+//! document. Routing is a table matched by hand on hyper ([`router::ROUTES`]); errors are
+//! `{"error":{"type","message"}}` with a fitting status.
+//!
+//! The proxy knows nothing of this crate: the binary builds an [`Api`] and installs it with
+//! `AppState::set_management`, which hands it every request outside `/v1/*` and `/health` and
+//! every finished request (for the metrics).
+//!
+//! **Invariant:** no response carries a credential — accounts show only masked keys, stored
+//! settings mask API keys, log lines are scrubbed — and no handler holds a lock across an
+//! await.
+
+mod accounts;
+mod config;
+mod error;
+mod feeds;
+mod insights;
+pub mod logs;
+mod metrics;
+mod requests;
+mod respond;
+pub mod retention;
+pub mod router;
+mod views;
+
+pub use config::LIVE_OPTIONS;
+pub use error::ApiError;
+pub use insights::OPENAPI;
+pub use logs::{LogFeed, LogLayer};
+pub use metrics::Metrics;
+pub use respond::MAX_BODY_BYTES;
+
+use ccflare_core::AccountStatus;
+use ccflare_core::record::RequestRecord;
+use ccflare_proxy::{AppState, ManagementFuture, ManagementRoutes, ResponseBody};
+use ccflare_storage::Db;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use router::Endpoint;
+use std::fmt;
+use std::sync::Arc;
+use tokio::sync::{Notify, watch};
+
+/// The management API; install it with `AppState::set_management(Arc::new(api))`.
+#[derive(Clone)]
+pub struct Api {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    logs: LogFeed,
+    metrics: Metrics,
+    /// Wakes the retention task when its setting changes.
+    retention: Arc<Notify>,
+}
+
+impl fmt::Debug for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Api").finish_non_exhaustive()
+    }
+}
+
+/// What a handler needs: the API's own state and the proxy's.
+struct Ctx {
+    api: Arc<Inner>,
+    state: Arc<AppState>,
+}
+
+impl Api {
+    /// An API over `db`, serving the log lines of `logs` (whose layer the binary installs).
+    pub fn new(db: Db, logs: LogFeed) -> Api {
+        Api {
+            inner: Arc::new(Inner {
+                db,
+                logs,
+                metrics: Metrics::default(),
+                retention: Arc::new(Notify::new()),
+            }),
+        }
+    }
+
+    /// Starts the retention task; it runs until `stop` turns true.
+    pub fn spawn_retention(
+        &self,
+        state: Arc<AppState>,
+        stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        retention::spawn(
+            state,
+            self.inner.db.clone(),
+            self.inner.retention.clone(),
+            stop,
+        )
+    }
+}
+
+impl ManagementRoutes for Api {
+    fn handle(&self, state: Arc<AppState>, request: Request<Incoming>) -> ManagementFuture {
+        let ctx = Ctx {
+            api: self.inner.clone(),
+            state,
+        };
+        Box::pin(async move {
+            match dispatch(&ctx, request).await {
+                Ok(response) => response,
+                Err(error) => error.into_response(),
+            }
+        })
+    }
+
+    fn request_finished(&self, record: &RequestRecord) {
+        self.inner.metrics.observe(record);
+    }
+}
+
+async fn dispatch(
+    ctx: &Ctx,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let (parts, body) = request.into_parts();
+    let (endpoint, params) = router::find(&parts.method, parts.uri.path())?;
+    let param = || params.first().map(String::as_str).unwrap_or_default();
+    match endpoint {
+        Endpoint::Analytics => insights::analytics(ctx, &parts).await,
+        Endpoint::Stats => insights::stats(ctx, &parts).await,
+        Endpoint::Metrics => insights::metrics(ctx, &parts),
+        Endpoint::OpenApi => insights::openapi(&parts),
+        Endpoint::ListAccounts => accounts::list(ctx).await,
+        Endpoint::AddAccount => accounts::add(ctx, body).await,
+        Endpoint::GetAccount => accounts::get(ctx, param()).await,
+        Endpoint::RemoveAccount => accounts::remove(ctx, param(), body).await,
+        Endpoint::PauseAccount => {
+            accounts::set_status(ctx, param(), AccountStatus::Paused, body).await
+        }
+        Endpoint::ResumeAccount => {
+            accounts::set_status(ctx, param(), AccountStatus::Active, body).await
+        }
+        Endpoint::RenameAccount => accounts::rename(ctx, param(), body).await,
+        Endpoint::SetPriority => accounts::set_priority(ctx, param(), body).await,
+        Endpoint::ListRequests => requests::list(ctx, &parts).await,
+        Endpoint::RequestStream => requests::stream(ctx, &parts),
+        Endpoint::GetRequest => requests::get(ctx, &parts, param()).await,
+        Endpoint::GetConfig => config::get(ctx, &parts),
+        Endpoint::PatchConfig => config::patch(ctx, &parts, body).await,
+        Endpoint::LogStream => {
+            respond::Query::parse(parts.uri.query(), &[])?;
+            let (history, live) = ctx.api.logs.subscribe();
+            Ok(feeds::LogStream::new(history, live, ctx.state.shutdown_signal()).into_response())
+        }
+    }
+}

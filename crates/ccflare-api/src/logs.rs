@@ -1,0 +1,233 @@
+//! The log feed behind `GET /api/logs/stream`: a `tracing_subscriber` layer that turns every
+//! event at info and above into one JSON line, keeps the most recent lines in a bounded ring
+//! (history for new subscribers) and broadcasts each line to live subscribers. Installing the
+//! layer is the binary's job (it owns the subscriber); the API only reads the feed.
+//!
+//! Libraries never log credentials, and as a second line of defence anything that looks like an
+//! Anthropic key (`sk-ant-…`) in a message or field is masked before it is kept.
+
+use ccflare_core::secret::mask;
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::broadcast;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+
+/// Lines kept for subscribers that join later.
+pub const LOG_HISTORY: usize = 1000;
+/// Lines a live subscriber may fall behind before it loses the oldest.
+const LOG_CHANNEL: usize = 1024;
+
+/// The log feed; cheap to clone. One copy goes into the tracing layer, one into the API.
+#[derive(Clone)]
+pub struct LogFeed {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    history: Mutex<VecDeque<Arc<str>>>,
+    capacity: usize,
+    live: broadcast::Sender<Arc<str>>,
+}
+
+impl fmt::Debug for LogFeed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogFeed")
+            .field("capacity", &self.inner.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for LogFeed {
+    fn default() -> Self {
+        LogFeed::new(LOG_HISTORY)
+    }
+}
+
+impl LogFeed {
+    /// A feed that keeps the last `capacity` lines.
+    pub fn new(capacity: usize) -> LogFeed {
+        LogFeed {
+            inner: Arc::new(Inner {
+                history: Mutex::new(VecDeque::with_capacity(capacity.min(LOG_HISTORY))),
+                capacity: capacity.max(1),
+                live: broadcast::channel(LOG_CHANNEL).0,
+            }),
+        }
+    }
+
+    /// The tracing layer that fills this feed (events at info and above).
+    pub fn layer(&self) -> LogLayer {
+        LogLayer { feed: self.clone() }
+    }
+
+    /// Adds one line (already JSON).
+    pub fn push(&self, line: String) {
+        let line: Arc<str> = line.into();
+        // History and broadcast change under the same lock, so a subscriber that takes the
+        // history and subscribes under it sees every line exactly once.
+        let mut history = self.history();
+        if history.len() == self.inner.capacity {
+            history.pop_front();
+        }
+        history.push_back(line.clone());
+        let _ = self.inner.live.send(line);
+    }
+
+    /// The recent lines, oldest first, and a receiver for every line after them.
+    pub fn subscribe(&self) -> (Vec<Arc<str>>, broadcast::Receiver<Arc<str>>) {
+        let history = self.history();
+        let receiver = self.inner.live.subscribe();
+        (history.iter().cloned().collect(), receiver)
+    }
+
+    fn history(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<str>>> {
+        // A panic while pushing leaves a valid deque behind.
+        self.inner
+            .history
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The `tracing_subscriber` layer of a [`LogFeed`].
+#[derive(Debug, Clone)]
+pub struct LogLayer {
+    feed: LogFeed,
+}
+
+impl<S: Subscriber> Layer<S> for LogLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let metadata = event.metadata();
+        // Levels order by verbosity: INFO and the less verbose WARN and ERROR pass.
+        if *metadata.level() > Level::INFO {
+            return;
+        }
+        let mut visitor = JsonVisitor::default();
+        event.record(&mut visitor);
+        let time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let line = serde_json::json!({
+            "time": time,
+            "level": metadata.level().as_str(),
+            "target": metadata.target(),
+            "message": visitor.message,
+            "fields": visitor.fields,
+        });
+        self.feed.push(line.to_string());
+    }
+}
+
+#[derive(Default)]
+struct JsonVisitor {
+    message: String,
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl JsonVisitor {
+    fn put(&mut self, field: &Field, value: serde_json::Value) {
+        if field.name() == "message" {
+            self.message = match value {
+                serde_json::Value::String(text) => text,
+                other => other.to_string(),
+            };
+        } else {
+            self.fields.insert(field.name().to_owned(), value);
+        }
+    }
+}
+
+impl Visit for JsonVisitor {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put(field, scrub(&format!("{value:?}")).into());
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, scrub(value).into());
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, value.into());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, value.into());
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, value.into());
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, value.into());
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, scrub(&value.to_string()).into());
+    }
+}
+
+/// Masks every `sk-ant-…` token in `text` (to its prefix and last four characters).
+pub fn scrub(text: &str) -> String {
+    const PREFIX: &str = "sk-ant-";
+    if !text.contains(PREFIX) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(PREFIX) {
+        out.push_str(&rest[..at]);
+        let token_len = rest[at..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .unwrap_or(rest.len() - at);
+        out.push_str(&mask(&rest[at..at + token_len]));
+        rest = &rest[at + token_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[test]
+    fn keys_are_masked() {
+        let key = "sk-ant-api03-abcdefghijklmnopqrstuvwxyz-1234";
+        let text = format!("bad key {key}, again:{key}.");
+        let scrubbed = scrub(&text);
+        assert!(!scrubbed.contains("abcdefgh"), "{scrubbed}");
+        assert_eq!(scrubbed, "bad key sk-ant-…1234, again:sk-ant-…1234.");
+        assert_eq!(scrub("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn info_and_above_are_kept_with_their_fields_and_history_is_bounded() {
+        let feed = LogFeed::new(3);
+        let subscriber = tracing_subscriber::registry().with(feed.layer());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!("too verbose");
+            for n in 0..4 {
+                tracing::info!(n, account = "alpha", "line");
+            }
+            tracing::warn!(error = "sk-ant-api03-secret-secret-secret-9876", "failed");
+        });
+        let (history, _live) = feed.subscribe();
+        assert_eq!(history.len(), 3, "the ring keeps the last three");
+        let last: serde_json::Value = serde_json::from_str(&history[2]).unwrap();
+        assert_eq!(last["level"], "WARN");
+        assert_eq!(last["message"], "failed");
+        assert_eq!(last["fields"]["error"], "sk-ant-…9876");
+        let first: serde_json::Value = serde_json::from_str(&history[0]).unwrap();
+        assert_eq!(
+            (first["fields"]["n"].as_i64(), first["message"].as_str()),
+            (Some(2), Some("line"))
+        );
+        assert_eq!(first["fields"]["account"], "alpha");
+    }
+}

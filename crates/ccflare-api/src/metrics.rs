@@ -1,0 +1,373 @@
+//! `GET /metrics` in the Prometheus text format, written by hand. Request counters are kept in
+//! memory from every finished request (the proxy calls [`Metrics::observe`] on the request
+//! path: one short lock and a few additions); account states, in-flight requests and the
+//! writer's queue are read at scrape time. Counters start from zero at each start, as
+//! Prometheus counters do.
+//!
+//! Label values come from clients (the model name), so their number is capped: past
+//! [`MAX_LABEL_VALUES`] distinct models, new ones are counted under `other`.
+
+use ccflare_core::record::RequestRecord;
+use ccflare_pool::{AccountView, RoutingState};
+use ccflare_storage::WriterHandle;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::sync::Mutex;
+
+/// Most distinct values of a client-controlled label.
+pub const MAX_LABEL_VALUES: usize = 100;
+
+/// Upper bounds of the latency histogram buckets, in seconds.
+const BUCKETS: [f64; 13] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    /// Count per bucket (not cumulative); the last one is +Inf.
+    counts: [u64; BUCKETS.len() + 1],
+    sum_seconds: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        let at = BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(BUCKETS.len());
+        self.counts[at] += 1;
+        self.sum_seconds += seconds;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str) {
+        let mut cumulative = 0;
+        for (bound, count) in BUCKETS.iter().zip(self.counts) {
+            cumulative += count;
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum {}", self.sum_seconds);
+        let _ = writeln!(out, "{name}_count {}", self.count);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    /// (status, model, account) → requests.
+    requests: BTreeMap<(u16, String, String), u64>,
+    /// (model, kind) → tokens.
+    tokens: BTreeMap<(String, &'static str), u64>,
+    /// (model, account) → USD.
+    cost: BTreeMap<(String, String), f64>,
+    /// error type → failed requests.
+    errors: BTreeMap<String, u64>,
+    /// Reason → failed upstream attempts (each one failed over).
+    attempt_failures: BTreeMap<String, u64>,
+    attempts: u64,
+    latency: Histogram,
+    ttfb: Histogram,
+    /// Models seen, for the label cap.
+    models: BTreeSet<String>,
+}
+
+/// Counters of finished requests.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    counters: Mutex<Counters>,
+}
+
+impl Metrics {
+    /// Counts one finished request.
+    pub fn observe(&self, record: &RequestRecord) {
+        let mut c = self
+            .counters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let model = match record.model.as_deref() {
+            None => String::new(),
+            Some(model) if c.models.contains(model) => model.to_owned(),
+            Some(model) if c.models.len() < MAX_LABEL_VALUES => {
+                c.models.insert(model.to_owned());
+                model.to_owned()
+            }
+            Some(_) => "other".to_owned(),
+        };
+        let account = record.account_name.clone().unwrap_or_default();
+        *c.requests
+            .entry((record.status, model.clone(), account.clone()))
+            .or_default() += 1;
+        let usage = &record.usage;
+        for (kind, n) in [
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cache_read", usage.cache_read_input_tokens),
+            ("cache_write", usage.cache_creation_input_tokens),
+        ] {
+            if n > 0 {
+                *c.tokens.entry((model.clone(), kind)).or_default() += n;
+            }
+        }
+        if record.cost_usd != 0.0 {
+            *c.cost.entry((model, account)).or_default() += record.cost_usd;
+        }
+        if !record.success {
+            let kind = record
+                .error_type
+                .clone()
+                .unwrap_or_else(|| format!("http_{}", record.status));
+            // Error types are ccflare's and the upstream's words, but an upstream could send
+            // anything: cap them like models.
+            let kind = if c.errors.contains_key(&kind) || c.errors.len() < MAX_LABEL_VALUES {
+                kind
+            } else {
+                "other".to_owned()
+            };
+            *c.errors.entry(kind).or_default() += 1;
+        }
+        c.attempts += u64::from(record.attempts);
+        for failure in &record.attempt_failures {
+            *c.attempt_failures
+                .entry(failure.reason.clone())
+                .or_default() += 1;
+        }
+        c.latency.observe(record.latency_ms as f64 / 1000.0);
+        if let Some(ttfb) = record.ttfb_ms {
+            c.ttfb.observe(ttfb as f64 / 1000.0);
+        }
+    }
+
+    /// The whole exposition, with the accounts and the writer read now.
+    pub fn render(&self, accounts: &[AccountView], writer: &WriterHandle, uptime_s: u64) -> String {
+        let mut out = String::with_capacity(4096);
+        let c = self
+            .counters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        header(
+            &mut out,
+            "ccflare_requests_total",
+            "counter",
+            "Proxied requests by the status the client got, model and serving account.",
+        );
+        for ((status, model, account), n) in &c.requests {
+            let _ = writeln!(
+                out,
+                "ccflare_requests_total{{status=\"{status}\",model=\"{}\",account=\"{}\"}} {n}",
+                escape(model),
+                escape(account)
+            );
+        }
+        header(
+            &mut out,
+            "ccflare_tokens_total",
+            "counter",
+            "Tokens by model and kind (input, output, cache_read, cache_write).",
+        );
+        for ((model, kind), n) in &c.tokens {
+            let _ = writeln!(
+                out,
+                "ccflare_tokens_total{{model=\"{}\",kind=\"{kind}\"}} {n}",
+                escape(model)
+            );
+        }
+        header(
+            &mut out,
+            "ccflare_cost_usd_total",
+            "counter",
+            "Cost in US dollars by model and account.",
+        );
+        for ((model, account), usd) in &c.cost {
+            let _ = writeln!(
+                out,
+                "ccflare_cost_usd_total{{model=\"{}\",account=\"{}\"}} {usd}",
+                escape(model),
+                escape(account)
+            );
+        }
+        header(
+            &mut out,
+            "ccflare_request_errors_total",
+            "counter",
+            "Failed requests by error type.",
+        );
+        for (kind, n) in &c.errors {
+            let _ = writeln!(
+                out,
+                "ccflare_request_errors_total{{type=\"{}\"}} {n}",
+                escape(kind)
+            );
+        }
+        header(
+            &mut out,
+            "ccflare_upstream_attempts_total",
+            "counter",
+            "Upstream attempts, failed-over ones included.",
+        );
+        let _ = writeln!(out, "ccflare_upstream_attempts_total {}", c.attempts);
+        header(
+            &mut out,
+            "ccflare_upstream_attempt_failures_total",
+            "counter",
+            "Upstream attempts that failed over, by reason.",
+        );
+        for (reason, n) in &c.attempt_failures {
+            let _ = writeln!(
+                out,
+                "ccflare_upstream_attempt_failures_total{{reason=\"{}\"}} {n}",
+                escape(reason)
+            );
+        }
+        header(
+            &mut out,
+            "ccflare_request_duration_seconds",
+            "histogram",
+            "Time from request to the end of the response.",
+        );
+        c.latency
+            .render(&mut out, "ccflare_request_duration_seconds");
+        header(
+            &mut out,
+            "ccflare_time_to_first_byte_seconds",
+            "histogram",
+            "Time from request to the first response byte sent to the client.",
+        );
+        c.ttfb
+            .render(&mut out, "ccflare_time_to_first_byte_seconds");
+        drop(c);
+
+        header(
+            &mut out,
+            "ccflare_account_state",
+            "gauge",
+            "1 for the state each account is in now.",
+        );
+        for view in accounts {
+            let name = escape(&view.name);
+            for state in ["active", "paused", "rate_limited", "overloaded", "invalid"] {
+                let now = match view.state {
+                    RoutingState::Active => "active",
+                    RoutingState::Paused => "paused",
+                    RoutingState::RateLimited { .. } => "rate_limited",
+                    RoutingState::Overloaded { .. } => "overloaded",
+                    RoutingState::Invalid => "invalid",
+                };
+                let _ = writeln!(
+                    out,
+                    "ccflare_account_state{{account=\"{name}\",state=\"{state}\"}} {}",
+                    u8::from(now == state)
+                );
+            }
+        }
+        header(
+            &mut out,
+            "ccflare_account_in_flight",
+            "gauge",
+            "Requests each account is serving now.",
+        );
+        for view in accounts {
+            let _ = writeln!(
+                out,
+                "ccflare_account_in_flight{{account=\"{}\"}} {}",
+                escape(&view.name),
+                view.in_flight
+            );
+        }
+        header(
+            &mut out,
+            "ccflare_writer_queue_depth",
+            "gauge",
+            "Records and state changes waiting for the database writer.",
+        );
+        let _ = writeln!(out, "ccflare_writer_queue_depth {}", writer.queue_depth());
+        let (written, lost) = writer.totals();
+        header(
+            &mut out,
+            "ccflare_writer_rows_written_total",
+            "counter",
+            "Request rows written to the database.",
+        );
+        let _ = writeln!(out, "ccflare_writer_rows_written_total {written}");
+        header(
+            &mut out,
+            "ccflare_writer_rows_lost_total",
+            "counter",
+            "Records lost to database errors.",
+        );
+        let _ = writeln!(out, "ccflare_writer_rows_lost_total {lost}");
+        header(
+            &mut out,
+            "ccflare_uptime_seconds",
+            "gauge",
+            "Seconds since the server started.",
+        );
+        let _ = writeln!(out, "ccflare_uptime_seconds {uptime_s}");
+        header(
+            &mut out,
+            "ccflare_build_info",
+            "gauge",
+            "The running version.",
+        );
+        let _ = writeln!(
+            out,
+            "ccflare_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A label value as the text format wants it: backslash, quote and newline escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let mut h = Histogram::default();
+        for seconds in [0.01, 0.07, 0.07, 700.0] {
+            h.observe(seconds);
+        }
+        let mut out = String::new();
+        h.render(&mut out, "x");
+        assert!(out.contains("x_bucket{le=\"0.05\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.1\"} 3\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"600\"} 3\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 4\n"), "{out}");
+        assert!(out.contains("x_count 4\n"), "{out}");
+    }
+
+    #[test]
+    fn client_chosen_models_are_capped() {
+        let metrics = Metrics::default();
+        for n in 0..(MAX_LABEL_VALUES + 10) {
+            metrics.observe(&RequestRecord {
+                model: Some(format!("model-{n}")),
+                status: 200,
+                success: true,
+                ..Default::default()
+            });
+        }
+        let c = metrics.counters.lock().unwrap();
+        assert_eq!(c.models.len(), MAX_LABEL_VALUES);
+        assert_eq!(c.requests[&(200, "other".to_owned(), String::new())], 10);
+    }
+}
