@@ -18,6 +18,7 @@ const COMMANDS: &[&str] = &[
     "accounts pause",
     "accounts resume",
     "accounts rename",
+    "accounts reauth",
     "stats",
     "stats daily",
     "stats hourly",

@@ -59,8 +59,8 @@ const ANALYTICS: &str = "ccflare-analytics";
 const API: &str = "ccflare-api";
 const MOCK: &str = "ccflare-mock";
 const BENCH: &str = "ccflare-bench";
-const OAUTH: &str = "ccflare-oauth";
 const CONFIG: &str = "ccflare-config";
+const OAUTH: &str = "ccflare-oauth";
 
 /// Every workspace crate, one row each. A crate missing here fails the test, so a new crate
 /// has to state its place in the layering.
@@ -80,12 +80,12 @@ const CRATES: &[CrateRule] = &[
     lib(CONFIG, &[CORE], &[]),
     bin(
         "ccflare-server",
-        &[CORE, CONFIG, POOL, STORAGE, PROXY, ANALYTICS, API],
+        &[CORE, CONFIG, POOL, STORAGE, PROXY, ANALYTICS, API, OAUTH],
         &[MOCK],
     ),
     bin(
         "ccflare-cli",
-        &[CORE, CONFIG, STORAGE, PROXY, ANALYTICS],
+        &[CORE, CONFIG, STORAGE, PROXY, ANALYTICS, OAUTH],
         &[MOCK],
     ),
     // The benchmark drives the real server binary and the mock, and counts rows in storage.

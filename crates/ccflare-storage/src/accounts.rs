@@ -253,12 +253,17 @@ pub struct AccountSummary {
     /// When it last served a request.
     pub last_used: Option<Millis>,
     pub created_at: Millis,
+    /// The last rate-limit headers the server persisted (subscription windows included).
+    pub last_ratelimit: Option<ccflare_core::ratelimit::RateLimitSnapshot>,
+    /// OAuth accounts: when the access token was last refreshed.
+    pub refreshed_at: Option<Millis>,
 }
 
 /// Every account with its usage counters, ordered by id. Read-only.
 pub async fn list_with_usage(db: &Db) -> Result<Vec<AccountSummary>, StorageError> {
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS}, request_count, last_used, created_at FROM accounts ORDER BY id"
+        "SELECT {COLUMNS}, request_count, last_used, created_at, last_ratelimit, refreshed_at \
+         FROM accounts ORDER BY id"
     ))
     .fetch_all(db.pool())
     .await?;
@@ -269,6 +274,11 @@ pub async fn list_with_usage(db: &Db) -> Result<Vec<AccountSummary>, StorageErro
                 request_count: row.try_get("request_count")?,
                 last_used: row.try_get("last_used")?,
                 created_at: row.try_get("created_at")?,
+                // Headers written by another version may not parse: shown as none.
+                last_ratelimit: row
+                    .try_get::<Option<String>, _>("last_ratelimit")?
+                    .and_then(|text| serde_json::from_str(&text).ok()),
+                refreshed_at: row.try_get("refreshed_at")?,
             })
         })
         .collect()

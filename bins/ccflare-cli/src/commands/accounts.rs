@@ -18,16 +18,23 @@ const LIVE: &str = "a running server picks this up within 2 seconds";
 
 #[derive(Debug, Subcommand)]
 pub enum AccountsCommand {
-    /// Add an API-key account
+    /// Add an API-key account, or log in with --oauth
     #[command(after_help = "\
 Examples:
   ccflare-cli accounts add sk-ant-api03-…
   ccflare-cli accounts add sk-ant-api03-… --name work --priority 1
   pass show anthropic/work | ccflare-cli accounts add - --name work
+  ccflare-cli accounts add --oauth max personal
+  ccflare-cli accounts add --oauth console team
 
 Without --name the account is called key- and the key's last four
 characters. Adding a key that is already stored changes nothing, except
-that an account marked invalid becomes active again.")]
+that an account marked invalid becomes active again.
+
+--oauth max logs in a Claude Pro/Max subscription (read the warning it
+prints: subscription accounts can be banned); --oauth console logs in to
+the Console and stores an API key minted with that login. Both print a
+URL to open, then read the CODE#STATE shown after login.")]
     Add(AddArgs),
     /// List accounts: masked key, kind, status, requests, last use
     #[command(after_help = "\
@@ -55,13 +62,24 @@ On a terminal it asks first; from a script, pass --yes.")]
     /// Give an account another name
     #[command(after_help = "Example:\n  ccflare-cli accounts rename key-wxyz work")]
     Rename(RenameArgs),
+    /// Log an OAuth account in again (keeps name, priority, history)
+    #[command(after_help = "\
+Example:
+  ccflare-cli accounts reauth personal
+
+For an OAuth account whose login died (shown as Invalid) or is about to.
+Prints a URL to open, then reads the CODE#STATE shown after login.")]
+    Reauth(NameArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct AddArgs {
-    /// The API key (sk-ant-…), or - to read it from stdin
-    #[arg(value_name = "KEY")]
+    /// API key (sk-ant-…), - to read it from stdin; with --oauth: a name
+    #[arg(value_name = "KEY|NAME")]
     key: String,
+    /// Log in instead: max (a Pro/Max plan) or console
+    #[arg(long, value_name = "MODE", value_parser = ["max", "console"], hide_possible_values = true)]
+    oauth: Option<String>,
     /// Account name [default: key-<last 4 characters>]
     #[arg(long)]
     name: Option<String>,
@@ -101,6 +119,7 @@ pub async fn run(context: &Context, command: AccountsCommand) -> Result<ExitCode
         AccountsCommand::Pause(args) => pause(context, &args.name).await,
         AccountsCommand::Resume(args) => resume(context, &args.name).await,
         AccountsCommand::Rename(args) => rename(context, &args.old, &args.new).await,
+        AccountsCommand::Reauth(args) => reauth(context, &args.name).await,
     }
 }
 
@@ -201,6 +220,37 @@ struct AccountJson {
     requests: i64,
     last_used: Option<Millis>,
     created_at: Millis,
+    /// OAuth accounts: when the access token expires and when it was last refreshed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_expires_at: Option<Millis>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_refreshed_at: Option<Millis>,
+    /// Subscription windows from the last unified rate-limit headers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscription: Option<SubscriptionJson>,
+}
+
+#[derive(Serialize)]
+struct SubscriptionJson {
+    status: Option<String>,
+    utilization_5h: Option<f64>,
+    resets_5h: Option<Millis>,
+    utilization_7d: Option<f64>,
+    resets_7d: Option<Millis>,
+}
+
+impl SubscriptionJson {
+    fn of(summary: &AccountSummary) -> Option<SubscriptionJson> {
+        let snapshot = summary.last_ratelimit.as_ref()?;
+        snapshot.unified_status.as_ref()?;
+        Some(SubscriptionJson {
+            status: snapshot.unified_status.clone(),
+            utilization_5h: snapshot.unified_5h_utilization,
+            resets_5h: snapshot.unified_5h_reset,
+            utilization_7d: snapshot.unified_7d_utilization,
+            resets_7d: snapshot.unified_7d_reset,
+        })
+    }
 }
 
 impl AccountJson {
@@ -218,6 +268,9 @@ impl AccountJson {
             requests: summary.request_count,
             last_used: summary.last_used,
             created_at: summary.created_at,
+            token_expires_at: account.token_expires_at,
+            token_refreshed_at: summary.refreshed_at,
+            subscription: SubscriptionJson::of(summary),
         }
     }
 }
@@ -259,7 +312,48 @@ async fn list(context: &Context) -> Result<ExitCode> {
         ]);
     }
     output::print(&table.render(&context.style))?;
+    let subscriptions: Vec<String> = listed
+        .iter()
+        .filter(|s| s.account.kind == ccflare_core::AccountKind::OAuth)
+        .map(|s| subscription_line(s, now))
+        .collect();
+    if !subscriptions.is_empty() {
+        output::print(&format!("\nSubscriptions:\n{}", subscriptions.join("")))?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One OAuth account's token and window state, in at most two lines of 80 columns.
+fn subscription_line(summary: &AccountSummary, now: Millis) -> String {
+    let account = &summary.account;
+    let token = match account.token_expires_at {
+        Some(at) if at > now => format!("token expires in {}", timefmt::short(at - now)),
+        Some(_) => "token expired".to_owned(),
+        None => "token expiry unknown".to_owned(),
+    };
+    let refreshed = match summary.refreshed_at {
+        Some(at) => format!(", refreshed {}", timefmt::ago(now, Some(at))),
+        None => String::new(),
+    };
+    let mut line = format!("  {}: {token}{refreshed}\n", account.name);
+    if let Some(window) = SubscriptionJson::of(summary) {
+        let part = |label: &str, used: Option<f64>, reset: Option<Millis>| {
+            let used = used.map_or("?".to_owned(), |u| format!("{:.0}%", u * 100.0));
+            match reset.filter(|&r| r > now) {
+                Some(reset) => {
+                    format!("{label} {used} (resets in {})", timefmt::short(reset - now))
+                }
+                None => format!("{label} {used}"),
+            }
+        };
+        line.push_str(&format!(
+            "    {}; {}; {}\n",
+            part("5h", window.utilization_5h, window.resets_5h),
+            part("7d", window.utilization_7d, window.resets_7d),
+            window.status.unwrap_or_default()
+        ));
+    }
+    line
 }
 
 /// Reads the key from standard input for `add -`: the first non-empty line, so that it never
@@ -280,6 +374,15 @@ fn read_key_from_stdin() -> Result<String> {
 }
 
 async fn add(context: &Context, args: AddArgs) -> Result<ExitCode> {
+    if let Some(mode) = args.oauth.as_deref() {
+        if args.name.is_some() {
+            bail!(
+                "with --oauth the account name is the argument: ccflare-cli accounts add --oauth {mode} NAME"
+            );
+        }
+        let mode = ccflare_oauth::Mode::parse(mode).context("--oauth takes max or console")?;
+        return add_oauth(context, mode, &args.key, args.priority).await;
+    }
     let key = if args.key == "-" {
         read_key_from_stdin()?
     } else {
@@ -459,6 +562,79 @@ fn finish(context: &Context, name: &str, result: &str, message: String) -> Resul
         output::print(&format!("{message}\n"))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `accounts add --oauth max|console NAME`.
+async fn add_oauth(
+    context: &Context,
+    mode: ccflare_oauth::Mode,
+    name: &str,
+    priority: Option<i64>,
+) -> Result<ExitCode> {
+    check_name(name)?;
+    let db = context.open_db().await?;
+    // Fail before the login, not after it, when the name is taken.
+    if accounts::find(&db, name).await.is_ok() {
+        bail!(
+            "an account named {name:?} already exists; to renew its login: ccflare-cli accounts reauth {name}"
+        );
+    }
+    let tokens = super::login::login(context, mode).await?;
+    let now = context.now();
+    let (account, kind) = match mode {
+        ccflare_oauth::Mode::Max => {
+            let account = ccflare_storage::oauth::add_oauth_account(
+                &db,
+                name,
+                &tokens.access_token,
+                tokens.refresh_token.as_ref(),
+                tokens.expires_at,
+                priority,
+                now,
+            )
+            .await?;
+            (account, "subscription")
+        }
+        ccflare_oauth::Mode::Console => {
+            let key = super::login::mint_api_key(context, &tokens).await?;
+            let (account, _) =
+                accounts::upsert_api_key(&db, &key, Some(name), priority, now).await?;
+            (account, "Console API key")
+        }
+    };
+    finish(
+        context,
+        &account.name,
+        "created",
+        format!("added {kind} account {}; {LIVE}", account.name),
+    )
+}
+
+/// `accounts reauth NAME`: a new login for an OAuth account, keeping everything else.
+async fn reauth(context: &Context, name: &str) -> Result<ExitCode> {
+    let db = context.open_db().await?;
+    let account = accounts::find(&db, name).await?;
+    if account.kind != ccflare_core::AccountKind::OAuth {
+        bail!(
+            "account {name:?} uses an API key, not a login: add the key again with `ccflare-cli accounts add`"
+        );
+    }
+    let tokens = super::login::login(context, ccflare_oauth::Mode::Max).await?;
+    ccflare_storage::oauth::reauthenticate(
+        &db,
+        name,
+        &tokens.access_token,
+        tokens.refresh_token.as_ref(),
+        tokens.expires_at,
+        context.now(),
+    )
+    .await?;
+    finish(
+        context,
+        name,
+        "reauthenticated",
+        format!("renewed the login of account {name}; {LIVE}"),
+    )
 }
 
 #[cfg(test)]

@@ -5,5 +5,6 @@
 pub mod accounts;
 pub mod config;
 pub mod doctor;
+pub mod login;
 pub mod logs;
 pub mod stats;
