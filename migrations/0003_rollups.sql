@@ -3,18 +3,19 @@
 -- instead of scanning millions. Times are epoch milliseconds, bucket starts in UTC. The rollups
 -- are filled from any rows already recorded when this migration runs (see migrate.rs).
 
--- One row per hour and (model, account, client key, status, error type) seen in it, and the same
--- per day: totals and breakdowns for any range. A range reads whole days from the daily table and
--- only the hours before its first whole day from the hourly one, so its cost grows with days,
--- not with rows. `bucket` is the start of the hour or day.
+-- Totals per hour and per day, once for all requests and once per group of each breakdown:
+-- `dim` 0 is every request (`key` ''), 1 a model (`key` the model, '' for none), 2 an account
+-- (`key` its id, '0' for none; `label` the name it was last recorded with in the bucket), 3 a
+-- client key, 4 an error kind (`key` the error type, else `http_<status>`; failed requests
+-- only). One narrow row per group keeps a 30-day breakdown at a few hundred rows. A range
+-- reads whole days from the daily table and only the hours before its first whole day from the
+-- hourly one, so its cost grows with days, not with rows. `bucket` is the start of the hour or
+-- day.
 CREATE TABLE rollup_hourly (
     bucket              INTEGER NOT NULL,
-    model               TEXT    NOT NULL,  -- '' when the request named none
-    account_id          INTEGER NOT NULL,  -- 0 when no account served
-    account_name        TEXT    NOT NULL,  -- the name last recorded for account_id in the bucket
-    client_key          TEXT    NOT NULL,  -- '' without client keys
-    status              INTEGER NOT NULL,
-    error_type          TEXT    NOT NULL,  -- '' when none
+    dim                 INTEGER NOT NULL,
+    key                 TEXT    NOT NULL,
+    label               TEXT    NOT NULL,
     requests            INTEGER NOT NULL,
     successes           INTEGER NOT NULL,
     streamed            INTEGER NOT NULL,
@@ -31,17 +32,14 @@ CREATE TABLE rollup_hourly (
     -- tokens per second over a range is a ratio of sums rather than a mean of ratios.
     generated_tokens    INTEGER NOT NULL,
     generating_ms_sum   INTEGER NOT NULL,
-    PRIMARY KEY (bucket, model, account_id, client_key, status, error_type)
+    PRIMARY KEY (bucket, dim, key)
 ) WITHOUT ROWID;
 
 CREATE TABLE rollup_daily (
     bucket              INTEGER NOT NULL,
-    model               TEXT    NOT NULL,
-    account_id          INTEGER NOT NULL,
-    account_name        TEXT    NOT NULL,
-    client_key          TEXT    NOT NULL,
-    status              INTEGER NOT NULL,
-    error_type          TEXT    NOT NULL,
+    dim                 INTEGER NOT NULL,
+    key                 TEXT    NOT NULL,
+    label               TEXT    NOT NULL,
     requests            INTEGER NOT NULL,
     successes           INTEGER NOT NULL,
     streamed            INTEGER NOT NULL,
@@ -56,7 +54,7 @@ CREATE TABLE rollup_daily (
     ttfb_count          INTEGER NOT NULL,
     generated_tokens    INTEGER NOT NULL,
     generating_ms_sum   INTEGER NOT NULL,
-    PRIMARY KEY (bucket, model, account_id, client_key, status, error_type)
+    PRIMARY KEY (bucket, dim, key)
 ) WITHOUT ROWID;
 
 -- One row per minute with traffic: recent time series and "requests in the last minute/hour".

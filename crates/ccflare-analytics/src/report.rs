@@ -13,7 +13,8 @@ use crate::AnalyticsError;
 use ccflare_core::Millis;
 use ccflare_storage::Db;
 use ccflare_storage::rollups::{
-    self, DAY_MS, HOUR_MS, METRIC_LATENCY, METRIC_TTFB, MINUTE_MS, bucket,
+    self, DAY_MS, DIM_ACCOUNT, DIM_ALL, DIM_CLIENT_KEY, DIM_ERROR, DIM_MODEL, HOUR_MS,
+    METRIC_LATENCY, METRIC_TTFB, MINUTE_MS, bucket,
 };
 use serde::Serialize;
 use sqlx::Row;
@@ -398,11 +399,10 @@ fn ranked(groups: HashMap<Option<String>, Sums>) -> Vec<Group> {
 }
 
 async fn breakdowns(db: &Db, window: Window) -> Result<Breakdowns, AnalyticsError> {
-    // SQLite takes the bare `account_name` from the row holding max(bucket): the name the
-    // account was last recorded with, for accounts removed since.
+    // SQLite takes the bare `label` from the row holding max(bucket): for an account, the name
+    // it was last recorded with (used for accounts removed since).
     let sql = format!(
-        "SELECT model, account_id, account_name, max(bucket) AS latest, client_key, status, \
-         error_type, {SUMS} FROM {} GROUP BY model, account_id, client_key, status, error_type",
+        "SELECT dim, key, label, max(bucket) AS latest, {SUMS} FROM {} GROUP BY dim, key",
         Window::rows("rollup_hourly", "rollup_daily", "")
     );
     let rows = sqlx::query(&sql)
@@ -411,55 +411,48 @@ async fn breakdowns(db: &Db, window: Window) -> Result<Breakdowns, AnalyticsErro
         .fetch_all(db.pool())
         .await?;
     // Accounts are named as they are called now.
-    let names: HashMap<i64, String> = sqlx::query("SELECT id, name FROM accounts")
+    let names: HashMap<String, String> = sqlx::query("SELECT id, name FROM accounts")
         .fetch_all(db.pool())
         .await?
         .iter()
-        .map(|row| Ok((row.try_get("id")?, row.try_get("name")?)))
+        .map(|row| {
+            Ok((
+                row.try_get::<i64, _>("id")?.to_string(),
+                row.try_get("name")?,
+            ))
+        })
         .collect::<Result<_, sqlx::Error>>()?;
 
     let mut total = Sums::default();
     let mut models: HashMap<Option<String>, Sums> = HashMap::new();
-    let mut accounts: HashMap<i64, (Option<String>, Sums)> = HashMap::new();
+    let mut accounts: HashMap<Option<String>, Sums> = HashMap::new();
     let mut client_keys: HashMap<Option<String>, Sums> = HashMap::new();
-    let mut errors: HashMap<String, i64> = HashMap::new();
+    let mut errors = Vec::new();
     let some = |text: String| (!text.is_empty()).then_some(text);
     for row in &rows {
         let sums = Sums::from_row(row)?;
-        total.add(&sums);
-        let model: String = row.try_get("model")?;
-        models.entry(some(model)).or_default().add(&sums);
-        let account_id: i64 = row.try_get("account_id")?;
-        let recorded: String = row.try_get("account_name")?;
-        let account = accounts.entry(account_id).or_default();
-        if account.0.is_none() {
-            account.0 = names.get(&account_id).cloned().or_else(|| some(recorded));
-        }
-        account.1.add(&sums);
-        let client_key: String = row.try_get("client_key")?;
-        if !client_key.is_empty() {
-            client_keys.entry(Some(client_key)).or_default().add(&sums);
-        }
-        let failed = sums.requests - sums.successes;
-        if failed > 0 {
-            let error_type: String = row.try_get("error_type")?;
-            let kind = if error_type.is_empty() {
-                format!("http_{}", row.try_get::<i64, _>("status")?)
-            } else {
-                error_type
-            };
-            *errors.entry(kind).or_default() += failed;
+        let dim: i64 = row.try_get("dim")?;
+        let key: String = row.try_get("key")?;
+        match dim {
+            DIM_ALL => total.add(&sums),
+            DIM_MODEL => models.entry(some(key)).or_default().add(&sums),
+            DIM_ACCOUNT => {
+                let recorded: String = row.try_get("label")?;
+                let name = match names.get(&key) {
+                    Some(current) => Some(current.clone()),
+                    None => some(recorded),
+                };
+                // Two ids can share a name (one removed, a new one added under its name).
+                accounts.entry(name).or_default().add(&sums);
+            }
+            DIM_CLIENT_KEY => client_keys.entry(some(key)).or_default().add(&sums),
+            DIM_ERROR => errors.push(ErrorCount {
+                error_type: key,
+                count: sums.requests,
+            }),
+            _ => {}
         }
     }
-    // Two account ids can carry the same name (one removed, a new one added under its name).
-    let mut by_name: HashMap<Option<String>, Sums> = HashMap::new();
-    for (name, sums) in accounts.into_values() {
-        by_name.entry(name).or_default().add(&sums);
-    }
-    let mut errors: Vec<ErrorCount> = errors
-        .into_iter()
-        .map(|(error_type, count)| ErrorCount { error_type, count })
-        .collect();
     errors.sort_by(|a, b| {
         b.count
             .cmp(&a.count)
@@ -468,7 +461,7 @@ async fn breakdowns(db: &Db, window: Window) -> Result<Breakdowns, AnalyticsErro
     Ok(Breakdowns {
         totals: total.totals(),
         models: ranked(models),
-        accounts: ranked(by_name),
+        accounts: ranked(accounts),
         client_keys: ranked(client_keys),
         errors,
     })
@@ -547,7 +540,7 @@ async fn series(db: &Db, range: Range, now: Millis) -> Result<Vec<Point>, Analyt
                  sum(successes) AS successes, \
                  sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens) \
                  AS tokens, sum(cost_usd) AS cost, sum(latency_ms_sum) AS latency \
-                 FROM {table} WHERE bucket >= ?2 GROUP BY t"
+                 FROM {table} WHERE bucket >= ?2 AND dim = {DIM_ALL} GROUP BY t"
             )
         }
     };
@@ -639,7 +632,8 @@ pub(crate) async fn all_time_overview(
     limit: usize,
 ) -> Result<(Totals, Vec<(String, i64)>), AnalyticsError> {
     let rows = sqlx::query(&format!(
-        "SELECT model, {SUMS} FROM rollup_daily GROUP BY model"
+        "SELECT dim, key, {SUMS} FROM rollup_daily WHERE dim IN ({DIM_ALL}, {DIM_MODEL}) \
+         GROUP BY dim, key"
     ))
     .fetch_all(db.pool())
     .await?;
@@ -647,10 +641,11 @@ pub(crate) async fn all_time_overview(
     let mut models = Vec::new();
     for row in &rows {
         let sums = Sums::from_row(row)?;
-        total.add(&sums);
-        let model: String = row.try_get("model")?;
-        if !model.is_empty() {
-            models.push((model, sums.requests));
+        let model: String = row.try_get("key")?;
+        match row.try_get::<i64, _>("dim")? {
+            DIM_ALL => total.add(&sums),
+            _ if !model.is_empty() => models.push((model, sums.requests)),
+            _ => {}
         }
     }
     models.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));

@@ -28,7 +28,7 @@ pub async fn analytics(ctx: &Ctx, parts: &Parts) -> Result<Response<ResponseBody
     let now = ctx.state.now();
     let overview = ccflare_analytics::overview(&ctx.api.db, now).await?;
     let counts = ctx.state.pool().counts(now);
-    // Exactly the seed's fields, in its order.
+    // Exactly the seed's fields.
     let mut body = serde_json::json!({
         "total_requests": overview.total_requests,
         "total_tokens": overview.total_tokens,

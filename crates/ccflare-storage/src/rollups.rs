@@ -1,7 +1,8 @@
-//! Rollups: running totals per hour and per day (by model, account, client key, status and error
-//! type), per minute, and latency histograms per hour and per day (migration 0003). The writer adds every
-//! batch of request rows to them in the same transaction as the rows themselves, so they never
-//! disagree with the table; analytics reads them instead of scanning millions of rows.
+//! Rollups: running totals per hour and per day (for all requests, and per model, account,
+//! client key and error kind), per minute, and latency histograms per hour and per day
+//! (migration 0003). The writer adds every batch of request rows to them in the same
+//! transaction as the rows themselves, so they never disagree with the table; analytics reads
+//! them instead of scanning millions of rows.
 //!
 //! Latency histograms use fixed bins: one per millisecond below 128 ms, then 16 bins per
 //! doubling, so a percentile read from them is exact below 128 ms and otherwise within 1/32 of
@@ -25,6 +26,17 @@ const SUB_BITS: u32 = 4;
 const SUB_BINS: i64 = 1 << SUB_BITS;
 /// log2 of [`LINEAR_BINS`].
 const FIRST_EXPONENT: u32 = 7;
+
+/// Rollup group: every request.
+pub const DIM_ALL: i64 = 0;
+/// Rollup group: one model (`key` the model id, '' for requests without one).
+pub const DIM_MODEL: i64 = 1;
+/// Rollup group: one account (`key` its id, "0" for none; `label` its recorded name).
+pub const DIM_ACCOUNT: i64 = 2;
+/// Rollup group: one client key.
+pub const DIM_CLIENT_KEY: i64 = 3;
+/// Rollup group: failed requests of one error kind (`key` the error type, else `http_<status>`).
+pub const DIM_ERROR: i64 = 4;
 
 /// Histogram metric: total latency.
 pub const METRIC_LATENCY: i64 = 0;
@@ -113,19 +125,12 @@ impl From<&RequestRecord> for Sample {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct GroupKey {
-    bucket: Millis,
-    model: String,
-    account_id: i64,
-    client_key: String,
-    status: i64,
-    error_type: String,
-}
+/// One rollup row's key: the bucket start, the dimension and the group within it.
+type GroupKey = (Millis, i64, String);
 
 #[derive(Debug, Default)]
 struct GroupSums {
-    account_name: String,
+    label: String,
     requests: i64,
     successes: i64,
     streamed: i64,
@@ -198,36 +203,46 @@ impl Increments {
             }
         }
 
-        for (bucket, groups) in [(hour, &mut self.hours), (day, &mut self.days)] {
-            let key = GroupKey {
-                bucket,
-                model: s.model.clone(),
-                account_id: s.account_id,
-                client_key: s.client_key.clone(),
-                status: s.status,
-                error_type: s.error_type.clone(),
+        let mut groups = vec![
+            (DIM_ALL, String::new()),
+            (DIM_MODEL, s.model.clone()),
+            (DIM_ACCOUNT, s.account_id.to_string()),
+        ];
+        if !s.client_key.is_empty() {
+            groups.push((DIM_CLIENT_KEY, s.client_key.clone()));
+        }
+        if !s.success {
+            let kind = if s.error_type.is_empty() {
+                format!("http_{}", s.status)
+            } else {
+                s.error_type.clone()
             };
-            let g = groups.entry(key).or_default();
-            if g.account_name != s.account_name {
-                g.account_name.clone_from(&s.account_name);
-            }
-            g.requests += 1;
-            g.successes += i64::from(s.success);
-            g.streamed += i64::from(s.streamed);
-            g.input_tokens += s.input_tokens;
-            g.output_tokens += s.output_tokens;
-            g.cache_read_tokens += s.cache_read_tokens;
-            g.cache_write_tokens += s.cache_write_tokens;
-            g.cost_usd += s.cost_usd;
-            g.cost_estimated += i64::from(s.cost_estimated);
-            g.latency_ms_sum += s.latency_ms;
-            if let Some(ttfb) = s.ttfb_ms {
-                g.ttfb_ms_sum += ttfb;
-                g.ttfb_count += 1;
-            }
-            if let Some(ms) = generating {
-                g.generated_tokens += s.output_tokens;
-                g.generating_ms_sum += ms;
+            groups.push((DIM_ERROR, kind));
+        }
+        for (bucket, table) in [(hour, &mut self.hours), (day, &mut self.days)] {
+            for (dim, key) in &groups {
+                let g = table.entry((bucket, *dim, key.clone())).or_default();
+                if *dim == DIM_ACCOUNT && g.label != s.account_name {
+                    g.label.clone_from(&s.account_name);
+                }
+                g.requests += 1;
+                g.successes += i64::from(s.success);
+                g.streamed += i64::from(s.streamed);
+                g.input_tokens += s.input_tokens;
+                g.output_tokens += s.output_tokens;
+                g.cache_read_tokens += s.cache_read_tokens;
+                g.cache_write_tokens += s.cache_write_tokens;
+                g.cost_usd += s.cost_usd;
+                g.cost_estimated += i64::from(s.cost_estimated);
+                g.latency_ms_sum += s.latency_ms;
+                if let Some(ttfb) = s.ttfb_ms {
+                    g.ttfb_ms_sum += ttfb;
+                    g.ttfb_count += 1;
+                }
+                if let Some(ms) = generating {
+                    g.generated_tokens += s.output_tokens;
+                    g.generating_ms_sum += ms;
+                }
             }
         }
     }
@@ -235,14 +250,13 @@ impl Increments {
     async fn write(self, tx: &mut Transaction<'_, Sqlite>) -> Result<(), sqlx::Error> {
         for (table, groups) in [("rollup_hourly", self.hours), ("rollup_daily", self.days)] {
             let sql = format!(
-                "INSERT INTO {table} (bucket, model, account_id, account_name, client_key, \
-                 status, error_type, requests, successes, streamed, input_tokens, output_tokens, \
-                 cache_read_tokens, cache_write_tokens, cost_usd, cost_estimated, latency_ms_sum, \
-                 ttfb_ms_sum, ttfb_count, generated_tokens, generating_ms_sum) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (bucket, model, account_id, client_key, status, error_type) \
-                 DO UPDATE SET \
-                 account_name = excluded.account_name, \
+                "INSERT INTO {table} (bucket, dim, key, label, requests, successes, streamed, \
+                 input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, \
+                 cost_estimated, latency_ms_sum, ttfb_ms_sum, ttfb_count, generated_tokens, \
+                 generating_ms_sum) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (bucket, dim, key) DO UPDATE SET \
+                 label = excluded.label, \
                  requests = requests + excluded.requests, \
                  successes = successes + excluded.successes, \
                  streamed = streamed + excluded.streamed, \
@@ -258,15 +272,12 @@ impl Increments {
                  generated_tokens = generated_tokens + excluded.generated_tokens, \
                  generating_ms_sum = generating_ms_sum + excluded.generating_ms_sum"
             );
-            for (k, g) in groups {
+            for ((bucket, dim, key), g) in groups {
                 sqlx::query(&sql)
-                    .bind(k.bucket)
-                    .bind(&k.model)
-                    .bind(k.account_id)
-                    .bind(&g.account_name)
-                    .bind(&k.client_key)
-                    .bind(k.status)
-                    .bind(&k.error_type)
+                    .bind(bucket)
+                    .bind(dim)
+                    .bind(&key)
+                    .bind(&g.label)
                     .bind(g.requests)
                     .bind(g.successes)
                     .bind(g.streamed)
