@@ -56,7 +56,9 @@ pub struct Server {
     /// Start-up lines printed on stdout, up to the `export ANTHROPIC_BASE_URL` line.
     pub banner: String,
     stdout: Option<BufReader<ChildStdout>>,
-    stderr: Option<ChildStderr>,
+    /// Reads stderr while the server runs: a server that logs more than a pipe holds (64 KiB,
+    /// easily reached at `LOG_LEVEL=trace`) would otherwise block writing and never exit.
+    stderr: Option<tokio::task::JoinHandle<String>>,
 }
 
 impl Server {
@@ -64,7 +66,13 @@ impl Server {
     pub async fn start(mut command: Command) -> Server {
         let mut child = command.spawn().expect("server starts");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let stderr = child.stderr.take();
+        let stderr = child.stderr.take().map(|err: ChildStderr| {
+            tokio::spawn(async move {
+                let mut text = String::new();
+                let _ = BufReader::new(err).read_to_string(&mut text).await;
+                text
+            })
+        });
         let mut banner = String::new();
         let url = tokio::time::timeout(GUARD, async {
             loop {
@@ -115,8 +123,8 @@ impl Server {
         if let Some(mut out) = self.stdout.take() {
             out.read_to_string(&mut rest).await.expect("stdout");
         }
-        if let Some(mut err) = self.stderr.take() {
-            err.read_to_string(&mut rest).await.expect("stderr");
+        if let Some(err) = self.stderr.take() {
+            rest.push_str(&err.await.expect("stderr reader"));
         }
         (code, rest)
     }
