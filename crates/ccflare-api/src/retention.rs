@@ -41,7 +41,13 @@ pub fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            match run_once(&state, &db, state.now()).await {
+            // A long first purge must not hold up shutdown: each batch is its own transaction,
+            // so stopping between (or inside) batches loses nothing.
+            let outcome = tokio::select! {
+                outcome = run_once(&state, &db, state.now()) => outcome,
+                _ = stop.wait_for(|stop| *stop) => return,
+            };
+            match outcome {
                 Ok(Some(purged)) if purged.requests > 0 => {
                     tracing::info!(
                         deleted = purged.requests,
