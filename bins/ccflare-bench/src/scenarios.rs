@@ -73,9 +73,8 @@ pub struct Plan {
     pub slow_open_rate: f64,
     /// Connections the generator may use per side (the slow streams get one each).
     pub connections: usize,
+    /// Length of the burst, and so of each step of the search for its rate.
     pub burst: Duration,
-    /// Length of each step of the search for the burst rate.
-    pub probe_step: Duration,
     /// First rate the search tries; it doubles while the proxy keeps up.
     pub probe_start: f64,
 }
@@ -93,7 +92,6 @@ impl Plan {
             slow_open_rate: 1000.0,
             connections: 128,
             burst: Duration::from_secs(5),
-            probe_step: Duration::from_secs(1),
             probe_start: 1000.0,
         }
     }
@@ -110,8 +108,7 @@ impl Plan {
             slow_gap: Duration::from_millis(20),
             slow_open_rate: 500.0,
             connections: 32,
-            burst: Duration::from_millis(500),
-            probe_step: Duration::from_millis(200),
+            burst: Duration::from_millis(200),
             probe_start: 200.0,
         }
     }
@@ -541,90 +538,115 @@ impl Bench {
             && summary.latency_ms.p50 <= SUSTAINED_P50_MS
     }
 
-    /// The highest rate the proxy sustains, open loop, found by doubling from the plan's start
-    /// rate until a step fails, then trying halfway back. Returns the rate and what each step
-    /// saw.
-    async fn find_rate(&mut self, client: &HttpClient, spec: &RequestSpec) -> (f64, Vec<String>) {
-        let step = self.plan.probe_step.as_secs_f64();
+    /// One step of the rate search: `burst` long at `rate` through the proxy, measured.
+    async fn step(
+        &mut self,
+        client: &HttpClient,
+        spec: &RequestSpec,
+        rate: f64,
+        steps: &mut Vec<String>,
+    ) -> Step {
         let connections = self.plan.connections;
-        let mut steps = Vec::new();
-        let mut good: Option<f64> = None;
-        let mut rate = self.plan.probe_start;
-        let mut failed_at = None;
-        // Doubling: at most 10 steps (a thousand-fold range).
-        for _ in 0..10 {
-            let data = self
-                .through(client, spec, rate, self.count(step, rate), connections)
-                .await;
-            let summary = data.summary();
-            let ok = Self::sustained(&summary);
-            steps.push(step_note(rate, &summary, ok));
-            // Let the proxy drain (writer queue, connections) before the next step.
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            if !ok {
-                failed_at = Some(rate);
-                break;
-            }
-            good = Some(rate);
-            rate *= 2.0;
+        let count = self.count(self.plan.burst.as_secs_f64(), rate);
+        let mut meter = Meter::begin(self.proxy_pid, Duration::from_millis(20));
+        meter.resume();
+        let data = self.through(client, spec, rate, count, connections).await;
+        meter.pause(data.sent());
+        let usage = meter.end(self.ticks_per_second).await;
+        let summary = data.summary();
+        let kept_up = Self::sustained(&summary);
+        steps.push(step_note(rate, &summary, kept_up));
+        // Let the proxy drain (writer queue, connections) before the next step.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Step {
+            rate,
+            summary,
+            usage,
+            kept_up,
         }
-        if let (Some(low), Some(high)) = (good, failed_at) {
-            let middle = (low + high) / 2.0;
-            let data = self
-                .through(client, spec, middle, self.count(step, middle), connections)
-                .await;
-            let summary = data.summary();
-            let ok = Self::sustained(&summary);
-            steps.push(step_note(middle, &summary, ok));
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            if ok {
-                good = Some(middle);
-            }
-        }
-        (good.unwrap_or(self.plan.probe_start / 2.0), steps)
     }
 
+    /// The burst: open-loop steps through the proxy, doubling from the plan's start rate until
+    /// one falls behind, then one halfway back. Each step lasts as long as the burst, so the
+    /// fastest step that kept up *is* the burst at the highest rate the machine sustains.
     async fn burst(&mut self) -> Result<ScenarioReport> {
         let connections = self.plan.connections;
         let direct_spec = self.spec(false, &self.keys[0].clone(), Shape::Json)?;
         let through_spec = self.spec(true, "", Shape::Json)?;
         let through_client = load::client(connections);
-        let (rate, steps) = self.find_rate(&through_client, &through_spec).await;
-        let count = self.count(self.plan.burst.as_secs_f64(), rate);
+        let mut notes = Vec::new();
+        let mut best: Option<Step> = None;
+        let mut failed_at = None;
+        let mut rate = self.plan.probe_start;
+        // Doubling: at most 10 steps (a thousand-fold range).
+        for _ in 0..10 {
+            let step = self
+                .step(&through_client, &through_spec, rate, &mut notes)
+                .await;
+            if !step.kept_up {
+                failed_at = Some(rate);
+                break;
+            }
+            best = Some(step);
+            rate *= 2.0;
+        }
+        if let (Some(low), Some(high)) = (best.as_ref().map(|b| b.rate), failed_at) {
+            let step = self
+                .step(
+                    &through_client,
+                    &through_spec,
+                    (low + high) / 2.0,
+                    &mut notes,
+                )
+                .await;
+            if step.kept_up {
+                best = Some(step);
+            }
+        }
+        // Nothing kept up, not even the first step: report that step as it went.
+        let best = match best {
+            Some(best) => best,
+            None => {
+                let rate = self.plan.probe_start;
+                self.step(&through_client, &through_spec, rate, &mut notes)
+                    .await
+            }
+        };
         let direct_client = load::client(connections);
-        let warm = self.count(self.plan.probe_step.as_secs_f64() / 4.0, rate);
-        self.direct(&direct_client, &direct_spec, rate, warm, connections)
+        let count = self.count(self.plan.burst.as_secs_f64(), best.rate);
+        let warm = self.count(self.plan.warmup.as_secs_f64(), best.rate);
+        self.direct(&direct_client, &direct_spec, best.rate, warm, connections)
             .await;
         let direct = self
-            .direct(&direct_client, &direct_spec, rate, count, connections)
+            .direct(&direct_client, &direct_spec, best.rate, count, connections)
             .await;
-        let mut meter = Meter::begin(self.proxy_pid, Duration::from_millis(20));
-        meter.resume();
-        let through = self
-            .through(&through_client, &through_spec, rate, count, connections)
-            .await;
-        meter.pause(through.sent());
-        let usage = meter.end(self.ticks_per_second).await;
         let mut report = ScenarioReport::new(
             "burst",
             format!(
                 "{} s of JSON requests over {connections} connections at the highest rate the \
-                 proxy sustained in a search (doubling from {} req/s in {} s steps: no errors, \
-                 ≥ 95 % of the rate, p50 ≤ {SUSTAINED_P50_MS} ms); then the server is stopped \
-                 with SIGTERM and every request sent through it must have exactly one row",
+                 proxy sustained: steps of that length from {} req/s, doubling while a step \
+                 has no errors, ≥ 95 % of its rate and p50 ≤ {SUSTAINED_P50_MS} ms, then one \
+                 halfway back; the fastest step that kept up is reported, and the same rate \
+                 direct. Then the server is stopped with SIGTERM and every request sent through \
+                 it must have exactly one row",
                 self.plan.burst.as_secs_f64(),
                 self.plan.probe_start,
-                self.plan.probe_step.as_secs_f64(),
             ),
             Some(direct.summary()),
-            Some(through.summary()),
-            usage,
+            Some(best.summary),
+            best.usage,
         );
-        report
-            .notes
-            .push(format!("rate search: {}", steps.join("; ")));
+        report.notes.push(format!("steps: {}", notes.join("; ")));
         Ok(report)
     }
+}
+
+/// One step of the burst's rate search.
+struct Step {
+    rate: f64,
+    summary: PhaseSummary,
+    usage: Option<ProxyUsage>,
+    kept_up: bool,
 }
 
 /// The median latency above which a rate is taken as not sustained: requests are queueing.
