@@ -56,14 +56,8 @@ fn record(n: u32, started_at: i64) -> RequestRecord {
 async fn snapshot(db: &Db) -> Vec<String> {
     let mut all = Vec::new();
     for (table, order) in [
-        (
-            "rollup_hourly",
-            "bucket, dim, key",
-        ),
-        (
-            "rollup_daily",
-            "bucket, dim, key",
-        ),
+        ("rollup_hourly", "bucket, dim, key"),
+        ("rollup_daily", "bucket, dim, key"),
         ("rollup_minutely", "minute"),
         ("latency_hourly", "bucket, metric, bin"),
         ("latency_daily", "bucket, metric, bin"),
