@@ -556,8 +556,9 @@ impl Bench {
         let summary = data.summary();
         let kept_up = Self::sustained(&summary);
         steps.push(step_note(rate, &summary, kept_up));
-        // Let the proxy drain (writer queue, connections) before the next step.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Let the proxy drain (writer queue, connections) before the next step; a smoke
+        // run's short steps need only a short pause.
+        tokio::time::sleep(self.plan.burst.min(Duration::from_secs(1))).await;
         Step {
             rate,
             summary,
