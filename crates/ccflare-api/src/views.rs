@@ -3,7 +3,7 @@
 
 use ccflare_core::record::{AttemptFailure, RequestRecord};
 use ccflare_core::secret::mask;
-use ccflare_core::{Millis, ratelimit::RateLimitSnapshot};
+use ccflare_core::{AccountKind, Millis, ratelimit::RateLimitSnapshot};
 use ccflare_pool::{AccountView, RoutingState};
 use ccflare_proxy::RequestStarted;
 use ccflare_storage::accounts::AccountSummary;
@@ -36,8 +36,43 @@ pub struct AccountJson {
     pub attempts_since_start: u64,
     pub last_used: Option<Millis>,
     pub created_at: Millis,
-    /// The last rate-limit headers it answered with.
+    /// The last rate-limit headers it answered with (this server's, else the stored ones).
     pub last_ratelimit: Option<RateLimitSnapshot>,
+    /// OAuth accounts: when the access token expires (null for API keys).
+    pub token_expires_at: Option<Millis>,
+    /// OAuth accounts: when the tokens were last refreshed or logged in (null for API keys).
+    pub token_refreshed_at: Option<Millis>,
+    /// Subscription windows from the last unified rate-limit headers; null when none came.
+    pub subscription: Option<SubscriptionJson>,
+}
+
+/// A subscription's windows (`anthropic-ratelimit-unified-*`): the overall status and reset,
+/// and the 5-hour and 7-day windows' utilisation (0.0–1.0) and resets. Field names as in
+/// `ccflare-cli accounts list --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubscriptionJson {
+    /// `allowed`, `allowed_warning` or `rejected`.
+    pub status: Option<String>,
+    pub resets: Option<Millis>,
+    pub utilization_5h: Option<f64>,
+    pub resets_5h: Option<Millis>,
+    pub utilization_7d: Option<f64>,
+    pub resets_7d: Option<Millis>,
+}
+
+impl SubscriptionJson {
+    /// The windows of a snapshot that carried the unified headers.
+    fn of(snapshot: &RateLimitSnapshot) -> Option<SubscriptionJson> {
+        snapshot.unified_status.as_ref()?;
+        Some(SubscriptionJson {
+            status: snapshot.unified_status.clone(),
+            resets: snapshot.unified_reset,
+            utilization_5h: snapshot.unified_5h_utilization,
+            resets_5h: snapshot.unified_5h_reset,
+            utilization_7d: snapshot.unified_7d_utilization,
+            resets_7d: snapshot.unified_7d_reset,
+        })
+    }
 }
 
 fn state_name(state: RoutingState) -> (&'static str, Option<Millis>) {
@@ -55,6 +90,11 @@ impl AccountJson {
     /// has not loaded yet, which then shows its stored status).
     pub fn new(stored: &AccountSummary, view: Option<&AccountView>, now: Millis) -> AccountJson {
         let account = &stored.account;
+        let oauth = account.kind == AccountKind::OAuth;
+        // The pool's snapshot is the freshest; after a restart only the stored one exists.
+        let last_ratelimit = view
+            .and_then(|v| v.last_ratelimit.clone())
+            .or_else(|| stored.last_ratelimit.clone());
         let (state, available_at) = match view {
             Some(view) => state_name(view.state),
             None => (account.status.as_str(), None),
@@ -78,7 +118,10 @@ impl AccountJson {
                 (a, b) => a.or(b),
             },
             created_at: stored.created_at,
-            last_ratelimit: view.and_then(|v| v.last_ratelimit.clone()),
+            subscription: last_ratelimit.as_ref().and_then(SubscriptionJson::of),
+            last_ratelimit,
+            token_expires_at: account.token_expires_at.filter(|_| oauth),
+            token_refreshed_at: stored.refreshed_at.filter(|_| oauth),
         }
     }
 }
