@@ -75,7 +75,11 @@ const CRATES: &[CrateRule] = &[
     // The mock upstream stands alone so that it cannot share a bug with what it tests.
     lib(MOCK, &[], &[]),
     // The management API sits above the proxy (which only knows it as a trait object).
-    lib(API, &[CORE, POOL, STORAGE, PROXY, ANALYTICS], &[MOCK]),
+    lib(
+        API,
+        &[CORE, POOL, STORAGE, PROXY, ANALYTICS, OAUTH],
+        &[MOCK],
+    ),
     // Reading .env, the environment and the config file, shared by the binaries.
     lib(CONFIG, &[CORE], &[]),
     bin(
