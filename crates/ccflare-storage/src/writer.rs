@@ -18,6 +18,15 @@ use tokio::task::JoinHandle;
 /// Most operations written in one transaction.
 const MAX_BATCH: usize = 2048;
 
+/// How long the writer lets a small batch gather before committing it. Each commit costs a
+/// WAL write and fsync-like work whatever its size, so at a steady 1,000 requests/s committing
+/// every record alone spends more CPU on commits than on the records; waiting a few
+/// milliseconds groups them. A record still reaches the database well inside SPEC §8's 100 ms.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// A batch at least this big is written at once, without lingering.
+const LINGER_BELOW: usize = 256;
+
 /// Runtime state of an account to persist behind the request path.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccountStateUpdate {
@@ -126,7 +135,12 @@ async fn run(db: Db, mut rx: mpsc::UnboundedReceiver<Op>, counters: Arc<Counters
     let mut batch = Vec::with_capacity(64);
     let mut waiters = Vec::new();
     while let Some(first) = rx.recv().await {
+        let flush_asked = matches!(first, Op::Flush(_));
         batch.push(first);
+        // A flush is waited for by someone: no lingering then.
+        if !flush_asked && rx.len() < LINGER_BELOW {
+            tokio::time::sleep(LINGER).await;
+        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(op) => batch.push(op),
