@@ -19,7 +19,7 @@ const MAX_NAME: usize = 64;
 
 /// A name must be short, printable, without `/` (it is a path segment) and without leading or
 /// trailing spaces.
-fn check_name(name: &str) -> Result<(), ApiError> {
+pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
     let fine = !name.is_empty()
         && name.chars().count() <= MAX_NAME
         && name.trim() == name
@@ -49,7 +49,7 @@ async fn all(ctx: &Ctx) -> Result<Vec<AccountJson>, ApiError> {
         .collect())
 }
 
-async fn one(ctx: &Ctx, name: &str) -> Result<AccountJson, ApiError> {
+pub(crate) async fn one(ctx: &Ctx, name: &str) -> Result<AccountJson, ApiError> {
     all(ctx)
         .await?
         .into_iter()

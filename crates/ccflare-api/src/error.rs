@@ -31,6 +31,15 @@ pub enum ApiError {
     BodyTooLarge { limit: usize },
     #[error("the request body did not arrive in time")]
     BodyTimeout,
+    /// An OAuth login flow that expired, finished, or never existed.
+    #[error("login flow expired or unknown: start a new login")]
+    LoginFlowNotFound,
+    #[error("too many logins in progress (at most {limit}): finish one or let it expire")]
+    TooManyLogins { limit: usize },
+    /// The OAuth token endpoint failed or answered something unusable; the message says
+    /// whether to retry (it never carries a token or code).
+    #[error("{0}")]
+    TokenEndpoint(String),
     #[error("the database failed: {0}")]
     Storage(#[source] StorageError),
     #[error("an analytics query failed: {0}")]
@@ -55,11 +64,14 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::AccountNotFound { .. }
             | ApiError::RequestNotFound { .. }
-            | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            | ApiError::NoRoute { .. }
+            | ApiError::LoginFlowNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooManyLogins { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TokenEndpoint(_) => StatusCode::BAD_GATEWAY,
             ApiError::Storage(_) | ApiError::Analytics(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -70,17 +82,21 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::BodyTimeout => "invalid_request_error",
             ApiError::AccountNotFound { .. }
             | ApiError::RequestNotFound { .. }
-            | ApiError::NoRoute { .. } => "not_found_error",
+            | ApiError::NoRoute { .. }
+            | ApiError::LoginFlowNotFound => "not_found_error",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed_error",
             ApiError::Conflict(_) => "conflict_error",
             ApiError::BodyTooLarge { .. } => "request_too_large",
+            ApiError::TooManyLogins { .. } => "rate_limit_error",
+            ApiError::TokenEndpoint(_) => "api_error",
             ApiError::Storage(_) | ApiError::Analytics(_) => "api_error",
         }
     }
 
     pub fn into_response(self) -> Response<ResponseBody> {
         let status = self.status();
-        let message = if status.is_server_error() {
+        // A 502 from the token endpoint says what to do; only internal failures are hidden.
+        let message = if matches!(self, ApiError::Storage(_) | ApiError::Analytics(_)) {
             // The details go to the log, not to the client.
             tracing::error!(error = %self, "management API request failed");
             "internal error; the server log has the details".to_owned()

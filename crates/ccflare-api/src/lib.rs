@@ -18,6 +18,7 @@ mod feeds;
 mod insights;
 pub mod logs;
 mod metrics;
+mod oauth;
 mod requests;
 mod respond;
 pub mod retention;
@@ -54,6 +55,8 @@ struct Inner {
     metrics: Metrics,
     /// Wakes the retention task when its setting changes.
     retention: Arc<Notify>,
+    /// OAuth logins in progress.
+    logins: oauth::Logins,
 }
 
 impl fmt::Debug for Api {
@@ -77,6 +80,7 @@ impl Api {
                 logs,
                 metrics: Metrics::default(),
                 retention: Arc::new(Notify::new()),
+                logins: oauth::Logins::default(),
             }),
         }
     }
@@ -139,6 +143,9 @@ async fn dispatch(
         }
         Endpoint::RenameAccount => accounts::rename(ctx, param(), body).await,
         Endpoint::SetPriority => accounts::set_priority(ctx, param(), body).await,
+        Endpoint::ReauthAccount => oauth::reauth(ctx, param(), body).await,
+        Endpoint::StartLogin => oauth::start(ctx, body).await,
+        Endpoint::FinishLogin => oauth::finish(ctx, body).await,
         Endpoint::ListRequests => requests::list(ctx, &parts).await,
         Endpoint::RequestStream => requests::stream(ctx, &parts),
         Endpoint::GetRequest => requests::get(ctx, &parts, param()).await,
