@@ -73,6 +73,14 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
         &settings.upstream_url,
         Duration::from_secs(settings.connect_timeout_s),
     )?;
+    // SPEC §11: the management API may face other machines only behind its admin key.
+    if !is_loopback_host(&settings.host) && settings.admin_key.is_none() {
+        anyhow::bail!(
+            "HOST={} makes the management API (/api, /metrics) reachable from other machines: \
+             set an admin key with CCFLARE_ADMIN_KEY (at least 16 characters), or listen on 127.0.0.1",
+            settings.host
+        );
+    }
     let address = format!("{}:{}", settings.host, settings.port);
     let listener = TcpListener::bind(&address).await.map_err(|error| match error.kind() {
         std::io::ErrorKind::AddrInUse => anyhow::anyhow!("port {} on {} is already in use: stop the other process or choose another with --port or PORT", settings.port, settings.host),
@@ -140,6 +148,15 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     Ok(())
 }
 
+/// Whether a listen address only accepts connections from this machine.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn init_logging(settings: &Settings, feed: &ccflare_api::LogFeed) {
     use tracing_subscriber::filter::LevelFilter;
     use tracing_subscriber::layer::SubscriberExt;
@@ -204,7 +221,8 @@ fn print_banner(
     if !local.ip().is_loopback() {
         let _ = writeln!(
             out,
-            "warning: listening on {}, reachable from other machines; anyone who can reach it can use your accounts",
+            "warning: listening on {}, reachable from other machines: the management API needs the \
+             admin key, but anyone who can reach /v1 can spend your accounts' quota",
             local.ip()
         );
     }

@@ -469,3 +469,55 @@ async fn a_strategy_stored_in_the_database_applies_at_start_and_while_running() 
     }
     server.terminate().await;
 }
+
+#[tokio::test]
+async fn a_non_loopback_host_needs_an_admin_key_which_then_guards_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut open = server_command(dir.path());
+    open.env("HOST", "0.0.0.0");
+    let (code, _, stderr) = run_to_end(open).await;
+    assert_ne!(code, Some(0));
+    assert!(
+        stderr.contains("HOST=0.0.0.0") && stderr.contains("CCFLARE_ADMIN_KEY"),
+        "{stderr}"
+    );
+
+    let admin = "0123456789abcdef-admin-key";
+    let mut guarded = server_command(dir.path());
+    guarded
+        .env("HOST", "0.0.0.0")
+        .env("CCFLARE_ADMIN_KEY", admin);
+    let server = Server::start(guarded).await;
+    assert!(
+        server.banner.contains("warning: listening on 0.0.0.0"),
+        "{}",
+        server.banner
+    );
+    let url = server.url.replace("0.0.0.0", "127.0.0.1");
+    let refused = send(get(&format!("{url}/api/accounts"))).await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.json()["error"]["type"], "authentication_error");
+    let wrong = http::Request::get(format!("{url}/metrics"))
+        .header("authorization", "Bearer not-the-key-at-all")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(send(wrong).await.status, 401);
+    let right = http::Request::get(format!("{url}/api/accounts"))
+        .header("authorization", format!("Bearer {admin}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(send(right).await.status, 200);
+    let by_header = http::Request::get(format!("{url}/metrics"))
+        .header("x-ccflare-admin-key", admin)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(send(by_header).await.status, 200);
+    // Health stays open for probes; /v1 is the proxy's, not the management API's.
+    assert_eq!(send(get(&format!("{url}/health"))).await.status, 200);
+    let (code, rest) = server.terminate().await;
+    assert_eq!(code, Some(0));
+    assert!(
+        !rest.contains(admin),
+        "the admin key never appears in the output"
+    );
+}

@@ -31,6 +31,12 @@ pub enum ApiError {
     BodyTooLarge { limit: usize },
     #[error("the request body did not arrive in time")]
     BodyTimeout,
+    /// The server has an admin key and the request did not carry it (SPEC §11).
+    #[error(
+        "this server requires its admin key: send `Authorization: Bearer <key>` or \
+         `x-ccflare-admin-key: <key>` (the key is CCFLARE_ADMIN_KEY)"
+    )]
+    AdminKeyRequired,
     /// An OAuth login flow that expired, finished, or never existed.
     #[error("login flow expired or unknown: start a new login")]
     LoginFlowNotFound,
@@ -72,6 +78,7 @@ impl ApiError {
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyLogins { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TokenEndpoint(_) => StatusCode::BAD_GATEWAY,
+            ApiError::AdminKeyRequired => StatusCode::UNAUTHORIZED,
             ApiError::Storage(_) | ApiError::Analytics(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -89,6 +96,7 @@ impl ApiError {
             ApiError::BodyTooLarge { .. } => "request_too_large",
             ApiError::TooManyLogins { .. } => "rate_limit_error",
             ApiError::TokenEndpoint(_) => "api_error",
+            ApiError::AdminKeyRequired => "authentication_error",
             ApiError::Storage(_) | ApiError::Analytics(_) => "api_error",
         }
     }

@@ -12,6 +12,7 @@
 //! await.
 
 mod accounts;
+mod admin;
 mod config;
 mod error;
 mod feeds;
@@ -124,6 +125,9 @@ async fn dispatch(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let (parts, body) = request.into_parts();
+    if let Some(key) = &ctx.state.settings().admin_key {
+        admin::check(&parts.headers, key)?;
+    }
     let (endpoint, params) = router::find(&parts.method, parts.uri.path())?;
     let param = || params.first().map(String::as_str).unwrap_or_default();
     match endpoint {

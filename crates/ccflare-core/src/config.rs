@@ -211,6 +211,16 @@ pub const OPTIONS: &[OptionSpec] = &[
         "0",
         "days request rows are kept before they are deleted (0 = keep forever)",
     ),
+    OptionSpec {
+        secret: true,
+        ..opt(
+            "admin_key",
+            "CCFLARE_ADMIN_KEY",
+            "admin-key",
+            "",
+            "key the management API (/api/*, /metrics) requires; required when HOST is not loopback",
+        )
+    },
     // OAuth endpoints (protocol doc §6): configuration, so a change on Anthropic's side needs
     // no release and tests point them at the mock upstream.
     opt(
@@ -272,7 +282,7 @@ pub const OPTIONS: &[OptionSpec] = &[
 ];
 
 /// Options read before the database is open, which therefore cannot be stored in it.
-pub const NOT_STORABLE: &[&str] = &["database_url", "log_level", "log_format"];
+pub const NOT_STORABLE: &[&str] = &["database_url", "log_level", "log_format", "admin_key"];
 
 /// Whether `ccflare-cli config set` / `PATCH /api/config` may store this option.
 pub fn storable(key: &str) -> bool {
@@ -322,6 +332,9 @@ pub struct Settings {
     /// Days request rows (and their rollups) are kept; 0 keeps them forever.
     pub retention_days: u64,
     pub oauth: OAuthSettings,
+    /// The management API's key (SPEC §11); `None` leaves it open, which is allowed only on a
+    /// loopback address.
+    pub admin_key: Option<crate::Secret>,
     /// Where each option's value came from, by file key, with the raw text.
     pub sources: BTreeMap<&'static str, (Source, String)>,
 }
@@ -479,6 +492,14 @@ impl Settings {
             }
             Ok(v.to_owned())
         };
+        let (spec, v) = value("admin_key");
+        let admin_key = match v.trim() {
+            "" => None,
+            key if key.len() < 16 || key.contains(char::is_whitespace) => {
+                return Err(invalid(spec, key, "at least 16 characters without spaces"));
+            }
+            key => Some(crate::Secret::new(key)),
+        };
         let oauth = OAuthSettings {
             client_id: text("oauth_client_id")?,
             authorize_url: url("oauth_authorize_url")?,
@@ -507,6 +528,7 @@ impl Settings {
             max_attempts,
             retention_days,
             oauth,
+            admin_key,
             sources,
         })
     }
@@ -610,6 +632,25 @@ mod tests {
             err.contains("CLAUDE_API_KEYS") && !err.contains("oops-secret-value"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn admin_keys_are_long_and_never_echoed() {
+        let short = layer(&[("admin_key", "short-secret")]);
+        let err = Settings::resolve(&Layer::new(), &short, &Layer::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CCFLARE_ADMIN_KEY") && !err.contains("short-secret"),
+            "{err}"
+        );
+        let good = layer(&[("admin_key", "0123456789abcdef-admin")]);
+        let s = Settings::resolve(&Layer::new(), &good, &Layer::new()).unwrap();
+        assert_eq!(
+            s.admin_key.as_ref().map(|k| k.expose()),
+            Some("0123456789abcdef-admin")
+        );
+        assert!(!storable("admin_key"));
     }
 
     #[test]

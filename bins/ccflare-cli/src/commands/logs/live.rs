@@ -33,9 +33,17 @@ pub struct LiveFeed {
     buffer: BytesMut,
 }
 
-fn get(url: &str, accept: &'static str) -> http::Request<http_body_util::Full<Bytes>> {
-    http::Request::get(url)
-        .header(http::header::ACCEPT, accept)
+/// A GET to the management API, with the admin key when the configuration has one.
+fn get(
+    url: &str,
+    accept: &'static str,
+    settings: &Settings,
+) -> http::Request<http_body_util::Full<Bytes>> {
+    let mut request = http::Request::get(url).header(http::header::ACCEPT, accept);
+    if let Some(key) = &settings.admin_key {
+        request = request.header("x-ccflare-admin-key", key.expose());
+    }
+    request
         .body(http_body_util::Full::new(Bytes::new()))
         .expect("a GET with a valid URL")
 }
@@ -49,7 +57,11 @@ pub async fn connect(settings: &Settings) -> Option<LiveFeed> {
     // Another server (another database) may listen on this port: compare what it serves.
     let config = tokio::time::timeout(
         ANSWER_TIMEOUT,
-        client.send(get(&format!("{base}/api/config"), "application/json")),
+        client.send(get(
+            &format!("{base}/api/config"),
+            "application/json",
+            settings,
+        )),
     )
     .await
     .ok()?
@@ -84,6 +96,7 @@ pub async fn connect(settings: &Settings) -> Option<LiveFeed> {
         client.send(get(
             &format!("{base}/api/requests/stream"),
             "text/event-stream",
+            settings,
         )),
     )
     .await
