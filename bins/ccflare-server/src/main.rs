@@ -121,8 +121,7 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     let state = AppState::new(pool, writer.handle(), upstream, proxy_config, clock);
     state.configure(loaded.layers, settings.clone());
     // OAuth accounts' tokens are refreshed through the configured token endpoint.
-    let token_client =
-        ccflare_oauth::TokenClient::new(ccflare_oauth::Endpoints::from(&settings.oauth));
+    let token_client = ccflare_oauth::TokenClient::new(settings.oauth.clone());
     state.set_token_refresher(token_client, db.clone());
     state.sync_accounts(&db).await.context("reading accounts")?;
     let api = ccflare_api::Api::new(db.clone(), log_feed);

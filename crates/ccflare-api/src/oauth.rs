@@ -195,7 +195,7 @@ fn not_a_login(name: &str) -> ApiError {
 
 /// Opens a flow and answers with what the person needs to log in.
 fn open(ctx: &Ctx, mode: Mode, purpose: Purpose) -> Result<Response<ResponseBody>, ApiError> {
-    let endpoints = Endpoints::from(&ctx.state.settings().oauth);
+    let endpoints = ctx.state.settings().oauth.clone();
     let flow = LoginFlow::start(mode, &endpoints);
     let now = ctx.state.now();
     let expires_at = now + FLOW_LIFETIME_MS;

@@ -311,6 +311,13 @@ pub struct OAuthSettings {
     pub user_agent: String,
 }
 
+impl Default for OAuthSettings {
+    /// The options' defaults: the endpoints Claude Code uses (protocol doc §6).
+    fn default() -> Self {
+        Settings::defaults().oauth
+    }
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {

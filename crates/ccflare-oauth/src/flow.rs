@@ -31,47 +31,10 @@ impl Mode {
     }
 }
 
-/// Where the OAuth endpoints are. Defaults are the values Claude Code uses (protocol doc §6,
-/// as of 2026); each is a configuration option (`oauth_*`) so a change on Anthropic's side
-/// needs no release.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoints {
-    pub client_id: String,
-    /// Authorize page for subscription (Pro/Max) logins.
-    pub authorize_url: String,
-    /// Authorize page for Console logins.
-    pub console_authorize_url: String,
-    pub token_url: String,
-    pub redirect_uri: String,
-    /// Space-separated scopes.
-    pub scopes: String,
-    /// Where a Console token mints an API key.
-    pub api_key_url: String,
-    /// The token endpoint turns away clients that do not look like Claude Code.
-    pub user_agent: String,
-}
-
-impl From<&ccflare_core::config::OAuthSettings> for Endpoints {
-    fn from(settings: &ccflare_core::config::OAuthSettings) -> Endpoints {
-        Endpoints {
-            client_id: settings.client_id.clone(),
-            authorize_url: settings.authorize_url.clone(),
-            console_authorize_url: settings.console_authorize_url.clone(),
-            token_url: settings.token_url.clone(),
-            redirect_uri: settings.redirect_uri.clone(),
-            scopes: settings.scopes.clone(),
-            api_key_url: settings.api_key_url.clone(),
-            user_agent: settings.user_agent.clone(),
-        }
-    }
-}
-
-impl Default for Endpoints {
-    /// The defaults of the configuration options (one table: `core::config::OPTIONS`).
-    fn default() -> Self {
-        Endpoints::from(&ccflare_core::config::Settings::defaults().oauth)
-    }
-}
+/// Where the OAuth endpoints are: the configuration's `oauth_*` options (one table,
+/// `core::config::OPTIONS`, with the values Claude Code uses as defaults), so a change on
+/// Anthropic's side needs no release and tests point them at the mock.
+pub type Endpoints = ccflare_core::config::OAuthSettings;
 
 /// One login in progress. Holds the PKCE verifier, which must never be shown.
 pub struct LoginFlow {

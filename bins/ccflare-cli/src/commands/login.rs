@@ -24,7 +24,7 @@ pub async fn endpoints(context: &Context) -> Result<Endpoints> {
         .await
         .context("reading stored settings")?;
     let settings = context::resolve(&sources, &stored)?;
-    Ok(Endpoints::from(&settings.oauth))
+    Ok(settings.oauth)
 }
 
 /// Runs one login and returns its tokens.
