@@ -39,6 +39,19 @@ pub struct RateLimitSnapshot {
     pub unified_5h_reset: Option<Millis>,
     pub unified_7d_utilization: Option<f64>,
     pub unified_7d_reset: Option<Millis>,
+    /// `-5h-status` and `-7d-status` of the windows (`allowed`, `rejected`, …).
+    #[serde(default)]
+    pub unified_5h_status: Option<String>,
+    #[serde(default)]
+    pub unified_7d_status: Option<String>,
+    /// Which window the unified status speaks for (`five_hour`, `seven_day`, …).
+    #[serde(default)]
+    pub unified_representative_claim: Option<String>,
+    /// Extra usage beyond the plan: `-overage-status` and why it is off.
+    #[serde(default)]
+    pub unified_overage_status: Option<String>,
+    #[serde(default)]
+    pub unified_overage_disabled_reason: Option<String>,
     /// `retry-after` resolved to an absolute time.
     pub retry_at: Option<Millis>,
     /// `x-should-retry`.
@@ -89,6 +102,15 @@ impl RateLimitSnapshot {
                     "5h-reset" => snap.unified_5h_reset = epoch_seconds(value),
                     "7d-utilization" => snap.unified_7d_utilization = value.trim().parse().ok(),
                     "7d-reset" => snap.unified_7d_reset = epoch_seconds(value),
+                    "5h-status" => snap.unified_5h_status = Some(value.trim().to_owned()),
+                    "7d-status" => snap.unified_7d_status = Some(value.trim().to_owned()),
+                    "representative-claim" => {
+                        snap.unified_representative_claim = Some(value.trim().to_owned())
+                    }
+                    "overage-status" => snap.unified_overage_status = Some(value.trim().to_owned()),
+                    "overage-disabled-reason" => {
+                        snap.unified_overage_disabled_reason = Some(value.trim().to_owned())
+                    }
                     _ => {}
                 }
                 continue;
@@ -299,6 +321,47 @@ mod tests {
             }
         );
         assert_eq!(s.headroom(), Some(0.0));
+    }
+
+    #[test]
+    fn every_unified_header_of_the_protocol_doc_capture_is_kept() {
+        let s = snap(&[
+            ("anthropic-ratelimit-unified-5h-reset", "1785518400"),
+            ("anthropic-ratelimit-unified-5h-status", "rejected"),
+            ("anthropic-ratelimit-unified-5h-utilization", "1.01"),
+            ("anthropic-ratelimit-unified-7d-reset", "1786006800"),
+            ("anthropic-ratelimit-unified-7d-status", "allowed"),
+            ("anthropic-ratelimit-unified-7d-utilization", "0.69"),
+            (
+                "anthropic-ratelimit-unified-overage-disabled-reason",
+                "org_level_disabled",
+            ),
+            ("anthropic-ratelimit-unified-overage-status", "rejected"),
+            (
+                "anthropic-ratelimit-unified-representative-claim",
+                "five_hour",
+            ),
+            ("anthropic-ratelimit-unified-reset", "1785518400"),
+            ("anthropic-ratelimit-unified-status", "rejected"),
+        ]);
+        assert_eq!(s.unified_5h_status.as_deref(), Some("rejected"));
+        assert_eq!(s.unified_7d_status.as_deref(), Some("allowed"));
+        assert_eq!(
+            (s.unified_5h_utilization, s.unified_7d_utilization),
+            (Some(1.01), Some(0.69))
+        );
+        assert_eq!(s.unified_7d_reset, Some(1_786_006_800_000));
+        assert_eq!(s.unified_overage_status.as_deref(), Some("rejected"));
+        assert_eq!(
+            s.unified_overage_disabled_reason.as_deref(),
+            Some("org_level_disabled")
+        );
+        assert_eq!(s.unified_representative_claim.as_deref(), Some("five_hour"));
+        // Stored as JSON and read back, older snapshots (without these fields) included.
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<RateLimitSnapshot>(&json).unwrap(), s);
+        let old: RateLimitSnapshot = serde_json::from_str(r#"{"requests":{"limit":null,"remaining":null,"reset":null},"tokens":{"limit":null,"remaining":null,"reset":null},"input_tokens":{"limit":null,"remaining":null,"reset":null},"output_tokens":{"limit":null,"remaining":null,"reset":null},"unified_status":"allowed","unified_reset":null,"unified_5h_utilization":null,"unified_5h_reset":null,"unified_7d_utilization":null,"unified_7d_reset":null,"retry_at":null,"should_retry":null,"seen_at":0}"#).unwrap();
+        assert_eq!(old.unified_status.as_deref(), Some("allowed"));
     }
 
     #[test]
