@@ -9,6 +9,50 @@ use http::HeaderMap;
 /// The header for clients that use `Authorization` for something else.
 pub const ADMIN_KEY_HEADER: &str = "x-ccflare-admin-key";
 
+/// Refuses what a web page in the user's browser could send: a request whose `Origin` is not
+/// this server, and — when there is no admin key — a request that names the server by
+/// anything but a loopback name (a DNS-rebinding page names it by its own domain).
+pub fn check_browser(headers: &HeaderMap, has_admin_key: bool) -> Result<(), ApiError> {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &http::HeaderValue| v.to_str().ok())
+    };
+    let host = text(http::header::HOST).unwrap_or("").to_ascii_lowercase();
+    if let Some(origin) = text(http::header::ORIGIN) {
+        let origin = origin.to_ascii_lowercase();
+        let same = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .is_some_and(|authority| authority == host);
+        if !same {
+            return Err(ApiError::Forbidden(format!(
+                "cross-origin requests are refused (Origin {origin} is not this server)"
+            )));
+        }
+    }
+    if !has_admin_key && !host.is_empty() && !is_loopback_authority(&host) {
+        return Err(ApiError::Forbidden(
+            "address this server as localhost or 127.0.0.1, or give it an admin key".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn is_loopback_authority(authority: &str) -> bool {
+    let name = match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(name, _)| name),
+    };
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 pub fn check(headers: &HeaderMap, key: &Secret) -> Result<(), ApiError> {
     let bearer = headers
         .get(http::header::AUTHORIZATION)
@@ -77,6 +121,38 @@ mod tests {
                 Err(ApiError::AdminKeyRequired)
             ));
         }
+    }
+
+    #[test]
+    fn browsers_from_elsewhere_are_refused() {
+        let ok = headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "http://127.0.0.1:8080"),
+        ]);
+        assert!(check_browser(&ok, false).is_ok());
+        assert!(check_browser(&headers(&[("host", "localhost:8080")]), false).is_ok());
+        assert!(check_browser(&headers(&[("host", "[::1]:8080")]), false).is_ok());
+        assert!(
+            check_browser(&headers(&[]), false).is_ok(),
+            "no Host: not a browser"
+        );
+        let evil = headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "https://evil.example"),
+        ]);
+        assert!(matches!(
+            check_browser(&evil, true),
+            Err(ApiError::Forbidden(_))
+        ));
+        let rebound = headers(&[("host", "evil.example:8080")]);
+        assert!(matches!(
+            check_browser(&rebound, false),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(
+            check_browser(&rebound, true).is_ok(),
+            "with an admin key the key decides"
+        );
     }
 
     #[test]

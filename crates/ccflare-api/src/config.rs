@@ -9,7 +9,6 @@ use crate::Ctx;
 use crate::error::ApiError;
 use crate::respond::{self, Query};
 use ccflare_core::config::{OPTIONS, Settings, Source, option};
-use ccflare_core::secret::mask;
 use ccflare_proxy::ResponseBody;
 use ccflare_storage::settings;
 use http::Response;
@@ -46,15 +45,7 @@ fn options(settings: &Settings) -> Vec<OptionJson> {
                 .get(spec.key)
                 .cloned()
                 .unwrap_or((Source::Default, spec.default.to_owned()));
-            let value = if spec.secret {
-                ccflare_core::account::split_api_keys(&raw)
-                    .iter()
-                    .map(|key| mask(key))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            } else {
-                raw
-            };
+            let value = ccflare_core::config::display_value(spec, &raw);
             OptionJson {
                 key: spec.key,
                 env: spec.env,

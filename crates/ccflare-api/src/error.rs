@@ -37,6 +37,10 @@ pub enum ApiError {
          `x-ccflare-admin-key: <key>` (the key is CCFLARE_ADMIN_KEY)"
     )]
     AdminKeyRequired,
+    /// A browser request from another origin, or one addressing the server by a name that is
+    /// not loopback while it has no admin key (DNS rebinding).
+    #[error("{0}")]
+    Forbidden(String),
     /// An OAuth login flow that expired, finished, or never existed.
     #[error("login flow expired or unknown: start a new login")]
     LoginFlowNotFound,
@@ -79,6 +83,7 @@ impl ApiError {
             ApiError::TooManyLogins { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TokenEndpoint(_) => StatusCode::BAD_GATEWAY,
             ApiError::AdminKeyRequired => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Storage(_) | ApiError::Analytics(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -97,6 +102,7 @@ impl ApiError {
             ApiError::TooManyLogins { .. } => "rate_limit_error",
             ApiError::TokenEndpoint(_) => "api_error",
             ApiError::AdminKeyRequired => "authentication_error",
+            ApiError::Forbidden(_) => "permission_error",
             ApiError::Storage(_) | ApiError::Analytics(_) => "api_error",
         }
     }

@@ -125,7 +125,9 @@ async fn dispatch(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let (parts, body) = request.into_parts();
-    if let Some(key) = &ctx.state.settings().admin_key {
+    let admin_key = ctx.state.settings().admin_key.clone();
+    admin::check_browser(&parts.headers, admin_key.is_some())?;
+    if let Some(key) = &admin_key {
         admin::check(&parts.headers, key)?;
     }
     let (endpoint, params) = router::find(&parts.method, parts.uri.path())?;

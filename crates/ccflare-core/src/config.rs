@@ -289,6 +289,26 @@ pub fn storable(key: &str) -> bool {
     option(key).is_some() && !NOT_STORABLE.contains(&key)
 }
 
+/// An option's value as it may be shown to people (`config show`, `GET /api/config`): API keys
+/// masked one by one (`sk-ant-…wxyz`), the admin key never shown at all.
+pub fn display_value(spec: &OptionSpec, raw: &str) -> String {
+    if !spec.secret {
+        return raw.to_owned();
+    }
+    if spec.key == "admin_key" {
+        return if raw.trim().is_empty() {
+            String::new()
+        } else {
+            "<set>".to_owned()
+        };
+    }
+    crate::account::split_api_keys(raw)
+        .iter()
+        .map(|key| crate::secret::mask(key))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Looks an option up by its file key.
 pub fn option(key: &str) -> Option<&'static OptionSpec> {
     OPTIONS.iter().find(|o| o.key == key)

@@ -88,7 +88,7 @@ async fn respond(state: &Arc<State>, request: &ReceivedRequest) -> Response {
     let request_id = state.next_request_id();
     // The OAuth endpoints authenticate by their body (or a bearer token of their own).
     match (request.method.as_str(), request.path.as_str()) {
-        ("POST", "/v1/oauth/token") => return state.oauth.token(request, &request_id),
+        ("POST", "/v1/oauth/token") => return state.oauth.token(request, &request_id).await,
         ("POST", "/api/oauth/claude_cli/create_api_key") => {
             return state.oauth.create_api_key(request, &request_id);
         }

@@ -83,7 +83,7 @@ impl OAuth {
     }
 
     /// `POST /v1/oauth/token`.
-    pub(crate) fn token(&self, request: &ReceivedRequest, request_id: &str) -> Response {
+    pub(crate) async fn token(&self, request: &ReceivedRequest, request_id: &str) -> Response {
         // Counted before any fault, so a test sees every call that reached the endpoint.
         let grant_type = serde_json::from_slice::<Value>(&request.body)
             .ok()
@@ -94,11 +94,26 @@ impl OAuth {
             _ => 0,
         };
         let fault = self.tokens().faults.pop_front();
-        if let Some(response) =
-            fault.and_then(|f| crate::fault::replacement_response(&f, request_id))
+        let delay = match &fault {
+            Some(Fault::Delay { millis }) => Some(*millis),
+            _ => None,
+        };
+        if let Some(response) = fault
+            .filter(|_| delay.is_none())
+            .and_then(|f| crate::fault::replacement_response(&f, request_id))
         {
             return response;
         }
+        // The grant (and its rotation) takes effect at once; a `Delay` only holds the answer
+        // back, as a slow network would, so a client that gives up meanwhile loses it.
+        let response = self.answer(request, request_id);
+        if let Some(millis) = delay {
+            tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+        }
+        response
+    }
+
+    fn answer(&self, request: &ReceivedRequest, request_id: &str) -> Response {
         let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
             return oauth_error(
                 StatusCode::BAD_REQUEST,

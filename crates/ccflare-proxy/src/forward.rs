@@ -61,7 +61,10 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
     let stream = info.stream;
     recorder.set_request(info.model, stream, session.clone());
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let Ok(uri) = state.upstream.uri_for(path_and_query) else {
+    let uri = (!escapes_v1(parts.uri.path()))
+        .then(|| state.upstream.uri_for(path_and_query).ok())
+        .flatten();
+    let Some(uri) = uri else {
         let message = "the request path is not valid";
         return local_error(
             &mut recorder,
@@ -98,7 +101,7 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
             .flatten();
         let mut credential = pick.credential.clone();
         if let Some(refresher) = refresher {
-            match refresher.fresh_token(&state, &pick, false).await {
+            match refresher.fresh_token(&state, &pick, None).await {
                 Ok(token) => credential = token,
                 Err(refused) => {
                     recorder.attempt_failed(failure(&pick, None, refused.label()));
@@ -151,7 +154,10 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
             {
                 refreshed_after_401 = true;
                 drop(response);
-                match refresher.fresh_token(&state, &pick, true).await {
+                match refresher
+                    .fresh_token(&state, &pick, Some(&credential))
+                    .await
+                {
                     Ok(token) => {
                         tracing::info!(account = %pick.name, "OAuth token refused; retrying with a refreshed one");
                         credential = token;
@@ -189,6 +195,23 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
             return relay_failure(&mut recorder, last_failure.take().expect("just set"));
         }
     }
+}
+
+/// Whether a path could leave `/v1/` once the upstream resolves it: a `.` or `..` segment,
+/// plain or percent-encoded, or an encoded slash or backslash. Such a path could reach other
+/// Anthropic endpoints (say, one that mints API keys) with a pooled account's credential.
+fn escapes_v1(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = segment
+            .replace("%2e", ".")
+            .replace("%2E", ".")
+            .to_ascii_lowercase();
+        decoded == "."
+            || decoded == ".."
+            || decoded.contains("%2f")
+            || decoded.contains("%5c")
+            || decoded.contains('\\')
+    })
 }
 
 /// Why a request body was not accepted.
@@ -448,4 +471,33 @@ fn relay_failure(recorder: &mut Recorder, failure: LastFailure) -> Response<Resp
         usage_incomplete: false,
     });
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escapes_v1;
+
+    #[test]
+    fn paths_that_could_leave_v1_are_caught() {
+        for bad in [
+            "/v1/../api/oauth/claude_cli/create_api_key",
+            "/v1/%2e%2e/api/x",
+            "/v1/%2E./api",
+            "/v1/./messages",
+            "/v1/messages/..",
+            "/v1/a%2fb",
+            "/v1/a%5Cb",
+            "/v1/a\\..",
+        ] {
+            assert!(escapes_v1(bad), "{bad}");
+        }
+        for good in [
+            "/v1/messages",
+            "/v1/messages/count_tokens",
+            "/v1/models/claude-3.5-x",
+            "/v1/files/a.b",
+        ] {
+            assert!(!escapes_v1(good), "{good}");
+        }
+    }
 }

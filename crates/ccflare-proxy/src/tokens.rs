@@ -2,6 +2,11 @@
 //! after a 401, one refresh per account at a time however many requests need it, and the
 //! rotated refresh token committed to the database before the new access token is used.
 //!
+//! The refresh runs in a task of its own that holds the account's lock until the new tokens
+//! are stored: a client that hangs up mid-refresh drops only its wait, never a rotation the
+//! token endpoint already made (which would leave a dead refresh token behind). Requests that
+//! waited for a refresh take its result instead of repeating it.
+//!
 //! This is the one place the request path waits on the database, and only while a refresh is
 //! due: the rotation must be durable before the old refresh token is dead for good.
 
@@ -17,8 +22,13 @@ use std::sync::{Arc, Mutex};
 pub const REFRESH_MARGIN_MS: i64 = 5 * 60 * 1000;
 
 /// After a refresh failed for a passing reason, the account is skipped this long before the
-/// next try.
+/// next try, and requests that waited for that refresh get its failure.
 pub const REFRESH_BACKOFF_MS: i64 = 60 * 1000;
+
+/// A 401 forces a refresh only when the token is older than this: a 401 that a fresh token
+/// also gets is about the request (an endpoint or beta that refuses OAuth), and refreshing
+/// again would only rotate tokens and hammer the token endpoint.
+pub const FORCED_REFRESH_MIN_AGE_MS: i64 = 60 * 1000;
 
 /// Why an OAuth account could not get a usable token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,11 +48,18 @@ impl RefreshFailure {
     }
 }
 
+/// One account's refresh state: the lock that makes refreshes single-flight, and the last
+/// failure, which requests that waited behind it take as their answer.
+#[derive(Default)]
+struct Slot {
+    failed: Option<(Millis, RefreshFailure)>,
+}
+
 /// The refresher: the token endpoint client, the database, and one lock per account.
 pub struct TokenRefresher {
     client: TokenClient,
     db: Db,
-    locks: Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>,
+    slots: Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<Slot>>>>,
 }
 
 impl std::fmt::Debug for TokenRefresher {
@@ -56,13 +73,13 @@ impl TokenRefresher {
         TokenRefresher {
             client,
             db,
-            locks: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
         }
     }
 
-    fn lock_for(&self, id: AccountId) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry(id).or_default().clone()
+    fn slot(&self, id: AccountId) -> Arc<tokio::sync::Mutex<Slot>> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.entry(id).or_default().clone()
     }
 
     /// Whether `pick`'s token must be refreshed before use at `now`.
@@ -71,61 +88,122 @@ impl TokenRefresher {
             .is_some_and(|at| at - now <= REFRESH_MARGIN_MS)
     }
 
-    /// A usable access token for `pick`: its own when fresh, else a refreshed one. `after_401`
-    /// forces a refresh unless another request already replaced the token that was refused.
+    /// A usable access token for `pick`: its own when fresh, else a refreshed one. `refused`
+    /// is the token an upstream 401 just refused: it forces a refresh unless another request
+    /// already replaced it.
     pub async fn fresh_token(
         &self,
-        state: &AppState,
+        state: &Arc<AppState>,
         pick: &Pick,
-        after_401: bool,
+        refused: Option<&Secret>,
     ) -> Result<Secret, RefreshFailure> {
-        let now = state.now();
-        if !after_401 && !Self::due(pick, now) {
+        if refused.is_none() && !Self::due(pick, state.now()) {
             return Ok(pick.credential.clone());
         }
-        let lock = self.lock_for(pick.id);
-        let _turn = lock.lock().await;
-        // While this request waited, another may have refreshed: the stored token is the truth.
+        let slot = self.slot(pick.id).lock_owned().await;
+        let job = Job {
+            client: self.client.clone(),
+            db: self.db.clone(),
+            state: state.clone(),
+            pick: pick.clone(),
+            refused: refused.cloned(),
+        };
+        // The task owns the lock until the tokens are stored, whatever happens to this request.
+        match tokio::spawn(job.run(slot)).await {
+            Ok(result) => result,
+            Err(error) => {
+                tracing::error!(account = %pick.name, %error, "token refresh task failed");
+                Err(RefreshFailure::Transient)
+            }
+        }
+    }
+}
+
+/// One refresh, run in its own task.
+struct Job {
+    client: TokenClient,
+    db: Db,
+    state: Arc<AppState>,
+    pick: Pick,
+    refused: Option<Secret>,
+}
+
+impl Job {
+    async fn run(
+        self,
+        mut slot: tokio::sync::OwnedMutexGuard<Slot>,
+    ) -> Result<Secret, RefreshFailure> {
+        let (state, pick) = (&self.state, &self.pick);
+        let now = state.now();
+        // A refresh that failed a moment ago (perhaps the one this request waited behind)
+        // answers for this one too: the same call would only fail again.
+        if let Some((at, failure)) = slot.failed
+            && now - at < REFRESH_BACKOFF_MS
+        {
+            // A token that still works is used meanwhile.
+            if self.refused.is_none() && pick.expires_at.is_some_and(|at| at > now) {
+                return Ok(pick.credential.clone());
+            }
+            return Err(failure);
+        }
         let stored = match oauth::stored_tokens(&self.db, pick.id).await {
             Ok(stored) => stored,
             Err(error) => {
                 tracing::warn!(account = %pick.name, %error, "reading stored tokens failed");
-                return Err(self.transient(state, pick));
+                return Err(self.transient(&mut slot, false));
             }
         };
         let now = state.now();
-        let replaced = stored.access.expose() != pick.credential.expose();
+        let seen = self.refused.as_ref().unwrap_or(&pick.credential);
+        let replaced = stored.access.expose() != seen.expose();
         let stored_fresh = stored
             .expires_at
             .is_none_or(|at| at - now > REFRESH_MARGIN_MS);
         if replaced && stored_fresh {
+            // Another request (or a person's reauth) already brought a fresh token.
             state
                 .pool()
                 .set_credential(pick.id, stored.access.clone(), stored.expires_at);
             return Ok(stored.access);
         }
-        let Some(refresh_token) = stored.refresh else {
+        if self.refused.is_some()
+            && stored
+                .refreshed_at
+                .is_some_and(|at| now - at < FORCED_REFRESH_MIN_AGE_MS)
+        {
+            // A token refreshed moments ago was refused: the 401 is not about its age.
+            return Err(RefreshFailure::Transient);
+        }
+        let Some(refresh_token) = stored.refresh.clone() else {
             tracing::warn!(account = %pick.name, "OAuth account has no refresh token; it needs re-authentication");
-            return Err(self.dead(state, pick));
+            return Err(self.dead(&mut slot));
         };
         match self.client.refresh(&refresh_token, now).await {
             Ok(tokens) => {
-                // Durable first: once the endpoint rotated, the old refresh token is dead.
+                // Durable first: once the endpoint rotated, the old refresh token is dead. The
+                // save only applies if the refresh token is still the one used: a person's
+                // reauth meanwhile wins.
                 let saved = oauth::save_refreshed(
                     &self.db,
                     pick.id,
+                    &refresh_token,
                     &tokens.access_token,
                     tokens.refresh_token.as_ref(),
                     tokens.expires_at,
                     now,
                 )
                 .await;
-                if let Err(error) = saved {
-                    // The new tokens could not be stored: using them would lose the rotation
-                    // at the next restart. Skip the account for now; the next try may store.
-                    tracing::error!(account = %pick.name, %error, "storing refreshed tokens failed");
-                    return Err(self.transient(state, pick));
+                match saved {
+                    Ok(true) => {}
+                    Ok(false) => return self.newer_login(&mut slot).await,
+                    Err(error) => {
+                        // Unsaved tokens would be lost at the next restart with the rotation:
+                        // skip the account for now; the next try may store.
+                        tracing::error!(account = %pick.name, %error, "storing refreshed tokens failed");
+                        return Err(self.transient(&mut slot, false));
+                    }
                 }
+                slot.failed = None;
                 state.pool().set_credential(
                     pick.id,
                     tokens.access_token.clone(),
@@ -134,28 +212,67 @@ impl TokenRefresher {
                 tracing::info!(account = %pick.name, expires_in_s = (tokens.expires_at - now) / 1000, "refreshed OAuth token");
                 Ok(tokens.access_token)
             }
-            Err(error @ OAuthError::Transient { .. }) => {
-                tracing::warn!(account = %pick.name, %error, "OAuth refresh failed; retrying later");
-                Err(self.transient(state, pick))
+            Err(OAuthError::InvalidGrant { code }) => {
+                // A person may have logged in again while this refresh used the old token.
+                if let Ok(token) = self.newer_login(&mut slot).await {
+                    return Ok(token);
+                }
+                tracing::warn!(account = %pick.name, %code, "OAuth login refused; the account needs re-authentication");
+                Err(self.dead(&mut slot))
             }
             Err(error) => {
-                tracing::warn!(account = %pick.name, %error, "OAuth login refused; the account needs re-authentication");
-                Err(self.dead(state, pick))
+                tracing::warn!(account = %pick.name, %error, "OAuth refresh failed; retrying later");
+                // A token that still works is used meanwhile rather than benching the account.
+                let still_valid =
+                    self.refused.is_none() && stored.expires_at.is_some_and(|at| at > now);
+                let failure = self.transient(&mut slot, still_valid);
+                if still_valid {
+                    Ok(stored.access)
+                } else {
+                    Err(failure)
+                }
             }
         }
     }
 
-    fn transient(&self, state: &AppState, pick: &Pick) -> RefreshFailure {
-        let until = state.now() + REFRESH_BACKOFF_MS;
-        if let Some(changed) = state.pool().bench_until(pick.id, until) {
-            state.persist(changed);
+    /// The stored tokens changed under this refresh (a person's reauth): use them if fresh.
+    async fn newer_login(&self, slot: &mut Slot) -> Result<Secret, RefreshFailure> {
+        match oauth::stored_tokens(&self.db, self.pick.id).await {
+            Ok(stored)
+                if stored.access.expose() != self.pick.credential.expose()
+                    && stored.expires_at.is_none_or(|at| at > self.state.now()) =>
+            {
+                slot.failed = None;
+                self.state.pool().set_credential(
+                    self.pick.id,
+                    stored.access.clone(),
+                    stored.expires_at,
+                );
+                Ok(stored.access)
+            }
+            _ => Err(RefreshFailure::Transient),
+        }
+    }
+
+    /// A passing failure. Benches the account unless `keep_serving` (its token still works).
+    fn transient(&self, slot: &mut Slot, keep_serving: bool) -> RefreshFailure {
+        let now = self.state.now();
+        slot.failed = Some((now, RefreshFailure::Transient));
+        if !keep_serving
+            && let Some(changed) = self
+                .state
+                .pool()
+                .bench_until(self.pick.id, now + REFRESH_BACKOFF_MS)
+        {
+            self.state.persist(changed);
         }
         RefreshFailure::Transient
     }
 
-    fn dead(&self, state: &AppState, pick: &Pick) -> RefreshFailure {
-        if let Some(changed) = state.pool().invalidate(pick.id) {
-            state.persist(changed);
+    fn dead(&self, slot: &mut Slot) -> RefreshFailure {
+        slot.failed = Some((self.state.now(), RefreshFailure::Dead));
+        if let Some(changed) = self.state.pool().invalidate(self.pick.id) {
+            self.state.persist(changed);
         }
         RefreshFailure::Dead
     }

@@ -96,6 +96,8 @@ async fn a_token_near_expiry_is_refreshed_once_for_many_requests_and_stored_firs
 async fn a_401_gets_one_refresh_and_a_retry_on_the_same_account() {
     let app = spawn_app(oauth(vec![("max", 0, 8 * HOUR), ("other", 1, 8 * HOUR)])).await;
     let old = stored(&app, "max").await.access;
+    // An hour into the token's life it is refused (revoked upstream, say).
+    app.clock.advance(HOUR);
     app.mock.expire_access_token(old.expose());
     let reply = app.post(&[], false).await;
     assert_eq!(
@@ -144,7 +146,8 @@ async fn a_dead_refresh_token_marks_the_account_invalid_and_fails_over() {
 
 #[tokio::test]
 async fn a_passing_refresh_failure_skips_the_account_then_retries() {
-    let app = spawn_app(oauth(vec![("max", 0, 60_000), ("other", 1, 8 * HOUR)])).await;
+    // Already expired: without a refresh the account cannot serve.
+    let app = spawn_app(oauth(vec![("max", 0, -1_000), ("other", 1, 8 * HOUR)])).await;
     app.mock.push_oauth_fault(Fault::Status(503));
     assert_eq!(
         app.post(&[], false).await.header("x-ccflare-account"),
@@ -190,6 +193,60 @@ async fn a_rejected_subscription_window_benches_until_its_reset() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn a_passing_refresh_failure_keeps_a_token_that_still_works() {
+    let app = spawn_app(oauth(vec![("max", 0, 60_000), ("other", 1, 8 * HOUR)])).await;
+    let old = stored(&app, "max").await.access;
+    app.mock.push_oauth_fault(Fault::Status(503));
+    for _ in 0..3 {
+        assert_eq!(
+            app.post(&[], false).await.header("x-ccflare-account"),
+            "max"
+        );
+    }
+    assert_eq!(
+        app.mock.refresh_grants(),
+        1,
+        "the failure answers for the next minute"
+    );
+    let bearer = format!("Bearer {}", old.expose());
+    assert!(
+        app.mock
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/v1/messages")
+            .all(|r| r.header("authorization") == Some(bearer.as_str()))
+    );
+    app.clock.advance(REFRESH_BACKOFF + 1);
+    assert_eq!(
+        app.post(&[], false).await.header("x-ccflare-account"),
+        "max"
+    );
+    assert_eq!(
+        app.mock.refresh_grants(),
+        2,
+        "retried after the backoff, and it worked"
+    );
+    assert_ne!(stored(&app, "max").await.access.expose(), old.expose());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_401_on_a_token_refreshed_moments_ago_is_not_refreshed_again() {
+    let app = spawn_app(oauth(vec![("max", 0, 8 * HOUR), ("other", 1, 8 * HOUR)])).await;
+    let token = stored(&app, "max").await.access;
+    // A 401 that a fresh token gets is about the request: no refresh storm.
+    app.mock.expire_access_token(token.expose());
+    assert_eq!(
+        app.post(&[], false).await.header("x-ccflare-account"),
+        "other"
+    );
+    assert_eq!(app.mock.refresh_grants(), 0);
+    app.stop().await;
+}
+
+const REFRESH_BACKOFF: i64 = 60_000;
+
 /// Runs the futures concurrently on this task (no extra crate for `join_all`).
 async fn futures_join_all<F: std::future::Future>(
     futures: impl Iterator<Item = F>,
@@ -227,4 +284,33 @@ async fn futures_join_all<F: std::future::Future>(
             .map(|r| r.expect("every future finished")),
     );
     outputs
+}
+
+#[tokio::test]
+async fn a_client_hanging_up_mid_refresh_does_not_lose_the_rotation() {
+    let app = spawn_app(oauth(vec![("max", 0, 60_000)])).await;
+    let before = stored(&app, "max").await;
+    // The endpoint rotates at once but its answer takes a second to arrive.
+    app.mock.push_oauth_fault(Fault::Delay { millis: 1_000 });
+    // The client gives up while the answer is on its way.
+    let gave_up =
+        tokio::time::timeout(std::time::Duration::from_millis(200), app.post(&[], false)).await;
+    assert!(gave_up.is_err());
+    tokio::time::timeout(common::GUARD, app.mock.wait_requests(1))
+        .await
+        .expect("the refresh started");
+    // The next request waits for that refresh and uses its result; had the rotation been
+    // dropped with the first request, the old refresh token would now be dead.
+    let reply = app.post(&[], false).await;
+    assert_eq!(
+        (reply.status, reply.header("x-ccflare-account")),
+        (StatusCode::OK, "max")
+    );
+    assert_eq!(app.mock.refresh_grants(), 1);
+    let after = stored(&app, "max").await;
+    assert_ne!(
+        after.refresh.unwrap().expose(),
+        before.refresh.unwrap().expose()
+    );
+    app.stop().await;
 }

@@ -92,19 +92,23 @@ pub async fn stored_tokens(db: &Db, id: AccountId) -> Result<StoredTokens, Stora
 }
 
 /// Stores a refreshed token pair in one transaction, before the new access token is used.
-/// Without a new refresh token (the endpoint did not rotate it) the old one is kept.
+/// Without a new refresh token (the endpoint did not rotate it) the old one is kept. Applies
+/// only while `used_refresh` is still the stored refresh token: if a person logged in again
+/// meanwhile, their login wins and this returns `false`.
 pub async fn save_refreshed(
     db: &Db,
     id: AccountId,
+    used_refresh: &Secret,
     access: &Secret,
     refresh: Option<&Secret>,
     expires_at: Millis,
     now: Millis,
-) -> Result<(), StorageError> {
+) -> Result<bool, StorageError> {
     let mut tx = db.begin_write().await?;
     let result = sqlx::query(
         "UPDATE accounts SET credential = ?, refresh_token = coalesce(?, refresh_token), \
-         expires_at = ?, refreshed_at = ?, updated_at = ? WHERE id = ? AND kind = 'oauth'",
+         expires_at = ?, refreshed_at = ?, updated_at = ? \
+         WHERE id = ? AND kind = 'oauth' AND refresh_token = ?",
     )
     .bind(access.expose())
     .bind(refresh.map(Secret::expose))
@@ -112,15 +116,11 @@ pub async fn save_refreshed(
     .bind(now)
     .bind(now)
     .bind(id.0)
+    .bind(used_refresh.expose())
     .execute(&mut *tx)
     .await?;
-    if result.rows_affected() == 0 {
-        return Err(StorageError::AccountNotFound {
-            name: format!("#{id}"),
-        });
-    }
     tx.commit().await?;
-    Ok(())
+    Ok(result.rows_affected() > 0)
 }
 
 /// Replaces an account's login with new tokens after a person logged in again: it becomes an
@@ -136,7 +136,7 @@ pub async fn reauthenticate(
     let result = sqlx::query(
         "UPDATE accounts SET kind = 'oauth', credential = ?, refresh_token = ?, expires_at = ?, \
          refreshed_at = ?, status = 'active', rate_limited_until = NULL, overloaded_until = NULL, \
-         revision = revision + 1, updated_at = ? WHERE name = ?",
+         revision = revision + 1, updated_at = ? WHERE name = ? AND kind = 'oauth'",
     )
     .bind(access.expose())
     .bind(refresh.map(Secret::expose))

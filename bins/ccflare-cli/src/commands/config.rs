@@ -6,9 +6,7 @@
 use crate::context::{self, Context, Sources};
 use crate::output::{self, Align, Cell, Color, Table};
 use anyhow::{Context as _, Result, bail};
-use ccflare_core::account::split_api_keys;
 use ccflare_core::config::{Layer, OPTIONS, OptionSpec, Settings, Source, storable};
-use ccflare_core::secret::mask;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use std::process::ExitCode;
@@ -84,17 +82,9 @@ fn find_option(name: &str) -> Result<&'static OptionSpec> {
         })
 }
 
-/// A value as it may be shown: keys masked, one by one.
+/// A value as it may be shown: keys masked, one by one; the admin key never.
 fn shown(spec: &OptionSpec, value: &str) -> String {
-    if spec.secret {
-        split_api_keys(value)
-            .iter()
-            .map(|key| mask(key))
-            .collect::<Vec<_>>()
-            .join(", ")
-    } else {
-        value.to_owned()
-    }
+    ccflare_core::config::display_value(spec, value).replace(',', ", ")
 }
 
 #[derive(Serialize)]
