@@ -5,7 +5,7 @@
 //! finishes the request's record when the body ends, breaks, or is dropped by a departed client.
 
 use crate::error::BodyError;
-use crate::recorder::{CLIENT_CLOSED, Outcome, Recorder};
+use crate::recorder::{Outcome, Recorder};
 use bytes::{Bytes, BytesMut};
 use ccflare_core::sse::SseScanner;
 use ccflare_core::usage::{self, Usage};
@@ -184,11 +184,7 @@ impl TappedBody {
         }
         let cut_short = broken.is_some() || client_left;
         let mut outcome = Outcome {
-            status: if client_left {
-                CLIENT_CLOSED
-            } else {
-                self.status
-            },
+            status: self.status,
             success: ok_status && !cut_short,
             error: None,
             model: None,
@@ -239,11 +235,7 @@ impl TappedBody {
             tracing::warn!(request_id = %self.recorder.id(), error = %broken, "response ended abnormally");
         }
         if client_left {
-            outcome.error = Some((
-                "client_closed".into(),
-                "the client closed the connection before the response ended".into(),
-            ));
-            outcome.usage_incomplete = true;
+            outcome = Outcome::client_closed(outcome.model, outcome.usage);
         }
         self.recorder.finish(outcome);
     }

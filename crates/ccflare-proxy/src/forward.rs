@@ -12,7 +12,6 @@ use ccflare_core::error::anthropic_error_body;
 use ccflare_core::ratelimit::{RateLimitSnapshot, classify};
 use ccflare_core::record::AttemptFailure;
 use ccflare_core::request::{RequestInfo, session_key};
-use ccflare_core::usage::Usage;
 use ccflare_core::{AccountId, AccountKind, Secret};
 use ccflare_pool::{Pick, Unavailable, UnavailableReason};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -382,14 +381,10 @@ fn local_error(
         headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
     }
     add_ccflare_headers(headers, recorder.id(), None);
-    recorder.finish(Outcome {
-        status: status.as_u16(),
-        success: false,
-        error: Some((error_type.to_owned(), message.to_owned())),
-        model: None,
-        usage: Usage::default(),
-        usage_incomplete: false,
-    });
+    recorder.finish(Outcome::failed(
+        status.as_u16(),
+        (error_type.to_owned(), message.to_owned()),
+    ));
     response
 }
 
@@ -462,14 +457,10 @@ fn relay_failure(recorder: &mut Recorder, failure: LastFailure) -> Response<Resp
     let mut response = Response::new(ResponseBody::full(failure.body));
     *response.status_mut() = failure.status;
     *response.headers_mut() = headers;
-    recorder.finish(Outcome {
-        status: failure.status.as_u16(),
-        success: false,
-        error: Some((error_type, message)),
-        model: None,
-        usage: Usage::default(),
-        usage_incomplete: false,
-    });
+    recorder.finish(Outcome::failed(
+        failure.status.as_u16(),
+        (error_type, message),
+    ));
     response
 }
 

@@ -28,6 +28,35 @@ pub struct Outcome {
     pub usage_incomplete: bool,
 }
 
+impl Outcome {
+    /// A request that ended with an error and no usage (refused, or a relayed error).
+    pub fn failed(status: u16, error: (String, String)) -> Outcome {
+        Outcome {
+            status,
+            success: false,
+            error: Some(error),
+            model: None,
+            usage: Usage::default(),
+            usage_incomplete: false,
+        }
+    }
+
+    /// The client went away before the response ended; `usage` is what was read so far.
+    pub fn client_closed(model: Option<String>, usage: Usage) -> Outcome {
+        Outcome {
+            status: CLIENT_CLOSED,
+            success: false,
+            error: Some((
+                "client_closed".into(),
+                "the client closed the connection before the response ended".into(),
+            )),
+            model,
+            usage,
+            usage_incomplete: true,
+        }
+    }
+}
+
 pub struct Recorder {
     state: Arc<AppState>,
     record: RequestRecord,
@@ -180,17 +209,7 @@ impl Recorder {
 impl Drop for Recorder {
     fn drop(&mut self) {
         if !self.done {
-            self.finish(Outcome {
-                status: CLIENT_CLOSED,
-                success: false,
-                error: Some((
-                    "client_closed".into(),
-                    "the client closed the connection before the response ended".into(),
-                )),
-                model: None,
-                usage: Usage::default(),
-                usage_incomplete: true,
-            });
+            self.finish(Outcome::client_closed(None, Usage::default()));
         }
     }
 }
