@@ -306,24 +306,10 @@ impl Report {
     }
 }
 
-/// `YYYY-MM-DD HH:MM` in UTC for a Unix time, without a date crate (civil-from-days).
+/// `YYYY-MM-DD HH:MM` in UTC for a Unix time.
 pub fn utc_minute(unix_seconds: u64) -> String {
-    let days = (unix_seconds / 86_400) as i64;
-    let minute_of_day = (unix_seconds % 86_400) / 60;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
-        minute_of_day / 60,
-        minute_of_day % 60
-    )
+    let rfc3339 = ccflare_core::time::format_rfc3339(unix_seconds as i64 * 1000);
+    rfc3339[..16].replacen('T', " ", 1)
 }
 
 #[cfg(test)]

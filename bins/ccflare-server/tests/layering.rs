@@ -93,7 +93,7 @@ const CRATES: &[CrateRule] = &[
         &[MOCK],
     ),
     // The benchmark drives the real server binary and the mock, and counts rows in storage.
-    bin(BENCH, &[STORAGE, MOCK], &[]),
+    bin(BENCH, &[CORE, STORAGE, MOCK], &[]),
 ];
 
 /// Which workspace crates may name a reserved package as a normal or build dependency.
