@@ -180,6 +180,7 @@ impl AccountState {
     pub(crate) fn persist_state(&self) -> PersistState {
         PersistState {
             id: self.id,
+            revision: self.revision,
             status: self.status,
             rate_limited_until: self.rate_limited_until,
             overloaded_until: self.overloaded_until,

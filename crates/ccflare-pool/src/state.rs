@@ -75,6 +75,8 @@ impl StateCounts {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PersistState {
     pub id: AccountId,
+    /// The record revision this state was decided on: a person's later change wins.
+    pub revision: i64,
     pub status: AccountStatus,
     pub rate_limited_until: Option<Millis>,
     pub overloaded_until: Option<Millis>,

@@ -201,6 +201,7 @@ impl AppState {
     pub fn persist(&self, state: PersistState) {
         self.writer.account_state(AccountStateUpdate {
             id: state.id,
+            revision: Some(state.revision),
             status: state.status,
             rate_limited_until: state.rate_limited_until,
             overloaded_until: state.overloaded_until,

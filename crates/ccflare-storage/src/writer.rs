@@ -31,6 +31,10 @@ const LINGER_BELOW: usize = 256;
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccountStateUpdate {
     pub id: AccountId,
+    /// The account revision the server decided this on. If a person changed the account since
+    /// (resumed it, re-added its key, logged in again), status and cooldowns are theirs and
+    /// only the rate-limit headers are written. `None` writes unconditionally.
+    pub revision: Option<i64>,
     pub status: AccountStatus,
     pub rate_limited_until: Option<Millis>,
     pub overloaded_until: Option<Millis>,
@@ -265,17 +269,21 @@ async fn write_batch<'a>(
             .last_ratelimit
             .as_ref()
             .and_then(|s| serde_json::to_string(s).ok());
-        // A person's change (revision bump) wins over the server's view of the status: only
-        // cooldowns and headers are the server's to write unconditionally.
+        // A person's change (a newer revision) wins over the server's view: then only the
+        // headers are written. A pause is never undone by the server either.
         sqlx::query(
-            "UPDATE accounts SET rate_limited_until = ?, overloaded_until = ?, \
-             last_ratelimit = coalesce(?, last_ratelimit), \
-             status = CASE WHEN status = 'paused' THEN status ELSE ? END \
-             WHERE id = ?",
+            "UPDATE accounts SET \
+             last_ratelimit = coalesce(?1, last_ratelimit), \
+             rate_limited_until = CASE WHEN ?2 IS NULL OR revision = ?2 THEN ?3 ELSE rate_limited_until END, \
+             overloaded_until = CASE WHEN ?2 IS NULL OR revision = ?2 THEN ?4 ELSE overloaded_until END, \
+             status = CASE WHEN status = 'paused' OR (?2 IS NOT NULL AND revision != ?2) \
+                      THEN status ELSE ?5 END \
+             WHERE id = ?6",
         )
+        .bind(snapshot)
+        .bind(state.revision)
         .bind(state.rate_limited_until)
         .bind(state.overloaded_until)
-        .bind(snapshot)
         .bind(state.status.as_str())
         .bind(state.id.0)
         .execute(&mut *tx)

@@ -94,6 +94,7 @@ async fn re_adding_an_invalid_key_reactivates_it_with_a_new_revision() {
     let writer = Writer::spawn(db.clone());
     writer.handle().account_state(AccountStateUpdate {
         id: a.id,
+        revision: Some(a.revision),
         status: AccountStatus::Invalid,
         rate_limited_until: None,
         overloaded_until: None,
@@ -213,4 +214,35 @@ async fn settings_are_stored_replaced_and_removed() {
     assert!(settings::unset(&db, "lb_strategy").await.unwrap());
     assert!(!settings::unset(&db, "lb_strategy").await.unwrap());
     assert_eq!(settings::all(&db).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_persons_newer_change_wins_over_a_state_the_server_decided_earlier() {
+    let (_dir, db) = open().await;
+    let (a, _) = accounts::upsert_api_key(&db, &Secret::new(KEY_A), None, None, 1)
+        .await
+        .unwrap();
+    // The person resumes the account (revision 2) while the server's "invalid", decided on
+    // revision 1, is still queued.
+    accounts::set_status(&db, &a.name, AccountStatus::Paused, 2)
+        .await
+        .unwrap();
+    accounts::set_status(&db, &a.name, AccountStatus::Active, 3)
+        .await
+        .unwrap();
+    let writer = Writer::spawn(db.clone());
+    writer.handle().account_state(AccountStateUpdate {
+        id: a.id,
+        revision: Some(a.revision),
+        status: AccountStatus::Invalid,
+        rate_limited_until: Some(99_999),
+        overloaded_until: None,
+        last_ratelimit: None,
+    });
+    writer.close().await;
+    let stored = accounts::find(&db, &a.name).await.unwrap();
+    assert_eq!(
+        (stored.status, stored.rate_limited_until),
+        (AccountStatus::Active, None)
+    );
 }

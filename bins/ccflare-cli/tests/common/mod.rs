@@ -190,6 +190,7 @@ pub async fn record(db: &Db, requests: &[Request], states: &[AccountStateUpdate]
 pub fn benched(id: i64, status: AccountStatus, until: Option<Millis>) -> AccountStateUpdate {
     AccountStateUpdate {
         id: AccountId(id),
+        revision: None,
         status,
         rate_limited_until: until,
         overloaded_until: None,

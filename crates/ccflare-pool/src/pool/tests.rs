@@ -905,6 +905,7 @@ fn report_returns_the_state_to_persist_only_when_it_changed() {
     let persisted = |status, rate_limited_until, overloaded_until, last_ratelimit| {
         Some(PersistState {
             id: a,
+            revision: 1,
             status,
             rate_limited_until,
             overloaded_until,
