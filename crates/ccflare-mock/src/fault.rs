@@ -20,8 +20,22 @@ pub enum Fault {
         reset: Option<String>,
     },
     /// 429 with the unified subscription headers (status `rejected` on the five-hour window,
-    /// resets at `reset_epoch` seconds, `retry-after` the seconds until then).
-    UnifiedRejected { reset_epoch: u64 },
+    /// resets at `reset_epoch` seconds). `retry_after` seconds become the `retry-after` header
+    /// when given (the mock never derives it from its own clock, so a test on a manual clock
+    /// decides every time the proxy sees).
+    UnifiedRejected {
+        reset_epoch: u64,
+        retry_after: Option<u64>,
+    },
+    /// A normal, successful answer whose unified subscription headers say `status`
+    /// (`allowed_warning`, or `rejected` as the last request a window lets through) with
+    /// `anthropic-ratelimit-unified-reset` at `reset_epoch`, or without that header when `None`
+    /// (the five-hour window's own reset stays, at `window_reset_epoch`).
+    Unified {
+        status: String,
+        reset_epoch: Option<u64>,
+        window_reset_epoch: u64,
+    },
     /// 529 `overloaded_error` "Overloaded".
     Overloaded,
     /// The status with its usual error type: 400 `invalid_request_error`, 401
@@ -47,7 +61,7 @@ pub enum Fault {
 }
 
 /// The response for a fault that replaces the normal answer, or `None` for the faults the
-/// handler applies itself (`DropMidStream`, `ErrorEvent`, `Hang`, `Delay`).
+/// handler applies itself (`DropMidStream`, `ErrorEvent`, `Hang`, `Delay`, `Unified`).
 pub(crate) fn replacement_response(fault: &Fault, request_id: &str) -> Option<Response> {
     let response = match fault {
         Fault::RateLimited { retry_after, reset } => {
@@ -60,10 +74,14 @@ pub(crate) fn replacement_response(fault: &Fault, request_id: &str) -> Option<Re
             }
             response
         }
-        Fault::UnifiedRejected { reset_epoch } => {
+        Fault::UnifiedRejected {
+            reset_epoch,
+            retry_after,
+        } => {
             let mut response = rate_limited(request_id);
-            let retry_after = reset_epoch.saturating_sub(time::now_epoch());
-            response::put(&mut response, "retry-after", &retry_after.to_string());
+            if let Some(seconds) = retry_after {
+                response::put(&mut response, "retry-after", &seconds.to_string());
+            }
             response::put_unified_rejected(&mut response, *reset_epoch);
             response
         }
@@ -73,7 +91,8 @@ pub(crate) fn replacement_response(fault: &Fault, request_id: &str) -> Option<Re
         Fault::DropMidStream { .. }
         | Fault::ErrorEvent { .. }
         | Fault::Hang
-        | Fault::Delay { .. } => return None,
+        | Fault::Delay { .. }
+        | Fault::Unified { .. } => return None,
     };
     Some(response)
 }

@@ -104,6 +104,7 @@ async fn respond(state: &Arc<State>, request: &ReceivedRequest) -> Response {
     };
 
     let mut stream_fault = None;
+    let mut unified = None;
     if let Some(fault) = request
         .credential
         .as_deref()
@@ -119,6 +120,7 @@ async fn respond(state: &Arc<State>, request: &ReceivedRequest) -> Response {
             }
             Fault::Delay { millis } => tokio::time::sleep(Duration::from_millis(millis)).await,
             Fault::DropMidStream { .. } | Fault::ErrorEvent { .. } => stream_fault = Some(fault),
+            Fault::Unified { .. } => unified = Some(fault),
             other => {
                 if let Some(response) = fault::replacement_response(&other, &request_id) {
                     return response;
@@ -148,6 +150,14 @@ async fn respond(state: &Arc<State>, request: &ReceivedRequest) -> Response {
     }
     if response.status().is_success() {
         response::put_success_rate_limits(&mut response, oauth);
+        if let Some(Fault::Unified {
+            status,
+            reset_epoch,
+            window_reset_epoch,
+        }) = &unified
+        {
+            response::put_unified_status(&mut response, status, *reset_epoch, *window_reset_epoch);
+        }
     }
     response
 }

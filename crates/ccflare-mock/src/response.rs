@@ -187,6 +187,37 @@ pub(crate) fn put_success_rate_limits(response: &mut Response, oauth: bool) {
     }
 }
 
+/// Overrides the unified status of a successful answer, as the API sends it when a window nears
+/// or reaches its limit: the overall and five-hour statuses, the five-hour reset, and the
+/// overall reset (removed when `reset_epoch` is `None`).
+pub(crate) fn put_unified_status(
+    response: &mut Response,
+    status: &str,
+    reset_epoch: Option<u64>,
+    window_reset_epoch: u64,
+) {
+    put(response, "anthropic-ratelimit-unified-status", status);
+    put(response, "anthropic-ratelimit-unified-5h-status", status);
+    let window_reset = window_reset_epoch.to_string();
+    put(
+        response,
+        "anthropic-ratelimit-unified-5h-reset",
+        &window_reset,
+    );
+    match reset_epoch {
+        Some(at) => put(
+            response,
+            "anthropic-ratelimit-unified-reset",
+            &at.to_string(),
+        ),
+        None => {
+            response
+                .headers_mut()
+                .remove("anthropic-ratelimit-unified-reset");
+        }
+    }
+}
+
 /// The unified headers of an exhausted five-hour window (the §3.2 capture, reset substituted).
 pub(crate) fn put_unified_rejected(response: &mut Response, reset_epoch: u64) {
     let reset = reset_epoch.to_string();

@@ -369,6 +369,7 @@ async fn other_faults_have_their_wire_shapes() {
         OAUTH_TOKEN,
         Fault::UnifiedRejected {
             reset_epoch: 4_000_000_000,
+            retry_after: Some(3600),
         },
     );
     let bearer = format!("Bearer {OAUTH_TOKEN}");
@@ -394,7 +395,38 @@ async fn other_faults_have_their_wire_shapes() {
         reply.header("anthropic-ratelimit-unified-reset"),
         "4000000000"
     );
-    assert!(reply.header("retry-after").parse::<u64>().expect("seconds") > 0);
+    assert_eq!(reply.header("retry-after"), "3600");
+
+    mock.push_fault(
+        OAUTH_TOKEN,
+        Fault::Unified {
+            status: "rejected".into(),
+            reset_epoch: None,
+            window_reset_epoch: 4_000_000_123,
+        },
+    );
+    let reply = send(
+        &mock,
+        Method::POST,
+        "/v1/messages",
+        &headers,
+        &message_body(false),
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "the last request a window lets through"
+    );
+    assert_eq!(
+        reply.header("anthropic-ratelimit-unified-status"),
+        "rejected"
+    );
+    assert_eq!(
+        reply.header("anthropic-ratelimit-unified-5h-reset"),
+        "4000000123"
+    );
+    assert_eq!(reply.header("anthropic-ratelimit-unified-reset"), "");
 
     mock.push_fault(API_KEY, Fault::ErrorEvent { after_events: 4 });
     let reply = post_message(&mock, &[], &message_body(true)).await;

@@ -174,8 +174,13 @@ async fn a_rejected_subscription_window_benches_until_its_reset() {
     let app = spawn_app(oauth(vec![("max", 0, 8 * HOUR), ("other", 1, 8 * HOUR)])).await;
     let token = stored(&app, "max").await.access;
     let reset_epoch = (app.clock_now() / 1000 + 3600) as u64;
-    app.mock
-        .push_fault(token.expose(), Fault::UnifiedRejected { reset_epoch });
+    app.mock.push_fault(
+        token.expose(),
+        Fault::UnifiedRejected {
+            reset_epoch,
+            retry_after: Some(3600),
+        },
+    );
     assert_eq!(
         app.post(&[], false).await.header("x-ccflare-account"),
         "other"
