@@ -6,7 +6,6 @@ use http::StatusCode;
 
 use crate::body::ResponseBody;
 use crate::response::{self, ErrorKind, Response};
-use crate::time;
 
 /// A failure to inject into the answer to one request (or every request) of a credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
