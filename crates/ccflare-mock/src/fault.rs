@@ -53,9 +53,11 @@ pub enum Fault {
     /// Streaming: after `after_events` events send `event: error` (`overloaded_error`) and end
     /// the body cleanly. On a JSON answer there is no stream to carry it: 529 `Overloaded`.
     ErrorEvent { after_events: usize },
-    /// Read the request, then never send response headers (for first-byte timeouts).
+    /// Read the request, then never send response headers (for first-byte timeouts). A client
+    /// that gives up counts in [`abandoned_requests`](crate::MockUpstream::abandoned_requests).
     Hang,
-    /// Wait this long before answering normally.
+    /// Wait this long before answering normally (a client that gives up meanwhile counts as for
+    /// `Hang`).
     Delay { millis: u64 },
 }
 

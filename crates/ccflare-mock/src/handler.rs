@@ -81,7 +81,28 @@ pub(crate) async fn handle(
         .unwrap_or_default();
     let received = ReceivedRequest::from_parts(&parts, body);
     state.record(received.clone());
-    Ok(respond(&state, &received).await)
+    let mut pending = Unanswered {
+        state: &state,
+        answered: false,
+    };
+    let response = respond(&state, &received).await;
+    pending.answered = true;
+    Ok(response)
+}
+
+/// Counts a request whose handler is dropped before it has a response: hyper drops it when the
+/// client closes the connection while the answer is held back (`Hang`, `Delay`).
+struct Unanswered<'a> {
+    state: &'a State,
+    answered: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.state.note_abandoned_request();
+        }
+    }
 }
 
 async fn respond(state: &Arc<State>, request: &ReceivedRequest) -> Response {

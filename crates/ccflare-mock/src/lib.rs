@@ -189,6 +189,18 @@ impl MockUpstream {
         self.inner.state.wait_aborted_streams(n).await;
     }
 
+    /// Number of requests whose connection closed before the mock sent response headers: the
+    /// client gave up while a [`Fault::Hang`] or [`Fault::Delay`] held the answer back (requests
+    /// cut by [`shutdown`](Self::shutdown) count too).
+    pub fn abandoned_requests(&self) -> usize {
+        self.inner.state.abandoned_requests()
+    }
+
+    /// Waits until [`abandoned_requests`](Self::abandoned_requests) is at least `n`.
+    pub async fn wait_abandoned_requests(&self, n: usize) {
+        self.inner.state.wait_abandoned_requests(n).await;
+    }
+
     /// Waits until at least `n` requests have been received (and recorded).
     pub async fn wait_requests(&self, n: usize) {
         self.inner.state.wait_requests(n).await;

@@ -16,6 +16,7 @@ pub(crate) struct State {
     /// Counters behind `watch` so waiters wake on change instead of polling with sleeps.
     requests_seen: watch::Sender<usize>,
     aborted_streams: watch::Sender<usize>,
+    abandoned_requests: watch::Sender<usize>,
     id_counter: AtomicU64,
     id_seed: u64,
     pub(crate) oauth: crate::oauth::OAuth,
@@ -40,6 +41,7 @@ impl State {
             scripts: Mutex::new(Scripts::default()),
             requests_seen: watch::Sender::new(0),
             aborted_streams: watch::Sender::new(0),
+            abandoned_requests: watch::Sender::new(0),
             id_counter: AtomicU64::new(0),
             id_seed,
             oauth: crate::oauth::OAuth::default(),
@@ -110,6 +112,22 @@ impl State {
         // The sender lives as long as `self`, so `wait_for` cannot fail while we wait.
         let _ = self
             .aborted_streams
+            .subscribe()
+            .wait_for(|count| *count >= n)
+            .await;
+    }
+
+    pub(crate) fn note_abandoned_request(&self) {
+        self.abandoned_requests.send_modify(|count| *count += 1);
+    }
+
+    pub(crate) fn abandoned_requests(&self) -> usize {
+        *self.abandoned_requests.borrow()
+    }
+
+    pub(crate) async fn wait_abandoned_requests(&self, n: usize) {
+        let _ = self
+            .abandoned_requests
             .subscribe()
             .wait_for(|count| *count >= n)
             .await;

@@ -488,6 +488,33 @@ async fn client_abandoning_a_stream_is_counted() {
 }
 
 #[tokio::test]
+async fn a_client_leaving_before_the_headers_is_counted() {
+    let mock = MockUpstream::start().await.expect("start");
+    mock.push_fault(API_KEY, Fault::Delay { millis: 60_000 });
+    let body = message_body(true);
+    let request = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: mock\r\nx-api-key: {API_KEY}\r\n\
+         anthropic-version: 2023-06-01\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(mock.addr()).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    tokio::time::timeout(GUARD, mock.wait_requests(1))
+        .await
+        .expect("request recorded");
+    assert_eq!(mock.abandoned_requests(), 0);
+    drop(stream);
+    tokio::time::timeout(GUARD, mock.wait_abandoned_requests(1))
+        .await
+        .expect("the close is noticed while the answer is held back");
+    assert_eq!(mock.aborted_streams(), 0, "no stream was started");
+    // An answered request is not abandoned.
+    let reply = post_message(&mock, &[], &message_body(false)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(mock.abandoned_requests(), 1);
+}
+
+#[tokio::test]
 async fn hang_never_answers_until_shutdown() {
     let mock = MockUpstream::start().await.expect("start");
     mock.push_fault(API_KEY, Fault::Hang);

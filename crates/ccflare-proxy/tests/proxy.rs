@@ -506,6 +506,39 @@ async fn a_client_that_hangs_up_cancels_the_upstream_and_is_recorded_as_499() {
 }
 
 #[tokio::test]
+async fn a_client_that_hangs_up_before_the_headers_cancels_the_upstream_and_is_recorded_as_499() {
+    let app = spawn_app(Options::default()).await;
+    app.mock.push_fault(&key("alpha"), Fault::Hang);
+    // A non-streaming request: ccflare waits at least ten minutes for its headers, so only the
+    // client's hang-up can end the upstream request within the test's guard.
+    let body = message_body(false);
+    let address = app.url.trim_start_matches("http://");
+    let request = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\n\
+         anthropic-version: 2023-06-01\r\nx-api-key: client-key\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+    client.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::timeout(GUARD, app.mock.wait_requests(1))
+        .await
+        .expect("the request reached the upstream");
+    drop(client);
+    tokio::time::timeout(GUARD, app.mock.wait_abandoned_requests(1))
+        .await
+        .expect("upstream request dropped");
+    assert_eq!(app.mock.requests().len(), 1, "no other account was tried");
+    let r = &app.records().await[0];
+    assert_eq!((r.status, r.success, r.attempts), (499, false, 1));
+    assert_eq!(r.error_type.as_deref(), Some("client_closed"));
+    assert!(r.ttfb_ms.is_none(), "nothing reached the client");
+    // The account is not penalised.
+    assert_eq!(app.post(&[], false).await.status, StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn empty_pool_answers_an_anthropic_error_with_retry_after() {
     let app = spawn_app(Options {
         accounts: vec![],
