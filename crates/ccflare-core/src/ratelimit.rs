@@ -163,10 +163,46 @@ impl RateLimitSnapshot {
         )
     }
 
-    /// The time the headers say the account can be used again after a 429: `retry-after`
-    /// first, then the unified reset, then the earliest reset of an exhausted API-key window
-    /// (or the latest reset of any window when none says it is exhausted).
+    /// When a subscription that said it is out of quota opens again: the unified reset; without
+    /// it, the reset of the window whose own status is rejected (the later one when both are),
+    /// else of the window the representative claim names, else the later of the 5h and 7d
+    /// resets. `None` when the headers name no subscription reset at all.
+    pub fn unified_reset_at(&self) -> Option<Millis> {
+        if let Some(at) = self.unified_reset {
+            return Some(at);
+        }
+        let rejected = |status: &Option<String>| status.as_deref() == Some("rejected");
+        let five_hour = rejected(&self.unified_5h_status)
+            .then_some(self.unified_5h_reset)
+            .flatten();
+        let seven_day = rejected(&self.unified_7d_status)
+            .then_some(self.unified_7d_reset)
+            .flatten();
+        if let Some(at) = five_hour.max(seven_day) {
+            return Some(at);
+        }
+        let claimed = match self.unified_representative_claim.as_deref() {
+            Some("five_hour") => self.unified_5h_reset,
+            // `seven_day`, and the per-model weekly windows, which end with the week.
+            Some(claim) if claim.starts_with("seven_day") => self.unified_7d_reset,
+            _ => None,
+        };
+        claimed.or(self.unified_5h_reset.max(self.unified_7d_reset))
+    }
+
+    /// The time the headers say the account can be used again after a 429, or after a 200 that
+    /// says the subscription is out of quota.
+    ///
+    /// A blocked subscription (`rejected`) waits for its window: [`Self::unified_reset_at`], or
+    /// `retry-after` when that is later. Otherwise `retry-after` comes first, then the unified
+    /// reset, then the earliest reset of an exhausted API-key window (or the latest reset of any
+    /// window when none says it is exhausted).
     pub fn reset_at(&self) -> Option<Millis> {
+        if self.unified_blocked()
+            && let Some(window) = self.unified_reset_at()
+        {
+            return Some(self.retry_at.map_or(window, |at| at.max(window)));
+        }
         if let Some(at) = self.retry_at {
             return Some(at);
         }
@@ -258,7 +294,7 @@ pub fn classify(status: u16, snapshot: &RateLimitSnapshot, now: Millis) -> Verdi
         401 => Verdict::AuthFailed,
         403 => Verdict::Forbidden,
         _ if snapshot.unified_blocked() => Verdict::Serve {
-            bench_until: snapshot.unified_reset.filter(|&at| at > now).map(cap),
+            bench_until: snapshot.reset_at().filter(|&at| at > now).map(cap),
         },
         _ => Verdict::Serve { bench_until: None },
     }
@@ -321,6 +357,117 @@ mod tests {
             }
         );
         assert_eq!(s.headroom(), Some(0.0));
+    }
+
+    #[test]
+    fn a_rejected_subscription_waits_for_its_window_not_a_shorter_retry_after() {
+        // NOW + 1 h, as epoch seconds.
+        let reset = "1795690800";
+        let rejected = [
+            ("anthropic-ratelimit-unified-status", "rejected"),
+            ("anthropic-ratelimit-unified-reset", reset),
+        ];
+        let short = snap(&[rejected[0], rejected[1], ("retry-after", "60")]);
+        assert_eq!(
+            classify(429, &short, NOW),
+            Verdict::RateLimited {
+                until: Some(NOW + 3_600_000)
+            }
+        );
+        // A retry-after beyond the reset is the later of the two, so it wins.
+        let long = snap(&[rejected[0], rejected[1], ("retry-after", "7200")]);
+        assert_eq!(long.reset_at(), Some(NOW + 7_200_000));
+        // Not rejected: retry-after still comes first.
+        let allowed = snap(&[
+            ("anthropic-ratelimit-unified-status", "allowed"),
+            ("anthropic-ratelimit-unified-reset", reset),
+            ("retry-after", "60"),
+        ]);
+        assert_eq!(allowed.reset_at(), Some(NOW + 60_000));
+    }
+
+    #[test]
+    fn a_rejected_subscription_without_the_overall_reset_waits_for_a_window() {
+        const FIVE_HOUR: &str = "1795705200"; // NOW + 5 h
+        const SEVEN_DAY: &str = "1796292000"; // NOW + 7 d
+        let five_hour_at = NOW + 5 * 3_600_000;
+        let seven_day_at = NOW + 7 * 24 * 3_600_000;
+        let rejected = |extra: &[(&'static str, &'static str)]| {
+            let mut headers = vec![
+                ("anthropic-ratelimit-unified-status", "rejected"),
+                ("anthropic-ratelimit-unified-5h-reset", FIVE_HOUR),
+                ("anthropic-ratelimit-unified-7d-reset", SEVEN_DAY),
+            ];
+            headers.extend_from_slice(extra);
+            snap(&headers)
+        };
+        let table: [(&[(&str, &str)], Millis); 6] = [
+            (
+                &[("anthropic-ratelimit-unified-5h-status", "rejected")],
+                five_hour_at,
+            ),
+            (
+                &[("anthropic-ratelimit-unified-7d-status", "rejected")],
+                seven_day_at,
+            ),
+            (
+                &[
+                    ("anthropic-ratelimit-unified-5h-status", "rejected"),
+                    ("anthropic-ratelimit-unified-7d-status", "rejected"),
+                ],
+                seven_day_at,
+            ),
+            (
+                &[
+                    ("anthropic-ratelimit-unified-5h-status", "allowed"),
+                    (
+                        "anthropic-ratelimit-unified-representative-claim",
+                        "five_hour",
+                    ),
+                ],
+                five_hour_at,
+            ),
+            (
+                &[(
+                    "anthropic-ratelimit-unified-representative-claim",
+                    "seven_day_opus",
+                )],
+                seven_day_at,
+            ),
+            (&[], seven_day_at),
+        ];
+        for (row, (extra, expected)) in table.into_iter().enumerate() {
+            let s = rejected(extra);
+            assert_eq!(s.unified_reset_at(), Some(expected), "row {row}");
+            // A 200 that says so is served and benches the account; so does a 429. Benches
+            // are capped (a week-long one is retried after a day).
+            let until = Some(expected.min(NOW + MAX_BENCH_MS));
+            assert_eq!(
+                classify(200, &s, NOW),
+                Verdict::Serve { bench_until: until },
+                "row {row}"
+            );
+            assert_eq!(
+                classify(429, &s, NOW),
+                Verdict::RateLimited { until },
+                "row {row}"
+            );
+        }
+        // A rejected 200 that names no reset at all is served without a bench.
+        let bare = snap(&[("anthropic-ratelimit-unified-status", "rejected")]);
+        assert_eq!(
+            classify(200, &bare, NOW),
+            Verdict::Serve { bench_until: None }
+        );
+        // `allowed_warning` never benches.
+        let warned = snap(&[
+            ("anthropic-ratelimit-unified-status", "allowed_warning"),
+            ("anthropic-ratelimit-unified-5h-reset", FIVE_HOUR),
+        ]);
+        assert_eq!(
+            classify(200, &warned, NOW),
+            Verdict::Serve { bench_until: None }
+        );
     }
 
     #[test]

@@ -200,6 +200,117 @@ async fn a_rejected_subscription_window_benches_until_its_reset() {
     app.stop().await;
 }
 
+/// The account that serves the next request.
+async fn served_by(app: &common::App) -> String {
+    app.post(&[], false)
+        .await
+        .header("x-ccflare-account")
+        .to_owned()
+}
+
+/// `max` answers with `fault` (queued for its token), then `other` serves while `max` is
+/// benched, until just before `reset_ms` and from just after it; the proxy's clock moves
+/// through the bench in steps (`checks`, milliseconds from now) that keep several seconds clear
+/// of the reset, which the headers give in whole seconds.
+async fn benched_until(app: &common::App, reset_ms: i64, checks: &[i64]) {
+    for &at in checks {
+        app.clock.set(at);
+        let expected = if at < reset_ms { "other" } else { "max" };
+        assert_eq!(
+            served_by(app).await,
+            expected,
+            "{} s after the start, the reset {} s after it",
+            (at - checks[0]) / 1000,
+            (reset_ms - checks[0]) / 1000
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_429_with_only_the_epoch_reset_benches_until_that_reset() {
+    let app = spawn_app(oauth(vec![("max", 0, 8 * HOUR), ("other", 1, 8 * HOUR)])).await;
+    let token = stored(&app, "max").await.access;
+    let start = app.clock_now();
+    let reset_epoch = (start / 1000 + 3600) as u64;
+    app.mock.push_fault(
+        token.expose(),
+        Fault::UnifiedRejected {
+            reset_epoch,
+            retry_after: None,
+        },
+    );
+    let reset_ms = reset_epoch as i64 * 1000;
+    benched_until(
+        &app,
+        reset_ms,
+        &[start, start + 600_000, reset_ms - 5_000, reset_ms + 5_000],
+    )
+    .await;
+    let records = app.records().await;
+    assert_eq!(records[0].attempt_failures[0].reason, "rate_limited");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_shorter_retry_after_does_not_end_a_rejected_windows_bench() {
+    let app = spawn_app(oauth(vec![("max", 0, 8 * HOUR), ("other", 1, 8 * HOUR)])).await;
+    let token = stored(&app, "max").await.access;
+    let start = app.clock_now();
+    let reset_epoch = (start / 1000 + 3600) as u64;
+    app.mock.push_fault(
+        token.expose(),
+        Fault::UnifiedRejected {
+            reset_epoch,
+            retry_after: Some(60),
+        },
+    );
+    let reset_ms = reset_epoch as i64 * 1000;
+    // Past the retry-after (a minute), the window is still closed.
+    benched_until(
+        &app,
+        reset_ms,
+        &[start, start + 120_000, reset_ms - 5_000, reset_ms + 5_000],
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_200_without_the_overall_reset_is_served_and_benches_until_the_window_reset() {
+    let app = spawn_app(oauth(vec![("max", 0, 8 * HOUR), ("other", 1, 8 * HOUR)])).await;
+    let token = stored(&app, "max").await.access;
+    let start = app.clock_now();
+    let window_reset_epoch = (start / 1000 + 3600) as u64;
+    app.mock.push_fault(
+        token.expose(),
+        Fault::Unified {
+            status: "rejected".into(),
+            reset_epoch: None,
+            window_reset_epoch,
+        },
+    );
+    // The last request the window let through is the client's answer.
+    let reply = app.post(&[], false).await;
+    assert_eq!(
+        (reply.status, reply.header("x-ccflare-account")),
+        (StatusCode::OK, "max")
+    );
+    assert_eq!(reply.json()["type"], "message");
+    let reset_ms = window_reset_epoch as i64 * 1000;
+    benched_until(
+        &app,
+        reset_ms,
+        &[
+            start + 1_000,
+            start + 600_000,
+            reset_ms - 5_000,
+            reset_ms + 5_000,
+        ],
+    )
+    .await;
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_passing_refresh_failure_keeps_a_token_that_still_works() {
     let app = spawn_app(oauth(vec![("max", 0, 60_000), ("other", 1, 8 * HOUR)])).await;
