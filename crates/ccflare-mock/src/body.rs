@@ -3,7 +3,8 @@
 //! The scripted body is a real stream polled by hyper frame by frame, so a client that goes
 //! away is noticed: hyper drops the body when a write fails or the peer closes, and a body
 //! dropped before its last frame counts as an aborted stream. A script can also end with an
-//! error, which makes hyper cut the connection without finishing the chunked encoding.
+//! error, which makes hyper cut the connection without finishing the chunked encoding, or
+//! stall: send nothing more, and never end.
 
 use std::fmt;
 use std::iter::Peekable;
@@ -44,6 +45,8 @@ pub(crate) enum Ending {
     Clean,
     /// Fail the body so hyper drops the connection (no terminating chunk).
     Drop,
+    /// Send nothing more and never end: the connection stays open until the client leaves.
+    Stall,
 }
 
 pub(crate) type Chunks = Box<dyn Iterator<Item = Chunk> + Send>;
@@ -118,6 +121,9 @@ impl ScriptedBody {
                 self.finished = true;
                 Poll::Ready(Some(Err(DroppedOnPurpose)))
             }
+            // Nothing will wake this body: hyper drops it when the client closes the
+            // connection, which counts as an abandoned stream.
+            Ending::Stall => Poll::Pending,
         }
     }
 }

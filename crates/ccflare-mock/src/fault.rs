@@ -53,6 +53,12 @@ pub enum Fault {
     /// Streaming: after `after_events` events send `event: error` (`overloaded_error`) and end
     /// the body cleanly. On a JSON answer there is no stream to carry it: 529 `Overloaded`.
     ErrorEvent { after_events: usize },
+    /// Streaming: send the headers and the first `after_events` SSE events, then send nothing
+    /// more and keep the connection open (for idle timeouts between body frames). On a JSON
+    /// answer: send the headers (with the full `content-length`) and nothing of the body. A
+    /// client that gives up counts in
+    /// [`aborted_streams`](crate::MockUpstream::aborted_streams).
+    Stall { after_events: usize },
     /// Read the request, then never send response headers (for first-byte timeouts). A client
     /// that gives up counts in [`abandoned_requests`](crate::MockUpstream::abandoned_requests).
     Hang,
@@ -62,7 +68,8 @@ pub enum Fault {
 }
 
 /// The response for a fault that replaces the normal answer, or `None` for the faults the
-/// handler applies itself (`DropMidStream`, `ErrorEvent`, `Hang`, `Delay`, `Unified`).
+/// handler applies itself (`DropMidStream`, `ErrorEvent`, `Stall`, `Hang`, `Delay`,
+/// `Unified`).
 pub(crate) fn replacement_response(fault: &Fault, request_id: &str) -> Option<Response> {
     let response = match fault {
         Fault::RateLimited { retry_after, reset } => {
@@ -91,6 +98,7 @@ pub(crate) fn replacement_response(fault: &Fault, request_id: &str) -> Option<Re
         Fault::RequestTooLargeHtml => request_too_large_html(request_id),
         Fault::DropMidStream { .. }
         | Fault::ErrorEvent { .. }
+        | Fault::Stall { .. }
         | Fault::Hang
         | Fault::Delay { .. }
         | Fault::Unified { .. } => return None,

@@ -140,7 +140,9 @@ async fn respond(state: &Arc<State>, request: &ReceivedRequest) -> Response {
                 match never {}
             }
             Fault::Delay { millis } => tokio::time::sleep(Duration::from_millis(millis)).await,
-            Fault::DropMidStream { .. } | Fault::ErrorEvent { .. } => stream_fault = Some(fault),
+            Fault::DropMidStream { .. } | Fault::ErrorEvent { .. } | Fault::Stall { .. } => {
+                stream_fault = Some(fault)
+            }
             Fault::Unified { .. } => unified = Some(fault),
             other => {
                 if let Some(response) = fault::replacement_response(&other, &request_id) {
@@ -330,6 +332,9 @@ fn messages(
         Some(Fault::DropMidStream { after_events }) => {
             (Box::new(events.take(*after_events)), Ending::Drop)
         }
+        Some(Fault::Stall { after_events }) => {
+            (Box::new(events.take(*after_events)), Ending::Stall)
+        }
         Some(Fault::ErrorEvent { after_events }) => {
             let error = sse::overloaded_error_event(request_id);
             (
@@ -358,8 +363,9 @@ fn messages(
 }
 
 /// Stream faults on a route that answered with a whole JSON body: `DropMidStream` cuts the
-/// body in half, `ErrorEvent` becomes a 529 since there is no stream to carry the event. An
-/// SSE answer has already taken the fault into its script and is returned unchanged.
+/// body in half, `Stall` sends none of it, `ErrorEvent` becomes a 529 since there is no stream
+/// to carry the event. An SSE answer has already taken the fault into its script and is
+/// returned unchanged.
 fn apply_fault_to_full_body(
     response: Response,
     fault: &Fault,
@@ -379,6 +385,17 @@ fn apply_fault_to_full_body(
             }));
             let declared = Some(bytes.len() as u64);
             let body = ScriptedBody::new(chunks, Ending::Drop, declared, Arc::clone(state));
+            Response::from_parts(parts, ResponseBody::Scripted(body))
+        }
+        Fault::Stall { .. } => {
+            let (parts, _) = response.into_parts();
+            let declared = Some(bytes.len() as u64);
+            let body = ScriptedBody::new(
+                Box::new(std::iter::empty()),
+                Ending::Stall,
+                declared,
+                Arc::clone(state),
+            );
             Response::from_parts(parts, ResponseBody::Scripted(body))
         }
         Fault::ErrorEvent { .. } => {

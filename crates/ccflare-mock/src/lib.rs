@@ -178,8 +178,8 @@ impl MockUpstream {
 
     /// Number of streamed responses whose body was abandoned before its end: the client went
     /// away and the body was dropped before its last frame (streams cut by
-    /// [`shutdown`](Self::shutdown) count too). Intentional [`Fault::DropMidStream`] cuts do
-    /// not.
+    /// [`shutdown`](Self::shutdown) count too), a [`Fault::Stall`] left by its client included.
+    /// Intentional [`Fault::DropMidStream`] cuts do not.
     pub fn aborted_streams(&self) -> usize {
         self.inner.state.aborted_streams()
     }

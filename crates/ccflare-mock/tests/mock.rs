@@ -464,6 +464,84 @@ async fn drop_mid_stream_ends_with_a_body_error() {
     assert!(reply.body.len() < reply.header("content-length").parse().expect("length"));
 }
 
+/// Sends a Messages request with the test key and returns the response, its body unread.
+async fn open_message(mock: &MockUpstream, body: String) -> http::Response<hyper::body::Incoming> {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::post(format!("{}/v1/messages", mock.url()))
+        .header("x-api-key", API_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("request");
+    tokio::time::timeout(GUARD, client.request(request))
+        .await
+        .expect("headers within the guard")
+        .expect("response")
+}
+
+#[tokio::test]
+async fn stall_sends_the_first_events_then_nothing_and_keeps_the_connection_open() {
+    let mock = MockUpstream::start().await.expect("start");
+    mock.push_fault(API_KEY, Fault::Stall { after_events: 3 });
+    let response = open_message(&mock, message_body(true)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut incoming = response.into_body();
+    let mut text = String::new();
+    while text.matches("\n\n").count() < 3 {
+        let frame = tokio::time::timeout(GUARD, incoming.frame())
+            .await
+            .expect("the first events arrive")
+            .expect("the body is not over")
+            .expect("the body has not failed");
+        text.push_str(std::str::from_utf8(frame.data_ref().expect("data")).expect("utf-8"));
+    }
+    let names: Vec<String> = sse_events(&text)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(
+        names,
+        ["message_start", "content_block_start", "ping"],
+        "exactly the first three events"
+    );
+    // Still open: leaving it is a client abandoning an unfinished stream.
+    assert_eq!(mock.aborted_streams(), 0);
+    drop(incoming);
+    tokio::time::timeout(GUARD, mock.wait_aborted_streams(1))
+        .await
+        .expect("the stalled stream was still open");
+
+    // A JSON answer: the headers with the whole length, then not one byte of the body.
+    mock.push_fault(API_KEY, Fault::Stall { after_events: 3 });
+    let response = open_message(&mock, message_body(false)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let length: usize = response.headers()["content-length"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("a number");
+    assert!(length > 0);
+    let mut incoming = response.into_body();
+    mock.shutdown();
+    let mut received = 0;
+    let ending = loop {
+        match tokio::time::timeout(GUARD, incoming.frame())
+            .await
+            .expect("the shutdown closes the connection")
+        {
+            Some(Ok(frame)) => received += frame.data_ref().map_or(0, Bytes::len),
+            other => break other,
+        }
+    };
+    assert_eq!(received, 0, "no byte of the body");
+    assert!(
+        matches!(ending, Some(Err(_))),
+        "the body never ended cleanly"
+    );
+}
+
 #[tokio::test]
 async fn client_abandoning_a_stream_is_counted() {
     let mock = MockUpstream::start().await.expect("start");

@@ -456,6 +456,96 @@ async fn a_mid_stream_upstream_reset_reaches_the_client_as_an_error() {
     app.stop().await;
 }
 
+/// Reads a response body until it ends: the bytes received, and the error it ended with, if
+/// it did not end cleanly.
+async fn read_to_end(body: hyper::body::Incoming) -> (Vec<u8>, Option<hyper::Error>) {
+    let mut body = body;
+    let mut received = Vec::new();
+    loop {
+        match tokio::time::timeout(GUARD, body.frame())
+            .await
+            .expect("in time")
+        {
+            Some(Ok(frame)) => {
+                received.extend_from_slice(frame.data_ref().map_or(&[][..], |d| d.as_ref()))
+            }
+            Some(Err(error)) => return (received, Some(error)),
+            None => return (received, None),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_that_goes_silent_mid_stream_ends_the_response_with_an_error() {
+    // The healthy part (connecting, the headers, the first events) must beat the idle timeout
+    // on a loaded machine; the stall then takes about this long to be noticed.
+    let app = spawn_app(Options {
+        idle_timeout: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    app.mock
+        .push_fault(&key("alpha"), Fault::Stall { after_events: 3 });
+    let response = app
+        .open(app.request("/v1/messages", &[], message_body(true)))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let (received, error) = read_to_end(response.into_body()).await;
+    let text = String::from_utf8_lossy(&received);
+    assert!(
+        error.is_some(),
+        "the stream must not end cleanly; got {text:?}"
+    );
+    assert!(text.starts_with("event: message_start"), "{text:?}");
+    assert!(
+        text.contains("event: ping"),
+        "the first events arrived: {text:?}"
+    );
+    assert!(!text.contains("message_stop"));
+    tokio::time::timeout(GUARD, app.mock.wait_aborted_streams(1))
+        .await
+        .expect("the silent upstream request is dropped");
+    let r = &app.records().await[0];
+    assert_eq!(
+        (r.status, r.success, r.usage_incomplete),
+        (200, false, true)
+    );
+    assert_eq!(r.error_type.as_deref(), Some("upstream_idle_timeout"));
+    assert!(r.ttfb_ms.is_some());
+    assert_eq!(
+        r.usage.input_tokens,
+        (message_body(true).len() / 4) as u64,
+        "input usage from message_start is kept"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_json_body_that_never_comes_ends_the_response_with_an_error() {
+    let app = spawn_app(Options {
+        idle_timeout: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    app.mock
+        .push_fault(&key("alpha"), Fault::Stall { after_events: 0 });
+    let response = app
+        .open(app.request("/v1/messages", &[], message_body(false)))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-ccflare-account"], "alpha");
+    let (received, error) = read_to_end(response.into_body()).await;
+    assert!(error.is_some(), "the body must not end cleanly");
+    assert!(received.is_empty());
+    let r = &app.records().await[0];
+    assert_eq!(
+        (r.status, r.success, r.usage_incomplete),
+        (200, false, true)
+    );
+    assert_eq!(r.error_type.as_deref(), Some("upstream_idle_timeout"));
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn an_error_event_after_the_200_is_relayed_and_recorded() {
     let app = spawn_app(Options::default()).await;
