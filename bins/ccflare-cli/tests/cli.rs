@@ -294,6 +294,108 @@ async fn account_changes_and_their_errors() {
 }
 
 #[tokio::test]
+async fn accounts_are_found_by_their_key_and_a_key_is_never_echoed() {
+    let cli = Cli::new();
+    for (tail, name) in [("wxyz", "work"), ("vvvv", "other")] {
+        cli.run(&["accounts", "add", &key(tail), "--name", name])
+            .await
+            .ok();
+    }
+    let work = key("wxyz");
+    // As the tutorial does it: the account given by its full key.
+    let steps: &[(&[&str], &str)] = &[
+        (&["accounts", "pause", &work], "paused account work;"),
+        (
+            &["accounts", "pause", &work],
+            "account work is already paused",
+        ),
+        (&["accounts", "resume", &work], "resumed account work;"),
+        (
+            &["accounts", "rename", &work, "job"],
+            "renamed account work to job;",
+        ),
+        (
+            &["accounts", "remove", &work, "--yes"],
+            "removed account job;",
+        ),
+    ];
+    let mut printed = String::new();
+    for (args, expected) in steps {
+        let out = cli.run(args).await.ok();
+        assert!(out.starts_with(expected), "{args:?}: {out}");
+        printed.push_str(&out);
+    }
+    let listed: serde_json::Value =
+        serde_json::from_str(&cli.run(&["accounts", "list", "--json"]).await.ok()).unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["other"],
+        "only the account with that key was removed"
+    );
+    let paused = cli
+        .run(&["accounts", "pause", &key("vvvv"), "--json"])
+        .await
+        .ok();
+    let paused: serde_json::Value = serde_json::from_str(&paused).unwrap();
+    assert_eq!(
+        paused,
+        serde_json::json!({"name": "other", "result": "paused"})
+    );
+
+    // Unknown keys, and a key where a new name goes: refused, with the key masked.
+    let unknown = key("nope");
+    let token = "Zx81kQpL0vN3mT7yR2wS9uB4cD6eF8gH1iJ5kL7m";
+    let long_key = format!("sk-ant-api03-{}-wxyz", token.repeat(2));
+    let no_such_key = "ccflare-cli: error: no account has the key sk-ant-…nope; \
+                       `ccflare-cli accounts list` shows each account's name and masked key";
+    let errors: &[(&[&str], &str)] = &[
+        (&["accounts", "pause", &unknown], no_such_key),
+        (&["accounts", "resume", &unknown], no_such_key),
+        (&["accounts", "rename", &unknown, "x"], no_such_key),
+        (&["accounts", "remove", &unknown, "--yes"], no_such_key),
+        (&["accounts", "remove", &unknown], no_such_key),
+        (
+            &["accounts", "pause", token],
+            "ccflare-cli: error: no account named \"…kL7m\"",
+        ),
+        (
+            &["accounts", "reauth", &unknown],
+            "ccflare-cli: error: no account named \"sk-ant-…nope\"",
+        ),
+        (
+            &["accounts", "rename", "other", &long_key],
+            "ccflare-cli: error: invalid account name: it looks like a key (names are shown in \
+             full everywhere)",
+        ),
+        (
+            &["accounts", "remove", &key("vvvv")],
+            "ccflare-cli: error: refusing to remove account \"other\" without confirmation: \
+             standard input is not a terminal; pass --yes",
+        ),
+    ];
+    for (args, expected) in errors {
+        let output = cli.run(args).await;
+        printed.push_str(&output.stdout);
+        printed.push_str(&output.stderr);
+        assert_eq!(&output.fails(), expected, "{args:?}");
+    }
+    for secret in [&work, &key("vvvv"), &unknown, &long_key] {
+        assert!(
+            !printed.contains(secret.as_str()),
+            "{secret} leaked:\n{printed}"
+        );
+    }
+    assert!(!printed.contains("0123456789abcdefghij"), "{printed}");
+    assert!(!printed.contains(&token[..20]), "{printed}");
+}
+
+#[tokio::test]
 async fn a_key_can_come_from_standard_input() {
     let cli = Cli::new();
     let mut command = cli.command(&["accounts", "add", "-", "--name", "piped"]);

@@ -28,9 +28,11 @@ pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
     if fine {
         Ok(())
     } else {
+        // A key pasted as a name is too long: it is refused without being echoed.
         Err(ApiError::BadRequest(format!(
-            "invalid account name {name:?}: use 1 to {MAX_NAME} printable characters, no `/`, \
-             no leading or trailing spaces"
+            "invalid account name {:?}: use 1 to {MAX_NAME} printable characters, no `/`, \
+             no leading or trailing spaces",
+            ccflare_storage::StorageError::shown_name(name)
         )))
     }
 }

@@ -12,7 +12,8 @@ pub enum ApiError {
     /// Bad JSON, an unknown field, a value out of range, an unknown query parameter.
     #[error("{0}")]
     BadRequest(String),
-    #[error("no account named {name:?}")]
+    /// The name is shown masked when it looks like a key (`StorageError::shown_name`).
+    #[error("no account named {:?}", StorageError::shown_name(.name))]
     AccountNotFound { name: String },
     #[error("no request with id {id:?}")]
     RequestNotFound { id: String },
@@ -60,8 +61,9 @@ impl From<StorageError> for ApiError {
     fn from(error: StorageError) -> ApiError {
         match error {
             StorageError::AccountNotFound { name } => ApiError::AccountNotFound { name },
-            StorageError::DuplicateName { name } => {
-                ApiError::Conflict(format!("an account named {name:?} already exists"))
+            // Storage's own message, which masks a key-shaped name.
+            duplicate @ StorageError::DuplicateName { .. } => {
+                ApiError::Conflict(duplicate.to_string())
             }
             other => ApiError::Storage(other),
         }

@@ -1,5 +1,12 @@
 //! Storage failures, named by what failed so callers can print one clear line.
+//!
+//! An account name in a message is whatever a person typed, and people paste keys where names
+//! go (`ccflare-cli accounts remove sk-ant-…`, `DELETE /api/accounts/sk-ant-…`). So a name that
+//! looks like a key or token is shown masked, here in `Display`, which every caller (the CLI,
+//! the API, logs) prints.
 
+use ccflare_core::secret::mask;
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,12 +25,103 @@ pub enum StorageError {
     SchemaTooNew { found: i64, known: i64 },
     #[error("unsupported DATABASE_URL {url:?}: expected file:PATH, sqlite://PATH or a plain path")]
     UnsupportedUrl { url: String },
-    #[error("no account named {name:?}")]
+    #[error("no account named {:?}", StorageError::shown_name(.name))]
     AccountNotFound { name: String },
-    #[error("an account named {name:?} already exists")]
+    #[error("an account named {:?} already exists", StorageError::shown_name(.name))]
     DuplicateName { name: String },
     #[error("database error: {0}")]
     Query(#[from] sqlx::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+}
+
+impl StorageError {
+    /// How an account name given by a person appears in a message: unchanged, unless it looks
+    /// like a key or token ([`looks_like_secret`]). Then it is masked like every key ccflare
+    /// shows: `sk-ant-…wxyz` for Anthropic keys, only `…` and the last four characters for
+    /// other tokens (whose first characters are not a fixed prefix but part of the secret).
+    pub fn shown_name(name: &str) -> Cow<'_, str> {
+        if name.starts_with(ANTHROPIC_PREFIX) {
+            Cow::Owned(mask(name))
+        } else if looks_like_secret(name) {
+            let chars: Vec<char> = name.chars().collect();
+            let tail: String = chars[chars.len() - 4..].iter().collect();
+            Cow::Owned(format!("…{tail}"))
+        } else {
+            Cow::Borrowed(name)
+        }
+    }
+}
+
+const ANTHROPIC_PREFIX: &str = "sk-ant-";
+
+/// Whether `value` is shaped like a credential rather than a name a person chose: an Anthropic
+/// key or token (`sk-ant-…`), or a long run of token characters (base64, hex, JWT) with letters
+/// and digits and a stretch of at least 16 letters and digits without a separator. Names people
+/// choose break into words (`team-2025-production-primary`) and stay shown in full.
+fn looks_like_secret(value: &str) -> bool {
+    if value.starts_with(ANTHROPIC_PREFIX) {
+        return true;
+    }
+    let token_chars = value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+' | '/' | '='));
+    let longest_run = value
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    value.len() >= 32
+        && token_chars
+        && value.chars().any(|c| c.is_ascii_digit())
+        && value.chars().any(|c| c.is_ascii_alphabetic())
+        && longest_run >= 16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str =
+        "sk-ant-api03-Zx81kQ_pL0vN3mT7yR2wS9uB4cD6eF8gH1iJ5kL7mN9oP2qR4sT6uV8wX0yZ-wxyz";
+
+    #[test]
+    fn names_are_shown_as_given() {
+        for name in [
+            "work",
+            "key-wxyz",
+            "회사",
+            "team-2025-production-primary-account",
+            "a name with spaces that is rather long indeed 12345",
+        ] {
+            assert_eq!(StorageError::shown_name(name), name);
+            let error = StorageError::AccountNotFound { name: name.into() };
+            assert_eq!(error.to_string(), format!("no account named {name:?}"));
+        }
+    }
+
+    #[test]
+    fn keys_and_tokens_given_as_names_are_masked() {
+        let not_found = StorageError::AccountNotFound { name: KEY.into() };
+        assert_eq!(not_found.to_string(), "no account named \"sk-ant-…wxyz\"");
+        let duplicate = StorageError::DuplicateName { name: KEY.into() };
+        assert_eq!(
+            duplicate.to_string(),
+            "an account named \"sk-ant-…wxyz\" already exists"
+        );
+        // Too short to keep even the last four: nothing of it is shown.
+        assert_eq!(StorageError::shown_name("sk-ant-oops"), "…");
+        for token in [
+            "api03-Zx81kQ_pL0vN3mT7yR2wS9uB4cD6eF8gH1iJ5kL7mN9oP2qR4sT6uV8wX0yZ-wxyz",
+            "3f9a0c7e1b2d4f6a8c0e2b4d6f8a0c1e3b5d7f9a",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THwxyz",
+        ] {
+            let shown = StorageError::AccountNotFound { name: token.into() }.to_string();
+            assert!(!shown.contains(&token[..20]), "{shown}");
+            assert!(
+                shown.ends_with(&format!("\"…{}\"", &token[token.len() - 4..])),
+                "{shown}"
+            );
+        }
+    }
 }

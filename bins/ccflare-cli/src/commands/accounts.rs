@@ -8,6 +8,7 @@ use crate::timefmt;
 use anyhow::{Context as _, Result, bail};
 use ccflare_core::account::check_api_key;
 use ccflare_core::{Account, AccountStatus, Millis, Secret};
+use ccflare_storage::StorageError;
 use ccflare_storage::accounts::{self, AccountSummary, Upsert};
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -50,17 +51,28 @@ until it resets), Paused, or Invalid (the key was refused).")]
 Examples:
   ccflare-cli accounts remove old-key
   ccflare-cli accounts remove old-key --yes
+  ccflare-cli accounts remove sk-ant-api03-… --yes
 
-On a terminal it asks first; from a script, pass --yes.")]
+The account is named, or given by its full key. On a terminal it asks
+first; from a script, pass --yes.")]
     Remove(RemoveArgs),
     /// Stop routing requests to an account until it is resumed
-    #[command(after_help = "Example:\n  ccflare-cli accounts pause work")]
-    Pause(NameArgs),
+    #[command(after_help = "\
+Examples:
+  ccflare-cli accounts pause work
+  ccflare-cli accounts pause sk-ant-api03-…")]
+    Pause(AccountArgs),
     /// Route requests to a paused account again (clears its cooldowns)
-    #[command(after_help = "Example:\n  ccflare-cli accounts resume work")]
-    Resume(NameArgs),
+    #[command(after_help = "\
+Examples:
+  ccflare-cli accounts resume work
+  ccflare-cli accounts resume sk-ant-api03-…")]
+    Resume(AccountArgs),
     /// Give an account another name
-    #[command(after_help = "Example:\n  ccflare-cli accounts rename key-wxyz work")]
+    #[command(after_help = "\
+Examples:
+  ccflare-cli accounts rename key-wxyz work
+  ccflare-cli accounts rename sk-ant-api03-… work")]
     Rename(RenameArgs),
     /// Log an OAuth account in again (keeps name, priority, history)
     #[command(after_help = "\
@@ -90,8 +102,9 @@ pub struct AddArgs {
 
 #[derive(Debug, Args)]
 pub struct RemoveArgs {
-    /// The account's name
-    name: String,
+    /// The account's name, or its full key
+    #[arg(value_name = "NAME|KEY")]
+    account: String,
     /// Remove without asking
     #[arg(long, short = 'y')]
     yes: bool,
@@ -104,8 +117,16 @@ pub struct NameArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct AccountArgs {
+    /// The account's name, or its full key
+    #[arg(value_name = "NAME|KEY")]
+    account: String,
+}
+
+#[derive(Debug, Args)]
 pub struct RenameArgs {
-    /// The current name
+    /// The current name, or the account's full key
+    #[arg(value_name = "OLD|KEY")]
     old: String,
     /// The new name
     new: String,
@@ -116,8 +137,8 @@ pub async fn run(context: &Context, command: AccountsCommand) -> Result<ExitCode
         AccountsCommand::Add(args) => add(context, args).await,
         AccountsCommand::List => list(context).await,
         AccountsCommand::Remove(args) => remove(context, args).await,
-        AccountsCommand::Pause(args) => pause(context, &args.name).await,
-        AccountsCommand::Resume(args) => resume(context, &args.name).await,
+        AccountsCommand::Pause(args) => pause(context, &args.account).await,
+        AccountsCommand::Resume(args) => resume(context, &args.account).await,
         AccountsCommand::Rename(args) => rename(context, &args.old, &args.new).await,
         AccountsCommand::Reauth(args) => reauth(context, &args.name).await,
     }
@@ -127,19 +148,51 @@ pub async fn run(context: &Context, command: AccountsCommand) -> Result<ExitCode
 /// spaces or control characters, and nothing that looks like a key (a name is shown in full
 /// everywhere, so a key pasted as a name would leak).
 fn check_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.chars().count() > 64 {
-        bail!("invalid account name {name:?}: expected 1 to 64 characters");
-    }
-    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        bail!("invalid account name {name:?}: spaces and control characters are not allowed");
-    }
-    if name.starts_with('-') {
-        bail!("invalid account name {name:?}: it may not start with -");
-    }
+    // First, so that the other messages, which quote the name, never quote a key.
     if name.starts_with("sk-ant-") {
         bail!("invalid account name: it looks like a key (names are shown in full everywhere)");
     }
+    // Other long tokens are quoted masked.
+    let shown = StorageError::shown_name(name);
+    if name.is_empty() || name.chars().count() > 64 {
+        bail!("invalid account name {shown:?}: expected 1 to 64 characters");
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bail!("invalid account name {shown:?}: spaces and control characters are not allowed");
+    }
+    if name.starts_with('-') {
+        bail!("invalid account name {shown:?}: it may not start with -");
+    }
     Ok(())
+}
+
+/// The account a person means: by name, or by its full key, as the seed's tutorial removes
+/// accounts (`accounts remove sk-ant-…`). Names cannot start with `sk-ant-` (see
+/// [`check_name`]), so the two cannot be confused. An unknown key is named only masked.
+async fn resolve(db: &ccflare_storage::Db, given: &str) -> Result<Account> {
+    match accounts::find(db, given).await {
+        Err(StorageError::AccountNotFound { .. }) => {}
+        found => return Ok(found?),
+    }
+    let key = given.trim();
+    let listed = accounts::list(db).await.context("reading accounts")?;
+    if let Some(account) = listed
+        .into_iter()
+        .find(|account| account.credential.expose() == key)
+    {
+        return Ok(account);
+    }
+    if key.starts_with("sk-ant-") {
+        bail!(
+            "no account has the key {}; `ccflare-cli accounts list` shows each account's name and masked key",
+            Secret::new(key).masked()
+        );
+    }
+    // The storage error's message masks anything else shaped like a token.
+    Err(StorageError::AccountNotFound {
+        name: given.to_owned(),
+    }
+    .into())
 }
 
 /// What an account's state is, for people and for JSON.
@@ -454,13 +507,13 @@ async fn add(context: &Context, args: AddArgs) -> Result<ExitCode> {
 
 async fn remove(context: &Context, args: RemoveArgs) -> Result<ExitCode> {
     let db = context.open_db().await?;
-    let account = accounts::find(&db, &args.name).await?;
+    let account = resolve(&db, &args.account).await?;
+    let name = account.name.as_str();
     if !args.yes {
         let stdin = std::io::stdin();
         if !stdin.is_terminal() {
             bail!(
-                "refusing to remove account {:?} without confirmation: standard input is not a terminal; pass --yes",
-                args.name
+                "refusing to remove account {name:?} without confirmation: standard input is not a terminal; pass --yes"
             );
         }
         eprint!(
@@ -475,21 +528,22 @@ async fn remove(context: &Context, args: RemoveArgs) -> Result<ExitCode> {
             .read_line(&mut answer)
             .context("reading the answer")?;
         if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-            bail!("account {:?} was not removed", args.name);
+            bail!("account {name:?} was not removed");
         }
     }
-    accounts::remove(&db, &args.name).await?;
+    accounts::remove(&db, name).await?;
     finish(
         context,
-        &args.name,
+        name,
         "removed",
-        format!("removed account {}; {LIVE}", args.name),
+        format!("removed account {name}; {LIVE}"),
     )
 }
 
-async fn pause(context: &Context, name: &str) -> Result<ExitCode> {
+async fn pause(context: &Context, given: &str) -> Result<ExitCode> {
     let db = context.open_db().await?;
-    let account = accounts::find(&db, name).await?;
+    let account = resolve(&db, given).await?;
+    let name = account.name.as_str();
     if account.status == AccountStatus::Paused {
         return finish(
             context,
@@ -507,9 +561,10 @@ async fn pause(context: &Context, name: &str) -> Result<ExitCode> {
     )
 }
 
-async fn resume(context: &Context, name: &str) -> Result<ExitCode> {
+async fn resume(context: &Context, given: &str) -> Result<ExitCode> {
     let db = context.open_db().await?;
-    let account = accounts::find(&db, name).await?;
+    let account = resolve(&db, given).await?;
+    let name = account.name.as_str();
     let now = context.now();
     if state(&account, now).code == "active" {
         return finish(
@@ -533,11 +588,12 @@ async fn resume(context: &Context, name: &str) -> Result<ExitCode> {
     )
 }
 
-async fn rename(context: &Context, old: &str, new: &str) -> Result<ExitCode> {
+async fn rename(context: &Context, given: &str, new: &str) -> Result<ExitCode> {
     check_name(new)?;
     let db = context.open_db().await?;
+    let account = resolve(&db, given).await?;
+    let old = account.name.as_str();
     if old == new {
-        accounts::find(&db, old).await?;
         return finish(
             context,
             new,
