@@ -131,12 +131,14 @@ impl AccountState {
         rate_limited.max(overloaded)
     }
 
-    /// The subscription said it is close to its limit (`allowed_warning`).
-    pub(crate) fn is_warned(&self) -> bool {
-        self.last_ratelimit
-            .as_ref()
-            .and_then(|snapshot| snapshot.unified_status.as_deref())
-            == Some("allowed_warning")
+    /// The subscription said it is close to its limit (`allowed_warning`), and the window it
+    /// spoke of has not reset since. A warning whose window is over says nothing any more; an
+    /// account that no new session reaches would otherwise never get the answer that clears it.
+    pub(crate) fn is_warned(&self, now: Millis) -> bool {
+        self.last_ratelimit.as_ref().is_some_and(|snapshot| {
+            snapshot.unified_status.as_deref() == Some("allowed_warning")
+                && snapshot.unified_reset_at().is_none_or(|reset| reset > now)
+        })
     }
 
     pub(crate) fn is_rate_limited(&self, now: Millis) -> bool {

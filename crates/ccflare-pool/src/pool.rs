@@ -306,8 +306,10 @@ impl Pool {
     }
 
     fn by_strategy(&mut self, now: Millis, tried: &[AccountId]) -> Option<usize> {
-        // A subscription close to its limit (`allowed_warning`) still serves, but new sessions
-        // go elsewhere while another account can take them.
+        // A subscription close to its limit (`allowed_warning`) still serves, but every pick
+        // (a new session, a request without one, the `session` strategy's turn) goes elsewhere
+        // while another account can take it. Pinned sessions never get here: they stay where
+        // their prompt cache is.
         self.pick(now, tried, true)
             .or_else(|| self.pick(now, tried, false))
     }
@@ -316,7 +318,7 @@ impl Pool {
         let eligible = |account: &AccountState| {
             account.is_routable(now)
                 && !tried.contains(&account.id)
-                && !(skip_warned && account.is_warned())
+                && !(skip_warned && account.is_warned(now))
         };
         match self.config.strategy {
             Strategy::Session => self.session_turn(now, tried, skip_warned),
@@ -334,7 +336,9 @@ impl Pool {
 
     /// The `session` strategy: the current account keeps serving while it is routable and its
     /// turn (one session timeout) lasts; then the next routable account in the stable order
-    /// takes over, wrapping around.
+    /// takes over, wrapping around. With `skip_warned`, a current account that got an
+    /// `allowed_warning` hands its turn to the next account without one; when there is none,
+    /// this finds nothing and the second pass keeps the turn where it is.
     fn session_turn(
         &mut self,
         now: Millis,
@@ -344,19 +348,21 @@ impl Pool {
         let eligible = |account: &AccountState| {
             account.is_routable(now)
                 && !tried.contains(&account.id)
-                && !(skip_warned && account.is_warned())
+                && !(skip_warned && account.is_warned(now))
         };
         if let Some(turn) = self.turn
             && let Some(&position) = self.positions.get(&turn.cursor.id)
         {
             let current = &self.accounts[position];
             if current.is_routable(now) && now - turn.since < self.config.session_timeout_ms {
-                if !tried.contains(&current.id) {
+                if tried.contains(&current.id) {
+                    // The current account failed this request only: fail over to the next one
+                    // for this request, and keep the turn where it is for the others.
+                    return strategy::next_from(&self.accounts, position + 1, eligible);
+                }
+                if !(skip_warned && current.is_warned(now)) {
                     return Some(position);
                 }
-                // The current account failed this request only: fail over to the next one for
-                // this request, and keep the turn where it is for the others.
-                return strategy::next_from(&self.accounts, position + 1, eligible);
             }
         }
         let start = self.start_after(self.turn.map(|turn| turn.cursor));

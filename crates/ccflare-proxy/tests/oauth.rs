@@ -5,6 +5,7 @@
 mod common;
 
 use ccflare_core::AccountStatus;
+use ccflare_core::config::Strategy;
 use ccflare_mock::Fault;
 use common::{Options, spawn_app};
 use http::StatusCode;
@@ -308,6 +309,58 @@ async fn a_rejected_200_without_the_overall_reset_is_served_and_benches_until_th
         ],
     )
     .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_warned_subscription_keeps_its_session_and_new_work_goes_elsewhere() {
+    let app = spawn_app(Options {
+        strategy: Strategy::Session,
+        session_timeout_ms: HOUR,
+        ..oauth(vec![("max", 0, 8 * HOUR), ("other", 1, 8 * HOUR)])
+    })
+    .await;
+    let max = stored(&app, "max").await.access;
+    let window_reset_epoch = (app.clock_now() / 1000 + 3 * 3600) as u64;
+    // Every answer of `max` says it is close to its limit from now on.
+    app.mock.set_sticky_fault(
+        max.expose(),
+        Some(Fault::Unified {
+            status: "allowed_warning".into(),
+            reset_epoch: Some(window_reset_epoch),
+            window_reset_epoch,
+        }),
+    );
+    let in_session = |key: &'static str| [("x-session-id", key)];
+    let by = |reply: &common::Reply| (reply.status, reply.header("x-ccflare-account").to_owned());
+    let served = |name: &str| (StatusCode::OK, name.to_owned());
+    // The warning comes with a normal answer: served, not benched.
+    assert_eq!(by(&app.post(&in_session("s1"), false).await), served("max"));
+    app.clock.advance(1_000);
+    // The running session stays on its account (its prompt cache is there)…
+    assert_eq!(by(&app.post(&in_session("s1"), false).await), served("max"));
+    // …while requests without a session and new sessions go to the other account.
+    assert_eq!(by(&app.post(&[], false).await), served("other"));
+    assert_eq!(
+        by(&app.post(&in_session("s2"), false).await),
+        served("other")
+    );
+    assert_eq!(by(&app.post(&in_session("s1"), false).await), served("max"));
+    // With the other account out of quota, the warned one serves everything.
+    let other = stored(&app, "other").await.access;
+    let other_reset = (app.clock_now() / 1000 + 3600) as u64;
+    app.mock.push_fault(
+        other.expose(),
+        Fault::UnifiedRejected {
+            reset_epoch: other_reset,
+            retry_after: None,
+        },
+    );
+    assert_eq!(by(&app.post(&[], false).await), served("max"));
+    assert_eq!(by(&app.post(&in_session("s3"), false).await), served("max"));
+    let records = app.records().await;
+    let last = &records[records.len() - 2];
+    assert_eq!(last.attempt_failures[0].reason, "rate_limited");
     app.stop().await;
 }
 

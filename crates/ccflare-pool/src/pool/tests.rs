@@ -43,6 +43,9 @@ enum Do<'a> {
     Report(&'a str, Verdict),
     /// A successful answer whose headers leave this percentage of the requests window.
     Headroom(&'a str, u64),
+    /// A successful answer whose subscription headers say `allowed_warning` for a window that
+    /// resets at this second; shows the account's state.
+    Warn(&'a str, i64),
     /// Sync with the harness's records; shows every account's state.
     Sync,
 }
@@ -77,6 +80,17 @@ fn snapshot(percent_left: u64, now: Millis) -> RateLimitSnapshot {
             remaining: Some(percent_left),
             reset: None,
         },
+        seen_at: now,
+        ..Default::default()
+    }
+}
+
+/// Subscription headers with `allowed_warning` on a window that resets at `reset` seconds.
+fn warning(reset: i64, now: Millis) -> RateLimitSnapshot {
+    RateLimitSnapshot {
+        unified_status: Some("allowed_warning".into()),
+        unified_reset: Some(at(reset)),
+        unified_5h_utilization: Some(0.9),
         seen_at: now,
         ..Default::default()
     }
@@ -204,6 +218,11 @@ impl Harness {
             Headroom(name, percent) => {
                 self.pool
                     .report(self.id(name), OK, Some(snapshot(percent, now)), now);
+                describe(self.view(name, now).state)
+            }
+            Warn(name, reset) => {
+                self.pool
+                    .report(self.id(name), OK, Some(warning(reset, now)), now);
                 describe(self.view(name, now).state)
             }
             Sync => {
@@ -1102,28 +1121,83 @@ fn a_passing_refresh_failure_benches_without_killing() {
 }
 
 #[test]
-fn allowed_warning_lowers_rank_for_new_sessions_but_keeps_serving() {
-    let mut h = Harness::new(Strategy::Priority, &["a", "b"]);
-    let warned = RateLimitSnapshot {
-        unified_status: Some("allowed_warning".into()),
-        seen_at: at(0),
-        ..Default::default()
-    };
-    h.pool.report(h.id("a"), OK, Some(warned), at(0));
+fn allowed_warning_keeps_running_sessions_and_every_strategy_picks_another_account() {
+    for strategy in Strategy::ALL {
+        let mut h = Harness::new(strategy, &["a", "b"]);
+        let rows = [
+            (0, Key("s1"), "a"),
+            (1, Warn("a", 3000), "active"),
+            // The running session stays where its prompt cache is.
+            (2, Key("s1"), "a"),
+            // New sessions and requests without one go to the account without a warning.
+            (3, Key("s2"), "b"),
+            (4, Select, "b"),
+            (5, Select, "b"),
+            // The warned account still serves when it is the only one left.
+            (6, Skip(&["b"]), "a"),
+            (7, Report("b", reset_at(100)), "limited@100"),
+            (8, Key("s3"), "a"),
+            (9, Select, "a"),
+            // Back from its bench, the other account is preferred again.
+            (100, Select, "b"),
+            (101, Key("s4"), "b"),
+            (102, Key("s3"), "a"),
+            (103, Key("s1"), "a"),
+        ];
+        for (row, &(second, action, expected)) in rows.iter().enumerate() {
+            let seen = h.run(at(second), action);
+            assert_eq!(seen, expected, "{strategy}, row {row}: {action:?}");
+        }
+    }
+}
+
+#[test]
+fn a_warned_session_turn_passes_on_at_once_unless_every_account_is_warned() {
+    let mut h = Harness::with_timeout(Strategy::Session, &["a", "b", "c"], 100);
     check(
         &mut h,
         &[
+            (0, Select, "a"),
+            (0, Key("s1"), "a"),
+            (1, Warn("a", 1000), "active"),
+            (2, Key("s1"), "a"),
+            // The turn does not wait out its timeout on a warned account.
+            (3, Select, "b"),
+            (4, Key("s2"), "b"),
+            (50, Select, "b"),
+            (102, Select, "b"),
+            (103, Select, "c"),
+            // c's turn is over: a comes next in the order, but its warning still holds.
+            (203, Select, "b"),
+            (204, Warn("b", 1000), "active"),
+            (204, Warn("c", 1000), "active"),
+            // Everyone is warned: the turn stays and rotates as usual.
+            (205, Select, "b"),
+            (302, Select, "b"),
+            (303, Select, "c"),
+        ],
+    );
+}
+
+#[test]
+fn a_warning_ends_when_its_window_resets_or_the_account_says_allowed() {
+    let mut h = Harness::new(Strategy::Priority, &["a", "b"]);
+    check(
+        &mut h,
+        &[
+            (0, Warn("a", 10), "active"),
             (1, Select, "b"),
-            (1, Key("new"), "b"),
-            // Only the warned account left: it still serves.
-            (1, Skip(&["b"]), "a"),
+            (9, Select, "b"),
+            (10, Select, "a"),
+            (11, Warn("a", 60), "active"),
+            (12, Select, "b"),
         ],
     );
     let fine = RateLimitSnapshot {
         unified_status: Some("allowed".into()),
-        seen_at: at(2),
+        seen_at: at(13),
         ..Default::default()
     };
-    h.pool.report(h.id("a"), OK, Some(fine), at(2));
-    check(&mut h, &[(2, Select, "a")]);
+    h.pool.report(h.id("a"), OK, Some(fine), at(13));
+    check(&mut h, &[(13, Select, "a")]);
 }
