@@ -6,6 +6,7 @@ use crate::state::StateCounts;
 use ccflare_core::Millis;
 use ccflare_core::time::format_rfc3339;
 use std::fmt;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnavailableReason {
@@ -30,6 +31,10 @@ pub struct Unavailable {
     pub retry_at: Option<Millis>,
     /// The pool's accounts by state at the time, for the message.
     pub counts: StateCounts,
+    /// With [`UnavailableReason::NoneActive`]: the invalid OAuth accounts, whose login died and
+    /// which only a new login (`ccflare-cli accounts reauth`) brings back. Names, never
+    /// credentials; empty for the other reasons.
+    pub needs_reauth: Vec<Arc<str>>,
 }
 
 /// `1 account`, `3 accounts`.
@@ -59,12 +64,10 @@ impl fmt::Display for Unavailable {
             UnavailableReason::NoAccounts => f.write_str(
                 "no accounts configured: add one with `ccflare-cli accounts add` or CLAUDE_API_KEYS",
             )?,
-            UnavailableReason::NoneActive => write!(
-                f,
-                "no active accounts: {}; resume one with `ccflare-cli accounts resume` \
-                 or re-add an invalid one",
-                inactive(counts)
-            )?,
+            UnavailableReason::NoneActive => {
+                write!(f, "no active accounts: {}; ", inactive(counts))?;
+                self.what_to_do(f)?;
+            }
             UnavailableReason::AllRateLimited if benched == 1 => {
                 f.write_str("the only active account is rate limited")?
             }
@@ -104,6 +107,51 @@ impl fmt::Display for Unavailable {
     }
 }
 
+impl Unavailable {
+    /// What brings an inactive account back, for each kind of inactive account there is:
+    /// resuming a paused one, re-adding a refused API key, logging in again to a dead OAuth
+    /// login (by name, so that the command can be copied).
+    fn what_to_do(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let counts = &self.counts;
+        let invalid_keys = counts.invalid.saturating_sub(self.needs_reauth.len());
+        let reauth = match self.needs_reauth.as_slice() {
+            [] => None,
+            [name] => Some(format!(
+                "log in again with `ccflare-cli accounts reauth {name}`"
+            )),
+            names => Some(format!(
+                "log in again with `ccflare-cli accounts reauth <name>` ({})",
+                listing(names)
+            )),
+        };
+        let remedies: Vec<String> = [
+            (counts.paused > 0).then(|| "resume one with `ccflare-cli accounts resume`".into()),
+            (invalid_keys > 0)
+                .then(|| "re-add an invalid key with `ccflare-cli accounts add`".into()),
+            reauth,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match remedies.as_slice() {
+            [] => Ok(()),
+            [only] => f.write_str(only),
+            [first, second] => write!(f, "{first} or {second}"),
+            [first @ .., last] => write!(f, "{}, or {last}", first.join(", ")),
+        }
+    }
+}
+
+/// Up to three names, then how many more: `a, b, c and 2 more`.
+fn listing(names: &[Arc<str>]) -> String {
+    const SHOWN: usize = 3;
+    let shown: Vec<&str> = names.iter().take(SHOWN).map(|name| &**name).collect();
+    match names.len().saturating_sub(SHOWN) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
+}
+
 impl std::error::Error for Unavailable {}
 
 #[cfg(test)]
@@ -115,8 +163,83 @@ mod tests {
             reason,
             retry_at,
             counts,
+            needs_reauth: Vec::new(),
         }
         .to_string()
+    }
+
+    /// The `NoneActive` message with these paused and invalid counts and dead logins.
+    fn none_active(paused: usize, invalid: usize, needs_reauth: &[&str]) -> String {
+        Unavailable {
+            reason: UnavailableReason::NoneActive,
+            retry_at: None,
+            counts: StateCounts {
+                total: paused + invalid,
+                paused,
+                invalid,
+                ..Default::default()
+            },
+            needs_reauth: needs_reauth.iter().map(|&name| name.into()).collect(),
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn dead_logins_are_told_to_log_in_again_by_name() {
+        let table: [(usize, usize, &[&str], &str); 6] = [
+            (
+                0,
+                1,
+                &["max"],
+                "no active accounts: 1 invalid; log in again with \
+                 `ccflare-cli accounts reauth max`",
+            ),
+            (
+                0,
+                2,
+                &["max", "pro"],
+                "no active accounts: 2 invalid; log in again with \
+                 `ccflare-cli accounts reauth <name>` (max, pro)",
+            ),
+            (
+                0,
+                5,
+                &["a", "b", "c", "d", "e"],
+                "no active accounts: 5 invalid; log in again with \
+                 `ccflare-cli accounts reauth <name>` (a, b, c and 2 more)",
+            ),
+            (
+                0,
+                2,
+                &[],
+                "no active accounts: 2 invalid; re-add an invalid key with \
+                 `ccflare-cli accounts add`",
+            ),
+            (
+                1,
+                2,
+                &["max"],
+                "no active accounts: 1 paused, 2 invalid; resume one with \
+                 `ccflare-cli accounts resume`, re-add an invalid key with \
+                 `ccflare-cli accounts add`, or log in again with \
+                 `ccflare-cli accounts reauth max`",
+            ),
+            (
+                1,
+                1,
+                &["max"],
+                "no active accounts: 1 paused, 1 invalid; resume one with \
+                 `ccflare-cli accounts resume` or log in again with \
+                 `ccflare-cli accounts reauth max`",
+            ),
+        ];
+        for (row, (paused, invalid, needs_reauth, expected)) in table.into_iter().enumerate() {
+            assert_eq!(
+                none_active(paused, invalid, needs_reauth),
+                expected,
+                "row {row}"
+            );
+        }
     }
 
     #[test]
@@ -144,7 +267,8 @@ mod tests {
                 None,
                 counts(0, 0, 0, 1, 2),
                 "no active accounts: 1 paused, 2 invalid; resume one with \
-                 `ccflare-cli accounts resume` or re-add an invalid one",
+                 `ccflare-cli accounts resume` or re-add an invalid key with \
+                 `ccflare-cli accounts add`",
             ),
             (
                 AllRateLimited,

@@ -405,10 +405,23 @@ impl Pool {
             }
             _ => None,
         };
+        // Only when nothing is active is a dead login the reason to name.
+        let needs_reauth = match reason {
+            UnavailableReason::NoneActive => self
+                .accounts
+                .iter()
+                .filter(|account| {
+                    account.kind == AccountKind::OAuth && account.status == AccountStatus::Invalid
+                })
+                .map(|account| account.name.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
         Unavailable {
             reason,
             retry_at,
             counts,
+            needs_reauth,
         }
     }
 }

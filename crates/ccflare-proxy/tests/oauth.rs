@@ -146,6 +146,26 @@ async fn a_dead_refresh_token_marks_the_account_invalid_and_fails_over() {
 }
 
 #[tokio::test]
+async fn when_only_dead_logins_are_left_the_answer_says_to_log_in_again() {
+    let app = spawn_app(oauth(vec![("max", 0, 60_000)])).await;
+    let refresh = stored(&app, "max").await.refresh.unwrap();
+    app.mock.kill_refresh_token(refresh.expose());
+    for _ in 0..2 {
+        let reply = app.post(&[], false).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(reply.header("x-ccflare-account"), "");
+        let body = reply.json();
+        assert_eq!(
+            body["error"]["message"],
+            "no active accounts: 1 invalid; log in again with `ccflare-cli accounts reauth max`"
+        );
+        assert!(!String::from_utf8_lossy(&reply.body).contains(refresh.expose()));
+    }
+    assert_eq!(app.mock.refresh_grants(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_passing_refresh_failure_skips_the_account_then_retries() {
     // Already expired: without a refresh the account cannot serve.
     let app = spawn_app(oauth(vec![("max", 0, -1_000), ("other", 1, 8 * HOUR)])).await;

@@ -1096,8 +1096,23 @@ fn a_dead_login_leaves_routing_until_a_person_reauthenticates() {
     assert_eq!(persisted.status, AccountStatus::Invalid);
     assert_eq!(h.pool.invalidate(id), None, "already invalid");
     check(&mut h, &[(0, Select, "b"), (1, Sync, "a:invalid b:active")]);
+    // With nothing else left, the error names the login to renew.
+    check(&mut h, &[(1, Report("b", UNAUTHORIZED), "invalid")]);
+    let error = h.pool.select(at(1), None, &[]).unwrap_err();
+    assert_eq!(error.reason, UnavailableReason::NoneActive);
+    assert_eq!(error.needs_reauth, [Arc::<str>::from("a")]);
+    assert_eq!(
+        error.to_string(),
+        "no active accounts: 2 invalid; re-add an invalid key with `ccflare-cli accounts add` \
+         or log in again with `ccflare-cli accounts reauth a`"
+    );
     h.edit("a", |r| r.status = AccountStatus::Active);
-    check(&mut h, &[(2, Sync, "a:active b:active"), (2, Select, "a")]);
+    check(&mut h, &[(2, Sync, "a:active b:invalid"), (2, Select, "a")]);
+    // Other reasons name no account.
+    check(&mut h, &[(3, Report("a", reset_at(60)), "limited@60")]);
+    let error = h.pool.select(at(3), None, &[]).unwrap_err();
+    assert_eq!(error.reason, UnavailableReason::AllRateLimited);
+    assert!(error.needs_reauth.is_empty());
 }
 
 #[test]
