@@ -241,7 +241,8 @@ impl TappedBody {
     }
 }
 
-fn join(chunks: Vec<Bytes>) -> Bytes {
+/// One `Bytes` for chunks read in pieces: a single chunk as it is, several copied once.
+pub(crate) fn join(chunks: Vec<Bytes>) -> Bytes {
     match chunks.len() {
         0 => Bytes::new(),
         1 => chunks.into_iter().next().unwrap_or_default(),

@@ -2,7 +2,7 @@
 //! classify the answer, fail over before the first byte, and relay the chosen response with its
 //! body tapped for usage. Every exit path finishes the request's record exactly once.
 
-use crate::body::{BodyKind, ResponseBody, TappedBody, error_of};
+use crate::body::{BodyKind, ResponseBody, TappedBody, error_of, join};
 use crate::error::AttemptError;
 use crate::headers::{upstream_request_headers, upstream_response_headers};
 use crate::recorder::{CLIENT_CLOSED, Outcome, Recorder};
@@ -220,8 +220,9 @@ fn escapes_v1(path: &str) -> bool {
 /// Why a request body was not accepted.
 enum BodyRefusal {
     TooLarge,
-    /// The client stopped sending (hung up, or went silent for the idle timeout).
+    /// The client hung up while sending.
     ClientGone,
+    /// The client sent nothing for the idle timeout.
     TimedOut,
 }
 
@@ -264,7 +265,8 @@ impl BodyRefusal {
 }
 
 /// Reads the whole request body, refusing a declared or actual size over the limit without
-/// reading further, and a client that goes silent for the idle timeout.
+/// reading further, and a client that sends nothing for the idle timeout. The timeout is per
+/// frame: a large upload that keeps arriving, however slowly, is never cut.
 async fn read_body(state: &AppState, parts: &Parts, body: Incoming) -> Result<Bytes, BodyRefusal> {
     let limit = state.config.max_body_bytes;
     let declared = parts
@@ -274,20 +276,29 @@ async fn read_body(state: &AppState, parts: &Parts, body: Incoming) -> Result<By
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(BodyRefusal::TooLarge);
     }
-    match tokio::time::timeout(
-        state.config.idle_timeout,
-        Limited::new(body, limit).collect(),
-    )
-    .await
-    {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(error)) if error.is::<LengthLimitError>() => Err(BodyRefusal::TooLarge),
-        Ok(Err(error)) => {
-            tracing::debug!(%error, "reading the request body failed");
-            Err(BodyRefusal::ClientGone)
+    let mut body = Limited::new(body, limit);
+    let mut chunks = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout(state.config.idle_timeout, body.frame()).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(None) => break,
+            Ok(Some(Err(error))) if error.is::<LengthLimitError>() => {
+                return Err(BodyRefusal::TooLarge);
+            }
+            Ok(Some(Err(error))) => {
+                tracing::debug!(%error, "reading the request body failed");
+                return Err(BodyRefusal::ClientGone);
+            }
+            Err(_) => return Err(BodyRefusal::TimedOut),
+        };
+        // Trailers carry nothing the upstream needs.
+        if let Ok(data) = frame.into_data()
+            && !data.is_empty()
+        {
+            chunks.push(data);
         }
-        Err(_) => Err(BodyRefusal::TimedOut),
     }
+    Ok(join(chunks))
 }
 
 fn build_request(

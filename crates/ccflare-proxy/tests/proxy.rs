@@ -706,6 +706,147 @@ async fn oversized_bodies_get_413_in_the_anthropic_shape() {
     app.stop().await;
 }
 
+/// A request body the test sends piece by piece, as a slow upload does (chunked encoding).
+struct Trickle(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl http_body::Body for Trickle {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|piece| piece.map(|bytes| Ok(http_body::Frame::data(bytes))))
+    }
+}
+
+/// Starts a non-streaming Messages request whose body the test sends through the returned
+/// sender; the task resolves to the status and the body of the answer.
+fn trickled_request(
+    app: &common::App,
+) -> (
+    tokio::sync::mpsc::Sender<Bytes>,
+    tokio::task::JoinHandle<(StatusCode, Bytes)>,
+) {
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    let request = http::Request::post(format!("{}/v1/messages", app.url))
+        .header("content-type", "application/json")
+        .header("anthropic-version", "2023-06-01")
+        .header("x-api-key", "client-key")
+        .body(Trickle(receiver))
+        .expect("request");
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Trickle>();
+    let answer = tokio::spawn(async move {
+        let response = client.request(request).await.expect("response");
+        let status = response.status();
+        let body = response.into_body().collect().await.expect("body");
+        (status, body.to_bytes())
+    });
+    (sender, answer)
+}
+
+#[tokio::test]
+async fn a_slow_upload_that_keeps_coming_is_accepted() {
+    let idle = Duration::from_secs(1);
+    let app = spawn_app(Options {
+        idle_timeout: idle,
+        ..Default::default()
+    })
+    .await;
+    let (sender, answer) = trickled_request(&app);
+    let body = message_body(false);
+    let pieces: Vec<Bytes> = body
+        .as_bytes()
+        .chunks(body.len().div_ceil(6))
+        .map(Bytes::copy_from_slice)
+        .collect();
+    assert_eq!(pieces.len(), 6);
+    // Each gap is well under the idle timeout; all of them together are well over it.
+    let gap = Duration::from_millis(300);
+    assert!(gap * 5 > idle + Duration::from_millis(400));
+    for (index, piece) in pieces.into_iter().enumerate() {
+        if index > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        sender
+            .send(piece)
+            .await
+            .expect("the proxy is still reading");
+    }
+    drop(sender);
+    let (status, reply) = tokio::time::timeout(GUARD, answer)
+        .await
+        .expect("in time")
+        .expect("client task");
+    assert_eq!(status, StatusCode::OK, "{reply:?}");
+    assert_eq!(
+        app.mock.requests()[0].body,
+        Bytes::from(body),
+        "byte for byte"
+    );
+    assert_eq!(app.records().await[0].status, 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_upload_that_stalls_for_the_idle_timeout_gets_408() {
+    let app = spawn_app(Options {
+        idle_timeout: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    let (sender, answer) = trickled_request(&app);
+    let body = message_body(false);
+    sender
+        .send(Bytes::copy_from_slice(&body.as_bytes()[..10]))
+        .await
+        .expect("sent");
+    // The sender stays alive: the upload is not over, it has stopped.
+    let (status, reply) = tokio::time::timeout(GUARD, answer)
+        .await
+        .expect("in time")
+        .expect("client task");
+    drop(sender);
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+    let reply: serde_json::Value = serde_json::from_slice(&reply).expect("JSON");
+    assert_eq!(reply["type"], "error");
+    assert_eq!(reply["error"]["type"], "invalid_request_error");
+    assert!(reply["error"]["message"].is_string());
+    assert!(app.mock.requests().is_empty(), "nothing was forwarded");
+    let r = &app.records().await[0];
+    assert_eq!((r.status, r.attempts), (408, 0));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_chunked_upload_over_the_cap_gets_413() {
+    let app = spawn_app(Options {
+        max_body_bytes: 1000,
+        ..Default::default()
+    })
+    .await;
+    let (sender, answer) = trickled_request(&app);
+    // No content-length: the cap is found while reading. The proxy may answer (and stop
+    // reading) before the last piece is taken.
+    for _ in 0..3 {
+        let _ = sender.send(Bytes::from(vec![b'x'; 600])).await;
+    }
+    let (status, reply) = tokio::time::timeout(GUARD, answer)
+        .await
+        .expect("in time")
+        .expect("client task");
+    drop(sender);
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let reply: serde_json::Value = serde_json::from_slice(&reply).expect("JSON");
+    assert_eq!(reply["error"]["type"], "request_too_large");
+    assert!(app.mock.requests().is_empty());
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn an_upstream_that_never_answers_times_out_and_fails_over() {
     let app = spawn_app(Options {
