@@ -237,3 +237,186 @@ async fn reauth_renews_an_invalid_login_and_keeps_the_account() {
     let unknown = cli.run(&["accounts", "reauth", "nobody"]).await.fails();
     assert!(unknown.contains("nobody"), "{unknown}");
 }
+
+/// A subscription login's stored state as a server leaves it: tokens refreshed 20 minutes ago,
+/// and the unified rate-limit headers of its last answer (5h and 7d windows).
+#[tokio::test]
+async fn accounts_list_shows_the_subscription_windows_and_the_last_refresh() {
+    use ccflare_core::ratelimit::RateLimitSnapshot;
+    use ccflare_core::{AccountStatus, Secret};
+    use ccflare_storage::AccountStateUpdate;
+    use common::{DAY, HOUR, MIN, NOW};
+
+    let cli = Cli::new();
+    cli.run(&["accounts", "add", &common::key("wxyz"), "--name", "work"])
+        .await
+        .ok();
+    let db = cli.db().await;
+    let access = Secret::new("sk-ant-oat01-first-access-token-0123456789-aaaa");
+    let refresh = Secret::new("sk-ant-ort01-first-refresh-token-0123456789-rrrr");
+    let personal = ccflare_storage::oauth::add_oauth_account(
+        &db,
+        "personal",
+        &access,
+        Some(&refresh),
+        NOW - 4 * HOUR,
+        None,
+        NOW - 5 * HOUR,
+    )
+    .await
+    .unwrap();
+    let refreshed = Secret::new("sk-ant-oat01-second-access-token-0123456789-bbbb");
+    assert!(
+        ccflare_storage::oauth::save_refreshed(
+            &db,
+            personal.id,
+            &refresh,
+            &refreshed,
+            None,
+            NOW + 40 * MIN,
+            NOW - 20 * MIN,
+        )
+        .await
+        .unwrap()
+    );
+    // A login that died two days ago: the server marked it invalid.
+    let lapsed = ccflare_storage::oauth::add_oauth_account(
+        &db,
+        "lapsed",
+        &Secret::new("sk-ant-oat01-lapsed-access-token-0123456789-cccc"),
+        None,
+        NOW - 2 * DAY + HOUR,
+        None,
+        NOW - 2 * DAY,
+    )
+    .await
+    .unwrap();
+    let windows = |seen_at| RateLimitSnapshot {
+        unified_status: Some("allowed_warning".into()),
+        unified_5h_utilization: Some(0.42),
+        unified_5h_reset: Some(NOW + 90 * MIN),
+        unified_7d_utilization: Some(0.87),
+        unified_7d_reset: Some(NOW + 3 * DAY + 4 * HOUR),
+        seen_at,
+        ..Default::default()
+    };
+    let state = |id, status, seen_at| AccountStateUpdate {
+        id,
+        revision: None,
+        status,
+        rate_limited_until: None,
+        overloaded_until: None,
+        last_ratelimit: Some(windows(seen_at)),
+    };
+    common::record(
+        &db,
+        &[],
+        &[
+            state(personal.id, AccountStatus::Active, NOW - MIN),
+            state(lapsed.id, AccountStatus::Invalid, NOW - 2 * DAY),
+        ],
+    )
+    .await;
+
+    let table = cli.run(&["accounts", "list"]).await.ok();
+    insta::assert_snapshot!("accounts_list_subscriptions", table);
+    // What the snapshot shows, said in words: the window use and resets, the refresh, and
+    // what to do about the dead login.
+    assert!(
+        table.contains(
+            "  personal: token expires in 40m 00s, refreshed 20 min ago\n    5h 42% (resets in 1h \
+             30m); 7d 87% (resets in 3d 4h); allowed_warning\n"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains("  lapsed: token expired, refreshed 2 d ago\n    needs re-auth: ccflare-cli accounts reauth lapsed\n"),
+        "{table}"
+    );
+    assert!(
+        !table.contains("  work:"),
+        "API-key accounts have no subscription: {table}"
+    );
+
+    let listed: serde_json::Value =
+        serde_json::from_str(&cli.run(&["accounts", "list", "--json"]).await.ok()).unwrap();
+    let by_name = |name: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is listed: {listed}"))
+            .clone()
+    };
+    let personal = by_name("personal");
+    assert_eq!(
+        (
+            personal["kind"].as_str(),
+            personal["status"].as_str(),
+            personal["token_expires_at"].as_i64(),
+            personal["token_refreshed_at"].as_i64()
+        ),
+        (
+            Some("oauth"),
+            Some("active"),
+            Some(NOW + 40 * MIN),
+            Some(NOW - 20 * MIN)
+        )
+    );
+    assert_eq!(
+        personal["subscription"],
+        serde_json::json!({
+            "status": "allowed_warning",
+            "utilization_5h": 0.42,
+            "resets_5h": NOW + 90 * MIN,
+            "utilization_7d": 0.87,
+            "resets_7d": NOW + 3 * DAY + 4 * HOUR,
+        })
+    );
+    let lapsed = by_name("lapsed");
+    assert_eq!(
+        (
+            lapsed["status"].as_str(),
+            lapsed["token_refreshed_at"].as_i64()
+        ),
+        (Some("invalid"), Some(NOW - 2 * DAY))
+    );
+    let work = by_name("work");
+    for field in ["token_expires_at", "token_refreshed_at", "subscription"] {
+        assert!(
+            work.get(field).is_none(),
+            "API-key account has no {field}: {work}"
+        );
+    }
+    // doctor gives the same advice (the upstream is a port nothing listens on: no internet).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut doctor = cli.command(&["doctor", "--json"]);
+    doctor.env("CCFLARE_UPSTREAM_URL", format!("http://127.0.0.1:{port}"));
+    let doctor = common::output(doctor).await.stdout;
+    let report: serde_json::Value = serde_json::from_str(&doctor).unwrap();
+    let advice: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["check"] == "account" && c["status"] == "warn")
+        .map(|c| c["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        advice,
+        ["lapsed: Invalid (login refused; needs re-auth: `ccflare-cli accounts reauth lapsed`)"]
+    );
+    let everything = format!("{table}{listed}{doctor}");
+    for token in [
+        "first-access",
+        "second-access",
+        "first-refresh",
+        "lapsed-access",
+    ] {
+        assert!(!everything.contains(token), "{token} leaked: {everything}");
+    }
+}

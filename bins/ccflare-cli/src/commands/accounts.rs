@@ -44,7 +44,11 @@ Examples:
   ccflare-cli accounts list --json
 
 Status is Active, Limited (rate limited or overloaded, with the time
-until it resets), Paused, or Invalid (the key was refused).")]
+until it resets), Paused, or Invalid: an API key was refused; an OAuth
+login was refused and needs re-auth (ccflare-cli accounts reauth NAME).
+
+OAuth accounts get a Subscriptions section: token expiry, last refresh,
+and the 5h/7d windows' use and resets (re-auth instead when Invalid).")]
     List,
     /// Remove an account (its request history is kept)
     #[command(after_help = "\
@@ -376,7 +380,9 @@ async fn list(context: &Context) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One OAuth account's token and window state, in at most two lines of 80 columns.
+/// One OAuth account's token and window state, in at most two lines of 80 columns. For an
+/// OAuth account, Invalid means its login was refused (a dead refresh token): the windows it
+/// last reported no longer matter, what to do does.
 fn subscription_line(summary: &AccountSummary, now: Millis) -> String {
     let account = &summary.account;
     let token = match account.token_expires_at {
@@ -389,7 +395,12 @@ fn subscription_line(summary: &AccountSummary, now: Millis) -> String {
         None => String::new(),
     };
     let mut line = format!("  {}: {token}{refreshed}\n", account.name);
-    if let Some(window) = SubscriptionJson::of(summary) {
+    if account.status == AccountStatus::Invalid {
+        line.push_str(&format!(
+            "    needs re-auth: ccflare-cli accounts reauth {}\n",
+            account.name
+        ));
+    } else if let Some(window) = SubscriptionJson::of(summary) {
         let part = |label: &str, used: Option<f64>, reset: Option<Millis>| {
             let used = used.map_or("?".to_owned(), |u| format!("{:.0}%", u * 100.0));
             match reset.filter(|&r| r > now) {

@@ -252,6 +252,11 @@ async fn check_accounts(context: &Context, db: &ccflare_storage::Db, report: &mu
             _ => Status::Warn,
         };
         let detail = match state.code {
+            // An OAuth account's login was refused: a new login, not a key, fixes it.
+            "invalid" if account.kind == ccflare_core::AccountKind::OAuth => format!(
+                "{}: Invalid (login refused; needs re-auth: `ccflare-cli accounts reauth {}`)",
+                account.name, account.name
+            ),
             "invalid" => format!(
                 "{}: Invalid (key refused; re-add it with `ccflare-cli accounts add`)",
                 account.name
