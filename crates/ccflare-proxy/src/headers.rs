@@ -47,8 +47,9 @@ pub fn upstream_response_headers(headers: &mut HeaderMap) {
 /// Turns the client's request headers into the upstream's: hop-by-hop, `host`, the client's
 /// credentials and `content-length` (recomputed from the body) are removed; the account's
 /// credential is set; `accept-encoding: identity` keeps the response readable for usage
-/// accounting. `anthropic-version` and `anthropic-beta` pass through as sent, except that OAuth
-/// accounts append the OAuth beta when it is missing.
+/// accounting. `anthropic-version` and `anthropic-beta` pass through as sent, except that for
+/// OAuth accounts the `anthropic-beta` lines become one, with the OAuth beta appended when it
+/// is missing.
 pub fn upstream_request_headers(
     headers: &mut HeaderMap,
     kind: AccountKind,
@@ -77,20 +78,36 @@ pub fn upstream_request_headers(
             let mut value = HeaderValue::from_str(&format!("Bearer {credential}"))?;
             value.set_sensitive(true);
             headers.insert(header::AUTHORIZATION, value);
-            let beta = headers
-                .get("anthropic-beta")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            if !beta.split(',').any(|b| b.trim() == OAUTH_BETA) {
-                let joined = if beta.trim().is_empty() {
-                    OAUTH_BETA.to_owned()
-                } else {
-                    format!("{beta},{OAUTH_BETA}")
-                };
-                headers.insert("anthropic-beta", HeaderValue::from_str(&joined)?);
-            }
+            with_oauth_beta(headers)?;
         }
     }
+    Ok(())
+}
+
+/// Makes `anthropic-beta` one header holding every beta the client sent, in order (it may send
+/// several lines), with the OAuth beta appended unless one of them already names it.
+fn with_oauth_beta(headers: &mut HeaderMap) -> Result<(), http::header::InvalidHeaderValue> {
+    let lines = headers.get_all("anthropic-beta");
+    let has_oauth = lines.iter().any(|line| {
+        line.as_bytes()
+            .split(|&b| b == b',')
+            .any(|beta| beta.trim_ascii() == OAUTH_BETA.as_bytes())
+    });
+    if has_oauth && lines.iter().nth(1).is_none() {
+        return Ok(());
+    }
+    let mut joined = Vec::new();
+    let betas = lines
+        .iter()
+        .map(|line| line.as_bytes().trim_ascii())
+        .chain((!has_oauth).then_some(OAUTH_BETA.as_bytes()));
+    for beta in betas.filter(|beta| !beta.is_empty()) {
+        if !joined.is_empty() {
+            joined.push(b',');
+        }
+        joined.extend_from_slice(beta);
+    }
+    headers.insert("anthropic-beta", HeaderValue::from_bytes(&joined)?);
     Ok(())
 }
 
@@ -167,5 +184,25 @@ mod tests {
         let mut none = HeaderMap::new();
         upstream_request_headers(&mut none, AccountKind::OAuth, "sk-ant-oat01-t").unwrap();
         assert_eq!(none.get("anthropic-beta").unwrap(), "oauth-2025-04-20");
+    }
+
+    #[test]
+    fn oauth_joins_every_beta_line_into_one() {
+        let check = |lines: &[&str], expected: &str| {
+            let pairs: Vec<(&str, &str)> = lines.iter().map(|l| ("anthropic-beta", *l)).collect();
+            let mut h = map(&pairs);
+            upstream_request_headers(&mut h, AccountKind::OAuth, "sk-ant-oat01-t").unwrap();
+            let values: Vec<_> = h.get_all("anthropic-beta").iter().collect();
+            assert_eq!(values, [expected], "{lines:?}");
+        };
+        check(&["a", "b,c"], "a,b,c,oauth-2025-04-20");
+        check(&["a", "oauth-2025-04-20"], "a,oauth-2025-04-20");
+        check(&["oauth-2025-04-20, a", " b "], "oauth-2025-04-20, a,b");
+        check(&["", "a"], "a,oauth-2025-04-20");
+        check(&["a, oauth-2025-04-20"], "a, oauth-2025-04-20");
+        // API keys leave the client's lines alone.
+        let mut h = map(&[("anthropic-beta", "a"), ("anthropic-beta", "b")]);
+        upstream_request_headers(&mut h, AccountKind::ApiKey, "sk-ant-api03-k").unwrap();
+        assert_eq!(h.get_all("anthropic-beta").iter().count(), 2);
     }
 }

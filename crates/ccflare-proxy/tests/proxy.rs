@@ -96,6 +96,48 @@ async fn client_credentials_never_reach_the_upstream() {
 }
 
 #[tokio::test]
+async fn several_anthropic_beta_lines_reach_an_oauth_account_as_one() {
+    let app = spawn_app(Options {
+        accounts: vec![],
+        oauth_accounts: vec![("max", 0, 8 * 3_600_000)],
+        ..Default::default()
+    })
+    .await;
+    let betas = |seen: &ccflare_mock::ReceivedRequest| -> Vec<String> {
+        seen.headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("anthropic-beta"))
+            .map(|(_, value)| value.clone())
+            .collect()
+    };
+    let two_lines = [
+        ("anthropic-beta", "claude-code-20250219"),
+        (
+            "anthropic-beta",
+            "interleaved-thinking-2025-05-14,context-1m",
+        ),
+    ];
+    let reply = app.post(&two_lines, false).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        betas(&app.mock.requests()[0]),
+        ["claude-code-20250219,interleaved-thinking-2025-05-14,context-1m,oauth-2025-04-20"]
+    );
+    // The OAuth beta on a later line is kept once, where the client put it.
+    let with_oauth = [
+        ("anthropic-beta", "claude-code-20250219"),
+        ("anthropic-beta", "oauth-2025-04-20"),
+    ];
+    let reply = app.post(&with_oauth, false).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        betas(&app.mock.requests()[1]),
+        ["claude-code-20250219,oauth-2025-04-20"]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn stream_is_relayed_and_usage_comes_from_the_final_message_delta() {
     let app = spawn_app(Options::default()).await;
     let reply = app
