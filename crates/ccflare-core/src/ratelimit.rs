@@ -218,19 +218,33 @@ impl RateLimitSnapshot {
         exhausted.or_else(|| self.windows().iter().filter_map(|w| w.reset).max())
     }
 
-    /// Share of capacity left, 0.0 to 1.0, from the tightest window; `None` when unknown.
-    /// The `headroom` strategy ranks accounts by it.
+    /// Share of capacity left, 0.0 to 1.0, from the tightest window, as the headers said when
+    /// they came; `None` when unknown.
     pub fn headroom(&self) -> Option<f64> {
+        self.headroom_at(self.seen_at)
+    }
+
+    /// Share of capacity left at `now`, 0.0 to 1.0, from the tightest window whose reset has
+    /// not passed (a window that reset since is full again, so it no longer counts); `None`
+    /// when no window is known. The `headroom` strategy ranks accounts by it, so headers kept
+    /// from long ago (an idle account, or a restart) do not hold an account back.
+    pub fn headroom_at(&self, now: Millis) -> Option<f64> {
+        let current = |reset: Option<Millis>| reset.is_none_or(|at| at > now);
         let api = self
             .windows()
             .iter()
+            .filter(|w| current(w.reset))
             .filter_map(|w| w.fraction_left())
             .reduce(f64::min);
-        let unified = [self.unified_5h_utilization, self.unified_7d_utilization]
-            .into_iter()
-            .flatten()
-            .map(|u| (1.0 - u).clamp(0.0, 1.0))
-            .reduce(f64::min);
+        let unified = [
+            (self.unified_5h_utilization, self.unified_5h_reset),
+            (self.unified_7d_utilization, self.unified_7d_reset),
+        ]
+        .into_iter()
+        .filter(|&(_, reset)| current(reset))
+        .filter_map(|(utilization, _)| utilization)
+        .map(|u| (1.0 - u).clamp(0.0, 1.0))
+        .reduce(f64::min);
         match (api, unified) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -509,6 +523,29 @@ mod tests {
         assert_eq!(serde_json::from_str::<RateLimitSnapshot>(&json).unwrap(), s);
         let old: RateLimitSnapshot = serde_json::from_str(r#"{"requests":{"limit":null,"remaining":null,"reset":null},"tokens":{"limit":null,"remaining":null,"reset":null},"input_tokens":{"limit":null,"remaining":null,"reset":null},"output_tokens":{"limit":null,"remaining":null,"reset":null},"unified_status":"allowed","unified_reset":null,"unified_5h_utilization":null,"unified_5h_reset":null,"unified_7d_utilization":null,"unified_7d_reset":null,"retry_at":null,"should_retry":null,"seen_at":0}"#).unwrap();
         assert_eq!(old.unified_status.as_deref(), Some("allowed"));
+    }
+
+    #[test]
+    fn windows_that_reset_since_no_longer_count_against_headroom() {
+        let s = snap(&[
+            ("anthropic-ratelimit-requests-limit", "100"),
+            ("anthropic-ratelimit-requests-remaining", "10"),
+            ("anthropic-ratelimit-requests-reset", "2026-11-26T10:01:00Z"),
+            ("anthropic-ratelimit-unified-5h-utilization", "0.5"),
+            ("anthropic-ratelimit-unified-5h-reset", "1795690800"), // NOW + 1 h
+            ("anthropic-ratelimit-unified-7d-utilization", "0.3"),
+        ]);
+        assert_eq!(s.headroom(), Some(0.1));
+        assert_eq!(s.headroom_at(NOW + 59_999), Some(0.1));
+        // The requests window reset a minute later; the 7-day one names no reset, so it holds.
+        assert_eq!(s.headroom_at(NOW + 60_000), Some(0.5));
+        assert_eq!(s.headroom_at(NOW + 3_600_000), Some(0.7));
+        let api_only = snap(&[
+            ("anthropic-ratelimit-requests-limit", "100"),
+            ("anthropic-ratelimit-requests-remaining", "10"),
+            ("anthropic-ratelimit-requests-reset", "2026-11-26T10:01:00Z"),
+        ]);
+        assert_eq!(api_only.headroom_at(NOW + 60_000), None);
     }
 
     #[test]

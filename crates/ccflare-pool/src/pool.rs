@@ -330,7 +330,7 @@ impl Pool {
             }
             Strategy::LeastRequests => strategy::least_requests(&self.accounts, eligible),
             Strategy::Priority => strategy::first(&self.accounts, eligible),
-            Strategy::Headroom => strategy::most_headroom(&self.accounts, eligible),
+            Strategy::Headroom => strategy::most_headroom(&self.accounts, now, eligible),
         }
     }
 

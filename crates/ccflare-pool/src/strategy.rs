@@ -5,7 +5,7 @@
 //! read.
 
 use crate::account_state::AccountState;
-use ccflare_core::AccountId;
+use ccflare_core::{AccountId, Millis};
 
 /// Where a rotating strategy stands: the account it picked last. The order key is kept so that
 /// the rotation continues at the right place after that account is removed.
@@ -72,13 +72,14 @@ pub(crate) fn least_requests(
         .map(|(position, _)| position)
 }
 
-/// The share of capacity the last rate-limit headers left. Accounts without headers yet count
-/// as untouched, so that new accounts are tried rather than starved.
-fn headroom(account: &AccountState) -> f64 {
+/// The share of capacity the last rate-limit headers left, not counting windows that have reset
+/// since. Accounts without headers yet (or whose every window reset) count as untouched, so
+/// that they are tried rather than starved.
+fn headroom(account: &AccountState, now: Millis) -> f64 {
     account
         .last_ratelimit
         .as_ref()
-        .and_then(|snapshot| snapshot.headroom())
+        .and_then(|snapshot| snapshot.headroom_at(now))
         .filter(|share| !share.is_nan())
         .unwrap_or(1.0)
 }
@@ -86,6 +87,7 @@ fn headroom(account: &AccountState) -> f64 {
 /// `headroom`: the most capacity left, then fewest in flight, then stable order.
 pub(crate) fn most_headroom(
     accounts: &[AccountState],
+    now: Millis,
     eligible: impl Fn(&AccountState) -> bool,
 ) -> Option<usize> {
     let mut best: Option<(usize, f64, u32)> = None;
@@ -93,7 +95,7 @@ pub(crate) fn most_headroom(
         if !eligible(account) {
             continue;
         }
-        let share = headroom(account);
+        let share = headroom(account, now);
         let better = match best {
             None => true,
             Some((_, best_share, best_in_flight)) => {

@@ -610,6 +610,29 @@ fn headroom_prefers_the_most_capacity_left() {
 }
 
 #[test]
+fn headroom_forgets_windows_that_have_reset_since() {
+    let mut h = Harness::new(Strategy::Headroom, &["a", "b"]);
+    let resets_at_60 = RateLimitSnapshot {
+        requests: Window {
+            reset: Some(at(60)),
+            ..snapshot(10, at(0)).requests
+        },
+        ..snapshot(10, at(0))
+    };
+    h.pool.report(h.id("a"), OK, Some(resets_at_60), at(0));
+    check(
+        &mut h,
+        &[
+            (0, Headroom("b", 50), "active"),
+            (1, Select, "b"),
+            (59, Select, "b"),
+            // a's window is full again; b still has half of one that names no reset.
+            (60, Select, "a"),
+        ],
+    );
+}
+
+#[test]
 fn session_strategy_keeps_one_account_and_rotates_after_the_timeout() {
     let mut h = Harness::with_timeout(Strategy::Session, &["a", "b", "c"], 100);
     check(
