@@ -6,6 +6,11 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 const OAUTH_BETA: &str = "oauth-2025-04-20";
 
+const ANTHROPIC_VERSION: &str = "anthropic-version";
+
+/// The version sent for a client that names none: the current one of the Messages API.
+const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
 /// RFC 9110 §7.6.1 hop-by-hop headers, plus `host` (the client sets it from the URI).
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -47,9 +52,9 @@ pub fn upstream_response_headers(headers: &mut HeaderMap) {
 /// Turns the client's request headers into the upstream's: hop-by-hop, `host`, the client's
 /// credentials and `content-length` (recomputed from the body) are removed; the account's
 /// credential is set; `accept-encoding: identity` keeps the response readable for usage
-/// accounting. `anthropic-version` and `anthropic-beta` pass through as sent, except that for
-/// OAuth accounts the `anthropic-beta` lines become one, with the OAuth beta appended when it
-/// is missing.
+/// accounting. `anthropic-version` and `anthropic-beta` pass through as sent, except that a
+/// missing `anthropic-version` is set to `2023-06-01`, and for OAuth accounts the
+/// `anthropic-beta` lines become one, with the OAuth beta appended when it is missing.
 pub fn upstream_request_headers(
     headers: &mut HeaderMap,
     kind: AccountKind,
@@ -68,6 +73,14 @@ pub fn upstream_request_headers(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
+    // The API refuses a request without a version (curl users often leave it out); a
+    // client's own value always wins.
+    if !headers.contains_key(ANTHROPIC_VERSION) {
+        headers.insert(
+            ANTHROPIC_VERSION,
+            HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
+        );
+    }
     match kind {
         AccountKind::ApiKey => {
             let mut value = HeaderValue::from_str(credential)?;
@@ -184,6 +197,20 @@ mod tests {
         let mut none = HeaderMap::new();
         upstream_request_headers(&mut none, AccountKind::OAuth, "sk-ant-oat01-t").unwrap();
         assert_eq!(none.get("anthropic-beta").unwrap(), "oauth-2025-04-20");
+    }
+
+    #[test]
+    fn a_missing_anthropic_version_gets_the_default() {
+        let mut h = map(&[("x-api-key", "c")]);
+        upstream_request_headers(&mut h, AccountKind::ApiKey, "sk-ant-account").unwrap();
+        assert_eq!(h.get("anthropic-version").unwrap(), "2023-06-01");
+        let mut h = map(&[("anthropic-version", "")]);
+        upstream_request_headers(&mut h, AccountKind::OAuth, "sk-ant-oat01-t").unwrap();
+        assert_eq!(
+            h.get("anthropic-version").unwrap(),
+            "",
+            "the client's own value"
+        );
     }
 
     #[test]

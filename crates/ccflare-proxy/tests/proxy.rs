@@ -96,6 +96,41 @@ async fn client_credentials_never_reach_the_upstream() {
 }
 
 #[tokio::test]
+async fn a_request_without_anthropic_version_gets_the_default_and_a_clients_own_passes() {
+    let app = spawn_app(Options::default()).await;
+    let request = |version: Option<&str>| {
+        let mut builder = http::Request::post(format!("{}/v1/messages", app.url))
+            .header("content-type", "application/json")
+            .header("x-api-key", "anything");
+        if let Some(version) = version {
+            builder = builder.header("anthropic-version", version);
+        }
+        builder
+            .body(http_body_util::Full::new(Bytes::from(message_body(false))))
+            .expect("request")
+    };
+    // As the tutorial's curl examples send it: no version at all.
+    let reply = app.send(request(None)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let reply = app.send(request(Some("2099-01-01"))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let versions: Vec<Vec<String>> = app
+        .mock
+        .requests()
+        .iter()
+        .map(|seen| {
+            seen.headers
+                .iter()
+                .filter(|(name, _)| name.eq_ignore_ascii_case("anthropic-version"))
+                .map(|(_, value)| value.clone())
+                .collect()
+        })
+        .collect();
+    assert_eq!(versions, [["2023-06-01"], ["2099-01-01"]]);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn several_anthropic_beta_lines_reach_an_oauth_account_as_one() {
     let app = spawn_app(Options {
         accounts: vec![],
