@@ -63,8 +63,13 @@ pub(crate) struct AccountState {
 
 impl AccountState {
     /// An account the pool has not seen before: everything from the record, including the
-    /// cooldowns an earlier run persisted.
-    pub(crate) fn new(record: Account, now: Millis) -> Self {
+    /// cooldowns and the last rate-limit headers an earlier run persisted, so that `headroom`
+    /// and `allowed_warning` rank it as it last reported rather than as untouched.
+    pub(crate) fn new(
+        record: Account,
+        last_ratelimit: Option<RateLimitSnapshot>,
+        now: Millis,
+    ) -> Self {
         AccountState {
             id: record.id,
             name: record.name.into(),
@@ -78,7 +83,7 @@ impl AccountState {
             rate_limited_until: ahead(record.rate_limited_until, now),
             overloaded_until: ahead(record.overloaded_until, now),
             consecutive_rate_limits: 0,
-            last_ratelimit: None,
+            last_ratelimit,
             in_flight: 0,
             requests: 0,
             last_used: None,
@@ -90,12 +95,27 @@ impl AccountState {
     ///
     /// Name, kind, credential, priority and weight are always taken: the pool never changes them
     /// itself, and a refreshed OAuth token is stored without a new revision yet must be used.
-    /// Status and cooldowns are taken only when a person changed the account (a new revision);
-    /// with the same revision the pool's own state wins, because the database may not have the
-    /// pool's latest writes yet.
-    pub(crate) fn merge(&mut self, record: Account, now: Millis) {
+    /// Stored rate-limit headers are taken only when they were seen later than the pool's own
+    /// (another process wrote them); the database is usually behind the pool. Status and
+    /// cooldowns are taken only when a person changed the account (a new revision); with the
+    /// same revision the pool's own state wins, because the database may not have the pool's
+    /// latest writes yet.
+    pub(crate) fn merge(
+        &mut self,
+        record: Account,
+        last_ratelimit: Option<RateLimitSnapshot>,
+        now: Millis,
+    ) {
         if *self.name != *record.name {
             self.name = record.name.into();
+        }
+        if let Some(stored) = last_ratelimit
+            && self
+                .last_ratelimit
+                .as_ref()
+                .is_none_or(|own| stored.seen_at > own.seen_at)
+        {
+            self.last_ratelimit = Some(stored);
         }
         self.kind = record.kind;
         self.credential = record.credential;

@@ -106,31 +106,54 @@ impl Pool {
         self.config.session_timeout_ms = ms;
     }
 
-    /// Replaces the account list with what storage holds now (at start and every second).
+    /// Replaces the account list with what storage holds now, without rate-limit headers: as
+    /// [`Pool::sync_with_ratelimits`] with none stored for any account.
+    pub fn sync(&mut self, records: Vec<Account>, now: Millis) {
+        let count = records.len();
+        self.sync_records(records.into_iter().map(|record| (record, None)), count, now);
+    }
+
+    /// Replaces the account list with what storage holds now (at start and every second), each
+    /// account with the last rate-limit headers persisted for it.
     ///
     /// Accounts no longer stored disappear with their session pins; new ones come in with the
-    /// state and cooldowns of their record; known ones are merged as
-    /// [`AccountState::merge`] describes (a person's edit wins, otherwise the pool's own state).
-    /// Expired session pins are dropped here too, so that memory stays bounded.
-    pub fn sync(&mut self, records: Vec<Account>, now: Millis) {
+    /// state, cooldowns and rate-limit headers of their record, so that a restarted server
+    /// ranks them as they last reported; known ones are merged as [`AccountState::merge`]
+    /// describes (a person's edit wins, otherwise the pool's own state). Expired session pins
+    /// are dropped here too, so that memory stays bounded.
+    pub fn sync_with_ratelimits(
+        &mut self,
+        records: Vec<(Account, Option<RateLimitSnapshot>)>,
+        now: Millis,
+    ) {
+        let count = records.len();
+        self.sync_records(records, count, now);
+    }
+
+    fn sync_records(
+        &mut self,
+        records: impl IntoIterator<Item = (Account, Option<RateLimitSnapshot>)>,
+        count: usize,
+        now: Millis,
+    ) {
         let mut known: HashMap<AccountId, AccountState> = self
             .accounts
             .drain(..)
             .map(|account| (account.id, account))
             .collect();
-        let mut accounts = Vec::with_capacity(records.len());
-        let mut seen = HashSet::with_capacity(records.len());
-        for record in records {
+        let mut accounts = Vec::with_capacity(count);
+        let mut seen = HashSet::with_capacity(count);
+        for (record, last_ratelimit) in records {
             // Ids are unique in storage; should a list repeat one, the first record counts.
             if !seen.insert(record.id) {
                 continue;
             }
             let account = match known.remove(&record.id) {
                 Some(mut account) => {
-                    account.merge(record, now);
+                    account.merge(record, last_ratelimit, now);
                     account
                 }
-                None => AccountState::new(record, now),
+                None => AccountState::new(record, last_ratelimit, now),
             };
             accounts.push(account);
         }

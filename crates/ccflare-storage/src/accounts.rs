@@ -5,6 +5,7 @@
 use crate::db::Db;
 use crate::error::StorageError;
 use ccflare_core::account::default_key_name;
+use ccflare_core::ratelimit::RateLimitSnapshot;
 use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -36,6 +37,30 @@ pub async fn list(db: &Db) -> Result<Vec<Account>, StorageError> {
         .fetch_all(db.pool())
         .await?;
     rows.iter().map(from_row).collect()
+}
+
+/// The last rate-limit headers the server persisted for an account. Headers written by another
+/// version may not parse: they count as none, as if the account had not answered yet.
+fn last_ratelimit(row: &SqliteRow) -> Result<Option<RateLimitSnapshot>, StorageError> {
+    Ok(row
+        .try_get::<Option<String>, _>("last_ratelimit")?
+        .and_then(|text| serde_json::from_str(&text).ok()))
+}
+
+/// Every account with the last rate-limit headers persisted for it, ordered by id: what the
+/// pool routes on. A server that starts (or syncs) with these ranks accounts by the capacity
+/// and subscription warnings they last reported, instead of treating every one as untouched.
+pub async fn list_with_ratelimits(
+    db: &Db,
+) -> Result<Vec<(Account, Option<RateLimitSnapshot>)>, StorageError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS}, last_ratelimit FROM accounts ORDER BY id"
+    ))
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|row| Ok((from_row(row)?, last_ratelimit(row)?)))
+        .collect()
 }
 
 /// One account by name.
@@ -254,7 +279,7 @@ pub struct AccountSummary {
     pub last_used: Option<Millis>,
     pub created_at: Millis,
     /// The last rate-limit headers the server persisted (subscription windows included).
-    pub last_ratelimit: Option<ccflare_core::ratelimit::RateLimitSnapshot>,
+    pub last_ratelimit: Option<RateLimitSnapshot>,
     /// OAuth accounts: when the access token was last refreshed.
     pub refreshed_at: Option<Millis>,
 }
@@ -274,10 +299,7 @@ pub async fn list_with_usage(db: &Db) -> Result<Vec<AccountSummary>, StorageErro
                 request_count: row.try_get("request_count")?,
                 last_used: row.try_get("last_used")?,
                 created_at: row.try_get("created_at")?,
-                // Headers written by another version may not parse: shown as none.
-                last_ratelimit: row
-                    .try_get::<Option<String>, _>("last_ratelimit")?
-                    .and_then(|text| serde_json::from_str(&text).ok()),
+                last_ratelimit: last_ratelimit(row)?,
                 refreshed_at: row.try_get("refreshed_at")?,
             })
         })

@@ -1,6 +1,7 @@
 //! Storage against a real SQLite file in a temp dir: opening, permissions, migrations,
 //! idempotent account upserts, and the batched writer.
 
+use ccflare_core::ratelimit::RateLimitSnapshot;
 use ccflare_core::record::{AttemptFailure, RequestRecord};
 use ccflare_core::usage::Usage;
 use ccflare_core::{AccountStatus, Secret};
@@ -245,4 +246,51 @@ async fn a_persons_newer_change_wins_over_a_state_the_server_decided_earlier() {
         (stored.status, stored.rate_limited_until),
         (AccountStatus::Active, None)
     );
+}
+
+#[tokio::test]
+async fn the_last_rate_limit_headers_survive_a_restart_for_routing() {
+    let (dir, db) = open().await;
+    let (a, _) = accounts::upsert_api_key(&db, &Secret::new(KEY_A), Some("a"), None, 1)
+        .await
+        .unwrap();
+    let (b, _) = accounts::upsert_api_key(&db, &Secret::new(KEY_B), Some("b"), None, 1)
+        .await
+        .unwrap();
+    let warned = RateLimitSnapshot {
+        unified_status: Some("allowed_warning".into()),
+        unified_reset: Some(1_795_705_200_000),
+        unified_5h_utilization: Some(0.92),
+        seen_at: 1_795_687_200_000,
+        ..Default::default()
+    };
+    let writer = Writer::spawn(db.clone());
+    writer.handle().account_state(AccountStateUpdate {
+        id: a.id,
+        revision: Some(a.revision),
+        status: AccountStatus::Active,
+        rate_limited_until: None,
+        overloaded_until: None,
+        last_ratelimit: Some(warned.clone()),
+    });
+    writer.close().await;
+    db.close().await;
+
+    let db = Db::open_path(&dir.path().join("ccflare.db")).await.unwrap();
+    let listed = accounts::list_with_ratelimits(&db).await.unwrap();
+    let seen: Vec<_> = listed
+        .iter()
+        .map(|(account, snapshot)| (account.id, snapshot.clone()))
+        .collect();
+    assert_eq!(seen, [(a.id, Some(warned)), (b.id, None)]);
+    assert_eq!(listed[0].0.name, "a");
+
+    // Headers another version wrote in a shape this one cannot read count as none.
+    sqlx::query("UPDATE accounts SET last_ratelimit = '{\"unified_status\":3}' WHERE id = ?")
+        .bind(a.id.0)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let listed = accounts::list_with_ratelimits(&db).await.unwrap();
+    assert_eq!((listed.len(), &listed[0].1), (2, &None));
 }

@@ -938,6 +938,60 @@ fn sync_takes_a_refreshed_credential_without_a_new_revision() {
     );
 }
 
+#[test]
+fn a_restarted_pool_routes_on_the_headers_persisted_before() {
+    // The first run: a says its subscription is close to the limit, b has a fifth left.
+    let mut before = Harness::new(Strategy::Priority, &["a", "b", "c"]);
+    let mut persist = |name: &str, headers: RateLimitSnapshot| {
+        let id = before.id(name);
+        let persisted = before.pool.report(id, OK, Some(headers), at(0));
+        persisted.expect("new headers are persisted").last_ratelimit
+    };
+    let a = persist("a", warning(3600, at(0)));
+    let b = persist("b", snapshot(20, at(0)));
+    let records = vec![record(1, "a"), record(2, "b"), record(3, "c")];
+    let stored: Vec<_> = records.iter().cloned().zip([a, b, None]).collect();
+    // The second run starts from the stored records and headers; without the headers every
+    // account would look untouched and `a` would be first for both.
+    for (strategy, expected) in [(Strategy::Priority, "b"), (Strategy::Headroom, "c")] {
+        let config = PoolConfig {
+            strategy,
+            session_timeout_ms: 3_600_000,
+        };
+        let mut restarted = Pool::new(config);
+        restarted.sync_with_ratelimits(stored.clone(), at(10));
+        let pick = restarted.select(at(10), None, &[]).unwrap();
+        assert_eq!(&*pick.name, expected, "{strategy}");
+        let views = restarted.views(at(10));
+        assert_eq!(views[0].last_ratelimit, stored[0].1, "{strategy}");
+        let mut forgetful = Pool::new(config);
+        forgetful.sync(records.clone(), at(10));
+        assert_eq!(&*forgetful.select(at(10), None, &[]).unwrap().name, "a");
+    }
+}
+
+#[test]
+fn sync_takes_stored_headers_only_when_they_are_newer_than_the_pools_own() {
+    let mut h = Harness::new(Strategy::Priority, &["a", "b"]);
+    check(&mut h, &[(5, Warn("a", 3600), "active"), (5, Select, "b")]);
+    let allowed = |seen: i64| RateLimitSnapshot {
+        unified_status: Some("allowed".into()),
+        seen_at: at(seen),
+        ..Default::default()
+    };
+    let sync = |h: &mut Harness, a: Option<RateLimitSnapshot>, now: i64| {
+        let stored = h.records.iter().cloned().zip([a, None]).collect();
+        h.pool.sync_with_ratelimits(stored, at(now));
+        h.select(at(now), None, &[], false)
+    };
+    // The database is behind the pool: older headers (or none) leave the warning in place.
+    assert_eq!(sync(&mut h, Some(allowed(0)), 6), "b");
+    assert_eq!(sync(&mut h, None, 7), "b");
+    // Headers seen after the pool's own (another process answered) are taken.
+    assert_eq!(sync(&mut h, Some(allowed(8)), 9), "a");
+    assert_eq!(h.view("a", at(9)).last_ratelimit, Some(allowed(8)));
+}
+
 // ---- what the pool reports ----
 
 #[test]
