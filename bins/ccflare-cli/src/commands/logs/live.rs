@@ -14,8 +14,11 @@ use std::time::Duration;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How long connecting and each answer's headers may take: a local server answers at once.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long connecting and each answer may take before following falls back to the database.
+/// A local server answers at once, and where none runs the connection is refused at once, so
+/// this only matters for a server that is there but slow: on a loaded machine (a busy CI
+/// runner) that can take seconds, and giving up on it would silently lose the live feed.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest SSE event kept while it arrives; a longer one means this is not our feed.
 const MAX_EVENT: usize = 1 << 20;
 
