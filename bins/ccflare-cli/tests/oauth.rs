@@ -54,11 +54,17 @@ async fn login(
             .unwrap();
     }
     drop(stdin);
+    // The rest of stdout ends when the CLI exits; a CLI stuck after the paste fails the test
+    // at the guard instead of hanging the run.
     let rest = {
         let mut rest = String::new();
-        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut rest)
-            .await
-            .unwrap();
+        tokio::time::timeout(
+            GUARD,
+            tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut rest),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the CLI did not finish in time; printed:\n{printed}{rest}"))
+        .unwrap();
         rest
     };
     child.stdout = None;
