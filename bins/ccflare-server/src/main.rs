@@ -127,12 +127,16 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     let api = ccflare_api::Api::new(db.clone(), log_feed);
     state.set_management(Arc::new(api.clone()));
 
+    // Before the banner: whoever reads it (a supervisor, a test) may stop the server at once,
+    // and a signal that comes before its handler exists would kill the process outright
+    // instead of shutting it down cleanly. From here on, a signal waits for `run` to see it.
+    let signals = ShutdownSignals::listen()?;
     print_banner(&settings, &state, &db, local, loaded.config_file.as_deref());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let sync = spawn_account_sync(state.clone(), db.clone(), stop_rx.clone());
     let retention = api.spawn_retention(state.clone(), stop_rx);
-    let report = ccflare_proxy::run(listener, state.clone(), shutdown_signal()).await;
+    let report = ccflare_proxy::run(listener, state.clone(), signals.recv()).await;
     tracing::info!(
         cut_connections = report.cut_connections,
         "stopped accepting; flushing records"
@@ -232,26 +236,45 @@ fn print_banner(
     let _ = out.flush();
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT (Ctrl-C), listened for from the moment this is created: a signal that
+/// arrives before [`ShutdownSignals::recv`] is polled is kept, not lost, and does not kill the
+/// process (tokio replaces the default action when the listener is registered).
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        let mut terminate = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                let _ = interrupt.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(windows)]
+    interrupt: tokio::signal::windows::CtrlC,
+}
+
+impl ShutdownSignals {
+    fn listen() -> Result<ShutdownSignals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(ShutdownSignals {
+                terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+                interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            })
+        }
+        #[cfg(windows)]
+        {
+            Ok(ShutdownSignals {
+                interrupt: tokio::signal::windows::ctrl_c().context("listening for Ctrl-C")?,
+            })
         }
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-    tracing::info!("shutdown requested");
+
+    /// Resolves at the first SIGTERM or SIGINT since [`ShutdownSignals::listen`].
+    async fn recv(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        #[cfg(windows)]
+        let _ = self.interrupt.recv().await;
+        tracing::info!("shutdown requested");
+    }
 }

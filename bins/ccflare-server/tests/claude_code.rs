@@ -68,8 +68,7 @@ async fn claude_code_answers_through_ccflare() {
         );
     }
 
-    let (code, _) = server.terminate().await;
-    assert_eq!(code, Some(0));
+    server.terminate().await;
     let db = ccflare_storage::Db::open_path(&db_path(dir.path()))
         .await
         .unwrap();

@@ -100,16 +100,23 @@ impl Server {
         }
     }
 
-    /// Sends SIGTERM and waits for the exit; returns the exit code and everything printed
-    /// after the banner (stdout then stderr).
-    pub async fn terminate(self) -> (Option<i32>, String) {
+    /// Sends SIGTERM, waits for the exit and asserts it was clean (exit code 0: the server
+    /// shut down rather than being killed by the signal); returns everything printed after the
+    /// banner (stdout then stderr).
+    pub async fn terminate(self) -> String {
         let pid = self.child.id().expect("running").to_string();
         let status = std::process::Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("kill runs");
         assert!(status.success());
-        self.terminate_after_signal().await
+        let (code, rest) = self.terminate_after_signal().await;
+        assert_eq!(
+            code,
+            Some(0),
+            "SIGTERM is a clean shutdown; printed:\n{rest}"
+        );
+        rest
     }
 
     /// Waits for an exit already asked for; returns the exit code and the rest of the output.
