@@ -252,9 +252,11 @@ impl AppState {
 
     /// Reads the accounts table into the pool once.
     pub async fn sync_accounts(&self, db: &Db) -> Result<(), StorageError> {
-        let list = accounts::list(db).await?;
+        // With each account's last persisted rate-limit headers, so a restarted server routes
+        // on what it last saw (headroom, warnings) instead of taking every account as fresh.
+        let list = accounts::list_with_ratelimits(db).await?;
         let now = self.now();
-        self.pool().sync(list, now);
+        self.pool().sync_with_ratelimits(list, now);
         Ok(())
     }
 

@@ -508,3 +508,44 @@ async fn a_client_hanging_up_mid_refresh_does_not_lose_the_rotation() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_restarted_server_routes_on_the_rate_limit_headers_it_last_saw() {
+    let app = spawn_app(oauth(vec![("max", 0, 8 * HOUR), ("other", 1, 8 * HOUR)])).await;
+    let max = stored(&app, "max").await.access;
+    let window_reset_epoch = (app.clock_now() / 1000 + 3 * 3600) as u64;
+    app.mock.push_fault(
+        max.expose(),
+        Fault::Unified {
+            status: "allowed_warning".into(),
+            reset_epoch: Some(window_reset_epoch),
+            window_reset_epoch,
+        },
+    );
+    assert_eq!(
+        app.post(&[], false).await.header("x-ccflare-account"),
+        "max"
+    );
+    assert_eq!(
+        app.post(&[], false).await.header("x-ccflare-account"),
+        "other",
+        "the warned account ranks lower"
+    );
+    app.records().await; // the writer has persisted the headers
+    // A restart: the in-memory pool is gone; what it knows comes from the database.
+    let config = app.state.pool().config();
+    *app.state.pool() = ccflare_pool::Pool::new(config);
+    app.state.sync_accounts(&app.db).await.unwrap();
+    assert_eq!(
+        app.post(&[], false).await.header("x-ccflare-account"),
+        "other",
+        "the warning was read back"
+    );
+    // Past the window's reset the warning is over.
+    app.clock.advance(3 * HOUR + 10_000);
+    assert_eq!(
+        app.post(&[], false).await.header("x-ccflare-account"),
+        "max"
+    );
+    app.stop().await;
+}
