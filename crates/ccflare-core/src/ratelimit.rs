@@ -155,11 +155,21 @@ impl RateLimitSnapshot {
                 .any(|w| w.reset.is_some() || w.remaining.is_some())
     }
 
-    /// Whether the unified (subscription) status blocks further requests.
+    /// Whether the unified (subscription) status blocks further requests. Besides `rejected`,
+    /// the statuses the protocol notes list as hard (seen in other clients, never captured).
     pub fn unified_blocked(&self) -> bool {
         matches!(
             self.unified_status.as_deref(),
-            Some("rejected" | "blocked" | "queueing_hard")
+            Some("rejected" | "rate_limited" | "blocked" | "queueing_hard" | "payment_required")
+        )
+    }
+
+    /// Whether the unified status warns that the account nears its limit: `allowed_warning`,
+    /// or the soft `queueing_soft`.
+    pub fn unified_warning(&self) -> bool {
+        matches!(
+            self.unified_status.as_deref(),
+            Some("allowed_warning" | "queueing_soft")
         )
     }
 
@@ -371,6 +381,29 @@ mod tests {
             }
         );
         assert_eq!(s.headroom(), Some(0.0));
+    }
+
+    #[test]
+    fn unified_statuses_are_hard_soft_or_open() {
+        let status = |value| snap(&[("anthropic-ratelimit-unified-status", value)]);
+        for hard in [
+            "rejected",
+            "rate_limited",
+            "blocked",
+            "queueing_hard",
+            "payment_required",
+        ] {
+            assert!(status(hard).unified_blocked(), "{hard}");
+            assert!(!status(hard).unified_warning(), "{hard}");
+        }
+        for soft in ["allowed_warning", "queueing_soft"] {
+            assert!(status(soft).unified_warning(), "{soft}");
+            assert!(!status(soft).unified_blocked(), "{soft}");
+        }
+        for open in ["allowed", "something_new"] {
+            assert!(!status(open).unified_blocked(), "{open}");
+            assert!(!status(open).unified_warning(), "{open}");
+        }
     }
 
     #[test]

@@ -156,7 +156,7 @@ impl AccountState {
     /// account that no new session reaches would otherwise never get the answer that clears it.
     pub(crate) fn is_warned(&self, now: Millis) -> bool {
         self.last_ratelimit.as_ref().is_some_and(|snapshot| {
-            snapshot.unified_status.as_deref() == Some("allowed_warning")
+            snapshot.unified_warning()
                 && snapshot.unified_reset_at().is_none_or(|reset| reset > now)
         })
     }
