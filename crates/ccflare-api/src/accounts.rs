@@ -20,6 +20,15 @@ const MAX_NAME: usize = 64;
 /// A name must be short, printable, without `/` (it is a path segment) and without leading or
 /// trailing spaces.
 pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
+    // A name is shown in full everywhere (lists, logs, `x-ccflare-account`): nothing key- or
+    // token-shaped may become one.
+    let shown = ccflare_storage::StorageError::shown_name(name);
+    if shown != name {
+        return Err(ApiError::BadRequest(format!(
+            "invalid account name {shown:?}: it looks like a key or token (names are shown in \
+             full everywhere)"
+        )));
+    }
     let fine = !name.is_empty()
         && name.chars().count() <= MAX_NAME
         && name.trim() == name
@@ -28,11 +37,9 @@ pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
     if fine {
         Ok(())
     } else {
-        // A key pasted as a name is too long: it is refused without being echoed.
         Err(ApiError::BadRequest(format!(
-            "invalid account name {:?}: use 1 to {MAX_NAME} printable characters, no `/`, \
-             no leading or trailing spaces",
-            ccflare_storage::StorageError::shown_name(name)
+            "invalid account name {shown:?}: use 1 to {MAX_NAME} printable characters, no `/`, \
+             no leading or trailing spaces"
         )))
     }
 }

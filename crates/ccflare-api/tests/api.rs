@@ -543,6 +543,28 @@ async fn a_key_given_where_a_name_goes_is_never_echoed() {
         "{}",
         renamed.text()
     );
+    // A short key is refused as a name too: names are shown in full everywhere.
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/api/accounts/alpha/rename",
+            r#"{"name":"sk-ant-api03-shortkey-wxyz"}"#,
+        ),
+        (
+            Method::POST,
+            "/api/accounts",
+            r#"{"api_key":"sk-ant-api03-another-key-0123456789","name":"sk-ant-api03-shortkey-wxyz"}"#,
+        ),
+    ] {
+        let reply = app.call(method, path, body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+        assert!(
+            reply.text().contains("looks like a key"),
+            "{}",
+            reply.text()
+        );
+        assert!(!reply.text().contains("shortkey"), "{}", reply.text());
+    }
     // Looking up by key is the CLI's convenience, not the API's (a key in a URL ends up in
     // access logs): alpha is still there.
     assert_eq!(app.get("/api/accounts/alpha").await.status, StatusCode::OK);
