@@ -242,9 +242,9 @@ async fn sigterm_lets_a_running_stream_finish_and_flushes_its_record() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let mut body = response.into_body();
-    let first = body
-        .frame()
+    let first = tokio::time::timeout(GUARD, body.frame())
         .await
+        .expect("a first frame in time")
         .expect("a first frame")
         .expect("no error");
     let mut received = first.into_data().unwrap_or_default().to_vec();
