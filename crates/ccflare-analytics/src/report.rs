@@ -14,11 +14,10 @@ use ccflare_core::Millis;
 use ccflare_storage::Db;
 use ccflare_storage::rollups::{
     self, DAY_MS, DIM_ACCOUNT, DIM_ALL, DIM_CLIENT_KEY, DIM_ERROR, DIM_MODEL, HOUR_MS,
-    METRIC_LATENCY, METRIC_TTFB, MINUTE_MS, bucket,
+    METRIC_LATENCY, METRIC_TTFB, MINUTE_MS, SUM_COLUMNS, Sums, bucket,
 };
 use serde::Serialize;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
@@ -131,104 +130,38 @@ pub struct Totals {
     pub cache_hit_rate: Option<f64>,
 }
 
-/// The sum columns every rollup query selects, in [`Sums::from_row`]'s names.
-const SUMS: &str = "coalesce(sum(requests), 0) AS requests, \
-    coalesce(sum(successes), 0) AS successes, \
-    coalesce(sum(input_tokens), 0) AS input_tokens, \
-    coalesce(sum(output_tokens), 0) AS output_tokens, \
-    coalesce(sum(cache_read_tokens), 0) AS cache_read_tokens, \
-    coalesce(sum(cache_write_tokens), 0) AS cache_write_tokens, \
-    coalesce(sum(cost_usd), 0.0) AS cost_usd, \
-    coalesce(sum(cost_estimated), 0) AS cost_estimated, \
-    coalesce(sum(latency_ms_sum), 0) AS latency_ms_sum, \
-    coalesce(sum(ttfb_ms_sum), 0) AS ttfb_ms_sum, \
-    coalesce(sum(ttfb_count), 0) AS ttfb_count, \
-    coalesce(sum(generated_tokens), 0) AS generated_tokens, \
-    coalesce(sum(generating_ms_sum), 0) AS generating_ms_sum";
-
 fn ratio(numerator: f64, denominator: f64) -> Option<f64> {
     (denominator > 0.0).then(|| numerator / denominator)
 }
 
-/// The raw sums of a rollup group, which add up; [`Totals`] are derived from them.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct Sums {
-    requests: i64,
-    successes: i64,
-    input_tokens: i64,
-    output_tokens: i64,
-    cache_read_tokens: i64,
-    cache_write_tokens: i64,
-    cost_usd: f64,
-    cost_estimated: i64,
-    latency_ms_sum: i64,
-    ttfb_ms_sum: i64,
-    ttfb_count: i64,
-    generated_tokens: i64,
-    generating_ms_sum: i64,
-}
-
-impl Sums {
-    fn from_row(row: &SqliteRow) -> Result<Sums, sqlx::Error> {
-        Ok(Sums {
-            requests: row.try_get("requests")?,
-            successes: row.try_get("successes")?,
-            input_tokens: row.try_get("input_tokens")?,
-            output_tokens: row.try_get("output_tokens")?,
-            cache_read_tokens: row.try_get("cache_read_tokens")?,
-            cache_write_tokens: row.try_get("cache_write_tokens")?,
-            cost_usd: row.try_get("cost_usd")?,
-            cost_estimated: row.try_get("cost_estimated")?,
-            latency_ms_sum: row.try_get("latency_ms_sum")?,
-            ttfb_ms_sum: row.try_get("ttfb_ms_sum")?,
-            ttfb_count: row.try_get("ttfb_count")?,
-            generated_tokens: row.try_get("generated_tokens")?,
-            generating_ms_sum: row.try_get("generating_ms_sum")?,
-        })
-    }
-
-    fn add(&mut self, other: &Sums) {
-        self.requests += other.requests;
-        self.successes += other.successes;
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
-        self.cache_read_tokens += other.cache_read_tokens;
-        self.cache_write_tokens += other.cache_write_tokens;
-        self.cost_usd += other.cost_usd;
-        self.cost_estimated += other.cost_estimated;
-        self.latency_ms_sum += other.latency_ms_sum;
-        self.ttfb_ms_sum += other.ttfb_ms_sum;
-        self.ttfb_count += other.ttfb_count;
-        self.generated_tokens += other.generated_tokens;
-        self.generating_ms_sum += other.generating_ms_sum;
-    }
-
-    fn totals(&self) -> Totals {
+/// The ratios of a set of requests, derived from the rollups' raw sums.
+impl From<&Sums> for Totals {
+    fn from(sums: &Sums) -> Totals {
         let all_input =
-            (self.input_tokens + self.cache_read_tokens + self.cache_write_tokens) as f64;
+            (sums.input_tokens + sums.cache_read_tokens + sums.cache_write_tokens) as f64;
         Totals {
-            requests: self.requests,
-            successes: self.successes,
-            errors: self.requests - self.successes,
-            success_rate: ratio(self.successes as f64, self.requests as f64).unwrap_or(0.0),
-            input_tokens: self.input_tokens,
-            output_tokens: self.output_tokens,
-            cache_read_tokens: self.cache_read_tokens,
-            cache_write_tokens: self.cache_write_tokens,
-            total_tokens: self.input_tokens
-                + self.output_tokens
-                + self.cache_read_tokens
-                + self.cache_write_tokens,
-            cost_usd: self.cost_usd,
-            cost_estimated_requests: self.cost_estimated,
-            average_response_time: ratio(self.latency_ms_sum as f64, self.requests as f64)
+            requests: sums.requests,
+            successes: sums.successes,
+            errors: sums.requests - sums.successes,
+            success_rate: ratio(sums.successes as f64, sums.requests as f64).unwrap_or(0.0),
+            input_tokens: sums.input_tokens,
+            output_tokens: sums.output_tokens,
+            cache_read_tokens: sums.cache_read_tokens,
+            cache_write_tokens: sums.cache_write_tokens,
+            total_tokens: sums.input_tokens
+                + sums.output_tokens
+                + sums.cache_read_tokens
+                + sums.cache_write_tokens,
+            cost_usd: sums.cost_usd,
+            cost_estimated_requests: sums.cost_estimated,
+            average_response_time: ratio(sums.latency_ms_sum as f64, sums.requests as f64)
                 .unwrap_or(0.0),
-            average_ttfb: ratio(self.ttfb_ms_sum as f64, self.ttfb_count as f64),
+            average_ttfb: ratio(sums.ttfb_ms_sum as f64, sums.ttfb_count as f64),
             output_tokens_per_second: ratio(
-                self.generated_tokens as f64 * 1000.0,
-                self.generating_ms_sum as f64,
+                sums.generated_tokens as f64 * 1000.0,
+                sums.generating_ms_sum as f64,
             ),
-            cache_hit_rate: ratio(self.cache_read_tokens as f64, all_input),
+            cache_hit_rate: ratio(sums.cache_read_tokens as f64, all_input),
         }
     }
 }
@@ -386,7 +319,7 @@ fn ranked(groups: HashMap<Option<String>, Sums>) -> Vec<Group> {
         .into_iter()
         .map(|(name, sums)| Group {
             name,
-            totals: sums.totals(),
+            totals: Totals::from(&sums),
         })
         .collect();
     groups.sort_by(|a, b| {
@@ -402,7 +335,7 @@ async fn breakdowns(db: &Db, window: Window) -> Result<Breakdowns, AnalyticsErro
     // SQLite takes the bare `label` from the row holding max(bucket): for an account, the name
     // it was last recorded with (used for accounts removed since).
     let sql = format!(
-        "SELECT dim, key, label, max(bucket) AS latest, {SUMS} FROM {} GROUP BY dim, key",
+        "SELECT dim, key, label, max(bucket) AS latest, {SUM_COLUMNS} FROM {} GROUP BY dim, key",
         Window::rows("rollup_hourly", "rollup_daily", "")
     );
     let rows = sqlx::query(&sql)
@@ -459,7 +392,7 @@ async fn breakdowns(db: &Db, window: Window) -> Result<Breakdowns, AnalyticsErro
             .then_with(|| a.error_type.cmp(&b.error_type))
     });
     Ok(Breakdowns {
-        totals: total.totals(),
+        totals: Totals::from(&total),
         models: ranked(models),
         accounts: ranked(accounts),
         client_keys: ranked(client_keys),
@@ -632,7 +565,7 @@ pub(crate) async fn all_time_overview(
     limit: usize,
 ) -> Result<(Totals, Vec<(String, i64)>), AnalyticsError> {
     let rows = sqlx::query(&format!(
-        "SELECT dim, key, {SUMS} FROM rollup_daily WHERE dim IN ({DIM_ALL}, {DIM_MODEL}) \
+        "SELECT dim, key, {SUM_COLUMNS} FROM rollup_daily WHERE dim IN ({DIM_ALL}, {DIM_MODEL}) \
          GROUP BY dim, key"
     ))
     .fetch_all(db.pool())
@@ -650,7 +583,7 @@ pub(crate) async fn all_time_overview(
     }
     models.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     models.truncate(limit);
-    Ok((total.totals(), models))
+    Ok((Totals::from(&total), models))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use crate::db::Db;
 use crate::error::StorageError;
 use ccflare_core::Millis;
 use ccflare_core::record::RequestRecord;
+use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
 use std::collections::HashMap;
 
@@ -128,35 +129,116 @@ impl From<&RequestRecord> for Sample {
 /// One rollup row's key: the bucket start, the dimension and the group within it.
 type GroupKey = (Millis, i64, String);
 
+/// The running sums a rollup row keeps, which add up: the writer adds each request's to the
+/// rows of its hour, day and minute, and analytics adds rows up over a window (reading them
+/// with [`SUM_COLUMNS`] and [`Sums::from_row`]). The minute rollup keeps a subset of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sums {
+    pub requests: i64,
+    pub successes: i64,
+    pub streamed: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub cost_usd: f64,
+    /// Requests priced by family (their model was not in the price table).
+    pub cost_estimated: i64,
+    pub latency_ms_sum: i64,
+    pub ttfb_ms_sum: i64,
+    /// Requests that had a first byte.
+    pub ttfb_count: i64,
+    /// Output tokens of the requests that had both output and generation time after the
+    /// first byte, and that time.
+    pub generated_tokens: i64,
+    pub generating_ms_sum: i64,
+}
+
+/// The columns of a query that sums hourly or daily rollup rows, in [`Sums::from_row`]'s names.
+pub const SUM_COLUMNS: &str = "coalesce(sum(requests), 0) AS requests, \
+    coalesce(sum(successes), 0) AS successes, \
+    coalesce(sum(streamed), 0) AS streamed, \
+    coalesce(sum(input_tokens), 0) AS input_tokens, \
+    coalesce(sum(output_tokens), 0) AS output_tokens, \
+    coalesce(sum(cache_read_tokens), 0) AS cache_read_tokens, \
+    coalesce(sum(cache_write_tokens), 0) AS cache_write_tokens, \
+    coalesce(sum(cost_usd), 0.0) AS cost_usd, \
+    coalesce(sum(cost_estimated), 0) AS cost_estimated, \
+    coalesce(sum(latency_ms_sum), 0) AS latency_ms_sum, \
+    coalesce(sum(ttfb_ms_sum), 0) AS ttfb_ms_sum, \
+    coalesce(sum(ttfb_count), 0) AS ttfb_count, \
+    coalesce(sum(generated_tokens), 0) AS generated_tokens, \
+    coalesce(sum(generating_ms_sum), 0) AS generating_ms_sum";
+
+impl Sums {
+    /// One request's share.
+    fn of(s: &Sample) -> Sums {
+        let generating = s
+            .ttfb_ms
+            .map(|ttfb| s.latency_ms - ttfb)
+            .filter(|ms| *ms > 0 && s.output_tokens > 0);
+        Sums {
+            requests: 1,
+            successes: i64::from(s.success),
+            streamed: i64::from(s.streamed),
+            input_tokens: s.input_tokens,
+            output_tokens: s.output_tokens,
+            cache_read_tokens: s.cache_read_tokens,
+            cache_write_tokens: s.cache_write_tokens,
+            cost_usd: s.cost_usd,
+            cost_estimated: i64::from(s.cost_estimated),
+            latency_ms_sum: s.latency_ms,
+            ttfb_ms_sum: s.ttfb_ms.unwrap_or(0),
+            ttfb_count: i64::from(s.ttfb_ms.is_some()),
+            generated_tokens: generating.map_or(0, |_| s.output_tokens),
+            generating_ms_sum: generating.unwrap_or(0),
+        }
+    }
+
+    /// A row selected with [`SUM_COLUMNS`].
+    pub fn from_row(row: &SqliteRow) -> Result<Sums, sqlx::Error> {
+        Ok(Sums {
+            requests: row.try_get("requests")?,
+            successes: row.try_get("successes")?,
+            streamed: row.try_get("streamed")?,
+            input_tokens: row.try_get("input_tokens")?,
+            output_tokens: row.try_get("output_tokens")?,
+            cache_read_tokens: row.try_get("cache_read_tokens")?,
+            cache_write_tokens: row.try_get("cache_write_tokens")?,
+            cost_usd: row.try_get("cost_usd")?,
+            cost_estimated: row.try_get("cost_estimated")?,
+            latency_ms_sum: row.try_get("latency_ms_sum")?,
+            ttfb_ms_sum: row.try_get("ttfb_ms_sum")?,
+            ttfb_count: row.try_get("ttfb_count")?,
+            generated_tokens: row.try_get("generated_tokens")?,
+            generating_ms_sum: row.try_get("generating_ms_sum")?,
+        })
+    }
+
+    pub fn add(&mut self, other: &Sums) {
+        self.requests += other.requests;
+        self.successes += other.successes;
+        self.streamed += other.streamed;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_read_tokens += other.cache_read_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
+        self.cost_usd += other.cost_usd;
+        self.cost_estimated += other.cost_estimated;
+        self.latency_ms_sum += other.latency_ms_sum;
+        self.ttfb_ms_sum += other.ttfb_ms_sum;
+        self.ttfb_count += other.ttfb_count;
+        self.generated_tokens += other.generated_tokens;
+        self.generating_ms_sum += other.generating_ms_sum;
+    }
+}
+
+/// An hourly or daily rollup row being built: its sums and, for an account, the name it was
+/// last recorded with.
 #[derive(Debug, Default)]
 struct GroupSums {
     label: String,
-    requests: i64,
-    successes: i64,
-    streamed: i64,
-    input_tokens: i64,
-    output_tokens: i64,
-    cache_read_tokens: i64,
-    cache_write_tokens: i64,
-    cost_usd: f64,
-    cost_estimated: i64,
-    latency_ms_sum: i64,
-    ttfb_ms_sum: i64,
-    ttfb_count: i64,
-    generated_tokens: i64,
-    generating_ms_sum: i64,
-}
-
-#[derive(Debug, Default)]
-struct MinuteSums {
-    requests: i64,
-    successes: i64,
-    input_tokens: i64,
-    output_tokens: i64,
-    cache_read_tokens: i64,
-    cache_write_tokens: i64,
-    cost_usd: f64,
-    latency_ms_sum: i64,
+    sums: Sums,
 }
 
 /// Rollup increments summed over a batch of requests, so a batch of many requests in the same
@@ -165,7 +247,7 @@ struct MinuteSums {
 struct Increments {
     hours: HashMap<GroupKey, GroupSums>,
     days: HashMap<GroupKey, GroupSums>,
-    minutes: HashMap<Millis, MinuteSums>,
+    minutes: HashMap<Millis, Sums>,
     /// (metric, hour, bin) → count.
     hour_bins: HashMap<(i64, Millis, i64), i64>,
     /// (metric, day, bin) → count.
@@ -177,20 +259,8 @@ impl Increments {
         let hour = bucket(s.started_at, HOUR_MS);
         let day = bucket(s.started_at, DAY_MS);
         let minute = bucket(s.started_at, MINUTE_MS);
-        let generating = s
-            .ttfb_ms
-            .map(|ttfb| s.latency_ms - ttfb)
-            .filter(|ms| *ms > 0 && s.output_tokens > 0);
-
-        let m = self.minutes.entry(minute).or_default();
-        m.requests += 1;
-        m.successes += i64::from(s.success);
-        m.input_tokens += s.input_tokens;
-        m.output_tokens += s.output_tokens;
-        m.cache_read_tokens += s.cache_read_tokens;
-        m.cache_write_tokens += s.cache_write_tokens;
-        m.cost_usd += s.cost_usd;
-        m.latency_ms_sum += s.latency_ms;
+        let one = Sums::of(&s);
+        self.minutes.entry(minute).or_default().add(&one);
 
         for (metric, value) in [
             (METRIC_LATENCY, Some(s.latency_ms)),
@@ -225,24 +295,7 @@ impl Increments {
                 if *dim == DIM_ACCOUNT && g.label != s.account_name {
                     g.label.clone_from(&s.account_name);
                 }
-                g.requests += 1;
-                g.successes += i64::from(s.success);
-                g.streamed += i64::from(s.streamed);
-                g.input_tokens += s.input_tokens;
-                g.output_tokens += s.output_tokens;
-                g.cache_read_tokens += s.cache_read_tokens;
-                g.cache_write_tokens += s.cache_write_tokens;
-                g.cost_usd += s.cost_usd;
-                g.cost_estimated += i64::from(s.cost_estimated);
-                g.latency_ms_sum += s.latency_ms;
-                if let Some(ttfb) = s.ttfb_ms {
-                    g.ttfb_ms_sum += ttfb;
-                    g.ttfb_count += 1;
-                }
-                if let Some(ms) = generating {
-                    g.generated_tokens += s.output_tokens;
-                    g.generating_ms_sum += ms;
-                }
+                g.sums.add(&one);
             }
         }
     }
@@ -272,12 +325,12 @@ impl Increments {
                  generated_tokens = generated_tokens + excluded.generated_tokens, \
                  generating_ms_sum = generating_ms_sum + excluded.generating_ms_sum"
             );
-            for ((bucket, dim, key), g) in groups {
+            for ((bucket, dim, key), GroupSums { label, sums: g }) in groups {
                 sqlx::query(&sql)
                     .bind(bucket)
                     .bind(dim)
                     .bind(&key)
-                    .bind(&g.label)
+                    .bind(&label)
                     .bind(g.requests)
                     .bind(g.successes)
                     .bind(g.streamed)
@@ -515,6 +568,53 @@ mod tests {
         // Huge values stay representable.
         let (low, high) = bin_bounds(bin(i64::MAX));
         assert!(high >= low && high == i64::MAX);
+    }
+
+    #[test]
+    fn a_request_adds_its_share_to_every_sum() {
+        let record = RequestRecord {
+            success: true,
+            streamed: true,
+            latency_ms: 1_500,
+            ttfb_ms: Some(500),
+            usage: ccflare_core::usage::Usage {
+                input_tokens: 10,
+                output_tokens: 20,
+                cache_read_input_tokens: 30,
+                cache_creation_input_tokens: 40,
+                ..Default::default()
+            },
+            cost_usd: 0.25,
+            ..Default::default()
+        };
+        let mut sums = Sums::default();
+        sums.add(&Sums::of(&Sample::from(&record)));
+        // Without a first byte there is no generation time (and no output counted for it).
+        let failed = RequestRecord {
+            latency_ms: 100,
+            cost_estimated: true,
+            ..Default::default()
+        };
+        sums.add(&Sums::of(&Sample::from(&failed)));
+        assert_eq!(
+            sums,
+            Sums {
+                requests: 2,
+                successes: 1,
+                streamed: 1,
+                input_tokens: 10,
+                output_tokens: 20,
+                cache_read_tokens: 30,
+                cache_write_tokens: 40,
+                cost_usd: 0.25,
+                cost_estimated: 1,
+                latency_ms_sum: 1_600,
+                ttfb_ms_sum: 500,
+                ttfb_count: 1,
+                generated_tokens: 20,
+                generating_ms_sum: 1_000,
+            }
+        );
     }
 
     #[test]
