@@ -181,6 +181,16 @@ pub async fn upsert_api_key(
     Ok((account, Upsert::Created))
 }
 
+/// A change addressed by account name that touched no row names no account.
+pub(crate) fn matched(rows_affected: u64, name: &str) -> Result<(), StorageError> {
+    if rows_affected == 0 {
+        return Err(StorageError::AccountNotFound {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 async fn person_update(
     db: &Db,
     name: &str,
@@ -204,12 +214,7 @@ async fn person_update(
             },
             other => StorageError::Query(other),
         })?;
-    if result.rows_affected() == 0 {
-        return Err(StorageError::AccountNotFound {
-            name: name.to_owned(),
-        });
-    }
-    Ok(())
+    matched(result.rows_affected(), name)
 }
 
 /// Pauses or resumes an account by name. Resuming also clears its cooldowns.
@@ -261,12 +266,7 @@ pub async fn remove(db: &Db, name: &str) -> Result<(), StorageError> {
         .bind(name)
         .execute(db.pool())
         .await?;
-    if result.rows_affected() == 0 {
-        return Err(StorageError::AccountNotFound {
-            name: name.to_owned(),
-        });
-    }
-    Ok(())
+    matched(result.rows_affected(), name)
 }
 
 /// An account with its usage counters, as listings show it (`ccflare-cli accounts list`).

@@ -5,6 +5,7 @@
 //! A refresh is the server's own write and does not bump `revision`; adding and
 //! re-authenticating are a person's acts and do.
 
+use crate::accounts;
 use crate::db::Db;
 use crate::error::StorageError;
 use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret};
@@ -146,10 +147,5 @@ pub async fn reauthenticate(
     .bind(name)
     .execute(db.pool())
     .await?;
-    if result.rows_affected() == 0 {
-        return Err(StorageError::AccountNotFound {
-            name: name.to_owned(),
-        });
-    }
-    Ok(())
+    accounts::matched(result.rows_affected(), name)
 }
