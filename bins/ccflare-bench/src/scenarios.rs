@@ -332,8 +332,8 @@ impl Bench {
         count: u64,
         connections: usize,
     ) -> PhaseData {
-        let data =
-            load::open_loop(client, spec, rate, count, connections, self.max_in_flight).await;
+        // The same open loop as a direct phase; `spec` aims it at the proxy.
+        let data = self.direct(client, spec, rate, count, connections).await;
         self.through_sent += data.sent();
         self.through_ids
             .extend(data.samples.iter().filter_map(|s| s.request_id.clone()));
