@@ -192,13 +192,7 @@ impl Metrics {
             "counter",
             "Failed requests by error type.",
         );
-        for (kind, n) in &c.errors {
-            let _ = writeln!(
-                out,
-                "ccflare_request_errors_total{{type=\"{}\"}} {n}",
-                escape(kind)
-            );
-        }
+        one_label(&mut out, "ccflare_request_errors_total", "type", &c.errors);
         header(
             &mut out,
             "ccflare_upstream_attempts_total",
@@ -212,13 +206,12 @@ impl Metrics {
             "counter",
             "Upstream attempts that failed over, by reason.",
         );
-        for (reason, n) in &c.attempt_failures {
-            let _ = writeln!(
-                out,
-                "ccflare_upstream_attempt_failures_total{{reason=\"{}\"}} {n}",
-                escape(reason)
-            );
-        }
+        one_label(
+            &mut out,
+            "ccflare_upstream_attempt_failures_total",
+            "reason",
+            &c.attempt_failures,
+        );
         header(
             &mut out,
             "ccflare_request_duration_seconds",
@@ -323,6 +316,13 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// The samples of a counter with one label, one per value counted.
+fn one_label(out: &mut String, name: &str, label: &str, counts: &BTreeMap<String, u64>) {
+    for (value, n) in counts {
+        let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape(value));
+    }
+}
+
 /// A label value as the text format wants it: backslash, quote and newline escaped.
 fn escape(value: &str) -> String {
     value
@@ -338,6 +338,14 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn one_label_counters_escape_their_values() {
+        let counts = BTreeMap::from([("a\"b".to_owned(), 2), ("c".to_owned(), 1)]);
+        let mut out = String::new();
+        one_label(&mut out, "x_total", "type", &counts);
+        assert_eq!(out, "x_total{type=\"a\\\"b\"} 2\nx_total{type=\"c\"} 1\n");
     }
 
     #[test]
