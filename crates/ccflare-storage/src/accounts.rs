@@ -7,8 +7,8 @@ use crate::error::StorageError;
 use ccflare_core::account::default_key_name;
 use ccflare_core::ratelimit::RateLimitSnapshot;
 use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret};
-use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, Transaction};
 
 const COLUMNS: &str = "id, name, kind, credential, priority, weight, status, revision, \
                        rate_limited_until, overloaded_until, expires_at";
@@ -124,15 +124,7 @@ pub async fn upsert_api_key(
     }
     let name = match name {
         Some(name) => {
-            let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if taken.is_some() {
-                return Err(StorageError::DuplicateName {
-                    name: name.to_owned(),
-                });
-            }
+            require_free_name(&mut tx, name).await?;
             name.to_owned()
         }
         None => {
@@ -140,12 +132,7 @@ pub async fn upsert_api_key(
             let mut candidate = base.clone();
             let mut n = 2;
             loop {
-                let taken: Option<i64> =
-                    sqlx::query_scalar("SELECT id FROM accounts WHERE name = ?")
-                        .bind(&candidate)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if taken.is_none() {
+                if !name_taken(&mut tx, &candidate).await? {
                     break candidate;
                 }
                 candidate = format!("{base}-{n}");
@@ -179,6 +166,28 @@ pub async fn upsert_api_key(
         token_expires_at: None,
     };
     Ok((account, Upsert::Created))
+}
+
+/// Whether an account is called `name`, read in the write transaction that would add one.
+async fn name_taken(tx: &mut Transaction<'_, Sqlite>, name: &str) -> Result<bool, sqlx::Error> {
+    let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE name = ?")
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(taken.is_some())
+}
+
+/// `name` is free for a new account, or it is [`StorageError::DuplicateName`].
+pub(crate) async fn require_free_name(
+    tx: &mut Transaction<'_, Sqlite>,
+    name: &str,
+) -> Result<(), StorageError> {
+    if name_taken(tx, name).await? {
+        return Err(StorageError::DuplicateName {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// A change addressed by account name that touched no row names no account.

@@ -31,15 +31,7 @@ pub async fn add_oauth_account(
     now: Millis,
 ) -> Result<Account, StorageError> {
     let mut tx = db.begin_write().await?;
-    let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE name = ?")
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if taken.is_some() {
-        return Err(StorageError::DuplicateName {
-            name: name.to_owned(),
-        });
-    }
+    accounts::require_free_name(&mut tx, name).await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO accounts (name, kind, credential, refresh_token, expires_at, refreshed_at, \
          priority, created_at, updated_at) VALUES (?, 'oauth', ?, ?, ?, ?, ?, ?, ?) RETURNING id",
