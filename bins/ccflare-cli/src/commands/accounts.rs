@@ -423,18 +423,14 @@ fn subscription_line(summary: &AccountSummary, now: Millis) -> String {
 /// Reads the key from standard input for `add -`: the first non-empty line, so that it never
 /// appears in the shell history or the process list.
 fn read_key_from_stdin() -> Result<String> {
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprint!("API key (input is not hidden): ");
-        let _ = std::io::stderr().flush();
-    }
-    for line in stdin.lock().lines() {
-        let line = line.context("reading the key from standard input")?;
-        if !line.trim().is_empty() {
-            return Ok(line.trim().to_owned());
-        }
-    }
-    bail!("no key on standard input")
+    let line = super::first_line_of_stdin(
+        "API key (input is not hidden): ",
+        "reading the key from standard input",
+    )?;
+    let Some(line) = line else {
+        bail!("no key on standard input")
+    };
+    Ok(line.trim().to_owned())
 }
 
 async fn add(context: &Context, args: AddArgs) -> Result<ExitCode> {

@@ -7,7 +7,7 @@
 use crate::context::{self, Context};
 use anyhow::{Context as _, Result, bail};
 use ccflare_oauth::{Endpoints, LoginFlow, Mode, TokenClient, TokenSet};
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::Write;
 
 /// SPEC §15: said where a subscription account is added.
 pub const SUBSCRIPTION_RISK: &str = "\
@@ -88,16 +88,8 @@ fn open_browser(url: &str) {
 
 /// The first non-empty line of standard input.
 fn read_paste() -> Result<String> {
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprint!("Code: ");
-        let _ = std::io::stderr().flush();
+    match super::first_line_of_stdin("Code: ", "reading the pasted code")? {
+        Some(line) => Ok(line),
+        None => bail!("no code was pasted (standard input ended)"),
     }
-    for line in stdin.lock().lines() {
-        let line = line.context("reading the pasted code")?;
-        if !line.trim().is_empty() {
-            return Ok(line);
-        }
-    }
-    bail!("no code was pasted (standard input ended)")
 }
