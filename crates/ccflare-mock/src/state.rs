@@ -13,13 +13,35 @@ use crate::request::ReceivedRequest;
 
 pub(crate) struct State {
     scripts: Mutex<Scripts>,
-    /// Counters behind `watch` so waiters wake on change instead of polling with sleeps.
-    requests_seen: watch::Sender<usize>,
-    aborted_streams: watch::Sender<usize>,
-    abandoned_requests: watch::Sender<usize>,
+    requests_seen: Counter,
+    aborted_streams: Counter,
+    abandoned_requests: Counter,
     id_counter: AtomicU64,
     id_seed: u64,
     pub(crate) oauth: crate::oauth::OAuth,
+}
+
+/// A count tests can wait on, behind `watch` so waiters wake on change instead of polling
+/// with sleeps.
+struct Counter(watch::Sender<usize>);
+
+impl Counter {
+    fn new() -> Counter {
+        Counter(watch::Sender::new(0))
+    }
+
+    fn add_one(&self) {
+        self.0.send_modify(|count| *count += 1);
+    }
+
+    fn get(&self) -> usize {
+        *self.0.borrow()
+    }
+
+    async fn wait_for(&self, n: usize) {
+        // The sender lives as long as `self`, so `wait_for` cannot fail while we wait.
+        let _ = self.0.subscribe().wait_for(|count| *count >= n).await;
+    }
 }
 
 #[derive(Default)]
@@ -39,9 +61,9 @@ impl State {
         let id_seed = (nanos as u64) ^ (u64::from(port) << 48);
         State {
             scripts: Mutex::new(Scripts::default()),
-            requests_seen: watch::Sender::new(0),
-            aborted_streams: watch::Sender::new(0),
-            abandoned_requests: watch::Sender::new(0),
+            requests_seen: Counter::new(),
+            aborted_streams: Counter::new(),
+            abandoned_requests: Counter::new(),
             id_counter: AtomicU64::new(0),
             id_seed,
             oauth: crate::oauth::OAuth::default(),
@@ -56,7 +78,7 @@ impl State {
 
     pub(crate) fn record(&self, request: ReceivedRequest) {
         self.scripts().requests.push(request);
-        self.requests_seen.send_modify(|count| *count += 1);
+        self.requests_seen.add_one();
     }
 
     pub(crate) fn requests(&self) -> Vec<ReceivedRequest> {
@@ -101,44 +123,31 @@ impl State {
     }
 
     pub(crate) fn note_aborted_stream(&self) {
-        self.aborted_streams.send_modify(|count| *count += 1);
+        self.aborted_streams.add_one();
     }
 
     pub(crate) fn aborted_streams(&self) -> usize {
-        *self.aborted_streams.borrow()
+        self.aborted_streams.get()
     }
 
     pub(crate) async fn wait_aborted_streams(&self, n: usize) {
-        // The sender lives as long as `self`, so `wait_for` cannot fail while we wait.
-        let _ = self
-            .aborted_streams
-            .subscribe()
-            .wait_for(|count| *count >= n)
-            .await;
+        self.aborted_streams.wait_for(n).await;
     }
 
     pub(crate) fn note_abandoned_request(&self) {
-        self.abandoned_requests.send_modify(|count| *count += 1);
+        self.abandoned_requests.add_one();
     }
 
     pub(crate) fn abandoned_requests(&self) -> usize {
-        *self.abandoned_requests.borrow()
+        self.abandoned_requests.get()
     }
 
     pub(crate) async fn wait_abandoned_requests(&self, n: usize) {
-        let _ = self
-            .abandoned_requests
-            .subscribe()
-            .wait_for(|count| *count >= n)
-            .await;
+        self.abandoned_requests.wait_for(n).await;
     }
 
     pub(crate) async fn wait_requests(&self, n: usize) {
-        let _ = self
-            .requests_seen
-            .subscribe()
-            .wait_for(|count| *count >= n)
-            .await;
+        self.requests_seen.wait_for(n).await;
     }
 
     /// `req_011C` followed by 20 base58 characters, like current Anthropic request ids.
@@ -176,6 +185,20 @@ fn splitmix64(state: &mut u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_counter_wakes_a_waiter_when_it_reaches_the_count() {
+        let state = State::new(1);
+        state.note_aborted_stream();
+        state.wait_aborted_streams(1).await;
+        let waiter = async {
+            state.wait_aborted_streams(2).await;
+            state.aborted_streams()
+        };
+        let (seen, ()) = tokio::join!(waiter, async { state.note_aborted_stream() });
+        assert_eq!(seen, 2);
+        assert_eq!(state.abandoned_requests(), 0);
+    }
 
     #[test]
     fn queued_faults_come_first_then_sticky() {
