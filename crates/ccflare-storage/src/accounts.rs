@@ -152,20 +152,40 @@ pub async fn upsert_api_key(
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    let account = Account {
+    let account = inserted(
+        id,
+        name,
+        AccountKind::ApiKey,
+        key.clone(),
+        priority.unwrap_or(0),
+        None,
+    );
+    Ok((account, Upsert::Created))
+}
+
+/// An account as its INSERT just stored it: the schema's defaults for a new account (weight 1,
+/// active, revision 1, no cooldowns) and what the insert gave.
+pub(crate) fn inserted(
+    id: i64,
+    name: String,
+    kind: AccountKind,
+    credential: Secret,
+    priority: i64,
+    token_expires_at: Option<Millis>,
+) -> Account {
+    Account {
         id: AccountId(id),
         name,
-        kind: AccountKind::ApiKey,
-        credential: key.clone(),
-        priority: priority.unwrap_or(0),
+        kind,
+        credential,
+        priority,
         weight: 1,
         status: AccountStatus::Active,
         revision: 1,
         rate_limited_until: None,
         overloaded_until: None,
-        token_expires_at: None,
-    };
-    Ok((account, Upsert::Created))
+        token_expires_at,
+    }
 }
 
 /// Whether an account is called `name`, read in the write transaction that would add one.
@@ -318,6 +338,26 @@ pub async fn list_with_usage(db: &Db) -> Result<Vec<AccountSummary>, StorageErro
 #[cfg(test)]
 mod listing_tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_added_account_is_returned_as_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_path(&dir.path().join("a.db")).await.unwrap();
+        let key = Secret::new("sk-ant-api03-returned-0123456789-wxyz");
+        let (added, _) = upsert_api_key(&db, &key, None, Some(3), 1_000)
+            .await
+            .unwrap();
+        let access = Secret::new("sk-ant-oat01-returned-0123456789-wxyz");
+        let oauth = crate::oauth::add_oauth_account(&db, "max", &access, None, 9_000, None, 1_000)
+            .await
+            .unwrap();
+        for account in [added, oauth] {
+            let stored = find(&db, &account.name).await.unwrap();
+            // Account has no PartialEq; its Debug shows every field (the key masked).
+            assert_eq!(format!("{account:?}"), format!("{stored:?}"));
+            assert!(account.credential == stored.credential);
+        }
+    }
 
     #[tokio::test]
     async fn listings_carry_the_usage_counters() {

@@ -8,7 +8,7 @@
 use crate::accounts;
 use crate::db::Db;
 use crate::error::StorageError;
-use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret};
+use ccflare_core::{Account, AccountId, AccountKind, Millis, Secret};
 use sqlx::Row;
 
 /// The tokens of one OAuth account as stored.
@@ -47,19 +47,14 @@ pub async fn add_oauth_account(
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Account {
-        id: AccountId(id),
-        name: name.to_owned(),
-        kind: AccountKind::OAuth,
-        credential: access.clone(),
-        priority: priority.unwrap_or(0),
-        weight: 1,
-        status: AccountStatus::Active,
-        revision: 1,
-        rate_limited_until: None,
-        overloaded_until: None,
-        token_expires_at: Some(expires_at),
-    })
+    Ok(accounts::inserted(
+        id,
+        name.to_owned(),
+        AccountKind::OAuth,
+        access.clone(),
+        priority.unwrap_or(0),
+        Some(expires_at),
+    ))
 }
 
 /// The stored tokens of an OAuth account.
