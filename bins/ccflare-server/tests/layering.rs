@@ -1,8 +1,9 @@
 //! The workspace's dependency rules (STYLE.md, "Our workspace"), checked against
 //! `cargo metadata`: dependencies point down (bins → proxy/analytics → pool/storage → core),
 //! and a few packages are reserved for the crates whose job they are (sqlx for storage, hyper
-//! for the proxy, clap and friends for binaries). Adding a crate is one row in `CRATES`;
-//! reserving a package is one row in `RESERVED`.
+//! for the proxy, clap and friends for binaries), and test support is only ever a
+//! dev-dependency. Adding a crate is one row in `CRATES`; reserving a package is one row in
+//! `RESERVED`.
 
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -13,6 +14,9 @@ use std::process::Command;
 enum Kind {
     Library,
     Binary,
+    /// A library of test code (ccflare-testkit): only ever a dev-dependency, and, being test
+    /// code, free to use any package, as dev-dependencies are.
+    TestSupport,
 }
 
 /// One workspace crate and the workspace crates it may depend on.
@@ -51,6 +55,15 @@ const fn bin(
     }
 }
 
+const fn test_support(name: &'static str, uses: &'static [&'static str]) -> CrateRule {
+    CrateRule {
+        name,
+        kind: Kind::TestSupport,
+        uses,
+        dev_uses: &[],
+    }
+}
+
 const CORE: &str = "ccflare-core";
 const POOL: &str = "ccflare-pool";
 const STORAGE: &str = "ccflare-storage";
@@ -61,6 +74,7 @@ const MOCK: &str = "ccflare-mock";
 const BENCH: &str = "ccflare-bench";
 const CONFIG: &str = "ccflare-config";
 const OAUTH: &str = "ccflare-oauth";
+const TESTKIT: &str = "ccflare-testkit";
 
 /// Every workspace crate, one row each. A crate missing here fails the test, so a new crate
 /// has to state its place in the layering.
@@ -71,14 +85,14 @@ const CRATES: &[CrateRule] = &[
     lib(ANALYTICS, &[CORE, STORAGE], &[]),
     // OAuth: the login flow and the token endpoint; the proxy refreshes tokens through it.
     lib(OAUTH, &[CORE], &[MOCK]),
-    lib(PROXY, &[CORE, POOL, STORAGE, OAUTH], &[MOCK]),
+    lib(PROXY, &[CORE, POOL, STORAGE, OAUTH], &[MOCK, TESTKIT]),
     // The mock upstream stands alone so that it cannot share a bug with what it tests.
     lib(MOCK, &[], &[]),
     // The management API sits above the proxy (which only knows it as a trait object).
     lib(
         API,
         &[CORE, POOL, STORAGE, PROXY, ANALYTICS, OAUTH],
-        &[MOCK],
+        &[MOCK, TESTKIT],
     ),
     // Reading .env, the environment and the config file, shared by the binaries.
     lib(CONFIG, &[CORE], &[]),
@@ -94,6 +108,9 @@ const CRATES: &[CrateRule] = &[
     ),
     // The benchmark drives the real server binary and the mock, and counts rows in storage.
     bin(BENCH, &[CORE, STORAGE, MOCK], &[]),
+    // What the integration tests share: the HTTP client, SSE reading, the server process and
+    // the in-process proxy's fixture. Tests only: no crate ships with it.
+    test_support(TESTKIT, &[CORE, POOL, STORAGE, PROXY, OAUTH, MOCK]),
 ];
 
 /// Which workspace crates may name a reserved package as a normal or build dependency.
@@ -252,6 +269,15 @@ fn violations(metadata: &Value) -> Vec<String> {
 
 fn check_workspace_edge(krate: &CrateRule, dependency: &Dependency<'_>, found: &mut Vec<String>) {
     let target = CRATES.iter().find(|r| r.name == dependency.name);
+    if target.is_some_and(|t| t.kind == Kind::TestSupport) && !dependency.is_dev() {
+        found.push(format!(
+            "{} depends on {} ({} dependency): test support is only ever a dev-dependency",
+            krate.name,
+            dependency.name,
+            dependency.kind_name()
+        ));
+        return;
+    }
     if krate.kind == Kind::Library && target.is_some_and(|t| t.kind == Kind::Binary) {
         found.push(format!(
             "{} (a library) depends on {} (a binary): libraries never depend on binaries",
@@ -294,6 +320,10 @@ const EXCEPTIONS: &[(&str, &str, &str)] = &[
 ];
 
 fn check_reserved(krate: &CrateRule, dependency: &Dependency<'_>, found: &mut Vec<String>) {
+    if krate.kind == Kind::TestSupport {
+        // Test code, like a dev-dependency: the reservations are about what ships.
+        return;
+    }
     let excepted = EXCEPTIONS
         .iter()
         .any(|(name, package, _why)| *name == krate.name && *package == dependency.name);
@@ -412,6 +442,25 @@ fn the_checker_reports_each_kind_of_wrong_edge() {
             "ccflare-storage depends on tracing-subscriber",
         ),
         (CORE, "tokio", None, "ccflare-core depends on tokio"),
+        (
+            PROXY,
+            TESTKIT,
+            None,
+            "ccflare-proxy depends on ccflare-testkit (normal dependency): test support is only \
+             ever a dev-dependency",
+        ),
+        (
+            STORAGE,
+            TESTKIT,
+            Some("build"),
+            "ccflare-storage depends on ccflare-testkit (build dependency): test support",
+        ),
+        (
+            "ccflare-server",
+            TESTKIT,
+            None,
+            "ccflare-server depends on ccflare-testkit (normal dependency): test support",
+        ),
     ];
     for (from, to, kind, expected) in cases {
         let found = violations(&metadata_with(&[(from, to, *kind)]));
@@ -423,6 +472,8 @@ fn the_checker_reports_each_kind_of_wrong_edge() {
 
     // Tests may use anything outside the workspace.
     assert!(violations(&metadata_with(&[(CORE, "tokio", Some("dev"))])).is_empty());
+    // Test support is test code: it may use what tests use.
+    assert!(violations(&metadata_with(&[(TESTKIT, "hyper-util", None)])).is_empty());
     // The bench's exception covers hyper, not SQL.
     assert!(violations(&metadata_with(&[(BENCH, "hyper-util", None)])).is_empty());
     assert_eq!(

@@ -11,7 +11,8 @@ use ccflare_core::pricing;
 use ccflare_core::usage::Usage;
 use ccflare_mock::Fault;
 use ccflare_storage::{requests, rollups};
-use common::{App, Options, SseReader, key, message_body, nearest_rank, spawn_app};
+use ccflare_testkit::{SseReader, key};
+use common::{App, Options, message_body, nearest_rank, spawn_app};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -673,13 +674,7 @@ async fn requests_are_listed_with_filters_and_shown_in_full() {
 #[tokio::test]
 async fn the_live_feed_shows_each_request_start_and_end_in_order() {
     let app = spawn_app(Options::default()).await;
-    let response = app
-        .open(
-            http::Request::get(format!("{}/api/requests/stream", app.url))
-                .body(Default::default())
-                .unwrap(),
-        )
-        .await;
+    let response = app.feed("/api/requests/stream").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     // The subscription exists once the headers are here: everything sent from now on is in it.
@@ -760,7 +755,7 @@ async fn metrics_count_requests_tokens_costs_and_states() {
     let text = reply.text();
     assert_eq!(
         sample(
-            &text,
+            text,
             r#"ccflare_requests_total{status="200",model="claude-sonnet-4-5",account="alpha"}"#
         ),
         Some(3.0),
@@ -768,14 +763,14 @@ async fn metrics_count_requests_tokens_costs_and_states() {
     );
     assert_eq!(
         sample(
-            &text,
+            text,
             r#"ccflare_requests_total{status="400",model="claude-sonnet-4-5",account="alpha"}"#
         ),
         Some(1.0)
     );
     assert_eq!(
         sample(
-            &text,
+            text,
             r#"ccflare_requests_total{status="200",model="claude-haiku-4-5",account="beta"}"#
         ),
         Some(1.0)
@@ -787,14 +782,14 @@ async fn metrics_count_requests_tokens_costs_and_states() {
         .sum();
     assert_eq!(
         sample(
-            &text,
+            text,
             r#"ccflare_tokens_total{model="claude-sonnet-4-5",kind="input"}"#
         ),
         Some(sonnet_input as f64)
     );
     assert_eq!(
         sample(
-            &text,
+            text,
             r#"ccflare_tokens_total{model="claude-sonnet-4-5",kind="cache_read"}"#
         ),
         Some(100.0)
@@ -805,58 +800,58 @@ async fn metrics_count_requests_tokens_costs_and_states() {
         .map(|(m, u)| pricing::cost(Some(m), u).usd)
         .sum();
     let reported = sample(
-        &text,
+        text,
         r#"ccflare_cost_usd_total{model="claude-sonnet-4-5",account="alpha"}"#,
     )
     .unwrap();
     assert!(close(reported, sonnet_cost), "{reported} vs {sonnet_cost}");
     assert_eq!(
-        sample(&text, "ccflare_upstream_attempts_total"),
+        sample(text, "ccflare_upstream_attempts_total"),
         Some(7.0),
         "six requests, one failed over"
     );
     assert_eq!(
         sample(
-            &text,
+            text,
             r#"ccflare_upstream_attempt_failures_total{reason="overloaded"}"#
         ),
         Some(1.0)
     );
     assert_eq!(
         sample(
-            &text,
+            text,
             r#"ccflare_request_errors_total{type="invalid_request_error"}"#
         ),
         Some(1.0)
     );
     assert_eq!(
-        sample(&text, "ccflare_request_duration_seconds_count"),
+        sample(text, "ccflare_request_duration_seconds_count"),
         Some(6.0)
     );
     assert_eq!(
         sample(
-            &text,
+            text,
             r#"ccflare_request_duration_seconds_bucket{le="+Inf"}"#
         ),
         Some(6.0)
     );
     assert_eq!(
         sample(
-            &text,
+            text,
             r#"ccflare_account_state{account="alpha",state="overloaded"}"#
         ),
         Some(1.0)
     );
     assert_eq!(
         sample(
-            &text,
+            text,
             r#"ccflare_account_state{account="beta",state="active"}"#
         ),
         Some(1.0)
     );
-    assert_eq!(sample(&text, "ccflare_writer_queue_depth"), Some(0.0));
+    assert_eq!(sample(text, "ccflare_writer_queue_depth"), Some(0.0));
     assert_eq!(
-        sample(&text, "ccflare_writer_rows_written_total"),
+        sample(text, "ccflare_writer_rows_written_total"),
         Some(6.0)
     );
     assert!(!text.contains(&key("alpha")));

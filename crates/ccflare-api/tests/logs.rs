@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{Options, SseReader, key, message_body, spawn_app};
+use ccflare_testkit::{SseReader, key};
+use common::{Options, message_body, spawn_app};
 use http::StatusCode;
 
 #[tokio::test(flavor = "current_thread")]
@@ -23,13 +24,7 @@ async fn the_log_feed_sends_recent_lines_then_live_ones() {
         .message(&message_body("claude-sonnet-4-5", false, false), &[])
         .await;
     let before_id = before.header("x-ccflare-request-id").to_owned();
-    let response = app
-        .open(
-            http::Request::get(format!("{}/api/logs/stream", app.url))
-                .body(Default::default())
-                .unwrap(),
-        )
-        .await;
+    let response = app.feed("/api/logs/stream").await;
     assert_eq!(response.status(), StatusCode::OK);
     let mut feed = SseReader::new(response.into_body());
     // History: the line of the request made before subscribing.

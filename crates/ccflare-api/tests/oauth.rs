@@ -12,7 +12,8 @@ use ccflare_core::{AccountStatus, Secret};
 use ccflare_mock::Fault;
 use ccflare_proxy::ConfigLayers;
 use ccflare_storage::{accounts, oauth};
-use common::{App, Options, Reply, message_body, spawn_app};
+use ccflare_testkit::Reply;
+use common::{App, Options, message_body, mock_oauth_endpoints, spawn_app};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -25,18 +26,7 @@ async fn app_with(accounts: Vec<(&'static str, i64)>) -> App {
         ..Options::default()
     })
     .await;
-    let env: Layer = [
-        (
-            "oauth_token_url".to_owned(),
-            format!("{}/v1/oauth/token", app.mock.url()),
-        ),
-        (
-            "oauth_api_key_url".to_owned(),
-            format!("{}/api/oauth/claude_cli/create_api_key", app.mock.url()),
-        ),
-    ]
-    .into_iter()
-    .collect();
+    let env = mock_oauth_endpoints(&app.mock);
     let file: Layer = [("lb_strategy".to_owned(), "priority".to_owned())]
         .into_iter()
         .collect();
@@ -56,7 +46,7 @@ struct Seen(Vec<String>);
 
 impl Seen {
     fn keep(&mut self, reply: Reply) -> Reply {
-        self.0.push(reply.text());
+        self.0.push(reply.text().to_owned());
         reply
     }
 
@@ -99,6 +89,20 @@ fn state_of(authorize_url: &str) -> String {
 
 async fn post(app: &App, seen: &mut Seen, path: &str, body: Value) -> Reply {
     seen.keep(app.call(Method::POST, path, &body.to_string()).await)
+}
+
+/// Starts a login for `body`: the flow's id and the `state` of its authorize URL. (The tests
+/// of what a start answers read the answer themselves.)
+async fn start_login(app: &App, seen: &mut Seen, body: Value) -> (String, String) {
+    let start = post(app, seen, "/api/oauth/start", body).await.json();
+    let url = start["authorize_url"].as_str().unwrap();
+    (start["flow_id"].as_str().unwrap().to_owned(), state_of(url))
+}
+
+/// Finishes the login `flow_id` with the pasted text.
+async fn finish_login(app: &App, seen: &mut Seen, flow_id: &str, pasted: &str) -> Reply {
+    let body = json!({"flow_id": flow_id, "code": pasted});
+    post(app, seen, "/api/oauth/finish", body).await
 }
 
 fn error_type(reply: &Reply) -> String {
@@ -146,13 +150,7 @@ async fn a_subscription_login_adds_an_account_that_serves_requests() {
     let state = state_of(url);
 
     let code = "pasted-code-0001";
-    let finish = post(
-        &app,
-        &mut seen,
-        "/api/oauth/finish",
-        json!({"flow_id": flow_id, "code": format!("  {code}#{state}\n")}),
-    )
-    .await;
+    let finish = finish_login(&app, &mut seen, flow_id, &format!("  {code}#{state}\n")).await;
     assert_eq!(finish.status, StatusCode::CREATED, "{}", finish.text());
     assert_eq!(app.mock.code_grants(), 1);
     let exchange = app
@@ -176,13 +174,7 @@ async fn a_subscription_login_adds_an_account_that_serves_requests() {
     assert_eq!(account["credential"], "sk-ant-…aaaa");
 
     // Single use.
-    let again = post(
-        &app,
-        &mut seen,
-        "/api/oauth/finish",
-        json!({"flow_id": flow_id, "code": format!("{code}#{state}")}),
-    )
-    .await;
+    let again = finish_login(&app, &mut seen, flow_id, &format!("{code}#{state}")).await;
     assert_eq!(again.status, StatusCode::NOT_FOUND);
     assert_eq!(error_type(&again), "not_found_error");
     assert!(
@@ -250,11 +242,11 @@ async fn a_console_login_mints_an_api_key_account() {
     let url = start["authorize_url"].as_str().unwrap();
     assert!(url.starts_with("https://console.anthropic.com/oauth/authorize?"));
     let code = "console-code-0002";
-    let finish = post(
+    let finish = finish_login(
         &app,
         &mut seen,
-        "/api/oauth/finish",
-        json!({"flow_id": start["flow_id"], "code": format!("{code}#{}", state_of(url))}),
+        start["flow_id"].as_str().unwrap(),
+        &format!("{code}#{}", state_of(url)),
     )
     .await;
     assert_eq!(finish.status, StatusCode::CREATED, "{}", finish.text());
@@ -291,28 +283,14 @@ async fn a_console_login_mints_an_api_key_account() {
 async fn a_bad_paste_is_refused_before_any_exchange_and_the_flow_stays_open() {
     let app = app_with(vec![]).await;
     let mut seen = Seen::default();
-    let start = post(
-        &app,
-        &mut seen,
-        "/api/oauth/start",
-        json!({"mode": "max", "name": "careful"}),
-    )
-    .await
-    .json();
-    let flow_id = start["flow_id"].as_str().unwrap();
-    let state = state_of(start["authorize_url"].as_str().unwrap());
+    let (flow_id, state) =
+        start_login(&app, &mut seen, json!({"mode": "max", "name": "careful"})).await;
     for (pasted, says) in [
         ("code-0003#another-logins-state", "state mismatch"),
         ("code-0003", "CODE#STATE"),
         (&format!("#{state}") as &str, "CODE#STATE"),
     ] {
-        let reply = post(
-            &app,
-            &mut seen,
-            "/api/oauth/finish",
-            json!({"flow_id": flow_id, "code": pasted}),
-        )
-        .await;
+        let reply = finish_login(&app, &mut seen, &flow_id, pasted).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{pasted}");
         assert_eq!(error_type(&reply), "invalid_request_error");
         assert!(reply.text().contains(says), "{}", reply.text());
@@ -320,13 +298,7 @@ async fn a_bad_paste_is_refused_before_any_exchange_and_the_flow_stays_open() {
     assert_eq!(app.mock.code_grants(), 0, "nothing was exchanged");
     assert!(accounts::list(&app.db).await.unwrap().is_empty());
     // The corrected paste still works.
-    let finish = post(
-        &app,
-        &mut seen,
-        "/api/oauth/finish",
-        json!({"flow_id": flow_id, "code": format!("code-0003#{state}")}),
-    )
-    .await;
+    let finish = finish_login(&app, &mut seen, &flow_id, &format!("code-0003#{state}")).await;
     assert_eq!(finish.status, StatusCode::CREATED, "{}", finish.text());
     assert_eq!(app.mock.code_grants(), 1);
     seen.assert_clean(&app, &["code-0003"]);
@@ -339,48 +311,21 @@ async fn flows_expire_after_ten_minutes_and_unknown_ones_are_404() {
     let mut seen = Seen::default();
     let mut flows = Vec::new();
     for name in ["first", "second"] {
-        let start = post(
-            &app,
-            &mut seen,
-            "/api/oauth/start",
-            json!({"mode": "max", "name": name}),
-        )
-        .await
-        .json();
-        let state = state_of(start["authorize_url"].as_str().unwrap());
-        flows.push((start["flow_id"].as_str().unwrap().to_owned(), state));
+        flows.push(start_login(&app, &mut seen, json!({"mode": "max", "name": name})).await);
     }
     // At exactly ten minutes a flow is still open; a millisecond later it is not.
     app.clock.advance(LIFETIME_MS);
     let (id, state) = &flows[0];
-    let on_time = post(
-        &app,
-        &mut seen,
-        "/api/oauth/finish",
-        json!({"flow_id": id, "code": format!("code-0004#{state}")}),
-    )
-    .await;
+    let on_time = finish_login(&app, &mut seen, id, &format!("code-0004#{state}")).await;
     assert_eq!(on_time.status, StatusCode::CREATED, "{}", on_time.text());
     app.clock.advance(1);
     let (id, state) = &flows[1];
-    let late = post(
-        &app,
-        &mut seen,
-        "/api/oauth/finish",
-        json!({"flow_id": id, "code": format!("code-0005#{state}")}),
-    )
-    .await;
+    let late = finish_login(&app, &mut seen, id, &format!("code-0005#{state}")).await;
     assert_eq!(late.status, StatusCode::NOT_FOUND, "{}", late.text());
     assert_eq!(error_type(&late), "not_found_error");
     assert!(late.text().contains("login flow expired or unknown"));
     assert_eq!(app.mock.code_grants(), 1, "the late code was not exchanged");
-    let unknown = post(
-        &app,
-        &mut seen,
-        "/api/oauth/finish",
-        json!({"flow_id": "no-such-flow", "code": "x#y"}),
-    )
-    .await;
+    let unknown = finish_login(&app, &mut seen, "no-such-flow", "x#y").await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     seen.assert_clean(&app, &["code-0004", "code-0005"]);
     app.stop().await;
@@ -434,66 +379,26 @@ async fn start_checks_the_mode_and_the_name_before_any_login() {
 async fn token_endpoint_failures_keep_or_close_the_flow() {
     let app = app_with(vec![]).await;
     let mut seen = Seen::default();
-    let start = post(
-        &app,
-        &mut seen,
-        "/api/oauth/start",
-        json!({"mode": "max", "name": "flaky"}),
-    )
-    .await
-    .json();
-    let flow_id = start["flow_id"].as_str().unwrap();
-    let state = state_of(start["authorize_url"].as_str().unwrap());
+    let (flow_id, state) =
+        start_login(&app, &mut seen, json!({"mode": "max", "name": "flaky"})).await;
     // A passing failure: 502, and the same paste works on a retry.
     app.mock.push_oauth_fault(Fault::Status(503));
-    let failed = post(
-        &app,
-        &mut seen,
-        "/api/oauth/finish",
-        json!({"flow_id": flow_id, "code": format!("code-0006#{state}")}),
-    )
-    .await;
+    let failed = finish_login(&app, &mut seen, &flow_id, &format!("code-0006#{state}")).await;
     assert_eq!(failed.status, StatusCode::BAD_GATEWAY, "{}", failed.text());
     assert_eq!(error_type(&failed), "api_error");
     assert!(failed.text().contains("retry"), "{}", failed.text());
-    let retried = post(
-        &app,
-        &mut seen,
-        "/api/oauth/finish",
-        json!({"flow_id": flow_id, "code": format!("code-0006#{state}")}),
-    )
-    .await;
+    let retried = finish_login(&app, &mut seen, &flow_id, &format!("code-0006#{state}")).await;
     assert_eq!(retried.status, StatusCode::CREATED, "{}", retried.text());
     assert_eq!(app.mock.code_grants(), 2);
 
     // A refused code: 400 with the OAuth error, and the flow is closed.
-    let start = post(
-        &app,
-        &mut seen,
-        "/api/oauth/start",
-        json!({"mode": "max", "name": "refused"}),
-    )
-    .await
-    .json();
-    let flow_id = start["flow_id"].as_str().unwrap();
-    let state = state_of(start["authorize_url"].as_str().unwrap());
-    let dead = post(
-        &app,
-        &mut seen,
-        "/api/oauth/finish",
-        json!({"flow_id": flow_id, "code": format!("invalid-code#{state}")}),
-    )
-    .await;
+    let (flow_id, state) =
+        start_login(&app, &mut seen, json!({"mode": "max", "name": "refused"})).await;
+    let dead = finish_login(&app, &mut seen, &flow_id, &format!("invalid-code#{state}")).await;
     assert_eq!(dead.status, StatusCode::BAD_REQUEST, "{}", dead.text());
     assert_eq!(error_type(&dead), "invalid_request_error");
     assert!(dead.text().contains("invalid_grant"), "{}", dead.text());
-    let closed = post(
-        &app,
-        &mut seen,
-        "/api/oauth/finish",
-        json!({"flow_id": flow_id, "code": format!("code-0007#{state}")}),
-    )
-    .await;
+    let closed = finish_login(&app, &mut seen, &flow_id, &format!("code-0007#{state}")).await;
     assert_eq!(closed.status, StatusCode::NOT_FOUND);
     assert!(accounts::find(&app.db, "refused").await.is_err());
     seen.assert_clean(&app, &["code-0006", "code-0007", "invalid-code"]);
@@ -542,11 +447,11 @@ async fn reauth_revives_an_invalid_account_and_keeps_its_priority() {
     assert!(start["warning"].is_string());
     let url = start["authorize_url"].as_str().unwrap();
     assert!(url.starts_with("https://claude.ai/oauth/authorize?"));
-    let finish = post(
+    let finish = finish_login(
         &app,
         &mut seen,
-        "/api/oauth/finish",
-        json!({"flow_id": start["flow_id"], "code": format!("code-0008#{}", state_of(url))}),
+        start["flow_id"].as_str().unwrap(),
+        &format!("code-0008#{}", state_of(url)),
     )
     .await;
     assert_eq!(finish.status, StatusCode::OK, "{}", finish.text());

@@ -6,10 +6,10 @@
 
 mod common;
 
-use ccflare_core::config::{Layer, Settings};
+use ccflare_core::config::Settings;
 use ccflare_mock::Fault;
 use ccflare_proxy::ConfigLayers;
-use common::{App, Options, message_body, spawn_app};
+use common::{App, Options, message_body, mock_oauth_endpoints, spawn_app};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::io::Write;
@@ -66,20 +66,8 @@ async fn logins_log_no_secret() {
         ..Options::default()
     })
     .await;
-    let env: Layer = [
-        (
-            "oauth_token_url".to_owned(),
-            format!("{}/v1/oauth/token", app.mock.url()),
-        ),
-        (
-            "oauth_api_key_url".to_owned(),
-            format!("{}/api/oauth/claude_cli/create_api_key", app.mock.url()),
-        ),
-    ]
-    .into_iter()
-    .collect();
     let layers = ConfigLayers {
-        env,
+        env: mock_oauth_endpoints(&app.mock),
         ..ConfigLayers::default()
     };
     let settings = Settings::resolve(&layers.flags, &layers.env, &layers.file).expect("settings");

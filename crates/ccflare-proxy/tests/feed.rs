@@ -7,9 +7,9 @@ mod common;
 use bytes::Bytes;
 use ccflare_core::record::RequestRecord;
 use ccflare_proxy::{AppState, ManagementFuture, ManagementRoutes, RequestEvent, ResponseBody};
-use common::{GUARD, Options, spawn_app};
+use ccflare_testkit::GUARD;
+use common::{Options, spawn_app};
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -65,12 +65,7 @@ impl ManagementRoutes for Echo {
 #[tokio::test]
 async fn other_paths_go_to_the_management_routes() {
     let app = spawn_app(Options::default()).await;
-    let get = |path: &str| {
-        Request::get(format!("{}{path}", app.url))
-            .body(Full::new(Bytes::new()))
-            .expect("request")
-    };
-    let reply = app.send(get("/api/anything")).await;
+    let reply = app.get("/api/anything").await;
     assert_eq!(
         reply.status,
         StatusCode::NOT_FOUND,
@@ -82,9 +77,9 @@ async fn other_paths_go_to_the_management_routes() {
     });
     assert!(app.state.set_management(echo.clone()));
     assert!(!app.state.set_management(echo.clone()), "set once");
-    let reply = app.send(get("/api/anything")).await;
+    let reply = app.get("/api/anything").await;
     assert_eq!(reply.body, Bytes::from("managed /api/anything"));
-    let health = app.send(get("/health")).await;
+    let health = app.get("/health").await;
     assert_eq!(health.json()["status"], "ok", "/health stays the proxy's");
 
     app.post(&[], false).await;

@@ -124,13 +124,7 @@ async fn a_dead_refresh_token_marks_the_account_invalid_and_fails_over() {
     let r = &app.records().await[0];
     assert_eq!(r.attempt_failures[0].reason, "token_refresh_refused");
     // Invalid everywhere: in routing, in /health, and in the database.
-    let health = app
-        .send(
-            http::Request::get(format!("{}/health", app.url))
-                .body(Default::default())
-                .unwrap(),
-        )
-        .await;
+    let health = app.get("/health").await;
     assert_eq!(health.json()["accounts"]["invalid"], 1);
     app.state.writer.flush().await;
     let account = ccflare_storage::accounts::find(&app.db, "max")
@@ -352,7 +346,9 @@ async fn a_warned_subscription_keeps_its_session_and_new_work_goes_elsewhere() {
         }),
     );
     let in_session = |key: &'static str| [("x-session-id", key)];
-    let by = |reply: &common::Reply| (reply.status, reply.header("x-ccflare-account").to_owned());
+    let by = |reply: &ccflare_testkit::Reply| {
+        (reply.status, reply.header("x-ccflare-account").to_owned())
+    };
     let served = |name: &str| (StatusCode::OK, name.to_owned());
     // The warning comes with a normal answer: served, not benched.
     assert_eq!(by(&app.post(&in_session("s1"), false).await), served("max"));
@@ -484,10 +480,10 @@ async fn a_client_hanging_up_mid_refresh_does_not_lose_the_rotation() {
     // The endpoint rotates at once but its answer takes a second to arrive.
     app.mock.push_oauth_fault(Fault::Delay { millis: 1_000 });
     let request = app.request("/v1/messages", &[], common::message_body(false));
-    let client = tokio::spawn(common::client().request(request));
+    let client = tokio::spawn(ccflare_testkit::client().request(request));
     // The client gives up once the refresh has reached the token endpoint (the mock's first
     // request), while the answer is on its way.
-    tokio::time::timeout(common::GUARD, app.mock.wait_requests(1))
+    tokio::time::timeout(ccflare_testkit::GUARD, app.mock.wait_requests(1))
         .await
         .expect("the refresh started");
     assert_eq!(app.mock.refresh_grants(), 1);

@@ -7,11 +7,14 @@ mod common;
 use bytes::Bytes;
 use ccflare_core::config::Strategy;
 use ccflare_mock::Fault;
-use common::{GUARD, Options, client, key, message_body, spawn_app};
+use ccflare_testkit::http::read_to_end;
+use ccflare_testkit::raw;
+use ccflare_testkit::{GUARD, key};
+use common::{Options, message_body, spawn_app};
 use http::StatusCode;
 use http_body_util::BodyExt;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn json_request_is_forwarded_and_recorded_with_usage_and_cost() {
@@ -242,25 +245,8 @@ async fn raw_upstream(body: &'static [u8]) -> String {
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                // Read the request head and its content-length body.
-                loop {
-                    let n = socket.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    seen.extend_from_slice(&buf[..n]);
-                    if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&seen[..end]).to_lowercase();
-                        let length: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .map_or(0, |v| v.trim().parse().unwrap_or(0));
-                        if seen.len() >= end + 4 + length {
-                            break;
-                        }
-                    }
+                if raw::read_request(&mut socket).await.is_none() {
+                    return;
                 }
                 let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n";
                 let _ = socket.write_all(head.as_bytes()).await;
@@ -361,13 +347,7 @@ async fn server_errors_and_auth_failures_fail_over_but_other_4xx_pass_through() 
     let before = app.mock.requests().len();
     app.post(&[], false).await;
     assert_eq!(app.mock.requests().len(), before + 1);
-    let health = app
-        .send(
-            http::Request::get(format!("{}/health", app.url))
-                .body(Default::default())
-                .unwrap(),
-        )
-        .await;
+    let health = app.get("/health").await;
     assert_eq!(health.json()["accounts"]["invalid"], 1);
 
     app.mock.push_fault(&key("beta"), Fault::Status(400));
@@ -507,20 +487,7 @@ async fn a_mid_stream_upstream_reset_reaches_the_client_as_an_error() {
         .open(app.request("/v1/messages", &[], message_body(true)))
         .await;
     assert_eq!(response.status(), StatusCode::OK);
-    let mut body = response.into_body();
-    let mut received = Vec::new();
-    let error = loop {
-        match tokio::time::timeout(GUARD, body.frame())
-            .await
-            .expect("in time")
-        {
-            Some(Ok(frame)) => {
-                received.extend_from_slice(frame.data_ref().map_or(&[][..], |d| d.as_ref()))
-            }
-            Some(Err(error)) => break Some(error),
-            None => break None,
-        }
-    };
+    let (received, error) = read_to_end(response.into_body()).await;
     assert!(
         error.is_some(),
         "the stream must not end cleanly; got {:?}",
@@ -531,25 +498,6 @@ async fn a_mid_stream_upstream_reset_reaches_the_client_as_an_error() {
     assert!(!r.success && r.usage_incomplete);
     assert_eq!(r.error_type.as_deref(), Some("upstream_stream_error"));
     app.stop().await;
-}
-
-/// Reads a response body until it ends: the bytes received, and the error it ended with, if
-/// it did not end cleanly.
-async fn read_to_end(body: hyper::body::Incoming) -> (Vec<u8>, Option<hyper::Error>) {
-    let mut body = body;
-    let mut received = Vec::new();
-    loop {
-        match tokio::time::timeout(GUARD, body.frame())
-            .await
-            .expect("in time")
-        {
-            Some(Ok(frame)) => {
-                received.extend_from_slice(frame.data_ref().map_or(&[][..], |d| d.as_ref()))
-            }
-            Some(Err(error)) => return (received, Some(error)),
-            None => return (received, None),
-        }
-    }
 }
 
 #[tokio::test]
@@ -680,14 +628,13 @@ async fn a_client_that_hangs_up_before_the_headers_cancels_the_upstream_and_is_r
     // client's hang-up can end the upstream request within the test's guard.
     let body = message_body(false);
     let address = app.url.trim_start_matches("http://");
-    let request = format!(
-        "POST /v1/messages HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\n\
-         anthropic-version: 2023-06-01\r\nx-api-key: client-key\r\n\
-         content-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
-    client.write_all(request.as_bytes()).await.unwrap();
+    let headers = [
+        ("host", address),
+        ("content-type", "application/json"),
+        ("anthropic-version", "2023-06-01"),
+        ("x-api-key", "client-key"),
+    ];
+    let client = raw::post(address, "/v1/messages", &headers, &body).await;
     tokio::time::timeout(GUARD, app.mock.wait_requests(1))
         .await
         .expect("the request reached the upstream");
@@ -973,29 +920,16 @@ async fn health_reports_accounts_and_unknown_paths_are_404() {
         ..Default::default()
     })
     .await;
-    let health = app
-        .send(
-            http::Request::get(format!("{}/health", app.url))
-                .body(Default::default())
-                .unwrap(),
-        )
-        .await;
+    let health = app.get("/health").await;
     assert_eq!(health.status, StatusCode::OK);
     let body = health.json();
     assert_eq!(body["status"], "ok");
     assert_eq!(body["accounts"]["total"], 2);
     assert_eq!(body["accounts"]["available"], 2);
     assert!(body["version"].is_string() && body["uptime_s"].is_u64());
-    let missing = app
-        .send(
-            http::Request::get(format!("{}/nope", app.url))
-                .body(Default::default())
-                .unwrap(),
-        )
-        .await;
+    let missing = app.get("/nope").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.json()["error"]["type"], "not_found_error");
-    let _ = client();
     app.stop().await;
 }
 

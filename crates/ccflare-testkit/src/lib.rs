@@ -1,0 +1,32 @@
+//! What the workspace's integration tests share, so that each suite keeps only what is its
+//! own: the HTTP client and the answers it reads ([`http`]), Server-Sent Events ([`sse`]),
+//! requests written on a bare socket ([`raw`]), child processes and the real server binary
+//! ([`process`]), and the in-process proxy's fixture ([`proxy`]).
+//!
+//! A dev-dependency only (`bins/ccflare-server/tests/layering.rs` checks that no crate ships
+//! with it). Everything here panics instead of returning errors, and every wait is bounded by
+//! a guard, so a bug fails the test that met it instead of hanging the run.
+
+use std::time::Duration;
+
+pub mod http;
+pub mod process;
+pub mod proxy;
+pub mod raw;
+pub mod sse;
+
+pub use crate::http::{Message, Reply, client, get, open, send};
+pub use crate::sse::{Event, SseReader};
+
+/// Bounds every wait of an in-process test (an answer, a frame, an event, a flush).
+pub const GUARD: Duration = Duration::from_secs(20);
+
+/// Bounds every wait on a child process (starting, printing, exiting): longer than [`GUARD`],
+/// since a binary starts cold and a loaded machine may be slow to schedule it.
+pub const PROCESS_GUARD: Duration = Duration::from_secs(30);
+
+/// The API key of test account `name`: shaped like a real key, and ending in the name, so its
+/// masked form (`sk-ant-…` and the last four characters) says whose it is.
+pub fn key(name: &str) -> String {
+    format!("sk-ant-api03-{name}-0123456789abcdefghij-{name}")
+}
