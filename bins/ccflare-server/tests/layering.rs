@@ -86,8 +86,9 @@ const CRATES: &[CrateRule] = &[
     // OAuth: the login flow and the token endpoint; the proxy refreshes tokens through it.
     lib(OAUTH, &[CORE], &[MOCK]),
     lib(PROXY, &[CORE, POOL, STORAGE, OAUTH], &[MOCK, TESTKIT]),
-    // The mock upstream stands alone so that it cannot share a bug with what it tests.
-    lib(MOCK, &[], &[]),
+    // The mock upstream stands alone so that it cannot share a bug with what it tests. (Its
+    // tests talk to it through the testkit's plain HTTP client.)
+    lib(MOCK, &[], &[TESTKIT]),
     // The management API sits above the proxy (which only knows it as a trait object).
     lib(
         API,

@@ -1,50 +1,20 @@
 //! End-to-end checks of the mock upstream over real sockets: what a proxy under test will see
 //! on the wire (status, headers, exact body bytes, usage numbers, dropped connections).
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use ccflare_mock::{Fault, MockUpstream};
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use ccflare_testkit::http::request;
+use ccflare_testkit::sse::parse_events;
+use ccflare_testkit::{GUARD, Message, Reply, raw};
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 
 const API_KEY: &str = "sk-ant-api03-test-key";
 const OAUTH_TOKEN: &str = "sk-ant-oat01-test-token";
-/// Guards every wait so a broken mock fails the test instead of hanging it.
-const GUARD: Duration = Duration::from_secs(20);
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    /// The body bytes received before the end or the error.
-    body: Vec<u8>,
-    /// Whether the body ended with an error (connection dropped mid-body).
-    body_error: bool,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-    }
-
-    fn text(&self) -> &str {
-        std::str::from_utf8(&self.body).expect("utf-8 body")
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).expect("JSON body")
-    }
-}
-
+/// Sends a request to the mock and reads the answer, keeping a body that breaks.
 async fn send(
     mock: &MockUpstream,
     method: Method,
@@ -52,47 +22,9 @@ async fn send(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Reply {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let mut request = Request::builder()
-        .method(method)
-        .uri(format!("{}{path}", mock.url()));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .expect("request");
-    let response = tokio::time::timeout(GUARD, client.request(request))
-        .await
-        .expect("response within the guard")
-        .expect("response");
-    let (parts, mut incoming) = response.into_parts();
-    let mut body = Vec::new();
-    let mut body_error = false;
-    loop {
-        match tokio::time::timeout(GUARD, incoming.frame())
-            .await
-            .expect("frame within guard")
-        {
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    body.extend_from_slice(data);
-                }
-            }
-            Some(Err(_)) => {
-                body_error = true;
-                break;
-            }
-            None => break,
-        }
-    }
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-        body_error,
-    }
+    let url = format!("{}{path}", mock.url());
+    let response = ccflare_testkit::open(request(method, &url, headers, body.to_owned())).await;
+    Reply::read_allowing_break(response).await
 }
 
 /// `POST /v1/messages?beta=true` with an API key and the version header.
@@ -107,25 +39,21 @@ async fn post_message(mock: &MockUpstream, extra: &[(&str, &str)], body: &str) -
 }
 
 fn message_body(stream: bool) -> String {
-    format!(
-        "{{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":64,\"stream\":{stream},\
-         \"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}"
-    )
+    Message::new("claude-sonnet-4-5")
+        .stream(stream)
+        .content("hi")
+        .body()
 }
 
-/// Parses an SSE body into (event name, data JSON text), checking the frame syntax strictly.
-fn sse_events(body: &str) -> Vec<(String, String)> {
-    assert!(body.ends_with("\n\n"), "stream must end with a blank line");
-    body.trim_end_matches('\n')
-        .split("\n\n")
-        .map(|frame| {
-            let (event, data) = frame.split_once('\n').expect("two lines per event");
-            let name = event.strip_prefix("event: ").expect("event line");
-            let data = data.strip_prefix("data: ").expect("data line");
-            assert!(!data.contains('\n'), "one data line");
-            (name.to_owned(), data.to_owned())
-        })
-        .collect()
+/// The headers of the hand-written requests: the test key, the version, and `extra`.
+fn raw_headers<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut headers = vec![
+        ("host", "mock"),
+        ("x-api-key", API_KEY),
+        ("anthropic-version", "2023-06-01"),
+    ];
+    headers.extend_from_slice(extra);
+    headers
 }
 
 fn assert_error(reply: &Reply, status: u16, kind: &str, message: &str) {
@@ -227,7 +155,7 @@ async fn sse_stream_has_the_captured_byte_format() {
         assert_eq!(reply.header("cache-control"), "no-cache");
         assert_eq!(reply.header("anthropic-ratelimit-requests-limit"), "1000");
 
-        let events = sse_events(reply.text());
+        let events = parse_events(reply.text());
         let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(
             names,
@@ -291,7 +219,7 @@ async fn stream_bytes_makes_a_large_stream_with_counted_output() {
     )
     .await;
     assert!(reply.body.len() > 2_100_000);
-    let events = sse_events(reply.text());
+    let events = parse_events(reply.text());
     let deltas = events
         .iter()
         .filter(|(name, _)| name == "content_block_delta")
@@ -431,7 +359,7 @@ async fn other_faults_have_their_wire_shapes() {
     mock.push_fault(API_KEY, Fault::ErrorEvent { after_events: 4 });
     let reply = post_message(&mock, &[], &message_body(true)).await;
     assert!(!reply.body_error);
-    let events = sse_events(reply.text());
+    let events = parse_events(reply.text());
     assert_eq!(events.len(), 5);
     assert_eq!(events[3].0, "content_block_delta");
     assert_eq!(events[4].0, "error");
@@ -466,18 +394,13 @@ async fn drop_mid_stream_ends_with_a_body_error() {
 
 /// Sends a Messages request with the test key and returns the response, its body unread.
 async fn open_message(mock: &MockUpstream, body: String) -> http::Response<hyper::body::Incoming> {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let request = Request::post(format!("{}/v1/messages", mock.url()))
-        .header("x-api-key", API_KEY)
-        .header("anthropic-version", "2023-06-01")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .expect("request");
-    tokio::time::timeout(GUARD, client.request(request))
-        .await
-        .expect("headers within the guard")
-        .expect("response")
+    let url = format!("{}/v1/messages", mock.url());
+    let headers = [
+        ("x-api-key", API_KEY),
+        ("anthropic-version", "2023-06-01"),
+        ("content-type", "application/json"),
+    ];
+    ccflare_testkit::open(request(Method::POST, &url, &headers, body)).await
 }
 
 #[tokio::test]
@@ -496,7 +419,7 @@ async fn stall_sends_the_first_events_then_nothing_and_keeps_the_connection_open
             .expect("the body has not failed");
         text.push_str(std::str::from_utf8(frame.data_ref().expect("data")).expect("utf-8"));
     }
-    let names: Vec<String> = sse_events(&text)
+    let names: Vec<String> = parse_events(&text)
         .into_iter()
         .map(|(name, _)| name)
         .collect();
@@ -546,15 +469,12 @@ async fn stall_sends_the_first_events_then_nothing_and_keeps_the_connection_open
 async fn client_abandoning_a_stream_is_counted() {
     let mock = MockUpstream::start().await.expect("start");
     let body = message_body(true);
-    let request = format!(
-        "POST /v1/messages HTTP/1.1\r\nhost: mock\r\nx-api-key: {API_KEY}\r\n\
-         anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\n\
-         x-mock-stream-bytes: 10000000\r\nx-mock-chunk-delay-ms: 5\r\n\
-         content-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = TcpStream::connect(mock.addr()).await.expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("write");
+    let headers = raw_headers(&[
+        ("content-type", "application/json"),
+        ("x-mock-stream-bytes", "10000000"),
+        ("x-mock-chunk-delay-ms", "5"),
+    ]);
+    let mut stream = raw::post(mock.addr(), "/v1/messages", &headers, &body).await;
     let mut first = [0u8; 64];
     let read = stream.read(&mut first).await.expect("read");
     assert!(first[..read].starts_with(b"HTTP/1.1 200"));
@@ -570,13 +490,7 @@ async fn a_client_leaving_before_the_headers_is_counted() {
     let mock = MockUpstream::start().await.expect("start");
     mock.push_fault(API_KEY, Fault::Delay { millis: 60_000 });
     let body = message_body(true);
-    let request = format!(
-        "POST /v1/messages HTTP/1.1\r\nhost: mock\r\nx-api-key: {API_KEY}\r\n\
-         anthropic-version: 2023-06-01\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = TcpStream::connect(mock.addr()).await.expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("write");
+    let stream = raw::post(mock.addr(), "/v1/messages", &raw_headers(&[]), &body).await;
     tokio::time::timeout(GUARD, mock.wait_requests(1))
         .await
         .expect("request recorded");
@@ -597,13 +511,7 @@ async fn hang_never_answers_until_shutdown() {
     let mock = MockUpstream::start().await.expect("start");
     mock.push_fault(API_KEY, Fault::Hang);
     let body = message_body(false);
-    let request = format!(
-        "POST /v1/messages HTTP/1.1\r\nhost: mock\r\nx-api-key: {API_KEY}\r\n\
-         anthropic-version: 2023-06-01\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = TcpStream::connect(mock.addr()).await.expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut stream = raw::post(mock.addr(), "/v1/messages", &raw_headers(&[]), &body).await;
     tokio::time::timeout(GUARD, mock.wait_requests(1))
         .await
         .expect("request recorded");

@@ -1,35 +1,25 @@
 //! The mock's OAuth endpoints over a real socket: both grants, rotation, reuse detection,
 //! expired access tokens and the console key mint.
 
-use bytes::Bytes;
 use ccflare_mock::{Fault, MockUpstream};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use ccflare_testkit::http::request;
+use http::Method;
 use serde_json::{Value, json};
 
+/// A JSON POST to the mock, with a bearer token if given: the status and the JSON answer
+/// (`null` when the answer is not JSON).
 async fn post(mock: &MockUpstream, path: &str, bearer: Option<&str>, body: Value) -> (u16, Value) {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let mut request = http::Request::post(format!("{}{path}", mock.url()))
-        .header("content-type", "application/json");
-    if let Some(token) = bearer {
-        request = request.header("authorization", format!("Bearer {token}"));
+    let authorization = bearer.map(|token| format!("Bearer {token}"));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(authorization) = &authorization {
+        headers.push(("authorization", authorization.as_str()));
     }
-    let response = client
-        .request(
-            request
-                .body(Full::new(Bytes::from(body.to_string())))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let url = format!("{}{path}", mock.url());
+    let reply =
+        ccflare_testkit::send(request(Method::POST, &url, &headers, body.to_string())).await;
     (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        reply.status.as_u16(),
+        serde_json::from_slice(&reply.body).unwrap_or(Value::Null),
     )
 }
 
@@ -114,16 +104,15 @@ async fn faults_killed_tokens_expiry_and_key_minting() {
         401
     );
     let message = json!({"model": "m", "max_tokens": 1, "messages": []});
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let request = http::Request::post(format!("{}/v1/messages", mock.url()))
-        .header("authorization", format!("Bearer {access}"))
-        .header("anthropic-beta", "oauth-2025-04-20")
-        .header("anthropic-version", "2023-06-01")
-        .body(Full::new(Bytes::from(message.to_string())))
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    assert_eq!(response.status(), 401);
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    assert!(String::from_utf8_lossy(&body).contains("OAuth token has expired"));
+    let bearer = format!("Bearer {access}");
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("anthropic-beta", "oauth-2025-04-20"),
+        ("anthropic-version", "2023-06-01"),
+    ];
+    let url = format!("{}/v1/messages", mock.url());
+    let reply =
+        ccflare_testkit::send(request(Method::POST, &url, &headers, message.to_string())).await;
+    assert_eq!(reply.status, 401);
+    assert!(String::from_utf8_lossy(&reply.body).contains("OAuth token has expired"));
 }
