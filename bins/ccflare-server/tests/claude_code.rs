@@ -5,18 +5,15 @@
 
 mod common;
 
-use common::{GUARD, Server, db_path, key, mock, server_command};
+use ccflare_testkit::process::Server;
+use ccflare_testkit::{PROCESS_GUARD, key};
+use common::{assert_only_the_account_key_went_upstream, mock, proxy_command, records};
 
 #[tokio::test]
 async fn claude_code_answers_through_ccflare() {
     let upstream = mock().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut command = server_command(dir.path());
-    command
-        .env("CLAUDE_API_KEYS", key("cc"))
-        .env("CCFLARE_UPSTREAM_URL", upstream.url())
-        .env("DATABASE_URL", db_path(dir.path()));
-    let server = Server::start(command).await;
+    let server = Server::start(proxy_command(dir.path(), &upstream, &[key("cc")])).await;
 
     let claude = common::installed_client(
         "CLAUDE_CODE_BIN",
@@ -26,7 +23,7 @@ async fn claude_code_answers_through_ccflare() {
     let home = dir.path().join("claude-home");
     std::fs::create_dir_all(&home).unwrap();
     let output = tokio::time::timeout(
-        GUARD * 3,
+        PROCESS_GUARD * 3,
         tokio::process::Command::new(&claude)
             .args(["-p", "Say hello"])
             .env_clear()
@@ -58,21 +55,14 @@ async fn claude_code_answers_through_ccflare() {
 
     let seen = upstream.requests();
     assert!(!seen.is_empty());
-    for request in &seen {
-        assert_eq!(request.credential.as_deref(), Some(key("cc").as_str()));
-        assert!(
-            request
-                .headers
-                .iter()
-                .all(|(_, v)| !v.contains("claude-code-own-key-must-not-leak"))
-        );
-    }
+    assert_only_the_account_key_went_upstream(
+        &upstream,
+        &key("cc"),
+        "claude-code-own-key-must-not-leak",
+    );
 
     server.terminate().await;
-    let db = ccflare_storage::Db::open_path(&db_path(dir.path()))
-        .await
-        .unwrap();
-    let rows = ccflare_storage::requests::recent(&db, 100).await.unwrap();
+    let rows = records(dir.path(), 100).await;
     assert_eq!(rows.len(), seen.len(), "one record per request");
     let messages: Vec<_> = rows.iter().filter(|r| r.path == "/v1/messages").collect();
     assert!(!messages.is_empty());

@@ -100,7 +100,7 @@ const CRATES: &[CrateRule] = &[
     bin(
         "ccflare-server",
         &[CORE, CONFIG, POOL, STORAGE, PROXY, ANALYTICS, API, OAUTH],
-        &[MOCK],
+        &[MOCK, TESTKIT],
     ),
     bin(
         "ccflare-cli",

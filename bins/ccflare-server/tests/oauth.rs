@@ -6,7 +6,10 @@
 mod common;
 
 use ccflare_core::{Clock, Secret, SystemClock};
-use common::{Server, db_path, messages_request, mock, send, server_command};
+use ccflare_testkit::process::Server;
+use ccflare_testkit::send;
+use common::{db_path, messages_request, mock, proxy_command};
+use http::StatusCode;
 
 #[tokio::test]
 async fn a_rotated_refresh_token_survives_a_crash_right_after_the_refresh() {
@@ -33,14 +36,12 @@ async fn a_rotated_refresh_token_survives_a_crash_right_after_the_refresh() {
         db.close().await;
     }
     let command = || {
-        let mut command = server_command(dir.path());
+        let mut command = proxy_command(dir.path(), &upstream, &[]);
         command
-            .env("CCFLARE_UPSTREAM_URL", upstream.url())
             .env(
                 "CCFLARE_OAUTH_TOKEN_URL",
                 format!("{}/v1/oauth/token", upstream.url()),
             )
-            .env("DATABASE_URL", db_path(dir.path()))
             .env("LOG_LEVEL", "trace");
         command
     };
@@ -49,7 +50,7 @@ async fn a_rotated_refresh_token_survives_a_crash_right_after_the_refresh() {
     let reply = send(messages_request(&server.url, false, &[])).await;
     assert_eq!(
         (reply.status, reply.header("x-ccflare-account")),
-        (200, "max")
+        (StatusCode::OK, "max")
     );
     assert_eq!(upstream.refresh_grants(), 1);
     // A crash, not a shutdown: nothing gets to flush.
@@ -65,7 +66,7 @@ async fn a_rotated_refresh_token_survives_a_crash_right_after_the_refresh() {
     let reply = send(messages_request(&server.url, false, &[])).await;
     assert_eq!(
         (reply.status, reply.header("x-ccflare-account")),
-        (200, "max")
+        (StatusCode::OK, "max")
     );
     assert_eq!(
         upstream.refresh_grants(),

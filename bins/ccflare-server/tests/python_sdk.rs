@@ -5,23 +5,20 @@
 
 mod common;
 
-use common::{GUARD, Server, db_path, key, mock, server_command};
+use ccflare_testkit::process::Server;
+use ccflare_testkit::{PROCESS_GUARD, key};
+use common::{assert_only_the_account_key_went_upstream, mock, proxy_command, records};
 
 #[tokio::test]
 async fn the_python_sdk_gets_text_and_usage_through_ccflare() {
     let upstream = mock().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut command = server_command(dir.path());
-    command
-        .env("CLAUDE_API_KEYS", key("sdk"))
-        .env("CCFLARE_UPSTREAM_URL", upstream.url())
-        .env("DATABASE_URL", db_path(dir.path()));
-    let server = Server::start(command).await;
+    let server = Server::start(proxy_command(dir.path(), &upstream, &[key("sdk")])).await;
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk_client.py");
     let python = common::installed_client("PYTHON", "target/python/bin/python", "python3");
     let output = tokio::time::timeout(
-        GUARD,
+        PROCESS_GUARD,
         tokio::process::Command::new(&python)
             .arg(script)
             .env("ANTHROPIC_BASE_URL", &server.url)
@@ -48,21 +45,10 @@ async fn the_python_sdk_gets_text_and_usage_through_ccflare() {
     assert!(result["plain_usage"]["input"].as_u64().unwrap() > 0);
 
     // The SDK's own key never reached the upstream; the account's did.
-    for request in upstream.requests() {
-        assert_eq!(request.credential.as_deref(), Some(key("sdk").as_str()));
-        assert!(
-            request
-                .headers
-                .iter()
-                .all(|(_, v)| !v.contains("any-key-the-proxy-ignores"))
-        );
-    }
+    assert_only_the_account_key_went_upstream(&upstream, &key("sdk"), "any-key-the-proxy-ignores");
 
     server.terminate().await;
-    let db = ccflare_storage::Db::open_path(&db_path(dir.path()))
-        .await
-        .unwrap();
-    let rows = ccflare_storage::requests::recent(&db, 10).await.unwrap();
+    let rows = records(dir.path(), 10).await;
     assert_eq!(rows.len(), 2);
     assert!(
         rows.iter()

@@ -4,11 +4,23 @@
 
 mod common;
 
-use common::{
-    GUARD, Server, db_path, get, key, messages_request, mock, run_to_end, send, server_command,
-};
+use ccflare_testkit::http::request;
+use ccflare_testkit::process::Server;
+use ccflare_testkit::{PROCESS_GUARD, Reply, get, key, open, send};
+use common::{db_path, messages_request, mock, proxy_command, records, run_to_end, server_command};
+use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use std::time::{Duration, Instant};
+
+/// The strategy the banner names.
+fn strategy_of(server: &Server) -> String {
+    server
+        .banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("strategy"))
+        .map(|s| s.trim().to_owned())
+        .unwrap()
+}
 
 #[tokio::test]
 async fn starts_with_no_accounts_on_the_default_database_and_explains_the_empty_pool() {
@@ -86,14 +98,6 @@ async fn flag_beats_environment_beats_config_file() {
         "lb_strategy = \"round-robin\"\nsession_timeout = 60\n",
     )
     .unwrap();
-    let strategy_of = |server: &Server| {
-        server
-            .banner
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("strategy"))
-            .map(|s| s.trim().to_owned())
-            .unwrap()
-    };
 
     let mut command = server_command(dir.path());
     command.env("CCFLARE_CONFIG", &config);
@@ -219,12 +223,7 @@ async fn a_port_in_use_is_named_and_exits_non_zero() {
 async fn sigterm_lets_a_running_stream_finish_and_flushes_its_record() {
     let upstream = mock().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut command = server_command(dir.path());
-    command
-        .env("CLAUDE_API_KEYS", key("one"))
-        .env("CCFLARE_UPSTREAM_URL", upstream.url())
-        .env("DATABASE_URL", db_path(dir.path()));
-    let server = Server::start(command).await;
+    let server = Server::start(proxy_command(dir.path(), &upstream, &[key("one")])).await;
     let request = messages_request(
         &server.url,
         true,
@@ -236,13 +235,10 @@ async fn sigterm_lets_a_running_stream_finish_and_flushes_its_record() {
             ),
         ],
     );
-    let response = tokio::time::timeout(GUARD, common::client().request(request))
-        .await
-        .unwrap()
-        .unwrap();
+    let response = open(request).await;
     assert_eq!(response.status(), 200);
     let mut body = response.into_body();
-    let first = tokio::time::timeout(GUARD, body.frame())
+    let first = tokio::time::timeout(PROCESS_GUARD, body.frame())
         .await
         .expect("a first frame in time")
         .expect("a first frame")
@@ -254,7 +250,10 @@ async fn sigterm_lets_a_running_stream_finish_and_flushes_its_record() {
         .args(["-TERM", &pid])
         .status()
         .unwrap();
-    while let Some(frame) = tokio::time::timeout(GUARD, body.frame()).await.unwrap() {
+    while let Some(frame) = tokio::time::timeout(PROCESS_GUARD, body.frame())
+        .await
+        .unwrap()
+    {
         received.extend_from_slice(
             &frame
                 .expect("stream finishes cleanly")
@@ -266,10 +265,7 @@ async fn sigterm_lets_a_running_stream_finish_and_flushes_its_record() {
 
     let (code, _) = server.terminate_after_signal().await;
     assert_eq!(code, Some(0));
-    let db = ccflare_storage::Db::open_path(&db_path(dir.path()))
-        .await
-        .unwrap();
-    let rows = ccflare_storage::requests::recent(&db, 10).await.unwrap();
+    let rows = records(dir.path(), 10).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(
         (rows[0].status, rows[0].success, rows[0].usage.output_tokens),
@@ -281,11 +277,7 @@ async fn sigterm_lets_a_running_stream_finish_and_flushes_its_record() {
 async fn accounts_added_by_another_process_are_used_without_a_restart() {
     let upstream = mock().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut command = server_command(dir.path());
-    command
-        .env("CCFLARE_UPSTREAM_URL", upstream.url())
-        .env("DATABASE_URL", db_path(dir.path()));
-    let server = Server::start(command).await;
+    let server = Server::start(proxy_command(dir.path(), &upstream, &[])).await;
     assert_eq!(
         send(messages_request(&server.url, false, &[])).await.status,
         503
@@ -314,14 +306,14 @@ async fn accounts_added_by_another_process_are_used_without_a_restart() {
             break;
         }
         assert!(
-            added.elapsed() < GUARD,
+            added.elapsed() < PROCESS_GUARD,
             "the new account never reached the server"
         );
     }
     let reply = send(messages_request(&server.url, false, &[])).await;
     assert_eq!(
         (reply.status, reply.header("x-ccflare-account")),
-        (200, "late")
+        (StatusCode::OK, "late")
     );
 
     ccflare_storage::accounts::set_status(&db, "late", ccflare_core::AccountStatus::Paused, 1)
@@ -333,7 +325,7 @@ async fn accounts_added_by_another_process_are_used_without_a_restart() {
             break;
         }
         assert!(
-            added.elapsed() < GUARD,
+            added.elapsed() < PROCESS_GUARD,
             "the pause never reached the server"
         );
     }
@@ -414,22 +406,7 @@ async fn a_strategy_stored_in_the_database_applies_at_start_and_while_running() 
     ccflare_storage::settings::set(&db, "lb_strategy", "priority", 0)
         .await
         .unwrap();
-    let strategy_of = |server: &Server| {
-        server
-            .banner
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("strategy"))
-            .map(|s| s.trim().to_owned())
-            .unwrap()
-    };
-    let command = || {
-        let mut command = server_command(dir.path());
-        command
-            .env("CLAUDE_API_KEYS", format!("{},{}", key("one"), key("two")))
-            .env("CCFLARE_UPSTREAM_URL", upstream.url())
-            .env("DATABASE_URL", db_path(dir.path()));
-        command
-    };
+    let command = || proxy_command(dir.path(), &upstream, &[key("one"), key("two")]);
     // The environment outranks the database.
     let mut overridden = command();
     overridden.env("LB_STRATEGY", "headroom");
@@ -439,7 +416,7 @@ async fn a_strategy_stored_in_the_database_applies_at_start_and_while_running() 
 
     let server = Server::start(command()).await;
     assert_eq!(strategy_of(&server), "priority");
-    let account = |reply: common::Reply| reply.header("x-ccflare-account").to_owned();
+    let account = |reply: Reply| reply.header("x-ccflare-account").to_owned();
     let first = account(send(messages_request(&server.url, false, &[])).await);
     assert_eq!(
         account(send(messages_request(&server.url, false, &[])).await),
@@ -460,7 +437,7 @@ async fn a_strategy_stored_in_the_database_applies_at_start_and_while_running() 
             break;
         }
         assert!(
-            started.elapsed() < GUARD,
+            started.elapsed() < PROCESS_GUARD,
             "the stored strategy never took effect"
         );
     }
@@ -494,20 +471,15 @@ async fn a_non_loopback_host_needs_an_admin_key_which_then_guards_the_api() {
     let refused = send(get(&format!("{url}/api/accounts"))).await;
     assert_eq!(refused.status, 401);
     assert_eq!(refused.json()["error"]["type"], "authentication_error");
-    let wrong = http::Request::get(format!("{url}/metrics"))
-        .header("authorization", "Bearer not-the-key-at-all")
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
+    let get_with = |path: &str, header: (&str, &str)| {
+        request(Method::GET, &format!("{url}{path}"), &[header], "")
+    };
+    let wrong = get_with("/metrics", ("authorization", "Bearer not-the-key-at-all"));
     assert_eq!(send(wrong).await.status, 401);
-    let right = http::Request::get(format!("{url}/api/accounts"))
-        .header("authorization", format!("Bearer {admin}"))
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
+    let bearer = format!("Bearer {admin}");
+    let right = get_with("/api/accounts", ("authorization", &bearer));
     assert_eq!(send(right).await.status, 200);
-    let by_header = http::Request::get(format!("{url}/metrics"))
-        .header("x-ccflare-admin-key", admin)
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
+    let by_header = get_with("/metrics", ("x-ccflare-admin-key", admin));
     assert_eq!(send(by_header).await.status, 200);
     // Health stays open for probes; /v1 is the proxy's, not the management API's.
     assert_eq!(send(get(&format!("{url}/health"))).await.status, 200);
