@@ -11,16 +11,16 @@
 
 mod common;
 
-use bytes::Bytes;
-use ccflare_proxy::UpstreamClient;
-use common::{Cli, GUARD, key};
-use http_body_util::{BodyExt, Full};
+use ccflare_testkit::http::anthropic_post;
+use ccflare_testkit::process::{self, isolated_command};
+use ccflare_testkit::{Message, PROCESS_GUARD, get, raw, send};
+use common::{Cli, key};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStdout};
+use tokio::process::ChildStdout;
 
 /// `target/<profile>/ccflare-server`, built for this test run.
 fn server_binary() -> &'static Path {
@@ -56,94 +56,36 @@ fn server_binary() -> &'static Path {
     })
 }
 
-struct Server {
-    child: Child,
-    url: String,
-}
+/// The real server, on port 0 against the CLI's database and the mock upstream.
+struct Server(process::Server);
 
 impl Server {
-    /// Starts the server on port 0 against the CLI's database and the mock upstream, and
-    /// waits for the line that says where it listens.
+    /// Starts the server and waits for the line that says where it listens.
     async fn start(cli: &Cli, upstream: &str) -> Server {
-        let mut command = tokio::process::Command::new(server_binary());
+        let mut command = isolated_command(server_binary(), cli.path());
         command
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", cli.path())
             .env("PORT", "0")
             .env("DATABASE_URL", "file:./ccflare.db")
             .env("CCFLARE_UPSTREAM_URL", upstream)
-            .current_dir(cli.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("server starts");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let url = tokio::time::timeout(GUARD, async {
-            loop {
-                let mut line = String::new();
-                if stdout.read_line(&mut line).await.expect("read stdout") == 0 {
-                    panic!("the server exited before listening");
-                }
-                if let Some(url) = line
-                    .trim()
-                    .strip_prefix("point clients at it:  export ANTHROPIC_BASE_URL=")
-                {
-                    return url.to_owned();
-                }
-            }
-        })
-        .await
-        .expect("the server prints its address in time");
-        Server { child, url }
-    }
-
-    fn client(&self) -> UpstreamClient {
-        UpstreamClient::new(&self.url, Duration::from_secs(5)).expect("client")
+            .stderr(Stdio::null());
+        Server(process::Server::start(command).await)
     }
 
     async fn get_json(&self, path: &str) -> serde_json::Value {
-        let request = http::Request::get(format!("{}{path}", self.url))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let response = tokio::time::timeout(GUARD, self.client().send(request))
-            .await
-            .expect("in time")
-            .expect("response");
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        serde_json::from_slice(&body).expect("JSON")
+        send(get(&format!("{}{path}", self.0.url))).await.json()
     }
 
     /// A Messages request through the proxy: its status and the account that served it.
     async fn message(&self, model: &str) -> (u16, String) {
-        let body = format!(
-            r#"{{"model":"{model}","max_tokens":16,"messages":[{{"role":"user","content":"hi"}}]}}"#
-        );
-        let request = http::Request::post(format!("{}/v1/messages", self.url))
-            .header("content-type", "application/json")
-            .header("anthropic-version", "2023-06-01")
-            .header("x-api-key", "anything")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
-        let response = tokio::time::timeout(GUARD, self.client().send(request))
-            .await
-            .expect("in time")
-            .expect("response");
-        let status = response.status().as_u16();
-        let account = response
-            .headers()
-            .get("x-ccflare-account")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let _ = response.into_body().collect().await;
-        (status, account)
+        let body = Message::new(model).max_tokens(16).content("hi").body();
+        let url = format!("{}/v1/messages", self.0.url);
+        let reply = send(anthropic_post(&url, "anything", &[], body)).await;
+        let account = reply.header("x-ccflare-account").to_owned();
+        (reply.status.as_u16(), account)
     }
 
-    async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = tokio::time::timeout(GUARD, self.child.wait()).await;
+    async fn stop(self) {
+        self.0.kill().await;
     }
 }
 
@@ -240,7 +182,7 @@ async fn read_until(
     done: impl Fn(&str) -> bool,
 ) -> String {
     let mut seen = String::new();
-    tokio::time::timeout(GUARD, async {
+    tokio::time::timeout(PROCESS_GUARD, async {
         while let Some(line) = lines.next_line().await.expect("read stdout") {
             seen.push_str(&line);
             seen.push('\n');
@@ -290,22 +232,16 @@ async fn logs_follow_prints_a_request_made_through_the_server() {
 /// `/api/requests/stream`), answering one SSE stream with the given events and holding it
 /// open.
 async fn fake_feed(database_url: &'static str, events: Vec<String>) -> std::net::SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let mut held = Vec::new();
         loop {
             let (mut socket, _) = listener.accept().await.unwrap();
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                if socket.read(&mut byte).await.unwrap() == 0 {
-                    break;
-                }
-                head.push(byte[0]);
-            }
-            let head = String::from_utf8_lossy(&head).into_owned();
+            let Some(head) = raw::read_request(&mut socket).await else {
+                continue;
+            };
             if head.starts_with("GET /api/config ") {
                 let body = format!(
                     r#"{{"options":[{{"key":"port","value":"0"}},{{"key":"database_url","value":"{database_url}"}}]}}"#

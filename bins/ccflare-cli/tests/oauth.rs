@@ -5,7 +5,8 @@
 mod common;
 
 use ccflare_mock::MockUpstream;
-use common::{Cli, GUARD, Output};
+use ccflare_testkit::PROCESS_GUARD;
+use common::{Cli, Output};
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -32,7 +33,7 @@ async fn login(
     let mut stdin = child.stdin.take().expect("stdin");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut printed = String::new();
-    let url = tokio::time::timeout(GUARD, async {
+    let url = tokio::time::timeout(PROCESS_GUARD, async {
         loop {
             let mut line = String::new();
             if stdout.read_line(&mut line).await.expect("read") == 0 {
@@ -59,7 +60,7 @@ async fn login(
     let rest = {
         let mut rest = String::new();
         tokio::time::timeout(
-            GUARD,
+            PROCESS_GUARD,
             tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut rest),
         )
         .await
@@ -73,8 +74,27 @@ async fn login(
     done
 }
 
+/// `accounts add --oauth MODE NAME` in a new CLI directory, with a new mock as the token
+/// endpoint: the mock, the CLI and what the command printed.
+async fn add_oauth(
+    mode: &str,
+    name: &str,
+    paste: impl Fn(&str) -> String,
+) -> (MockUpstream, Cli, Output) {
+    let mock = MockUpstream::start().await.unwrap();
+    let cli = Cli::new();
+    let out = login(
+        &cli,
+        &mock,
+        &["accounts", "add", "--oauth", mode, name],
+        paste,
+    )
+    .await;
+    (mock, cli, out)
+}
+
 async fn output_of(child: tokio::process::Child) -> Output {
-    let result = tokio::time::timeout(GUARD, child.wait_with_output())
+    let result = tokio::time::timeout(PROCESS_GUARD, child.wait_with_output())
         .await
         .expect("exits")
         .expect("runs");
@@ -87,15 +107,7 @@ async fn output_of(child: tokio::process::Child) -> Output {
 
 #[tokio::test]
 async fn a_subscription_login_adds_an_oauth_account_and_warns_once() {
-    let mock = MockUpstream::start().await.unwrap();
-    let cli = Cli::new();
-    let out = login(
-        &cli,
-        &mock,
-        &["accounts", "add", "--oauth", "max", "personal"],
-        |state| format!("the-code#{state}"),
-    )
-    .await;
+    let (mock, cli, out) = add_oauth("max", "personal", |state| format!("the-code#{state}")).await;
     let stdout = out.ok();
     assert_eq!(
         stdout.matches("can get the account banned").count(),
@@ -142,15 +154,8 @@ async fn a_subscription_login_adds_an_oauth_account_and_warns_once() {
 
 #[tokio::test]
 async fn a_paste_from_another_login_is_refused() {
-    let mock = MockUpstream::start().await.unwrap();
-    let cli = Cli::new();
-    let out = login(
-        &cli,
-        &mock,
-        &["accounts", "add", "--oauth", "max", "personal"],
-        |_| "the-code#someone-elses-state".into(),
-    )
-    .await;
+    let (mock, cli, out) =
+        add_oauth("max", "personal", |_| "the-code#someone-elses-state".into()).await;
     let line = out.fails();
     assert!(line.contains("state mismatch"), "{line}");
     assert_eq!(mock.code_grants(), 0, "nothing was exchanged");
@@ -160,15 +165,7 @@ async fn a_paste_from_another_login_is_refused() {
 
 #[tokio::test]
 async fn a_console_login_stores_a_minted_api_key() {
-    let mock = MockUpstream::start().await.unwrap();
-    let cli = Cli::new();
-    let out = login(
-        &cli,
-        &mock,
-        &["accounts", "add", "--oauth", "console", "team"],
-        |state| format!("c#{state}"),
-    )
-    .await;
+    let (_mock, cli, out) = add_oauth("console", "team", |state| format!("c#{state}")).await;
     let stdout = out.ok();
     assert!(
         !stdout.contains("banned"),
@@ -188,16 +185,8 @@ async fn a_console_login_stores_a_minted_api_key() {
 
 #[tokio::test]
 async fn reauth_renews_an_invalid_login_and_keeps_the_account() {
-    let mock = MockUpstream::start().await.unwrap();
-    let cli = Cli::new();
-    login(
-        &cli,
-        &mock,
-        &["accounts", "add", "--oauth", "max", "personal"],
-        |s| format!("a#{s}"),
-    )
-    .await
-    .ok();
+    let (mock, cli, added) = add_oauth("max", "personal", |s| format!("a#{s}")).await;
+    added.ok();
     let db = cli.db().await;
     let before = ccflare_storage::accounts::find(&db, "personal")
         .await

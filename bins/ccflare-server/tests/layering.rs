@@ -105,7 +105,7 @@ const CRATES: &[CrateRule] = &[
     bin(
         "ccflare-cli",
         &[CORE, CONFIG, STORAGE, PROXY, ANALYTICS, OAUTH],
-        &[MOCK],
+        &[MOCK, TESTKIT],
     ),
     // The benchmark drives the real server binary and the mock, and counts rows in storage.
     bin(BENCH, &[CORE, STORAGE, MOCK], &[]),

@@ -1,7 +1,8 @@
 //! Runs the real `ccflare-cli` binary for tests: a temp dir as working directory and home, a
 //! clean environment (PATH, HOME, `NO_COLOR`, `TZ=UTC` and a fixed clock), the database
 //! `./ccflare.db` in that dir, and helpers that write request rows and account state the way
-//! a server would (through the storage writer).
+//! a server would (through the storage writer). The process helpers come from
+//! `ccflare-testkit`.
 
 #![allow(dead_code)]
 
@@ -9,9 +10,8 @@ use ccflare_core::record::RequestRecord;
 use ccflare_core::usage::Usage;
 use ccflare_core::{AccountId, AccountStatus, Millis};
 use ccflare_storage::{AccountStateUpdate, Db, Writer};
+use ccflare_testkit::process::{isolated_command, run_to_end};
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 use tokio::process::Command;
 
 /// The fixed "now" of every test run: 2026-11-26T10:00:00Z.
@@ -19,9 +19,9 @@ pub const NOW: Millis = 1_795_687_200_000;
 pub const MIN: Millis = 60_000;
 pub const HOUR: Millis = 60 * MIN;
 pub const DAY: Millis = 24 * HOUR;
-/// Bounds every wait, so that a hang fails the test instead of stalling the run.
-pub const GUARD: Duration = Duration::from_secs(30);
 
+/// A key ending in `tail`, which its masked form (`sk-ant-…` and four characters) shows: the
+/// snapshots read `sk-ant-…AAAA` rather than a name.
 pub fn key(tail: &str) -> String {
     format!("sk-ant-api03-0123456789abcdefghij-{tail}")
 }
@@ -77,21 +77,13 @@ impl Cli {
 
     /// The binary with a clean environment in the temp dir.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ccflare-cli"));
+        let mut command = isolated_command(env!("CARGO_BIN_EXE_ccflare-cli"), self.path());
         command
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.path())
             .env("NO_COLOR", "1")
             .env("TZ", "UTC")
             .env("CCFLARE_NOW_MS", NOW.to_string())
             .env("DATABASE_URL", "file:./ccflare.db")
-            .current_dir(self.path())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .args(args);
         command
     }
 
@@ -107,11 +99,8 @@ impl Cli {
     }
 }
 
-pub async fn output(mut command: Command) -> Output {
-    let output = tokio::time::timeout(GUARD, command.output())
-        .await
-        .expect("exits in time")
-        .expect("runs");
+pub async fn output(command: Command) -> Output {
+    let output = run_to_end(command).await;
     Output {
         code: output.status.code(),
         stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
