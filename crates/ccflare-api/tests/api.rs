@@ -850,10 +850,7 @@ async fn metrics_count_requests_tokens_costs_and_states() {
         Some(1.0)
     );
     assert_eq!(sample(text, "ccflare_writer_queue_depth"), Some(0.0));
-    assert_eq!(
-        sample(text, "ccflare_writer_rows_written_total"),
-        Some(6.0)
-    );
+    assert_eq!(sample(text, "ccflare_writer_rows_written_total"), Some(6.0));
     assert!(!text.contains(&key("alpha")));
     app.stop().await;
 }

@@ -1,14 +1,18 @@
 //! The pieces of an in-process proxy test that every `spawn_app()` shares: the mock upstream,
 //! a fresh SQLite file with the test's accounts, a manual clock ([`Fixture`]), and the proxy
-//! serving on `127.0.0.1:0` until stopped ([`Serving`]). What the proxy is given in between
+//! serving on `127.0.0.1:0` until stopped ([`Running`]). What the proxy is given in between
 //! (its options, the management API) is each suite's own.
 
-use crate::key;
+use crate::{Reply, key};
+use ::http::{Request, Response};
+use bytes::Bytes;
 use ccflare_core::{Clock, ManualClock, Secret, SystemClock};
 use ccflare_mock::MockUpstream;
 use ccflare_pool::Pool;
 use ccflare_proxy::{AppState, ProxyConfig, UpstreamClient};
 use ccflare_storage::{Db, Writer, accounts};
+use http_body_util::Full;
+use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -103,41 +107,72 @@ pub fn config() -> ProxyConfig {
     }
 }
 
-/// A proxy serving on `127.0.0.1:0`.
-pub struct Serving {
+/// A proxy serving on `127.0.0.1:0`, with what it was built from.
+pub struct Running {
     pub url: String,
+    pub state: Arc<AppState>,
+    pub db: Db,
+    pub mock: MockUpstream,
+    pub clock: Arc<ManualClock>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    writer: Option<Writer>,
+    _dir: tempfile::TempDir,
 }
 
-/// Serves `state` on a fresh port until [`Serving::stop`].
-pub async fn serve(state: Arc<AppState>) -> Serving {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(async move {
-        ccflare_proxy::run(listener, state, async {
-            let _ = stopped.await;
-        })
-        .await;
-    });
-    Serving {
-        url,
-        stop: Some(stop),
-        task: Some(task),
+impl Fixture {
+    /// Serves `state`, whose records go to `writer`, on a fresh port until [`Running::stop`].
+    pub async fn serve(self, state: Arc<AppState>, writer: Writer) -> Running {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn({
+            let state = state.clone();
+            async move {
+                ccflare_proxy::run(listener, state, async {
+                    let _ = stopped.await;
+                })
+                .await;
+            }
+        });
+        Running {
+            url,
+            state,
+            db: self.db,
+            mock: self.mock,
+            clock: self.clock,
+            stop: Some(stop),
+            task: Some(task),
+            writer: Some(writer),
+            _dir: self.dir,
+        }
     }
 }
 
-impl Serving {
-    /// Stops accepting and waits until the proxy has shut down.
-    pub async fn stop(&mut self) {
+impl Running {
+    /// Sends a request and returns the response with its headers, body unread.
+    pub async fn open(&self, request: Request<Full<Bytes>>) -> Response<Incoming> {
+        crate::open(request).await
+    }
+
+    /// Sends a request and reads the whole answer.
+    pub async fn send(&self, request: Request<Full<Bytes>>) -> Reply {
+        crate::send(request).await
+    }
+
+    /// Stops accepting, waits until the proxy has shut down, then closes the writer (which
+    /// writes everything still queued).
+    pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
             let _ = task.await;
+        }
+        if let Some(writer) = self.writer.take() {
+            writer.close().await;
         }
     }
 }

@@ -5,20 +5,18 @@
 
 #![allow(dead_code)]
 
-use bytes::Bytes;
 use ccflare_api::{Api, LogFeed};
-use ccflare_core::ManualClock;
 use ccflare_core::config::{Layer, Settings, Strategy};
 use ccflare_mock::MockUpstream;
 use ccflare_pool::{Pool, PoolConfig};
-use ccflare_proxy::{AppState, ConfigLayers};
-use ccflare_storage::{Db, Writer};
+use ccflare_proxy::ConfigLayers;
+use ccflare_storage::Writer;
 use ccflare_testkit::Reply;
 use ccflare_testkit::http::{anthropic_post, request};
-use ccflare_testkit::proxy::{Fixture, Serving};
-use http::{Method, Request};
-use http_body_util::Full;
+use ccflare_testkit::proxy::{Fixture, Running};
+use http::Method;
 use hyper::body::Incoming;
+use std::ops::Deref;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -45,16 +43,19 @@ impl Default for Options {
     }
 }
 
+/// The running proxy with the API installed (its `url`, `state`, `db`, `mock` and `clock` are
+/// reached through it), and the retention task's stop switch.
 pub struct App {
-    pub url: String,
-    pub state: Arc<AppState>,
-    pub db: Db,
-    pub mock: MockUpstream,
-    pub clock: Arc<ManualClock>,
-    serving: Serving,
-    writer: Option<Writer>,
+    running: Running,
     retention_stop: watch::Sender<bool>,
-    _dir: tempfile::TempDir,
+}
+
+impl Deref for App {
+    type Target = Running;
+
+    fn deref(&self) -> &Running {
+        &self.running
+    }
 }
 
 pub async fn spawn_app(options: Options) -> App {
@@ -91,23 +92,9 @@ pub async fn spawn_app(options: Options) -> App {
     let (retention_stop, stopped_rx) = watch::channel(false);
     // Retention runs as in the server (here it has nothing to do: retention is off).
     let _retention = api.spawn_retention(state.clone(), stopped_rx);
-    let serving = ccflare_testkit::proxy::serve(state.clone()).await;
-    let Fixture {
-        mock,
-        db,
-        clock,
-        dir,
-    } = fixture;
     App {
-        url: serving.url.clone(),
-        state,
-        db,
-        mock,
-        clock,
-        serving,
-        writer: Some(writer),
+        running: fixture.serve(state, writer).await,
         retention_stop,
-        _dir: dir,
     }
 }
 
@@ -137,16 +124,6 @@ pub fn mock_oauth_endpoints(mock: &MockUpstream) -> Layer {
 }
 
 impl App {
-    /// Sends a request and returns the response with its headers, body unread.
-    pub async fn open(&self, request: Request<Full<Bytes>>) -> http::Response<Incoming> {
-        ccflare_testkit::open(request).await
-    }
-
-    /// Sends a request and reads the whole answer.
-    pub async fn send(&self, request: Request<Full<Bytes>>) -> Reply {
-        ccflare_testkit::send(request).await
-    }
-
     /// Opens a live feed (`GET path`): the response once its headers are in, events unread.
     pub async fn feed(&self, path: &str) -> http::Response<Incoming> {
         self.open(ccflare_testkit::get(&format!("{}{path}", self.url)))
@@ -179,12 +156,9 @@ impl App {
             .expect("the writer flushes in time");
     }
 
-    pub async fn stop(mut self) {
-        self.serving.stop().await;
+    pub async fn stop(self) {
         let _ = self.retention_stop.send(true);
-        if let Some(writer) = self.writer.take() {
-            writer.close().await;
-        }
+        self.running.stop().await;
     }
 }
 

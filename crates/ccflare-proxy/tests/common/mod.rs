@@ -5,20 +5,18 @@
 #![allow(dead_code)]
 
 use bytes::Bytes;
+use ccflare_core::Clock;
 use ccflare_core::config::Strategy;
 use ccflare_core::record::RequestRecord;
-use ccflare_core::{Clock, ManualClock};
-use ccflare_mock::MockUpstream;
 use ccflare_pool::{Pool, PoolConfig};
-use ccflare_proxy::{AppState, ProxyConfig};
-use ccflare_storage::{Db, Writer, requests};
+use ccflare_proxy::ProxyConfig;
+use ccflare_storage::{Writer, requests};
 use ccflare_testkit::Reply;
 use ccflare_testkit::http::anthropic_post;
-use ccflare_testkit::proxy::{Fixture, Serving};
+use ccflare_testkit::proxy::{Fixture, Running};
 use http::Request;
 use http_body_util::Full;
-use hyper::body::Incoming;
-use std::sync::Arc;
+use std::ops::Deref;
 use std::time::Duration;
 
 /// The client's own key, which must never reach the upstream.
@@ -52,15 +50,16 @@ impl Default for Options {
     }
 }
 
-pub struct App {
-    pub url: String,
-    pub state: Arc<AppState>,
-    pub db: Db,
-    pub mock: MockUpstream,
-    pub clock: Arc<ManualClock>,
-    serving: Serving,
-    writer: Option<Writer>,
-    _dir: tempfile::TempDir,
+/// The running proxy (its `url`, `state`, `db`, `mock` and `clock` are reached through it),
+/// with the requests the proxy's tests make.
+pub struct App(Running);
+
+impl Deref for App {
+    type Target = Running;
+
+    fn deref(&self) -> &Running {
+        &self.0
+    }
 }
 
 pub async fn spawn_app(options: Options) -> App {
@@ -94,23 +93,7 @@ pub async fn spawn_app(options: Options) -> App {
         .sync_accounts(&fixture.db)
         .await
         .expect("accounts load");
-    let serving = ccflare_testkit::proxy::serve(state.clone()).await;
-    let Fixture {
-        mock,
-        db,
-        clock,
-        dir,
-    } = fixture;
-    App {
-        url: serving.url.clone(),
-        state,
-        db,
-        mock,
-        clock,
-        serving,
-        writer: Some(writer),
-        _dir: dir,
-    }
+    App(fixture.serve(state, writer).await)
 }
 
 /// A Messages request body.
@@ -135,16 +118,6 @@ impl App {
         anthropic_post(&format!("{}{path}", self.url), CLIENT_KEY, headers, body)
     }
 
-    /// Sends a request and returns the response with its headers, body unread.
-    pub async fn open(&self, request: Request<Full<Bytes>>) -> http::Response<Incoming> {
-        ccflare_testkit::open(request).await
-    }
-
-    /// Sends a request and reads the whole answer.
-    pub async fn send(&self, request: Request<Full<Bytes>>) -> Reply {
-        ccflare_testkit::send(request).await
-    }
-
     /// A `GET` of `path` (`/health`, a management path).
     pub async fn get(&self, path: &str) -> Reply {
         self.send(ccflare_testkit::get(&format!("{}{path}", self.url)))
@@ -164,10 +137,7 @@ impl App {
         all
     }
 
-    pub async fn stop(mut self) {
-        self.serving.stop().await;
-        if let Some(writer) = self.writer.take() {
-            writer.close().await;
-        }
+    pub async fn stop(self) {
+        self.0.stop().await;
     }
 }
