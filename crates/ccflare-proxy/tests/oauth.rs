@@ -20,6 +20,11 @@ fn oauth(accounts: Vec<(&'static str, i64, i64)>) -> Options {
     }
 }
 
+/// Two subscriptions with fresh tokens: `max`, tried first, and `other`.
+fn max_then_other() -> Options {
+    oauth(vec![("max", 0, 8 * HOUR), ("other", 1, 8 * HOUR)])
+}
+
 async fn stored(app: &common::App, name: &str) -> ccflare_storage::oauth::StoredTokens {
     let account = ccflare_storage::accounts::find(&app.db, name)
         .await
@@ -95,7 +100,7 @@ async fn a_token_near_expiry_is_refreshed_once_for_many_requests_and_stored_firs
 
 #[tokio::test]
 async fn a_401_gets_one_refresh_and_a_retry_on_the_same_account() {
-    let app = spawn_app(oauth(vec![("max", 0, 8 * HOUR), ("other", 1, 8 * HOUR)])).await;
+    let app = spawn_app(max_then_other()).await;
     let old = stored(&app, "max").await.access;
     // An hour into the token's life it is refused (revoked upstream, say).
     app.clock.advance(HOUR);
@@ -131,10 +136,7 @@ async fn a_dead_refresh_token_marks_the_account_invalid_and_fails_over() {
         .await
         .unwrap();
     assert_eq!(account.status, AccountStatus::Invalid);
-    assert_eq!(
-        app.post(&[], false).await.header("x-ccflare-account"),
-        "other"
-    );
+    assert_eq!(app.served_by().await, "other");
     assert_eq!(app.mock.refresh_grants(), 1, "a dead login is not retried");
     app.stop().await;
 }
@@ -164,29 +166,18 @@ async fn a_passing_refresh_failure_skips_the_account_then_retries() {
     // Already expired: without a refresh the account cannot serve.
     let app = spawn_app(oauth(vec![("max", 0, -1_000), ("other", 1, 8 * HOUR)])).await;
     app.mock.push_oauth_fault(Fault::Status(503));
-    assert_eq!(
-        app.post(&[], false).await.header("x-ccflare-account"),
-        "other"
-    );
-    assert_eq!(
-        app.post(&[], false).await.header("x-ccflare-account"),
-        "other",
-        "skipped meanwhile"
-    );
+    assert_eq!(app.served_by().await, "other");
+    assert_eq!(app.served_by().await, "other", "skipped meanwhile");
     assert_eq!(app.mock.refresh_grants(), 1);
     app.clock.advance(61_000);
-    assert_eq!(
-        app.post(&[], false).await.header("x-ccflare-account"),
-        "max",
-        "not killed"
-    );
+    assert_eq!(app.served_by().await, "max", "not killed");
     assert_eq!(app.mock.refresh_grants(), 2);
     app.stop().await;
 }
 
 #[tokio::test]
 async fn a_rejected_subscription_window_benches_until_its_reset() {
-    let app = spawn_app(oauth(vec![("max", 0, 8 * HOUR), ("other", 1, 8 * HOUR)])).await;
+    let app = spawn_app(max_then_other()).await;
     let token = stored(&app, "max").await.access;
     let reset_epoch = (app.clock_now() / 1000 + 3600) as u64;
     app.mock.push_fault(
@@ -196,31 +187,14 @@ async fn a_rejected_subscription_window_benches_until_its_reset() {
             retry_after: Some(3600),
         },
     );
-    assert_eq!(
-        app.post(&[], false).await.header("x-ccflare-account"),
-        "other"
-    );
+    assert_eq!(app.served_by().await, "other");
     // The mock's Retry-After counts whole seconds on the wall clock, which may tick between the
     // fault and the answer: keep clear of the second boundary on both sides.
     app.clock.advance(3_590_000);
-    assert_eq!(
-        app.post(&[], false).await.header("x-ccflare-account"),
-        "other"
-    );
+    assert_eq!(app.served_by().await, "other");
     app.clock.advance(11_000);
-    assert_eq!(
-        app.post(&[], false).await.header("x-ccflare-account"),
-        "max"
-    );
+    assert_eq!(app.served_by().await, "max");
     app.stop().await;
-}
-
-/// The account that serves the next request.
-async fn served_by(app: &common::App) -> String {
-    app.post(&[], false)
-        .await
-        .header("x-ccflare-account")
-        .to_owned()
 }
 
 /// `max` answers with `fault` (queued for its token), then `other` serves while `max` is
@@ -232,7 +206,7 @@ async fn benched_until(app: &common::App, reset_ms: i64, checks: &[i64]) {
         app.clock.set(at);
         let expected = if at < reset_ms { "other" } else { "max" };
         assert_eq!(
-            served_by(app).await,
+            app.served_by().await,
             expected,
             "{} s after the start, the reset {} s after it",
             (at - checks[0]) / 1000,
@@ -241,20 +215,26 @@ async fn benched_until(app: &common::App, reset_ms: i64, checks: &[i64]) {
     }
 }
 
-#[tokio::test]
-async fn a_429_with_only_the_epoch_reset_benches_until_that_reset() {
-    let app = spawn_app(oauth(vec![("max", 0, 8 * HOUR), ("other", 1, 8 * HOUR)])).await;
-    let token = stored(&app, "max").await.access;
+/// Queues for `max`'s token a 429 whose unified headers reject its window until an hour from
+/// now, with `retry_after` if given; returns now and that reset, in ms.
+async fn reject_max_for_an_hour(app: &common::App, retry_after: Option<u64>) -> (i64, i64) {
+    let token = stored(app, "max").await.access;
     let start = app.clock_now();
     let reset_epoch = (start / 1000 + 3600) as u64;
     app.mock.push_fault(
         token.expose(),
         Fault::UnifiedRejected {
             reset_epoch,
-            retry_after: None,
+            retry_after,
         },
     );
-    let reset_ms = reset_epoch as i64 * 1000;
+    (start, reset_epoch as i64 * 1000)
+}
+
+#[tokio::test]
+async fn a_429_with_only_the_epoch_reset_benches_until_that_reset() {
+    let app = spawn_app(max_then_other()).await;
+    let (start, reset_ms) = reject_max_for_an_hour(&app, None).await;
     benched_until(
         &app,
         reset_ms,
@@ -268,18 +248,8 @@ async fn a_429_with_only_the_epoch_reset_benches_until_that_reset() {
 
 #[tokio::test]
 async fn a_shorter_retry_after_does_not_end_a_rejected_windows_bench() {
-    let app = spawn_app(oauth(vec![("max", 0, 8 * HOUR), ("other", 1, 8 * HOUR)])).await;
-    let token = stored(&app, "max").await.access;
-    let start = app.clock_now();
-    let reset_epoch = (start / 1000 + 3600) as u64;
-    app.mock.push_fault(
-        token.expose(),
-        Fault::UnifiedRejected {
-            reset_epoch,
-            retry_after: Some(60),
-        },
-    );
-    let reset_ms = reset_epoch as i64 * 1000;
+    let app = spawn_app(max_then_other()).await;
+    let (start, reset_ms) = reject_max_for_an_hour(&app, Some(60)).await;
     // Past the retry-after (a minute), the window is still closed.
     benched_until(
         &app,
@@ -292,7 +262,7 @@ async fn a_shorter_retry_after_does_not_end_a_rejected_windows_bench() {
 
 #[tokio::test]
 async fn a_rejected_200_without_the_overall_reset_is_served_and_benches_until_the_window_reset() {
-    let app = spawn_app(oauth(vec![("max", 0, 8 * HOUR), ("other", 1, 8 * HOUR)])).await;
+    let app = spawn_app(max_then_other()).await;
     let token = stored(&app, "max").await.access;
     let start = app.clock_now();
     let window_reset_epoch = (start / 1000 + 3600) as u64;
@@ -331,7 +301,7 @@ async fn a_warned_subscription_keeps_its_session_and_new_work_goes_elsewhere() {
     let app = spawn_app(Options {
         strategy: Strategy::Session,
         session_timeout_ms: HOUR,
-        ..oauth(vec![("max", 0, 8 * HOUR), ("other", 1, 8 * HOUR)])
+        ..max_then_other()
     })
     .await;
     let max = stored(&app, "max").await.access;
@@ -386,10 +356,7 @@ async fn a_passing_refresh_failure_keeps_a_token_that_still_works() {
     let old = stored(&app, "max").await.access;
     app.mock.push_oauth_fault(Fault::Status(503));
     for _ in 0..3 {
-        assert_eq!(
-            app.post(&[], false).await.header("x-ccflare-account"),
-            "max"
-        );
+        assert_eq!(app.served_by().await, "max");
     }
     assert_eq!(
         app.mock.refresh_grants(),
@@ -405,10 +372,7 @@ async fn a_passing_refresh_failure_keeps_a_token_that_still_works() {
             .all(|r| r.header("authorization") == Some(bearer.as_str()))
     );
     app.clock.advance(REFRESH_BACKOFF + 1);
-    assert_eq!(
-        app.post(&[], false).await.header("x-ccflare-account"),
-        "max"
-    );
+    assert_eq!(app.served_by().await, "max");
     assert_eq!(
         app.mock.refresh_grants(),
         2,
@@ -420,14 +384,11 @@ async fn a_passing_refresh_failure_keeps_a_token_that_still_works() {
 
 #[tokio::test]
 async fn a_401_on_a_token_refreshed_moments_ago_is_not_refreshed_again() {
-    let app = spawn_app(oauth(vec![("max", 0, 8 * HOUR), ("other", 1, 8 * HOUR)])).await;
+    let app = spawn_app(max_then_other()).await;
     let token = stored(&app, "max").await.access;
     // A 401 that a fresh token gets is about the request: no refresh storm.
     app.mock.expire_access_token(token.expose());
-    assert_eq!(
-        app.post(&[], false).await.header("x-ccflare-account"),
-        "other"
-    );
+    assert_eq!(app.served_by().await, "other");
     assert_eq!(app.mock.refresh_grants(), 0);
     app.stop().await;
 }
@@ -507,7 +468,7 @@ async fn a_client_hanging_up_mid_refresh_does_not_lose_the_rotation() {
 
 #[tokio::test]
 async fn a_restarted_server_routes_on_the_rate_limit_headers_it_last_saw() {
-    let app = spawn_app(oauth(vec![("max", 0, 8 * HOUR), ("other", 1, 8 * HOUR)])).await;
+    let app = spawn_app(max_then_other()).await;
     let max = stored(&app, "max").await.access;
     let window_reset_epoch = (app.clock_now() / 1000 + 3 * 3600) as u64;
     app.mock.push_fault(
@@ -518,12 +479,9 @@ async fn a_restarted_server_routes_on_the_rate_limit_headers_it_last_saw() {
             window_reset_epoch,
         },
     );
+    assert_eq!(app.served_by().await, "max");
     assert_eq!(
-        app.post(&[], false).await.header("x-ccflare-account"),
-        "max"
-    );
-    assert_eq!(
-        app.post(&[], false).await.header("x-ccflare-account"),
+        app.served_by().await,
         "other",
         "the warned account ranks lower"
     );
@@ -532,16 +490,9 @@ async fn a_restarted_server_routes_on_the_rate_limit_headers_it_last_saw() {
     let config = app.state.pool().config();
     *app.state.pool() = ccflare_pool::Pool::new(config);
     app.state.sync_accounts(&app.db).await.unwrap();
-    assert_eq!(
-        app.post(&[], false).await.header("x-ccflare-account"),
-        "other",
-        "the warning was read back"
-    );
+    assert_eq!(app.served_by().await, "other", "the warning was read back");
     // Past the window's reset the warning is over.
     app.clock.advance(3 * HOUR + 10_000);
-    assert_eq!(
-        app.post(&[], false).await.header("x-ccflare-account"),
-        "max"
-    );
+    assert_eq!(app.served_by().await, "max");
     app.stop().await;
 }

@@ -14,8 +14,9 @@ use ccflare_storage::{Writer, requests};
 use ccflare_testkit::Reply;
 use ccflare_testkit::http::anthropic_post;
 use ccflare_testkit::proxy::{Fixture, Running};
-use http::Request;
+use http::{Request, Response};
 use http_body_util::Full;
+use hyper::body::Incoming;
 use std::ops::Deref;
 use std::time::Duration;
 
@@ -127,6 +128,20 @@ impl App {
     pub async fn post(&self, headers: &[(&str, &str)], stream: bool) -> Reply {
         self.send(self.request("/v1/messages", headers, message_body(stream)))
             .await
+    }
+
+    /// Sends a Messages request and returns the response with its headers, body unread.
+    pub async fn open_post(&self, headers: &[(&str, &str)], stream: bool) -> Response<Incoming> {
+        self.open(self.request("/v1/messages", headers, message_body(stream)))
+            .await
+    }
+
+    /// The account that serves a plain request sent now (`""` if none did).
+    pub async fn served_by(&self) -> String {
+        self.post(&[], false)
+            .await
+            .header("x-ccflare-account")
+            .to_owned()
     }
 
     /// Every record written so far, oldest first.
