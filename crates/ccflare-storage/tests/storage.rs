@@ -4,7 +4,7 @@
 use ccflare_core::ratelimit::RateLimitSnapshot;
 use ccflare_core::record::{AttemptFailure, RequestRecord};
 use ccflare_core::usage::Usage;
-use ccflare_core::{AccountStatus, Secret};
+use ccflare_core::{Account, AccountStatus, Secret};
 use ccflare_storage::accounts::{self, Upsert};
 use ccflare_storage::{AccountStateUpdate, Db, StorageError, Writer, requests};
 
@@ -17,6 +17,34 @@ async fn open() -> (tempfile::TempDir, Db) {
         .await
         .unwrap();
     (dir, db)
+}
+
+/// The account of `KEY_A`, added at time 1 under the name it gets by default.
+async fn add_key_a(db: &Db) -> Account {
+    let (account, _) = accounts::upsert_api_key(db, &Secret::new(KEY_A), None, None, 1)
+        .await
+        .unwrap();
+    account
+}
+
+/// A state the server decided for `account` on its current revision: `status`, and nothing
+/// else.
+fn decided(account: &Account, status: AccountStatus) -> AccountStateUpdate {
+    AccountStateUpdate {
+        id: account.id,
+        revision: Some(account.revision),
+        status,
+        rate_limited_until: None,
+        overloaded_until: None,
+        last_ratelimit: None,
+    }
+}
+
+/// Writes an account state through the writer, as the server does, and waits until it is in.
+async fn write_state(db: &Db, update: AccountStateUpdate) {
+    let writer = Writer::spawn(db.clone());
+    writer.handle().account_state(update);
+    writer.close().await;
 }
 
 #[tokio::test]
@@ -89,19 +117,8 @@ async fn api_keys_upsert_idempotently_with_readable_names() {
 #[tokio::test]
 async fn re_adding_an_invalid_key_reactivates_it_with_a_new_revision() {
     let (_dir, db) = open().await;
-    let (a, _) = accounts::upsert_api_key(&db, &Secret::new(KEY_A), None, None, 1)
-        .await
-        .unwrap();
-    let writer = Writer::spawn(db.clone());
-    writer.handle().account_state(AccountStateUpdate {
-        id: a.id,
-        revision: Some(a.revision),
-        status: AccountStatus::Invalid,
-        rate_limited_until: None,
-        overloaded_until: None,
-        last_ratelimit: None,
-    });
-    writer.close().await;
+    let a = add_key_a(&db).await;
+    write_state(&db, decided(&a, AccountStatus::Invalid)).await;
     let stored = accounts::find(&db, &a.name).await.unwrap();
     assert_eq!(
         (stored.status, stored.revision),
@@ -120,9 +137,7 @@ async fn re_adding_an_invalid_key_reactivates_it_with_a_new_revision() {
 #[tokio::test]
 async fn person_edits_bump_revision_and_report_unknown_names() {
     let (_dir, db) = open().await;
-    let (a, _) = accounts::upsert_api_key(&db, &Secret::new(KEY_A), None, None, 1)
-        .await
-        .unwrap();
+    let a = add_key_a(&db).await;
     accounts::set_status(&db, &a.name, AccountStatus::Paused, 2)
         .await
         .unwrap();
@@ -144,9 +159,7 @@ async fn person_edits_bump_revision_and_report_unknown_names() {
 #[tokio::test]
 async fn writer_records_every_request_and_counts_per_account() {
     let (_dir, db) = open().await;
-    let (a, _) = accounts::upsert_api_key(&db, &Secret::new(KEY_A), None, None, 1)
-        .await
-        .unwrap();
+    let a = add_key_a(&db).await;
     let writer = Writer::spawn(db.clone());
     let handle = writer.handle();
     for i in 0..500 {
@@ -220,9 +233,7 @@ async fn settings_are_stored_replaced_and_removed() {
 #[tokio::test]
 async fn a_persons_newer_change_wins_over_a_state_the_server_decided_earlier() {
     let (_dir, db) = open().await;
-    let (a, _) = accounts::upsert_api_key(&db, &Secret::new(KEY_A), None, None, 1)
-        .await
-        .unwrap();
+    let a = add_key_a(&db).await;
     // The person resumes the account (revision 2) while the server's "invalid", decided on
     // revision 1, is still queued.
     accounts::set_status(&db, &a.name, AccountStatus::Paused, 2)
@@ -231,16 +242,11 @@ async fn a_persons_newer_change_wins_over_a_state_the_server_decided_earlier() {
     accounts::set_status(&db, &a.name, AccountStatus::Active, 3)
         .await
         .unwrap();
-    let writer = Writer::spawn(db.clone());
-    writer.handle().account_state(AccountStateUpdate {
-        id: a.id,
-        revision: Some(a.revision),
-        status: AccountStatus::Invalid,
+    let invalid = AccountStateUpdate {
         rate_limited_until: Some(99_999),
-        overloaded_until: None,
-        last_ratelimit: None,
-    });
-    writer.close().await;
+        ..decided(&a, AccountStatus::Invalid)
+    };
+    write_state(&db, invalid).await;
     let stored = accounts::find(&db, &a.name).await.unwrap();
     assert_eq!(
         (stored.status, stored.rate_limited_until),
@@ -264,16 +270,11 @@ async fn the_last_rate_limit_headers_survive_a_restart_for_routing() {
         seen_at: 1_795_687_200_000,
         ..Default::default()
     };
-    let writer = Writer::spawn(db.clone());
-    writer.handle().account_state(AccountStateUpdate {
-        id: a.id,
-        revision: Some(a.revision),
-        status: AccountStatus::Active,
-        rate_limited_until: None,
-        overloaded_until: None,
+    let headers = AccountStateUpdate {
         last_ratelimit: Some(warned.clone()),
-    });
-    writer.close().await;
+        ..decided(&a, AccountStatus::Active)
+    };
+    write_state(&db, headers).await;
     db.close().await;
 
     let db = Db::open_path(&dir.path().join("ccflare.db")).await.unwrap();
