@@ -13,7 +13,7 @@ use ccflare_mock::Fault;
 use ccflare_proxy::ConfigLayers;
 use ccflare_storage::{accounts, oauth};
 use ccflare_testkit::Reply;
-use common::{App, Options, message_body, mock_oauth_endpoints, spawn_app};
+use common::{App, Options, code_verifiers, message_body, mock_oauth_endpoints, spawn_app};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -52,17 +52,7 @@ impl Seen {
 
     /// No answer carried a token, a minted key's body, the verifier or a pasted code.
     fn assert_clean(&self, app: &App, codes: &[&str]) {
-        let verifiers: Vec<String> = app
-            .mock
-            .requests()
-            .iter()
-            .filter(|r| r.path == "/v1/oauth/token")
-            .filter_map(|r| {
-                serde_json::from_slice::<Value>(&r.body).ok()?["code_verifier"]
-                    .as_str()
-                    .map(str::to_owned)
-            })
-            .collect();
+        let verifiers = code_verifiers(&app.mock);
         for text in &self.0 {
             for secret in ["sk-ant-oat", "sk-ant-ort", "mock-minted", "code_verifier"] {
                 assert!(!text.contains(secret), "{secret} in {text}");

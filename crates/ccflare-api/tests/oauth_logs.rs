@@ -9,7 +9,7 @@ mod common;
 use ccflare_core::config::Settings;
 use ccflare_mock::Fault;
 use ccflare_proxy::ConfigLayers;
-use common::{App, Options, message_body, mock_oauth_endpoints, spawn_app};
+use common::{App, Options, code_verifiers, message_body, mock_oauth_endpoints, spawn_app};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::io::Write;
@@ -114,17 +114,7 @@ async fn logins_log_no_secret() {
         logged.contains("OAuth login finished through the API"),
         "the capture works: {logged}"
     );
-    let verifiers: Vec<String> = app
-        .mock
-        .requests()
-        .iter()
-        .filter(|r| r.path == "/v1/oauth/token")
-        .filter_map(|r| {
-            serde_json::from_slice::<Value>(&r.body).ok()?["code_verifier"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
+    let verifiers = code_verifiers(&app.mock);
     assert_eq!(verifiers.len(), 5);
     for secret in ["sk-ant-oat", "sk-ant-ort", "sk-ant-api03-mock-minted"]
         .into_iter()

@@ -27,6 +27,11 @@ async fn send(
     Reply::read_allowing_break(response).await
 }
 
+/// `POST /v1/messages` with exactly `headers`.
+async fn post(mock: &MockUpstream, headers: &[(&str, &str)], body: &str) -> Reply {
+    send(mock, Method::POST, "/v1/messages", headers, body).await
+}
+
 /// `POST /v1/messages?beta=true` with an API key and the version header.
 async fn post_message(mock: &MockUpstream, extra: &[(&str, &str)], body: &str) -> Reply {
     let mut headers = vec![
@@ -306,14 +311,7 @@ async fn other_faults_have_their_wire_shapes() {
         ("anthropic-beta", "claude-code-20250219,oauth-2025-04-20"),
         ("anthropic-version", "2023-06-01"),
     ];
-    let reply = send(
-        &mock,
-        Method::POST,
-        "/v1/messages",
-        &headers,
-        &message_body(false),
-    )
-    .await;
+    let reply = post(&mock, &headers, &message_body(false)).await;
     assert_error(&reply, 429, "rate_limit_error", "rate limit exceeded");
     assert_eq!(
         reply.header("anthropic-ratelimit-unified-status"),
@@ -333,14 +331,7 @@ async fn other_faults_have_their_wire_shapes() {
             window_reset_epoch: 4_000_000_123,
         },
     );
-    let reply = send(
-        &mock,
-        Method::POST,
-        "/v1/messages",
-        &headers,
-        &message_body(false),
-    )
-    .await;
+    let reply = post(&mock, &headers, &message_body(false)).await;
     assert_eq!(
         reply.status,
         StatusCode::OK,
@@ -533,14 +524,14 @@ async fn authentication_rules() {
     assert_error(&reply, 401, "authentication_error", "invalid x-api-key");
 
     let headers = [("anthropic-version", "2023-06-01")];
-    let reply = send(&mock, Method::POST, "/v1/messages", &headers, &body).await;
+    let reply = post(&mock, &headers, &body).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
 
     let headers = [
         ("x-api-key", "not-a-key"),
         ("anthropic-version", "2023-06-01"),
     ];
-    let reply = send(&mock, Method::POST, "/v1/messages", &headers, &body).await;
+    let reply = post(&mock, &headers, &body).await;
     assert_error(&reply, 401, "authentication_error", "invalid x-api-key");
 
     let bearer = format!("Bearer {OAUTH_TOKEN}");
@@ -548,7 +539,7 @@ async fn authentication_rules() {
         ("authorization", bearer.as_str()),
         ("anthropic-version", "2023-06-01"),
     ];
-    let reply = send(&mock, Method::POST, "/v1/messages", &headers, &body).await;
+    let reply = post(&mock, &headers, &body).await;
     let message = "OAuth authentication is currently not supported.";
     assert_error(&reply, 401, "authentication_error", message);
 
@@ -560,7 +551,7 @@ async fn authentication_rules() {
             "fine-grained-tool-streaming-2025-05-14, oauth-2025-04-20",
         ),
     ];
-    let reply = send(&mock, Method::POST, "/v1/messages", &headers, &body).await;
+    let reply = post(&mock, &headers, &body).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(
         reply.header("anthropic-ratelimit-unified-status"),
@@ -579,7 +570,7 @@ async fn authentication_rules() {
         ("authorization", bearer_key),
         ("anthropic-version", "2023-06-01"),
     ];
-    let reply = send(&mock, Method::POST, "/v1/messages", &headers, &body).await;
+    let reply = post(&mock, &headers, &body).await;
     assert_eq!(reply.status, StatusCode::OK);
 
     assert_eq!(mock.requests().len(), 6);
@@ -589,14 +580,7 @@ async fn authentication_rules() {
 async fn validation_errors() {
     let mock = MockUpstream::start().await.expect("start");
     let headers = [("x-api-key", API_KEY)];
-    let reply = send(
-        &mock,
-        Method::POST,
-        "/v1/messages",
-        &headers,
-        &message_body(false),
-    )
-    .await;
+    let reply = post(&mock, &headers, &message_body(false)).await;
     assert_error(
         &reply,
         400,

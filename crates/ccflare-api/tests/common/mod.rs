@@ -123,6 +123,20 @@ pub fn mock_oauth_endpoints(mock: &MockUpstream) -> Layer {
     .collect()
 }
 
+/// The PKCE verifiers the mock's token endpoint received, in order: secrets no answer or log
+/// line may carry.
+pub fn code_verifiers(mock: &MockUpstream) -> Vec<String> {
+    mock.requests()
+        .iter()
+        .filter(|r| r.path == "/v1/oauth/token")
+        .filter_map(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.body).ok()?["code_verifier"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
 impl App {
     /// Opens a live feed (`GET path`): the response once its headers are in, events unread.
     pub async fn feed(&self, path: &str) -> http::Response<Incoming> {
