@@ -16,6 +16,22 @@ use http_body_util::BodyExt;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
+/// Two API-key accounts: `alpha`, tried first, and `beta`.
+fn alpha_then_beta() -> Options {
+    Options {
+        accounts: vec![("alpha", 0), ("beta", 1)],
+        ..Default::default()
+    }
+}
+
+/// A 429 that says to retry after `seconds`.
+fn rate_limited(seconds: u64) -> Fault {
+    Fault::RateLimited {
+        retry_after: Some(seconds),
+        reset: None,
+    }
+}
+
 #[tokio::test]
 async fn json_request_is_forwarded_and_recorded_with_usage_and_cost() {
     let app = spawn_app(Options::default()).await;
@@ -288,13 +304,7 @@ async fn failover_from_a_429_and_a_529_account_gives_one_clean_200() {
         ..Default::default()
     })
     .await;
-    app.mock.push_fault(
-        &key("alpha"),
-        Fault::RateLimited {
-            retry_after: Some(30),
-            reset: None,
-        },
-    );
+    app.mock.push_fault(&key("alpha"), rate_limited(30));
     app.mock.push_fault(&key("beta"), Fault::Overloaded);
     let reply = app.post(&[], false).await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -328,11 +338,7 @@ async fn failover_from_a_429_and_a_529_account_gives_one_clean_200() {
 
 #[tokio::test]
 async fn server_errors_and_auth_failures_fail_over_but_other_4xx_pass_through() {
-    let app = spawn_app(Options {
-        accounts: vec![("alpha", 0), ("beta", 1)],
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app(alpha_then_beta()).await;
     app.mock.push_fault(&key("alpha"), Fault::Status(500));
     assert_eq!(app.served_by().await, "beta");
     app.mock.revoke(&key("alpha"));
@@ -359,18 +365,8 @@ async fn server_errors_and_auth_failures_fail_over_but_other_4xx_pass_through() 
 
 #[tokio::test]
 async fn a_rate_limited_account_is_skipped_until_its_reset_then_used_again() {
-    let app = spawn_app(Options {
-        accounts: vec![("alpha", 0), ("beta", 1)],
-        ..Default::default()
-    })
-    .await;
-    app.mock.push_fault(
-        &key("alpha"),
-        Fault::RateLimited {
-            retry_after: Some(60),
-            reset: None,
-        },
-    );
+    let app = spawn_app(alpha_then_beta()).await;
+    app.mock.push_fault(&key("alpha"), rate_limited(60));
     assert_eq!(app.served_by().await, "beta");
     app.clock.advance(59_000);
     assert_eq!(app.served_by().await, "beta");
@@ -483,17 +479,23 @@ async fn a_mid_stream_upstream_reset_reaches_the_client_as_an_error() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn an_upstream_that_goes_silent_mid_stream_ends_the_response_with_an_error() {
-    // The healthy part (connecting, the headers, the first events) must beat the idle timeout
-    // on a loaded machine; the stall then takes about this long to be noticed.
+/// An app with a one-second idle timeout whose account goes silent after `after_events`
+/// events. The healthy part (connecting, the headers, the first events) must beat the idle
+/// timeout on a loaded machine; the stall then takes about this long to be noticed.
+async fn stalling_after(after_events: usize) -> common::App {
     let app = spawn_app(Options {
         idle_timeout: Duration::from_secs(1),
         ..Default::default()
     })
     .await;
     app.mock
-        .push_fault(&key("alpha"), Fault::Stall { after_events: 3 });
+        .push_fault(&key("alpha"), Fault::Stall { after_events });
+    app
+}
+
+#[tokio::test]
+async fn an_upstream_that_goes_silent_mid_stream_ends_the_response_with_an_error() {
+    let app = stalling_after(3).await;
     let response = app.open_post(&[], true).await;
     assert_eq!(response.status(), StatusCode::OK);
     let (received, error) = read_to_end(response.into_body()).await;
@@ -528,13 +530,7 @@ async fn an_upstream_that_goes_silent_mid_stream_ends_the_response_with_an_error
 
 #[tokio::test]
 async fn a_json_body_that_never_comes_ends_the_response_with_an_error() {
-    let app = spawn_app(Options {
-        idle_timeout: Duration::from_secs(1),
-        ..Default::default()
-    })
-    .await;
-    app.mock
-        .push_fault(&key("alpha"), Fault::Stall { after_events: 0 });
+    let app = stalling_after(0).await;
     let response = app.open_post(&[], false).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["x-ccflare-account"], "alpha");
@@ -657,25 +653,9 @@ async fn empty_pool_answers_an_anthropic_error_with_retry_after() {
 
 #[tokio::test]
 async fn all_accounts_rate_limited_answers_429_with_the_earliest_reset() {
-    let app = spawn_app(Options {
-        accounts: vec![("alpha", 0), ("beta", 1)],
-        ..Default::default()
-    })
-    .await;
-    app.mock.push_fault(
-        &key("alpha"),
-        Fault::RateLimited {
-            retry_after: Some(120),
-            reset: None,
-        },
-    );
-    app.mock.push_fault(
-        &key("beta"),
-        Fault::RateLimited {
-            retry_after: Some(40),
-            reset: None,
-        },
-    );
+    let app = spawn_app(alpha_then_beta()).await;
+    app.mock.push_fault(&key("alpha"), rate_limited(120));
+    app.mock.push_fault(&key("beta"), rate_limited(40));
     let reply = app.post(&[], false).await;
     assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(reply.header("retry-after"), "40");
@@ -890,11 +870,7 @@ async fn unreachable_upstream_is_a_502_naming_the_cause() {
 
 #[tokio::test]
 async fn health_reports_accounts_and_unknown_paths_are_404() {
-    let app = spawn_app(Options {
-        accounts: vec![("alpha", 0), ("beta", 1)],
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app(alpha_then_beta()).await;
     let health = app.get("/health").await;
     assert_eq!(health.status, StatusCode::OK);
     let body = health.json();
@@ -940,11 +916,7 @@ async fn accounts_added_to_the_database_reach_the_running_proxy() {
 
 #[tokio::test]
 async fn a_403_fails_over_without_disabling_the_account() {
-    let app = spawn_app(Options {
-        accounts: vec![("alpha", 0), ("beta", 1)],
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app(alpha_then_beta()).await;
     app.mock.push_fault(&key("alpha"), Fault::Status(403));
     assert_eq!(app.served_by().await, "beta");
     // The refusal may have been about that request: alpha still serves the next one.
