@@ -29,11 +29,10 @@ struct CrateRule {
     dev_uses: &'static [&'static str],
 }
 
-const fn lib(
-    name: &'static str,
-    uses: &'static [&'static str],
-    dev_uses: &'static [&'static str],
-) -> CrateRule {
+/// The crates a row names: workspace crates, as `&[CORE, POOL]`.
+type Names = &'static [&'static str];
+
+const fn lib(name: &'static str, uses: Names, dev_uses: Names) -> CrateRule {
     CrateRule {
         name,
         kind: Kind::Library,
@@ -42,25 +41,17 @@ const fn lib(
     }
 }
 
-const fn bin(
-    name: &'static str,
-    uses: &'static [&'static str],
-    dev_uses: &'static [&'static str],
-) -> CrateRule {
+const fn bin(name: &'static str, uses: Names, dev_uses: Names) -> CrateRule {
     CrateRule {
-        name,
         kind: Kind::Binary,
-        uses,
-        dev_uses,
+        ..lib(name, uses, dev_uses)
     }
 }
 
-const fn test_support(name: &'static str, uses: &'static [&'static str]) -> CrateRule {
+const fn test_support(name: &'static str, uses: Names) -> CrateRule {
     CrateRule {
-        name,
         kind: Kind::TestSupport,
-        uses,
-        dev_uses: &[],
+        ..lib(name, uses, &[])
     }
 }
 
