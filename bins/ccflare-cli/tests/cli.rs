@@ -261,8 +261,19 @@ async fn account_changes_and_their_errors() {
                 "--name",
                 "sk-ant-api03-oops",
             ],
-            "ccflare-cli: error: invalid account name: it looks like a key (names are shown in \
-             full everywhere)",
+            "ccflare-cli: error: invalid account name \"sk-ant-…oops\": it looks like a key or \
+             token (names are shown in full everywhere)",
+        ),
+        (
+            &[
+                "accounts",
+                "add",
+                &key("dddd"),
+                "--name",
+                "3f9a0c7e1b2d4f6a8c0e2b4d6f8a0c1e3b5d7f9a",
+            ],
+            "ccflare-cli: error: invalid account name \"…7f9a\": it looks like a key or token \
+             (names are shown in full everywhere)",
         ),
         (
             &["accounts", "pause", "nobody"],
@@ -370,8 +381,8 @@ async fn accounts_are_found_by_their_key_and_a_key_is_never_echoed() {
         ),
         (
             &["accounts", "rename", "other", &long_key],
-            "ccflare-cli: error: invalid account name: it looks like a key (names are shown in \
-             full everywhere)",
+            "ccflare-cli: error: invalid account name \"sk-ant-…wxyz\": it looks like a key or \
+             token (names are shown in full everywhere)",
         ),
         (
             &["accounts", "remove", &key("vvvv")],

@@ -553,6 +553,11 @@ async fn a_key_given_where_a_name_goes_is_never_echoed() {
         ),
         (
             Method::POST,
+            "/api/accounts/alpha/rename",
+            r#"{"name":" Bearer sk-ant-api03-shortkey-wxyz"}"#,
+        ),
+        (
+            Method::POST,
             "/api/accounts",
             r#"{"api_key":"sk-ant-api03-another-key-0123456789","name":"sk-ant-api03-shortkey-wxyz"}"#,
         ),

@@ -36,45 +36,70 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// How an account name given by a person appears in a message: unchanged, unless it looks
-    /// like a key or token ([`looks_like_secret`]). Then it is masked like every key ccflare
-    /// shows: `sk-ant-…wxyz` for Anthropic keys, only `…` and the last four characters for
-    /// other tokens (whose first characters are not a fixed prefix but part of the secret).
+    /// How an account name given by a person appears in a message: unchanged, unless some word
+    /// of it looks like a key or token ([`secret_word`]; pasted keys come with quotes, spaces or
+    /// a `Bearer ` in front). Then the whole name is replaced by that word masked like every key
+    /// ccflare shows: `sk-ant-…wxyz` for Anthropic keys, only `…` and the last four characters
+    /// for other tokens (whose first characters are not a fixed prefix but part of the secret).
     pub fn shown_name(name: &str) -> Cow<'_, str> {
-        if name.starts_with(ANTHROPIC_PREFIX) {
-            Cow::Owned(mask(name))
-        } else if looks_like_secret(name) {
-            let chars: Vec<char> = name.chars().collect();
-            let tail: String = chars[chars.len() - 4..].iter().collect();
-            Cow::Owned(format!("…{tail}"))
-        } else {
-            Cow::Borrowed(name)
+        match secret_word(name) {
+            None => Cow::Borrowed(name),
+            Some(word) => match word.find(ANTHROPIC_PREFIX) {
+                Some(at) => Cow::Owned(mask(&word[at..])),
+                None => {
+                    let chars: Vec<char> = word.chars().collect();
+                    let tail: String = chars[chars.len() - 4..].iter().collect();
+                    Cow::Owned(format!("…{tail}"))
+                }
+            },
         }
     }
 }
 
 const ANTHROPIC_PREFIX: &str = "sk-ant-";
 
-/// Whether `value` is shaped like a credential rather than a name a person chose: an Anthropic
-/// key or token (`sk-ant-…`), or a long run of token characters (base64, hex, JWT) with letters
-/// and digits and a stretch of at least 16 letters and digits without a separator. Names people
-/// choose break into words (`team-2025-production-primary`) and stay shown in full.
-fn looks_like_secret(value: &str) -> bool {
-    if value.starts_with(ANTHROPIC_PREFIX) {
-        return true;
-    }
-    let token_chars = value
+/// The first word of `value` (split at spaces, quotes and brackets) shaped like a credential
+/// rather than a name a person chose: one containing an Anthropic key or token (`sk-ant-…`),
+/// or a long run of token characters (base64, hex, JWT) with letters and digits and a stretch
+/// of at least 16 letters and digits without a separator. Names people choose break into words
+/// (`team-2025-production-primary`) and stay shown in full.
+fn secret_word(value: &str) -> Option<&str> {
+    value
+        .split(|c: char| {
+            c.is_whitespace()
+                || matches!(
+                    c,
+                    '"' | '\''
+                        | '`'
+                        | ','
+                        | ';'
+                        | ':'
+                        | '<'
+                        | '>'
+                        | '('
+                        | ')'
+                        | '['
+                        | ']'
+                        | '{'
+                        | '}'
+                )
+        })
+        .find(|word| word.contains(ANTHROPIC_PREFIX) || token_shaped(word))
+}
+
+fn token_shaped(word: &str) -> bool {
+    let token_chars = word
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+' | '/' | '='));
-    let longest_run = value
+    let longest_run = word
         .split(|c: char| !c.is_ascii_alphanumeric())
         .map(str::len)
         .max()
         .unwrap_or(0);
-    value.len() >= 32
+    word.len() >= 32
         && token_chars
-        && value.chars().any(|c| c.is_ascii_digit())
-        && value.chars().any(|c| c.is_ascii_alphabetic())
+        && word.chars().any(|c| c.is_ascii_digit())
+        && word.chars().any(|c| c.is_ascii_alphabetic())
         && longest_run >= 16
 }
 
@@ -123,5 +148,22 @@ mod tests {
                 "{shown}"
             );
         }
+    }
+    #[test]
+    fn a_key_inside_a_name_is_masked_too() {
+        for given in [
+            format!(" {KEY}"),
+            format!("\"{KEY}\""),
+            format!("Bearer {KEY}"),
+            format!("x-api-key: {KEY}"),
+            format!("my{KEY}"),
+        ] {
+            let shown = StorageError::shown_name(&given);
+            assert_eq!(shown, "sk-ant-…wxyz", "{given}");
+            let error = StorageError::AccountNotFound { name: given };
+            assert!(!error.to_string().contains(&KEY[..20]), "{error}");
+        }
+        let bearer = "Bearer 3f9a0c7e1b2d4f6a8c0e2b4d6f8a0c1e3b5d7f9a";
+        assert_eq!(StorageError::shown_name(bearer), "…7f9a");
     }
 }

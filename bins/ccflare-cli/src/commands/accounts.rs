@@ -153,11 +153,13 @@ pub async fn run(context: &Context, command: AccountsCommand) -> Result<ExitCode
 /// everywhere, so a key pasted as a name would leak).
 fn check_name(name: &str) -> Result<()> {
     // First, so that the other messages, which quote the name, never quote a key.
-    if name.starts_with("sk-ant-") {
-        bail!("invalid account name: it looks like a key (names are shown in full everywhere)");
-    }
-    // Other long tokens are quoted masked.
     let shown = StorageError::shown_name(name);
+    if shown != name {
+        bail!(
+            "invalid account name {shown:?}: it looks like a key or token (names are shown in \
+             full everywhere)"
+        );
+    }
     if name.is_empty() || name.chars().count() > 64 {
         bail!("invalid account name {shown:?}: expected 1 to 64 characters");
     }
