@@ -424,6 +424,41 @@ async fn a_key_can_come_from_standard_input() {
         stdout.starts_with("added account piped (sk-ant-…pipe)"),
         "{stdout}"
     );
+
+    // `-` finds an account by the key on standard input, for pause, rename and remove.
+    let with_key_on_stdin = |args: &[&str]| {
+        let mut command = cli.command(args);
+        command.stdin(std::process::Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        async move {
+            tokio::io::AsyncWriteExt::write_all(
+                &mut stdin,
+                format!("{}\n", key("pipe")).as_bytes(),
+            )
+            .await
+            .unwrap();
+            drop(stdin);
+            let output = child.wait_with_output().await.unwrap();
+            let printed = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(!printed.contains(&key("pipe")[..20]), "{printed}");
+            (output.status.code(), printed)
+        }
+    };
+    let (code, printed) = with_key_on_stdin(&["accounts", "pause", "-"]).await;
+    assert_eq!(code, Some(0), "{printed}");
+    assert!(printed.contains("piped"), "{printed}");
+    let (code, printed) = with_key_on_stdin(&["accounts", "rename", "-", "renamed"]).await;
+    assert_eq!(code, Some(0), "{printed}");
+    let (code, printed) = with_key_on_stdin(&["accounts", "remove", "-", "--yes"]).await;
+    assert_eq!(code, Some(0), "{printed}");
+    assert!(printed.contains("renamed"), "{printed}");
+    let listed = cli.run(&["accounts", "list", "--json"]).await.ok();
+    assert!(!listed.contains("renamed"), "{listed}");
 }
 
 #[tokio::test]

@@ -55,28 +55,30 @@ and the 5h/7d windows' use and resets (re-auth instead when Invalid).")]
 Examples:
   ccflare-cli accounts remove old-key
   ccflare-cli accounts remove old-key --yes
-  ccflare-cli accounts remove sk-ant-api03-… --yes
+  printf '%s\\n' \"$OLD_KEY\" | ccflare-cli accounts remove - --yes
 
-The account is named, or given by its full key. On a terminal it asks
+The account is named, or given by its full key: `-` reads the key from
+standard input, which keeps it out of the shell history and the process
+list (a key given as the argument works too). On a terminal it asks
 first; from a script, pass --yes.")]
     Remove(RemoveArgs),
     /// Stop routing requests to an account until it is resumed
     #[command(after_help = "\
 Examples:
   ccflare-cli accounts pause work
-  ccflare-cli accounts pause sk-ant-api03-…")]
+  ccflare-cli accounts pause - < key.txt     (the account with this key)")]
     Pause(AccountArgs),
     /// Route requests to a paused account again (clears its cooldowns)
     #[command(after_help = "\
 Examples:
   ccflare-cli accounts resume work
-  ccflare-cli accounts resume sk-ant-api03-…")]
+  ccflare-cli accounts resume - < key.txt    (the account with this key)")]
     Resume(AccountArgs),
     /// Give an account another name
     #[command(after_help = "\
 Examples:
   ccflare-cli accounts rename key-wxyz work
-  ccflare-cli accounts rename sk-ant-api03-… work")]
+  ccflare-cli accounts rename - work < key.txt   (the account with this key)")]
     Rename(RenameArgs),
     /// Log an OAuth account in again (keeps name, priority, history)
     #[command(after_help = "\
@@ -106,7 +108,7 @@ pub struct AddArgs {
 
 #[derive(Debug, Args)]
 pub struct RemoveArgs {
-    /// The account's name, or its full key
+    /// The account's name, or its key (- reads the key from stdin)
     #[arg(value_name = "NAME|KEY")]
     account: String,
     /// Remove without asking
@@ -122,14 +124,14 @@ pub struct NameArgs {
 
 #[derive(Debug, Args)]
 pub struct AccountArgs {
-    /// The account's name, or its full key
+    /// The account's name, or its key (- reads the key from stdin)
     #[arg(value_name = "NAME|KEY")]
     account: String,
 }
 
 #[derive(Debug, Args)]
 pub struct RenameArgs {
-    /// The current name, or the account's full key
+    /// The current name, or the account's key (- reads it from stdin)
     #[arg(value_name = "OLD|KEY")]
     old: String,
     /// The new name
@@ -176,6 +178,14 @@ fn check_name(name: &str) -> Result<()> {
 /// accounts (`accounts remove sk-ant-…`). Names cannot start with `sk-ant-` (see
 /// [`check_name`]), so the two cannot be confused. An unknown key is named only masked.
 async fn resolve(db: &ccflare_storage::Db, given: &str) -> Result<Account> {
+    // `-`: the account's key on standard input, kept out of shell history and the process list.
+    let from_stdin;
+    let given = if given == "-" {
+        from_stdin = read_key_from_stdin()?;
+        from_stdin.as_str()
+    } else {
+        given
+    };
     match accounts::find(db, given).await {
         Err(StorageError::AccountNotFound { .. }) => {}
         found => return Ok(found?),
