@@ -5,6 +5,10 @@
 use crate::time::{Millis, parse_http_date, parse_rfc3339};
 
 /// Longest bench any header can impose; a reset further away than this is treated as this.
+/// The longest an `allowed_warning` keeps an account aside without a fresh answer (5 hours,
+/// the shortest subscription window).
+pub const WARNING_MAX_MS: Millis = 5 * 3_600_000;
+
 pub const MAX_BENCH_MS: i64 = 24 * 3600 * 1000;
 
 /// One family of API-key limits (`requests`, `tokens`, `input-tokens`, `output-tokens`).
@@ -200,6 +204,44 @@ impl RateLimitSnapshot {
         claimed.or(self.unified_5h_reset.max(self.unified_7d_reset))
     }
 
+    /// Until when a warning (`allowed_warning`) speaks: the unified reset; without it, the
+    /// earliest reset of a window whose own status warns, else of the claimed window, else the
+    /// earliest 5h/7d reset. Never later than [`WARNING_MAX_MS`] after the headers were seen:
+    /// a warned account gets few new requests, so a week-long window must not keep it aside for
+    /// a week on one old answer; after that the next answer says again.
+    pub fn warning_ends_at(&self) -> Millis {
+        let latest = self.seen_at.saturating_add(WARNING_MAX_MS);
+        let warns = |status: &Option<String>| {
+            matches!(status.as_deref(), Some("allowed_warning" | "queueing_soft"))
+        };
+        let windows = || {
+            let five_hour = warns(&self.unified_5h_status)
+                .then_some(self.unified_5h_reset)
+                .flatten();
+            let seven_day = warns(&self.unified_7d_status)
+                .then_some(self.unified_7d_reset)
+                .flatten();
+            match (five_hour, seven_day) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
+        let claimed = || match self.unified_representative_claim.as_deref() {
+            Some("five_hour") => self.unified_5h_reset,
+            Some(claim) if claim.starts_with("seven_day") => self.unified_7d_reset,
+            _ => None,
+        };
+        let earliest = || match (self.unified_5h_reset, self.unified_7d_reset) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.unified_reset
+            .or_else(windows)
+            .or_else(claimed)
+            .or_else(earliest)
+            .map_or(latest, |at| at.min(latest))
+    }
+
     /// The time the headers say the account can be used again after a 429, or after a 200 that
     /// says the subscription is out of quota.
     ///
@@ -381,6 +423,36 @@ mod tests {
             }
         );
         assert_eq!(s.headroom(), Some(0.0));
+    }
+
+    #[test]
+    fn a_warning_ends_with_its_window_and_within_five_hours() {
+        const MIN: Millis = 60_000;
+        let epoch = |at: Millis| (at / 1000).to_string();
+        let (in_1h, in_6d) = (epoch(NOW + 60 * MIN), epoch(NOW + 6 * 24 * 60 * MIN));
+        // The overall reset, when given.
+        let s = snap(&[
+            ("anthropic-ratelimit-unified-status", "allowed_warning"),
+            ("anthropic-ratelimit-unified-reset", &in_1h),
+        ]);
+        assert_eq!(s.warning_ends_at(), NOW + 60 * MIN);
+        // Without it: the window that warns, not the later one.
+        let s = snap(&[
+            ("anthropic-ratelimit-unified-status", "allowed_warning"),
+            ("anthropic-ratelimit-unified-5h-status", "allowed_warning"),
+            ("anthropic-ratelimit-unified-5h-reset", &in_1h),
+            ("anthropic-ratelimit-unified-7d-status", "allowed"),
+            ("anthropic-ratelimit-unified-7d-reset", &in_6d),
+        ]);
+        assert_eq!(s.warning_ends_at(), NOW + 60 * MIN);
+        // A week-long window, or no reset at all: five hours after the answer.
+        let s = snap(&[
+            ("anthropic-ratelimit-unified-status", "allowed_warning"),
+            ("anthropic-ratelimit-unified-reset", &in_6d),
+        ]);
+        assert_eq!(s.warning_ends_at(), NOW + WARNING_MAX_MS);
+        let s = snap(&[("anthropic-ratelimit-unified-status", "allowed_warning")]);
+        assert_eq!(s.warning_ends_at(), NOW + WARNING_MAX_MS);
     }
 
     #[test]

@@ -152,13 +152,12 @@ impl AccountState {
     }
 
     /// The subscription said it is close to its limit (`allowed_warning`), and the window it
-    /// spoke of has not reset since. A warning whose window is over says nothing any more; an
+    /// spoke of has not reset since (at most 5 hours after that answer). A warning whose window is over says nothing any more; an
     /// account that no new session reaches would otherwise never get the answer that clears it.
     pub(crate) fn is_warned(&self, now: Millis) -> bool {
-        self.last_ratelimit.as_ref().is_some_and(|snapshot| {
-            snapshot.unified_warning()
-                && snapshot.unified_reset_at().is_none_or(|reset| reset > now)
-        })
+        self.last_ratelimit
+            .as_ref()
+            .is_some_and(|snapshot| snapshot.unified_warning() && snapshot.warning_ends_at() > now)
     }
 
     pub(crate) fn is_rate_limited(&self, now: Millis) -> bool {

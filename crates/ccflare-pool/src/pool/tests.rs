@@ -1293,3 +1293,18 @@ fn a_warning_ends_when_its_window_resets_or_the_account_says_allowed() {
     h.pool.report(h.id("a"), OK, Some(fine), at(13));
     check(&mut h, &[(13, Select, "a")]);
 }
+
+#[test]
+fn a_warning_on_a_week_long_window_keeps_an_account_aside_for_five_hours_at_most() {
+    const HOURS: i64 = 3600;
+    let mut h = Harness::new(Strategy::Priority, &["a", "b"]);
+    check(
+        &mut h,
+        &[
+            (0, Warn("a", 6 * 24 * HOURS), "active"),
+            (1, Select, "b"),
+            (5 * HOURS - 1, Select, "b"),
+            (5 * HOURS, Select, "a"),
+        ],
+    );
+}
