@@ -182,26 +182,11 @@ impl RateLimitSnapshot {
     /// else of the window the representative claim names, else the later of the 5h and 7d
     /// resets. `None` when the headers name no subscription reset at all.
     pub fn unified_reset_at(&self) -> Option<Millis> {
-        if let Some(at) = self.unified_reset {
-            return Some(at);
-        }
-        let rejected = |status: &Option<String>| status.as_deref() == Some("rejected");
-        let five_hour = rejected(&self.unified_5h_status)
-            .then_some(self.unified_5h_reset)
-            .flatten();
-        let seven_day = rejected(&self.unified_7d_status)
-            .then_some(self.unified_7d_reset)
-            .flatten();
-        if let Some(at) = five_hour.max(seven_day) {
-            return Some(at);
-        }
-        let claimed = match self.unified_representative_claim.as_deref() {
-            Some("five_hour") => self.unified_5h_reset,
-            // `seven_day`, and the per-model weekly windows, which end with the week.
-            Some(claim) if claim.starts_with("seven_day") => self.unified_7d_reset,
-            _ => None,
-        };
-        claimed.or(self.unified_5h_reset.max(self.unified_7d_reset))
+        let [five_hour, seven_day] = self.window_resets(|status| status == "rejected");
+        self.unified_reset
+            .or(five_hour.max(seven_day))
+            .or_else(|| self.claimed_reset())
+            .or(self.unified_5h_reset.max(self.unified_7d_reset))
     }
 
     /// Until when a warning (`allowed_warning`) speaks: the unified reset; without it, the
@@ -211,35 +196,36 @@ impl RateLimitSnapshot {
     /// a week on one old answer; after that the next answer says again.
     pub fn warning_ends_at(&self) -> Millis {
         let latest = self.seen_at.saturating_add(WARNING_MAX_MS);
-        let warns = |status: &Option<String>| {
-            matches!(status.as_deref(), Some("allowed_warning" | "queueing_soft"))
+        let warns = |status: &str| matches!(status, "allowed_warning" | "queueing_soft");
+        self.unified_reset
+            .or_else(|| earliest(self.window_resets(warns)))
+            .or_else(|| self.claimed_reset())
+            .or_else(|| earliest([self.unified_5h_reset, self.unified_7d_reset]))
+            .map_or(latest, |at| at.min(latest))
+    }
+
+    /// The 5h and 7d resets of the windows whose own status passes `status`.
+    fn window_resets(&self, status: impl Fn(&str) -> bool) -> [Option<Millis>; 2] {
+        let of = |own: &Option<String>, reset: Option<Millis>| {
+            own.as_deref()
+                .is_some_and(&status)
+                .then_some(reset)
+                .flatten()
         };
-        let windows = || {
-            let five_hour = warns(&self.unified_5h_status)
-                .then_some(self.unified_5h_reset)
-                .flatten();
-            let seven_day = warns(&self.unified_7d_status)
-                .then_some(self.unified_7d_reset)
-                .flatten();
-            match (five_hour, seven_day) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
-        };
-        let claimed = || match self.unified_representative_claim.as_deref() {
+        [
+            of(&self.unified_5h_status, self.unified_5h_reset),
+            of(&self.unified_7d_status, self.unified_7d_reset),
+        ]
+    }
+
+    /// The reset of the window the representative claim names.
+    fn claimed_reset(&self) -> Option<Millis> {
+        match self.unified_representative_claim.as_deref() {
             Some("five_hour") => self.unified_5h_reset,
+            // `seven_day`, and the per-model weekly windows, which end with the week.
             Some(claim) if claim.starts_with("seven_day") => self.unified_7d_reset,
             _ => None,
-        };
-        let earliest = || match (self.unified_5h_reset, self.unified_7d_reset) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        self.unified_reset
-            .or_else(windows)
-            .or_else(claimed)
-            .or_else(earliest)
-            .map_or(latest, |at| at.min(latest))
+        }
     }
 
     /// The time the headers say the account can be used again after a 429, or after a 200 that
@@ -344,6 +330,14 @@ impl Verdict {
             Verdict::AuthFailed => "auth_failed",
             Verdict::Forbidden => "forbidden",
         }
+    }
+}
+
+/// The earlier of two optional times, or the one that is there.
+fn earliest([a, b]: [Option<Millis>; 2]) -> Option<Millis> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
