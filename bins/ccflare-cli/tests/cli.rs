@@ -417,7 +417,10 @@ async fn a_key_can_come_from_standard_input() {
         .await
         .unwrap();
     drop(stdin);
-    let output = child.wait_with_output().await.unwrap();
+    let output = tokio::time::timeout(ccflare_testkit::PROCESS_GUARD, child.wait_with_output())
+        .await
+        .expect("the CLI exits in time")
+        .unwrap();
     assert_eq!(output.status.code(), Some(0));
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(
@@ -439,7 +442,11 @@ async fn a_key_can_come_from_standard_input() {
             .await
             .unwrap();
             drop(stdin);
-            let output = child.wait_with_output().await.unwrap();
+            let output =
+                tokio::time::timeout(ccflare_testkit::PROCESS_GUARD, child.wait_with_output())
+                    .await
+                    .expect("the CLI exits in time")
+                    .unwrap();
             let printed = format!(
                 "{}{}",
                 String::from_utf8_lossy(&output.stdout),

@@ -188,8 +188,7 @@ async fn a_rejected_subscription_window_benches_until_its_reset() {
         },
     );
     assert_eq!(app.served_by().await, "other");
-    // The mock's Retry-After counts whole seconds on the wall clock, which may tick between the
-    // fault and the answer: keep clear of the second boundary on both sides.
+    // Resets are whole seconds: keep well clear of the boundary on both sides.
     app.clock.advance(3_590_000);
     assert_eq!(app.served_by().await, "other");
     app.clock.advance(11_000);
@@ -450,6 +449,14 @@ async fn a_client_hanging_up_mid_refresh_does_not_lose_the_rotation() {
     assert_eq!(app.mock.refresh_grants(), 1);
     client.abort();
     let _ = client.await;
+    // The proxy has noticed the hang-up (the request is recorded as 499) before the next one.
+    tokio::time::timeout(ccflare_testkit::GUARD, async {
+        while !app.records().await.iter().any(|r| r.status == 499) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the hang-up is recorded");
     // The next request waits for that refresh and uses its result; had the rotation been
     // dropped with the first request, the old refresh token would now be dead.
     let reply = app.post(&[], false).await;
