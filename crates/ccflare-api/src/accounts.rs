@@ -22,7 +22,7 @@ const MAX_NAME: usize = 64;
 pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
     // A name is shown in full everywhere (lists, logs, `x-ccflare-account`): nothing key- or
     // token-shaped may become one.
-    let shown = ccflare_storage::StorageError::shown_name(name);
+    let shown = ccflare_core::secret::shown_masked(name);
     if shown != name {
         return Err(ApiError::BadRequest(format!(
             "invalid account name {shown:?}: it looks like a key or token (names are shown in \

@@ -12,8 +12,8 @@ pub enum ApiError {
     /// Bad JSON, an unknown field, a value out of range, an unknown query parameter.
     #[error("{0}")]
     BadRequest(String),
-    /// The name is shown masked when it looks like a key (`StorageError::shown_name`).
-    #[error("no account named {:?}", StorageError::shown_name(.name))]
+    /// The name is shown masked when it looks like a key.
+    #[error("no account named {:?}", ccflare_core::secret::shown_masked(.name))]
     AccountNotFound { name: String },
     #[error("no request with id {id:?}")]
     RequestNotFound { id: String },

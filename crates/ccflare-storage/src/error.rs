@@ -2,11 +2,10 @@
 //!
 //! An account name in a message is whatever a person typed, and people paste keys where names
 //! go (`ccflare-cli accounts remove sk-ant-…`, `DELETE /api/accounts/sk-ant-…`). So a name that
-//! looks like a key or token is shown masked, here in `Display`, which every caller (the CLI,
-//! the API, logs) prints.
+//! looks like a key or token is shown masked (`ccflare_core::secret::shown_masked`), here in
+//! `Display`, which every caller (the CLI, the API, logs) prints.
 
-use ccflare_core::secret::mask;
-use std::borrow::Cow;
+use ccflare_core::secret::shown_masked;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,82 +24,14 @@ pub enum StorageError {
     SchemaTooNew { found: i64, known: i64 },
     #[error("unsupported DATABASE_URL {url:?}: expected file:PATH, sqlite://PATH or a plain path")]
     UnsupportedUrl { url: String },
-    #[error("no account named {:?}", StorageError::shown_name(.name))]
+    #[error("no account named {:?}", shown_masked(.name))]
     AccountNotFound { name: String },
-    #[error("an account named {:?} already exists", StorageError::shown_name(.name))]
+    #[error("an account named {:?} already exists", shown_masked(.name))]
     DuplicateName { name: String },
     #[error("database error: {0}")]
     Query(#[from] sqlx::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-}
-
-impl StorageError {
-    /// How an account name given by a person appears in a message: unchanged, unless some word
-    /// of it looks like a key or token ([`secret_word`]; pasted keys come with quotes, spaces or
-    /// a `Bearer ` in front). Then the whole name is replaced by that word masked like every key
-    /// ccflare shows: `sk-ant-…wxyz` for Anthropic keys, only `…` and the last four characters
-    /// for other tokens (whose first characters are not a fixed prefix but part of the secret).
-    pub fn shown_name(name: &str) -> Cow<'_, str> {
-        match secret_word(name) {
-            None => Cow::Borrowed(name),
-            Some(word) => match word.find(ANTHROPIC_PREFIX) {
-                Some(at) => Cow::Owned(mask(&word[at..])),
-                None => {
-                    let chars: Vec<char> = word.chars().collect();
-                    let tail: String = chars[chars.len() - 4..].iter().collect();
-                    Cow::Owned(format!("…{tail}"))
-                }
-            },
-        }
-    }
-}
-
-const ANTHROPIC_PREFIX: &str = "sk-ant-";
-
-/// The first word of `value` (split at spaces, quotes and brackets) shaped like a credential
-/// rather than a name a person chose: one containing an Anthropic key or token (`sk-ant-…`),
-/// or a long run of token characters (base64, hex, JWT) with letters and digits and a stretch
-/// of at least 16 letters and digits without a separator. Names people choose break into words
-/// (`team-2025-production-primary`) and stay shown in full.
-fn secret_word(value: &str) -> Option<&str> {
-    value
-        .split(|c: char| {
-            c.is_whitespace()
-                || matches!(
-                    c,
-                    '"' | '\''
-                        | '`'
-                        | ','
-                        | ';'
-                        | ':'
-                        | '<'
-                        | '>'
-                        | '('
-                        | ')'
-                        | '['
-                        | ']'
-                        | '{'
-                        | '}'
-                )
-        })
-        .find(|word| word.contains(ANTHROPIC_PREFIX) || token_shaped(word))
-}
-
-fn token_shaped(word: &str) -> bool {
-    let token_chars = word
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+' | '/' | '='));
-    let longest_run = word
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .map(str::len)
-        .max()
-        .unwrap_or(0);
-    word.len() >= 32
-        && token_chars
-        && word.chars().any(|c| c.is_ascii_digit())
-        && word.chars().any(|c| c.is_ascii_alphabetic())
-        && longest_run >= 16
 }
 
 #[cfg(test)]
@@ -119,7 +50,7 @@ mod tests {
             "team-2025-production-primary-account",
             "a name with spaces that is rather long indeed 12345",
         ] {
-            assert_eq!(StorageError::shown_name(name), name);
+            assert_eq!(shown_masked(name), name);
             let error = StorageError::AccountNotFound { name: name.into() };
             assert_eq!(error.to_string(), format!("no account named {name:?}"));
         }
@@ -135,7 +66,7 @@ mod tests {
             "an account named \"sk-ant-…wxyz\" already exists"
         );
         // Too short to keep even the last four: nothing of it is shown.
-        assert_eq!(StorageError::shown_name("sk-ant-oops"), "…");
+        assert_eq!(shown_masked("sk-ant-oops"), "…");
         for token in [
             "api03-Zx81kQ_pL0vN3mT7yR2wS9uB4cD6eF8gH1iJ5kL7mN9oP2qR4sT6uV8wX0yZ-wxyz",
             "3f9a0c7e1b2d4f6a8c0e2b4d6f8a0c1e3b5d7f9a",
@@ -158,12 +89,12 @@ mod tests {
             format!("x-api-key: {KEY}"),
             format!("my{KEY}"),
         ] {
-            let shown = StorageError::shown_name(&given);
+            let shown = shown_masked(&given);
             assert_eq!(shown, "sk-ant-…wxyz", "{given}");
             let error = StorageError::AccountNotFound { name: given };
             assert!(!error.to_string().contains(&KEY[..20]), "{error}");
         }
         let bearer = "Bearer 3f9a0c7e1b2d4f6a8c0e2b4d6f8a0c1e3b5d7f9a";
-        assert_eq!(StorageError::shown_name(bearer), "…7f9a");
+        assert_eq!(shown_masked(bearer), "…7f9a");
     }
 }

@@ -155,7 +155,7 @@ pub async fn run(context: &Context, command: AccountsCommand) -> Result<ExitCode
 /// everywhere, so a key pasted as a name would leak).
 fn check_name(name: &str) -> Result<()> {
     // First, so that the other messages, which quote the name, never quote a key.
-    let shown = StorageError::shown_name(name);
+    let shown = ccflare_core::secret::shown_masked(name);
     if shown != name {
         bail!(
             "invalid account name {shown:?}: it looks like a key or token (names are shown in \
