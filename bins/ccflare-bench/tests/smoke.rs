@@ -3,9 +3,8 @@
 //! rows, no client errors under failover. Speed is reported by the bench, never asserted here.
 
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 const SCENARIOS: [&str; 6] = [
@@ -17,28 +16,12 @@ const SCENARIOS: [&str; 6] = [
     "burst",
 ];
 
-/// The debug server next to the bench binary. `cargo test --workspace` builds it (it is a
-/// workspace binary with its own tests); a lone `cargo test -p ccflare-bench` does not, so it
-/// is built here once if missing.
+/// The server beside the bench binary, current for this test run.
 fn server_binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let bench = PathBuf::from(env!("CARGO_BIN_EXE_ccflare-bench"));
-            let server =
-                bench.with_file_name(format!("ccflare-server{}", std::env::consts::EXE_SUFFIX));
-            if !server.is_file() {
-                let status = std::process::Command::new(env!("CARGO"))
-                    .args(["build", "--bin", "ccflare-server"])
-                    .current_dir(env!("CARGO_MANIFEST_DIR"))
-                    .status()
-                    .expect("running cargo build");
-                assert!(status.success(), "cargo build --bin ccflare-server failed");
-            }
-            assert!(server.is_file(), "no server binary at {}", server.display());
-            server
-        })
-        .clone()
+    ccflare_testkit::process::workspace_binary(
+        Path::new(env!("CARGO_BIN_EXE_ccflare-bench")),
+        "ccflare-server",
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,43 +17,16 @@ use ccflare_testkit::{Message, PROCESS_GUARD, get, raw, send};
 use common::{Cli, key};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::ChildStdout;
 
-/// `target/<profile>/ccflare-server`, built for this test run.
-fn server_binary() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let profile_dir = Path::new(env!("CARGO_BIN_EXE_ccflare-cli"))
-            .parent()
-            .expect("the binary sits in target/<profile>");
-        let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => "dev",
-            Some(other) => other,
-            None => panic!("unexpected target layout: {}", profile_dir.display()),
-        };
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let status = std::process::Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "ccflare-server",
-                "--bin",
-                "ccflare-server",
-            ])
-            .args(["--profile", profile])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .current_dir(&workspace)
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building ccflare-server failed");
-        profile_dir.join(format!("ccflare-server{}", std::env::consts::EXE_SUFFIX))
-    })
+/// `target/<profile>/ccflare-server`, current for this test run.
+fn server_binary() -> PathBuf {
+    process::workspace_binary(
+        Path::new(env!("CARGO_BIN_EXE_ccflare-cli")),
+        "ccflare-server",
+    )
 }
 
 /// The real server, on port 0 against the CLI's database and the mock upstream.

@@ -3,8 +3,9 @@
 
 use crate::PROCESS_GUARD;
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
+use std::sync::OnceLock;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -24,6 +25,42 @@ pub fn isolated_command(program: impl AsRef<OsStr>, dir: &Path) -> Command {
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     command
+}
+
+/// The workspace binary `name` (`ccflare-server`) beside `sibling`, a binary of the test's own
+/// package (its `CARGO_BIN_EXE_…`), built for this test run.
+///
+/// It asks cargo, once per test process, for exactly what `cargo test --workspace` builds (the
+/// README's test command, scripts/test.sh), so under that command every artifact is already
+/// fresh and nothing compiles again, and a lone `cargo test -p …` still gets a current binary.
+/// Building only `-p ccflare-server` would resolve features without the workspace's
+/// dev-dependencies (tokio's `process` and `test-util`) and compile tokio, hyper, sqlx and every
+/// ccflare crate a second time: minutes of CI and gigabytes of disk (a CI machine ran out).
+pub fn workspace_binary(sibling: &Path, name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let profile_dir = sibling.parent().expect("a binary sits in target/<profile>");
+    BUILT.get_or_init(|| {
+        let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
+        let profile: &[&str] = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => &[],
+            Some("release") => &["--release"],
+            Some(other) => &["--profile", other],
+            None => panic!("unexpected target layout: {}", profile_dir.display()),
+        };
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["test", "--workspace", "--no-run", "--quiet"])
+            .args(profile)
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(&workspace)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the workspace's binaries failed");
+    });
+    let binary = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(binary.is_file(), "no {name} at {}", binary.display());
+    binary
 }
 
 /// Runs `command` to its end within [`PROCESS_GUARD`].
