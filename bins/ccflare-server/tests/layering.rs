@@ -99,7 +99,7 @@ const CRATES: &[CrateRule] = &[
         &[MOCK, TESTKIT],
     ),
     // The benchmark drives the real server binary and the mock, and counts rows in storage.
-    bin(BENCH, &[CORE, STORAGE, MOCK], &[]),
+    bin(BENCH, &[CORE, STORAGE, MOCK], &[TESTKIT]),
     // What the integration tests share: the HTTP client, SSE reading, the server process and
     // the in-process proxy's fixture. Tests only: no crate ships with it.
     test_support(TESTKIT, &[CORE, POOL, STORAGE, PROXY, OAUTH, MOCK]),
