@@ -48,7 +48,29 @@ pub fn workspace_binary(sibling: &Path, name: &str) -> PathBuf {
             None => panic!("unexpected target layout: {}", profile_dir.display()),
         };
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let status = std::process::Command::new(env!("CARGO"))
+        let mut cargo = std::process::Command::new(env!("CARGO"));
+        // What cargo sets for the running test (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, …) must not
+        // reach this build: a build script that watches one of them (ring's watches
+        // CARGO_MANIFEST_DIR) would run again and recompile everything above it.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || matches!(
+                    &*name,
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_BIN_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "CARGO_RUSTC_CURRENT_DIR"
+                        | "OUT_DIR"
+                )
+            {
+                cargo.env_remove(&*name);
+            }
+        }
+        let status = cargo
             .args(["test", "--workspace", "--no-run", "--quiet"])
             .args(profile)
             .arg("--target-dir")
