@@ -566,7 +566,8 @@ mod tests {
                 "row {row}"
             );
         }
-        // A rejected 200 that names no reset at all is served without a bench.
+        // A rejected 200 that names no reset at all is served; the verdict names no bench end
+        // (the pool benches it for its default backoff, as after a 429 without one).
         let bare = snap(&[("anthropic-ratelimit-unified-status", "rejected")]);
         assert_eq!(
             classify(200, &bare, NOW),

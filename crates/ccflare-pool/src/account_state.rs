@@ -223,15 +223,27 @@ impl AccountState {
         self.rate_limited_until = ahead(self.rate_limited_until, now);
         self.overloaded_until = ahead(self.overloaded_until, now);
         let has_snapshot = snapshot.is_some();
+        let blocked = snapshot.as_ref().is_some_and(|s| s.unified_blocked());
         if snapshot.is_some() {
             self.last_ratelimit = snapshot;
         }
         match verdict {
             Verdict::Serve { bench_until } => {
-                self.consecutive_rate_limits = 0;
                 self.overloaded_until = None;
-                if let Some(until) = ahead(bench_until, now) {
-                    extend(&mut self.rate_limited_until, until);
+                match ahead(bench_until, now) {
+                    Some(until) => {
+                        self.consecutive_rate_limits = 0;
+                        extend(&mut self.rate_limited_until, until);
+                    }
+                    // The subscription says it is out of quota but names no reset: bench it
+                    // like a 429 without one, so the next requests go elsewhere.
+                    None if blocked => {
+                        self.consecutive_rate_limits =
+                            self.consecutive_rate_limits.saturating_add(1);
+                        let backoff = default_backoff(self.consecutive_rate_limits);
+                        extend(&mut self.rate_limited_until, now + backoff);
+                    }
+                    None => self.consecutive_rate_limits = 0,
                 }
             }
             Verdict::RateLimited { until } => {

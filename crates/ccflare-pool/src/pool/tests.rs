@@ -46,6 +46,9 @@ enum Do<'a> {
     /// A successful answer whose subscription headers say `allowed_warning` for a window that
     /// resets at this second; shows the account's state.
     Warn(&'a str, i64),
+    /// A successful answer whose subscription headers say `rejected` and name no reset; shows
+    /// the account's state.
+    Rejected(&'a str),
     /// Sync with the harness's records; shows every account's state.
     Sync,
 }
@@ -225,6 +228,15 @@ impl Harness {
                     .report(self.id(name), OK, Some(warning(reset, now)), now);
                 describe(self.view(name, now).state)
             }
+            Rejected(name) => {
+                let rejected = RateLimitSnapshot {
+                    unified_status: Some("rejected".into()),
+                    seen_at: now,
+                    ..Default::default()
+                };
+                self.pool.report(self.id(name), OK, Some(rejected), now);
+                describe(self.view(name, now).state)
+            }
             Sync => {
                 self.pool.sync(self.records.clone(), now);
                 self.states(now)
@@ -321,6 +333,25 @@ fn a_success_that_says_the_quota_is_gone_benches_the_account() {
             (0, Report("a", exhausted), "limited@100"),
             (0, Select, "b"),
             (100, Select, "a"),
+        ],
+    );
+}
+
+#[test]
+fn a_success_that_says_the_quota_is_gone_without_a_reset_backs_off_like_a_429() {
+    let mut h = Harness::new(Strategy::Priority, &["a", "b"]);
+    check(
+        &mut h,
+        &[
+            // Served, but benched for the default backoff, which doubles while it repeats.
+            (0, Rejected("a"), "limited@30"),
+            (0, Select, "b"),
+            (30, Select, "a"),
+            (30, Rejected("a"), "limited@90"),
+            (90, Select, "a"),
+            // A plain success ends the run of refusals.
+            (90, Report("a", OK), "active"),
+            (91, Rejected("a"), "limited@121"),
         ],
     );
 }
