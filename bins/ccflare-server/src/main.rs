@@ -3,6 +3,7 @@
 //! once, as one line, and the exit code is non-zero.
 
 mod config;
+mod limits;
 
 use anyhow::{Context, Result};
 use ccflare_core::config::Settings;
@@ -51,6 +52,7 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     // The log feed of `/api/logs/stream` is filled from the first line on.
     let log_feed = ccflare_api::LogFeed::default();
     init_logging(&settings, &log_feed);
+    limits::raise_open_files();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
     let database_url = ccflare_config::database_url(&settings)?;

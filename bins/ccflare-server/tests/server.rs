@@ -489,3 +489,57 @@ async fn a_non_loopback_host_needs_an_admin_key_which_then_guards_the_api() {
         "the admin key never appears in the output"
     );
 }
+
+/// `soft hard` of this process's or another's open-files limit, from `/proc`.
+fn open_files_limit(pid: &str) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .unwrap();
+    let mut numbers = line.split_whitespace().map(|n| match n {
+        "unlimited" => u64::MAX,
+        n => n.parse().unwrap(),
+    });
+    (numbers.next().unwrap(), numbers.next().unwrap())
+}
+
+/// The server under `sh` after `ulimit` (arguments) lowered its open-files limit.
+fn server_under_ulimit(dir: &std::path::Path, ulimit: &str) -> tokio::process::Command {
+    let mut command = ccflare_testkit::process::isolated_command("sh", dir);
+    command
+        .arg("-c")
+        .arg(format!("ulimit {ulimit} && exec \"$0\""))
+        .arg(env!("CARGO_BIN_EXE_ccflare-server"))
+        .env("PORT", "0");
+    command
+}
+
+#[tokio::test]
+async fn a_low_soft_open_files_limit_is_raised_to_the_hard_one() {
+    let (_, hard) = open_files_limit("self");
+    // The common desktop default is a soft limit of 1,024 under a much higher hard one.
+    let low = 256.min(hard / 2);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(server_under_ulimit(dir.path(), &format!("-S -n {low}"))).await;
+    let pid = server.child.id().unwrap().to_string();
+    assert_eq!(open_files_limit(&pid), (hard, hard));
+    let rest = server.terminate().await;
+    assert!(!rest.contains("open-files limit"), "{rest}");
+}
+
+#[tokio::test]
+async fn a_low_hard_open_files_limit_is_kept_and_named_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = server_under_ulimit(dir.path(), "-n 512");
+    // The warning is a log line on stderr; `terminate` returns it.
+    command.env("LOG_LEVEL", "warn");
+    let server = Server::start(command).await;
+    let pid = server.child.id().unwrap().to_string();
+    assert_eq!(open_files_limit(&pid), (512, 512));
+    let rest = server.terminate().await;
+    assert!(
+        rest.contains("the open-files limit allows about 256 concurrent streams"),
+        "{rest}"
+    );
+}
