@@ -1,5 +1,9 @@
 //! Process limits the server needs for its promised load.
 
+/// Open files kept for everything but client and upstream sockets: the database and its
+/// journal files, the runtime's own descriptors, standard streams, a log file.
+const RESERVED_FILES: u64 = 64;
+
 /// Open files below which a warning says how many concurrent streams fit.
 const ENOUGH_OPEN_FILES: u64 = 4096;
 
@@ -7,34 +11,67 @@ const ENOUGH_OPEN_FILES: u64 = 4096;
 /// every stream holds two sockets (client and upstream), and the common default soft limit of
 /// 1,024 would stop ccflare near 500 concurrent streams, with failures that look like the
 /// upstream's. The hard limit is the administrator's ceiling and is never touched.
-#[cfg(unix)]
-pub fn raise_open_files() {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
-    // `None` means unlimited.
-    let mut soft = current;
-    if current.is_some() && current != maximum {
-        let raised = Rlimit {
-            current: maximum,
-            maximum,
-        };
-        match setrlimit(Resource::Nofile, raised) {
-            Ok(()) => {
-                soft = maximum;
-                tracing::debug!(from = ?current, to = ?maximum, "raised the open-files limit");
-            }
-            // macOS refuses an unlimited soft limit; keep what the system gave.
-            Err(error) => tracing::debug!(%error, "could not raise the open-files limit"),
-        }
-    }
+///
+/// Returns how many client connections to serve at once so that each can also open its
+/// upstream connection: half of what the limit leaves after [`RESERVED_FILES`].
+pub fn raise_open_files() -> usize {
+    let soft = raise_soft_limit();
     if let Some(soft) = soft.filter(|&n| n < ENOUGH_OPEN_FILES) {
         tracing::warn!(
             open_files = soft,
             "the open-files limit allows about {} concurrent streams; raise it (ulimit -n) for more",
-            soft / 2
+            connections_for(soft)
         );
+    }
+    soft.map_or(usize::MAX, connections_for)
+}
+
+/// Client connections that fit in `open_files` (at least a few, whatever the limit).
+fn connections_for(open_files: u64) -> usize {
+    let pairs = open_files.saturating_sub(RESERVED_FILES) / 2;
+    usize::try_from(pairs.max(8)).unwrap_or(usize::MAX)
+}
+
+/// The soft limit after raising it; `None` when unlimited.
+#[cfg(unix)]
+fn raise_soft_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    // `None` means unlimited.
+    let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
+    if current.is_none() || current == maximum {
+        return current;
+    }
+    let raised = Rlimit {
+        current: maximum,
+        maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => {
+            tracing::debug!(from = ?current, to = ?maximum, "raised the open-files limit");
+            maximum
+        }
+        // macOS refuses an unlimited soft limit; keep what the system gave.
+        Err(error) => {
+            tracing::debug!(%error, "could not raise the open-files limit");
+            current
+        }
     }
 }
 
 #[cfg(not(unix))]
-pub fn raise_open_files() {}
+fn raise_soft_limit() -> Option<u64> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connections_for;
+
+    #[test]
+    fn half_of_what_the_reserve_leaves_and_never_none() {
+        assert_eq!(connections_for(1024), 480);
+        assert_eq!(connections_for(512), 224);
+        assert_eq!(connections_for(20), 8);
+        assert_eq!(connections_for(u64::MAX), ((u64::MAX - 64) / 2) as usize);
+    }
+}

@@ -52,7 +52,7 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     // The log feed of `/api/logs/stream` is filled from the first line on.
     let log_feed = ccflare_api::LogFeed::default();
     init_logging(&settings, &log_feed);
-    limits::raise_open_files();
+    let max_connections = limits::raise_open_files();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
     let database_url = ccflare_config::database_url(&settings)?;
@@ -119,6 +119,7 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
         idle_timeout: Duration::from_secs(settings.idle_timeout_s),
         max_attempts: settings.max_attempts,
         shutdown_timeout: Duration::from_secs(settings.shutdown_timeout_s),
+        max_connections,
     };
     let state = AppState::new(pool, writer.handle(), upstream, proxy_config, clock);
     state.configure(loaded.layers, settings.clone());

@@ -539,7 +539,44 @@ async fn a_low_hard_open_files_limit_is_kept_and_named_at_start() {
     assert_eq!(open_files_limit(&pid), (512, 512));
     let rest = server.terminate().await;
     assert!(
-        rest.contains("the open-files limit allows about 256 concurrent streams"),
+        rest.contains("the open-files limit allows about 224 concurrent streams"),
         "{rest}"
     );
+}
+
+#[tokio::test]
+async fn more_streams_than_the_open_files_limit_allows_wait_instead_of_failing() {
+    let upstream = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    // 256 open files fit 96 client connections with their upstream ones; 150 streams would
+    // need about 300 sockets.
+    let mut command = server_under_ulimit(dir.path(), "-n 256");
+    command
+        .env("CLAUDE_API_KEYS", key("one"))
+        .env("CCFLARE_UPSTREAM_URL", upstream.url())
+        .env("DATABASE_URL", db_path(dir.path()))
+        .env("LOG_LEVEL", "warn");
+    let server = Server::start(command).await;
+    let mut streams = tokio::task::JoinSet::new();
+    for _ in 0..150 {
+        // 20 events 50 ms apart: each stream stays open for about a second, so they overlap
+        // even on a loaded machine.
+        let request = messages_request(&server.url, true, &[("x-mock-chunk-delay-ms", "50")]);
+        streams.spawn(async move { send(request).await });
+    }
+    let mut served = 0;
+    while let Some(reply) = tokio::time::timeout(PROCESS_GUARD, streams.join_next())
+        .await
+        .expect("every stream ends in time")
+    {
+        let reply = reply.expect("the client saw the stream through");
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        assert!(reply.text().contains("message_stop"), "{:?}", reply.body);
+        served += 1;
+    }
+    assert_eq!(served, 150);
+    let rest = server.terminate().await;
+    assert!(rest.contains("connection limit reached"), "{rest}");
+    assert!(!rest.contains("accepting a connection failed"), "{rest}");
+    assert_eq!(records(dir.path(), 200).await.len(), 150);
 }

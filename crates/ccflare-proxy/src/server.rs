@@ -39,10 +39,21 @@ pub async fn run(
 ) -> ShutdownReport {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let max_connections = state.config.max_connections;
+    // Whether the limit was reached since the last time it was logged (once per episode).
+    let mut at_limit = false;
     tokio::pin!(shutdown);
     loop {
+        let accepting = connections.len() < max_connections;
+        if !accepting && !at_limit {
+            tracing::warn!(
+                max_connections,
+                "connection limit reached; new connections wait until one closes"
+            );
+        }
+        at_limit = !accepting || (at_limit && connections.len() > max_connections / 2);
         tokio::select! {
-            accepted = listener.accept() => {
+            accepted = listener.accept(), if accepting => {
                 let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {

@@ -27,6 +27,10 @@ pub struct ProxyConfig {
     pub max_attempts: u32,
     /// How long in-flight requests get to finish at shutdown.
     pub shutdown_timeout: Duration,
+    /// Client connections served at once; more wait in the listen backlog until one closes.
+    /// The server derives it from the open-files limit, so that every accepted connection
+    /// can also open its upstream connection.
+    pub max_connections: usize,
 }
 
 impl Default for ProxyConfig {
@@ -36,6 +40,7 @@ impl Default for ProxyConfig {
             idle_timeout: Duration::from_secs(300),
             max_attempts: 0,
             shutdown_timeout: Duration::from_secs(30),
+            max_connections: usize::MAX,
         }
     }
 }

@@ -97,13 +97,14 @@ impl Fixture {
 }
 
 /// The proxy settings of the tests: a 1 MiB body cap, a 30 s idle timeout, every account tried,
-/// 5 s for streams at shutdown.
+/// 5 s for streams at shutdown, no connection limit.
 pub fn config() -> ProxyConfig {
     ProxyConfig {
         max_body_bytes: 1024 * 1024,
         idle_timeout: Duration::from_secs(30),
         max_attempts: 0,
         shutdown_timeout: Duration::from_secs(5),
+        max_connections: usize::MAX,
     }
 }
 
