@@ -222,6 +222,9 @@ impl AccountState {
         let before = (self.status, self.rate_limited_until, self.overloaded_until);
         self.rate_limited_until = ahead(self.rate_limited_until, now);
         self.overloaded_until = ahead(self.overloaded_until, now);
+        // Answers to requests sent before a running bench began (concurrent ones) are one
+        // refusal, not several: they must not double the backoff once each.
+        let benched = self.rate_limited_until.is_some();
         let has_snapshot = snapshot.is_some();
         let blocked = snapshot.as_ref().is_some_and(|s| s.unified_blocked());
         if snapshot.is_some() {
@@ -238,20 +241,17 @@ impl AccountState {
                     // The subscription says it is out of quota but names no reset: bench it
                     // like a 429 without one, so the next requests go elsewhere.
                     None if blocked => {
-                        self.consecutive_rate_limits =
-                            self.consecutive_rate_limits.saturating_add(1);
-                        let backoff = default_backoff(self.consecutive_rate_limits);
+                        let backoff = self.count_refusal(benched);
                         extend(&mut self.rate_limited_until, now + backoff);
                     }
                     None => self.consecutive_rate_limits = 0,
                 }
             }
             Verdict::RateLimited { until } => {
-                self.consecutive_rate_limits = self.consecutive_rate_limits.saturating_add(1);
+                let backoff = self.count_refusal(benched);
                 // A reset that has already passed cannot be right after a 429: treat it as no
                 // reset at all rather than not benching.
-                let until = ahead(until, now)
-                    .unwrap_or_else(|| now + default_backoff(self.consecutive_rate_limits));
+                let until = ahead(until, now).unwrap_or(now + backoff);
                 extend(&mut self.rate_limited_until, until);
             }
             Verdict::Overloaded => extend(&mut self.overloaded_until, now + OVERLOAD_COOLDOWN_MS),
@@ -278,6 +278,19 @@ impl AccountState {
             self.snapshot_persisted_at = Some(now);
         }
         Some(self.persist_state())
+    }
+}
+
+impl AccountState {
+    /// Counts a refusal (a 429, or a success that says the quota is gone) and returns the
+    /// default backoff for the run so far. While a bench runs, further refusals are answers to
+    /// requests sent before it began and do not count again, or ten requests in flight would
+    /// bench the account for five minutes at once.
+    fn count_refusal(&mut self, benched: bool) -> i64 {
+        if !benched || self.consecutive_rate_limits == 0 {
+            self.consecutive_rate_limits = self.consecutive_rate_limits.saturating_add(1);
+        }
+        default_backoff(self.consecutive_rate_limits)
     }
 }
 

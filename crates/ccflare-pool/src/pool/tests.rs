@@ -357,6 +357,25 @@ fn a_success_that_says_the_quota_is_gone_without_a_reset_backs_off_like_a_429() 
 }
 
 #[test]
+fn refusals_of_requests_already_in_flight_do_not_double_the_backoff_again() {
+    let mut h = Harness::new(Strategy::Priority, &["a", "b"]);
+    check(
+        &mut h,
+        &[
+            (0, Report("a", NO_RESET), "limited@30"),
+            // Answers to requests sent before the bench began: the same refusal.
+            (0, Report("a", NO_RESET), "limited@30"),
+            // A late one is still 30 s, from its own arrival.
+            (1, Rejected("a"), "limited@31"),
+            // After the bench, the next refusal is the second in a row.
+            (31, Select, "a"),
+            (31, Report("a", NO_RESET), "limited@91"),
+            (32, Report("a", NO_RESET), "limited@92"),
+        ],
+    );
+}
+
+#[test]
 fn overload_cools_down_for_fifteen_seconds_and_never_grows() {
     let mut h = Harness::new(Strategy::Priority, &["a", "b"]);
     check(
