@@ -41,22 +41,36 @@ fn raise_soft_limit() -> Option<u64> {
     if current.is_none() || current == maximum {
         return current;
     }
-    let raised = Rlimit {
-        current: maximum,
+    // macOS refuses a soft limit above its per-process ceiling (OPEN_MAX, 10,240) even when
+    // the hard limit is unlimited, so that is the second try.
+    for soft in [
         maximum,
-    };
-    match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => {
-            tracing::debug!(from = ?current, to = ?maximum, "raised the open-files limit");
-            maximum
+        Some(maximum.map_or(MACOS_OPEN_MAX, |m| m.min(MACOS_OPEN_MAX))),
+    ] {
+        // (`None` is unlimited, above every number; `current` is a number here.)
+        if soft.is_some_and(|s| current.is_some_and(|c| s <= c)) {
+            break;
         }
-        // macOS refuses an unlimited soft limit; keep what the system gave.
-        Err(error) => {
-            tracing::debug!(%error, "could not raise the open-files limit");
-            current
+        let raised = Rlimit {
+            current: soft,
+            maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => {
+                tracing::debug!(from = ?current, to = ?soft, "raised the open-files limit");
+                return soft;
+            }
+            Err(error) => {
+                tracing::debug!(%error, to = ?soft, "could not raise the open-files limit")
+            }
         }
     }
+    current
 }
+
+/// macOS's `OPEN_MAX`: the most open files a process may ask for there.
+#[cfg(unix)]
+const MACOS_OPEN_MAX: u64 = 10_240;
 
 #[cfg(not(unix))]
 fn raise_soft_limit() -> Option<u64> {

@@ -44,6 +44,8 @@ pub async fn run(
     let mut at_limit = false;
     tokio::pin!(shutdown);
     loop {
+        // Finished connections leave the count at once, not one per turn of the loop.
+        while connections.try_join_next().is_some() {}
         let accepting = connections.len() < max_connections;
         if !accepting && !at_limit {
             tracing::warn!(
