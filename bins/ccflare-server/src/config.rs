@@ -39,7 +39,7 @@ fn command() -> Command {
         .after_help(
             "Every option can also be set in the environment (shown in brackets), in a .env file \
              in the working directory, or in the config file. Precedence: flag > environment > \
-             config file > default.\n\nExamples:\n  ccflare-server\n  \
+             settings stored in the database (ccflare-cli config set) > config file > default.\n\nExamples:\n  ccflare-server\n  \
              CLAUDE_API_KEYS=sk-ant-api03-… ccflare-server --port 9000\n  \
              ccflare-server --database-url file:./ccflare.db --strategy round-robin",
         )
