@@ -12,18 +12,28 @@ const ENOUGH_OPEN_FILES: u64 = 4096;
 /// 1,024 would stop ccflare near 500 concurrent streams, with failures that look like the
 /// upstream's. The hard limit is the administrator's ceiling and is never touched.
 ///
-/// Returns how many client connections to serve at once so that each can also open its
-/// upstream connection: half of what the limit leaves after [`RESERVED_FILES`].
-pub fn raise_open_files() -> usize {
+/// Returns how many client connections to serve at once: `configured` (the `max_connections`
+/// option) when it is set and fits, else as many as can each also open their upstream
+/// connection, half of what the limit leaves after [`RESERVED_FILES`].
+pub fn raise_open_files(configured: usize) -> usize {
     let soft = raise_soft_limit();
+    let fit = soft.map_or(usize::MAX, connections_for);
+    if configured > fit {
+        tracing::warn!(
+            max_connections = configured,
+            "max_connections is more than the open-files limit allows; serving {fit} at once \
+             (raise the limit with ulimit -n)"
+        );
+    } else if configured > 0 {
+        return configured;
+    }
     if let Some(soft) = soft.filter(|&n| n < ENOUGH_OPEN_FILES) {
         tracing::warn!(
             open_files = soft,
-            "the open-files limit allows about {} concurrent streams; raise it (ulimit -n) for more",
-            connections_for(soft)
+            "the open-files limit allows about {fit} concurrent streams; raise it (ulimit -n) for more",
         );
     }
-    soft.map_or(usize::MAX, connections_for)
+    fit
 }
 
 /// Client connections that fit in `open_files` (at least a few, whatever the limit).

@@ -52,7 +52,6 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     // The log feed of `/api/logs/stream` is filled from the first line on.
     let log_feed = ccflare_api::LogFeed::default();
     init_logging(&settings, &log_feed);
-    let max_connections = limits::raise_open_files();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
     let database_url = ccflare_config::database_url(&settings)?;
@@ -70,6 +69,7 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     .context(
         "a setting stored in the database is invalid (change it with `ccflare-cli config set`)",
     )?;
+    let max_connections = limits::raise_open_files(settings.max_connections);
     // Listen before anything else starts: a port in use is reported as one line.
     let upstream = UpstreamClient::new(
         &settings.upstream_url,

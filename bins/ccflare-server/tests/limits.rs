@@ -8,7 +8,7 @@ mod common;
 
 use ccflare_testkit::process::Server;
 use ccflare_testkit::{PROCESS_GUARD, key, send};
-use common::{db_path, messages_request, mock, records};
+use common::{db_path, messages_request, mock, proxy_command, records};
 use http::StatusCode;
 
 /// `soft hard` of this process's or another's open-files limit, from `/proc`.
@@ -30,7 +30,7 @@ fn server_under_ulimit(dir: &std::path::Path, ulimit: &str) -> tokio::process::C
     let mut command = ccflare_testkit::process::isolated_command("sh", dir);
     command
         .arg("-c")
-        .arg(format!("ulimit {ulimit} && exec \"$0\""))
+        .arg(format!("ulimit {ulimit} && exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_ccflare-server"))
         .env("PORT", "0");
     command
@@ -115,4 +115,52 @@ async fn more_streams_than_the_open_files_limit_allows_wait_instead_of_failing()
     assert!(rest.contains("connection limit reached"), "{rest}");
     assert!(!rest.contains("accepting a connection failed"), "{rest}");
     assert_eq!(records(dir.path(), 1000).await.len(), count);
+}
+
+#[tokio::test]
+async fn a_configured_connection_limit_makes_more_clients_wait() {
+    let upstream = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = proxy_command(dir.path(), &upstream, &[key("one")]);
+    command
+        .args(["--max-connections", "4"])
+        .env("LOG_LEVEL", "warn");
+    let server = Server::start(command).await;
+    let mut streams = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        // About a second each, so the twelve overlap and eight of them wait.
+        let request = messages_request(&server.url, true, &[("x-mock-chunk-delay-ms", "50")]);
+        streams.spawn(async move { send(request).await });
+    }
+    while let Some(reply) = tokio::time::timeout(PROCESS_GUARD, streams.join_next())
+        .await
+        .expect("every stream ends in time")
+    {
+        let reply = reply.expect("the client saw the stream through");
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    }
+    let rest = server.terminate().await;
+    assert!(rest.contains("connection limit reached"), "{rest}");
+    assert!(rest.contains("max_connections=4"), "{rest}");
+    assert_eq!(records(dir.path(), 100).await.len(), 12);
+}
+
+#[tokio::test]
+async fn a_connection_limit_above_what_the_open_files_allow_is_lowered_and_said() {
+    let (_, hard) = open_files_limit("self");
+    let files = 256.min(hard);
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = server_under_ulimit(dir.path(), &format!("-n {files}"));
+    command
+        .args(["--max-connections", "100000"])
+        .env("LOG_LEVEL", "warn");
+    let server = Server::start(command).await;
+    let rest = server.terminate().await;
+    let fit = (files.saturating_sub(64) / 2).max(8);
+    assert!(
+        rest.contains(&format!(
+            "max_connections is more than the open-files limit allows; serving {fit} at once"
+        )),
+        "{rest}"
+    );
 }

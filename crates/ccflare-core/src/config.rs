@@ -205,6 +205,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         "most accounts tried for one request (0 = every account)",
     ),
     opt(
+        "max_connections",
+        "CCFLARE_MAX_CONNECTIONS",
+        "max-connections",
+        "0",
+        "client connections served at once; more wait (0 = what the open-files limit allows)",
+    ),
+    opt(
         "retention_days",
         "CCFLARE_RETENTION_DAYS",
         "retention-days",
@@ -356,6 +363,8 @@ pub struct Settings {
     pub idle_timeout_s: u64,
     pub shutdown_timeout_s: u64,
     pub max_attempts: u32,
+    /// Client connections served at once; 0 leaves it to the open-files limit.
+    pub max_connections: usize,
     /// Days request rows (and their rollups) are kept; 0 keeps them forever.
     pub retention_days: u64,
     pub oauth: OAuthSettings,
@@ -493,6 +502,13 @@ impl Settings {
         let shutdown_timeout_s = number(spec, v, "a number of seconds", |_: &u64| true)?;
         let (spec, v) = value("max_attempts");
         let max_attempts = number(spec, v, "a number (0 = every account)", |_: &u32| true)?;
+        let (spec, v) = value("max_connections");
+        let max_connections = number(
+            spec,
+            v,
+            "a number of connections (0 = what the open-files limit allows)",
+            |_: &usize| true,
+        )?;
         let (spec, v) = value("retention_days");
         // Capped so that "days ago" in milliseconds cannot overflow anywhere downstream.
         let retention_days = number(
@@ -553,6 +569,7 @@ impl Settings {
             idle_timeout_s,
             shutdown_timeout_s,
             max_attempts,
+            max_connections,
             retention_days,
             oauth,
             admin_key,
