@@ -148,11 +148,32 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     let _ = sync.await;
     let _ = retention.await;
     drop(state);
-    writer.close().await;
+    // Records wait in memory while the database cannot be written; at exit they get at least
+    // WRITER_CLOSE_MIN, or the shutdown timeout when that is longer, and then are reported lost.
+    let records = writer.handle();
+    let deadline = Duration::from_secs(settings.shutdown_timeout_s).max(WRITER_CLOSE_MIN);
+    if tokio::time::timeout(deadline, writer.close())
+        .await
+        .is_err()
+    {
+        let error = records
+            .health()
+            .borrow()
+            .failing
+            .clone()
+            .unwrap_or_default();
+        anyhow::bail!(
+            "{} records were not written before exit: the database cannot be written ({error})",
+            records.queue_depth()
+        );
+    }
     db.close().await;
     tracing::info!("shut down cleanly");
     Ok(())
 }
+
+/// Least time the writer gets at exit to write what is still queued.
+const WRITER_CLOSE_MIN: Duration = Duration::from_secs(10);
 
 /// Whether a listen address only accepts connections from this machine.
 fn is_loopback_host(host: &str) -> bool {

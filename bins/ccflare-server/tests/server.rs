@@ -489,3 +489,95 @@ async fn a_non_loopback_host_needs_an_admin_key_which_then_guards_the_api() {
         "the admin key never appears in the output"
     );
 }
+
+/// Another program's transaction holding the write lock of the server's database.
+async fn lock_database(dir: &std::path::Path) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}", db_path(dir).display());
+    let mut lock = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    lock
+}
+
+/// Polls `/health` until `done` holds for its JSON, which it returns.
+async fn health_until(
+    server: &Server,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let since = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        let health = send(get(&format!("{}/health", server.url))).await.json();
+        if done(&health) {
+            return health;
+        }
+        assert!(
+            since.elapsed() < PROCESS_GUARD,
+            "health never changed: {health}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_locked_database_delays_records_but_neither_requests_nor_rows_are_lost() {
+    let upstream = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(proxy_command(dir.path(), &upstream, &[key("one")])).await;
+    let mut lock = lock_database(dir.path()).await;
+    // The request path never waits for the database.
+    for _ in 0..5 {
+        let reply = send(messages_request(&server.url, false, &[])).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    // Once the writer's wait for the lock has run out, health says so.
+    let health = health_until(&server, |h| h["database"]["writable"] == false).await;
+    assert_eq!(health["status"], "degraded");
+    assert!(
+        health["database"]["waiting_records"].as_u64() >= Some(5),
+        "{health}"
+    );
+    assert!(
+        health["database"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("locked")),
+        "{health}"
+    );
+    // The other program lets go: everything waiting goes in.
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    drop(lock);
+    let health = health_until(&server, |h| h["database"]["writable"] == true).await;
+    assert_eq!(health["status"], "ok");
+    server.terminate().await;
+    assert_eq!(records(dir.path(), 100).await.len(), 5);
+}
+
+#[tokio::test]
+async fn a_database_locked_through_shutdown_ends_in_a_clear_error() {
+    let upstream = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = proxy_command(dir.path(), &upstream, &[key("one")]);
+    command.env("CCFLARE_SHUTDOWN_TIMEOUT", "1");
+    let server = Server::start(command).await;
+    let _lock = lock_database(dir.path()).await;
+    let reply = send(messages_request(&server.url, false, &[])).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let pid = server.child.id().unwrap().to_string();
+    let signal = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(signal.success());
+    // The writer gets ten seconds (more than the shutdown timeout) and then gives up, saying
+    // how many records were not written and why.
+    let (code, rest) = server.terminate_after_signal().await;
+    assert_eq!(code, Some(1), "{rest}");
+    assert!(
+        rest.contains("records were not written before exit: the database cannot be written"),
+        "{rest}"
+    );
+    assert!(rest.contains("locked"), "{rest}");
+}

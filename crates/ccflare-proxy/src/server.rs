@@ -148,11 +148,19 @@ async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response<Res
 
 fn health(state: &AppState) -> Response<ResponseBody> {
     let counts = state.pool().counts(state.now());
-    let status = if counts.available > 0 {
+    let failing = state.writer.health().borrow().failing.clone();
+    let status = if counts.available > 0 && failing.is_none() {
         "ok"
     } else {
         "degraded"
     };
+    let mut database = serde_json::json!({
+        "writable": failing.is_none(),
+        "waiting_records": state.writer.queue_depth(),
+    });
+    if let Some(error) = failing {
+        database["error"] = error.into();
+    }
     json(
         StatusCode::OK,
         serde_json::json!({
@@ -164,6 +172,7 @@ fn health(state: &AppState) -> Response<ResponseBody> {
                 "paused": counts.paused,
                 "invalid": counts.invalid,
             },
+            "database": database,
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": state.started.elapsed().as_secs(),
         }),

@@ -16,4 +16,4 @@ pub mod writer;
 
 pub use db::{Db, database_path};
 pub use error::StorageError;
-pub use writer::{AccountStateUpdate, Writer, WriterHandle};
+pub use writer::{AccountStateUpdate, MAX_QUEUED, Writer, WriterHandle, WriterHealth};

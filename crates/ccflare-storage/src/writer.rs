@@ -3,6 +3,12 @@
 //! the writer takes whatever has queued up, writes it in one transaction, and repeats. Under
 //! load that makes batches grow on their own; when idle each record is written at once, well
 //! inside the 100 ms SPEC §8 allows. Closing drains everything that was sent before the close.
+//!
+//! When the database as a whole cannot be written (locked by another program for long,
+//! read-only, full, an I/O error), nothing is lost while memory allows: the batch is retried
+//! with a growing pause (up to 5 s) until it goes in, and what arrives meanwhile waits in the
+//! channel, up to [`MAX_QUEUED`] operations; beyond that new ones are dropped and counted.
+//! Only an error that concerns one row (a constraint) costs that row alone.
 
 use crate::db::Db;
 use crate::{requests, rollups};
@@ -12,8 +18,17 @@ use ccflare_core::{AccountId, AccountStatus, Millis};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use tokio::sync::{mpsc, oneshot};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+
+/// Most operations waiting for the writer. While the database cannot be written they pile up
+/// here (about a minute and a half at 1,000 requests/s, some 100 MB); beyond this, new ones
+/// are dropped and counted as failed rather than growing memory without bound.
+pub const MAX_QUEUED: usize = 100_000;
+
+/// Longest pause between two attempts while the database cannot be written.
+const OUTAGE_PAUSE_MAX: Duration = Duration::from_secs(5);
 
 /// Most operations written in one transaction.
 const MAX_BATCH: usize = 2048;
@@ -55,11 +70,22 @@ struct Counters {
     failed: AtomicU64,
 }
 
+/// Whether the writer can write, as [`WriterHandle::health`] reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriterHealth {
+    /// The error of the last failed attempt while the database cannot be written (records
+    /// wait meanwhile); `None` when writing works.
+    pub failing: Option<String>,
+    /// Failed attempts in the current outage.
+    pub attempts: u32,
+}
+
 /// The sending side, cloned into every request.
 #[derive(Debug, Clone)]
 pub struct WriterHandle {
     tx: mpsc::UnboundedSender<Op>,
     counters: Arc<Counters>,
+    health: watch::Receiver<WriterHealth>,
 }
 
 impl WriterHandle {
@@ -74,7 +100,19 @@ impl WriterHandle {
     }
 
     fn send(&self, op: Op) {
-        self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        if self.counters.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED {
+            self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+            let failed = self.counters.failed.fetch_add(1, Ordering::Relaxed) + 1;
+            // Said once per doubling, not once per request.
+            if failed.is_power_of_two() {
+                tracing::error!(
+                    queued = MAX_QUEUED,
+                    failed,
+                    "record dropped: the database cannot be written and the writer's queue is full"
+                );
+            }
+            return;
+        }
         if self.tx.send(op).is_err() {
             self.counters.queued.fetch_sub(1, Ordering::Relaxed);
             self.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -93,6 +131,11 @@ impl WriterHandle {
     /// Operations sent but not yet written.
     pub fn queue_depth(&self) -> usize {
         self.counters.queued.load(Ordering::Relaxed)
+    }
+
+    /// Whether the database can be written now; a receiver, so a caller can wait for a change.
+    pub fn health(&self) -> watch::Receiver<WriterHealth> {
+        self.health.clone()
     }
 
     /// Rows written so far, and operations lost to database errors.
@@ -115,9 +158,14 @@ impl Writer {
     pub fn spawn(db: Db) -> Writer {
         let (tx, rx) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
-        let task = tokio::spawn(run(db, rx, counters.clone()));
+        let (health_tx, health) = watch::channel(WriterHealth::default());
+        let task = tokio::spawn(run(db, rx, counters.clone(), health_tx));
         Writer {
-            handle: WriterHandle { tx, counters },
+            handle: WriterHandle {
+                tx,
+                counters,
+                health,
+            },
             task,
         }
     }
@@ -135,7 +183,12 @@ impl Writer {
     }
 }
 
-async fn run(db: Db, mut rx: mpsc::UnboundedReceiver<Op>, counters: Arc<Counters>) {
+async fn run(
+    db: Db,
+    mut rx: mpsc::UnboundedReceiver<Op>,
+    counters: Arc<Counters>,
+    health: watch::Sender<WriterHealth>,
+) {
     let mut batch = Vec::with_capacity(64);
     let mut waiters = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -169,7 +222,7 @@ async fn run(db: Db, mut rx: mpsc::UnboundedReceiver<Op>, counters: Arc<Counters
                 Op::Flush(done) => waiters.push(done),
             }
         }
-        write_with_retries(&db, &records, &states, &counters).await;
+        write_with_retries(&db, &records, &states, &counters, &health).await;
         counters.queued.fetch_sub(drained, Ordering::Relaxed);
         for done in waiters.drain(..) {
             let _ = done.send(());
@@ -177,45 +230,51 @@ async fn run(db: Db, mut rx: mpsc::UnboundedReceiver<Op>, counters: Arc<Counters
     }
 }
 
-/// Whether an error is another connection holding the lock, which passes by itself.
-fn is_busy(error: &sqlx::Error) -> bool {
-    let text = error.to_string();
-    text.contains("database is locked")
-        || text.contains("database table is locked")
-        || text.contains("SQLITE_BUSY")
+/// Whether an error says the database as a whole cannot be written now (locked, read-only,
+/// full, an I/O error, no connection), which a later attempt can get past, rather than that
+/// one row cannot be (a constraint, a value SQLite refuses).
+fn is_database_wide(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(error) => {
+            let code = error
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .unwrap_or(0);
+            // Primary result codes: BUSY, LOCKED, NOMEM, READONLY, IOERR, FULL, CANTOPEN,
+            // PROTOCOL.
+            matches!(code & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14 | 15)
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
 }
 
-/// Writes one batch. A busy database is retried with backoff; any other error means some row
-/// cannot be written, so the batch is written again one row per transaction and only the rows
-/// that fail are lost (and counted).
+/// Writes one batch. While the database as a whole cannot be written the batch is retried,
+/// with a pause growing to [`OUTAGE_PAUSE_MAX`], until it goes in: nothing is lost to a lock, a
+/// full disk or a read-only file that someone fixes. Any other error means some row cannot be
+/// written, so the batch is written again one row per transaction and only the rows that fail
+/// are lost (and counted).
 async fn write_with_retries(
     db: &Db,
     records: &[RequestRecord],
     states: &HashMap<AccountId, AccountStateUpdate>,
     counters: &Counters,
+    health: &watch::Sender<WriterHealth>,
 ) {
-    let mut attempt = 0;
-    loop {
-        match write_batch(db, records, states.values()).await {
-            Ok(()) => {
-                counters
-                    .written
-                    .fetch_add(records.len() as u64, Ordering::Relaxed);
-                return;
-            }
-            Err(error) if is_busy(&error) && attempt < 8 => {
-                attempt += 1;
-                tracing::warn!(%error, attempt, "database busy while writing records, retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(5))).await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "writing a batch failed; writing its rows one by one");
-                break;
-            }
-        }
+    if let Err(error) = write_retrying(db, records, states.values(), counters, health).await {
+        tracing::warn!(%error, "writing a batch failed; writing its rows one by one");
+    } else {
+        counters
+            .written
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        return;
     }
     for record in records {
-        match write_batch(db, std::slice::from_ref(record), std::iter::empty()).await {
+        let one = std::slice::from_ref(record);
+        match write_retrying(db, one, std::iter::empty(), counters, health).await {
             Ok(()) => {
                 counters.written.fetch_add(1, Ordering::Relaxed);
             }
@@ -226,9 +285,51 @@ async fn write_with_retries(
         }
     }
     for state in states.values() {
-        if let Err(error) = write_batch(db, &[], std::iter::once(state)).await {
+        let one = std::iter::once(state);
+        if let Err(error) = write_retrying(db, &[], one, counters, health).await {
             counters.failed.fetch_add(1, Ordering::Relaxed);
             tracing::error!(%error, account_id = state.id.0, "account state not saved");
+        }
+    }
+}
+
+/// One batch, retried for as long as the database as a whole cannot be written; returns the
+/// first error that concerns the rows themselves.
+async fn write_retrying<'a>(
+    db: &Db,
+    records: &[RequestRecord],
+    states: impl Iterator<Item = &'a AccountStateUpdate> + Clone,
+    counters: &Counters,
+    health: &watch::Sender<WriterHealth>,
+) -> Result<(), sqlx::Error> {
+    loop {
+        match write_batch(db, records, states.clone()).await {
+            Err(error) if is_database_wide(&error) => {
+                let attempts = health.borrow().attempts + 1;
+                // Said at the first failure and then once per doubling, not every few seconds.
+                if attempts.is_power_of_two() {
+                    tracing::warn!(
+                        %error,
+                        attempts,
+                        waiting = counters.queued.load(Ordering::Relaxed),
+                        "the database cannot be written; records wait in memory and are retried"
+                    );
+                }
+                health.send_replace(WriterHealth {
+                    failing: Some(error.to_string()),
+                    attempts,
+                });
+                let pause = Duration::from_millis(50 << attempts.min(7)).min(OUTAGE_PAUSE_MAX);
+                tokio::time::sleep(pause).await;
+            }
+            result => {
+                if result.is_ok() && health.borrow().failing.is_some() {
+                    let attempts = health.borrow().attempts;
+                    tracing::info!(attempts, "the database can be written again");
+                    health.send_replace(WriterHealth::default());
+                }
+                return result;
+            }
         }
     }
 }

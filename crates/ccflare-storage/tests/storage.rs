@@ -295,3 +295,69 @@ async fn the_last_rate_limit_headers_survive_a_restart_for_routing() {
     let listed = accounts::list_with_ratelimits(&db).await.unwrap();
     assert_eq!((listed.len(), &listed[0].1), (2, &None));
 }
+
+/// Makes every connection of the pool read-only (`PRAGMA query_only`), or writable again: what
+/// the writer sees when the database file becomes read-only under a running server.
+async fn set_read_only(db: &Db, read_only: bool) {
+    let pragma = format!(
+        "PRAGMA query_only = {}",
+        if read_only { "ON" } else { "OFF" }
+    );
+    let mut connections = Vec::new();
+    // All of the pool's connections at once, so the writer's is among them.
+    for _ in 0..db.pool().options().get_max_connections() {
+        let mut connection = db.pool().acquire().await.unwrap();
+        sqlx::query(&pragma)
+            .execute(&mut *connection)
+            .await
+            .unwrap();
+        connections.push(connection);
+    }
+}
+
+#[tokio::test]
+async fn records_wait_while_the_database_cannot_be_written_and_none_is_lost() {
+    let (_dir, db) = open().await;
+    let writer = Writer::spawn(db.clone());
+    let handle = writer.handle();
+    let mut health = handle.health();
+    set_read_only(&db, true).await;
+    for i in 0..20 {
+        handle.record(RequestRecord {
+            id: format!("req-{i}"),
+            started_at: 1000 + i,
+            status: 200,
+            success: true,
+            ..Default::default()
+        });
+    }
+    // Several failed attempts: a lost row would be lost by now (it was after the first
+    // failure, before this writer kept batches through an outage).
+    let unwritable = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        health.wait_for(|h| h.attempts >= 3),
+    )
+    .await
+    .expect("the writer keeps trying")
+    .unwrap()
+    .clone();
+    assert!(
+        unwritable
+            .failing
+            .as_deref()
+            .is_some_and(|e| e.contains("readonly")),
+        "{unwritable:?}"
+    );
+    assert_eq!(handle.queue_depth(), 20);
+    assert_eq!(handle.totals(), (0, 0));
+
+    set_read_only(&db, false).await;
+    tokio::time::timeout(std::time::Duration::from_secs(30), handle.flush())
+        .await
+        .expect("written once the database is writable");
+    assert_eq!(requests::count(&db).await.unwrap(), 20);
+    assert_eq!(handle.totals(), (20, 0));
+    assert_eq!(handle.queue_depth(), 0);
+    assert_eq!(*handle.health().borrow(), Default::default());
+    writer.close().await;
+}
