@@ -546,6 +546,12 @@ async fn a_locked_database_delays_records_but_neither_requests_nor_rows_are_lost
             .is_some_and(|e| e.contains("locked")),
         "{health}"
     );
+    let metrics = send(get(&format!("{}/metrics", server.url))).await;
+    assert!(
+        metrics.text().contains("\nccflare_database_writable 0\n"),
+        "{}",
+        metrics.text()
+    );
     // The other program lets go: everything waiting goes in.
     sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
     drop(lock);

@@ -291,6 +291,14 @@ impl Metrics {
         let _ = writeln!(out, "ccflare_writer_rows_lost_total {lost}");
         header(
             &mut out,
+            "ccflare_database_writable",
+            "gauge",
+            "1 while the writer can write the database; 0 while records wait through an outage.",
+        );
+        let writable = writer.health().borrow().failing.is_none();
+        let _ = writeln!(out, "ccflare_database_writable {}", u8::from(writable));
+        header(
+            &mut out,
             "ccflare_uptime_seconds",
             "gauge",
             "Seconds since the server started.",

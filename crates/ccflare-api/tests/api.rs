@@ -856,6 +856,7 @@ async fn metrics_count_requests_tokens_costs_and_states() {
     );
     assert_eq!(sample(text, "ccflare_writer_queue_depth"), Some(0.0));
     assert_eq!(sample(text, "ccflare_writer_rows_written_total"), Some(6.0));
+    assert_eq!(sample(text, "ccflare_database_writable"), Some(1.0));
     assert!(!text.contains(&key("alpha")));
     app.stop().await;
 }
