@@ -9,6 +9,12 @@
 //!
 //! This is the one place the request path waits on the database, and only while a refresh is
 //! due: the rotation must be durable before the old refresh token is dead for good.
+//!
+//! When the database cannot take the new tokens (locked by another program for longer than the
+//! busy timeout, read-only, full), dropping them would kill the login: the endpoint already
+//! rotated the refresh token. They are kept in memory instead ([`Unsaved`]), used for requests,
+//! and a background task stores them as soon as the database takes them. Only a process that
+//! dies before that loses them.
 
 use crate::state::AppState;
 use ccflare_core::{AccountId, Millis, Secret};
@@ -16,7 +22,9 @@ use ccflare_oauth::{OAuthError, TokenClient};
 use ccflare_pool::Pick;
 use ccflare_storage::{Db, oauth};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Refresh this long before the token expires.
 pub const REFRESH_MARGIN_MS: i64 = 5 * 60 * 1000;
@@ -55,11 +63,48 @@ struct Slot {
     failed: Option<(Millis, RefreshFailure)>,
 }
 
+/// Tokens a refresh got that the database has not taken yet.
+#[derive(Clone)]
+struct Unsaved {
+    access: Secret,
+    refresh: Option<Secret>,
+    expires_at: Millis,
+    /// The refresh token the database still holds: the save applies only while it does (a
+    /// person's new login meanwhile wins).
+    stored_refresh: Secret,
+}
+
+/// The accounts whose refreshed tokens wait to be stored, and a flag that keeps the common
+/// case (none) to one atomic load.
+#[derive(Default)]
+struct UnsavedTokens {
+    any: AtomicBool,
+    by_account: Mutex<HashMap<AccountId, Unsaved>>,
+}
+
+impl UnsavedTokens {
+    fn get(&self, id: AccountId) -> Option<Unsaved> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        let map = self.by_account.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&id).cloned()
+    }
+
+    fn with<R>(&self, change: impl FnOnce(&mut HashMap<AccountId, Unsaved>) -> R) -> R {
+        let mut map = self.by_account.lock().unwrap_or_else(|p| p.into_inner());
+        let result = change(&mut map);
+        self.any.store(!map.is_empty(), Ordering::Release);
+        result
+    }
+}
+
 /// The refresher: the token endpoint client, the database, and one lock per account.
 pub struct TokenRefresher {
     client: TokenClient,
     db: Db,
     slots: Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<Slot>>>>,
+    unsaved: Arc<UnsavedTokens>,
 }
 
 impl std::fmt::Debug for TokenRefresher {
@@ -74,6 +119,7 @@ impl TokenRefresher {
             client,
             db,
             slots: Mutex::new(HashMap::new()),
+            unsaved: Arc::default(),
         }
     }
 
@@ -97,8 +143,17 @@ impl TokenRefresher {
         pick: &Pick,
         refused: Option<&Secret>,
     ) -> Result<Secret, RefreshFailure> {
-        if refused.is_none() && !Self::due(pick, state.now()) {
-            return Ok(pick.credential.clone());
+        if refused.is_none() {
+            let now = state.now();
+            // Tokens the database has not taken yet are newer than the pool's copy.
+            if let Some(unsaved) = self.unsaved.get(pick.id)
+                && unsaved.expires_at - now > REFRESH_MARGIN_MS
+            {
+                return Ok(unsaved.access);
+            }
+            if !Self::due(pick, now) {
+                return Ok(pick.credential.clone());
+            }
         }
         let slot = self.slot(pick.id).lock_owned().await;
         let job = Job {
@@ -107,6 +162,7 @@ impl TokenRefresher {
             state: state.clone(),
             pick: pick.clone(),
             refused: refused.cloned(),
+            unsaved: self.unsaved.clone(),
         };
         // The task owns the lock until the tokens are stored, whatever happens to this request.
         match tokio::spawn(job.run(slot)).await {
@@ -126,6 +182,7 @@ struct Job {
     state: Arc<AppState>,
     pick: Pick,
     refused: Option<Secret>,
+    unsaved: Arc<UnsavedTokens>,
 }
 
 impl Job {
@@ -146,9 +203,22 @@ impl Job {
             }
             return Err(failure);
         }
-        let stored = match oauth::stored_tokens(&self.db, pick.id).await {
-            Ok(stored) => stored,
-            Err(error) => {
+        let unsaved = self.unsaved.get(pick.id);
+        let stored = match (&unsaved, oauth::stored_tokens(&self.db, pick.id).await) {
+            // Tokens waiting to be stored are the newest this account has.
+            (Some(unsaved), _) => oauth::StoredTokens {
+                access: unsaved.access.clone(),
+                refresh: Some(
+                    unsaved
+                        .refresh
+                        .clone()
+                        .unwrap_or(unsaved.stored_refresh.clone()),
+                ),
+                expires_at: Some(unsaved.expires_at),
+                refreshed_at: None,
+            },
+            (None, Ok(stored)) => stored,
+            (None, Err(error)) => {
                 tracing::warn!(account = %pick.name, %error, "reading stored tokens failed");
                 return Err(self.transient(&mut slot, false));
             }
@@ -179,6 +249,21 @@ impl Job {
             return Err(self.dead(&mut slot));
         };
         match self.client.refresh(&refresh_token, now).await {
+            Ok(tokens) if unsaved.is_some() => {
+                // The database has not taken the last tokens yet: these replace them in memory
+                // and the task already waiting on the database stores them.
+                self.unsaved.with(|map| {
+                    if let Some(entry) = map.get_mut(&pick.id) {
+                        entry.access = tokens.access_token.clone();
+                        if let Some(refresh) = &tokens.refresh_token {
+                            entry.refresh = Some(refresh.clone());
+                        }
+                        entry.expires_at = tokens.expires_at;
+                    }
+                });
+                slot.failed = None;
+                Ok(tokens.access_token)
+            }
             Ok(tokens) => {
                 // Durable first: once the endpoint rotated, the old refresh token is dead. The
                 // save only applies if the refresh token is still the one used: a person's
@@ -197,10 +282,33 @@ impl Job {
                     Ok(true) => {}
                     Ok(false) => return self.newer_login(&mut slot).await,
                     Err(error) => {
-                        // Unsaved tokens would be lost at the next restart with the rotation:
-                        // skip the account for now; the next try may store.
-                        tracing::error!(account = %pick.name, %error, "storing refreshed tokens failed");
-                        return Err(self.transient(&mut slot, false));
+                        // The endpoint has rotated: dropping these tokens would kill the login.
+                        // They serve from memory until the database takes them.
+                        tracing::error!(
+                            account = %pick.name,
+                            %error,
+                            "storing refreshed tokens failed; using them and storing them as soon as the database allows"
+                        );
+                        self.unsaved.with(|map| {
+                            map.insert(
+                                pick.id,
+                                Unsaved {
+                                    access: tokens.access_token.clone(),
+                                    refresh: tokens.refresh_token.clone(),
+                                    expires_at: tokens.expires_at,
+                                    stored_refresh: refresh_token.clone(),
+                                },
+                            )
+                        });
+                        tokio::spawn(store_later(
+                            self.db.clone(),
+                            self.state.clone(),
+                            self.unsaved.clone(),
+                            pick.id,
+                            pick.name.clone(),
+                        ));
+                        slot.failed = None;
+                        return Ok(tokens.access_token);
                     }
                 }
                 slot.failed = None;
@@ -275,5 +383,70 @@ impl Job {
             self.state.persist(changed);
         }
         RefreshFailure::Dead
+    }
+}
+
+/// Stores an account's refreshed tokens that the database could not take when they came,
+/// retrying (a pause of 100 ms doubling to 5 s) until it does. Tokens refreshed again meanwhile
+/// replace them in [`UnsavedTokens`] and are stored in turn. A person's new login stored
+/// meanwhile wins: the tokens are then dropped.
+async fn store_later(
+    db: Db,
+    state: Arc<AppState>,
+    unsaved: Arc<UnsavedTokens>,
+    id: AccountId,
+    name: std::sync::Arc<str>,
+) {
+    let mut attempts: u32 = 0;
+    while let Some(entry) = unsaved.get(id) {
+        let saved = oauth::save_refreshed(
+            &db,
+            id,
+            &entry.stored_refresh,
+            &entry.access,
+            entry.refresh.as_ref(),
+            entry.expires_at,
+            state.now(),
+        )
+        .await;
+        match saved {
+            Ok(saved) => {
+                let newer = unsaved.with(|map| match map.get_mut(&id) {
+                    // Refreshed again while this was being written: the database now holds
+                    // this entry's refresh token, and the newer tokens go next.
+                    Some(current) if saved && current.access.expose() != entry.access.expose() => {
+                        if let Some(refresh) = &entry.refresh {
+                            current.stored_refresh = refresh.clone();
+                        }
+                        true
+                    }
+                    _ => {
+                        map.remove(&id);
+                        false
+                    }
+                });
+                if newer {
+                    continue;
+                }
+                if saved {
+                    tracing::info!(account = %name, "stored the refreshed OAuth tokens");
+                    state
+                        .pool()
+                        .set_credential(id, entry.access.clone(), Some(entry.expires_at));
+                } else {
+                    tracing::warn!(account = %name, "a newer login replaced tokens that were waiting to be stored");
+                }
+                return;
+            }
+            Err(error) => {
+                attempts += 1;
+                if attempts.is_power_of_two() {
+                    tracing::error!(account = %name, %error, attempts, "storing refreshed tokens still fails; retrying");
+                }
+                let pause =
+                    Duration::from_millis(100u64 << attempts.min(6)).min(Duration::from_secs(5));
+                tokio::time::sleep(pause).await;
+            }
+        }
     }
 }

@@ -503,3 +503,70 @@ async fn a_restarted_server_routes_on_the_rate_limit_headers_it_last_saw() {
     assert_eq!(app.served_by().await, "max");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn refreshed_tokens_the_database_cannot_take_serve_from_memory_and_are_stored_later() {
+    use sqlx::Connection;
+    let app = spawn_app(oauth(vec![("max", 0, 60_000)])).await;
+    let before = stored(&app, "max").await;
+    // Another program holds the database's write lock for longer than the busy timeout.
+    let url = format!("sqlite://{}", app.db.path().display());
+    let mut lock = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    // The refresh succeeds, the endpoint rotates, the save fails: the request is still served,
+    // with the new token.
+    let bearer = |app: &common::App| {
+        let sent = app.mock.requests();
+        let last = sent
+            .iter()
+            .rev()
+            .find(|r| r.path == "/v1/messages")
+            .unwrap();
+        last.header("authorization").unwrap().to_owned()
+    };
+    for _ in 0..2 {
+        let reply = app.post(&[], false).await;
+        assert_eq!(
+            (reply.status, reply.header("x-ccflare-account")),
+            (StatusCode::OK, "max")
+        );
+    }
+    assert_eq!(
+        app.mock.refresh_grants(),
+        1,
+        "the kept tokens are used, not refreshed again"
+    );
+    let fresh = bearer(&app);
+    assert_ne!(fresh, format!("Bearer {}", before.access.expose()));
+    assert_eq!(
+        stored(&app, "max").await.access.expose(),
+        before.access.expose(),
+        "the database still holds the old tokens"
+    );
+    // The lock goes: the tokens are stored without another refresh.
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    drop(lock);
+    let after = tokio::time::timeout(ccflare_testkit::GUARD, async {
+        loop {
+            let now = stored(&app, "max").await;
+            if format!("Bearer {}", now.access.expose()) == fresh {
+                return now;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the kept tokens are stored once the database allows");
+    assert_ne!(
+        after.refresh.unwrap().expose(),
+        before.refresh.unwrap().expose()
+    );
+    assert_eq!(app.mock.refresh_grants(), 1);
+    let reply = app.post(&[], false).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(bearer(&app), fresh);
+    app.stop().await;
+}
