@@ -147,30 +147,53 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     let _ = stop_tx.send(true);
     let _ = sync.await;
     let _ = retention.await;
+    // Refreshed OAuth tokens the database could not take are stored by background tasks
+    // (a pause of at most 5 s between tries): they get a moment; a login lost is named.
+    let _ = tokio::time::timeout(UNSAVED_LOGINS_WAIT, async {
+        while !state.unsaved_logins().is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let lost_logins = state.unsaved_logins();
     drop(state);
     // Records wait in memory while the database cannot be written; at exit they get at least
     // WRITER_CLOSE_MIN, or the shutdown timeout when that is longer, and then are reported lost.
     let records = writer.handle();
     let deadline = Duration::from_secs(settings.shutdown_timeout_s).max(WRITER_CLOSE_MIN);
-    if tokio::time::timeout(deadline, writer.close())
-        .await
-        .is_err()
-    {
-        let error = records
-            .health()
-            .borrow()
-            .failing
-            .clone()
-            .unwrap_or_default();
-        anyhow::bail!(
+    let written = tokio::time::timeout(deadline, writer.close()).await.is_ok();
+    let error = records
+        .health()
+        .borrow()
+        .failing
+        .clone()
+        .unwrap_or_default();
+    let mut problems = Vec::new();
+    if !written {
+        problems.push(format!(
             "{} records were not written before exit: the database cannot be written ({error})",
             records.queue_depth()
-        );
+        ));
+    }
+    if !lost_logins.is_empty() {
+        let names: Vec<&str> = lost_logins.iter().map(|n| &**n).collect();
+        problems.push(format!(
+            "the refreshed OAuth tokens of {} could not be stored; log in again with \
+             `ccflare-cli accounts reauth <name>`",
+            names.join(", ")
+        ));
+    }
+    if !problems.is_empty() {
+        anyhow::bail!("{}", problems.join("; "));
     }
     db.close().await;
     tracing::info!("shut down cleanly");
     Ok(())
 }
+
+/// How long refreshed OAuth tokens waiting for the database get at exit (their background
+/// saves retry at least every 5 s).
+const UNSAVED_LOGINS_WAIT: Duration = Duration::from_secs(6);
 
 /// Least time the writer gets at exit to write what is still queued.
 const WRITER_CLOSE_MIN: Duration = Duration::from_secs(10);

@@ -157,6 +157,7 @@ fn health(state: &AppState) -> Response<ResponseBody> {
     let mut database = serde_json::json!({
         "writable": failing.is_none(),
         "waiting_records": state.writer.queue_depth(),
+        "unsaved_logins": state.unsaved_logins().len(),
     });
     if let Some(error) = failing {
         database["error"] = error.into();

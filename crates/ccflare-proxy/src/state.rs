@@ -124,6 +124,14 @@ impl AppState {
         self.tokens.get()
     }
 
+    /// Accounts whose refreshed OAuth tokens the database could not take yet: only this
+    /// process holds them, and a stop now loses those logins.
+    pub fn unsaved_logins(&self) -> Vec<Arc<str>> {
+        self.tokens()
+            .map(|t| t.unsaved_logins())
+            .unwrap_or_default()
+    }
+
     pub fn set_management(&self, routes: Arc<dyn ManagementRoutes>) -> bool {
         self.management.set(routes).is_ok()
     }

@@ -69,9 +69,11 @@ struct Unsaved {
     access: Secret,
     refresh: Option<Secret>,
     expires_at: Millis,
+    refreshed_at: Millis,
     /// The refresh token the database still holds: the save applies only while it does (a
     /// person's new login meanwhile wins).
     stored_refresh: Secret,
+    name: Arc<str>,
 }
 
 /// The accounts whose refreshed tokens wait to be stored, and a flag that keeps the common
@@ -89,6 +91,12 @@ impl UnsavedTokens {
         }
         let map = self.by_account.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&id).cloned()
+    }
+
+    /// The names of the accounts whose refreshed tokens are not stored yet.
+    fn names(&self) -> Vec<Arc<str>> {
+        let map = self.by_account.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().map(|u| u.name.clone()).collect()
     }
 
     fn with<R>(&self, change: impl FnOnce(&mut HashMap<AccountId, Unsaved>) -> R) -> R {
@@ -126,6 +134,12 @@ impl TokenRefresher {
     fn slot(&self, id: AccountId) -> Arc<tokio::sync::Mutex<Slot>> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.entry(id).or_default().clone()
+    }
+
+    /// Accounts whose refreshed tokens only this process holds (the database could not take
+    /// them yet): a stop now loses those logins.
+    pub fn unsaved_logins(&self) -> Vec<Arc<str>> {
+        self.unsaved.names()
     }
 
     /// Whether `pick`'s token must be refreshed before use at `now`.
@@ -203,8 +217,26 @@ impl Job {
             }
             return Err(failure);
         }
-        let unsaved = self.unsaved.get(pick.id);
-        let stored = match (&unsaved, oauth::stored_tokens(&self.db, pick.id).await) {
+        let read = oauth::stored_tokens(&self.db, pick.id).await;
+        let mut unsaved = self.unsaved.get(pick.id);
+        if let (Some(kept), Ok(stored)) = (&unsaved, &read) {
+            // A refresh token in the database that is neither the one the kept tokens replace
+            // nor theirs: a person logged in again meanwhile, and their login wins.
+            let theirs = |token: &Secret| {
+                kept.refresh
+                    .as_ref()
+                    .is_some_and(|r| r.expose() == token.expose())
+            };
+            if stored
+                .refresh
+                .as_ref()
+                .is_some_and(|r| r.expose() != kept.stored_refresh.expose() && !theirs(r))
+            {
+                self.unsaved.with(|map| map.remove(&pick.id));
+                unsaved = None;
+            }
+        }
+        let stored = match (&unsaved, read) {
             // Tokens waiting to be stored are the newest this account has.
             (Some(unsaved), _) => oauth::StoredTokens {
                 access: unsaved.access.clone(),
@@ -215,7 +247,7 @@ impl Job {
                         .unwrap_or(unsaved.stored_refresh.clone()),
                 ),
                 expires_at: Some(unsaved.expires_at),
-                refreshed_at: None,
+                refreshed_at: Some(unsaved.refreshed_at),
             },
             (None, Ok(stored)) => stored,
             (None, Err(error)) => {
@@ -249,18 +281,11 @@ impl Job {
             return Err(self.dead(&mut slot));
         };
         match self.client.refresh(&refresh_token, now).await {
-            Ok(tokens) if unsaved.is_some() => {
-                // The database has not taken the last tokens yet: these replace them in memory
-                // and the task already waiting on the database stores them.
-                self.unsaved.with(|map| {
-                    if let Some(entry) = map.get_mut(&pick.id) {
-                        entry.access = tokens.access_token.clone();
-                        if let Some(refresh) = &tokens.refresh_token {
-                            entry.refresh = Some(refresh.clone());
-                        }
-                        entry.expires_at = tokens.expires_at;
-                    }
-                });
+            // The database has not taken the last tokens yet: these replace them in memory and
+            // the task already waiting on the database stores them. (When that task stored the
+            // last ones and ended during this refresh, there is no entry left, and these are
+            // stored below like any refresh.)
+            Ok(tokens) if unsaved.is_some() && self.keep_unsaved(&tokens, now) => {
                 slot.failed = None;
                 Ok(tokens.access_token)
             }
@@ -296,7 +321,9 @@ impl Job {
                                     access: tokens.access_token.clone(),
                                     refresh: tokens.refresh_token.clone(),
                                     expires_at: tokens.expires_at,
+                                    refreshed_at: now,
                                     stored_refresh: refresh_token.clone(),
+                                    name: pick.name.clone(),
                                 },
                             )
                         });
@@ -341,6 +368,23 @@ impl Job {
                 }
             }
         }
+    }
+
+    /// Puts newly refreshed tokens in place of the account's kept ones; false when there are
+    /// none any more (stored meanwhile).
+    fn keep_unsaved(&self, tokens: &ccflare_oauth::TokenSet, now: Millis) -> bool {
+        self.unsaved.with(|map| match map.get_mut(&self.pick.id) {
+            Some(entry) => {
+                entry.access = tokens.access_token.clone();
+                if let Some(refresh) = &tokens.refresh_token {
+                    entry.refresh = Some(refresh.clone());
+                }
+                entry.expires_at = tokens.expires_at;
+                entry.refreshed_at = now;
+                true
+            }
+            None => false,
+        })
     }
 
     /// The stored tokens changed under this refresh (a person's reauth): use them if fresh.

@@ -546,7 +546,23 @@ async fn refreshed_tokens_the_database_cannot_take_serve_from_memory_and_are_sto
         before.access.expose(),
         "the database still holds the old tokens"
     );
-    // The lock goes: the tokens are stored without another refresh.
+    let health = app
+        .send(ccflare_testkit::get(&format!("{}/health", app.url)))
+        .await;
+    assert_eq!(health.json()["database"]["unsaved_logins"], 1);
+    // Refused a few minutes later, the kept token is refreshed from the kept refresh token
+    // (the stored one is dead), and the newer pair is kept in its place.
+    app.clock.advance(5 * 60_000);
+    app.mock
+        .expire_access_token(fresh.trim_start_matches("Bearer "));
+    let reply = app.post(&[], false).await;
+    assert_eq!(
+        (reply.status, reply.header("x-ccflare-account")),
+        (StatusCode::OK, "max")
+    );
+    assert_eq!(app.mock.refresh_grants(), 2);
+    let fresh = bearer(&app);
+    // The lock goes: the newest tokens are stored without another refresh.
     sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
     drop(lock);
     let after = tokio::time::timeout(ccflare_testkit::GUARD, async {
@@ -564,9 +580,13 @@ async fn refreshed_tokens_the_database_cannot_take_serve_from_memory_and_are_sto
         after.refresh.unwrap().expose(),
         before.refresh.unwrap().expose()
     );
-    assert_eq!(app.mock.refresh_grants(), 1);
+    assert_eq!(app.mock.refresh_grants(), 2);
     let reply = app.post(&[], false).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(bearer(&app), fresh);
+    let health = app
+        .send(ccflare_testkit::get(&format!("{}/health", app.url)))
+        .await;
+    assert_eq!(health.json()["database"]["unsaved_logins"], 0);
     app.stop().await;
 }

@@ -7,7 +7,8 @@
 //! When the database as a whole cannot be written (locked by another program for long,
 //! read-only, full, an I/O error), nothing is lost while memory allows: the batch is retried
 //! with a growing pause (up to 5 s) until it goes in, and what arrives meanwhile waits in the
-//! channel, up to [`MAX_QUEUED`] operations; beyond that new ones are dropped and counted.
+//! channel, up to [`MAX_QUEUED`] operations; beyond that new request records are dropped and
+//! counted.
 //! Only an error that concerns one row (a constraint) costs that row alone.
 
 use crate::db::Db;
@@ -100,7 +101,10 @@ impl WriterHandle {
     }
 
     fn send(&self, op: Op) {
-        if self.counters.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED {
+        // Account states are few (the newest per account is all that is written) and decide
+        // routing after a restart: only request records are dropped at the bound.
+        let droppable = matches!(op, Op::Request(_));
+        if self.counters.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED && droppable {
             self.counters.queued.fetch_sub(1, Ordering::Relaxed);
             let failed = self.counters.failed.fetch_add(1, Ordering::Relaxed) + 1;
             // Said once per doubling, not once per request.
@@ -244,10 +248,8 @@ fn is_database_wide(error: &sqlx::Error) -> bool {
             // PROTOCOL.
             matches!(code & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14 | 15)
         }
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
+        // (A closed pool never opens again: not something to wait for.)
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
         _ => false,
     }
 }
@@ -322,8 +324,9 @@ async fn write_retrying<'a>(
                 let pause = Duration::from_millis(50 << attempts.min(7)).min(OUTAGE_PAUSE_MAX);
                 tokio::time::sleep(pause).await;
             }
+            // The database answered (a row-level refusal is an answer too): the outage is over.
             result => {
-                if result.is_ok() && health.borrow().failing.is_some() {
+                if health.borrow().failing.is_some() {
                     let attempts = health.borrow().attempts;
                     tracing::info!(attempts, "the database can be written again");
                     health.send_replace(WriterHealth::default());
