@@ -332,7 +332,6 @@ impl Job {
                             self.state.clone(),
                             self.unsaved.clone(),
                             pick.id,
-                            pick.name.clone(),
                         ));
                         slot.failed = None;
                         return Ok(tokens.access_token);
@@ -434,13 +433,7 @@ impl Job {
 /// retrying (a pause of 100 ms doubling to 5 s) until it does. Tokens refreshed again meanwhile
 /// replace them in [`UnsavedTokens`] and are stored in turn. A person's new login stored
 /// meanwhile wins: the tokens are then dropped.
-async fn store_later(
-    db: Db,
-    state: Arc<AppState>,
-    unsaved: Arc<UnsavedTokens>,
-    id: AccountId,
-    name: std::sync::Arc<str>,
-) {
+async fn store_later(db: Db, state: Arc<AppState>, unsaved: Arc<UnsavedTokens>, id: AccountId) {
     let mut attempts: u32 = 0;
     while let Some(entry) = unsaved.get(id) {
         let saved = oauth::save_refreshed(
@@ -473,19 +466,19 @@ async fn store_later(
                     continue;
                 }
                 if saved {
-                    tracing::info!(account = %name, "stored the refreshed OAuth tokens");
+                    tracing::info!(account = %entry.name, "stored the refreshed OAuth tokens");
                     state
                         .pool()
                         .set_credential(id, entry.access.clone(), Some(entry.expires_at));
                 } else {
-                    tracing::warn!(account = %name, "a newer login replaced tokens that were waiting to be stored");
+                    tracing::warn!(account = %entry.name, "a newer login replaced tokens that were waiting to be stored");
                 }
                 return;
             }
             Err(error) => {
                 attempts += 1;
                 if attempts.is_power_of_two() {
-                    tracing::error!(account = %name, %error, attempts, "storing refreshed tokens still fails; retrying");
+                    tracing::error!(account = %entry.name, %error, attempts, "storing refreshed tokens still fails; retrying");
                 }
                 let pause =
                     Duration::from_millis(100u64 << attempts.min(6)).min(Duration::from_secs(5));
