@@ -293,3 +293,43 @@ async fn logs_follow_uses_a_servers_live_feed_with_the_same_filters() {
     );
     let _ = child.start_kill();
 }
+
+#[tokio::test]
+async fn doctor_warns_when_the_running_server_cannot_write_the_database() {
+    use sqlx::Connection;
+    let upstream = ccflare_mock::MockUpstream::start().await.unwrap();
+    let cli = Cli::new();
+    cli.run(&["accounts", "add", &key("one"), "--name", "one"])
+        .await
+        .ok();
+    let server = Server::start(&cli, &upstream.url()).await;
+    // Another program holds the database's write lock.
+    let url = format!("sqlite://{}", cli.path().join("ccflare.db").display());
+    let mut lock = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    assert_eq!(server.message("claude-haiku-4-5").await.0, 200);
+    eventually(
+        PROCESS_GUARD,
+        "the server reports it cannot write",
+        || async { server.get_json("/health").await["database"]["writable"] == false },
+    )
+    .await;
+    let port = server.0.url.rsplit(':').next().unwrap().to_owned();
+    let mut doctor = cli.command(&["doctor"]);
+    doctor
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port)
+        .env("CCFLARE_UPSTREAM_URL", upstream.url());
+    // A warning, not a failure: the CLI itself can still read everything.
+    let shown = common::output(doctor).await.ok();
+    assert!(
+        shown.contains("the server cannot write the database"),
+        "{shown}"
+    );
+    assert!(shown.contains("database is locked"), "{shown}");
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    server.stop().await;
+}

@@ -303,21 +303,41 @@ async fn check_upstream(settings: &Settings, report: &mut Report) {
 }
 
 /// Whether a server answers at the configured address: information only, since the CLI works
-/// on the database with or without one.
+/// on the database with or without one. A running server that cannot write its database
+/// (records waiting in its memory) or holds OAuth logins it could not store is a warning.
 async fn check_server(settings: &Settings, report: &mut Report) {
     let base = context::server_base(settings);
-    let answer = match UpstreamClient::new(&base, SERVER_TIMEOUT) {
-        Ok(client) => tokio::time::timeout(SERVER_TIMEOUT, client.probe("/health"))
-            .await
-            .ok()
-            .and_then(Result::ok),
-        Err(_) => None,
-    };
-    match answer {
-        Some(status) if status.is_success() => {
-            report.add(Status::Ok, "server", format!("running at {base}"))
+    match server_health(&base).await {
+        Some((status, health)) if status.is_success() => {
+            report.add(Status::Ok, "server", format!("running at {base}"));
+            let database = health.as_ref().map(|h| &h["database"]);
+            if let Some(database) = database.filter(|d| d["writable"] == false) {
+                report.add(
+                    Status::Warn,
+                    "server db",
+                    format!(
+                        "the server cannot write the database ({}); {} records wait in its \
+                         memory: see docs/proxy.md, Recording",
+                        database["error"].as_str().unwrap_or("no reason given"),
+                        database["waiting_records"].as_u64().unwrap_or(0)
+                    ),
+                );
+            }
+            let unsaved = database
+                .and_then(|d| d["unsaved_logins"].as_u64())
+                .unwrap_or(0);
+            if unsaved > 0 {
+                report.add(
+                    Status::Warn,
+                    "server db",
+                    format!(
+                        "{unsaved} OAuth login(s) refreshed but not stored yet: keep the server \
+                         running until it can write the database"
+                    ),
+                );
+            }
         }
-        Some(status) => report.add(
+        Some((status, _)) => report.add(
             Status::Warn,
             "server",
             format!("{base}/health answered HTTP {}", status.as_u16()),
@@ -328,6 +348,25 @@ async fn check_server(settings: &Settings, report: &mut Report) {
             format!("none running at {base} (not needed for the CLI)"),
         ),
     }
+}
+
+/// `GET {base}/health`: the status, and the body when it is JSON; `None` when nothing answers
+/// within [`SERVER_TIMEOUT`].
+async fn server_health(base: &str) -> Option<(http::StatusCode, Option<serde_json::Value>)> {
+    use http_body_util::BodyExt;
+    let client = UpstreamClient::new(base, SERVER_TIMEOUT).ok()?;
+    let request = http::Request::get(format!("{base}/health"))
+        .header(http::header::USER_AGENT, "ccflare-doctor")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .ok()?;
+    tokio::time::timeout(SERVER_TIMEOUT, async {
+        let response = client.send(request).await.ok()?;
+        let status = response.status();
+        let body = response.into_body().collect().await.ok()?.to_bytes();
+        Some((status, serde_json::from_slice(&body).ok()))
+    })
+    .await
+    .ok()?
 }
 
 /// An error and its causes on one line.
