@@ -11,13 +11,14 @@
 
 mod common;
 
+use ccflare_testkit::db::WriteLock;
 use ccflare_testkit::http::anthropic_post;
 use ccflare_testkit::process::{self, isolated_command};
-use ccflare_testkit::{Message, PROCESS_GUARD, get, raw, send};
+use ccflare_testkit::{Message, PROCESS_GUARD, eventually, get, raw, send};
 use common::{Cli, key};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::ChildStdout;
 
@@ -67,26 +68,6 @@ impl Server {
 /// check meaningful (a server that never syncs still fails) without failing on a slow machine.
 const SYNC_GUARD: Duration = Duration::from_secs(10);
 
-/// Polls `check` every 50 ms until it holds; fails after `within`.
-///
-/// `within` is a guard against a change that never arrives, not a measurement: tests do not
-/// assert speed, and a loaded CI machine may be slow to schedule the server or the CLI.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    loop {
-        tick.tick().await;
-        if check().await {
-            return;
-        }
-        assert!(started.elapsed() < within, "{what} within {within:?}");
-    }
-}
-
 #[tokio::test]
 async fn an_account_added_by_the_cli_serves_without_a_restart() {
     let upstream = ccflare_mock::MockUpstream::start().await.unwrap();
@@ -103,7 +84,7 @@ async fn an_account_added_by_the_cli_serves_without_a_restart() {
     // on) until it counts the account; the test fails only after SYNC_GUARD, which leaves
     // room for a loaded machine (speed is the benchmarks' business, not a test's).
     eventually(SYNC_GUARD, "the account reaches the server", || async {
-        server.get_json("/health").await["accounts"]["available"] == 1
+        (server.get_json("/health").await["accounts"]["available"] == 1).then_some(())
     })
     .await;
     assert_eq!(
@@ -115,7 +96,7 @@ async fn an_account_added_by_the_cli_serves_without_a_restart() {
     pause.env_remove("CCFLARE_NOW_MS");
     common::output(pause).await.ok();
     eventually(SYNC_GUARD, "the pause reaches the server", || async {
-        server.get_json("/health").await["accounts"]["paused"] == 1
+        (server.get_json("/health").await["accounts"]["paused"] == 1).then_some(())
     })
     .await;
     assert_eq!(server.message("claude-haiku-4-5").await.0, 503);
@@ -143,7 +124,8 @@ async fn a_stored_strategy_reaches_the_running_server() {
     assert!(stored.contains("within about a second"), "{stored}");
     // Applied at the next one-second sync; SYNC_GUARD bounds the wait, as above.
     eventually(SYNC_GUARD, "round-robin takes over", || async {
-        server.message("claude-haiku-4-5").await.1 != server.message("claude-haiku-4-5").await.1
+        (server.message("claude-haiku-4-5").await.1 != server.message("claude-haiku-4-5").await.1)
+            .then_some(())
     })
     .await;
     server.stop().await;
@@ -296,7 +278,6 @@ async fn logs_follow_uses_a_servers_live_feed_with_the_same_filters() {
 
 #[tokio::test]
 async fn doctor_warns_when_the_running_server_cannot_write_the_database() {
-    use sqlx::Connection;
     let upstream = ccflare_mock::MockUpstream::start().await.unwrap();
     let cli = Cli::new();
     cli.run(&["accounts", "add", &key("one"), "--name", "one"])
@@ -304,17 +285,14 @@ async fn doctor_warns_when_the_running_server_cannot_write_the_database() {
         .ok();
     let server = Server::start(&cli, &upstream.url()).await;
     // Another program holds the database's write lock.
-    let url = format!("sqlite://{}", cli.path().join("ccflare.db").display());
-    let mut lock = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut lock)
-        .await
-        .unwrap();
+    let lock = WriteLock::take(&cli.path().join("ccflare.db")).await;
     assert_eq!(server.message("claude-haiku-4-5").await.0, 200);
     eventually(
         PROCESS_GUARD,
         "the server reports it cannot write",
-        || async { server.get_json("/health").await["database"]["writable"] == false },
+        || async {
+            (server.get_json("/health").await["database"]["writable"] == false).then_some(())
+        },
     )
     .await;
     let port = server.0.url.rsplit(':').next().unwrap().to_owned();
@@ -330,6 +308,6 @@ async fn doctor_warns_when_the_running_server_cannot_write_the_database() {
         "{shown}"
     );
     assert!(shown.contains("database is locked"), "{shown}");
-    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    lock.release().await;
     server.stop().await;
 }

@@ -4,13 +4,13 @@
 
 mod common;
 
+use ccflare_testkit::db::WriteLock;
 use ccflare_testkit::http::request;
 use ccflare_testkit::process::Server;
-use ccflare_testkit::{PROCESS_GUARD, Reply, get, key, open, send};
+use ccflare_testkit::{PROCESS_GUARD, Reply, eventually, get, key, open, send};
 use common::{db_path, messages_request, mock, proxy_command, records, run_to_end, server_command};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
-use std::time::{Duration, Instant};
 
 /// The strategy the banner names.
 fn strategy_of(server: &Server) -> String {
@@ -287,7 +287,6 @@ async fn accounts_added_by_another_process_are_used_without_a_restart() {
     let db = ccflare_storage::Db::open_path(&db_path(dir.path()))
         .await
         .unwrap();
-    let added = Instant::now();
     ccflare_storage::accounts::upsert_api_key(
         &db,
         &ccflare_core::Secret::new(key("late")),
@@ -298,18 +297,7 @@ async fn accounts_added_by_another_process_are_used_without_a_restart() {
     .await
     .unwrap();
     // The server re-reads accounts every second; poll its health until the account shows.
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    loop {
-        tick.tick().await;
-        let health = send(get(&format!("{}/health", server.url))).await;
-        if health.json()["accounts"]["available"] == 1 {
-            break;
-        }
-        assert!(
-            added.elapsed() < PROCESS_GUARD,
-            "the new account never reached the server"
-        );
-    }
+    health_until(&server, |h| h["accounts"]["available"] == 1).await;
     let reply = send(messages_request(&server.url, false, &[])).await;
     assert_eq!(
         (reply.status, reply.header("x-ccflare-account")),
@@ -319,16 +307,7 @@ async fn accounts_added_by_another_process_are_used_without_a_restart() {
     ccflare_storage::accounts::set_status(&db, "late", ccflare_core::AccountStatus::Paused, 1)
         .await
         .unwrap();
-    loop {
-        tick.tick().await;
-        if send(get(&format!("{}/health", server.url))).await.json()["accounts"]["paused"] == 1 {
-            break;
-        }
-        assert!(
-            added.elapsed() < PROCESS_GUARD,
-            "the pause never reached the server"
-        );
-    }
+    health_until(&server, |h| h["accounts"]["paused"] == 1).await;
     assert_eq!(
         send(messages_request(&server.url, false, &[])).await.status,
         503
@@ -427,20 +406,16 @@ async fn a_strategy_stored_in_the_database_applies_at_start_and_while_running() 
     ccflare_storage::settings::set(&db, "lb_strategy", "round-robin", 1)
         .await
         .unwrap();
-    let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    loop {
-        tick.tick().await;
-        let a = account(send(messages_request(&server.url, false, &[])).await);
-        let b = account(send(messages_request(&server.url, false, &[])).await);
-        if a != b {
-            break;
-        }
-        assert!(
-            started.elapsed() < PROCESS_GUARD,
-            "the stored strategy never took effect"
-        );
-    }
+    eventually(
+        PROCESS_GUARD,
+        "the stored strategy takes effect",
+        || async {
+            let a = account(send(messages_request(&server.url, false, &[])).await);
+            let b = account(send(messages_request(&server.url, false, &[])).await);
+            (a != b).then_some(())
+        },
+    )
+    .await;
     server.terminate().await;
 }
 
@@ -490,36 +465,16 @@ async fn a_non_loopback_host_needs_an_admin_key_which_then_guards_the_api() {
     );
 }
 
-/// Another program's transaction holding the write lock of the server's database.
-async fn lock_database(dir: &std::path::Path) -> sqlx::SqliteConnection {
-    use sqlx::Connection;
-    let url = format!("sqlite://{}", db_path(dir).display());
-    let mut lock = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut lock)
-        .await
-        .unwrap();
-    lock
-}
-
-/// Polls `/health` until `done` holds for its JSON, which it returns.
+/// `/health` of `server` once `done` holds for it.
 async fn health_until(
     server: &Server,
     done: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let since = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    loop {
-        tick.tick().await;
+    eventually(PROCESS_GUARD, "the awaited health", || async {
         let health = send(get(&format!("{}/health", server.url))).await.json();
-        if done(&health) {
-            return health;
-        }
-        assert!(
-            since.elapsed() < PROCESS_GUARD,
-            "health never changed: {health}"
-        );
-    }
+        done(&health).then_some(health)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -527,7 +482,7 @@ async fn a_locked_database_delays_records_but_neither_requests_nor_rows_are_lost
     let upstream = mock().await;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(proxy_command(dir.path(), &upstream, &[key("one")])).await;
-    let mut lock = lock_database(dir.path()).await;
+    let lock = WriteLock::take(&db_path(dir.path())).await;
     // The request path never waits for the database.
     for _ in 0..5 {
         let reply = send(messages_request(&server.url, false, &[])).await;
@@ -553,8 +508,7 @@ async fn a_locked_database_delays_records_but_neither_requests_nor_rows_are_lost
         metrics.text()
     );
     // The other program lets go: everything waiting goes in.
-    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
-    drop(lock);
+    lock.release().await;
     let health = health_until(&server, |h| h["database"]["writable"] == true).await;
     assert_eq!(health["status"], "ok");
     server.terminate().await;
@@ -568,7 +522,7 @@ async fn a_database_locked_through_shutdown_ends_in_a_clear_error() {
     let mut command = proxy_command(dir.path(), &upstream, &[key("one")]);
     command.env("CCFLARE_SHUTDOWN_TIMEOUT", "1");
     let server = Server::start(command).await;
-    let _lock = lock_database(dir.path()).await;
+    let _lock = WriteLock::take(&db_path(dir.path())).await;
     let reply = send(messages_request(&server.url, false, &[])).await;
     assert_eq!(reply.status, StatusCode::OK);
     let pid = server.child.id().unwrap().to_string();

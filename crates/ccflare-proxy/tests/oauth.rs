@@ -450,13 +450,18 @@ async fn a_client_hanging_up_mid_refresh_does_not_lose_the_rotation() {
     client.abort();
     let _ = client.await;
     // The proxy has noticed the hang-up (the request is recorded as 499) before the next one.
-    tokio::time::timeout(ccflare_testkit::GUARD, async {
-        while !app.records().await.iter().any(|r| r.status == 499) {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the hang-up is recorded");
+    ccflare_testkit::eventually(
+        ccflare_testkit::GUARD,
+        "the hang-up is recorded",
+        || async {
+            app.records()
+                .await
+                .iter()
+                .any(|r| r.status == 499)
+                .then_some(())
+        },
+    )
+    .await;
     // The next request waits for that refresh and uses its result; had the rotation been
     // dropped with the first request, the old refresh token would now be dead.
     let reply = app.post(&[], false).await;
@@ -506,16 +511,10 @@ async fn a_restarted_server_routes_on_the_rate_limit_headers_it_last_saw() {
 
 #[tokio::test]
 async fn refreshed_tokens_the_database_cannot_take_serve_from_memory_and_are_stored_later() {
-    use sqlx::Connection;
     let app = spawn_app(oauth(vec![("max", 0, 60_000)])).await;
     let before = stored(&app, "max").await;
     // Another program holds the database's write lock for longer than the busy timeout.
-    let url = format!("sqlite://{}", app.db.path().display());
-    let mut lock = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut lock)
-        .await
-        .unwrap();
+    let lock = ccflare_testkit::db::WriteLock::take(app.db.path()).await;
     // The refresh succeeds, the endpoint rotates, the save fails: the request is still served,
     // with the new token.
     let bearer = |app: &common::App| {
@@ -563,19 +562,16 @@ async fn refreshed_tokens_the_database_cannot_take_serve_from_memory_and_are_sto
     assert_eq!(app.mock.refresh_grants(), 2);
     let fresh = bearer(&app);
     // The lock goes: the newest tokens are stored without another refresh.
-    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
-    drop(lock);
-    let after = tokio::time::timeout(ccflare_testkit::GUARD, async {
-        loop {
+    lock.release().await;
+    let after = ccflare_testkit::eventually(
+        ccflare_testkit::GUARD,
+        "the kept tokens are stored once the database allows",
+        || async {
             let now = stored(&app, "max").await;
-            if format!("Bearer {}", now.access.expose()) == fresh {
-                return now;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the kept tokens are stored once the database allows");
+            (format!("Bearer {}", now.access.expose()) == fresh).then_some(now)
+        },
+    )
+    .await;
     assert_ne!(
         after.refresh.unwrap().expose(),
         before.refresh.unwrap().expose()

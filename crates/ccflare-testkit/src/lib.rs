@@ -1,7 +1,8 @@
 //! What the workspace's integration tests share, so that each suite keeps only what is its
 //! own: the HTTP client and the answers it reads ([`http`]), Server-Sent Events ([`sse`]),
 //! requests written on a bare socket ([`raw`]), child processes and the real server binary
-//! ([`process`]), and the in-process proxy's fixture ([`proxy`]).
+//! ([`process`]), the in-process proxy's fixture ([`proxy`]), another program's hold on the
+//! database ([`db`]), and waiting for a change that arrives on its own ([`eventually`]).
 //!
 //! A dev-dependency only (`bins/ccflare-server/tests/layering.rs` checks that no crate ships
 //! with it). Everything here panics instead of returning errors, and every wait is bounded by
@@ -9,6 +10,7 @@
 
 use std::time::Duration;
 
+pub mod db;
 pub mod http;
 pub mod process;
 pub mod proxy;
@@ -29,4 +31,26 @@ pub const PROCESS_GUARD: Duration = Duration::from_secs(30);
 /// masked form (`sk-ant-…` and the last four characters) says whose it is.
 pub fn key(name: &str) -> String {
     format!("sk-ant-api03-{name}-0123456789abcdefghij-{name}")
+}
+
+/// Polls `check` every 50 ms until it gives a value, and returns it; fails after `within`,
+/// naming `what` did not happen.
+///
+/// For changes that arrive on their own (a server's one-second sync, a writer retrying): the
+/// test waits for the state it asserts, never for a fixed time. `within` guards against a
+/// change that never comes; it is not a measurement.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = std::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < within, "{what} within {within:?}");
+    }
 }
