@@ -114,6 +114,7 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
         session_timeout_ms: settings.session_timeout_s as i64 * 1000,
     });
     let writer = Writer::spawn(db.clone());
+    let check = spawn_quick_check(db.clone(), writer.handle());
     let proxy_config = ProxyConfig {
         max_body_bytes: settings.max_body_bytes,
         idle_timeout: Duration::from_secs(settings.idle_timeout_s),
@@ -157,23 +158,53 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     .await;
     let lost_logins = state.unsaved_logins();
     drop(state);
-    // Records wait in memory while the database cannot be written; at exit they get at least
-    // WRITER_CLOSE_MIN, or the shutdown timeout when that is longer, and then are reported lost.
+    // Records wait in memory while the database cannot be written; at exit whatever the
+    // database cannot take goes to the spill file at once. Only when that cannot be written
+    // either do they get at least WRITER_CLOSE_MIN (or the shutdown timeout when longer) of
+    // retries, and then are reported lost.
     let records = writer.handle();
     let deadline = Duration::from_secs(settings.shutdown_timeout_s).max(WRITER_CLOSE_MIN);
-    let written = tokio::time::timeout(deadline, writer.close()).await.is_ok();
-    let error = records
-        .health()
-        .borrow()
-        .failing
-        .clone()
+    let closed = tokio::time::timeout(deadline, writer.close()).await.is_ok();
+    check.abort();
+    let health = records.health().borrow().clone();
+    let totals = records.totals();
+    let spill_file = records
+        .spill_file()
+        .map(|path| path.display().to_string())
         .unwrap_or_default();
     let mut problems = Vec::new();
-    if !written {
+    if !closed {
         problems.push(format!(
-            "{} records were not written before exit: the database cannot be written ({error})",
-            records.queue_depth()
+            "{} records were not written before exit: the database cannot be written ({}) and \
+             neither can the spill file ({})",
+            records.queue_depth(),
+            health.failing.as_deref().unwrap_or("unknown error"),
+            health.spill_failing.as_deref().unwrap_or("none configured"),
         ));
+    }
+    if totals.dropped > 0 {
+        problems.push(format!(
+            "{} records were lost while running (see the log)",
+            totals.dropped
+        ));
+    }
+    if health.spilled_waiting > 0 {
+        let message = format!(
+            "{} records wait in {spill_file}; they are written to the database at the next start",
+            health.spilled_waiting
+        );
+        match health.failing.as_deref().or(health.damaged.as_deref()) {
+            Some(error) => problems.push(format!(
+                "the database cannot be written ({error}): {message}"
+            )),
+            None => tracing::warn!("{message}"),
+        }
+    }
+    if totals.rejected > 0 {
+        tracing::warn!(
+            rejected = totals.rejected,
+            "request rows the database refused are kept in the rejects file beside it"
+        );
     }
     if !lost_logins.is_empty() {
         let names: Vec<&str> = lost_logins.iter().map(|n| &**n).collect();
@@ -189,6 +220,19 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     db.close().await;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Checks the database file in the background (SQLite's quick_check reads every page, which
+/// takes a while on a big file): the server serves meanwhile, and damage found turns `/health`
+/// to degraded with the reason.
+fn spawn_quick_check(db: Db, writer: ccflare_storage::WriterHandle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        match db.quick_check().await {
+            Ok(problems) if problems.is_empty() => tracing::debug!("database check: ok"),
+            Ok(problems) => writer.report_damage(&problems.join("; ")),
+            Err(error) => tracing::warn!(%error, "the database check could not run"),
+        }
+    })
 }
 
 /// How long refreshed OAuth tokens waiting for the database get at exit (their background

@@ -72,7 +72,8 @@ const TESTKIT: &str = "ccflare-testkit";
 const CRATES: &[CrateRule] = &[
     lib(CORE, &[], &[]),
     lib(POOL, &[CORE], &[]),
-    lib(STORAGE, &[CORE], &[]),
+    // Its fault tests use the testkit's real disk faults (chattr) and bounded waits.
+    lib(STORAGE, &[CORE], &[TESTKIT]),
     lib(ANALYTICS, &[CORE, STORAGE], &[]),
     // OAuth: the login flow and the token endpoint; the proxy refreshes tokens through it.
     lib(OAUTH, &[CORE], &[MOCK]),

@@ -516,7 +516,7 @@ async fn a_locked_database_delays_records_but_neither_requests_nor_rows_are_lost
 }
 
 #[tokio::test]
-async fn a_database_locked_through_shutdown_ends_in_a_clear_error() {
+async fn a_database_locked_through_shutdown_spills_and_the_next_start_writes_it() {
     let upstream = mock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut command = proxy_command(dir.path(), &upstream, &[key("one")]);
@@ -531,13 +531,32 @@ async fn a_database_locked_through_shutdown_ends_in_a_clear_error() {
         .status()
         .unwrap();
     assert!(signal.success());
-    // The writer gets ten seconds (more than the shutdown timeout) and then gives up, saying
-    // how many records were not written and why.
+    // At exit the writer does not wait out the lock: what the database cannot take goes to
+    // the spill file beside it, and the server says so, and why, with exit code 1.
     let (code, rest) = server.terminate_after_signal().await;
     assert_eq!(code, Some(1), "{rest}");
     assert!(
-        rest.contains("records were not written before exit: the database cannot be written"),
+        rest.contains("the database cannot be written") && rest.contains("locked"),
         "{rest}"
     );
-    assert!(rest.contains("locked"), "{rest}");
+    assert!(
+        rest.contains("1 records wait in") && rest.contains("ccflare.db-spill.jsonl"),
+        "{rest}"
+    );
+    let spilled = std::fs::read_to_string(dir.path().join("ccflare.db-spill.jsonl")).unwrap();
+    assert!(
+        spilled.contains(reply.header("x-ccflare-request-id")),
+        "{spilled}"
+    );
+    drop(_lock);
+    // The next start writes it to the database.
+    let server = Server::start(proxy_command(dir.path(), &upstream, &[key("one")])).await;
+    let id = reply.header("x-ccflare-request-id").to_owned();
+    eventually(PROCESS_GUARD, "the spilled record is replayed", || async {
+        let stored = records(dir.path(), 100).await;
+        (stored.len() == 1 && stored[0].id == id).then_some(())
+    })
+    .await;
+    server.terminate().await;
+    assert!(!dir.path().join("ccflare.db-spill.jsonl").exists());
 }

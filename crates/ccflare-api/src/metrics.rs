@@ -274,29 +274,61 @@ impl Metrics {
             "Records and state changes waiting for the database writer.",
         );
         let _ = writeln!(out, "ccflare_writer_queue_depth {}", writer.queue_depth());
-        let (written, lost) = writer.totals();
-        header(
-            &mut out,
-            "ccflare_writer_rows_written_total",
-            "counter",
-            "Request rows written to the database.",
-        );
-        let _ = writeln!(out, "ccflare_writer_rows_written_total {written}");
-        header(
-            &mut out,
-            "ccflare_writer_rows_lost_total",
-            "counter",
-            "Records lost to database errors.",
-        );
-        let _ = writeln!(out, "ccflare_writer_rows_lost_total {lost}");
-        header(
-            &mut out,
-            "ccflare_database_writable",
-            "gauge",
-            "1 while the writer can write the database; 0 while records wait through an outage.",
-        );
-        let writable = writer.health().borrow().failing.is_none();
-        let _ = writeln!(out, "ccflare_database_writable {}", u8::from(writable));
+        let totals = writer.totals();
+        let health = writer.health().borrow().clone();
+        for (name, kind, help, value) in [
+            (
+                "ccflare_writer_rows_written_total",
+                "counter",
+                "Request rows written to the database (replayed ones included).",
+                totals.written,
+            ),
+            (
+                "ccflare_writer_rows_lost_total",
+                "counter",
+                "Records dropped: neither the database, the spill file nor memory could take them.",
+                totals.dropped,
+            ),
+            (
+                "ccflare_writer_rows_rejected_total",
+                "counter",
+                "Rows the database refused for a reason of their own, kept in the rejects file.",
+                totals.rejected,
+            ),
+            (
+                "ccflare_writer_rows_spilled_total",
+                "counter",
+                "Records written to the spill file while the database could not be written.",
+                totals.spilled,
+            ),
+            (
+                "ccflare_writer_rows_replayed_total",
+                "counter",
+                "Records replayed from the spill file into the database.",
+                totals.replayed,
+            ),
+            (
+                "ccflare_writer_spilled_waiting",
+                "gauge",
+                "Records in the spill file waiting to be written to the database.",
+                health.spilled_waiting,
+            ),
+            (
+                "ccflare_database_writable",
+                "gauge",
+                "1 while the writer can write the database; 0 while records wait through an outage.",
+                u64::from(health.failing.is_none()),
+            ),
+            (
+                "ccflare_database_damaged",
+                "gauge",
+                "1 when SQLite or the check at start found the database damaged.",
+                u64::from(health.damaged.is_some()),
+            ),
+        ] {
+            header(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
         header(
             &mut out,
             "ccflare_uptime_seconds",

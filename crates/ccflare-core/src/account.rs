@@ -8,7 +8,10 @@ use std::fmt;
 use std::str::FromStr;
 
 /// The database id of an account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct AccountId(pub i64);
 
 impl fmt::Display for AccountId {

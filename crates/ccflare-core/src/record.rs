@@ -16,8 +16,11 @@ pub struct AttemptFailure {
     pub reason: String,
 }
 
-/// One request, as stored.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// One request, as stored. Its serde form is the storage writer's spill file (one JSON line
+/// per record that waits for the database); fields missing from a line take their defaults,
+/// so a file written by an older version still reads.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RequestRecord {
     /// `x-ccflare-request-id`, also the primary key.
     pub id: String,

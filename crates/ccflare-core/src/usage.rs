@@ -2,10 +2,12 @@
 //! (protocol doc §5). Later values replace earlier ones field by field, which is how a stream's
 //! final `message_delta` overrides the placeholder counts of `message_start`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// Tokens of one response. The three input kinds do not overlap.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Tokens of one response. The three input kinds do not overlap. (Serialized only in the
+/// storage writer's spill file, in this field-per-count form.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,

@@ -148,19 +148,29 @@ async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response<Res
 
 fn health(state: &AppState) -> Response<ResponseBody> {
     let counts = state.pool().counts(state.now());
-    let failing = state.writer.health().borrow().failing.clone();
-    let status = if counts.available > 0 && failing.is_none() {
+    let writer = state.writer.health().borrow().clone();
+    let totals = state.writer.totals();
+    let status = if counts.available > 0 && writer.is_ok() && totals.dropped == 0 {
         "ok"
     } else {
         "degraded"
     };
     let mut database = serde_json::json!({
-        "writable": failing.is_none(),
+        "writable": writer.failing.is_none(),
         "waiting_records": state.writer.queue_depth(),
+        "spilled_records": writer.spilled_waiting,
+        "rejected_records": totals.rejected,
+        "dropped_records": totals.dropped,
         "unsaved_logins": state.unsaved_logins().len(),
     });
-    if let Some(error) = failing {
+    if let Some(error) = writer.failing {
         database["error"] = error.into();
+    }
+    if let Some(damage) = writer.damaged {
+        database["damaged"] = damage.into();
+    }
+    if let Some(error) = writer.spill_failing {
+        database["spill_error"] = error.into();
     }
     json(
         StatusCode::OK,

@@ -8,7 +8,7 @@ use ccflare_core::account::default_key_name;
 use ccflare_core::ratelimit::RateLimitSnapshot;
 use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Row, SqliteConnection};
 
 const COLUMNS: &str = "id, name, kind, credential, priority, weight, status, revision, \
                        rate_limited_until, overloaded_until, expires_at";
@@ -189,17 +189,17 @@ pub(crate) fn inserted(
 }
 
 /// Whether an account is called `name`, read in the write transaction that would add one.
-async fn name_taken(tx: &mut Transaction<'_, Sqlite>, name: &str) -> Result<bool, sqlx::Error> {
+async fn name_taken(tx: &mut SqliteConnection, name: &str) -> Result<bool, sqlx::Error> {
     let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE name = ?")
         .bind(name)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *tx)
         .await?;
     Ok(taken.is_some())
 }
 
 /// `name` is free for a new account, or it is [`StorageError::DuplicateName`].
 pub(crate) async fn require_free_name(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut SqliteConnection,
     name: &str,
 ) -> Result<(), StorageError> {
     if name_taken(tx, name).await? {

@@ -2,8 +2,9 @@
 
 use crate::error::StorageError;
 use crate::migrate;
-use sqlx::SqlitePool;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -74,10 +75,40 @@ impl Db {
     /// deferred transaction that reads first and writes later fails with "database is locked"
     /// when another connection wrote in between, whatever the busy timeout; an immediate one
     /// waits for the lock instead.
-    pub async fn begin_write(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+    ///
+    /// The transaction is [`WriteTx`], not sqlx's own: when a COMMIT fails (a full disk, a
+    /// read-only file, an I/O error), SQLite has often rolled the transaction back already, the
+    /// ROLLBACK sqlx then sends fails, and sqlx's connection keeps believing it is inside a
+    /// transaction, so every later `BEGIN` on it fails for good. A `WriteTx` that did not
+    /// commit closes its connection instead, and the pool opens a fresh one.
+    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        let mut connection = self.pool.acquire().await?;
+        if let Err(error) = sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *connection)
+            .await
+        {
+            // Whatever state a failed BEGIN left, this connection is not used again.
+            drop(connection.detach());
+            return Err(error);
+        }
+        Ok(WriteTx {
+            connection: Some(connection),
+        })
+    }
+
+    /// Runs SQLite's `PRAGMA quick_check` (every page readable, b-trees well formed; it reads
+    /// the whole file, without the slower index cross-checks of `integrity_check`). Returns
+    /// the problems found, none when the database is sound.
+    pub async fn quick_check(&self) -> Result<Vec<String>, sqlx::Error> {
+        match sqlx::query_scalar::<_, String>("PRAGMA quick_check(20)")
+            .fetch_all(&self.pool)
+            .await
+        {
+            Ok(lines) => Ok(lines.into_iter().filter(|line| line != "ok").collect()),
+            // A page so damaged that the check itself cannot go on is a finding too.
+            Err(error) if is_damage(&error) => Ok(vec![error.to_string()]),
+            Err(error) => Err(error),
+        }
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -91,6 +122,73 @@ impl Db {
     /// Closes every connection, after the writer has flushed.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Whether SQLite says the file is damaged (SQLITE_CORRUPT) or not a database at all
+/// (SQLITE_NOTADB): waiting will not help.
+pub(crate) fn is_damage(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(error) => matches!(primary_code(error.as_ref()), 11 | 26),
+        _ => false,
+    }
+}
+
+/// SQLite's primary result code of a database error (the low byte of the extended code).
+pub(crate) fn primary_code(error: &dyn sqlx::error::DatabaseError) -> i32 {
+    error
+        .code()
+        .and_then(|code| code.parse::<i32>().ok())
+        .map_or(0, |code| code & 0xff)
+}
+
+/// A write transaction from [`Db::begin_write`]; dereferences to its connection, so queries
+/// run on `&mut *tx`. Dropped without [`WriteTx::commit`] (an early return, a failed
+/// statement, a cancelled future), its connection is closed, which rolls the transaction
+/// back, rather than returned to the pool in a state nobody can vouch for.
+#[derive(Debug)]
+pub struct WriteTx {
+    connection: Option<PoolConnection<Sqlite>>,
+}
+
+impl WriteTx {
+    /// Commits. On failure the connection is closed (see [`Db::begin_write`]) and the caller
+    /// can retry the whole transaction on another one.
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let Some(connection) = self.connection.as_mut() else {
+            return Ok(());
+        };
+        sqlx::query("COMMIT").execute(&mut **connection).await?;
+        // Committed: the connection goes back to the pool as it came.
+        self.connection = None;
+        Ok(())
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            // Closing a connection rolls back its open transaction and releases the lock.
+            drop(connection.detach());
+        }
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        self.connection
+            .as_deref()
+            .expect("a WriteTx holds its connection until it ends")
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.connection
+            .as_deref_mut()
+            .expect("a WriteTx holds its connection until it ends")
     }
 }
 

@@ -14,6 +14,9 @@ pub mod rollups;
 pub mod settings;
 pub mod writer;
 
+pub use db::WriteTx;
 pub use db::{Db, database_path};
 pub use error::StorageError;
-pub use writer::{AccountStateUpdate, MAX_QUEUED, Writer, WriterHandle, WriterHealth};
+pub use writer::{
+    AccountStateUpdate, MAX_QUEUED, Writer, WriterHandle, WriterHealth, WriterOptions, WriterTotals,
+};

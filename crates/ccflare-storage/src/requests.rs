@@ -7,10 +7,11 @@ use ccflare_core::record::{AttemptFailure, RequestRecord};
 use ccflare_core::usage::Usage;
 use ccflare_core::{AccountId, Millis};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Row, SqliteConnection};
+use std::collections::HashSet;
 
 pub(crate) async fn insert(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut SqliteConnection,
     r: &RequestRecord,
 ) -> Result<(), sqlx::Error> {
     let failures = (!r.attempt_failures.is_empty())
@@ -51,9 +52,31 @@ pub(crate) async fn insert(
     .bind(r.output_tokens_per_second)
     .bind(&r.session_key)
     .bind(&r.client_key)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// The ids among `records` that are already stored (a replay of spilled records skips them).
+pub(crate) async fn existing_ids(
+    tx: &mut SqliteConnection,
+    records: &[RequestRecord],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let mut present = HashSet::new();
+    // SQLite allows 32,766 parameters; a batch is far below that, but stay well clear.
+    let mut start = 0;
+    while start < records.len() {
+        let end = (start + 1000).min(records.len());
+        let placeholders = vec!["?"; end - start].join(",");
+        let sql = format!("SELECT id FROM requests WHERE id IN ({placeholders})");
+        let mut query = sqlx::query_scalar::<_, String>(&sql);
+        for record in &records[start..end] {
+            query = query.bind(record.id.clone());
+        }
+        present.extend(query.fetch_all(&mut *tx).await?);
+        start = end;
+    }
+    Ok(present)
 }
 
 fn from_row(row: &SqliteRow) -> Result<RequestRecord, StorageError> {

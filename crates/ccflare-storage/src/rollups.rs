@@ -13,7 +13,7 @@ use crate::error::StorageError;
 use ccflare_core::Millis;
 use ccflare_core::record::RequestRecord;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Row, SqliteConnection};
 use std::collections::HashMap;
 
 pub const MINUTE_MS: Millis = 60_000;
@@ -300,7 +300,7 @@ impl Increments {
         }
     }
 
-    async fn write(self, tx: &mut Transaction<'_, Sqlite>) -> Result<(), sqlx::Error> {
+    async fn write(self, tx: &mut SqliteConnection) -> Result<(), sqlx::Error> {
         for (table, groups) in [("rollup_hourly", self.hours), ("rollup_daily", self.days)] {
             let sql = format!(
                 "INSERT INTO {table} (bucket, dim, key, label, requests, successes, streamed, \
@@ -345,7 +345,7 @@ impl Increments {
                     .bind(g.ttfb_count)
                     .bind(g.generated_tokens)
                     .bind(g.generating_ms_sum)
-                    .execute(&mut **tx)
+                    .execute(&mut *tx)
                     .await?;
             }
         }
@@ -373,7 +373,7 @@ impl Increments {
             .bind(m.cache_write_tokens)
             .bind(m.cost_usd)
             .bind(m.latency_ms_sum)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         }
         for (table, bins) in [
@@ -390,7 +390,7 @@ impl Increments {
                     .bind(bucket)
                     .bind(bin)
                     .bind(count)
-                    .execute(&mut **tx)
+                    .execute(&mut *tx)
                     .await?;
             }
         }
@@ -400,15 +400,15 @@ impl Increments {
 
 /// Adds a batch of request rows to the rollups, inside the writer's transaction.
 pub(crate) async fn add(
-    tx: &mut Transaction<'_, Sqlite>,
-    records: &[RequestRecord],
+    tx: &mut SqliteConnection,
+    records: &[&RequestRecord],
 ) -> Result<(), sqlx::Error> {
     if records.is_empty() {
         return Ok(());
     }
     let mut increments = Increments::default();
     for record in records {
-        increments.add(Sample::from(record));
+        increments.add(Sample::from(*record));
     }
     increments.write(tx).await
 }
@@ -418,12 +418,12 @@ const REBUILD_PAGE: i64 = 10_000;
 
 /// Rebuilds every rollup from the request rows (migration 0003, for rows recorded before it).
 /// Reads the table in pages by rowid so memory holds one page plus the (small) rollups.
-pub(crate) async fn rebuild(tx: &mut Transaction<'_, Sqlite>) -> Result<(), sqlx::Error> {
+pub(crate) async fn rebuild(tx: &mut SqliteConnection) -> Result<(), sqlx::Error> {
     sqlx::raw_sql(
         "DELETE FROM rollup_hourly; DELETE FROM rollup_daily; DELETE FROM rollup_minutely; \
          DELETE FROM latency_hourly; DELETE FROM latency_daily;",
     )
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     let mut increments = Increments::default();
     let mut after: i64 = 0;
@@ -436,7 +436,7 @@ pub(crate) async fn rebuild(tx: &mut Transaction<'_, Sqlite>) -> Result<(), sqlx
         )
         .bind(after)
         .bind(REBUILD_PAGE)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *tx)
         .await?;
         for row in &rows {
             after = row.try_get("rowid")?;
