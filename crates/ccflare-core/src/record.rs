@@ -30,7 +30,8 @@ pub struct RequestRecord {
     pub model: Option<String>,
     pub account_id: Option<AccountId>,
     pub account_name: Option<String>,
-    /// HTTP status given to the client; 499 when the client hung up first.
+    /// HTTP status given to the client; 499 when the client hung up first, 503 when the server
+    /// cut it at the shutdown deadline before answering (`error_type = shutdown_cut`).
     pub status: u16,
     pub success: bool,
     pub error_type: Option<String>,

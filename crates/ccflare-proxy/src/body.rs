@@ -2,7 +2,8 @@
 //! buffering, no copying — while reading usage on the side: an SSE stream goes through the
 //! constant-memory [`SseScanner`]; a JSON body keeps cheap reference-counted handles to its
 //! chunks (up to a cap) and is parsed once at the end. It also enforces the idle timeout and
-//! finishes the request's record when the body ends, breaks, or is dropped by a departed client.
+//! finishes the request's record when the body ends, breaks, or is dropped (by a departed client,
+//! or by the server at its shutdown deadline).
 
 use crate::error::BodyError;
 use crate::recorder::{Outcome, Recorder};
@@ -166,7 +167,8 @@ impl TappedBody {
     }
 
     /// Finishes the record. `broken` is the reason the body stopped early, if it did;
-    /// `client_left` says the body was dropped before its end.
+    /// `client_left` says the body was dropped before its end (by its client, or by the server
+    /// cutting it at the shutdown deadline).
     fn end(&mut self, broken: Option<&BodyError>, mut client_left: bool) {
         if self.ended {
             return;
@@ -235,7 +237,12 @@ impl TappedBody {
             tracing::warn!(request_id = %self.recorder.id(), error = %broken, "response ended abnormally");
         }
         if client_left {
-            outcome = Outcome::client_closed(outcome.model, outcome.usage);
+            outcome = if self.recorder.cut_by_server() {
+                // The client has the status and part of the body: the row keeps that status.
+                Outcome::shutdown_cut(self.status, outcome.model, outcome.usage)
+            } else {
+                Outcome::client_closed(outcome.model, outcome.usage)
+            };
         }
         self.recorder.finish(outcome);
     }
@@ -330,7 +337,8 @@ impl Body for TappedBody {
 
 impl Drop for TappedBody {
     fn drop(&mut self) {
-        // Dropped before its end: the client left (or the server is being stopped). Dropping
+        // Dropped before its end: the client left, or the server cut it at the shutdown
+        // deadline (`end` asks the state which, once, here and not per frame). Dropping
         // `inner` right after this closes the upstream connection, so no more quota is spent.
         // A body whose upstream side is complete was simply not polled to its `None`.
         let complete = self.inner.is_end_stream();

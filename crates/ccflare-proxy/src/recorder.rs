@@ -1,7 +1,9 @@
 //! The record of one request while it is in flight. It travels with the request — first in the
 //! handler, then inside the response body — and is sent to the writer exactly once: when the
 //! response ends, fails, or is dropped. Dropping it unfinished means the client hung up: the
-//! record gets status 499 and the account is released without penalty (SPEC §4.6).
+//! record gets status 499 and the account is released without penalty (SPEC §4.6) — unless the
+//! server itself was cutting the connections left at its shutdown deadline, in which case the
+//! record says so (`shutdown_cut`, see [`Outcome::shutdown_cut`]).
 //!
 //! It also publishes the request on the live feed: its start once the model is known, its end
 //! (the whole record) when it is sent to the writer.
@@ -16,6 +18,10 @@ use std::time::Instant;
 
 /// Status recorded when the client went away before the response ended.
 pub const CLIENT_CLOSED: u16 = 499;
+
+/// Status recorded for a request the server cut at its shutdown deadline before any response
+/// was sent: the service was unavailable to it (the client saw its connection close).
+pub const SHUTDOWN_CUT: u16 = 503;
 
 /// How a request ended, for the record.
 #[derive(Debug)]
@@ -49,6 +55,23 @@ impl Outcome {
             error: Some((
                 "client_closed".into(),
                 "the client closed the connection before the response ended".into(),
+            )),
+            model,
+            usage,
+            usage_incomplete: true,
+        }
+    }
+
+    /// The server cut the request at its shutdown deadline. `status` is the status the client
+    /// already received (a relayed response cut in its body), or [`SHUTDOWN_CUT`] when nothing
+    /// was sent yet; `usage` is what was read so far.
+    pub fn shutdown_cut(status: u16, model: Option<String>, usage: Usage) -> Outcome {
+        Outcome {
+            status,
+            success: false,
+            error: Some((
+                "shutdown_cut".into(),
+                "the server stopped at its shutdown deadline before the response ended".into(),
             )),
             model,
             usage,
@@ -137,6 +160,12 @@ impl Recorder {
         self.record.account_name = None;
     }
 
+    /// Whether a request dropped now was cut by the server at its shutdown deadline (and not
+    /// left by its client).
+    pub fn cut_by_server(&self) -> bool {
+        self.state.cutting()
+    }
+
     pub fn mark_first_byte(&mut self) {
         if self.first_byte.is_none() {
             self.first_byte = Some(Instant::now());
@@ -209,7 +238,13 @@ impl Recorder {
 impl Drop for Recorder {
     fn drop(&mut self) {
         if !self.done {
-            self.finish(Outcome::client_closed(None, Usage::default()));
+            // Dropped before an answer was returned: nothing reached the client.
+            let outcome = if self.cut_by_server() {
+                Outcome::shutdown_cut(SHUTDOWN_CUT, None, Usage::default())
+            } else {
+                Outcome::client_closed(None, Usage::default())
+            };
+            self.finish(outcome);
         }
     }
 }

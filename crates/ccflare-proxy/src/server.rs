@@ -2,7 +2,7 @@
 //! timeout), routes `/v1/*` to the forwarder, `/health` to the health answer and everything else
 //! to the management API when one is installed, and shuts down
 //! gracefully: stop accepting, let in-flight responses finish up to the deadline, then cut the
-//! rest (their records are still written, with status 499).
+//! rest (their records are still written, as the server's cut: `error_type = shutdown_cut`).
 
 use crate::body::ResponseBody;
 use crate::forward::forward;
@@ -116,6 +116,8 @@ pub async fn run(
             cut_connections,
             "shutdown deadline passed; closing the remaining connections"
         );
+        // Before any of them is dropped, so that their records name the server as the cause.
+        state.begin_cut();
     }
     connections.shutdown().await;
     ShutdownReport { cut_connections }

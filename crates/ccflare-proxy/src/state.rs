@@ -9,7 +9,7 @@ use ccflare_core::record::RequestRecord;
 use ccflare_core::{Clock, Millis};
 use ccflare_pool::{PersistState, Pool};
 use ccflare_storage::{AccountStateUpdate, Db, StorageError, WriterHandle, accounts, settings};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
@@ -73,6 +73,10 @@ pub struct AppState {
     tokens: OnceLock<crate::tokens::TokenRefresher>,
     /// Turns true when the server stops accepting, so endless responses (live feeds) end.
     shutdown: watch::Sender<bool>,
+    /// Set once the shutdown deadline has passed and the remaining connections are being cut:
+    /// a response dropped from then on was ended by the server, not by its client. Read only
+    /// when a response or request is dropped unfinished, never per chunk.
+    cutting: AtomicBool,
 }
 
 impl std::fmt::Debug for AppState {
@@ -108,6 +112,7 @@ impl AppState {
             management: OnceLock::new(),
             tokens: OnceLock::new(),
             shutdown: watch::channel(false).0,
+            cutting: AtomicBool::new(false),
         })
     }
 
@@ -182,6 +187,16 @@ impl AppState {
 
     pub(crate) fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);
+    }
+
+    /// The shutdown deadline passed: what is dropped from now on is the server's cut.
+    pub(crate) fn begin_cut(&self) {
+        self.cutting.store(true, Ordering::Release);
+    }
+
+    /// Whether the server is cutting the connections left at the shutdown deadline.
+    pub(crate) fn cutting(&self) -> bool {
+        self.cutting.load(Ordering::Acquire)
     }
 
     /// The configuration sources that do not change while running (flags, env, file).

@@ -624,6 +624,77 @@ async fn a_client_that_hangs_up_before_the_headers_cancels_the_upstream_and_is_r
 }
 
 #[tokio::test]
+async fn a_stream_cut_at_the_shutdown_deadline_is_the_servers_cut_and_a_hang_up_before_it_the_clients()
+ {
+    let app = spawn_app(Options {
+        shutdown_timeout: Duration::from_secs(3),
+        ..Default::default()
+    })
+    .await;
+    // The first stream's upstream goes silent: only the deadline ends it. The second is long
+    // and healthy; its client hangs up while the proxy drains.
+    app.mock
+        .push_fault(&key("alpha"), Fault::Stall { after_events: 2 });
+    let headers = [
+        ("x-mock-chunk-delay-ms", "100"),
+        ("x-mock-stream-bytes", "200000"),
+    ];
+    let mut bodies = Vec::new();
+    for headers in [&[][..], &headers[..]] {
+        let response = app.open_post(headers, true).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let id = response.headers()["x-ccflare-request-id"].clone();
+        let mut body = response.into_body();
+        let first = tokio::time::timeout(GUARD, body.frame()).await;
+        assert!(first.expect("a first frame in time").is_some());
+        bodies.push((id, body));
+    }
+    let (cut, left) = (bodies.remove(0), bodies.remove(0));
+    let (db, mock) = (app.db.clone(), app.mock.clone());
+    let ((), (received, error)) = tokio::join!(app.stop(), async {
+        drop(left.1);
+        tokio::time::timeout(GUARD, mock.wait_aborted_streams(1))
+            .await
+            .expect("the left stream's upstream request is dropped");
+        read_to_end(cut.1).await
+    });
+    assert!(
+        error.is_some(),
+        "a cut stream must not end cleanly: {:?}",
+        String::from_utf8_lossy(&received)
+    );
+    tokio::time::timeout(GUARD, mock.wait_aborted_streams(2))
+        .await
+        .expect("the cut stream's upstream request is dropped too");
+    let rows = ccflare_storage::requests::recent(&db, 10).await.unwrap();
+    let row = |id: &http::HeaderValue| {
+        rows.iter()
+            .find(|r| r.id == id.to_str().unwrap())
+            .expect("a row for every response")
+    };
+    assert_eq!(rows.len(), 2);
+    let server_cut = row(&cut.0);
+    assert_eq!(
+        (
+            server_cut.status,
+            server_cut.success,
+            server_cut.usage_incomplete,
+            server_cut.error_type.as_deref()
+        ),
+        (200, false, true, Some("shutdown_cut"))
+    );
+    assert_eq!(
+        server_cut.usage.input_tokens,
+        (message_body(true).len() / 4) as u64
+    );
+    let client_left = row(&left.0);
+    assert_eq!(
+        (client_left.status, client_left.error_type.as_deref()),
+        (499, Some("client_closed"))
+    );
+}
+
+#[tokio::test]
 async fn empty_pool_answers_an_anthropic_error_with_retry_after() {
     let app = spawn_app(Options {
         accounts: vec![],

@@ -144,16 +144,22 @@ impl Server {
         }
     }
 
-    /// Sends SIGTERM, waits for the exit and asserts it was clean (exit code 0: the server
-    /// shut down rather than being killed by the signal); returns everything printed after the
-    /// banner (stdout then stderr).
-    pub async fn terminate(self) -> String {
+    /// Sends SIGTERM and returns at once, for a test that watches what happens during the
+    /// shutdown; [`terminate_after_signal`](Self::terminate_after_signal) then waits for the exit.
+    pub fn sigterm(&self) {
         let pid = self.child.id().expect("running").to_string();
         let status = std::process::Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("kill runs");
         assert!(status.success());
+    }
+
+    /// Sends SIGTERM, waits for the exit and asserts it was clean (exit code 0: the server
+    /// shut down rather than being killed by the signal); returns everything printed after the
+    /// banner (stdout then stderr).
+    pub async fn terminate(self) -> String {
+        self.sigterm();
         let (code, rest) = self.terminate_after_signal().await;
         assert_eq!(
             code,

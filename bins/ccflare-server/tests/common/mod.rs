@@ -48,17 +48,22 @@ pub async fn run_to_end(command: Command) -> (Option<i32>, String, String) {
     )
 }
 
+/// The body of [`messages_request`]; the mock counts a fourth of its length as input tokens.
+pub fn messages_body(stream: bool) -> String {
+    Message::new("claude-haiku-4-5")
+        .max_tokens(32)
+        .stream(stream)
+        .content("hi")
+        .body()
+}
+
 /// A Messages request to the server at `url`, as a client sends it, with `headers`.
 pub fn messages_request(
     url: &str,
     stream: bool,
     headers: &[(&str, &str)],
 ) -> http::Request<Full<Bytes>> {
-    let body = Message::new("claude-haiku-4-5")
-        .max_tokens(32)
-        .stream(stream)
-        .content("hi")
-        .body();
+    let body = messages_body(stream);
     anthropic_post(&format!("{url}/v1/messages"), CLIENT_KEY, headers, body)
 }
 

@@ -34,6 +34,8 @@ pub struct Options {
     pub upstream_override: Option<String>,
     /// OAuth accounts (name, priority, token lifetime left in ms), with tokens the mock issued.
     pub oauth_accounts: Vec<(&'static str, i64, i64)>,
+    /// How long running responses get when the proxy is stopped.
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             idle_timeout: config.idle_timeout,
             upstream_override: None,
             oauth_accounts: Vec::new(),
+            shutdown_timeout: config.shutdown_timeout,
         }
     }
 }
@@ -79,6 +82,7 @@ pub async fn spawn_app(options: Options) -> App {
     let config = ProxyConfig {
         max_body_bytes: options.max_body_bytes,
         idle_timeout: options.idle_timeout,
+        shutdown_timeout: options.shutdown_timeout,
         ..ccflare_testkit::proxy::config()
     };
     let state = fixture.state(pool, &writer, &upstream_url, config);
