@@ -8,7 +8,10 @@ use ccflare_testkit::db::WriteLock;
 use ccflare_testkit::http::request;
 use ccflare_testkit::process::Server;
 use ccflare_testkit::{PROCESS_GUARD, Reply, eventually, get, key, open, send};
-use common::{db_path, messages_request, mock, proxy_command, records, run_to_end, server_command};
+use common::{
+    db_path, health_until, messages_request, mock, proxy_command, records, run_to_end,
+    server_command,
+};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 
@@ -466,17 +469,6 @@ async fn a_non_loopback_host_needs_an_admin_key_which_then_guards_the_api() {
 }
 
 /// `/health` of `server` once `done` holds for it.
-async fn health_until(
-    server: &Server,
-    done: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    eventually(PROCESS_GUARD, "the awaited health", || async {
-        let health = send(get(&format!("{}/health", server.url))).await.json();
-        done(&health).then_some(health)
-    })
-    .await
-}
-
 #[tokio::test]
 async fn a_locked_database_delays_records_but_neither_requests_nor_rows_are_lost() {
     let upstream = mock().await;

@@ -5,7 +5,7 @@
 
 use ccflare_core::record::RequestRecord;
 use ccflare_storage::{Db, Writer, WriterHandle, WriterHealth, WriterOptions, rollups};
-use ccflare_testkit::fault::{Immutable, have_root};
+use ccflare_testkit::fault::{Immutable, damage_table, have_root};
 use ccflare_testkit::{GUARD, eventually};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -306,21 +306,8 @@ async fn a_damaged_database_is_reported_and_its_records_wait_in_the_spill_file()
     let earlier = send(&handle, "earlier", 500);
     writer.close().await;
     assert_eq!(stored_ids(&store.db).await.len(), earlier.len());
-    let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
-        .fetch_one(store.db.pool())
-        .await
-        .unwrap();
-    let root: i64 =
-        sqlx::query_scalar("SELECT rootpage FROM sqlite_master WHERE name = 'requests'")
-            .fetch_one(store.db.pool())
-            .await
-            .unwrap();
-    sqlx::raw_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(store.db.pool())
-        .await
-        .unwrap();
     store.db.close().await;
-    overwrite_page(&store.path, root, page_size);
+    damage_table(&store.path, "requests").await;
 
     let db = Db::open_path(&store.path)
         .await
@@ -350,14 +337,4 @@ async fn a_damaged_database_is_reported_and_its_records_wait_in_the_spill_file()
     assert_eq!(spilled, sent);
     assert_eq!(handle.totals().dropped, 0);
     writer.close().await;
-}
-
-/// Overwrites page `page` (1-based) of the database file with bytes no b-tree page has.
-fn overwrite_page(path: &Path, page: i64, page_size: i64) {
-    use std::io::{Seek, SeekFrom, Write};
-    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    file.seek(SeekFrom::Start(((page - 1) * page_size) as u64))
-        .unwrap();
-    file.write_all(&vec![0xA5; page_size as usize]).unwrap();
-    file.sync_all().unwrap();
 }

@@ -7,9 +7,10 @@
 use bytes::Bytes;
 use ccflare_core::record::RequestRecord;
 use ccflare_mock::MockUpstream;
-use ccflare_testkit::Message;
 use ccflare_testkit::http::anthropic_post;
+use ccflare_testkit::process::Server;
 use ccflare_testkit::process::isolated_command;
+use ccflare_testkit::{Message, PROCESS_GUARD, eventually, get, send};
 use http_body_util::Full;
 use std::path::{Path, PathBuf};
 use tokio::process::Command;
@@ -117,4 +118,16 @@ pub fn installed_client(variable: &str, under_workspace: &str, fallback: &str) -
         return installed.display().to_string();
     }
     fallback.to_owned()
+}
+
+/// Polls the server's `/health` until `done` holds, and returns that answer.
+pub async fn health_until(
+    server: &Server,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    eventually(PROCESS_GUARD, "the awaited health", || async {
+        let health = send(get(&format!("{}/health", server.url))).await.json();
+        done(&health).then_some(health)
+    })
+    .await
 }
