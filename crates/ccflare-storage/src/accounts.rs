@@ -108,6 +108,8 @@ pub async fn upsert_api_key(
     if let Some(row) = existing {
         let account = from_row(&row)?;
         if account.status != AccountStatus::Invalid {
+            // Nothing to change; ending the transaction returns its connection to the pool.
+            tx.commit().await?;
             return Ok((account, Upsert::Unchanged));
         }
         sqlx::query(
