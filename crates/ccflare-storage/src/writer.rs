@@ -443,17 +443,19 @@ impl Task {
         if self.holds_work() {
             let count = self.records.len().min(MAX_BATCH);
             match self.write_records(count, false).await {
-                Attempt::Written => {
-                    self.end_outage();
-                    if !self.holds_work() {
-                        self.answer_waiters();
-                    }
+                Attempt::Written => self.end_outage(),
+                Attempt::Outage(error) => {
+                    self.wait_out(error).await;
+                    return;
                 }
-                Attempt::Outage(error) => self.wait_out(error).await,
             }
-        } else if self.files.waiting() > 0 && self.closing.is_none() {
+        }
+        // After each batch that went in, one chunk of spilled records: under steady traffic
+        // the channel is never empty, and the replay must not wait for a quiet moment.
+        if !self.holds_work() && self.files.waiting() > 0 && self.closing.is_none() {
             self.replay_chunk().await;
-        } else {
+        }
+        if !self.holds_work() {
             self.answer_waiters();
         }
     }
