@@ -362,7 +362,10 @@ enum Attempt {
 impl Task {
     async fn run(mut self) {
         if let Err(error) = self.files.load().await {
-            tracing::error!(%error, "cannot read the spill file; its records wait there");
+            // Appending to a file whose end is unknown could overwrite what it holds: this run
+            // keeps records in memory only, and the file waits for the next start.
+            tracing::error!(%error, "cannot read the spill file; its records wait there, and this run does not spill");
+            self.files.disable_spill();
         }
         if self.files.waiting() > 0 {
             tracing::info!(

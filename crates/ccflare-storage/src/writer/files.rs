@@ -72,6 +72,12 @@ impl Files {
         self.waiting
     }
 
+    /// Stops using the spill file (its content is left as it is).
+    pub fn disable_spill(&mut self) {
+        self.spill = None;
+        self.waiting = 0;
+    }
+
     /// Looks at a spill file left by an earlier run: its records wait to be replayed.
     pub async fn load(&mut self) -> std::io::Result<()> {
         let Some(path) = self.spill.clone() else {
@@ -155,6 +161,9 @@ impl Files {
                 line.clear();
                 let read = reader.read_until(b'\n', &mut line)?;
                 if read == 0 {
+                    // The file ends before where this run wrote up to (someone cut it): what
+                    // is not there cannot be replayed, and must not be waited for forever.
+                    chunk.end = to;
                     break;
                 }
                 chunk.end += read as u64;
