@@ -720,6 +720,8 @@ impl Task {
             self.health.send_modify(|health| {
                 health.failing = None;
                 health.attempts = 0;
+                // Nothing needs spilling any more, whether or not the spill file could take it.
+                health.spill_failing = None;
             });
         }
     }

@@ -338,3 +338,40 @@ async fn a_damaged_database_is_reported_and_its_records_wait_in_the_spill_file()
     assert_eq!(handle.totals().dropped, 0);
     writer.close().await;
 }
+
+#[tokio::test]
+async fn records_wait_in_memory_when_the_spill_file_cannot_be_written_either() {
+    if !have_root("records_wait_in_memory_when_the_spill_file_cannot_be_written_either") {
+        return;
+    }
+    let store = store().await;
+    let options = WriterOptions {
+        spill_after: Duration::ZERO,
+        ..WriterOptions::beside(&store.path)
+    };
+    let spill = options.spill_file.clone().unwrap();
+    let writer = Writer::spawn_with(store.db.clone(), options);
+    let handle = writer.handle();
+    handle.flush().await;
+    // Nothing in the folder can be created (the spill file), nor the database written.
+    let folder = store.path.parent().unwrap().to_path_buf();
+    let immutable = Immutable::make(&[&store.path, &with_suffix(&store.path, "-wal"), &folder]);
+    let mut sent = send(&handle, "in-memory", 20);
+    health_until(&handle, "the spill file fails too", |h| {
+        h.spill_failing.is_some() && h.attempts >= 2
+    })
+    .await;
+    assert_eq!(handle.queue_depth(), 20, "the records wait in memory");
+    assert_eq!(handle.totals().dropped, 0);
+    immutable.undo();
+
+    tokio::time::timeout(GUARD, handle.flush())
+        .await
+        .expect("written once the database can be written");
+    sent.sort();
+    assert_eq!(stored_ids(&store.db).await, sent);
+    assert!(!spill.exists());
+    let health = handle.health().borrow().clone();
+    assert!(health.is_ok(), "nothing is left to spill: {health:?}");
+    writer.close().await;
+}
