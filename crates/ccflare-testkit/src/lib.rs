@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+pub mod damage;
 pub mod db;
 pub mod http;
 pub mod process;
