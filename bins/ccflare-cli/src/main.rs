@@ -57,7 +57,7 @@ enum Command {
     Config(commands::config::ConfigCommand),
     /// Check the database, the configuration, the accounts and the upstream
     Doctor(commands::doctor::DoctorArgs),
-    /// Check the database file for damage; save what is readable of a damaged one
+    /// Check the database file for damage; salvage a damaged one
     #[command(subcommand)]
     Db(commands::db::DbCommand),
 }

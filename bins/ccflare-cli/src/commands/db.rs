@@ -28,8 +28,9 @@ Examples:
   ccflare-cli db check --full
   ccflare-cli --database-url /srv/ccflare/ccflare.db db check --json
 
-Opens the database read-only: it may run beside a server, and creates
-nothing. Exit 0 when the file is sound, 1 with one line per problem.")]
+Opens the database read-only, never creating or migrating it, so it may
+run beside a server. Exit 0 when the file is sound, 1 with one line per
+problem.")]
 pub struct CheckArgs {
     /// Also check every index against its table (integrity_check; slower)
     #[arg(long)]
