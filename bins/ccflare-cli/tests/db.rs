@@ -221,6 +221,12 @@ async fn a_damaged_page_is_found_and_recovery_saves_everything_else() {
         let mode = std::fs::metadata(&new).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "the new file holds keys: {mode:o}");
     }
+    // One self-contained file: nothing waits in a WAL beside it.
+    let wal = cli.path().join("recovered.db-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "rows left in {wal:?}"
+    );
     let mut check = cli.command(&["db", "check"]);
     check.env("DATABASE_URL", "file:./recovered.db");
     let check = common::output(check).await.ok();
