@@ -8,19 +8,24 @@
 //! file that still reads whole; when that fails it creates the new file with the normal schema
 //! and copies table by table, the tables people made first (accounts with their keys and OAuth
 //! tokens, stored settings), then the request rows in rowid ranges, skipping the ranges SQLite
-//! cannot read so that one bad page costs only its own rows. The rollups are never copied: they
-//! are rebuilt from the request rows that were saved, by the same code the writer and the
-//! migration use (`rollups::rebuild_all`), so they match the new file's rows.
+//! cannot read so that one bad page costs only its own rows. When a table had rows SQLite could
+//! not reach (a damaged root or interior page hides intact leaves), its rows are then read
+//! straight from the file's pages (`pages.rs`). The rollups are never copied: they are rebuilt
+//! from the request rows that were saved, by the same code the writer and the migration use
+//! (`rollups::rebuild_all`), so they match the new file's rows.
 
 use crate::db::Db;
 use crate::error::StorageError;
 use crate::migrate::SCHEMA_VERSION;
 use crate::rollups;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use pages::{Affinity, Column, PageFile, Value};
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection, Row};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+mod pages;
 
 /// The tables `recover` copies, in this order: what a person made first, since it matters most
 /// and cannot be made again from anything else; then the request rows.
@@ -55,6 +60,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// SQLITE_NOTADB, and SQLITE_CONSTRAINT for a damaged row the new schema refuses.
 const UNREADABLE_CODES: &[i32] = &[10, 11, 19, 24, 25, 26];
 const SQLITE_NOTADB: i32 = 26;
+const SQLITE_CONSTRAINT: i32 = 19;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaintenanceError {
@@ -304,6 +310,11 @@ pub struct TableRecovery {
     pub skipped: Vec<(i64, i64)>,
     /// SQLite's reason for the first read that failed.
     pub error: Option<String>,
+    /// Rows read straight from the file's pages, which SQLite could not reach through the
+    /// table (included in `copied`).
+    pub from_pages: u64,
+    /// Why the pages were not read directly, when SQLite left rows unread.
+    pub pages_unread: Option<String>,
 }
 
 impl TableRecovery {
@@ -314,6 +325,8 @@ impl TableRecovery {
             in_source: None,
             skipped: Vec::new(),
             error: None,
+            from_pages: 0,
+            pages_unread: None,
         }
     }
 
@@ -539,11 +552,13 @@ async fn fill(
                 .execute(&mut *conn)
                 .await?;
             for table in COPIED_TABLES {
-                let saved = if schema.iter().any(|e| e.kind == "table" && e.name == *table) {
-                    copy_table(&mut conn, table).await?
-                } else {
-                    TableRecovery::new(table)
-                };
+                let mut saved = TableRecovery::new(table);
+                if schema.iter().any(|e| e.kind == "table" && e.name == *table) {
+                    saved = copy_table(&mut conn, table).await?;
+                    if saved.error.is_some() {
+                        copy_from_pages(&mut conn, source_path, &mut saved).await?;
+                    }
+                }
                 tables.push(saved);
             }
             copy_sequences(&mut conn).await;
@@ -629,6 +644,190 @@ async fn copy_table(
         );
     }
     Ok(saved)
+}
+
+/// Pages read from the file at a time: 4 MiB at the default page size.
+const SCAN_PAGES: u32 = 1_024;
+
+/// Reads the rows of `saved.table` straight from the source file's pages and adds those the
+/// copy through SQLite could not reach (a row it did copy has the same rowid and key, and is
+/// ignored). Then narrows the skipped ranges to the rowids still missing.
+async fn copy_from_pages(
+    conn: &mut SqliteConnection,
+    source: &Path,
+    saved: &mut TableRecovery,
+) -> Result<(), MaintenanceError> {
+    // The file alone is read: pages newer in the WAL would be missed, or read in an old state.
+    let wal = sibling(source, "-wal");
+    let wal_bytes = blocking(move || Ok(std::fs::metadata(&wal).map_or(0, |m| m.len()))).await?;
+    if wal_bytes > 0 {
+        saved.pages_unread = Some(
+            "newer pages wait in its WAL (stop the server, which empties it, and run this again)"
+                .to_owned(),
+        );
+        return Ok(());
+    }
+    let table = saved.table.clone();
+    let (columns, names) = shape(conn, &table).await?;
+    let new: HashSet<String> = sqlx::query(&format!("PRAGMA main.table_info(\"{table}\")"))
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| row.get::<String, _>("name"))
+        .collect();
+    let alias = columns.iter().position(|c| c.rowid_alias);
+
+    let path = source.to_owned();
+    let mut file = blocking(move || {
+        PageFile::open(&path).map_err(|error| MaintenanceError::Unreadable {
+            path,
+            reason: error.to_string(),
+        })
+    })
+    .await?;
+    // One statement per record length: a record written before a column was added lacks it,
+    // and the column's default must apply, not NULL.
+    let mut statements: HashMap<usize, (String, Vec<usize>)> = HashMap::new();
+    let mut found = Vec::new();
+    let mut first = 1u32;
+    while first <= file.pages() {
+        let wanted = columns.clone();
+        let (back, rows) = blocking(move || {
+            let rows = file.rows(first, SCAN_PAGES, &wanted);
+            Ok((file, rows))
+        })
+        .await?;
+        file = back;
+        let rows = rows.map_err(|error| MaintenanceError::Unreadable {
+            path: source.to_owned(),
+            reason: error.to_string(),
+        })?;
+        first = first.saturating_add(SCAN_PAGES);
+        if rows.is_empty() {
+            continue;
+        }
+        let mut tx = conn.begin().await?;
+        for row in rows {
+            let (sql, indexes) = statements
+                .entry(row.values.len())
+                .or_insert_with(|| insert_statement(&table, &names, row.values.len(), &new, alias));
+            let mut query = sqlx::query(sql.as_str());
+            if alias.is_none() {
+                query = query.bind(row.rowid);
+            }
+            for &i in indexes.iter() {
+                let value = if Some(i) == alias {
+                    Value::Integer(row.rowid)
+                } else {
+                    row.values[i].clone()
+                };
+                query = bind(query, value);
+            }
+            match query.execute(&mut *tx).await {
+                Ok(done) if done.rows_affected() > 0 => found.push(row.rowid),
+                Ok(_) => {}
+                // A damaged row the schema refuses: skipped, as the reads through SQLite do.
+                Err(error) if code(&error) == Some(SQLITE_CONSTRAINT) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        tx.commit().await?;
+    }
+    saved.from_pages = found.len() as u64;
+    saved.copied += saved.from_pages;
+    found.sort_unstable();
+    saved.skipped = still_missing(&saved.skipped, &found);
+    if saved.from_pages > 0 {
+        tracing::warn!(
+            table = %saved.table,
+            rows = saved.from_pages,
+            "rows read straight from the file's pages"
+        );
+    }
+    Ok(())
+}
+
+/// The old table's columns as records store them, and their names.
+async fn shape(
+    conn: &mut SqliteConnection,
+    table: &str,
+) -> Result<(Vec<Column>, Vec<String>), MaintenanceError> {
+    let info = sqlx::query(&format!("PRAGMA salvage.table_info(\"{table}\")"))
+        .fetch_all(&mut *conn)
+        .await?;
+    let keys = info.iter().filter(|r| r.get::<i64, _>("pk") > 0).count();
+    let mut columns = Vec::new();
+    let mut names = Vec::new();
+    for row in &info {
+        let declared: String = row.get("type");
+        columns.push(Column {
+            affinity: Affinity::of(&declared),
+            not_null: row.get::<i64, _>("notnull") != 0,
+            has_default: row.get::<Option<String>, _>("dflt_value").is_some(),
+            rowid_alias: keys == 1
+                && row.get::<i64, _>("pk") == 1
+                && declared.eq_ignore_ascii_case("integer"),
+        });
+        names.push(row.get::<String, _>("name"));
+    }
+    Ok((columns, names))
+}
+
+/// `INSERT OR IGNORE` of a record with `length` values into the new table, and which of the
+/// record's values it takes (those whose column the new table has).
+fn insert_statement(
+    table: &str,
+    names: &[String],
+    length: usize,
+    new: &HashSet<String>,
+    alias: Option<usize>,
+) -> (String, Vec<usize>) {
+    let indexes: Vec<usize> = (0..length).filter(|i| new.contains(&names[*i])).collect();
+    let mut list: Vec<String> = indexes
+        .iter()
+        .map(|i| format!("\"{}\"", names[*i].replace('"', "\"\"")))
+        .collect();
+    if alias.is_none() {
+        list.insert(0, "rowid".to_owned());
+    }
+    let marks = vec!["?"; list.len()].join(", ");
+    let sql = format!(
+        "INSERT OR IGNORE INTO main.\"{table}\" ({}) VALUES ({marks})",
+        list.join(", ")
+    );
+    (sql, indexes)
+}
+
+fn bind<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, SqliteArguments<'q>>,
+    value: Value,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, SqliteArguments<'q>> {
+    match value {
+        Value::Null => query.bind(None::<i64>),
+        Value::Integer(n) => query.bind(n),
+        Value::Real(x) => query.bind(x),
+        Value::Text(text) => query.bind(text),
+        Value::Blob(bytes) => query.bind(bytes),
+    }
+}
+
+/// The parts of the skipped ranges not covered by the (sorted) rowids found since.
+fn still_missing(skipped: &[(i64, i64)], found: &[i64]) -> Vec<(i64, i64)> {
+    let mut missing = Vec::new();
+    for &(a, b) in skipped {
+        let mut next = a;
+        let start = found.partition_point(|&r| r < a);
+        for &rowid in found[start..].iter().take_while(|&&r| r <= b) {
+            if rowid > next {
+                skip(&mut missing, next, rowid - 1);
+            }
+            next = rowid + 1;
+        }
+        if next <= b {
+            skip(&mut missing, next, b);
+        }
+    }
+    missing
 }
 
 /// Adds a skipped range, joining it to the previous one when they touch.
@@ -991,6 +1190,16 @@ mod tests {
         skip(&mut skipped, 6, 9);
         skip(&mut skipped, 12, 12);
         assert_eq!(skipped, vec![(5, 9), (12, 12)]);
+    }
+
+    #[test]
+    fn rows_found_later_narrow_the_skipped_ranges() {
+        let skipped = [(1, 10), (20, 22)];
+        assert_eq!(
+            still_missing(&skipped, &[1, 2, 3, 5, 10, 15, 20, 21, 22]),
+            vec![(4, 4), (6, 9)]
+        );
+        assert_eq!(still_missing(&skipped, &[]), skipped.to_vec());
     }
 
     #[test]

@@ -211,6 +211,21 @@ fn recover_text(context: &Context, report: &RecoverReport) -> String {
         ]);
     }
     text.push_str(&table.render(&context.style));
+    for saved in &report.tables {
+        if saved.from_pages > 0 {
+            text.push_str(&format!(
+                "{}: {} rows read straight from the file's pages (SQLite could not reach them)\n",
+                saved.table,
+                output::count(saved.from_pages as i64)
+            ));
+        }
+        if let Some(reason) = &saved.pages_unread {
+            text.push_str(&format!(
+                "{}: pages not read directly: {reason}\n",
+                saved.table
+            ));
+        }
+    }
     text.push_str(&format!(
         "rollups rebuilt from the {} saved requests\n",
         output::count(report.requests() as i64)
@@ -275,6 +290,8 @@ fn recover_json(report: &RecoverReport) -> serde_json::Value {
             "lost": t.lost(),
             "unreadable_rowids": t.skipped,
             "error": t.error,
+            "from_pages": t.from_pages,
+            "pages_unread": t.pages_unread,
         })).collect::<Vec<_>>(),
         "rollups_rebuilt_from": report.requests(),
         "left_behind": report.left_behind,
