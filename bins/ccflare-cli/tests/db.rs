@@ -10,18 +10,21 @@
 mod common;
 
 use ccflare_core::{AccountKind, Clock, Secret};
-use ccflare_storage::{Db, accounts, oauth};
+use ccflare_storage::{Db, accounts, oauth, rollups};
 use ccflare_testkit::damage;
 use ccflare_testkit::http::anthropic_post;
 use ccflare_testkit::process::{self, isolated_command};
 use ccflare_testkit::{Message, send};
-use common::{Cli, HOUR, NOW, Request, key, record};
+use common::{Cli, DAY, HOUR, NOW, Request, key, record};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 /// Request rows in the database: a few hundred pages of them.
 const ROWS: usize = 3_000;
+/// An error message longer than a 4,096-byte page.
+static LONG_MESSAGE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| "prompt is too long: ".repeat(400));
 const MODELS: [&str; 3] = ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"];
 
 /// A healthy database in the CLI's temp dir: accounts `work` and `spare` (API keys), `personal`
@@ -64,6 +67,11 @@ async fn healthy(tokens: (&str, &str), expires_at: i64) -> Cli {
             if i % 11 == 0 {
                 request.status = 529;
                 request.error = Some(("overloaded_error", "Overloaded"));
+            }
+            // Longer than a page: the row continues on overflow pages.
+            if i % 500 == 7 {
+                request.status = 400;
+                request.error = Some(("invalid_request_error", LONG_MESSAGE.as_str()));
             }
             request
         })
@@ -325,7 +333,24 @@ async fn assert_rollups_match_rows(path: &Path) {
 async fn a_damaged_root_page_hides_intact_leaves_which_are_read_directly() {
     let cli = healthy(("sk-ant-oat01-access", "sk-ant-ort01-refresh"), NOW + HOUR).await;
     let path = database(&cli);
+    // Retention deletes the oldest day: its leaf pages go to the freelist with their rows still
+    // on them, which must not come back.
+    let db = Db::open_path(&path).await.unwrap();
+    let purged = rollups::purge_before(&db, NOW - 2 * DAY, 1_000)
+        .await
+        .unwrap();
+    assert!(purged.requests > 500, "{purged:?}");
+    db.close().await;
+    damage::checkpoint(&path).await;
+    let free = damage::select(&path, "PRAGMA freelist_count").await;
+    assert_ne!(free[0][0], "0", "retention freed no page");
     let before = rows(&path).await;
+    assert_eq!(before.len() as u64, 3_000 - purged.requests);
+    let long = before
+        .values()
+        .filter(|row| row.contains(LONG_MESSAGE.as_str()))
+        .count();
+    assert!(long > 0, "no row on overflow pages is left");
     // With 3,000 rows the root is an interior page: it holds no row, only the way to them.
     let root = damage::root_page(&path, "requests").await;
     assert!(!damage::leaf_pages(&path, "requests").await.contains(&root));
@@ -351,11 +376,12 @@ async fn a_damaged_root_page_hides_intact_leaves_which_are_read_directly() {
     assert_eq!(json["tables"][1]["saved"], 1);
     let requests = &json["tables"][2];
     // SQLite cannot walk the table at all; every row is on an intact leaf, read directly.
-    assert_eq!(requests["saved"], 3_000, "{recovered}");
-    assert_eq!(requests["from_pages"], 3_000, "{recovered}");
+    let kept = before.len();
+    assert_eq!(requests["saved"], kept, "{recovered}");
+    assert_eq!(requests["from_pages"], kept, "{recovered}");
     assert_eq!(requests["lost"], 0, "{recovered}");
     assert_eq!(requests["unreadable_rowids"], serde_json::json!([]));
-    assert_eq!(json["rollups_rebuilt_from"], 3_000);
+    assert_eq!(json["rollups_rebuilt_from"], kept);
 
     let new = cli.path().join("recovered.db");
     assert_eq!(rows(&new).await, before);
@@ -368,10 +394,11 @@ async fn a_damaged_root_page_hides_intact_leaves_which_are_read_directly() {
 
     let text = cli.run(&["db", "recover", "-o", "again.db"]).await.ok();
     assert!(
-        text.contains(
-            "requests: 3,000 rows read straight from the file's pages (SQLite could not reach \
-             them)\n"
-        ),
+        text.contains(&format!(
+            "requests: {} rows read straight from the file's pages (SQLite could not reach \
+             them)\n",
+            group(kept)
+        )),
         "{text}"
     );
 }
