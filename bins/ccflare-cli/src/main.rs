@@ -21,6 +21,7 @@ Examples:
   ccflare-cli logs --follow
   ccflare-cli config set lb_strategy round-robin
   ccflare-cli doctor
+  ccflare-cli db check
 
 It reads the configuration as ccflare-server does: flags, the environment
 (and .env in the working directory), the config file. Changes reach a
@@ -56,6 +57,9 @@ enum Command {
     Config(commands::config::ConfigCommand),
     /// Check the database, the configuration, the accounts and the upstream
     Doctor(commands::doctor::DoctorArgs),
+    /// Check the database file for damage; salvage a damaged one
+    #[command(subcommand)]
+    Db(commands::db::DbCommand),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +88,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs(args) => commands::logs::run(&context, args).await,
         Command::Config(command) => commands::config::run(&context, command).await,
         Command::Doctor(args) => commands::doctor::run(&context, args).await,
+        Command::Db(command) => commands::db::run(&context, command).await,
     }
 }
 

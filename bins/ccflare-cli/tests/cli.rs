@@ -29,6 +29,9 @@ const COMMANDS: &[&str] = &[
     "config set",
     "config unset",
     "doctor",
+    "db",
+    "db check",
+    "db recover",
 ];
 
 fn assert_fits_80_columns(text: &str) {
@@ -49,7 +52,7 @@ async fn help_everywhere_with_examples() {
         args.push("--help");
         let text = cli.run(&args).await.ok();
         assert_fits_80_columns(&text);
-        if !matches!(*command, "accounts" | "stats" | "config") {
+        if !matches!(*command, "accounts" | "stats" | "config" | "db") {
             assert!(text.contains("Example"), "{command}: no example:\n{text}");
         }
         let name = if command.is_empty() {

@@ -10,7 +10,8 @@ mod common;
 
 use ccflare_core::record::RequestRecord;
 use ccflare_storage::{Db, Writer};
-use ccflare_testkit::fault::{Immutable, damage_table, have_root};
+use ccflare_testkit::damage::damage_table;
+use ccflare_testkit::fault::{Immutable, have_root};
 use ccflare_testkit::process::{Server, isolated_command};
 use ccflare_testkit::{get, key, send};
 use common::{db_path, health_until, messages_request, mock, proxy_command, records};

@@ -5,7 +5,8 @@
 
 use ccflare_core::record::RequestRecord;
 use ccflare_storage::{Db, Writer, WriterHandle, WriterHealth, WriterOptions, rollups};
-use ccflare_testkit::fault::{Immutable, damage_table, have_root};
+use ccflare_testkit::damage::damage_table;
+use ccflare_testkit::fault::{Immutable, have_root};
 use ccflare_testkit::{GUARD, eventually};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

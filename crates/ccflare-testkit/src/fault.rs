@@ -1,6 +1,6 @@
 //! Real faults for the tests that prove nothing is lost when the disk misbehaves: files made
-//! immutable (`chattr +i`, what a read-only file or a failing disk looks like to SQLite), and a
-//! database page overwritten with garbage (a damaged file).
+//! immutable (`chattr +i`, what a read-only file or a failing disk looks like to SQLite). A
+//! damaged database file is [`crate::damage`]'s.
 //!
 //! Immutable files need root. CI runs as root, so there a test that is not root fails; a
 //! developer who runs the suite as another user is told the test could not run.
@@ -63,37 +63,4 @@ fn chattr(flag: &str, path: &Path) {
         .status()
         .expect("chattr runs (package e2fsprogs)");
     assert!(status.success(), "chattr {flag} {}", path.display());
-}
-
-/// Damages the database at `path` for real: overwrites the root page of `table` with bytes no
-/// b-tree page holds, after moving everything from the WAL into the file. Close every other
-/// connection first. The schema (page 1) stays intact, so the database still opens; reading
-/// or writing `table` fails with SQLITE_CORRUPT ("database disk image is malformed").
-pub async fn damage_table(path: &Path, table: &str) {
-    use sqlx::Connection;
-    use std::io::{Seek, SeekFrom, Write};
-    let url = format!("sqlite://{}", path.display());
-    let mut connection = sqlx::SqliteConnection::connect(&url)
-        .await
-        .expect("the database opens");
-    let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
-        .fetch_one(&mut connection)
-        .await
-        .unwrap();
-    let root: i64 = sqlx::query_scalar("SELECT rootpage FROM sqlite_master WHERE name = ?")
-        .bind(table)
-        .fetch_one(&mut connection)
-        .await
-        .expect("the table exists");
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(&mut connection)
-        .await
-        .unwrap();
-    connection.close().await.unwrap();
-    assert!(root > 1, "{table} has a page of its own");
-    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    file.seek(SeekFrom::Start(((root - 1) * page_size) as u64))
-        .unwrap();
-    file.write_all(&vec![0xA5; page_size as usize]).unwrap();
-    file.sync_all().unwrap();
 }

@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod config;
+pub mod db;
 pub mod doctor;
 pub mod login;
 pub mod logs;
