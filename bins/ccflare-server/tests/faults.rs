@@ -176,8 +176,9 @@ async fn kill_9_in_a_burst_loses_at_most_the_last_100_ms_and_benches_survive() {
     assert_eq!(upstream_requests_of(&upstream, "benched"), 1);
     health_until(&url, |h| h["accounts"]["rate_limited"] == 1).await;
 
-    // 300 requests a second, open loop (each on its own task, sent on time whatever the
-    // answers do), JSON and streams alternating; SIGKILL right after the 600th is sent.
+    // BURST_RATE requests a second, open loop (each on its own task, sent on time whatever
+    // the answers do), JSON and streams alternating; SIGKILL right after the last is sent,
+    // with streams still running. The kill's time is taken just before the signal.
     let client = ccflare_testkit::client();
     let mut burst = JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1) / BURST_RATE);
