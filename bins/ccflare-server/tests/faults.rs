@@ -17,7 +17,9 @@ use ccflare_testkit::db::{
 use ccflare_testkit::http::TestClient;
 use ccflare_testkit::process::{Server, isolated_command, workspace_binary};
 use ccflare_testkit::{GUARD, PROCESS_GUARD, eventually, get, key, send};
-use common::{db_path, messages_request, mock, proxy_command, run_to_end, server_command};
+use common::{
+    db_path, health_until, messages_request, mock, proxy_command, run_to_end, server_command,
+};
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 use std::collections::{BTreeMap, HashSet};
@@ -68,15 +70,6 @@ async fn add_accounts(path: &Path, names: &[&str]) -> Db {
         .expect("account added");
     }
     db
-}
-
-/// `/health` of the server at `url` once `done` holds for it.
-async fn health_until(url: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    eventually(PROCESS_GUARD, "the awaited health", || async {
-        let health = send(get(&format!("{url}/health"))).await.json();
-        done(&health).then_some(health)
-    })
-    .await
 }
 
 /// Requests sent to the server with credential `key(name)`, as the mock saw them.
@@ -174,7 +167,7 @@ async fn kill_9_in_a_burst_loses_at_most_the_last_100_ms_and_benches_survive() {
         );
     }
     assert_eq!(upstream_requests_of(&upstream, "benched"), 1);
-    health_until(&url, |h| h["accounts"]["rate_limited"] == 1).await;
+    health_until(&server, |h| h["accounts"]["rate_limited"] == 1).await;
 
     // BURST_RATE requests a second, open loop (each on its own task, sent on time whatever
     // the answers do), JSON and streams alternating; SIGKILL right after the last is sent,
@@ -334,7 +327,7 @@ async fn a_database_locked_for_10_s_during_traffic_loses_no_request_and_no_row()
     }
     assert_eq!(ids.len(), sent, "one request id per request");
     // The other program let go: everything waiting goes in, and health says so.
-    let health = health_until(&url, |h| h["database"]["writable"] == true).await;
+    let health = health_until(&server, |h| h["database"]["writable"] == true).await;
     assert_eq!(health["status"], "ok", "{health}");
     server.terminate().await;
     println!(
