@@ -329,6 +329,19 @@ async fn a_database_locked_for_10_s_during_traffic_loses_no_request_and_no_row()
     // The other program let go: everything waiting goes in, and health says so.
     let health = health_until(&server, |h| h["database"]["writable"] == true).await;
     assert_eq!(health["status"], "ok", "{health}");
+    // The outage (from the writer's first failed wait, five seconds in, to the release) was
+    // shorter than the ten seconds records wait in memory before they spill: all went straight
+    // to the database, none to the spill or rejects file, none dropped.
+    let database = &health["database"];
+    assert_eq!(
+        [
+            &database["spilled_records"],
+            &database["rejected_records"],
+            &database["dropped_records"]
+        ],
+        [0, 0, 0],
+        "{health}"
+    );
     server.terminate().await;
     println!(
         "database locked for {LOCK_HELD:?}: {sent} requests served, /health showed the outage \
