@@ -468,45 +468,6 @@ async fn a_non_loopback_host_needs_an_admin_key_which_then_guards_the_api() {
     );
 }
 
-/// `/health` of `server` once `done` holds for it.
-#[tokio::test]
-async fn a_locked_database_delays_records_but_neither_requests_nor_rows_are_lost() {
-    let upstream = mock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(proxy_command(dir.path(), &upstream, &[key("one")])).await;
-    let lock = WriteLock::take(&db_path(dir.path())).await;
-    // The request path never waits for the database.
-    for _ in 0..5 {
-        let reply = send(messages_request(&server.url, false, &[])).await;
-        assert_eq!(reply.status, StatusCode::OK);
-    }
-    // Once the writer's wait for the lock has run out, health says so.
-    let health = health_until(&server, |h| h["database"]["writable"] == false).await;
-    assert_eq!(health["status"], "degraded");
-    assert!(
-        health["database"]["waiting_records"].as_u64() >= Some(5),
-        "{health}"
-    );
-    assert!(
-        health["database"]["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("locked")),
-        "{health}"
-    );
-    let metrics = send(get(&format!("{}/metrics", server.url))).await;
-    assert!(
-        metrics.text().contains("\nccflare_database_writable 0\n"),
-        "{}",
-        metrics.text()
-    );
-    // The other program lets go: everything waiting goes in.
-    lock.release().await;
-    let health = health_until(&server, |h| h["database"]["writable"] == true).await;
-    assert_eq!(health["status"], "ok");
-    server.terminate().await;
-    assert_eq!(records(dir.path(), 100).await.len(), 5);
-}
-
 #[tokio::test]
 async fn a_database_locked_through_shutdown_spills_and_the_next_start_writes_it() {
     let upstream = mock().await;

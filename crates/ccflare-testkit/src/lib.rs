@@ -2,8 +2,9 @@
 //! own: the HTTP client and the answers it reads ([`http`]), Server-Sent Events ([`sse`]),
 //! requests written on a bare socket ([`raw`]), child processes and the real server binary
 //! ([`process`]), the in-process proxy's fixture ([`proxy`]), another program's hold on the
-//! database ([`db`]), real disk faults ([`fault`]) and real damage to a database file
-//! ([`damage`]), and waiting for a change that arrives on its own ([`eventually`]).
+//! database and the checks and fills of a database file ([`db`]), real disk faults
+//! ([`fault`]) and real damage to a database file ([`damage`]), and waiting for a change that
+//! arrives on its own ([`eventually`]).
 //!
 //! A dev-dependency only (`bins/ccflare-server/tests/layering.rs` checks that no crate ships
 //! with it). Everything here panics instead of returning errors, and every wait is bounded by
