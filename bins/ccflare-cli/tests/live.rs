@@ -311,3 +311,40 @@ async fn doctor_warns_when_the_running_server_cannot_write_the_database() {
     lock.release().await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn doctor_fails_when_the_running_server_found_the_database_damaged() {
+    let upstream = ccflare_mock::MockUpstream::start().await.unwrap();
+    let cli = Cli::new();
+    cli.run(&["accounts", "add", &key("one"), "--name", "one"])
+        .await
+        .ok();
+    ccflare_testkit::damage::damage_table(&cli.path().join("ccflare.db"), "requests").await;
+    let server = Server::start(&cli, &upstream.url()).await;
+    // Served all the same; the record waits in the spill file.
+    assert_eq!(server.message("claude-haiku-4-5").await.0, 200);
+    eventually(PROCESS_GUARD, "the server reports the damage", || async {
+        let health = server.get_json("/health").await;
+        (health["database"]["damaged"].is_string() && health["database"]["spilled_records"] == 1)
+            .then_some(())
+    })
+    .await;
+    let port = server.0.url.rsplit(':').next().unwrap().to_owned();
+    let mut doctor = cli.command(&["doctor"]);
+    doctor
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port)
+        .env("CCFLARE_UPSTREAM_URL", upstream.url());
+    let output = common::output(doctor).await;
+    assert_eq!(output.code, Some(1), "doctor fails: {}", output.stdout);
+    let shown = output.stdout;
+    assert!(
+        shown.contains("the server found the database damaged"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("1 records wait in the spill file"),
+        "{shown}"
+    );
+    server.stop().await;
+}

@@ -323,9 +323,37 @@ async fn check_server(settings: &Settings, report: &mut Report) {
                     ),
                 );
             }
-            let unsaved = database
-                .and_then(|d| d["unsaved_logins"].as_u64())
-                .unwrap_or(0);
+            if let Some(damage) = database.and_then(|d| d["damaged"].as_str()) {
+                report.add(
+                    Status::Fail,
+                    "server db",
+                    format!(
+                        "the server found the database damaged ({damage}): see `ccflare-cli db \
+                         check` and docs/operations.md"
+                    ),
+                );
+            }
+            let count = |field: &str| database.and_then(|d| d[field].as_u64()).unwrap_or(0);
+            let spilled = count("spilled_records");
+            if spilled > 0 {
+                report.add(
+                    Status::Warn,
+                    "server db",
+                    format!(
+                        "{spilled} records wait in the spill file beside the database; they go \
+                         in when it can be written"
+                    ),
+                );
+            }
+            let dropped = count("dropped_records");
+            if dropped > 0 {
+                report.add(
+                    Status::Fail,
+                    "server db",
+                    format!("{dropped} records were lost: see the server's log"),
+                );
+            }
+            let unsaved = count("unsaved_logins");
             if unsaved > 0 {
                 report.add(
                     Status::Warn,
