@@ -621,4 +621,80 @@ mod tests {
         }
         assert!("2h".parse::<Range>().is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Latencies of every magnitude a request can have.
+        fn latency() -> impl Strategy<Value = i64> {
+            prop_oneof![
+                0i64..200,
+                200i64..20_000,
+                20_000i64..10_000_000,
+                (0u32..63).prop_map(|bits| 1i64 << bits),
+            ]
+        }
+
+        /// The histogram the rollups would hold for `samples`: (bin, count), by bin.
+        fn histogram(samples: &[i64]) -> Vec<(i64, i64)> {
+            let mut counts = std::collections::BTreeMap::new();
+            for &value in samples {
+                *counts.entry(rollups::bin(value)).or_insert(0i64) += 1;
+            }
+            counts.into_iter().collect()
+        }
+
+        proptest! {
+            #[test]
+            fn percentiles_are_the_nearest_rank_sample_as_its_bin_reports_it(
+                samples in proptest::collection::vec(latency(), 1..200),
+            ) {
+                let p = Percentiles::from_histogram(&histogram(&samples));
+                let mut sorted = samples.clone();
+                sorted.sort_unstable();
+                let n = sorted.len();
+                prop_assert_eq!(p.samples, n as i64);
+                for (per_mille, got) in [(500, p.p50), (950, p.p95), (990, p.p99)] {
+                    // The smallest sample with at least p of the samples at or below it.
+                    let rank = (per_mille * n).div_ceil(1000).max(1);
+                    let exact = sorted[rank - 1];
+                    prop_assert_eq!(got, Some(rollups::bin_value(rollups::bin(exact))));
+                    let error = (i128::from(got.unwrap()) - i128::from(exact)).abs();
+                    prop_assert!(error * 32 <= i128::from(exact), "{} for {}", got.unwrap(), exact);
+                }
+                prop_assert!(p.p50 <= p.p95 && p.p95 <= p.p99);
+            }
+
+            #[test]
+            fn a_window_covers_its_start_in_whole_hours_then_whole_days(
+                start in 0i64..4_102_444_800_000,
+            ) {
+                let w = Window::since(Some(start));
+                // Hourly rows from the hour holding the start...
+                prop_assert!(w.hours_from <= start && start < w.hours_from + HOUR_MS);
+                prop_assert_eq!(w.hours_from % HOUR_MS, 0);
+                // ... up to the first whole day, from which daily rows take over: no gap, no
+                // overlap, and never more than a day of hourly rows.
+                prop_assert_eq!(w.days_from % DAY_MS, 0);
+                prop_assert!(w.hours_from <= w.days_from && w.days_from < w.hours_from + DAY_MS);
+                prop_assert_eq!((w.days_from - w.hours_from) % HOUR_MS, 0);
+            }
+
+            #[test]
+            fn every_range_series_has_a_point_for_its_start_and_its_end(
+                now in 0i64..4_102_444_800_000,
+                range in proptest::sample::select(&Range::ALL[..]),
+            ) {
+                // As `series` lays its points out.
+                let width = range.bucket_ms();
+                let first = bucket(now - range.duration_ms(), width);
+                let last = bucket(now, width);
+                let points = (last - first) / width + 1;
+                prop_assert!(first <= now - range.duration_ms() && last <= now && now < last + width);
+                prop_assert_eq!((last - first) % width, 0);
+                prop_assert!((24..=73).contains(&points), "{} points", points);
+            }
+        }
+    }
 }

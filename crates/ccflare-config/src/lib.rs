@@ -92,6 +92,11 @@ pub fn read_config_file(path: &Path) -> Result<Layer, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
+    parse_config_file(path, &text)
+}
+
+/// [`read_config_file`] for text already read from `path` (which errors name).
+pub fn parse_config_file(path: &Path, text: &str) -> Result<Layer, ConfigError> {
     let table: toml::Table = text.parse().map_err(|source| ConfigError::ParseFile {
         path: path.to_owned(),
         source,
@@ -290,5 +295,112 @@ mod tests {
             read_config_file(&path),
             Err(ConfigError::ParseFile { .. })
         ));
+    }
+
+    mod properties {
+        use super::*;
+        use ccflare_core::config::Settings;
+        use proptest::prelude::*;
+
+        fn path() -> &'static Path {
+            Path::new("/etc/ccflare/config.toml")
+        }
+
+        /// A TOML basic string holding `text`: quotes, backslashes and control characters
+        /// escaped.
+        fn toml_string(text: &str) -> String {
+            let mut out = String::from('"');
+            for c in text.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        }
+
+        proptest! {
+            #[test]
+            fn any_text_reads_or_fails_without_panicking(text in "\\PC{0,200}") {
+                if let Ok(layer) = parse_config_file(path(), &text) {
+                    // Whatever was read resolves or is refused by name, never a panic.
+                    let _ = Settings::resolve(&Layer::new(), &Layer::new(), &layer);
+                }
+            }
+
+            #[test]
+            fn toml_shaped_text_reads_or_fails_without_panicking(
+                lines in proptest::collection::vec(
+                    (
+                        "[a-z_]{1,16}",
+                        prop_oneof![
+                            any::<i64>().prop_map(|n| n.to_string()),
+                            any::<f64>().prop_map(|f| format!("{f:?}")),
+                            "(true|false|inf|nan|-inf|\\[\\]|\\{\\}|\\[1, \"a\"\\]|\\[\"a\", \"b\"\\])",
+                            "\\PC{0,20}".prop_map(|s| toml_string(&s)),
+                            "\\PC{0,20}",
+                        ],
+                    ),
+                    0..8,
+                ),
+            ) {
+                let text: String = lines.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+                if let Ok(layer) = parse_config_file(path(), &text) {
+                    let _ = Settings::resolve(&Layer::new(), &Layer::new(), &layer);
+                }
+            }
+
+            #[test]
+            fn a_written_file_reads_back_as_the_same_settings_as_the_environment(
+                port in any::<u16>(),
+                timeout in any::<i64>().prop_map(|n| n.unsigned_abs() / 2),
+                strategy in proptest::sample::select(&ccflare_core::config::Strategy::ALL[..]),
+                host in "[a-z]{1,10}(\\.[a-z]{1,5})?",
+                keys in proptest::collection::vec("sk-ant-[A-Za-z0-9_-]{13,40}", 0..3),
+                scopes in "[a-z:_]{1,12}( [a-z:_]{1,12}){0,3}",
+                spacing in "[ \t]{0,2}",
+            ) {
+                // Numbers as TOML integers, strings quoted, the keys as a list.
+                let list: Vec<String> = keys.iter().map(|k| toml_string(k)).collect();
+                let text = format!(
+                    "port{spacing}={spacing}{port}\nsession_timeout = {timeout}\n\
+                     lb_strategy = {}\nhost = {}\napi_keys = [{}]\noauth_scopes = {}\n",
+                    toml_string(strategy.as_str()),
+                    toml_string(&host),
+                    list.join(", "),
+                    toml_string(&scopes),
+                );
+                let file = parse_config_file(path(), &text)
+                    .map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
+                let env: Layer = [
+                    ("port", port.to_string()),
+                    ("session_timeout", timeout.to_string()),
+                    ("lb_strategy", strategy.as_str().to_owned()),
+                    ("host", host.clone()),
+                    ("api_keys", keys.join(",")),
+                    ("oauth_scopes", scopes.clone()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+                prop_assert_eq!(&file, &env);
+                let from_file = Settings::resolve(&Layer::new(), &Layer::new(), &file).unwrap();
+                let from_env = Settings::resolve(&Layer::new(), &env, &Layer::new()).unwrap();
+                prop_assert_eq!(from_file.port, port);
+                prop_assert_eq!(from_file.session_timeout_s, timeout);
+                prop_assert_eq!(from_file.strategy, strategy);
+                prop_assert_eq!(&from_file.host, &host);
+                prop_assert_eq!(&from_file.api_keys, &keys);
+                prop_assert_eq!(&from_file.oauth.scopes, &scopes);
+                // Everything but where the values came from is the same.
+                let (mut from_file, mut from_env) = (from_file, from_env);
+                from_file.sources.clear();
+                from_env.sources.clear();
+                prop_assert_eq!(from_file, from_env);
+            }
+        }
     }
 }

@@ -487,9 +487,10 @@ impl Settings {
         })?;
         let (spec, v) = value("upstream_url");
         let upstream_url = v.trim().trim_end_matches('/').to_owned();
-        if !(upstream_url.starts_with("http://") || upstream_url.starts_with("https://"))
-            || upstream_url.len() <= "https://".len()
-        {
+        let after_scheme = upstream_url
+            .strip_prefix("http://")
+            .or_else(|| upstream_url.strip_prefix("https://"));
+        if after_scheme.is_none_or(str::is_empty) {
             return Err(invalid(spec, v, "an http:// or https:// URL"));
         }
         let (spec, v) = value("max_body_bytes");
@@ -698,11 +699,246 @@ mod tests {
     }
 
     #[test]
+    fn an_upstream_needs_a_scheme_and_a_host_however_short() {
+        let upstream = |url: &str| {
+            Settings::resolve(
+                &Layer::new(),
+                &layer(&[("upstream_url", url)]),
+                &Layer::new(),
+            )
+            .map(|s| s.upstream_url)
+        };
+        // Found by the properties below: `http://` plus a one-letter host was refused, as the
+        // length check counted the `https://` scheme for both.
+        assert_eq!(upstream("http://a/").as_deref(), Ok("http://a"));
+        for bad in ["http://", "https:///", "ftp://x", "api.anthropic.com"] {
+            assert!(upstream(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn strategies_parse_in_either_spelling() {
         assert_eq!("round_robin".parse(), Ok(Strategy::RoundRobin));
         assert_eq!("Least-Requests".parse(), Ok(Strategy::LeastRequests));
         for st in Strategy::ALL {
             assert_eq!(st.as_str().parse(), Ok(st));
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        // The load-balancing strategy; proptest's trait of the same name is `Generator` here.
+        use super::Strategy;
+        use proptest::strategy::Strategy as Generator;
+
+        fn key() -> impl Generator<Value = String> {
+            prop_oneof![
+                4 => proptest::sample::select(OPTIONS).prop_map(|spec| spec.key.to_owned()),
+                1 => "[a-z_]{1,16}",
+            ]
+        }
+
+        /// A value as a person might type it, right or wrong.
+        fn value() -> impl Generator<Value = String> {
+            prop_oneof![
+                (0u64..100_000).prop_map(|n| n.to_string()),
+                any::<u64>().prop_map(|n| n.to_string()),
+                any::<i64>().prop_map(|n| format!(" {n} ")),
+                "(session|round_robin|Least-Requests|json|text|DEBUG|https://x|http://|sk-ant-[a-z0-9]{0,30})",
+                "\\PC{0,40}",
+                ".{0,40}",
+            ]
+        }
+
+        fn layer() -> impl Generator<Value = Layer> {
+            proptest::collection::btree_map(key(), value(), 0..6)
+        }
+
+        /// A layer of known keys only, as the environment and flag layers are.
+        fn known_layer() -> impl Generator<Value = Layer> {
+            layer().prop_map(|mut layer| {
+                layer.retain(|key, _| option(key).is_some());
+                layer
+            })
+        }
+
+        /// Valid values for every option but the credentials, with the text a person could
+        /// write for them (any case, spaces around, `_` for `-`) and what they mean.
+        #[derive(Debug, Clone)]
+        struct Valid {
+            port: u16,
+            session_timeout: u64,
+            strategy: Strategy,
+            strategy_text: String,
+            log_level: String,
+            max_body_bytes: usize,
+            idle_timeout: u64,
+            retention_days: u64,
+            upstream: String,
+            slashes: usize,
+            padding: String,
+        }
+
+        fn valid() -> impl Generator<Value = Valid> {
+            (
+                any::<u16>(),
+                any::<u64>(),
+                (
+                    proptest::sample::select(&Strategy::ALL[..]),
+                    any::<bool>(),
+                    any::<bool>(),
+                ),
+                proptest::sample::select(&["error", "warn", "info", "debug", "trace"][..]),
+                (1usize..=usize::MAX, 1u64..=u64::MAX, 0u64..=36_500),
+                (
+                    "https?://[a-z]{1,10}(\\.[a-z]{2,5})?(:[0-9]{1,5})?",
+                    0usize..3,
+                ),
+                "[ \t]{0,2}",
+            )
+                .prop_map(
+                    |(
+                        port,
+                        session_timeout,
+                        (strategy, upper, underscore),
+                        level,
+                        numbers,
+                        url,
+                        padding,
+                    )| {
+                        let mut strategy_text = strategy.as_str().to_owned();
+                        if upper {
+                            strategy_text = strategy_text.to_ascii_uppercase();
+                        }
+                        if underscore {
+                            strategy_text = strategy_text.replace('-', "_");
+                        }
+                        Valid {
+                            port,
+                            session_timeout,
+                            strategy,
+                            strategy_text,
+                            log_level: level.to_owned(),
+                            max_body_bytes: numbers.0,
+                            idle_timeout: numbers.1,
+                            retention_days: numbers.2,
+                            upstream: url.0,
+                            slashes: url.1,
+                            padding,
+                        }
+                    },
+                )
+        }
+
+        proptest! {
+            #[test]
+            fn any_layers_resolve_or_fail_without_panicking_or_echoing_secrets(
+                flags in known_layer(),
+                env in known_layer(),
+                database in layer(),
+                file in layer(),
+            ) {
+                match Settings::resolve_with_database(&flags, &env, &database, &file) {
+                    Ok(settings) => {
+                        for spec in OPTIONS {
+                            let (_, raw) = &settings.sources[spec.key];
+                            let shown = display_value(spec, raw);
+                            if spec.key == "admin_key" {
+                                prop_assert!(shown.is_empty() || shown == "<set>");
+                            }
+                        }
+                    }
+                    Err(CoreError::InvalidOption { option, value, .. }) => {
+                        let spec = OPTIONS.iter().find(|spec| spec.env == option);
+                        prop_assert!(spec.is_some(), "{}", option);
+                        if spec.unwrap().secret {
+                            prop_assert_eq!(value, "<hidden>");
+                        }
+                    }
+                    Err(CoreError::UnknownOption { option, .. }) => {
+                        prop_assert!(file.contains_key(&option) && self::option(&option).is_none());
+                    }
+                }
+            }
+
+            #[test]
+            fn valid_values_resolve_to_what_they_say_from_any_layer(
+                valid in valid(),
+                places in proptest::collection::vec(0usize..4, 9),
+            ) {
+                let pad = |text: &str| format!("{}{text}{}", valid.padding, valid.padding);
+                let values = [
+                    ("port", valid.port.to_string()),
+                    ("session_timeout", valid.session_timeout.to_string()),
+                    ("lb_strategy", valid.strategy_text.clone()),
+                    ("log_level", valid.log_level.to_ascii_uppercase()),
+                    ("max_body_bytes", valid.max_body_bytes.to_string()),
+                    ("idle_timeout", valid.idle_timeout.to_string()),
+                    ("retention_days", valid.retention_days.to_string()),
+                    ("upstream_url", format!("{}{}", valid.upstream, "/".repeat(valid.slashes))),
+                    ("host", "::1".to_owned()),
+                ];
+                // The database layer cannot hold options read before it opens (the log level).
+                let places: Vec<usize> = values
+                    .iter()
+                    .zip(&places)
+                    .map(|((key, _), &place)| if place == 2 && !storable(key) { 3 } else { place })
+                    .collect();
+                let mut layers = [Layer::new(), Layer::new(), Layer::new(), Layer::new()];
+                for ((key, text), place) in values.iter().zip(&places) {
+                    layers[*place].insert((*key).to_owned(), pad(text));
+                }
+                let [flags, env, database, file] = &layers;
+                let settings = Settings::resolve_with_database(flags, env, database, file);
+                let settings = settings.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(settings.port, valid.port);
+                prop_assert_eq!(settings.session_timeout_s, valid.session_timeout);
+                prop_assert_eq!(settings.strategy, valid.strategy);
+                prop_assert_eq!(&settings.log_level, &valid.log_level);
+                prop_assert_eq!(settings.max_body_bytes, valid.max_body_bytes);
+                prop_assert_eq!(settings.idle_timeout_s, valid.idle_timeout);
+                prop_assert_eq!(settings.retention_days, valid.retention_days);
+                prop_assert_eq!(&settings.upstream_url, &valid.upstream);
+                prop_assert_eq!(&settings.host, "::1");
+                let sources = [Source::Flag, Source::Env, Source::Database, Source::File];
+                for ((key, text), place) in values.iter().zip(&places) {
+                    prop_assert_eq!(&settings.sources[key], &(sources[*place], pad(text)));
+                }
+                // Shown as resolved: what `config show` prints reads back the same.
+                prop_assert_eq!(settings.strategy.to_string().parse::<Strategy>(), Ok(valid.strategy));
+            }
+
+            #[test]
+            fn the_higher_layer_wins(
+                values in proptest::collection::vec(any::<u16>(), 4),
+                present in proptest::collection::vec(any::<bool>(), 4),
+            ) {
+                let mut layers = [Layer::new(), Layer::new(), Layer::new(), Layer::new()];
+                for (i, layer) in layers.iter_mut().enumerate() {
+                    if present[i] {
+                        layer.insert("port".into(), values[i].to_string());
+                    }
+                }
+                let [flags, env, database, file] = &layers;
+                let settings = Settings::resolve_with_database(flags, env, database, file).unwrap();
+                let expected = (0..4).find(|&i| present[i]).map_or(8080, |i| values[i]);
+                prop_assert_eq!(settings.port, expected);
+            }
+
+            #[test]
+            fn shown_api_keys_never_contain_the_key(
+                keys in proptest::collection::vec("sk-ant-[A-Za-z0-9_-]{13,60}", 1..4),
+                separator in "(,|, |\n| )",
+            ) {
+                let spec = option("api_keys").unwrap();
+                let shown = display_value(spec, &keys.join(&separator));
+                for key in &keys {
+                    prop_assert!(!shown.contains(key.as_str()), "{} shows {}", shown, key);
+                    // At most the `sk-ant-` prefix and the last four characters.
+                    prop_assert!(!shown.contains(&key[..key.len() - 4]));
+                }
+            }
         }
     }
 }

@@ -22,7 +22,10 @@ pub struct Window {
 impl Window {
     fn fraction_left(&self) -> Option<f64> {
         match (self.remaining, self.limit) {
-            (Some(remaining), Some(limit)) if limit > 0 => Some(remaining as f64 / limit as f64),
+            // Capped: a window cannot have more left than all of it.
+            (Some(remaining), Some(limit)) if limit > 0 => {
+                Some((remaining as f64 / limit as f64).min(1.0))
+            }
             _ => None,
         }
     }
@@ -64,6 +67,11 @@ pub struct RateLimitSnapshot {
     pub seen_at: Millis,
 }
 
+/// A utilization (1.0 = the window is used up); `inf` and `NaN` parse as floats but are none.
+fn utilization(value: &str) -> Option<f64> {
+    value.trim().parse().ok().filter(|u: &f64| u.is_finite())
+}
+
 fn epoch_seconds(value: &str) -> Option<Millis> {
     let seconds = value.trim().parse::<f64>().ok().filter(|s| s.is_finite())?;
     Some((seconds.clamp(0.0, 1e12) * 1000.0) as Millis)
@@ -102,9 +110,9 @@ impl RateLimitSnapshot {
                 match unified {
                     "status" => snap.unified_status = Some(value.trim().to_owned()),
                     "reset" => snap.unified_reset = epoch_seconds(value),
-                    "5h-utilization" => snap.unified_5h_utilization = value.trim().parse().ok(),
+                    "5h-utilization" => snap.unified_5h_utilization = utilization(value),
                     "5h-reset" => snap.unified_5h_reset = epoch_seconds(value),
-                    "7d-utilization" => snap.unified_7d_utilization = value.trim().parse().ok(),
+                    "7d-utilization" => snap.unified_7d_utilization = utilization(value),
                     "7d-reset" => snap.unified_7d_reset = epoch_seconds(value),
                     "5h-status" => snap.unified_5h_status = Some(value.trim().to_owned()),
                     "7d-status" => snap.unified_7d_status = Some(value.trim().to_owned()),
@@ -701,8 +709,206 @@ mod tests {
     }
 
     #[test]
+    fn headroom_stays_between_none_and_all() {
+        // Found by the properties below: a `NaN` utilization gave a `NaN` headroom, and more
+        // remaining than the limit gave more than all of it (which the `headroom` strategy
+        // would have preferred over an untouched account).
+        let s = snap(&[
+            ("anthropic-ratelimit-unified-5h-utilization", "NaN"),
+            ("anthropic-ratelimit-unified-7d-utilization", "-inf"),
+        ]);
+        assert_eq!(
+            (s.unified_5h_utilization, s.unified_7d_utilization),
+            (None, None)
+        );
+        assert_eq!(s.headroom(), None);
+        let s = snap(&[
+            ("anthropic-ratelimit-requests-limit", "10"),
+            ("anthropic-ratelimit-requests-remaining", "50"),
+        ]);
+        assert_eq!(s.headroom(), Some(1.0));
+    }
+
+    #[test]
     fn http_date_retry_after() {
         let s = snap(&[("retry-after", "Thu, 26 Nov 2026 10:01:00 GMT")]);
         assert_eq!(s.retry_at, Some(NOW + 60_000));
+    }
+
+    mod properties {
+        use super::*;
+        use crate::time::format_rfc3339;
+        use proptest::prelude::*;
+
+        /// Every header name the parser knows.
+        const NAMES: &[&str] = &[
+            "retry-after",
+            "x-should-retry",
+            "anthropic-ratelimit-requests-limit",
+            "anthropic-ratelimit-requests-remaining",
+            "anthropic-ratelimit-requests-reset",
+            "anthropic-ratelimit-tokens-limit",
+            "anthropic-ratelimit-tokens-remaining",
+            "anthropic-ratelimit-tokens-reset",
+            "anthropic-ratelimit-input-tokens-remaining",
+            "anthropic-ratelimit-output-tokens-reset",
+            "anthropic-ratelimit-unified-status",
+            "anthropic-ratelimit-unified-reset",
+            "anthropic-ratelimit-unified-5h-utilization",
+            "anthropic-ratelimit-unified-5h-reset",
+            "anthropic-ratelimit-unified-5h-status",
+            "anthropic-ratelimit-unified-7d-utilization",
+            "anthropic-ratelimit-unified-7d-reset",
+            "anthropic-ratelimit-unified-7d-status",
+            "anthropic-ratelimit-unified-representative-claim",
+            "anthropic-ratelimit-unified-overage-status",
+            "anthropic-ratelimit-unified-overage-disabled-reason",
+        ];
+
+        fn name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => proptest::sample::select(NAMES).prop_map(str::to_owned),
+                1 => "anthropic-ratelimit-[a-z0-9-]{0,24}",
+                1 => "[a-z-]{0,24}",
+            ]
+        }
+
+        /// A header value: the shapes the parser looks for, near misses, and anything at all.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => (0u64..1_000).prop_map(|n| n.to_string()),
+                1 => any::<u64>().prop_map(|n| n.to_string()),
+                1 => any::<i64>().prop_map(|n| n.to_string()),
+                1 => any::<f64>().prop_map(|f| f.to_string()),
+                1 => "[0-9]{1,24}(\\.[0-9]{1,5})?(e[+-]?[0-9]{1,4})?",
+                1 => "(inf|-inf|NaN|nan|infinity|1e400|-0)",
+                1 => "(rejected|allowed|allowed_warning|queueing_soft|five_hour|seven_day_opus|true)",
+                1 => any::<i64>().prop_map(format_rfc3339),
+                1 => "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})",
+                1 => "[A-Z][a-z]{2}, [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT",
+                1 => "\\PC*",
+            ]
+        }
+
+        /// A clock between 1970 and 2100.
+        fn now() -> impl Strategy<Value = Millis> {
+            0..4_102_444_800_000i64
+        }
+
+        proptest! {
+            #[test]
+            fn any_headers_parse_and_classify_without_panicking(
+                headers in proptest::collection::vec((name(), value()), 0..12),
+                now in now(),
+                later in 0..(400 * 24 * 3_600_000i64),
+                status in proptest::sample::select(&[200u16, 400, 401, 403, 429, 500, 529][..]),
+            ) {
+                let snap = RateLimitSnapshot::from_headers(
+                    headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+                    now,
+                );
+                // A bench always ends in the future, and at most a day from now.
+                match classify(status, &snap, now) {
+                    Verdict::RateLimited { until: Some(at) }
+                    | Verdict::Serve { bench_until: Some(at) } => {
+                        prop_assert!(now < at && at <= now + MAX_BENCH_MS, "{at} from {now}");
+                    }
+                    _ => {}
+                }
+                prop_assert!(snap.warning_ends_at() <= now + WARNING_MAX_MS);
+                for at in [now, now + later] {
+                    if let Some(share) = snap.headroom_at(at) {
+                        prop_assert!((0.0..=1.0).contains(&share), "headroom {share}");
+                    }
+                }
+                let _ = (snap.reset_at(), snap.unified_reset_at(), snap.has_limits());
+            }
+
+            #[test]
+            fn generated_headers_parse_to_the_values_generated(
+                windows in proptest::collection::vec(
+                    (proptest::option::of(any::<u64>()), proptest::option::of(any::<u64>()),
+                     proptest::option::of(-62_167_219_200_000i64..253_402_300_800_000)),
+                    4,
+                ),
+                unified in (
+                    proptest::option::of("[a-z_]{1,20}"),
+                    proptest::option::of(0u64..100_000_000_000),
+                    proptest::option::of(0.0f64..2.0),
+                    proptest::option::of(0u64..100_000_000_000),
+                    proptest::option::of("[a-z_]{1,20}"),
+                    proptest::option::of("[a-z_]{1,20}"),
+                ),
+                retry in (proptest::option::of(0u32..1_000_000), proptest::option::of(any::<bool>())),
+                padding in proptest::collection::vec("[ \t]{0,2}", 2),
+                order in proptest::collection::vec(any::<u32>(), 32),
+                now in now(),
+            ) {
+                let (status, reset, utilization, reset_5h, status_5h, claim) = unified;
+                let pad = |v: String| format!("{}{v}{}", padding[0], padding[1]);
+                let mut headers: Vec<(String, String)> = Vec::new();
+                let families = ["requests", "tokens", "input-tokens", "output-tokens"];
+                for (family, (limit, remaining, reset)) in families.iter().zip(&windows) {
+                    let name = |field: &str| format!("anthropic-ratelimit-{family}-{field}");
+                    if let Some(limit) = limit {
+                        headers.push((name("limit"), pad(limit.to_string())));
+                    }
+                    if let Some(remaining) = remaining {
+                        headers.push((name("remaining"), pad(remaining.to_string())));
+                    }
+                    if let Some(reset) = reset {
+                        headers.push((name("reset"), pad(format_rfc3339(*reset))));
+                    }
+                }
+                let unified_name = |field: &str| format!("anthropic-ratelimit-unified-{field}");
+                if let Some(status) = &status {
+                    headers.push((unified_name("status"), pad(status.clone())));
+                }
+                if let Some(reset) = reset {
+                    headers.push((unified_name("reset"), pad(reset.to_string())));
+                }
+                if let Some(utilization) = utilization {
+                    headers.push((unified_name("5h-utilization"), pad(utilization.to_string())));
+                }
+                if let Some(reset) = reset_5h {
+                    headers.push((unified_name("5h-reset"), pad(reset.to_string())));
+                }
+                if let Some(status) = &status_5h {
+                    headers.push((unified_name("5h-status"), pad(status.clone())));
+                }
+                if let Some(claim) = &claim {
+                    headers.push((unified_name("representative-claim"), pad(claim.clone())));
+                }
+                if let Some(seconds) = retry.0 {
+                    headers.push(("retry-after".into(), pad(seconds.to_string())));
+                }
+                if let Some(should) = retry.1 {
+                    headers.push(("x-should-retry".into(), pad(should.to_string())));
+                }
+                headers.push(("content-type".into(), "application/json".into()));
+                // Any order.
+                let mut keyed: Vec<_> = order.iter().zip(headers).collect();
+                keyed.sort_by_key(|(key, _)| **key);
+
+                let snap = RateLimitSnapshot::from_headers(
+                    keyed.iter().map(|(_, (n, v))| (n.as_str(), v.as_str())),
+                    now,
+                );
+                for (window, (limit, remaining, reset)) in snap.windows().iter().zip(&windows) {
+                    prop_assert_eq!(window.limit, *limit);
+                    prop_assert_eq!(window.remaining, *remaining);
+                    prop_assert_eq!(window.reset, *reset);
+                }
+                prop_assert_eq!(snap.unified_status, status);
+                prop_assert_eq!(snap.unified_reset, reset.map(|s| s as Millis * 1000));
+                prop_assert_eq!(snap.unified_5h_utilization, utilization);
+                prop_assert_eq!(snap.unified_5h_reset, reset_5h.map(|s| s as Millis * 1000));
+                prop_assert_eq!(snap.unified_5h_status, status_5h);
+                prop_assert_eq!(snap.unified_representative_claim, claim);
+                prop_assert_eq!(snap.retry_at, retry.0.map(|s| now + i64::from(s) * 1000));
+                prop_assert_eq!(snap.should_retry, retry.1);
+                prop_assert_eq!(snap.seen_at, now);
+            }
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! What the proxy needs to know about a client request before choosing an account: the model
 //! (for the record), whether it streams, and its session key (SPEC §6), read in one pass over
-//! the body without copying it.
+//! the body without copying it; and whether its path stays under `/v1/`.
 
 use serde::Deserialize;
 
@@ -71,6 +71,28 @@ pub fn session_key<'a>(
         .or(info.body_session.as_deref())
 }
 
+/// Whether a `/v1/…` path could leave `/v1/` once the upstream resolves it: a `.` or `..`
+/// segment, plain or percent-encoded, or an encoded slash or backslash. Such a path could reach
+/// other Anthropic endpoints (say, one that mints API keys) with a pooled account's credential,
+/// so the proxy refuses it.
+pub fn escapes_v1(path: &str) -> bool {
+    // The usual path has none of these: no allocation on the way through.
+    if !path.contains(['.', '%', '\\']) {
+        return false;
+    }
+    path.split('/').any(|segment| {
+        let decoded = segment
+            .replace("%2e", ".")
+            .replace("%2E", ".")
+            .to_ascii_lowercase();
+        decoded == "."
+            || decoded == ".."
+            || decoded.contains("%2f")
+            || decoded.contains("%5c")
+            || decoded.contains('\\')
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +145,246 @@ mod tests {
             _ => None,
         };
         assert_eq!(session_key(empty_seed, &info), Some("cc"));
+    }
+
+    #[test]
+    fn paths_that_could_leave_v1_are_caught() {
+        for bad in [
+            "/v1/../api/oauth/claude_cli/create_api_key",
+            "/v1/%2e%2e/api/x",
+            "/v1/%2E./api",
+            "/v1/./messages",
+            "/v1/messages/..",
+            "/v1/a%2fb",
+            "/v1/a%5Cb",
+            "/v1/a\\..",
+        ] {
+            assert!(escapes_v1(bad), "{bad}");
+        }
+        for good in [
+            "/v1/messages",
+            "/v1/messages/count_tokens",
+            "/v1/models/claude-3.5-x",
+            "/v1/files/a.b",
+        ] {
+            assert!(!escapes_v1(good), "{good}");
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A JSON string literal for `text`.
+        fn json(text: &str) -> String {
+            serde_json::to_string(text).unwrap()
+        }
+
+        /// JSON whitespace, as a client may put it between tokens.
+        fn space() -> impl Strategy<Value = String> {
+            "[ \t\r\n]{0,3}"
+        }
+
+        /// `{k: v, …}` with the members in the given order and `space` between tokens.
+        fn object(members: &[(String, String)], space: &[String]) -> String {
+            let gap = |i: usize| space[i % space.len()].as_str();
+            let mut out = format!("{{{}", gap(0));
+            for (i, (key, value)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(&format!(",{}", gap(i + 1)));
+                }
+                out.push_str(&format!(
+                    "{}{}:{}{value}{}",
+                    json(key),
+                    gap(i + 2),
+                    gap(i + 3),
+                    gap(i + 4)
+                ));
+            }
+            out.push('}');
+            out
+        }
+
+        /// What `metadata.user_id` carries: Claude Code's JSON text with a session id (or
+        /// without one), or an opaque string.
+        #[derive(Debug, Clone)]
+        enum UserId {
+            Json {
+                session: Option<String>,
+                device: String,
+            },
+            Flat(String),
+        }
+
+        fn user_id() -> impl Strategy<Value = UserId> {
+            prop_oneof![
+                (proptest::option::of("\\PC{0,30}"), "[0-9a-f]{8}")
+                    .prop_map(|(session, device)| UserId::Json { session, device }),
+                "[A-Za-z0-9_-]{1,40}".prop_map(UserId::Flat),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_give_an_answer_without_panicking(
+                body in proptest::collection::vec(any::<u8>(), 0..256),
+            ) {
+                let _ = RequestInfo::from_body(&body);
+            }
+
+            #[test]
+            fn a_body_gives_what_it_says_in_any_key_order_and_spacing(
+                model in proptest::option::of("\\PC{0,40}"),
+                stream in proptest::option::of(any::<bool>()),
+                user in proptest::option::of(user_id()),
+                order in proptest::collection::vec(any::<u32>(), 8),
+                space in proptest::collection::vec(space(), 1..6),
+            ) {
+                let mut members = vec![
+                    ("max_tokens".to_owned(), "1024".to_owned()),
+                    (
+                        "messages".to_owned(),
+                        r#"[{"role":"user","content":[{"type":"text","text":"model \"stream\": true"}]}]"#.to_owned(),
+                    ),
+                    ("system".to_owned(), json("metadata")),
+                ];
+                if let Some(model) = &model {
+                    members.push(("model".into(), json(model)));
+                }
+                if let Some(stream) = stream {
+                    members.push(("stream".into(), stream.to_string()));
+                }
+                if let Some(user) = &user {
+                    let text = match user {
+                        UserId::Json { session, device } => {
+                            let mut inner = vec![
+                                ("device_id".to_owned(), json(device)),
+                                ("account_uuid".to_owned(), json("a")),
+                            ];
+                            if let Some(session) = session {
+                                inner.push(("session_id".into(), json(session)));
+                            }
+                            inner.sort_by_key(|(key, _)| order[key.len() % order.len()]);
+                            object(&inner, &space)
+                        }
+                        UserId::Flat(flat) => flat.clone(),
+                    };
+                    let metadata = vec![("user_id".to_owned(), json(&text))];
+                    members.push(("metadata".into(), object(&metadata, &space)));
+                }
+                let mut keyed: Vec<_> = order.iter().zip(members).collect();
+                keyed.sort_by_key(|(key, _)| **key);
+                let members: Vec<_> = keyed.into_iter().map(|(_, member)| member).collect();
+                let body = object(&members, &space);
+
+                let info = RequestInfo::from_body(body.as_bytes());
+                let expected_session = match user {
+                    Some(UserId::Json { session, .. }) => session,
+                    Some(UserId::Flat(flat)) => Some(flat),
+                    None => None,
+                };
+                prop_assert_eq!(
+                    info,
+                    RequestInfo {
+                        model,
+                        stream: stream.unwrap_or(false),
+                        body_session: expected_session,
+                    },
+                    "{}",
+                    body
+                );
+            }
+        }
+
+        /// The path an origin server would act on: percent-decoded once (invalid escapes kept),
+        /// backslashes taken as slashes, then dot segments removed as RFC 3986 §5.2.4 does.
+        fn resolved(path: &str) -> String {
+            let bytes = path.as_bytes();
+            let mut decoded = Vec::new();
+            let mut i = 0;
+            while i < bytes.len() {
+                let hex = |b: u8| (b as char).to_digit(16);
+                if bytes[i] == b'%'
+                    && i + 2 < bytes.len()
+                    && let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+                {
+                    decoded.push((high * 16 + low) as u8);
+                    i += 3;
+                } else {
+                    decoded.push(bytes[i]);
+                    i += 1;
+                }
+            }
+            let decoded = String::from_utf8_lossy(&decoded).replace('\\', "/");
+            let mut output: Vec<&str> = Vec::new();
+            let segments: Vec<&str> = decoded.split('/').skip(1).collect();
+            for (i, segment) in segments.iter().enumerate() {
+                let last = i + 1 == segments.len();
+                match *segment {
+                    "." if last => output.push(""),
+                    "." => {}
+                    ".." => {
+                        output.pop();
+                        if last {
+                            output.push("");
+                        }
+                    }
+                    other => output.push(other),
+                }
+            }
+            format!("/{}", output.join("/"))
+        }
+
+        /// A path segment made of the characters that matter to the check, and a few others.
+        fn tricky_segment() -> impl Strategy<Value = String> {
+            proptest::collection::vec(
+                prop_oneof![
+                    Just("."),
+                    Just(".."),
+                    Just("%2e"),
+                    Just("%2E"),
+                    Just("%2f"),
+                    Just("%2F"),
+                    Just("%5c"),
+                    Just("%5C"),
+                    Just("\\"),
+                    Just("%25"),
+                    Just("%"),
+                    Just("2e"),
+                    Just("a"),
+                    Just("v1"),
+                    Just("%41"),
+                ],
+                0..8,
+            )
+            .prop_map(|parts| parts.concat())
+        }
+
+        proptest! {
+            // Cheap cases, and escapes need a few pieces in the right order: many cases.
+            #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+            #[test]
+            fn no_accepted_path_resolves_outside_v1(
+                segments in proptest::collection::vec(tricky_segment(), 1..4),
+            ) {
+                let path = format!("/v1/{}", segments.join("/"));
+                if !escapes_v1(&path) {
+                    let target = resolved(&path);
+                    prop_assert!(target.starts_with("/v1/"), "{} resolves to {}", path, target);
+                }
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn ordinary_paths_are_accepted(
+                segments in proptest::collection::vec("[A-Za-z0-9_-][A-Za-z0-9_.-]{0,20}", 1..5),
+            ) {
+                let path = format!("/v1/{}", segments.join("/"));
+                prop_assert!(!escapes_v1(&path), "{}", path);
+                prop_assert_eq!(resolved(&path), path.clone());
+            }
+        }
     }
 }

@@ -145,8 +145,9 @@ impl SseScanner {
     /// For a line known only by its first bytes: keep it if it may be one we need.
     fn decide(&mut self) -> LineState {
         let line = self.line.as_slice();
-        // A CRLF blank line cut between its `\r` and `\n` ends an event: keep it.
-        if line == b"\r" {
+        // A blank line cut before its `\n` ends an event: keep it. Its carriage returns are
+        // stripped with the line ending, so `\r\r\n` is as blank as `\r\n`.
+        if line.iter().all(|&b| b == b'\r') {
             return LineState::Keep;
         }
         let could_be = |prefix: &[u8]| {
@@ -333,6 +334,27 @@ mod tests {
     }
 
     #[test]
+    fn a_blank_line_of_carriage_returns_cut_before_its_newline_ends_the_event() {
+        // Found by the chunking property: `\r\r` alone at the start of a chunk was taken for
+        // the start of a line that cannot matter and skipped, so the skipped `ping` event went
+        // on and swallowed the unnamed `message_delta` after it. Fed whole, it was counted.
+        let stream = b"event: ping\ndata: {}\n\r\r\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":4}}\n\n";
+        let cut = stream.iter().position(|&b| b == b'\r').unwrap() + 2;
+        for chunks in [&[&stream[..]][..], &[&stream[..cut], &stream[cut..]]] {
+            let mut scanner = SseScanner::new();
+            for chunk in chunks {
+                scanner.feed(chunk);
+            }
+            assert_eq!(
+                scanner.summary().usage.output_tokens,
+                4,
+                "{} chunks",
+                chunks.len()
+            );
+        }
+    }
+
+    #[test]
     fn error_event_is_noted() {
         let stream = concat!(
             "event: message_start\n",
@@ -372,5 +394,160 @@ mod tests {
         let mut scanner = SseScanner::new();
         scanner.feed(stream.as_bytes());
         assert_eq!(scanner.summary().usage.output_tokens, 3);
+    }
+}
+
+/// Properties: the scanner's answer does not depend on how the stream is cut into chunks, and
+/// no input makes it panic.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One line of a stream (without its line ending), from the shapes a real stream has and
+    /// some it should not.
+    fn line() -> impl Strategy<Value = Vec<u8>> {
+        let usage = (0u64..5_000, 0u64..5_000, any::<bool>()).prop_map(|(i, o, cache)| {
+            if cache {
+                format!(
+                    r#"{{"input_tokens":{i},"output_tokens":{o},"cache_creation_input_tokens":{},"cache_creation":{{"ephemeral_5m_input_tokens":{i},"ephemeral_1h_input_tokens":{o}}}}}"#,
+                    i + o
+                )
+            } else {
+                format!(r#"{{"output_tokens":{o},"cache_read_input_tokens":{i}}}"#)
+            }
+        });
+        let text = |s: &str| Just(s.as_bytes().to_vec());
+        let event = prop_oneof![
+            text("event: message_start"),
+            text("event:message_delta"),
+            text("event: message_stop"),
+            text("event: error"),
+            text("event: ping"),
+            text("event: content_block_delta"),
+        ];
+        let other = prop_oneof![
+            text(""),
+            text("\r"),
+            text("\r\r"),
+            text(": comment"),
+            text("id: 7"),
+            text("data: {\"type\":\"ping\"}"),
+            text("data: {\"type\":\"message_stop\"}"),
+            text(
+                "data: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}"
+            ),
+        ];
+        let data = prop_oneof![
+            ("[a-z]{1,12}", usage.clone()).prop_map(|(model, usage)| format!(
+                r#"data: {{"type":"message_start","message":{{"model":"{model}","usage":{usage}}}}}"#
+            )
+            .into_bytes()),
+            usage.prop_map(|usage| format!(
+                r#"data: {{"type":"message_delta","delta":{{"stop_reason":"end_turn"}},"usage":{usage}}}"#
+            )
+            .into_bytes()),
+        ];
+        // Anything at all, carriage returns and invalid UTF-8 included.
+        let junk = proptest::collection::vec(
+            prop_oneof![Just(b'\r'), Just(b'{'), Just(b':'), any::<u8>()],
+            0..40,
+        );
+        prop_oneof![4 => event, 4 => other, 4 => data, 1 => junk]
+    }
+
+    /// A `message_delta` line near the length limit, on either side of it.
+    fn long_line() -> impl Strategy<Value = Vec<u8>> {
+        (0usize..64, any::<bool>()).prop_map(|(extra, over)| {
+            let head = br#"data: {"type":"message_delta","usage":{"output_tokens":77},"pad":""#;
+            let target = if over {
+                MAX_LINE + extra
+            } else {
+                MAX_LINE - 1 - extra
+            };
+            let mut line = head.to_vec();
+            line.resize(target - 2, b'x');
+            line.extend_from_slice(b"\"}");
+            line
+        })
+    }
+
+    /// A stream of `lines` lines; with `with_long_line`, half of the streams have one line near the
+    /// length limit somewhere (they make byte-by-byte and exhaustive cuts slow).
+    fn stream(
+        lines: std::ops::Range<usize>,
+        with_long_line: bool,
+    ) -> impl Strategy<Value = Vec<u8>> {
+        let ending = prop_oneof![Just(&b"\n"[..]), Just(&b"\r\n"[..]), Just(&b"\n\n"[..])];
+        let long = proptest::option::of((any::<prop::sample::Index>(), long_line()))
+            .prop_map(move |long| long.filter(|_| with_long_line));
+        (proptest::collection::vec((line(), ending), lines), long).prop_map(|(mut lines, long)| {
+            if let Some((at, line)) = long {
+                lines.insert(at.index(lines.len() + 1), (line, &b"\n"[..]));
+            }
+            let mut bytes = Vec::new();
+            for (line, ending) in lines {
+                bytes.extend_from_slice(&line);
+                bytes.extend_from_slice(ending);
+            }
+            bytes
+        })
+    }
+
+    fn whole(bytes: &[u8]) -> StreamSummary {
+        let mut scanner = SseScanner::new();
+        scanner.feed(bytes);
+        scanner.into_summary()
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_gives_the_answer_of_the_whole_stream(
+            bytes in stream(0..24, true),
+            sizes in proptest::collection::vec(prop_oneof![3 => 1usize..16, 1 => 16usize..80_000], 1..8),
+        ) {
+            let mut scanner = SseScanner::new();
+            let mut rest = &bytes[..];
+            for size in sizes.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (chunk, after) = rest.split_at((*size).min(rest.len()));
+                scanner.feed(chunk);
+                rest = after;
+            }
+            prop_assert_eq!(scanner.into_summary(), whole(&bytes));
+        }
+
+        #[test]
+        fn byte_by_byte_gives_the_answer_of_the_whole_stream(bytes in stream(0..24, false)) {
+            let mut scanner = SseScanner::new();
+            for byte in bytes.chunks(1) {
+                scanner.feed(byte);
+            }
+            prop_assert_eq!(scanner.into_summary(), whole(&bytes));
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let summary = whole(&bytes);
+            let _ = crate::pricing::cost(summary.model.as_deref(), &summary.usage);
+        }
+    }
+
+    proptest! {
+        // Every cut of a stream is quadratic work: fewer, shorter streams.
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn every_cut_in_two_gives_the_answer_of_the_whole_stream(bytes in stream(0..10, false)) {
+            let expected = whole(&bytes);
+            for cut in 0..=bytes.len() {
+                let mut scanner = SseScanner::new();
+                scanner.feed(&bytes[..cut]);
+                scanner.feed(&bytes[cut..]);
+                prop_assert_eq!(scanner.summary(), &expected, "cut at {}", cut);
+            }
+        }
     }
 }

@@ -125,7 +125,12 @@ pub fn parse_rfc3339(value: &str) -> Option<Millis> {
         _ => {
             let sign = if zone.starts_with('-') { -1 } else { 1 };
             let (h, m) = zone[1..].split_once(':')?;
-            sign * (number(h)? * 60 + number(m)?)
+            let (h, m) = (number(h)?, number(m)?);
+            // Bounded as RFC 3339 bounds them, so an absurd offset cannot overflow below.
+            if h > 23 || m > 59 {
+                return None;
+            }
+            sign * (h * 60 + m)
         }
     };
     let days = days_from_civil(year, month, day);
@@ -178,6 +183,11 @@ pub fn parse_http_date(value: &str) -> Option<Millis> {
     if it.next()? != "GMT" {
         return None;
     }
+    // IMF-fixdate has a two-digit day and a four-digit year; bounding every field keeps the
+    // arithmetic below from overflowing on a hostile header.
+    if !(1..=31).contains(&day) || year > 9999 || h > 23 || m > 59 || s > 60 {
+        return None;
+    }
     Some((days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s) * 1000)
 }
 
@@ -221,10 +231,146 @@ mod tests {
     }
 
     #[test]
+    fn absurd_fields_are_refused_not_overflowed() {
+        // Found by the properties below: these overflowed i64 arithmetic (a panic in debug
+        // builds, a wrong time in release). The API reads `since=` with `parse_rfc3339`.
+        assert_eq!(
+            parse_rfc3339("2026-11-26T10:00:00+999999999999999999:00"),
+            None
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-26T10:00:00-00:9000000000000000000"),
+            None
+        );
+        assert_eq!(
+            parse_http_date("Thu, 26 Nov 9999999999999999 10:01:00 GMT"),
+            None
+        );
+        assert_eq!(
+            parse_http_date("Thu, 26 Nov 2026 9999999999999999:01:00 GMT"),
+            None
+        );
+    }
+
+    #[test]
     fn manual_clock_moves_only_when_told() {
         let clock = ManualClock::new(5);
         assert_eq!(clock.now_ms(), 5);
         clock.advance(10);
         assert_eq!(clock.now_ms(), 15);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// 0000-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z: the instants with a four-digit
+        /// year, which is what both formats write.
+        fn instant() -> impl Strategy<Value = Millis> {
+            let first = days_from_civil(0, 1, 1) * 86_400_000;
+            let last = (days_from_civil(10_000, 1, 1)) * 86_400_000 - 1;
+            first..=last
+        }
+
+        /// A number field as a header may write it: mostly in `usual`, sometimes absurd.
+        fn field(usual: std::ops::Range<u64>) -> impl Strategy<Value = String> {
+            prop_oneof![
+                3 => usual.prop_map(|n| format!("{n:02}")),
+                1 => any::<u64>().prop_map(|n| n.to_string()),
+            ]
+        }
+
+        /// The IMF-fixdate form of a whole second, as a server writes `retry-after`.
+        fn http_date(ms: Millis) -> String {
+            const MONTHS: [&str; 12] = [
+                "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+            ];
+            const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+            let seconds = ms.div_euclid(1000);
+            let days = seconds.div_euclid(86_400);
+            let (y, mo, d) = civil_from_days(days);
+            let of_day = seconds.rem_euclid(86_400);
+            format!(
+                "{}, {d:02} {} {y:04} {:02}:{:02}:{:02} GMT",
+                WEEKDAYS[days.rem_euclid(7) as usize],
+                MONTHS[(mo - 1) as usize],
+                of_day / 3600,
+                of_day % 3600 / 60,
+                of_day % 60
+            )
+        }
+
+        proptest! {
+            #[test]
+            fn rfc3339_round_trips(ms in instant()) {
+                prop_assert_eq!(parse_rfc3339(&format_rfc3339(ms)), Some(ms));
+            }
+
+            #[test]
+            fn rfc3339_offsets_name_the_same_instant(
+                // A day inside the four-digit years, so the local time has four digits too.
+                ms in instant().prop_map(|ms| ms.clamp(86_400_000 * -719_527, 86_400_000 * 2_932_894)),
+                hours in 0i64..24,
+                minutes in 0i64..60,
+                east in any::<bool>(),
+            ) {
+                let offset = (hours * 60 + minutes) * if east { 1 } else { -1 };
+                let local = format_rfc3339(ms + offset * 60_000);
+                let zone = format!("{}{hours:02}:{minutes:02}", if east { '+' } else { '-' });
+                let text = format!("{}{zone}", local.trim_end_matches('Z'));
+                prop_assert_eq!(parse_rfc3339(&text), Some(ms), "{}", text);
+            }
+
+            #[test]
+            fn http_dates_round_trip(ms in instant()) {
+                let whole_second = ms.div_euclid(1000) * 1000;
+                prop_assert_eq!(parse_http_date(&http_date(ms)), Some(whole_second));
+            }
+
+            #[test]
+            fn any_text_parses_or_not_without_panicking(text in "\\PC*") {
+                let _ = parse_rfc3339(&text);
+                let _ = parse_http_date(&text);
+            }
+
+            #[test]
+            fn rfc3339_shaped_text_parses_or_not_without_panicking(
+                date in (field(0..10_000), field(1..13), field(1..32)),
+                clock in (field(0..24), field(0..60), field(0..61)),
+                separator in "[Tt ]",
+                fraction in "(\\.[0-9]{0,9})?",
+                zone in "[Zz+-]",
+                offset in (field(0..24), field(0..60)),
+            ) {
+                let zone = if zone.eq_ignore_ascii_case("z") {
+                    zone
+                } else {
+                    format!("{zone}{}:{}", offset.0, offset.1)
+                };
+                let text = format!(
+                    "{}-{}-{}{separator}{}:{}:{}{fraction}{zone}",
+                    date.0, date.1, date.2, clock.0, clock.1, clock.2
+                );
+                let _ = parse_rfc3339(&text);
+            }
+
+            #[test]
+            fn http_date_shaped_text_parses_or_not_without_panicking(
+                date in (field(1..32), field(0..10_000)),
+                clock in (field(0..24), field(0..60), field(0..61)),
+                month in "(Jan|Nov|Dec)",
+            ) {
+                let text = format!(
+                    "Thu, {} {month} {} {}:{}:{} GMT",
+                    date.0, date.1, clock.0, clock.1, clock.2
+                );
+                let _ = parse_http_date(&text);
+            }
+
+            #[test]
+            fn any_instant_formats(ms in any::<i64>()) {
+                let _ = format_rfc3339(ms);
+            }
+        }
     }
 }

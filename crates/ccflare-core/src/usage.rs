@@ -19,12 +19,13 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// Every token counted: input of all kinds plus output.
+    /// Every token counted: input of all kinds plus output (saturating: the counts come from
+    /// the upstream's JSON, which can say anything).
     pub fn total(&self) -> u64 {
         self.input_tokens
-            + self.cache_read_input_tokens
-            + self.cache_creation_input_tokens
-            + self.output_tokens
+            .saturating_add(self.cache_read_input_tokens)
+            .saturating_add(self.cache_creation_input_tokens)
+            .saturating_add(self.output_tokens)
     }
 }
 
@@ -68,7 +69,7 @@ impl Usage {
                 }
                 // Without the split, keep a known one if the total agrees; otherwise price
                 // every write at the 5-minute rate (protocol doc §5.1 rule 3).
-                None if self.cache_write_5m + self.cache_write_1h == total => {}
+                None if self.cache_write_5m.checked_add(self.cache_write_1h) == Some(total) => {}
                 None => {
                     self.cache_write_5m = total;
                     self.cache_write_1h = 0;
@@ -131,5 +132,65 @@ mod tests {
     fn errors_are_not_messages() {
         assert!(from_json_body(br#"{"type":"error","error":{"type":"x"}}"#).is_none());
         assert!(from_json_body(b"<html>").is_none());
+    }
+
+    #[test]
+    fn huge_counts_do_not_overflow() {
+        // Found by the property below: a split summing past u64::MAX, then a total without a
+        // split, overflowed the comparison that decides whether the known split still holds.
+        let body = br#"{"usage":{"input_tokens":18446744073709551615,"output_tokens":18446744073709551615,"cache_creation_input_tokens":5,"cache_creation":{"ephemeral_5m_input_tokens":18446744073709551615,"ephemeral_1h_input_tokens":1}}}"#;
+        let (_, mut usage) = from_json_body(body).unwrap();
+        assert_eq!(usage.total(), u64::MAX);
+        usage.merge(&WireUsage {
+            cache_creation_input_tokens: Some(7),
+            ..Default::default()
+        });
+        assert_eq!((usage.cache_write_5m, usage.cache_write_1h), (7, 0));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn count() -> impl Strategy<Value = Option<u64>> {
+            proptest::option::of(prop_oneof![0u64..100_000, any::<u64>()])
+        }
+
+        fn wire() -> impl Strategy<Value = WireUsage> {
+            let split =
+                proptest::option::of((count(), count()).prop_map(|(m5, h1)| WireCacheCreation {
+                    ephemeral_5m_input_tokens: m5,
+                    ephemeral_1h_input_tokens: h1,
+                }));
+            (count(), count(), count(), count(), split).prop_map(
+                |(input, output, read, creation, split)| WireUsage {
+                    input_tokens: input,
+                    output_tokens: output,
+                    cache_read_input_tokens: read,
+                    cache_creation_input_tokens: creation,
+                    cache_creation: split,
+                },
+            )
+        }
+
+        proptest! {
+            #[test]
+            fn any_sequence_of_usage_objects_merges_and_totals(
+                wires in proptest::collection::vec(wire(), 0..6),
+            ) {
+                let mut usage = Usage::default();
+                for wire in &wires {
+                    usage.merge(wire);
+                    if let Some(output) = wire.output_tokens {
+                        prop_assert_eq!(usage.output_tokens, output);
+                    }
+                }
+                let exact = u128::from(usage.input_tokens)
+                    + u128::from(usage.cache_read_input_tokens)
+                    + u128::from(usage.cache_creation_input_tokens)
+                    + u128::from(usage.output_tokens);
+                prop_assert_eq!(u128::from(usage.total()), exact.min(u128::from(u64::MAX)));
+            }
+        }
     }
 }

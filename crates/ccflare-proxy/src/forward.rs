@@ -11,7 +11,7 @@ use bytes::Bytes;
 use ccflare_core::error::anthropic_error_body;
 use ccflare_core::ratelimit::{RateLimitSnapshot, classify};
 use ccflare_core::record::AttemptFailure;
-use ccflare_core::request::{RequestInfo, session_key};
+use ccflare_core::request::{RequestInfo, escapes_v1, session_key};
 use ccflare_core::{AccountId, AccountKind, Secret};
 use ccflare_pool::{Pick, Unavailable, UnavailableReason};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -194,27 +194,6 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
             return relay_failure(&mut recorder, last_failure.take().expect("just set"));
         }
     }
-}
-
-/// Whether a path could leave `/v1/` once the upstream resolves it: a `.` or `..` segment,
-/// plain or percent-encoded, or an encoded slash or backslash. Such a path could reach other
-/// Anthropic endpoints (say, one that mints API keys) with a pooled account's credential.
-fn escapes_v1(path: &str) -> bool {
-    // The usual path has none of these: no allocation on the way through.
-    if !path.contains(['.', '%', '\\']) {
-        return false;
-    }
-    path.split('/').any(|segment| {
-        let decoded = segment
-            .replace("%2e", ".")
-            .replace("%2E", ".")
-            .to_ascii_lowercase();
-        decoded == "."
-            || decoded == ".."
-            || decoded.contains("%2f")
-            || decoded.contains("%5c")
-            || decoded.contains('\\')
-    })
 }
 
 /// Why a request body was not accepted.
@@ -477,33 +456,4 @@ fn relay_failure(recorder: &mut Recorder, failure: LastFailure) -> Response<Resp
         (error_type, message),
     ));
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::escapes_v1;
-
-    #[test]
-    fn paths_that_could_leave_v1_are_caught() {
-        for bad in [
-            "/v1/../api/oauth/claude_cli/create_api_key",
-            "/v1/%2e%2e/api/x",
-            "/v1/%2E./api",
-            "/v1/./messages",
-            "/v1/messages/..",
-            "/v1/a%2fb",
-            "/v1/a%5Cb",
-            "/v1/a\\..",
-        ] {
-            assert!(escapes_v1(bad), "{bad}");
-        }
-        for good in [
-            "/v1/messages",
-            "/v1/messages/count_tokens",
-            "/v1/models/claude-3.5-x",
-            "/v1/files/a.b",
-        ] {
-            assert!(!escapes_v1(good), "{good}");
-        }
-    }
 }

@@ -45,7 +45,8 @@ pub const METRIC_LATENCY: i64 = 0;
 pub const METRIC_TTFB: i64 = 1;
 
 /// The start of the bucket of `size` milliseconds that holds `at` (buckets start at the epoch,
-/// so hours and days are UTC).
+/// so hours and days are UTC). `at` is a clock reading: within ±2^62 ms (146 million years)
+/// of the epoch, the start is representable.
 pub fn bucket(at: Millis, size: Millis) -> Millis {
     at.div_euclid(size) * size
 }
@@ -618,5 +619,94 @@ mod tests {
     fn buckets_align_to_utc() {
         assert_eq!(bucket(HOUR_MS + 5, HOUR_MS), HOUR_MS);
         assert_eq!(bucket(-1, MINUTE_MS), -MINUTE_MS);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The last bin any latency can fall in (that of `i64::MAX`).
+        fn last_bin() -> i64 {
+            bin(i64::MAX)
+        }
+
+        /// Latencies spread over every magnitude, not only the large ones a uniform draw gives.
+        fn latency() -> impl Strategy<Value = i64> {
+            prop_oneof![
+                0i64..LINEAR_BINS * 2,
+                (0u32..63).prop_flat_map(|bits| (1i64 << bits)..=(1i64 << bits).saturating_mul(2)),
+                any::<i64>(),
+            ]
+        }
+
+        #[test]
+        fn the_bins_tile_every_latency_without_gap_or_overlap() {
+            assert_eq!(bin_bounds(0), (0, 0));
+            for b in 0..last_bin() {
+                let (low, high) = bin_bounds(b);
+                let (next_low, _) = bin_bounds(b + 1);
+                assert!(low <= high, "bin {b} is empty");
+                assert_eq!(high + 1, next_low, "gap or overlap after bin {b}");
+                assert_eq!(
+                    (bin(low), bin(high)),
+                    (b, b),
+                    "bin {b}'s ends fall elsewhere"
+                );
+            }
+            assert_eq!(bin_bounds(last_bin()).1, i64::MAX);
+        }
+
+        proptest! {
+            #[test]
+            fn every_latency_falls_in_exactly_its_bin(value in latency()) {
+                let b = bin(value);
+                prop_assert!((0..=last_bin()).contains(&b));
+                let (low, high) = bin_bounds(b);
+                prop_assert!(low <= value.max(0) && value.max(0) <= high, "{} not in bin {} = [{}, {}]", value, b, low, high);
+                // Its neighbours do not hold it.
+                if b > 0 {
+                    prop_assert!(bin_bounds(b - 1).1 < value.max(0));
+                }
+                if b < last_bin() {
+                    prop_assert!(bin_bounds(b + 1).0 > value.max(0));
+                }
+            }
+
+            #[test]
+            fn bins_grow_with_latency(a in latency(), b in latency()) {
+                let (low, high) = (a.min(b), a.max(b));
+                prop_assert!(bin(low) <= bin(high));
+                prop_assert!(bin_value(bin(low)) <= bin_value(bin(high)));
+            }
+
+            #[test]
+            fn a_reported_latency_is_within_a_32nd(value in latency()) {
+                let reported = bin_value(bin(value));
+                let value = value.max(0);
+                if value < LINEAR_BINS {
+                    prop_assert_eq!(reported, value);
+                } else {
+                    let error = (i128::from(reported) - i128::from(value)).abs();
+                    prop_assert!(error * 32 <= i128::from(value), "{} reported as {}", value, reported);
+                }
+            }
+
+            #[test]
+            fn a_time_lies_in_its_bucket_and_buckets_nest(
+                at in -(1i64 << 62)..(1i64 << 62),
+            ) {
+                for size in [MINUTE_MS, HOUR_MS, DAY_MS] {
+                    let start = bucket(at, size);
+                    prop_assert!(start <= at && at < start + size, "{} in [{}, +{})", at, start, size);
+                    prop_assert_eq!(start.rem_euclid(size), 0);
+                    prop_assert_eq!(bucket(start, size), start);
+                }
+                let (minute, hour, day) =
+                    (bucket(at, MINUTE_MS), bucket(at, HOUR_MS), bucket(at, DAY_MS));
+                prop_assert!(day <= hour && hour <= minute && minute <= at);
+                prop_assert_eq!(bucket(minute, HOUR_MS), hour);
+                prop_assert_eq!(bucket(hour, DAY_MS), day);
+            }
+        }
     }
 }
