@@ -201,7 +201,10 @@ async fn bench(
     let needs_server = scenarios.iter().any(|s| *s != Scenario::Soak);
     let server_bin = match (&options.proxy_url, &options.server_bin) {
         (Some(_), _) => None,
-        (None, Some(path)) => Some(path.clone()),
+        // Absolute, because the server runs in its own temp folder.
+        (None, Some(path)) => Some(
+            std::path::absolute(path).with_context(|| format!("locating {}", path.display()))?,
+        ),
         (None, None) => Some(server::default_binary()?),
     };
     let (server, binary) = match &options.proxy_url {
