@@ -5,6 +5,9 @@
 //! all busy waits for one, and that wait is part of its latency. (Without the cap an overloaded
 //! target makes the generator open thousands of connections and measure its own connect storm.)
 //!
+//! A phase sends one kind of request, or a [`Mix`] of kinds in a fixed, repeating pattern (the
+//! soak's JSON, streams and hang-ups), so every stretch of the run has the same mix.
+//!
 //! The schedule is kept by a dedicated thread that sleeps with the OS's precision (tens of
 //! microseconds) rather than the runtime timer's millisecond ticks, and hands each request to
 //! the runtime as a task.
