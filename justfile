@@ -58,6 +58,13 @@ bench *args:
     cargo build --release --bin ccflare-server --bin ccflare-mock --bin ccflare-bench
     cargo run --quiet --release --bin ccflare-bench -- --out target/bench "$@"
 
+# The soak (issue 9): an hour of mixed traffic against the release server; its memory and
+# open files must stay flat and every request keep its row, else it exits non-zero. Writes
+# target/soak/bench.md and bench.json (`just soak --soak-duration 600` for ten minutes).
+soak *args:
+    cargo build --release --bin ccflare-server --bin ccflare-bench
+    cargo run --quiet --release --bin ccflare-bench -- --out target/soak --scenario soak "$@"
+
 # Run the mock Anthropic upstream, for trying ccflare without real keys.
 mock *args:
     cargo run --bin ccflare-mock -- "$@"

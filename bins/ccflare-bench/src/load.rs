@@ -5,6 +5,9 @@
 //! all busy waits for one, and that wait is part of its latency. (Without the cap an overloaded
 //! target makes the generator open thousands of connections and measure its own connect storm.)
 //!
+//! A phase sends one kind of request, or a [`Mix`] of kinds in a fixed, repeating pattern (the
+//! soak's JSON, streams and hang-ups), so every stretch of the run has the same mix.
+//!
 //! The schedule is kept by a dedicated thread that sleeps with the OS's precision (tens of
 //! microseconds) rather than the runtime timer's millisecond ticks, and hands each request to
 //! the runtime as a task.
@@ -43,6 +46,9 @@ pub enum Expect {
     Json,
     /// An SSE stream that ends with `message_stop`.
     Stream,
+    /// A successful stream the client hangs up on after its first body frame, as a person
+    /// pressing Esc does: the body is dropped unread, which closes the connection.
+    HangUp,
 }
 
 /// One kind of request, sent many times.
@@ -69,8 +75,8 @@ impl RequestSpec {
     }
 }
 
-/// Sends one request and reads its answer to the end.
-async fn one(client: &HttpClient, spec: &RequestSpec, intended: Instant) -> Sample {
+/// Sends one request and reads its answer to the end (or, for a hang-up, to its first frame).
+async fn one(client: &HttpClient, spec: &RequestSpec, kind: usize, intended: Instant) -> Sample {
     let started = Instant::now();
     let mut sample = Sample {
         latency: Duration::ZERO,
@@ -79,6 +85,7 @@ async fn one(client: &HttpClient, spec: &RequestSpec, intended: Instant) -> Samp
         bytes: 0,
         error: None,
         request_id: None,
+        kind,
     };
     let exchanged = tokio::time::timeout(spec.timeout, exchange(client, spec, &mut sample)).await;
     let ended = Instant::now();
@@ -126,6 +133,13 @@ async fn exchange(
         }
         first_byte.get_or_insert_with(Instant::now);
         sample.bytes += data.len() as u64;
+        if spec.expect == Expect::HangUp {
+            if !status.is_success() {
+                return Err(format!("status {}", status.as_u16()));
+            }
+            // Dropping `body` here, mid-stream, is the hang-up.
+            return Ok(first_byte);
+        }
         if data.len() >= 64 {
             tail.clear();
             tail.extend_from_slice(&data[data.len() - 64..]);
@@ -143,11 +157,14 @@ async fn exchange(
     let complete = match spec.expect {
         Expect::Json => tail.trim_ascii_end().ends_with(b"}"),
         Expect::Stream => tail.windows(12).any(|w| w == b"message_stop"),
+        // The stream ended before the client could hang up on it.
+        Expect::HangUp => false,
     };
     if !complete {
         return Err(match spec.expect {
             Expect::Json => "incomplete JSON body".into(),
             Expect::Stream => "stream without message_stop".into(),
+            Expect::HangUp => "stream ended before the hang-up".into(),
         });
     }
     Ok(first_byte)
@@ -183,6 +200,48 @@ pub async fn open_loop(
     connections: usize,
     max_in_flight: usize,
 ) -> PhaseData {
+    let mix = Mix {
+        specs: vec![spec.clone()],
+        pattern: vec![0],
+    };
+    open_loop_mix(client, &mix, rate, count, connections, max_in_flight).await
+}
+
+/// Several kinds of request in one schedule: request `i` is `specs[pattern[i % len]]`, so the
+/// mix is the same, and evenly spread, in every stretch of the run.
+#[derive(Debug, Clone)]
+pub struct Mix {
+    pub specs: Vec<RequestSpec>,
+    /// Indexes into `specs`; must not be empty.
+    pub pattern: Vec<usize>,
+}
+
+impl Mix {
+    /// How many of the first `count` requests are `specs[kind]`.
+    pub fn count_of(&self, kind: usize, count: u64) -> u64 {
+        let len = self.pattern.len() as u64;
+        let per_cycle = self.pattern.iter().filter(|&&k| k == kind).count() as u64;
+        let rest = (count % len) as usize;
+        let in_rest = self.pattern[..rest].iter().filter(|&&k| k == kind).count() as u64;
+        count / len * per_cycle + in_rest
+    }
+}
+
+/// [`open_loop`] over a [`Mix`]: each sample carries the index of its spec as its `kind`.
+pub async fn open_loop_mix(
+    client: &HttpClient,
+    mix: &Mix,
+    rate: f64,
+    count: u64,
+    connections: usize,
+    max_in_flight: usize,
+) -> PhaseData {
+    let longest_timeout = mix
+        .specs
+        .iter()
+        .map(|spec| spec.timeout)
+        .max()
+        .unwrap_or_default();
     let connections = Arc::new(Semaphore::new(connections.max(1)));
     let shared = Arc::new(Shared {
         samples: Mutex::new(Vec::with_capacity(count as usize)),
@@ -197,10 +256,12 @@ pub async fn open_loop(
     let dispatcher = {
         let shared = shared.clone();
         let client = client.clone();
-        let spec = Arc::new(spec.clone());
+        let specs: Vec<Arc<RequestSpec>> = mix.specs.iter().cloned().map(Arc::new).collect();
+        let pattern = mix.pattern.clone();
         let connections = connections.clone();
         tokio::task::spawn_blocking(move || {
             for i in 0..count {
+                let kind = pattern[(i % pattern.len() as u64) as usize];
                 let intended = start + Duration::from_secs_f64(i as f64 * interval);
                 let now = Instant::now();
                 if intended > now {
@@ -218,12 +279,12 @@ pub async fn open_loop(
                 shared.max_in_flight.fetch_max(in_flight, Ordering::Relaxed);
                 let shared = shared.clone();
                 let client = client.clone();
-                let spec = spec.clone();
+                let spec = specs[kind].clone();
                 let connections = connections.clone();
                 runtime.spawn(async move {
                     // The semaphore is never closed, so the permit always comes.
                     let permit = connections.acquire_owned().await;
-                    let sample = one(&client, &spec, intended).await;
+                    let sample = one(&client, &spec, kind, intended).await;
                     drop(permit);
                     shared.push(sample);
                 });
@@ -232,7 +293,7 @@ pub async fn open_loop(
     };
     let _ = dispatcher.await;
     // Every request has its own timeout, so this ends; the bound is a second line of defence.
-    let deadline = Instant::now() + spec.timeout + Duration::from_secs(5);
+    let deadline = Instant::now() + longest_timeout + Duration::from_secs(5);
     while shared.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -260,6 +321,7 @@ pub async fn open_loop(
             bytes: 0,
             error: Some("unfinished at the deadline".into()),
             request_id: None,
+            kind: 0,
         });
     }
     data

@@ -10,6 +10,7 @@ mod procfs;
 mod report;
 mod scenarios;
 mod server;
+mod soak;
 mod stats;
 
 use anyhow::{Context, Result, bail};
@@ -26,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Debug, Parser)]
 #[command(name = "ccflare-bench", version)]
 struct Options {
-    /// Scenarios to run, repeatable or comma-separated [default: all]
+    /// Scenarios to run, repeatable or comma-separated [default: all but soak; smoke: all]
     #[arg(long = "scenario", value_enum, value_delimiter = ',')]
     scenarios: Vec<Scenario>,
     /// Requests per second of the fixed-rate scenarios (json, stream, failover) [default: 1000;
@@ -44,6 +45,12 @@ struct Options {
     /// With --proxy-url: the proxy's pid, to read its memory and CPU from /proc.
     #[arg(long, requires = "proxy_url")]
     proxy_pid: Option<u32>,
+    /// Seconds the soak runs, its warm-up (a sixth) included [default: 3600; smoke: 4]
+    #[arg(long)]
+    soak_duration: Option<f64>,
+    /// Requests per second of the soak [default: 10; smoke: 20]
+    #[arg(long)]
+    soak_rate: Option<f64>,
     /// Port of the mock upstream [default: any free port]
     #[arg(long, default_value_t = 0)]
     mock_port: u16,
@@ -77,12 +84,31 @@ impl Options {
             }
             plan.duration = Duration::from_secs_f64(seconds);
         }
+        if let Some(seconds) = self.soak_duration {
+            // Four hours at most: the mock keeps every request it received, in this process.
+            if !(seconds.is_finite() && (1.0..=14_400.0).contains(&seconds)) {
+                bail!("--soak-duration must be between 1 and 14400 seconds");
+            }
+            plan.soak_duration = Duration::from_secs_f64(seconds);
+        }
+        if let Some(rate) = self.soak_rate {
+            if !(rate.is_finite() && rate > 0.0 && rate <= 10_000.0) {
+                bail!("--soak-rate must be between 0 and 10000 requests per second");
+            }
+            plan.soak_rate = rate;
+        }
         Ok(plan)
     }
 
     fn scenarios(&self) -> Vec<Scenario> {
         if self.scenarios.is_empty() {
-            return Scenario::ALL.to_vec();
+            // The soak takes an hour: only a smoke run (where it takes seconds) includes it
+            // unasked.
+            return if self.smoke {
+                Scenario::ALL.to_vec()
+            } else {
+                Scenario::STANDARD.to_vec()
+            };
         }
         // The standard order, whatever order they were named in; each once.
         Scenario::ALL
@@ -134,6 +160,7 @@ fn run(options: &Options) -> Result<()> {
     let report = report?;
 
     let markdown = report.markdown();
+    let soak_failed = report.soak.as_ref().is_some_and(|soak| !soak.passed);
     println!("{markdown}");
     if let Some(out) = &options.out {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -149,6 +176,9 @@ fn run(options: &Options) -> Result<()> {
             md_path.display(),
             json_path.display()
         );
+    }
+    if soak_failed {
+        bail!("the soak failed (see its checks above)");
     }
     Ok(())
 }
@@ -166,6 +196,17 @@ async fn bench(
     let keys = scenarios::account_keys();
     let mock_url = mock.url();
 
+    let scenarios = options.scenarios();
+    // The soak starts a server of its own; the main one is only for the other scenarios.
+    let needs_server = scenarios.iter().any(|s| *s != Scenario::Soak);
+    let server_bin = match (&options.proxy_url, &options.server_bin) {
+        (Some(_), _) => None,
+        // Absolute, because the server runs in its own temp folder.
+        (None, Some(path)) => Some(
+            std::path::absolute(path).with_context(|| format!("locating {}", path.display()))?,
+        ),
+        (None, None) => Some(server::default_binary()?),
+    };
     let (server, binary) = match &options.proxy_url {
         Some(_) => {
             eprintln!(
@@ -175,11 +216,9 @@ async fn bench(
             );
             (None, None)
         }
+        None if !needs_server => (None, server_bin.clone()),
         None => {
-            let binary = match &options.server_bin {
-                Some(path) => path.clone(),
-                None => server::default_binary()?,
-            };
+            let binary = server_bin.clone().context("no server binary")?;
             let server = server::Server::start(&binary, &mock_url, &keys).await?;
             eprintln!(
                 "ccflare-bench: {} (pid {}) at {}, log {}, data in {}",
@@ -193,13 +232,14 @@ async fn bench(
         }
     };
     let proxy_url = match (&server, &options.proxy_url) {
-        (Some(server), _) => server.url.clone(),
-        (None, Some(url)) => url.clone(),
-        (None, None) => unreachable!("either the bench starts a server or --proxy-url names one"),
+        (Some(server), _) => Some(server.url.clone()),
+        (None, url) => url.clone(),
     };
     let proxy_pid = server.as_ref().map(|s| s.pid).or(options.proxy_pid);
-    // Let the server finish starting (account sync, first allocations) before "idle".
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    if needs_server {
+        // Let the server finish starting (account sync, first allocations) before "idle".
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let idle_at_start = proxy_pid.and_then(procfs::rss_kb);
 
     // Two sockets per request in this process when it talks to the mock directly (client and
@@ -210,16 +250,19 @@ async fn bench(
         plan,
         mock,
         mock_url: mock_url.clone(),
-        proxy_url: proxy_url.clone(),
+        // Only the soak runs without a main server, and it does not use this.
+        proxy_url: proxy_url.clone().unwrap_or_default(),
         proxy_pid,
         keys,
         ticks_per_second: procfs::clock_ticks_per_second(),
         max_in_flight,
         through_sent: 0,
         through_ids: Vec::new(),
+        server_bin,
+        soak: None,
     };
     let mut reports = Vec::new();
-    for scenario in options.scenarios() {
+    for scenario in scenarios {
         eprintln!("ccflare-bench: {}", scenario.name());
         let report = bench
             .run(scenario)
@@ -228,7 +271,9 @@ async fn bench(
         reports.push(report);
     }
 
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    if proxy_pid.is_some() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let idle_at_end = proxy_pid.and_then(procfs::rss_kb);
     let records = match server {
         Some(server) => {
@@ -269,6 +314,7 @@ async fn bench(
         },
         scenarios: reports,
         records,
+        soak: bench.soak.take(),
         checks: Vec::new(),
     };
     report.checks = checks(&report, &bench.plan);

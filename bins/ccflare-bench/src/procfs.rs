@@ -1,7 +1,8 @@
 //! What `/proc` says about the proxy process and this machine: resident memory (`VmRSS`) and
 //! its high-water mark (`VmHWM`, which `clear_refs` resets so that each scenario gets its own
-//! peak), CPU time (`utime + stime` from `stat`), the open-files limit, and the machine facts
-//! the report prints. Linux only; elsewhere the figures are simply absent.
+//! peak), open file descriptors (`fd/`), CPU time (`utime + stime` from `stat`), the open-files
+//! limit, and the machine facts the report prints. Linux only; elsewhere the figures are simply
+//! absent.
 
 use serde::Serialize;
 use std::path::PathBuf;
@@ -138,40 +139,67 @@ pub fn raise_fd_limit() -> FdLimit {
     }
 }
 
-/// Samples a process's RSS every `period` until stopped, keeping the maximum and a short series.
-pub struct RssSampler {
-    stop: Arc<AtomicBool>,
-    max_kb: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<Vec<u64>>,
+/// Open file descriptors of `pid` (the entries of `/proc/<pid>/fd`): sockets, the database
+/// and its WAL, the log file, pipes.
+pub fn fd_count(pid: u32) -> Option<u64> {
+    let entries = std::fs::read_dir(proc_path(pid, "fd")).ok()?;
+    // Bounded by the process's open-files limit.
+    Some(entries.count() as u64)
 }
 
-impl RssSampler {
-    pub fn start(pid: u32, period: Duration) -> RssSampler {
+/// One reading of a process.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ProcSample {
+    /// Since the sampler started.
+    pub at_s: f64,
+    pub rss_kb: u64,
+    /// Only when the sampler was asked to count them (a directory listing costs more than
+    /// reading `status`, so the fast memory samplers skip it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fds: Option<u64>,
+}
+
+/// The most samples one sampler keeps: over an hour at 5 ms, far beyond any use here, and a
+/// bound on its memory (32 MB) whatever it is asked.
+const MAX_SAMPLES: usize = 1_000_000;
+
+/// Samples a process's RSS (and, if asked, its open file descriptors) every `period` until
+/// stopped, keeping the maximum RSS and the series.
+pub struct Sampler {
+    stop: Arc<AtomicBool>,
+    max_kb: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<Vec<ProcSample>>,
+}
+
+impl Sampler {
+    pub fn start(pid: u32, period: Duration, count_fds: bool) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let max_kb = Arc::new(AtomicU64::new(0));
         let task = {
             let stop = stop.clone();
             let max_kb = max_kb.clone();
             tokio::spawn(async move {
+                let started = std::time::Instant::now();
                 let mut series = Vec::new();
-                // Bounded: an hour of samples at the shortest period used.
-                for _ in 0..(3_600_000 / period.as_millis().max(1)) {
-                    if stop.load(Ordering::Acquire) {
-                        break;
-                    }
-                    let Some(kb) = rss_kb(pid) else { break };
-                    max_kb.fetch_max(kb, Ordering::Relaxed);
-                    series.push(kb);
+                while series.len() < MAX_SAMPLES && !stop.load(Ordering::Acquire) {
+                    let Some(rss_kb) = rss_kb(pid) else { break };
+                    let fds = if count_fds { fd_count(pid) } else { None };
+                    max_kb.fetch_max(rss_kb, Ordering::Relaxed);
+                    series.push(ProcSample {
+                        at_s: started.elapsed().as_secs_f64(),
+                        rss_kb,
+                        fds,
+                    });
                     tokio::time::sleep(period).await;
                 }
                 series
             })
         };
-        RssSampler { stop, max_kb, task }
+        Sampler { stop, max_kb, task }
     }
 
-    /// Stops sampling; returns the largest RSS seen and every sample, in kB.
-    pub async fn stop(self) -> (u64, Vec<u64>) {
+    /// Stops sampling; returns the largest RSS seen (kB) and every sample.
+    pub async fn stop(self) -> (u64, Vec<ProcSample>) {
         self.stop.store(true, Ordering::Release);
         let series = self.task.await.unwrap_or_default();
         (self.max_kb.load(Ordering::Relaxed), series)
@@ -242,5 +270,7 @@ mod tests {
         assert!(cpu_ticks(pid).is_some());
         assert!(run_queue_wait_ns(pid).is_some());
         assert!(nofile_limits().is_some_and(|(soft, hard)| soft <= hard));
+        // At least stdin, stdout and stderr, and the listing's own handle.
+        assert!(fd_count(pid).is_some_and(|fds| fds >= 3));
     }
 }

@@ -2,6 +2,7 @@
 //! (`bench.md`, also printed), with the SPEC §14 targets checked against what was measured.
 
 use crate::procfs::{FdLimit, Machine};
+use crate::soak::SoakReport;
 use crate::stats::{Percentiles, PhaseSummary};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -17,12 +18,15 @@ pub struct Report {
     pub scenarios: Vec<ScenarioReport>,
     /// The row check: only when the bench ran the server itself.
     pub records: Option<RecordsReport>,
+    /// The soak, when it ran (with its own server, series, slopes and row check).
+    pub soak: Option<SoakReport>,
     pub checks: Vec<Check>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct ProxyInfo {
-    pub url: String,
+    /// `None` when only the soak ran: it starts a server of its own.
+    pub url: Option<String>,
     /// The server binary when the bench started it; `None` for `--proxy-url`.
     pub binary: Option<String>,
     pub profile: Option<String>,
@@ -153,7 +157,7 @@ impl Report {
                 let _ = writeln!(
                     out,
                     "- proxy: {} (not started by the bench)",
-                    self.proxy.url
+                    self.proxy.url.as_deref().unwrap_or("none")
                 );
             }
         }
@@ -225,6 +229,16 @@ impl Report {
             let _ = writeln!(out, "\nErrors:\n{}", errors.join("\n"));
         }
 
+        let measured = self.scenarios.iter().any(|s| s.proxy.is_some())
+            || self.proxy.idle_rss_mb_at_start.is_some();
+        if measured {
+            self.proxy_process(&mut out);
+        }
+        self.scenarios_and_records(&mut out);
+        out
+    }
+
+    fn proxy_process(&self, out: &mut String) {
         let _ = writeln!(out, "\n## Proxy process\n");
         let _ = writeln!(
             out,
@@ -257,7 +271,9 @@ impl Report {
             idle(self.proxy.idle_rss_mb_at_start),
             idle(self.proxy.idle_rss_mb_at_end)
         );
+    }
 
+    fn scenarios_and_records(&self, out: &mut String) {
         let notes: Vec<String> = self
             .scenarios
             .iter()
@@ -287,6 +303,13 @@ impl Report {
             );
         }
 
+        if let Some(soak) = &self.soak {
+            soak.markdown(out);
+        }
+
+        if self.checks.is_empty() {
+            return;
+        }
         let _ = writeln!(out, "\n## Targets (SPEC §14)\n");
         let _ = writeln!(out, "| target | measured | |");
         let _ = writeln!(out, "|---|---|---|");
@@ -302,7 +325,6 @@ impl Report {
                 check.target, check.measured, verdict
             );
         }
-        out
     }
 }
 

@@ -3,14 +3,16 @@
 //! run, and measures the proxy process while the load goes through it.
 
 use crate::load::{self, Expect, HttpClient, RequestSpec};
-use crate::procfs::{self, RssSampler};
+use crate::procfs::{self, Sampler};
 use crate::report::{ProxyUsage, ScenarioReport};
+use crate::soak::SoakReport;
 use crate::stats::{PhaseData, PhaseSummary};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use ccflare_mock::{Fault, MockUpstream};
 use clap::ValueEnum;
 use http::header::{HeaderName, HeaderValue};
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -28,18 +30,34 @@ pub enum Scenario {
     Burst,
     /// Three accounts, one answering 429 and one 529: clients must see no errors.
     Failover,
+    /// An hour of mixed traffic at a steady rate against a server of its own (JSON, streams,
+    /// failovers, client hang-ups, OAuth refreshes): the proxy's memory and open files must
+    /// stay flat. Not in the default set (it takes an hour; `--soak-duration` shortens it).
+    Soak,
 }
 
 impl Scenario {
     /// The standard set, in the order it runs. The burst goes last but one, failover before
     /// it: the row check after the run covers every request anyway.
-    pub const ALL: [Scenario; 6] = [
+    pub const STANDARD: [Scenario; 6] = [
         Scenario::Json,
         Scenario::Stream,
         Scenario::Stream100mb,
         Scenario::SlowStreams,
         Scenario::Failover,
         Scenario::Burst,
+    ];
+
+    /// Every scenario, in the order they run when named or in a smoke run: the standard set,
+    /// then the soak, which has a server of its own.
+    pub const ALL: [Scenario; 7] = [
+        Scenario::Json,
+        Scenario::Stream,
+        Scenario::Stream100mb,
+        Scenario::SlowStreams,
+        Scenario::Failover,
+        Scenario::Burst,
+        Scenario::Soak,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +68,7 @@ impl Scenario {
             Scenario::SlowStreams => "slow-streams",
             Scenario::Burst => "burst",
             Scenario::Failover => "failover",
+            Scenario::Soak => "soak",
         }
     }
 }
@@ -77,6 +96,9 @@ pub struct Plan {
     pub burst: Duration,
     /// First rate the search tries; it doubles while the proxy keeps up.
     pub probe_start: f64,
+    /// Requests per second of the soak, and how long it runs (its warm-up included).
+    pub soak_rate: f64,
+    pub soak_duration: Duration,
 }
 
 impl Plan {
@@ -93,6 +115,8 @@ impl Plan {
             connections: 128,
             burst: Duration::from_secs(5),
             probe_start: 1000.0,
+            soak_rate: crate::soak::STANDARD_RATE,
+            soak_duration: crate::soak::STANDARD_DURATION,
         }
     }
 
@@ -110,6 +134,10 @@ impl Plan {
             connections: 32,
             burst: Duration::from_millis(200),
             probe_start: 200.0,
+            // A few seconds: enough for every kind of request, a failover and an OAuth
+            // refresh per account; far too short to judge a slope, which the report says.
+            soak_rate: 20.0,
+            soak_duration: Duration::from_secs(4),
         }
     }
 }
@@ -136,11 +164,13 @@ fn request_body(stream: bool) -> Bytes {
 
 /// What to ask the mock for.
 #[derive(Debug, Clone, Copy)]
-enum Shape {
+pub enum Shape {
     Json,
     Stream,
     Big(u64),
     Slow(Duration),
+    /// A slow stream (this gap between events) the client hangs up on after its first frame.
+    HangUp(Duration),
 }
 
 /// The three account keys the server is started with, in routing order.
@@ -151,8 +181,62 @@ pub fn account_keys() -> Vec<String> {
         .collect()
 }
 
+/// One kind of Messages request to `base` with `key` as the client's `x-api-key`.
+pub fn spec_at(base: &str, key: &str, shape: Shape) -> Result<RequestSpec> {
+    let uri = format!("{}/v1/messages", base.trim_end_matches('/'))
+        .parse()
+        .with_context(|| format!("building a URL from {base}"))?;
+    let mut headers = vec![
+        (
+            HeaderName::from_static("x-api-key"),
+            HeaderValue::from_str(key)?,
+        ),
+        (
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static("2023-06-01"),
+        ),
+        (
+            HeaderName::from_static("content-type"),
+            HeaderValue::from_static("application/json"),
+        ),
+        (
+            HeaderName::from_static("x-mock-text"),
+            HeaderValue::from_static(TEXT),
+        ),
+    ];
+    let (stream, expect, timeout) = match shape {
+        Shape::Json => (false, Expect::Json, Duration::from_secs(30)),
+        Shape::Stream => (true, Expect::Stream, Duration::from_secs(30)),
+        Shape::Big(bytes) => {
+            headers.push((
+                HeaderName::from_static("x-mock-stream-bytes"),
+                HeaderValue::from(bytes),
+            ));
+            (true, Expect::Stream, Duration::from_secs(300))
+        }
+        Shape::Slow(gap) | Shape::HangUp(gap) => {
+            headers.push((
+                HeaderName::from_static("x-mock-chunk-delay-ms"),
+                HeaderValue::from(gap.as_millis() as u64),
+            ));
+            let expect = match shape {
+                Shape::HangUp(_) => Expect::HangUp,
+                _ => Expect::Stream,
+            };
+            (true, expect, gap * 20 + Duration::from_secs(60))
+        }
+    };
+    Ok(RequestSpec {
+        uri,
+        headers,
+        body: request_body(stream),
+        expect,
+        timeout,
+    })
+}
+
 /// What a client sends through the proxy as its own key; the proxy replaces it.
-const CLIENT_KEY: &str = "sk-ant-api03-bench-client-key-is-replaced";
+pub const CLIENT_KEY: &str = "sk-ant-api03-bench-client-key-is-replaced";
 
 pub struct Bench {
     pub plan: Plan,
@@ -166,12 +250,16 @@ pub struct Bench {
     /// Every request sent through the proxy, for the row check.
     pub through_sent: u64,
     pub through_ids: Vec<String>,
+    /// The server binary, when the bench starts servers (the soak starts its own).
+    pub server_bin: Option<PathBuf>,
+    /// The soak's own report, when it ran.
+    pub soak: Option<SoakReport>,
 }
 
 /// Measures the proxy process across a scenario: peak memory and CPU per request.
 struct Meter {
     pid: Option<u32>,
-    sampler: Option<RssSampler>,
+    sampler: Option<Sampler>,
     before_kb: u64,
     peak_reset: bool,
     ticks: u64,
@@ -187,7 +275,7 @@ impl Meter {
         let peak_reset = pid.is_some_and(procfs::reset_peak);
         Meter {
             pid,
-            sampler: pid.map(|pid| RssSampler::start(pid, period)),
+            sampler: pid.map(|pid| Sampler::start(pid, period, false)),
             before_kb: pid.and_then(procfs::rss_kb).unwrap_or(0),
             peak_reset,
             ticks: 0,
@@ -253,58 +341,11 @@ impl Meter {
 
 impl Bench {
     fn spec(&self, through: bool, key: &str, shape: Shape) -> Result<RequestSpec> {
-        let base = if through {
-            &self.proxy_url
+        if through {
+            spec_at(&self.proxy_url, CLIENT_KEY, shape)
         } else {
-            &self.mock_url
-        };
-        let uri = format!("{}/v1/messages", base.trim_end_matches('/'))
-            .parse()
-            .with_context(|| format!("building a URL from {base}"))?;
-        let key = if through { CLIENT_KEY } else { key };
-        let mut headers = vec![
-            (
-                HeaderName::from_static("x-api-key"),
-                HeaderValue::from_str(key)?,
-            ),
-            (
-                HeaderName::from_static("anthropic-version"),
-                HeaderValue::from_static("2023-06-01"),
-            ),
-            (
-                HeaderName::from_static("content-type"),
-                HeaderValue::from_static("application/json"),
-            ),
-            (
-                HeaderName::from_static("x-mock-text"),
-                HeaderValue::from_static(TEXT),
-            ),
-        ];
-        let (stream, expect, timeout) = match shape {
-            Shape::Json => (false, Expect::Json, Duration::from_secs(30)),
-            Shape::Stream => (true, Expect::Stream, Duration::from_secs(30)),
-            Shape::Big(bytes) => {
-                headers.push((
-                    HeaderName::from_static("x-mock-stream-bytes"),
-                    HeaderValue::from(bytes),
-                ));
-                (true, Expect::Stream, Duration::from_secs(300))
-            }
-            Shape::Slow(gap) => {
-                headers.push((
-                    HeaderName::from_static("x-mock-chunk-delay-ms"),
-                    HeaderValue::from(gap.as_millis() as u64),
-                ));
-                (true, Expect::Stream, gap * 20 + Duration::from_secs(60))
-            }
-        };
-        Ok(RequestSpec {
-            uri,
-            headers,
-            body: request_body(stream),
-            expect,
-            timeout,
-        })
+            spec_at(&self.mock_url, key, shape)
+        }
     }
 
     fn count(&self, seconds: f64, rate: f64) -> u64 {
@@ -362,6 +403,7 @@ impl Bench {
             Scenario::Stream100mb => self.big_stream().await,
             Scenario::SlowStreams => self.slow_streams().await,
             Scenario::Burst => self.burst().await,
+            Scenario::Soak => crate::soak::run(self).await,
         }
     }
 

@@ -3,11 +3,12 @@
 //! with SIGTERM so that it flushes its records, and then its database is counted.
 
 use anyhow::{Context, Result, bail};
+use ccflare_core::Secret;
 use ccflare_storage::{Db, requests};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -31,6 +32,29 @@ pub struct Records {
     /// Request ids the clients saw that have no row.
     pub missing_ids: u64,
     pub exit_code: Option<i32>,
+    /// Rows per HTTP status.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Rows per serving account (`-` for none).
+    pub accounts: BTreeMap<String, u64>,
+    /// Rows that took more than one attempt: an account refused, the next served.
+    pub failed_over: u64,
+}
+
+/// What a server needs beyond the defaults: more environment, and OAuth accounts stored in its
+/// database before it starts (the way `ccflare-cli accounts add --oauth` leaves them).
+#[derive(Debug, Default)]
+pub struct Extras {
+    pub env: Vec<(&'static str, String)>,
+    pub oauth_accounts: Vec<OAuthAccount>,
+}
+
+#[derive(Debug)]
+pub struct OAuthAccount {
+    pub name: String,
+    pub access: String,
+    pub refresh: String,
+    /// When the access token expires, in Unix milliseconds.
+    pub expires_at_ms: i64,
 }
 
 /// The `ccflare-server` next to this binary: the same target folder and profile.
@@ -55,6 +79,15 @@ pub fn profile_of(binary: &Path) -> String {
 
 impl Server {
     pub async fn start(binary: &Path, upstream: &str, keys: &[String]) -> Result<Server> {
+        Self::start_with(binary, upstream, keys, &Extras::default()).await
+    }
+
+    pub async fn start_with(
+        binary: &Path,
+        upstream: &str,
+        keys: &[String],
+        extras: &Extras,
+    ) -> Result<Server> {
         if !binary.is_file() {
             bail!(
                 "no server binary at {}: build it (cargo build --release --bin ccflare-server) or pass --server-bin",
@@ -68,6 +101,9 @@ impl Server {
         let db_path = dir.path().join("bench.db");
         let log_path = dir.path().join("server.log");
         let log = std::fs::File::create(&log_path).context("creating the server log")?;
+        if !extras.oauth_accounts.is_empty() {
+            seed_oauth_accounts(&db_path, &extras.oauth_accounts).await?;
+        }
         let mut command = Command::new(binary);
         // A clean environment: no .env, no config file, no DATABASE_URL of the person running
         // the bench. Only the log level may be passed through, to measure its cost.
@@ -84,6 +120,9 @@ impl Server {
             if let Some(value) = std::env::var_os(name) {
                 command.env(name, value);
             }
+        }
+        for (name, value) in &extras.env {
+            command.env(name, value);
         }
         command
             .current_dir(dir.path())
@@ -154,12 +193,22 @@ impl Server {
             .context("counting request rows")?;
         let rows = u64::try_from(rows).unwrap_or(0);
         let limit = u32::try_from(rows.max(1)).unwrap_or(u32::MAX);
-        let stored: HashSet<String> = requests::recent(&db, limit)
+        let mut stored = HashSet::new();
+        let mut statuses = BTreeMap::new();
+        let mut accounts = BTreeMap::new();
+        let mut failed_over = 0;
+        for record in requests::recent(&db, limit)
             .await
-            .context("reading request ids")?
-            .into_iter()
-            .map(|record| record.id)
-            .collect();
+            .context("reading request rows")?
+        {
+            *statuses.entry(record.status).or_default() += 1;
+            let account = record.account_name.unwrap_or_else(|| "-".to_owned());
+            *accounts.entry(account).or_default() += 1;
+            if record.attempts > 1 {
+                failed_over += 1;
+            }
+            stored.insert(record.id);
+        }
         let missing_ids = seen_ids.iter().filter(|id| !stored.contains(*id)).count() as u64;
         db.close().await;
         // The folder (database, log) goes with `self.dir` here.
@@ -168,10 +217,38 @@ impl Server {
             rows,
             missing_ids,
             exit_code: exit.code(),
+            statuses,
+            accounts,
+            failed_over,
         })
     }
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// Stores OAuth accounts in a new database at `path`, which the server then opens as its own.
+async fn seed_oauth_accounts(path: &Path, oauth_accounts: &[OAuthAccount]) -> Result<()> {
+    let db = Db::open_path(path)
+        .await
+        .context("creating the server's database")?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    for account in oauth_accounts {
+        ccflare_storage::oauth::add_oauth_account(
+            &db,
+            &account.name,
+            &Secret::new(account.access.clone()),
+            Some(&Secret::new(account.refresh.clone())),
+            account.expires_at_ms,
+            None,
+            now,
+        )
+        .await
+        .with_context(|| format!("adding the OAuth account {}", account.name))?;
+    }
+    db.close().await;
+    Ok(())
 }

@@ -64,6 +64,8 @@ pub struct Sample {
     pub error: Option<String>,
     /// `x-ccflare-request-id` of the answer, when the proxy gave one.
     pub request_id: Option<String>,
+    /// Which request of a [`Mix`](crate::load::Mix) this was (0 when there is one kind).
+    pub kind: usize,
 }
 
 /// Everything one phase (one side of one scenario) measured.
@@ -183,6 +185,7 @@ mod tests {
             bytes: 10,
             error: error.map(str::to_owned),
             request_id: None,
+            kind: 0,
         };
         let data = PhaseData {
             samples: vec![

@@ -1,6 +1,8 @@
 //! Runs the real `ccflare-bench --smoke` against the debug `ccflare-server` and checks its
 //! report: both files written, every scenario present with answers on both sides, no lost
-//! rows, no client errors under failover. Speed is reported by the bench, never asserted here.
+//! rows, no client errors under failover, and the soak in miniature (its own server, every
+//! part of its mix, the memory and fd series, its row check). Speed is reported by the bench,
+//! never asserted here; nor are the soak's slopes, which a few seconds cannot judge.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -79,4 +81,36 @@ async fn smoke_run_reports_every_scenario_without_lost_rows() {
         "clients saw errors during failover: {failover:#}"
     );
     assert!(markdown.contains("## Targets (SPEC §14)"), "{markdown}");
+
+    let soak = &report["soak"];
+    assert_eq!(soak["passed"], true, "the soak failed: {soak:#}");
+    let series = soak["series"].as_array().expect("soak series");
+    assert!(
+        series.len() >= 10
+            && series
+                .iter()
+                .all(|s| s["rss_kb"].as_u64() > Some(0) && s["fds"].as_u64() > Some(0)),
+        "RSS and fds sampled through the soak: {series:?}"
+    );
+    let records = &soak["records"];
+    assert!(records["rows"].as_u64() > Some(0), "{records:#}");
+    assert_eq!(records["rows"], records["requests_sent"], "{records:#}");
+    assert_eq!(records["missing_ids"], 0, "{records:#}");
+    let traffic = &soak["traffic"];
+    for part in [
+        "hang_ups",
+        "failed_over",
+        "oauth_refreshes",
+        "streams",
+        "json",
+    ] {
+        assert!(traffic[part].as_u64() > Some(0), "no {part}: {traffic:#}");
+    }
+    assert_eq!(traffic["client_errors"], 0, "{traffic:#}");
+    assert!(
+        soak["statuses"]["499"].as_u64() > Some(0),
+        "hang-ups recorded as 499: {soak:#}"
+    );
+    assert!(markdown.contains("## Soak"), "{markdown}");
+    assert!(markdown.contains("| soak | ccflare |"), "{markdown}");
 }
