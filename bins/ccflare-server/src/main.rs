@@ -174,12 +174,15 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
         .unwrap_or_default();
     let mut problems = Vec::new();
     if !closed {
+        let spill = health
+            .spill_failing
+            .as_deref()
+            .map(|error| format!(", nor the spill file ({error})"))
+            .unwrap_or_default();
         problems.push(format!(
-            "{} records were not written before exit: the database cannot be written ({}) and \
-             neither can the spill file ({})",
+            "{} records were not written before exit: the database cannot be written ({}){spill}",
             records.queue_depth(),
             health.failing.as_deref().unwrap_or("unknown error"),
-            health.spill_failing.as_deref().unwrap_or("none configured"),
         ));
     }
     if totals.dropped > 0 {

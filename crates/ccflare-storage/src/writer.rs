@@ -552,6 +552,11 @@ impl Task {
     /// The database cannot be written: says so, spills what has waited long enough, and
     /// pauses before the next attempt.
     async fn wait_out(&mut self, error: sqlx::Error) {
+        // Take whatever waits in the channel (it waits in memory either way): a close asked
+        // while the attempt hung on the lock must be seen now, not after another attempt.
+        while let Ok(op) = self.rx.try_recv() {
+            self.take(op);
+        }
         let outage = self.outage.get_or_insert(Outage {
             since: Instant::now(),
             attempts: 0,
