@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read .env: bad line {line:?} at character {at}")]
-    DotenvLine { line: String, at: usize },
+    /// The line's value may be a key: only the variable it sets is named.
+    #[error("cannot read .env: the line setting {variable} cannot be parsed (at character {at})")]
+    DotenvLine { variable: String, at: usize },
     #[error("cannot read .env: {reason}")]
     Dotenv { reason: String },
     #[error("{variable} is not valid UTF-8")]

@@ -25,10 +25,34 @@ pub fn load_dotenv() -> Result<(), ConfigError> {
     match dotenvy::dotenv() {
         Ok(_) => Ok(()),
         Err(error) if error.not_found() => Ok(()),
-        Err(dotenvy::Error::LineParse(line, at)) => Err(ConfigError::DotenvLine { line, at }),
+        Err(dotenvy::Error::LineParse(line, at)) => Err(ConfigError::DotenvLine {
+            variable: dotenv_variable(&line),
+            at,
+        }),
         Err(error) => Err(ConfigError::Dotenv {
             reason: error.to_string(),
         }),
+    }
+}
+
+/// The variable a `.env` line sets, for an error that must not show the line itself (its value
+/// may be a key): the name before `=` when it is one, else a neutral description.
+fn dotenv_variable(line: &str) -> String {
+    let name = line
+        .trim_start()
+        .trim_start_matches("export ")
+        .split('=')
+        .next()
+        .unwrap_or("")
+        .trim();
+    let is_name = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && line.contains('=');
+    if is_name {
+        name.to_owned()
+    } else {
+        "a variable".to_owned()
     }
 }
 
@@ -184,6 +208,24 @@ mod tests {
             .map(|(k, v)| (k.to_string(), OsString::from(v)))
             .collect();
         move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn a_bad_dotenv_line_is_named_by_its_variable_never_shown() {
+        let key = "sk-ant-api03-Zx81kQ_pL0vN3mT7yR2wS9uB4cD6eF8gH1iJ5kL7mN9oP2qR4sT6uV8wX0yZ-wxyz";
+        for (line, variable) in [
+            (format!("CLAUDE_API_KEYS='{key}"), "CLAUDE_API_KEYS"),
+            (format!("export CLAUDE_API_KEYS=\"{key}"), "CLAUDE_API_KEYS"),
+            (format!("{key} oops"), "a variable"),
+        ] {
+            let error = ConfigError::DotenvLine {
+                variable: dotenv_variable(&line),
+                at: 3,
+            }
+            .to_string();
+            assert!(error.contains(variable), "{error}");
+            assert!(!error.contains("Zx81kQ"), "{error}");
+        }
     }
 
     #[test]
