@@ -68,7 +68,7 @@ pub fn session_key<'a>(
     let present = |name: &str| header(name).filter(|v| !v.is_empty());
     present("x-session-id")
         .or_else(|| present("x-claude-code-session-id"))
-        .or(info.body_session.as_deref())
+        .or(info.body_session.as_deref().filter(|v| !v.is_empty()))
 }
 
 /// Whether a `/v1/…` path could leave `/v1/` once the upstream resolves it: a `.` or `..`
@@ -148,6 +148,13 @@ mod tests {
             _ => None,
         };
         assert_eq!(session_key(empty_seed, &info), Some("cc"));
+        // An empty session id in the body is no session either (it would pin every such
+        // request to one account).
+        let empty_body = RequestInfo {
+            body_session: Some(String::new()),
+            ..Default::default()
+        };
+        assert_eq!(session_key(none, &empty_body), None);
     }
 
     #[test]
