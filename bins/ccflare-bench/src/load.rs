@@ -86,9 +86,11 @@ async fn one(client: &HttpClient, spec: &RequestSpec, kind: usize, intended: Ins
         error: None,
         request_id: None,
         kind,
+        ended: started,
     };
     let exchanged = tokio::time::timeout(spec.timeout, exchange(client, spec, &mut sample)).await;
     let ended = Instant::now();
+    sample.ended = ended;
     sample.latency = ended.saturating_duration_since(intended);
     match exchanged {
         Ok(Ok(first_byte)) => {
@@ -322,6 +324,7 @@ pub async fn open_loop_mix(
             error: Some("unfinished at the deadline".into()),
             request_id: None,
             kind: 0,
+            ended: Instant::now(),
         });
     }
     data

@@ -5,6 +5,7 @@
 //! Argument parsing and glue live here; the generator is `load`, the scenarios `scenarios`,
 //! the proxy process `server` and `procfs`, the output `report`.
 
+mod crash;
 mod load;
 mod procfs;
 mod report;
@@ -51,6 +52,12 @@ struct Options {
     /// Requests per second of the soak [default: 10; smoke: 20]
     #[arg(long)]
     soak_rate: Option<f64>,
+    /// Requests per second of the crash's burst [default: 300; smoke: 100]
+    #[arg(long)]
+    crash_rate: Option<f64>,
+    /// Seconds into the crash's burst the server is killed [default: 3; smoke: 1]
+    #[arg(long)]
+    crash_after: Option<f64>,
     /// Port of the mock upstream [default: any free port]
     #[arg(long, default_value_t = 0)]
     mock_port: u16,
@@ -96,6 +103,18 @@ impl Options {
                 bail!("--soak-rate must be between 0 and 10000 requests per second");
             }
             plan.soak_rate = rate;
+        }
+        if let Some(rate) = self.crash_rate {
+            if !(rate.is_finite() && rate > 0.0 && rate <= 100_000.0) {
+                bail!("--crash-rate must be between 0 and 100000 requests per second");
+            }
+            plan.crash_rate = rate;
+        }
+        if let Some(seconds) = self.crash_after {
+            if !(seconds.is_finite() && (0.1..=600.0).contains(&seconds)) {
+                bail!("--crash-after must be between 0.1 and 600 seconds");
+            }
+            plan.crash_kill_after = Duration::from_secs_f64(seconds);
         }
         Ok(plan)
     }
@@ -161,6 +180,7 @@ fn run(options: &Options) -> Result<()> {
 
     let markdown = report.markdown();
     let soak_failed = report.soak.as_ref().is_some_and(|soak| !soak.passed);
+    let crash_failed = report.crash.as_ref().is_some_and(|crash| !crash.passed);
     println!("{markdown}");
     if let Some(out) = &options.out {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -180,6 +200,9 @@ fn run(options: &Options) -> Result<()> {
     if soak_failed {
         bail!("the soak failed (see its checks above)");
     }
+    if crash_failed {
+        bail!("the crash scenario failed (see its checks above)");
+    }
     Ok(())
 }
 
@@ -197,8 +220,10 @@ async fn bench(
     let mock_url = mock.url();
 
     let scenarios = options.scenarios();
-    // The soak starts a server of its own; the main one is only for the other scenarios.
-    let needs_server = scenarios.iter().any(|s| *s != Scenario::Soak);
+    // The soak and the crash start servers of their own; the main one is only for the others.
+    let needs_server = scenarios
+        .iter()
+        .any(|s| !matches!(s, Scenario::Soak | Scenario::Crash));
     let server_bin = match (&options.proxy_url, &options.server_bin) {
         (Some(_), _) => None,
         // Absolute, because the server runs in its own temp folder.
@@ -250,7 +275,7 @@ async fn bench(
         plan,
         mock,
         mock_url: mock_url.clone(),
-        // Only the soak runs without a main server, and it does not use this.
+        // Only the soak and the crash run without a main server, and they do not use this.
         proxy_url: proxy_url.clone().unwrap_or_default(),
         proxy_pid,
         keys,
@@ -260,6 +285,7 @@ async fn bench(
         through_ids: Vec::new(),
         server_bin,
         soak: None,
+        crash: None,
     };
     let mut reports = Vec::new();
     for scenario in scenarios {
@@ -315,6 +341,7 @@ async fn bench(
         scenarios: reports,
         records,
         soak: bench.soak.take(),
+        crash: bench.crash.take(),
         checks: Vec::new(),
     };
     report.checks = checks(&report, &bench.plan);

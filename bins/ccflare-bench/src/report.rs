@@ -1,6 +1,7 @@
 //! The report: one serializable structure (written as `bench.json`) and its Markdown rendering
 //! (`bench.md`, also printed), with the SPEC §14 targets checked against what was measured.
 
+use crate::crash::CrashReport;
 use crate::procfs::{FdLimit, Machine};
 use crate::soak::SoakReport;
 use crate::stats::{Percentiles, PhaseSummary};
@@ -20,6 +21,8 @@ pub struct Report {
     pub records: Option<RecordsReport>,
     /// The soak, when it ran (with its own server, series, slopes and row check).
     pub soak: Option<SoakReport>,
+    /// The crash, when it ran (kill -9 mid-burst, integrity, rows by time before the kill).
+    pub crash: Option<CrashReport>,
     pub checks: Vec<Check>,
 }
 
@@ -305,6 +308,10 @@ impl Report {
 
         if let Some(soak) = &self.soak {
             soak.markdown(out);
+        }
+
+        if let Some(crash) = &self.crash {
+            crash.markdown(out);
         }
 
         if self.checks.is_empty() {

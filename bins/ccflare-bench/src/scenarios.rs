@@ -2,6 +2,7 @@
 //! runs the same requests directly against the mock and then through the proxy, in the same
 //! run, and measures the proxy process while the load goes through it.
 
+use crate::crash::CrashReport;
 use crate::load::{self, Expect, HttpClient, RequestSpec};
 use crate::procfs::{self, Sampler};
 use crate::report::{ProxyUsage, ScenarioReport};
@@ -34,29 +35,35 @@ pub enum Scenario {
     /// failovers, client hang-ups, OAuth refreshes): the proxy's memory and open files must
     /// stay flat. Not in the default set (it takes an hour; `--soak-duration` shortens it).
     Soak,
+    /// SIGKILL to a server of its own in the middle of a mixed burst at 300 req/s: the database
+    /// must be intact, every answer completed more than 100 ms before the kill must have its
+    /// row, and the server must start again on that database.
+    Crash,
 }
 
 impl Scenario {
     /// The standard set, in the order it runs. The burst goes last but one, failover before
     /// it: the row check after the run covers every request anyway.
-    pub const STANDARD: [Scenario; 6] = [
+    pub const STANDARD: [Scenario; 7] = [
         Scenario::Json,
         Scenario::Stream,
         Scenario::Stream100mb,
         Scenario::SlowStreams,
         Scenario::Failover,
         Scenario::Burst,
+        Scenario::Crash,
     ];
 
     /// Every scenario, in the order they run when named or in a smoke run: the standard set,
     /// then the soak, which has a server of its own.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Json,
         Scenario::Stream,
         Scenario::Stream100mb,
         Scenario::SlowStreams,
         Scenario::Failover,
         Scenario::Burst,
+        Scenario::Crash,
         Scenario::Soak,
     ];
 
@@ -69,6 +76,7 @@ impl Scenario {
             Scenario::Burst => "burst",
             Scenario::Failover => "failover",
             Scenario::Soak => "soak",
+            Scenario::Crash => "crash",
         }
     }
 }
@@ -99,6 +107,11 @@ pub struct Plan {
     /// Requests per second of the soak, and how long it runs (its warm-up included).
     pub soak_rate: f64,
     pub soak_duration: Duration,
+    /// Requests per second of the crash's burst, and how far into it the server is killed.
+    pub crash_rate: f64,
+    pub crash_kill_after: Duration,
+    /// A smoke run: timing claims (the crash's 100 ms) are reported, not judged.
+    pub smoke: bool,
 }
 
 impl Plan {
@@ -117,6 +130,9 @@ impl Plan {
             probe_start: 1000.0,
             soak_rate: crate::soak::STANDARD_RATE,
             soak_duration: crate::soak::STANDARD_DURATION,
+            crash_rate: crate::crash::STANDARD_RATE,
+            crash_kill_after: crate::crash::STANDARD_KILL_AFTER,
+            smoke: false,
         }
     }
 
@@ -138,6 +154,9 @@ impl Plan {
             // refresh per account; far too short to judge a slope, which the report says.
             soak_rate: 20.0,
             soak_duration: Duration::from_secs(4),
+            crash_rate: 100.0,
+            crash_kill_after: Duration::from_secs(1),
+            smoke: true,
         }
     }
 }
@@ -254,6 +273,8 @@ pub struct Bench {
     pub server_bin: Option<PathBuf>,
     /// The soak's own report, when it ran.
     pub soak: Option<SoakReport>,
+    /// The crash's own report, when it ran.
+    pub crash: Option<CrashReport>,
 }
 
 /// Measures the proxy process across a scenario: peak memory and CPU per request.
@@ -404,6 +425,7 @@ impl Bench {
             Scenario::SlowStreams => self.slow_streams().await,
             Scenario::Burst => self.burst().await,
             Scenario::Soak => crate::soak::run(self).await,
+            Scenario::Crash => crate::crash::run(self).await,
         }
     }
 

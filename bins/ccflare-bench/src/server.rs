@@ -8,7 +8,7 @@ use ccflare_storage::{Db, requests};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -29,8 +29,9 @@ pub struct Server {
 #[derive(Debug)]
 pub struct Records {
     pub rows: u64,
-    /// Request ids the clients saw that have no row.
+    /// Request ids the clients saw that have no row: how many, and which.
     pub missing_ids: u64,
+    pub missing: Vec<String>,
     pub exit_code: Option<i32>,
     /// Rows per HTTP status.
     pub statuses: BTreeMap<u16, u64>,
@@ -99,11 +100,35 @@ impl Server {
             .tempdir()
             .context("creating a temp folder")?;
         let db_path = dir.path().join("bench.db");
-        let log_path = dir.path().join("server.log");
-        let log = std::fs::File::create(&log_path).context("creating the server log")?;
         if !extras.oauth_accounts.is_empty() {
             seed_oauth_accounts(&db_path, &extras.oauth_accounts).await?;
         }
+        Self::spawn(binary, upstream, keys, &extras.env, dir, "server.log").await
+    }
+
+    /// A new server on the database this one left, in the same folder, with its own log
+    /// (`log_name`). This one must have exited ([`Server::kill`] or a crash).
+    pub async fn restart(
+        self,
+        binary: &Path,
+        upstream: &str,
+        keys: &[String],
+        log_name: &str,
+    ) -> Result<Server> {
+        Self::spawn(binary, upstream, keys, &[], self.dir, log_name).await
+    }
+
+    async fn spawn(
+        binary: &Path,
+        upstream: &str,
+        keys: &[String],
+        env: &[(&'static str, String)],
+        dir: tempfile::TempDir,
+        log_name: &str,
+    ) -> Result<Server> {
+        let db_path = dir.path().join("bench.db");
+        let log_path = dir.path().join(log_name);
+        let log = std::fs::File::create(&log_path).context("creating the server log")?;
         let mut command = Command::new(binary);
         // A clean environment: no .env, no config file, no DATABASE_URL of the person running
         // the bench. Only the log level may be passed through, to measure its cost.
@@ -121,7 +146,7 @@ impl Server {
                 command.env(name, value);
             }
         }
-        for (name, value) in &extras.env {
+        for (name, value) in env {
             command.env(name, value);
         }
         command
@@ -185,47 +210,79 @@ impl Server {
             .await
             .context("ccflare-server did not exit within 60 s of SIGTERM")?
             .context("waiting for ccflare-server")?;
-        let db = Db::open_path(&self.db_path)
-            .await
-            .context("opening the server's database")?;
-        let rows = requests::count(&db)
-            .await
-            .context("counting request rows")?;
-        let rows = u64::try_from(rows).unwrap_or(0);
-        let limit = u32::try_from(rows.max(1)).unwrap_or(u32::MAX);
-        let mut stored = HashSet::new();
-        let mut statuses = BTreeMap::new();
-        let mut accounts = BTreeMap::new();
-        let mut failed_over = 0;
-        for record in requests::recent(&db, limit)
-            .await
-            .context("reading request rows")?
-        {
-            *statuses.entry(record.status).or_default() += 1;
-            let account = record.account_name.unwrap_or_else(|| "-".to_owned());
-            *accounts.entry(account).or_default() += 1;
-            if record.attempts > 1 {
-                failed_over += 1;
-            }
-            stored.insert(record.id);
-        }
-        let missing_ids = seen_ids.iter().filter(|id| !stored.contains(*id)).count() as u64;
-        db.close().await;
+        let records = count_rows(&self.db_path, seen_ids, exit.code()).await?;
         // The folder (database, log) goes with `self.dir` here.
         drop(self.dir);
-        Ok(Records {
-            rows,
-            missing_ids,
-            exit_code: exit.code(),
-            statuses,
-            accounts,
-            failed_over,
-        })
+        Ok(records)
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would end it: no flush, no checkpoint. Returns the
+    /// instant just before the signal went, once the process has exited.
+    pub async fn kill(&mut self) -> Result<Instant> {
+        let at = Instant::now();
+        self.child.start_kill().context("sending SIGKILL")?;
+        tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
+            .await
+            .context("ccflare-server did not exit within 60 s of SIGKILL")?
+            .context("waiting for ccflare-server")?;
+        Ok(at)
+    }
+
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
     }
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// Counts the rows of the database at `path` (its server has exited) and looks up every
+/// request id a client saw.
+pub async fn count_rows(
+    path: &Path,
+    seen_ids: &[String],
+    exit_code: Option<i32>,
+) -> Result<Records> {
+    let db = Db::open_path(path)
+        .await
+        .context("opening the server's database")?;
+    let rows = requests::count(&db)
+        .await
+        .context("counting request rows")?;
+    let rows = u64::try_from(rows).unwrap_or(0);
+    let limit = u32::try_from(rows.max(1)).unwrap_or(u32::MAX);
+    let mut stored = HashSet::new();
+    let mut statuses = BTreeMap::new();
+    let mut accounts = BTreeMap::new();
+    let mut failed_over = 0;
+    for record in requests::recent(&db, limit)
+        .await
+        .context("reading request rows")?
+    {
+        *statuses.entry(record.status).or_default() += 1;
+        let account = record.account_name.unwrap_or_else(|| "-".to_owned());
+        *accounts.entry(account).or_default() += 1;
+        if record.attempts > 1 {
+            failed_over += 1;
+        }
+        stored.insert(record.id);
+    }
+    let missing: Vec<String> = seen_ids
+        .iter()
+        .filter(|id| !stored.contains(*id))
+        .cloned()
+        .collect();
+    db.close().await;
+    Ok(Records {
+        rows,
+        missing_ids: missing.len() as u64,
+        missing,
+        exit_code,
+        statuses,
+        accounts,
+        failed_over,
+    })
 }
 
 /// Stores OAuth accounts in a new database at `path`, which the server then opens as its own.

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// p50/p90/p99/p99.9/max of one distribution, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
@@ -66,6 +66,9 @@ pub struct Sample {
     pub request_id: Option<String>,
     /// Which request of a [`Mix`](crate::load::Mix) this was (0 when there is one kind).
     pub kind: usize,
+    /// When the answer ended (its last byte, an error or the timeout): the crash scenario
+    /// compares it with the instant the server was killed.
+    pub ended: Instant,
 }
 
 /// Everything one phase (one side of one scenario) measured.
@@ -186,6 +189,7 @@ mod tests {
             error: error.map(str::to_owned),
             request_id: None,
             kind: 0,
+            ended: Instant::now(),
         };
         let data = PhaseData {
             samples: vec![

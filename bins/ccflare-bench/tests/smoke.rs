@@ -1,8 +1,10 @@
 //! Runs the real `ccflare-bench --smoke` against the debug `ccflare-server` and checks its
 //! report: both files written, every scenario present with answers on both sides, no lost
 //! rows, no client errors under failover, and the soak in miniature (its own server, every
-//! part of its mix, the memory and fd series, its row check). Speed is reported by the bench,
-//! never asserted here; nor are the soak's slopes, which a few seconds cannot judge.
+//! part of its mix, the memory and fd series, its row check), and the crash in miniature (the
+//! database intact after SIGKILL, the restart serving). Speed is reported by the bench, never
+//! asserted here; nor are the soak's slopes, which a few seconds cannot judge, nor the crash's
+//! rows of the last 100 ms before the kill, a timing claim.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -113,4 +115,15 @@ async fn smoke_run_reports_every_scenario_without_lost_rows() {
     );
     assert!(markdown.contains("## Soak"), "{markdown}");
     assert!(markdown.contains("| soak | ccflare |"), "{markdown}");
+
+    // The crash in miniature: its timing check (rows of the last 100 ms) is not judged in a
+    // smoke run; the database's integrity and the restart are.
+    let crash = &report["crash"];
+    assert_eq!(crash["passed"], true, "the crash failed: {crash:#}");
+    assert!(crash["answered"].as_u64() > Some(0), "{crash:#}");
+    assert!(crash["rows"].as_u64() > Some(0), "{crash:#}");
+    assert_eq!(crash["integrity_ok"], true, "{crash:#}");
+    assert_eq!(crash["restart_request_ok"], true, "{crash:#}");
+    assert_eq!(crash["restart_exit_code"], 0, "{crash:#}");
+    assert!(markdown.contains("## Crash (kill -9)"), "{markdown}");
 }
