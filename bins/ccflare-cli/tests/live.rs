@@ -201,8 +201,12 @@ async fn fake_feed(database_url: &'static str, events: Vec<String>) -> std::net:
                 let body = format!(
                     r#"{{"options":[{{"key":"port","value":"0"}},{{"key":"database_url","value":"{database_url}"}}]}}"#
                 );
+                // One request per connection here: `connection: close` tells the client not to
+                // send its next request on this socket, which is closed once answered (reusing
+                // it raced with the close and, on a loaded machine, lost the feed).
                 let reply = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\
+                     content-length: {}\r\n\r\n{body}",
                     body.len()
                 );
                 socket.write_all(reply.as_bytes()).await.unwrap();
