@@ -29,9 +29,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// The standard soak: 10 requests a second for an hour, 36,000 requests. One person using
 /// Claude Code sends a request every few seconds while working (each tool call is a turn), so
 /// this is the busy hour of a team of twenty to thirty sharing one pool: more than typical use,
-/// which makes a leak per request show sooner, and light enough (a few per cent of one CPU)
-/// that the machine's other work cannot starve it. It runs in real time, so everything timed
-/// (token expiry, benches, idle connections, the writer's linger) runs as in production.
+/// which makes a leak per request show sooner, and light enough (about 1 % of a CPU at the
+/// standard run's CPU per request) that the machine's other work cannot starve it. It runs in
+/// real time, so everything timed (token expiry, benches, idle connections, the writer's
+/// linger) runs as in production.
 pub const STANDARD_RATE: f64 = 10.0;
 pub const STANDARD_DURATION: Duration = Duration::from_secs(3600);
 
