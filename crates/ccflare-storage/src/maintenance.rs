@@ -409,6 +409,13 @@ pub async fn recover(source: &Path, destination: &Path) -> Result<RecoverReport,
         }
     }
 
+    // Created here, not in `write_new`: a file that could not be created is not ours, and
+    // must not be removed on the way out.
+    let to_create = destination_path.clone();
+    if let Err(error) = blocking(move || create_private_new(&to_create)).await {
+        let _ = conn.close().await;
+        return Err(error);
+    }
     let result = write_new(&mut conn, &schema, &source_path, &destination_path).await;
     let _ = conn.close().await;
     let (method, tables) = match result {
@@ -449,8 +456,6 @@ async fn write_new(
     source_path: &Path,
     destination: &Path,
 ) -> Result<(Method, Vec<TableRecovery>), MaintenanceError> {
-    let to_create = destination.to_owned();
-    blocking(move || create_private_new(&to_create)).await?;
     let method = match sqlx::query("VACUUM INTO ?")
         .bind(destination.to_string_lossy().into_owned())
         .execute(&mut *source)
@@ -633,7 +638,20 @@ async fn copy_table(
         if end >= hi {
             break;
         }
-        start = end + 1;
+        // On to the next row that exists: rowids may be scattered (or the highest one read
+        // from a damaged page absurd), and stepping through empty ranges could take forever.
+        // Where the lookup itself meets the damage, the next range starts right after.
+        let next: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(&format!(
+            "SELECT min(rowid) FROM salvage.\"{table}\" WHERE rowid > ?1"
+        ))
+        .bind(end)
+        .fetch_one(&mut *conn)
+        .await;
+        start = match next {
+            Ok(Some(next)) => next,
+            Ok(None) => break,
+            Err(_) => end + 1,
+        };
     }
     if !saved.skipped.is_empty() {
         tracing::warn!(
@@ -821,7 +839,11 @@ fn still_missing(skipped: &[(i64, i64)], found: &[i64]) -> Vec<(i64, i64)> {
             if rowid > next {
                 skip(&mut missing, next, rowid - 1);
             }
-            next = rowid + 1;
+            match rowid.checked_add(1) {
+                Some(after) => next = after,
+                // i64::MAX was found: nothing can be missing after it.
+                None => return missing,
+            }
         }
         if next <= b {
             skip(&mut missing, next, b);
@@ -1163,10 +1185,7 @@ async fn blocking<T: Send + 'static>(
 /// SQLite's primary result code of a database error.
 fn code(error: &sqlx::Error) -> Option<i32> {
     match error {
-        sqlx::Error::Database(db) => db
-            .code()
-            .and_then(|code| code.parse::<i32>().ok())
-            .map(|code| code & 0xff),
+        sqlx::Error::Database(db) => Some(crate::db::primary_code(db.as_ref())),
         _ => None,
     }
 }

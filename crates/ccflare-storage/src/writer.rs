@@ -379,7 +379,9 @@ impl Task {
                 break;
             }
             self.work().await;
-            if self.closing.is_some() && self.is_idle() {
+            // A close is answered once nothing is held in memory: spilled records are safe
+            // in their file and are replayed at the next start.
+            if self.closing.is_some() && !self.holds_work() {
                 break;
             }
         }
@@ -391,12 +393,6 @@ impl Task {
 
     fn holds_work(&self) -> bool {
         !self.records.is_empty() || !self.states.is_empty()
-    }
-
-    /// Whether a close can be answered: nothing is held in memory. (Spilled records are safe
-    /// in their file and are replayed at the next start.)
-    fn is_idle(&self) -> bool {
-        !self.holds_work()
     }
 
     /// Takes operations from the channel. Waits for one only when there is nothing else to do
@@ -619,12 +615,9 @@ impl Task {
         tokio::time::sleep(pause).await;
     }
 
-    /// Moves every waiting record (held, and still in the channel) to the spill file. On
-    /// failure they stay in memory.
+    /// Moves every held record to the spill file (the outage took the channel's into memory
+    /// first). On failure they stay in memory.
     async fn spill_waiting(&mut self) {
-        while let Ok(op) = self.rx.try_recv() {
-            self.take(op);
-        }
         if self.records.is_empty() {
             return;
         }

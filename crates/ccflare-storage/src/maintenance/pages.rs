@@ -219,6 +219,11 @@ impl PageFile {
         let page = page.get(..self.usable)?;
         let mut offset = at;
         let payload = usize::try_from(varint(page, &mut offset)?).ok()?;
+        // A payload longer than every page of the file together is garbage: refuse it before
+        // walking (and gathering) overflow pages for it.
+        if payload > (self.pages as usize).saturating_mul(self.usable) {
+            return None;
+        }
         let rowid = varint(page, &mut offset)?;
         // How much of the payload is on this page (fileformat2 §1.6).
         let usable = self.usable;
