@@ -432,8 +432,10 @@ pub async fn recover(source: &Path, destination: &Path) -> Result<RecoverReport,
         .copied()
         .chain(["schema_migrations"])
         .collect();
+    // VACUUM INTO copies every table; only a table-by-table salvage leaves some behind.
     let left_behind = schema
         .iter()
+        .filter(|_| matches!(method, Method::TableByTable { .. }))
         .filter(|e| e.kind == "table" && !e.name.starts_with("sqlite_"))
         .filter(|e| !known.contains(&e.name.as_str()))
         .map(|e| e.name.clone())
