@@ -12,9 +12,9 @@
 //! holds the rest (`bins/ccflare-server/tests/faults.rs`, the burst at a rate a debug build
 //! serves) without timing. A smoke run reports the buckets without judging them.
 
-use crate::load::{self, Mix};
-use crate::report::{Check, ScenarioReport};
-use crate::scenarios::{Bench, CLIENT_KEY, Shape, spec_at};
+use crate::load;
+use crate::report::{Check, SCENARIO_WORDS, ScenarioReport, checks_table};
+use crate::scenarios::{Bench, CLIENT_KEY, Shape, mix_at, spec_at};
 use crate::server::{self, Server};
 use anyhow::{Context, Result};
 use ccflare_storage::maintenance::{self, Depth};
@@ -118,23 +118,13 @@ pub async fn run(bench: &mut Bench) -> Result<ScenarioReport> {
     let kill_after = bench.plan.crash_kill_after;
     let keys = crash_keys();
     let mut server = Server::start(&binary, &bench.mock_url, &keys).await?;
-    eprintln!(
-        "ccflare-bench: crash server (pid {}) at {}, log {}; {rate} req/s, SIGKILL after {} s",
-        server.pid,
-        server.url,
-        server.log_path.display(),
-        kill_after.as_secs_f64()
-    );
-    // As for the main server: let it finish starting before the load.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
-    let mix = Mix {
-        specs: vec![
-            spec_at(&server.url, CLIENT_KEY, Shape::Json)?,
-            spec_at(&server.url, CLIENT_KEY, Shape::Stream)?,
-        ],
-        pattern: vec![JSON, STREAM],
-    };
+    let plan = format!("{rate} req/s, SIGKILL after {} s", kill_after.as_secs_f64());
+    server.announce_and_settle("crash server", &plan).await;
+    let mix = mix_at(
+        &server.url,
+        &[Shape::Json, Shape::Stream],
+        vec![JSON, STREAM],
+    )?;
     let count = ((kill_after + TAIL).as_secs_f64() * rate).round().max(1.0) as u64;
     let connections = bench.plan.connections;
     let client = load::client(connections);
@@ -362,20 +352,8 @@ impl CrashReport {
             self.rows_after_restart,
             self.missing_after_restart
         );
-        let _ = writeln!(out, "\n| check | measured | |");
-        let _ = writeln!(out, "|---|---|---|");
-        for check in &self.checks {
-            let verdict = match check.met {
-                Some(true) => "met",
-                Some(false) => "**failed**",
-                None => "not judged",
-            };
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} |",
-                check.target, check.measured, verdict
-            );
-        }
+        let _ = writeln!(out);
+        checks_table(out, &self.checks, SCENARIO_WORDS);
     }
 }
 

@@ -263,7 +263,7 @@ async fn bench(
     let proxy_pid = server.as_ref().map(|s| s.pid).or(options.proxy_pid);
     if needs_server {
         // Let the server finish starting (account sync, first allocations) before "idle".
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(server::SETTLE).await;
     }
     let idle_at_start = proxy_pid.and_then(procfs::rss_kb);
 

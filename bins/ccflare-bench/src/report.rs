@@ -318,20 +318,46 @@ impl Report {
             return;
         }
         let _ = writeln!(out, "\n## Targets (SPEC §14)\n");
-        let _ = writeln!(out, "| target | measured | |");
-        let _ = writeln!(out, "|---|---|---|");
-        for check in &self.checks {
-            let verdict = match check.met {
-                Some(true) => "met",
-                Some(false) => "**missed**",
-                None => "n/a",
-            };
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} |",
-                check.target, check.measured, verdict
-            );
-        }
+        checks_table(out, &self.checks, TARGET_WORDS);
+    }
+}
+
+/// How a table of checks names its first column and the verdicts it cannot give as "met".
+pub struct CheckWords {
+    pub column: &'static str,
+    pub failed: &'static str,
+    pub not_judged: &'static str,
+}
+
+/// The SPEC §14 targets: a target is missed, or this run cannot say.
+const TARGET_WORDS: CheckWords = CheckWords {
+    column: "target",
+    failed: "**missed**",
+    not_judged: "n/a",
+};
+
+/// A scenario's own checks (the soak's, the crash's): a check fails, or is not judged.
+pub const SCENARIO_WORDS: CheckWords = CheckWords {
+    column: "check",
+    failed: "**failed**",
+    not_judged: "not judged",
+};
+
+/// `checks` as a Markdown table: what was checked, what was measured, the verdict.
+pub fn checks_table(out: &mut String, checks: &[Check], words: CheckWords) {
+    let _ = writeln!(out, "| {} | measured | |", words.column);
+    let _ = writeln!(out, "|---|---|---|");
+    for check in checks {
+        let verdict = match check.met {
+            Some(true) => "met",
+            Some(false) => words.failed,
+            None => words.not_judged,
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            check.target, check.measured, verdict
+        );
     }
 }
 

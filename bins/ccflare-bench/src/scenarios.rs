@@ -3,7 +3,7 @@
 //! run, and measures the proxy process while the load goes through it.
 
 use crate::crash::CrashReport;
-use crate::load::{self, Expect, HttpClient, RequestSpec};
+use crate::load::{self, Expect, HttpClient, Mix, RequestSpec};
 use crate::procfs::{self, Sampler};
 use crate::report::{ProxyUsage, ScenarioReport};
 use crate::soak::SoakReport;
@@ -198,6 +198,16 @@ pub fn account_keys() -> Vec<String> {
         .iter()
         .map(|name| format!("sk-ant-api03-bench-{name}-0123456789abcdefghijklmnop"))
         .collect()
+}
+
+/// A [`Mix`] of Messages requests to `base` with the client's key: one spec per shape, in
+/// the order `pattern` indexes them.
+pub fn mix_at(base: &str, shapes: &[Shape], pattern: Vec<usize>) -> Result<Mix> {
+    let specs = shapes
+        .iter()
+        .map(|shape| spec_at(base, CLIENT_KEY, *shape))
+        .collect::<Result<_>>()?;
+    Ok(Mix { specs, pattern })
 }
 
 /// One kind of Messages request to `base` with `key` as the client's `x-api-key`.

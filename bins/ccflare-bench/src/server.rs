@@ -16,6 +16,10 @@ use tokio::process::{Child, Command};
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Time a server gets to finish starting (account sync, first allocations) before load or an
+/// idle sample.
+pub const SETTLE: Duration = Duration::from_millis(500);
+
 pub struct Server {
     child: Child,
     pub url: String,
@@ -79,6 +83,17 @@ pub fn profile_of(binary: &Path) -> String {
 }
 
 impl Server {
+    /// Says which server this is (`what`), where it runs and `plan`, then waits [`SETTLE`].
+    pub async fn announce_and_settle(&self, what: &str, plan: &str) {
+        eprintln!(
+            "ccflare-bench: {what} (pid {}) at {}, log {}; {plan}",
+            self.pid,
+            self.url,
+            self.log_path.display()
+        );
+        tokio::time::sleep(SETTLE).await;
+    }
+
     pub async fn start(binary: &Path, upstream: &str, keys: &[String]) -> Result<Server> {
         Self::start_with(binary, upstream, keys, &Extras::default()).await
     }

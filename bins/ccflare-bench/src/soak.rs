@@ -15,10 +15,10 @@
 //! 25 ms apart (half a second, as a short answer streams), and 1 stream the client hangs up on
 //! after its first event (a person pressing Esc), which the proxy records as a 499.
 
-use crate::load::{self, Mix};
+use crate::load;
 use crate::procfs::{ProcSample, Sampler};
-use crate::report::{Check, RecordsReport, ScenarioReport};
-use crate::scenarios::{Bench, CLIENT_KEY, Shape, spec_at};
+use crate::report::{Check, RecordsReport, SCENARIO_WORDS, ScenarioReport, checks_table};
+use crate::scenarios::{Bench, Shape, mix_at};
 use crate::server::{Extras, OAuthAccount, Server};
 use anyhow::{Context, Result};
 use ccflare_mock::{Fault, MockUpstream};
@@ -306,32 +306,14 @@ pub async fn run(bench: &mut Bench) -> Result<ScenarioReport> {
         oauth_accounts,
     };
     let server = Server::start_with(&binary, &bench.mock_url, &keys, &extras).await?;
-    eprintln!(
-        "ccflare-bench: soak server (pid {}) at {}, log {}; {rate} req/s for {} s",
-        server.pid,
-        server.url,
-        server.log_path.display(),
-        duration.as_secs_f64()
-    );
-    // As for the main server: let it finish starting before the first sample.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
-    let mix = Mix {
-        specs: vec![
-            spec_at(&server.url, CLIENT_KEY, Shape::Json)?,
-            spec_at(
-                &server.url,
-                CLIENT_KEY,
-                Shape::Slow(Duration::from_millis(25)),
-            )?,
-            spec_at(
-                &server.url,
-                CLIENT_KEY,
-                Shape::HangUp(Duration::from_millis(50)),
-            )?,
-        ],
-        pattern: PATTERN.to_vec(),
-    };
+    let plan = format!("{rate} req/s for {} s", duration.as_secs_f64());
+    server.announce_and_settle("soak server", &plan).await;
+    let shapes = [
+        Shape::Json,
+        Shape::Slow(Duration::from_millis(25)),
+        Shape::HangUp(Duration::from_millis(50)),
+    ];
+    let mix = mix_at(&server.url, &shapes, PATTERN.to_vec())?;
     let count = (duration.as_secs_f64() * rate).round().max(1.0) as u64;
     let connections = bench.plan.connections;
     let client = load::client(connections);
@@ -725,20 +707,8 @@ impl SoakReport {
                     .collect()
             )
         );
-        let _ = writeln!(out, "\n| check | measured | |");
-        let _ = writeln!(out, "|---|---|---|");
-        for check in &self.checks {
-            let verdict = match check.met {
-                Some(true) => "met",
-                Some(false) => "**failed**",
-                None => "not judged",
-            };
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} |",
-                check.target, check.measured, verdict
-            );
-        }
+        let _ = writeln!(out);
+        checks_table(out, &self.checks, SCENARIO_WORDS);
     }
 }
 
@@ -819,7 +789,7 @@ mod tests {
     #[test]
     fn the_mix_counts_each_kind() {
         let spec = crate::scenarios::spec_at("http://127.0.0.1:1", "k", Shape::Json).unwrap();
-        let mix = Mix {
+        let mix = crate::load::Mix {
             specs: vec![spec.clone(), spec.clone(), spec],
             pattern: PATTERN.to_vec(),
         };
