@@ -1,6 +1,7 @@
 //! What the workspace's integration tests share, so that each suite keeps only what is its
 //! own: the HTTP client and the answers it reads ([`http`]), Server-Sent Events ([`sse`]),
-//! requests written on a bare socket ([`raw`]), child processes and the real server binary
+//! requests written on a bare socket ([`raw`]), answers checked against the OpenAPI
+//! document's schemas ([`openapi`]), child processes and the real server binary
 //! ([`process`]), the in-process proxy's fixture ([`proxy`]), another program's hold on the
 //! database and the checks and fills of a database file ([`db`]), real disk faults
 //! ([`fault`]) and real damage to a database file ([`damage`]), and waiting for a change that
@@ -16,6 +17,7 @@ pub mod damage;
 pub mod db;
 pub mod fault;
 pub mod http;
+pub mod openapi;
 pub mod process;
 pub mod proxy;
 pub mod raw;
