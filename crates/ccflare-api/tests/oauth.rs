@@ -7,13 +7,11 @@
 
 mod common;
 
-use ccflare_core::config::{Layer, Settings};
 use ccflare_core::{AccountStatus, Secret};
 use ccflare_mock::Fault;
-use ccflare_proxy::ConfigLayers;
 use ccflare_storage::{accounts, oauth};
 use ccflare_testkit::Reply;
-use common::{App, Options, code_verifiers, message_body, mock_oauth_endpoints, spawn_app};
+use common::{App, Options, code_verifiers, message_body, spawn_app, state_of, use_mock_oauth};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -26,17 +24,7 @@ async fn app_with(accounts: Vec<(&'static str, i64)>) -> App {
         ..Options::default()
     })
     .await;
-    let env = mock_oauth_endpoints(&app.mock);
-    let file: Layer = [("lb_strategy".to_owned(), "priority".to_owned())]
-        .into_iter()
-        .collect();
-    let layers = ConfigLayers {
-        flags: Layer::new(),
-        env,
-        file,
-    };
-    let settings = Settings::resolve(&layers.flags, &layers.env, &layers.file).expect("settings");
-    app.state.configure(layers, settings);
+    use_mock_oauth(&app);
     app
 }
 
@@ -66,15 +54,6 @@ impl Seen {
             }
         }
     }
-}
-
-/// The `state` parameter of an authorize URL.
-fn state_of(authorize_url: &str) -> String {
-    authorize_url
-        .split('&')
-        .find_map(|p| p.strip_prefix("state="))
-        .expect("a state")
-        .to_owned()
 }
 
 async fn post(app: &App, seen: &mut Seen, path: &str, body: Value) -> Reply {

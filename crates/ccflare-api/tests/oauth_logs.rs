@@ -6,10 +6,8 @@
 
 mod common;
 
-use ccflare_core::config::Settings;
 use ccflare_mock::Fault;
-use ccflare_proxy::ConfigLayers;
-use common::{App, Options, code_verifiers, message_body, mock_oauth_endpoints, spawn_app};
+use common::{App, Options, code_verifiers, message_body, spawn_app, use_mock_oauth};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::io::Write;
@@ -66,12 +64,7 @@ async fn logins_log_no_secret() {
         ..Options::default()
     })
     .await;
-    let layers = ConfigLayers {
-        env: mock_oauth_endpoints(&app.mock),
-        ..ConfigLayers::default()
-    };
-    let settings = Settings::resolve(&layers.flags, &layers.env, &layers.file).expect("settings");
-    app.state.configure(layers, settings);
+    use_mock_oauth(&app);
 
     let max = json!({"mode": "max", "name": "personal"});
     let console = json!({"mode": "console", "name": "team"});

@@ -123,6 +123,24 @@ pub fn mock_oauth_endpoints(mock: &MockUpstream) -> Layer {
     .collect()
 }
 
+/// Points the app's OAuth logins at the mock's token endpoints (added to its environment layer,
+/// as `CCFLARE_OAUTH_*` would be).
+pub fn use_mock_oauth(app: &App) {
+    let mut layers = app.state.layers();
+    layers.env.extend(mock_oauth_endpoints(&app.mock));
+    let settings = Settings::resolve(&layers.flags, &layers.env, &layers.file).expect("settings");
+    app.state.configure(layers, settings);
+}
+
+/// The `state` parameter of an authorize URL.
+pub fn state_of(authorize_url: &str) -> String {
+    authorize_url
+        .split('&')
+        .find_map(|p| p.strip_prefix("state="))
+        .expect("a state")
+        .to_owned()
+}
+
 /// The PKCE verifiers the mock's token endpoint received, in order: secrets no answer or log
 /// line may carry.
 pub fn code_verifiers(mock: &MockUpstream) -> Vec<String> {
