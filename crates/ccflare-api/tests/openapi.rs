@@ -253,13 +253,15 @@ impl Contract {
 async fn traffic(app: &App, contract: &mut Contract) -> usize {
     let mut sent = 0;
     let session = [("x-session-id", "contract")];
-    // Alpha serves a cached JSON answer and a streamed one (time to first byte, tokens/s).
-    for (model, stream, cached) in [
-        ("claude-sonnet-4-5", false, true),
-        ("claude-haiku-4-5", true, false),
+    // Alpha serves a cached JSON answer and a streamed one whose events come a few
+    // milliseconds apart, so that it has a generation time (and so tokens per second).
+    let paced = [("x-session-id", "contract"), ("x-mock-chunk-delay-ms", "5")];
+    for (model, stream, cached, headers) in [
+        ("claude-sonnet-4-5", false, true, &session[..]),
+        ("claude-haiku-4-5", true, false, &paced[..]),
     ] {
         let reply = app
-            .message(&message_body(model, stream, cached), &session)
+            .message(&message_body(model, stream, cached), headers)
             .await;
         assert_eq!(reply.header("x-ccflare-account"), "alpha");
         sent += 1;
