@@ -4,17 +4,15 @@
 mod common;
 
 use ccflare_testkit::{SseReader, key};
-use common::{Options, message_body, spawn_app};
+use common::{Options, log_to, message_body, spawn_app};
 use http::StatusCode;
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_log_feed_sends_recent_lines_then_live_ones() {
-    use tracing_subscriber::layer::SubscriberExt;
     let logs = ccflare_api::LogFeed::new(100);
     // A current-thread runtime: the server, the mock and this test share the thread whose
     // default subscriber this is.
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(logs.layer()));
+    let _guard = log_to(&logs);
     let app = spawn_app(Options {
         logs: logs.clone(),
         ..Options::default()

@@ -20,7 +20,7 @@ use ccflare_storage::{accounts, oauth};
 use ccflare_testkit::openapi::Document;
 use ccflare_testkit::sse::Event;
 use ccflare_testkit::{Reply, SseReader, key};
-use common::{App, Options, message_body, spawn_app, state_of, use_mock_oauth};
+use common::{App, Options, log_to, message_body, spawn_app, state_of, use_mock_oauth};
 use http::{Method, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
@@ -498,12 +498,10 @@ async fn default_answers(app: &App, c: &mut Contract) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn every_documented_answer_matches_its_schema() {
-    use tracing_subscriber::layer::SubscriberExt;
     let logs = ccflare_api::LogFeed::new(200);
     // A current-thread runtime: the server, the mock and this test share the thread whose
     // default subscriber this is, and nothing runs while this test logs (see the lag below).
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(logs.layer()));
+    let _guard = log_to(&logs);
     let app = spawn_app(Options {
         accounts: vec![("alpha", 0), ("beta", 1)],
         // Pinned, so that changing it is a 409.

@@ -132,6 +132,13 @@ pub fn use_mock_oauth(app: &App) {
     app.state.configure(layers, settings);
 }
 
+/// Makes `logs` this thread's default tracing subscriber until the guard drops. For tests on a
+/// current-thread runtime, where the server and the mock log on this thread too.
+pub fn log_to(logs: &LogFeed) -> tracing::subscriber::DefaultGuard {
+    use tracing_subscriber::layer::SubscriberExt;
+    tracing::subscriber::set_default(tracing_subscriber::registry().with(logs.layer()))
+}
+
 /// The `state` parameter of an authorize URL.
 pub fn state_of(authorize_url: &str) -> String {
     authorize_url
