@@ -143,14 +143,6 @@ impl AccountState {
         (self.priority, self.id)
     }
 
-    /// When a benched account becomes routable again (the end of its last running bench), or
-    /// `None` when it is not benched.
-    pub(crate) fn benched_until(&self, now: Millis) -> Option<Millis> {
-        let rate_limited = ahead(self.rate_limited_until, now);
-        let overloaded = ahead(self.overloaded_until, now);
-        rate_limited.max(overloaded)
-    }
-
     /// The subscription said it is close to its limit (`allowed_warning`), and the window it
     /// spoke of has not reset since (at most 5 hours after that answer). A warning whose window is over says nothing any more; an
     /// account that no new session reaches would otherwise never get the answer that clears it.
@@ -160,26 +152,17 @@ impl AccountState {
             .is_some_and(|snapshot| snapshot.unified_warning() && snapshot.warning_ends_at() > now)
     }
 
-    pub(crate) fn is_rate_limited(&self, now: Millis) -> bool {
-        ahead(self.rate_limited_until, now).is_some()
-    }
-
     pub(crate) fn is_routable(&self, now: Millis) -> bool {
-        self.status == AccountStatus::Active && self.benched_until(now).is_none()
+        self.state(now).is_routable()
     }
 
     pub(crate) fn state(&self, now: Millis) -> RoutingState {
-        match self.status {
-            AccountStatus::Paused => RoutingState::Paused,
-            AccountStatus::Invalid => RoutingState::Invalid,
-            AccountStatus::Active => match self.benched_until(now) {
-                None => RoutingState::Active,
-                // A 429 bench says more about the account than a 529 one, so it names the state
-                // when both run; `until` is when both are over.
-                Some(until) if self.is_rate_limited(now) => RoutingState::RateLimited { until },
-                Some(until) => RoutingState::Overloaded { until },
-            },
-        }
+        RoutingState::of(
+            self.status,
+            self.rate_limited_until,
+            self.overloaded_until,
+            now,
+        )
     }
 
     pub(crate) fn view(&self, now: Millis) -> AccountView {
