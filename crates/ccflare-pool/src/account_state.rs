@@ -46,7 +46,6 @@ pub(crate) struct AccountState {
     /// When the OAuth access token expires (`None` for API keys).
     pub(crate) token_expires_at: Option<Millis>,
     pub(crate) priority: i64,
-    pub(crate) weight: u32,
     pub(crate) status: AccountStatus,
     /// The record revision this copy last took a person's settings from.
     pub(crate) revision: i64,
@@ -77,7 +76,6 @@ impl AccountState {
             credential: record.credential,
             token_expires_at: record.token_expires_at,
             priority: record.priority,
-            weight: record.weight,
             status: record.status,
             revision: record.revision,
             rate_limited_until: ahead(record.rate_limited_until, now),
@@ -93,7 +91,7 @@ impl AccountState {
 
     /// Takes a fresh record of this account from storage.
     ///
-    /// Name, kind, credential, priority and weight are always taken: the pool never changes them
+    /// Name, kind, credential and priority are always taken: the pool never changes them
     /// itself, and a refreshed OAuth token is stored without a new revision yet must be used.
     /// Stored rate-limit headers are taken only when they were seen later than the pool's own
     /// (another process wrote them); the database is usually behind the pool. Status and
@@ -121,7 +119,6 @@ impl AccountState {
         self.credential = record.credential;
         self.token_expires_at = record.token_expires_at;
         self.priority = record.priority;
-        self.weight = record.weight;
         if record.revision == self.revision {
             return;
         }
@@ -171,7 +168,6 @@ impl AccountState {
             name: self.name.clone(),
             kind: self.kind,
             priority: self.priority,
-            weight: self.weight,
             state: self.state(now),
             in_flight: self.in_flight,
             requests: self.requests,

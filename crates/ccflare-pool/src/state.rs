@@ -22,7 +22,8 @@ pub enum RoutingState {
     Overloaded {
         until: Millis,
     },
-    /// The credential was refused; a person must re-add it.
+    /// The credential was refused for good (a 401 on an API key, a dead OAuth refresh token);
+    /// a person must re-add or re-authenticate it.
     Invalid,
 }
 
@@ -103,7 +104,6 @@ pub struct AccountView {
     pub name: Arc<str>,
     pub kind: AccountKind,
     pub priority: i64,
-    pub weight: u32,
     pub state: RoutingState,
     /// Attempts selected and not yet released.
     pub in_flight: u32,
