@@ -96,7 +96,7 @@ const CRATES: &[CrateRule] = &[
     ),
     bin(
         "ccflare-cli",
-        &[CORE, CONFIG, STORAGE, PROXY, ANALYTICS, OAUTH],
+        &[CORE, CONFIG, POOL, STORAGE, PROXY, ANALYTICS, OAUTH],
         &[MOCK, TESTKIT],
     ),
     // The benchmark drives the real server binary and the mock, and counts rows in storage.

@@ -11,7 +11,7 @@ use ccflare_core::record::RequestRecord;
 use ccflare_pool::{AccountView, RoutingState};
 use ccflare_storage::WriterHandle;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write;
+use std::fmt::{Display, Write};
 use std::sync::Mutex;
 
 /// Most distinct values of a client-controlled label.
@@ -165,27 +165,24 @@ impl Metrics {
             "counter",
             "Tokens by model and kind (input, output, cache_read, cache_write).",
         );
-        for ((model, kind), n) in &c.tokens {
-            let _ = writeln!(
-                out,
-                "ccflare_tokens_total{{model=\"{}\",kind=\"{kind}\"}} {n}",
-                escape(model)
-            );
-        }
+        two_labels(
+            &mut out,
+            "ccflare_tokens_total",
+            ["model", "kind"],
+            &c.tokens,
+        );
         header(
             &mut out,
             "ccflare_cost_usd_total",
             "counter",
             "Cost in US dollars by model and account.",
         );
-        for ((model, account), usd) in &c.cost {
-            let _ = writeln!(
-                out,
-                "ccflare_cost_usd_total{{model=\"{}\",account=\"{}\"}} {usd}",
-                escape(model),
-                escape(account)
-            );
-        }
+        two_labels(
+            &mut out,
+            "ccflare_cost_usd_total",
+            ["model", "account"],
+            &c.cost,
+        );
         header(
             &mut out,
             "ccflare_request_errors_total",
@@ -230,29 +227,7 @@ impl Metrics {
             .render(&mut out, "ccflare_time_to_first_byte_seconds");
         drop(c);
 
-        header(
-            &mut out,
-            "ccflare_account_state",
-            "gauge",
-            "1 for the state each account is in now.",
-        );
-        for view in accounts {
-            let name = escape(&view.name);
-            for state in ["active", "paused", "rate_limited", "overloaded", "invalid"] {
-                let now = match view.state {
-                    RoutingState::Active => "active",
-                    RoutingState::Paused => "paused",
-                    RoutingState::RateLimited { .. } => "rate_limited",
-                    RoutingState::Overloaded { .. } => "overloaded",
-                    RoutingState::Invalid => "invalid",
-                };
-                let _ = writeln!(
-                    out,
-                    "ccflare_account_state{{account=\"{name}\",state=\"{state}\"}} {}",
-                    u8::from(now == state)
-                );
-            }
-        }
+        account_states(&mut out, accounts);
         header(
             &mut out,
             "ccflare_account_in_flight",
@@ -351,6 +326,27 @@ impl Metrics {
     }
 }
 
+/// The `ccflare_account_state` gauge: for each account, one sample per state, 1 for the one it
+/// is in. The names are the pool's ([`RoutingState::name`]), as in the API's JSON.
+fn account_states(out: &mut String, accounts: &[AccountView]) {
+    header(
+        out,
+        "ccflare_account_state",
+        "gauge",
+        "1 for the state each account is in now.",
+    );
+    for view in accounts {
+        let name = escape(&view.name);
+        for state in RoutingState::NAMES {
+            let _ = writeln!(
+                out,
+                "ccflare_account_state{{account=\"{name}\",state=\"{state}\"}} {}",
+                u8::from(view.state.name() == state)
+            );
+        }
+    }
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -360,6 +356,23 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 fn one_label(out: &mut String, name: &str, label: &str, counts: &BTreeMap<String, u64>) {
     for (value, n) in counts {
         let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape(value));
+    }
+}
+
+/// The samples of a counter with two labels, one per pair of values counted.
+fn two_labels<A: AsRef<str>, B: AsRef<str>, V: Display>(
+    out: &mut String,
+    name: &str,
+    [first, second]: [&str; 2],
+    counts: &BTreeMap<(A, B), V>,
+) {
+    for ((a, b), value) in counts {
+        let _ = writeln!(
+            out,
+            "{name}{{{first}=\"{}\",{second}=\"{}\"}} {value}",
+            escape(a.as_ref()),
+            escape(b.as_ref())
+        );
     }
 }
 
@@ -374,6 +387,9 @@ fn escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::views::AccountJson;
+    use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret};
+    use ccflare_storage::accounts::AccountSummary;
 
     #[test]
     fn label_values_are_escaped() {
@@ -386,6 +402,96 @@ mod tests {
         let mut out = String::new();
         one_label(&mut out, "x_total", "type", &counts);
         assert_eq!(out, "x_total{type=\"a\\\"b\"} 2\nx_total{type=\"c\"} 1\n");
+    }
+
+    /// Every state, with the name clients have always seen for it. The match makes a new state
+    /// fail to compile here until it is given a name.
+    fn every_state(now: Millis) -> [(RoutingState, &'static str); 5] {
+        let all = [
+            (RoutingState::Active, "active"),
+            (RoutingState::Paused, "paused"),
+            (
+                RoutingState::RateLimited {
+                    until: now + 30_000,
+                },
+                "rate_limited",
+            ),
+            (
+                RoutingState::Overloaded {
+                    until: now + 15_000,
+                },
+                "overloaded",
+            ),
+            (RoutingState::Invalid, "invalid"),
+        ];
+        for (state, _) in all {
+            match state {
+                RoutingState::Active
+                | RoutingState::Paused
+                | RoutingState::RateLimited { .. }
+                | RoutingState::Overloaded { .. }
+                | RoutingState::Invalid => {}
+            }
+        }
+        all
+    }
+
+    /// The accounts JSON and the `/metrics` gauge both render the pool's state: the same name
+    /// (the one `ccflare-cli accounts list --json` prints, from the same function) and, in the
+    /// JSON, the same end of the bench.
+    #[test]
+    fn the_json_and_the_gauge_name_each_state_as_the_pool_does() {
+        let now: Millis = 1_000_000;
+        let account = Account {
+            id: AccountId(1),
+            name: "a".to_owned(),
+            kind: AccountKind::ApiKey,
+            credential: Secret::new("sk-ant-api03-metrics-0123456789-wxyz"),
+            priority: 0,
+            weight: 1,
+            status: AccountStatus::Active,
+            revision: 1,
+            rate_limited_until: None,
+            overloaded_until: None,
+            token_expires_at: None,
+        };
+        let summary = AccountSummary {
+            account,
+            request_count: 0,
+            last_used: None,
+            created_at: 0,
+            last_ratelimit: None,
+            refreshed_at: None,
+        };
+        for (state, name) in every_state(now) {
+            assert_eq!(state.name(), name);
+            let view = AccountView {
+                id: AccountId(1),
+                name: "a".into(),
+                kind: AccountKind::ApiKey,
+                priority: 0,
+                state,
+                in_flight: 0,
+                requests: 0,
+                consecutive_rate_limits: 0,
+                last_ratelimit: None,
+                last_used: None,
+            };
+            let json = AccountJson::new(&summary, Some(&view), now);
+            assert_eq!((json.state, json.available_at), (name, state.until()));
+
+            let mut out = String::new();
+            account_states(&mut out, std::slice::from_ref(&view));
+            let samples: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+            assert_eq!(samples.len(), RoutingState::NAMES.len(), "{out}");
+            let on: Vec<&str> = samples.into_iter().filter(|l| l.ends_with(" 1")).collect();
+            assert_eq!(
+                on,
+                [format!(
+                    "ccflare_account_state{{account=\"a\",state=\"{name}\"}} 1"
+                )]
+            );
+        }
     }
 
     #[test]

@@ -21,8 +21,8 @@ pub struct AccountJson {
     pub weight: u32,
     /// What a person set: `active`, `paused`, or `invalid` (a refused key).
     pub status: &'static str,
-    /// Whether it can take a request now: `active`, `paused`, `rate_limited`, `overloaded`,
-    /// `invalid`.
+    /// Whether it can take a request now: [`RoutingState::name`] (`active`, `paused`,
+    /// `rate_limited`, `overloaded`, `invalid`).
     pub state: &'static str,
     /// When a rate-limited or overloaded account is routable again.
     pub available_at: Option<Millis>,
@@ -75,19 +75,9 @@ impl SubscriptionJson {
     }
 }
 
-fn state_name(state: RoutingState) -> (&'static str, Option<Millis>) {
-    match state {
-        RoutingState::Active => ("active", None),
-        RoutingState::Paused => ("paused", None),
-        RoutingState::RateLimited { until } => ("rate_limited", Some(until)),
-        RoutingState::Overloaded { until } => ("overloaded", Some(until)),
-        RoutingState::Invalid => ("invalid", None),
-    }
-}
-
 impl AccountJson {
-    /// Joins the stored account with the pool's view of it (absent for an account the pool
-    /// has not loaded yet, which then shows its stored status).
+    /// Joins the stored account with the pool's view of it. An account the pool has not loaded
+    /// yet shows the state its stored record gives, which is what the pool says once it has.
     pub fn new(stored: &AccountSummary, view: Option<&AccountView>, now: Millis) -> AccountJson {
         let account = &stored.account;
         let oauth = account.kind == AccountKind::OAuth;
@@ -95,10 +85,11 @@ impl AccountJson {
         let last_ratelimit = view
             .and_then(|v| v.last_ratelimit.clone())
             .or_else(|| stored.last_ratelimit.clone());
-        let (state, available_at) = match view {
-            Some(view) => state_name(view.state),
-            None => (account.status.as_str(), None),
+        let state = match view {
+            Some(view) => view.state,
+            None => RoutingState::of_stored(account, now),
         };
+        let available_at = state.until();
         AccountJson {
             id: account.id.0,
             name: account.name.clone(),
@@ -107,7 +98,7 @@ impl AccountJson {
             priority: account.priority,
             weight: account.weight,
             status: account.status.as_str(),
-            state,
+            state: state.name(),
             available_at,
             reset_in_s: available_at.map(|at| ((at - now).max(0) + 999) / 1000),
             in_flight: view.map_or(0, |v| v.in_flight),

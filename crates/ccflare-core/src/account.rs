@@ -55,8 +55,9 @@ pub enum AccountStatus {
     Active,
     /// Paused by a person: not routed until resumed.
     Paused,
-    /// The credential was refused (401/403 on an API key, or a dead refresh token): not routed
-    /// until a person re-adds or re-authenticates it.
+    /// The credential was refused for good (a 401 on an API key, or an OAuth refresh token the
+    /// token endpoint refused): not routed until a person re-adds or re-authenticates it. A 403
+    /// never makes an account invalid: the refusal may be about the request.
     Invalid,
 }
 
@@ -92,7 +93,9 @@ pub struct Account {
     pub credential: Secret,
     /// Lower numbers are preferred by the `priority` strategy; 0 is the default.
     pub priority: i64,
-    /// Relative share for weighted strategies; 1 is the default.
+    /// Stored and shown (`accounts list --json`, `/api/accounts`) because SPEC §5 gives every
+    /// account a weight, but nothing sets it (always the schema's 1) and no strategy reads it,
+    /// so the pool does not carry it.
     pub weight: u32,
     pub status: AccountStatus,
     pub revision: i64,

@@ -46,7 +46,6 @@ pub(crate) struct AccountState {
     /// When the OAuth access token expires (`None` for API keys).
     pub(crate) token_expires_at: Option<Millis>,
     pub(crate) priority: i64,
-    pub(crate) weight: u32,
     pub(crate) status: AccountStatus,
     /// The record revision this copy last took a person's settings from.
     pub(crate) revision: i64,
@@ -77,7 +76,6 @@ impl AccountState {
             credential: record.credential,
             token_expires_at: record.token_expires_at,
             priority: record.priority,
-            weight: record.weight,
             status: record.status,
             revision: record.revision,
             rate_limited_until: ahead(record.rate_limited_until, now),
@@ -93,7 +91,7 @@ impl AccountState {
 
     /// Takes a fresh record of this account from storage.
     ///
-    /// Name, kind, credential, priority and weight are always taken: the pool never changes them
+    /// Name, kind, credential and priority are always taken: the pool never changes them
     /// itself, and a refreshed OAuth token is stored without a new revision yet must be used.
     /// Stored rate-limit headers are taken only when they were seen later than the pool's own
     /// (another process wrote them); the database is usually behind the pool. Status and
@@ -121,7 +119,6 @@ impl AccountState {
         self.credential = record.credential;
         self.token_expires_at = record.token_expires_at;
         self.priority = record.priority;
-        self.weight = record.weight;
         if record.revision == self.revision {
             return;
         }
@@ -143,14 +140,6 @@ impl AccountState {
         (self.priority, self.id)
     }
 
-    /// When a benched account becomes routable again (the end of its last running bench), or
-    /// `None` when it is not benched.
-    pub(crate) fn benched_until(&self, now: Millis) -> Option<Millis> {
-        let rate_limited = ahead(self.rate_limited_until, now);
-        let overloaded = ahead(self.overloaded_until, now);
-        rate_limited.max(overloaded)
-    }
-
     /// The subscription said it is close to its limit (`allowed_warning`), and the window it
     /// spoke of has not reset since (at most 5 hours after that answer). A warning whose window is over says nothing any more; an
     /// account that no new session reaches would otherwise never get the answer that clears it.
@@ -160,26 +149,17 @@ impl AccountState {
             .is_some_and(|snapshot| snapshot.unified_warning() && snapshot.warning_ends_at() > now)
     }
 
-    pub(crate) fn is_rate_limited(&self, now: Millis) -> bool {
-        ahead(self.rate_limited_until, now).is_some()
-    }
-
     pub(crate) fn is_routable(&self, now: Millis) -> bool {
-        self.status == AccountStatus::Active && self.benched_until(now).is_none()
+        self.state(now).is_routable()
     }
 
     pub(crate) fn state(&self, now: Millis) -> RoutingState {
-        match self.status {
-            AccountStatus::Paused => RoutingState::Paused,
-            AccountStatus::Invalid => RoutingState::Invalid,
-            AccountStatus::Active => match self.benched_until(now) {
-                None => RoutingState::Active,
-                // A 429 bench says more about the account than a 529 one, so it names the state
-                // when both run; `until` is when both are over.
-                Some(until) if self.is_rate_limited(now) => RoutingState::RateLimited { until },
-                Some(until) => RoutingState::Overloaded { until },
-            },
-        }
+        RoutingState::of(
+            self.status,
+            self.rate_limited_until,
+            self.overloaded_until,
+            now,
+        )
     }
 
     pub(crate) fn view(&self, now: Millis) -> AccountView {
@@ -188,7 +168,6 @@ impl AccountState {
             name: self.name.clone(),
             kind: self.kind,
             priority: self.priority,
-            weight: self.weight,
             state: self.state(now),
             in_flight: self.in_flight,
             requests: self.requests,

@@ -1,7 +1,9 @@
 //! The account pool and load balancer (SPEC §5–§7): which accounts may take a request right now,
 //! which one a request goes to (session affinity, then the configured strategy), and how an
-//! upstream answer benches an account (429 until its reset or a growing backoff, 529 for a short
-//! fixed time, 401/403 until a person re-adds the key).
+//! upstream answer benches an account: a 429 until its reset or a growing backoff, a 529 for a
+//! short fixed time, a 401 on an OAuth token for a minute (time for a refresh). A 401 on an API
+//! key makes the account invalid until a person re-adds the key. A 403 (the refusal may be about
+//! the request), a 500–504 and a 429 without rate-limit headers fail over without benching it.
 //!
 //! **Invariant:** this crate is pure. It does no IO, never sleeps and never reads a clock: every
 //! call takes `now`, and a bench whose end has passed is simply over. The proxy owns one [`Pool`]

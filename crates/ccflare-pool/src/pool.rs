@@ -294,8 +294,7 @@ impl Pool {
     pub fn next_recovery(&self, now: Millis) -> Option<Millis> {
         self.accounts
             .iter()
-            .filter(|account| account.status == AccountStatus::Active)
-            .filter_map(|account| account.benched_until(now))
+            .filter_map(|account| account.state(now).until())
             .min()
     }
 

@@ -142,52 +142,75 @@ pub async fn upsert_api_key(
             }
         }
     };
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO accounts (name, kind, credential, priority, created_at, updated_at) \
-         VALUES (?, 'api_key', ?, ?, ?, ?) RETURNING id",
+    let account = insert(
+        &mut tx,
+        &name,
+        NewCredential::ApiKey(key),
+        priority.unwrap_or(0),
+        now,
     )
-    .bind(&name)
-    .bind(key.expose())
-    .bind(priority.unwrap_or(0))
+    .await?;
+    tx.commit().await?;
+    Ok((account, Upsert::Created))
+}
+
+/// What a new account authenticates with.
+pub(crate) enum NewCredential<'a> {
+    ApiKey(&'a Secret),
+    /// An OAuth login's first tokens; the access token is the credential sent upstream.
+    OAuth {
+        access: &'a Secret,
+        refresh: Option<&'a Secret>,
+        expires_at: Millis,
+    },
+}
+
+/// Adds an account in the caller's write transaction (which has checked that the name is free)
+/// and returns it as stored: the schema's defaults for what the insert does not set (weight 1,
+/// active, revision 1, no cooldowns). An OAuth login counts as refreshed now.
+pub(crate) async fn insert(
+    tx: &mut SqliteConnection,
+    name: &str,
+    credential: NewCredential<'_>,
+    priority: i64,
+    now: Millis,
+) -> Result<Account, StorageError> {
+    let (kind, secret, refresh, expires_at) = match credential {
+        NewCredential::ApiKey(key) => (AccountKind::ApiKey, key, None, None),
+        NewCredential::OAuth {
+            access,
+            refresh,
+            expires_at,
+        } => (AccountKind::OAuth, access, refresh, Some(expires_at)),
+    };
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO accounts (name, kind, credential, refresh_token, expires_at, refreshed_at, \
+         priority, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(name)
+    .bind(kind.as_str())
+    .bind(secret.expose())
+    .bind(refresh.map(Secret::expose))
+    .bind(expires_at)
+    .bind(expires_at.map(|_| now))
+    .bind(priority)
     .bind(now)
     .bind(now)
     .fetch_one(&mut *tx)
     .await?;
-    tx.commit().await?;
-    let account = inserted(
-        id,
-        name,
-        AccountKind::ApiKey,
-        key.clone(),
-        priority.unwrap_or(0),
-        None,
-    );
-    Ok((account, Upsert::Created))
-}
-
-/// An account as its INSERT just stored it: the schema's defaults for a new account (weight 1,
-/// active, revision 1, no cooldowns) and what the insert gave.
-pub(crate) fn inserted(
-    id: i64,
-    name: String,
-    kind: AccountKind,
-    credential: Secret,
-    priority: i64,
-    token_expires_at: Option<Millis>,
-) -> Account {
-    Account {
+    Ok(Account {
         id: AccountId(id),
-        name,
+        name: name.to_owned(),
         kind,
-        credential,
+        credential: secret.clone(),
         priority,
         weight: 1,
         status: AccountStatus::Active,
         revision: 1,
         rate_limited_until: None,
         overloaded_until: None,
-        token_expires_at,
-    }
+        token_expires_at: expires_at,
+    })
 }
 
 /// Whether an account is called `name`, read in the write transaction that would add one.
@@ -359,6 +382,24 @@ mod listing_tests {
             assert_eq!(format!("{account:?}"), format!("{stored:?}"));
             assert!(account.credential == stored.credential);
         }
+        // The one INSERT gives an OAuth login its refresh token and time, and a key neither.
+        let listed = list_with_usage(&db).await.unwrap();
+        let refreshed: Vec<_> = listed
+            .iter()
+            .map(|s| (s.account.kind, s.refreshed_at, s.created_at))
+            .collect();
+        assert_eq!(
+            refreshed,
+            [
+                (AccountKind::ApiKey, None, 1_000),
+                (AccountKind::OAuth, Some(1_000), 1_000)
+            ]
+        );
+        let tokens = crate::oauth::stored_tokens(&db, listed[1].account.id)
+            .await
+            .unwrap();
+        assert_eq!(tokens.expires_at, Some(9_000));
+        assert!(tokens.refresh.is_none());
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@
 use crate::accounts;
 use crate::db::Db;
 use crate::error::StorageError;
-use ccflare_core::{Account, AccountId, AccountKind, Millis, Secret};
+use ccflare_core::{Account, AccountId, Millis, Secret};
 use sqlx::Row;
 
 /// The tokens of one OAuth account as stored.
@@ -32,29 +32,20 @@ pub async fn add_oauth_account(
 ) -> Result<Account, StorageError> {
     let mut tx = db.begin_write().await?;
     accounts::require_free_name(&mut tx, name).await?;
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO accounts (name, kind, credential, refresh_token, expires_at, refreshed_at, \
-         priority, created_at, updated_at) VALUES (?, 'oauth', ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    let account = accounts::insert(
+        &mut tx,
+        name,
+        accounts::NewCredential::OAuth {
+            access,
+            refresh,
+            expires_at,
+        },
+        priority.unwrap_or(0),
+        now,
     )
-    .bind(name)
-    .bind(access.expose())
-    .bind(refresh.map(Secret::expose))
-    .bind(expires_at)
-    .bind(now)
-    .bind(priority.unwrap_or(0))
-    .bind(now)
-    .bind(now)
-    .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(accounts::inserted(
-        id,
-        name.to_owned(),
-        AccountKind::OAuth,
-        access.clone(),
-        priority.unwrap_or(0),
-        Some(expires_at),
-    ))
+    Ok(account)
 }
 
 /// The stored tokens of an OAuth account.

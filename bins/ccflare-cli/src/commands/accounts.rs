@@ -8,6 +8,7 @@ use crate::timefmt;
 use anyhow::{Context as _, Result, bail};
 use ccflare_core::account::check_api_key;
 use ccflare_core::{Account, AccountStatus, Millis, Secret};
+use ccflare_pool::RoutingState;
 use ccflare_storage::StorageError;
 use ccflare_storage::accounts::{self, AccountSummary, Upsert};
 use clap::{Args, Subcommand};
@@ -211,68 +212,34 @@ async fn resolve(db: &ccflare_storage::Db, given: &str) -> Result<Account> {
     .into())
 }
 
-/// What an account's state is, for people and for JSON.
+/// An account's state as people see it: the pool's [`RoutingState`] (the one rule, which the
+/// API and `/metrics` show too), with its label and colour.
 pub struct State {
+    pub routing: RoutingState,
     pub label: String,
     pub color: Color,
-    /// `active`, `rate_limited`, `overloaded`, `paused` or `invalid`.
-    pub code: &'static str,
-    /// When a cooldown ends, if the account is benched.
-    pub until: Option<Millis>,
 }
 
-/// An account's state at `now`: a person's status first, then any cooldown still running
+/// A stored account's state at `now`: a person's status first, then any bench still running
 /// (both kinds read as "Limited", with the time until the later one ends).
 pub fn state(account: &Account, now: Millis) -> State {
-    state_of(
-        account.status,
-        account.rate_limited_until,
-        account.overloaded_until,
-        now,
-    )
+    shown(RoutingState::of_stored(account, now), now)
 }
 
-fn state_of(
-    status: AccountStatus,
-    rate_limited_until: Option<Millis>,
-    overloaded_until: Option<Millis>,
-    now: Millis,
-) -> State {
-    match status {
-        AccountStatus::Paused => State {
-            label: "Paused".into(),
-            color: Color::Dim,
-            code: "paused",
-            until: None,
-        },
-        AccountStatus::Invalid => State {
-            label: "Invalid".into(),
-            color: Color::Red,
-            code: "invalid",
-            until: None,
-        },
-        AccountStatus::Active => {
-            let rate_limited = rate_limited_until.filter(|&t| t > now);
-            let overloaded = overloaded_until.filter(|&t| t > now);
-            match rate_limited.max(overloaded) {
-                Some(until) => State {
-                    label: format!("Limited ({})", timefmt::short(until - now)),
-                    color: Color::Yellow,
-                    code: if rate_limited.is_some() {
-                        "rate_limited"
-                    } else {
-                        "overloaded"
-                    },
-                    until: Some(until),
-                },
-                None => State {
-                    label: "Active".into(),
-                    color: Color::Green,
-                    code: "active",
-                    until: None,
-                },
-            }
-        }
+fn shown(routing: RoutingState, now: Millis) -> State {
+    let (label, color) = match routing {
+        RoutingState::Active => ("Active".to_owned(), Color::Green),
+        RoutingState::Paused => ("Paused".to_owned(), Color::Dim),
+        RoutingState::Invalid => ("Invalid".to_owned(), Color::Red),
+        RoutingState::RateLimited { until } | RoutingState::Overloaded { until } => (
+            format!("Limited ({})", timefmt::short(until - now)),
+            Color::Yellow,
+        ),
+    };
+    State {
+        routing,
+        label,
+        color,
     }
 }
 
@@ -330,8 +297,8 @@ impl AccountJson {
             name: account.name.clone(),
             key: account.credential.masked(),
             kind: account.kind.as_str(),
-            status: state.code,
-            limited_until: state.until,
+            status: state.routing.name(),
+            limited_until: state.routing.until(),
             priority: account.priority,
             weight: account.weight,
             requests: summary.request_count,
@@ -585,7 +552,7 @@ async fn resume(context: &Context, given: &str) -> Result<ExitCode> {
     let account = resolve(&db, given).await?;
     let name = account.name.as_str();
     let now = context.now();
-    if state(&account, now).code == "active" {
+    if state(&account, now).routing.is_routable() {
         return finish(
             context,
             name,
@@ -717,32 +684,89 @@ mod tests {
     use super::*;
     use AccountStatus::{Active, Invalid, Paused};
 
+    /// A stored account with this status and these benches.
+    fn stored(
+        status: AccountStatus,
+        limited: Option<Millis>,
+        overloaded: Option<Millis>,
+    ) -> AccountSummary {
+        AccountSummary {
+            account: Account {
+                id: ccflare_core::AccountId(1),
+                name: "a".to_owned(),
+                kind: ccflare_core::AccountKind::ApiKey,
+                credential: Secret::new("sk-ant-api03-states-0123456789-wxyz"),
+                priority: 0,
+                weight: 1,
+                status,
+                revision: 1,
+                rate_limited_until: limited,
+                overloaded_until: overloaded,
+                token_expires_at: None,
+            },
+            request_count: 0,
+            last_used: None,
+            created_at: 0,
+            last_ratelimit: None,
+            refreshed_at: None,
+        }
+    }
+
+    /// The table's label reads like the seed's; the JSON's `status` and `limited_until` are the
+    /// pool's name and end of the state (the API's `state` and the `/metrics` gauge show the
+    /// same name, from the same function), and every state is reached.
     #[test]
-    fn states_read_like_the_seed() {
+    fn states_read_like_the_seed_and_are_named_as_the_pool_names_them() {
         let now = 1_000_000;
         let cases = [
-            (Active, None, None, "Active"),
-            (Active, Some(now - 1), None, "Active"),
+            (Active, None, None, "Active", "active", None),
+            (Active, Some(now - 1), None, "Active", "active", None),
             (
                 Active,
                 Some(now + 250_000),
                 Some(now + 5_000),
                 "Limited (4m 10s)",
+                "rate_limited",
+                Some(now + 250_000),
             ),
-            (Active, None, Some(now + 12_000), "Limited (12s)"),
-            (Paused, Some(now + 5_000), None, "Paused"),
-            (Invalid, None, None, "Invalid"),
+            (
+                Active,
+                Some(now + 1),
+                Some(now + 9),
+                "Limited (1s)",
+                "rate_limited",
+                Some(now + 9),
+            ),
+            (
+                Active,
+                None,
+                Some(now + 12_000),
+                "Limited (12s)",
+                "overloaded",
+                Some(now + 12_000),
+            ),
+            (Paused, Some(now + 5_000), None, "Paused", "paused", None),
+            (Invalid, None, None, "Invalid", "invalid", None),
         ];
-        for (status, limited, overloaded, expected) in cases {
-            assert_eq!(state_of(status, limited, overloaded, now).label, expected);
+        let mut names = std::collections::BTreeSet::new();
+        for (status, limited, overloaded, label, name, until) in cases {
+            let summary = stored(status, limited, overloaded);
+            let state = state(&summary.account, now);
+            assert_eq!(
+                state.routing,
+                RoutingState::of(status, limited, overloaded, now)
+            );
+            assert_eq!(state.label, label);
+            let json = serde_json::to_value(AccountJson::new(&summary, now)).unwrap();
+            assert_eq!(json["status"], name);
+            assert_eq!(json["limited_until"], serde_json::json!(until));
+            assert_eq!(state.routing.name(), name);
+            names.insert(name);
         }
         assert_eq!(
-            state_of(Active, None, Some(now + 1), now).code,
-            "overloaded"
-        );
-        assert_eq!(
-            state_of(Active, Some(now + 1), Some(now + 9), now).code,
-            "rate_limited"
+            names,
+            RoutingState::NAMES.into_iter().collect(),
+            "every state is shown"
         );
     }
 

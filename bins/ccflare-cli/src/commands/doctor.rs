@@ -9,6 +9,7 @@ use crate::context::{self, Context};
 use crate::output::{self, Align, Cell, Color, Table};
 use anyhow::Result;
 use ccflare_core::config::Settings;
+use ccflare_pool::RoutingState;
 use ccflare_proxy::UpstreamClient;
 use clap::Args;
 use serde::Serialize;
@@ -226,8 +227,11 @@ async fn check_accounts(context: &Context, db: &ccflare_storage::Db, report: &mu
     };
     let now = context.now();
     let states: Vec<accounts::State> = listed.iter().map(|a| accounts::state(a, now)).collect();
-    let active = states.iter().filter(|s| s.code == "active").count();
-    let benched = states.iter().filter(|s| s.until.is_some()).count();
+    let active = states.iter().filter(|s| s.routing.is_routable()).count();
+    let benched = states
+        .iter()
+        .filter(|s| s.routing.until().is_some())
+        .count();
     let (status, detail) = match (listed.len(), active, benched) {
         (0, _, _) => (
             Status::Fail,
@@ -245,19 +249,20 @@ async fn check_accounts(context: &Context, db: &ccflare_storage::Db, report: &mu
     };
     report.add(status, "accounts", detail);
     for (account, state) in listed.iter().zip(&states) {
-        let status = match state.code {
-            "active" => Status::Ok,
-            "paused" => Status::Info,
-            "invalid" => Status::Warn,
-            _ => Status::Warn,
+        let status = match state.routing {
+            RoutingState::Active => Status::Ok,
+            RoutingState::Paused => Status::Info,
+            RoutingState::Invalid
+            | RoutingState::RateLimited { .. }
+            | RoutingState::Overloaded { .. } => Status::Warn,
         };
-        let detail = match state.code {
+        let detail = match state.routing {
             // An OAuth account's login was refused: a new login, not a key, fixes it.
-            "invalid" if account.kind == ccflare_core::AccountKind::OAuth => format!(
+            RoutingState::Invalid if account.kind == ccflare_core::AccountKind::OAuth => format!(
                 "{}: Invalid (login refused; needs re-auth: `ccflare-cli accounts reauth {}`)",
                 account.name, account.name
             ),
-            "invalid" => format!(
+            RoutingState::Invalid => format!(
                 "{}: Invalid (key refused; re-add it with `ccflare-cli accounts add`)",
                 account.name
             ),

@@ -1106,7 +1106,6 @@ fn counts_views_and_next_recovery() {
         record(1, "a"),
         Account {
             kind: AccountKind::OAuth,
-            weight: 3,
             ..with_priority(2, "b", 1)
         },
         record(3, "c"),
@@ -1151,14 +1150,14 @@ fn counts_views_and_next_recovery() {
     );
     let a = h.view("a", now);
     assert_eq!(
-        (a.id, a.kind, a.priority, a.weight),
-        (AccountId(1), AccountKind::ApiKey, 0, 1)
+        (a.id, a.kind, a.priority),
+        (AccountId(1), AccountKind::ApiKey, 0)
     );
     assert_eq!((a.in_flight, a.requests, a.last_used), (1, 2, Some(at(5))));
     let headroom = a.last_ratelimit.and_then(|snapshot| snapshot.headroom());
     assert_eq!(headroom, Some(0.2));
     let b = h.view("b", now);
-    assert_eq!((b.kind, b.priority, b.weight), (AccountKind::OAuth, 1, 3));
+    assert_eq!((b.kind, b.priority), (AccountKind::OAuth, 1));
     assert_eq!(
         (b.requests, b.last_used, b.consecutive_rate_limits),
         (0, None, 1)
