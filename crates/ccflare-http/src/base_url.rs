@@ -31,6 +31,7 @@ impl BaseUrl {
 
     /// The URI of `path_and_query` (which starts with `/`) under this base, kept byte for
     /// byte: one allocation, the joined text.
+    #[inline]
     pub fn join(&self, path_and_query: &str) -> Result<http::Uri, http::uri::InvalidUri> {
         let mut uri = String::with_capacity(self.0.len() + path_and_query.len());
         uri.push_str(&self.0);
