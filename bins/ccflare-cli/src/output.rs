@@ -3,6 +3,7 @@
 //! does not come through here: it is serde's.
 
 use std::io::{IsTerminal, Write};
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 /// The widest line any table is rendered to: an 80-column terminal.
 pub const WIDTH: usize = 80;
@@ -103,9 +104,22 @@ const GAP: usize = 2;
 /// The flexible column is never cut below this.
 const MIN_FLEX: usize = 8;
 
-/// Width in terminal columns, counted in characters (East Asian wide characters count one).
+/// Width in terminal columns: East Asian wide characters and most emoji take two, combining
+/// marks none (Unicode's East Asian Width, through `unicode-width`).
 pub fn width(text: &str) -> usize {
-    text.chars().count()
+    text.width()
+}
+
+/// The longest start of `text` at most `max` columns wide, and the rest.
+fn split_at_width(text: &str, max: usize) -> (&str, &str) {
+    let mut used = 0;
+    for (at, c) in text.char_indices() {
+        used += c.width().unwrap_or(0);
+        if used > max {
+            return text.split_at(at);
+        }
+    }
+    (text, "")
 }
 
 /// Cuts `text` to `max` columns, ending with "…" when something was cut.
@@ -113,9 +127,8 @@ pub fn truncate(text: &str, max: usize) -> String {
     if width(text) <= max {
         return text.to_owned();
     }
-    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
+    let (kept, _) = split_at_width(text, max.saturating_sub(1));
+    format!("{kept}…")
 }
 
 /// Breaks `text` into lines of at most `max` columns, at spaces where it can.
@@ -140,11 +153,16 @@ pub fn wrap_text(text: &str, max: usize) -> Vec<String> {
         if !line.is_empty() {
             lines.push(std::mem::take(&mut line));
         }
-        // A word longer than a line (a path, a URL) is cut where the line ends.
+        // A word longer than a line (a path, a URL) is cut where the line ends (after at least
+        // one character, should that one be wider than the line).
         while width(&word) > max {
-            let head: String = word.chars().take(max).collect();
-            word = word.chars().skip(max).collect();
-            lines.push(head);
+            let (mut head, _) = split_at_width(&word, max);
+            if head.is_empty() {
+                head = &word[..word.chars().next().map_or(0, char::len_utf8)];
+            }
+            let rest = word[head.len()..].to_owned();
+            lines.push(head.to_owned());
+            word = rest;
         }
         line = word;
     }
@@ -360,6 +378,34 @@ mod tests {
         assert!(lines.iter().all(|l| width(l) <= WIDTH), "{text}");
         assert!(lines[2].contains("xxx…  1,234"), "{text}");
         assert!(lines[1].starts_with("short ") && lines[1].ends_with("    1"));
+    }
+
+    #[test]
+    fn wide_characters_take_two_columns_and_still_line_up() {
+        assert_eq!(width("회사"), 4);
+        assert_eq!(width("🚀 go"), 5);
+        assert_eq!(width("café"), 4);
+        let mut table = Table::new(&[("NAME", Align::Left), ("REQUESTS", Align::Right)]);
+        table.row(vec!["회사-계정".into(), "12".into()]);
+        table.row(vec!["🚀 rocket".into(), "3,456".into()]);
+        table.row(vec!["plain".into(), "7".into()]);
+        let text = table.render(&PLAIN);
+        let lines: Vec<&str> = text.lines().collect();
+        // The right-aligned column ends in the same terminal column on every line, which is
+        // where the header's ends: each line is as wide as the header.
+        assert!(lines.iter().all(|l| width(l) == width(lines[0])), "{text}");
+        assert_eq!(lines[1], format!("회사-계정{}12", " ".repeat(2 + 8 - 2)));
+        assert!(lines[2].starts_with("🚀 rocket  "), "{text}");
+
+        // Cut to fit, by columns: a name of 100 wide characters leaves the table at 80.
+        let mut table = Table::new(&[("NAME", Align::Left), ("N", Align::Right)]).flex(0);
+        table.row(vec!["가".repeat(100).into(), "1".into()]);
+        let text = table.render(&PLAIN);
+        assert!(text.lines().all(|l| width(l) <= WIDTH), "{text}");
+        assert!(text.lines().nth(1).unwrap().contains("가…"), "{text}");
+        assert_eq!(truncate("가나다", 4), "가…");
+        assert_eq!(wrap_text("가나다라", 5), ["가나", "다라"]);
+        assert_eq!(wrap_text("가나", 1), ["가", "나"]);
     }
 
     #[test]

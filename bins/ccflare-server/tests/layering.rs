@@ -1,9 +1,9 @@
 //! The workspace's dependency rules (STYLE.md, "Our workspace"), checked against
 //! `cargo metadata`: dependencies point down (bins → proxy/analytics → pool/storage → core),
 //! and a few packages are reserved for the crates whose job they are (sqlx for storage, hyper
-//! for the proxy, clap and friends for binaries), and test support is only ever a
-//! dev-dependency. Adding a crate is one row in `CRATES`; reserving a package is one row in
-//! `RESERVED`.
+//! for ccflare-http and the proxy, clap and friends for binaries), and test support is only
+//! ever a dev-dependency. Adding a crate is one row in `CRATES`; reserving a package is one
+//! row in `RESERVED`.
 
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -65,6 +65,7 @@ const MOCK: &str = "ccflare-mock";
 const BENCH: &str = "ccflare-bench";
 const CONFIG: &str = "ccflare-config";
 const OAUTH: &str = "ccflare-oauth";
+const HTTP: &str = "ccflare-http";
 const TESTKIT: &str = "ccflare-testkit";
 
 /// Every workspace crate, one row each. A crate missing here fails the test, so a new crate
@@ -75,9 +76,12 @@ const CRATES: &[CrateRule] = &[
     // Its fault tests use the testkit's real disk faults (chattr) and bounded waits.
     lib(STORAGE, &[CORE], &[TESTKIT]),
     lib(ANALYTICS, &[CORE, STORAGE], &[]),
+    // The one HTTP client (connector, pool, small exchanges) under the proxy, OAuth and the
+    // CLI: it needs no ccflare crate, so any of them may use it.
+    lib(HTTP, &[], &[]),
     // OAuth: the login flow and the token endpoint; the proxy refreshes tokens through it.
-    lib(OAUTH, &[CORE], &[MOCK]),
-    lib(PROXY, &[CORE, POOL, STORAGE, OAUTH], &[MOCK, TESTKIT]),
+    lib(OAUTH, &[CORE, HTTP], &[MOCK]),
+    lib(PROXY, &[CORE, HTTP, POOL, STORAGE, OAUTH], &[MOCK, TESTKIT]),
     // The mock upstream stands alone so that it cannot share a bug with what it tests. (Its
     // tests talk to it through the testkit's plain HTTP client.)
     lib(MOCK, &[], &[TESTKIT]),
@@ -94,9 +98,11 @@ const CRATES: &[CrateRule] = &[
         &[CORE, CONFIG, POOL, STORAGE, PROXY, ANALYTICS, API, OAUTH],
         &[MOCK, TESTKIT],
     ),
+    // The CLI talks to the upstream and a running server through ccflare-http, never
+    // through the server's engine.
     bin(
         "ccflare-cli",
-        &[CORE, CONFIG, POOL, STORAGE, PROXY, ANALYTICS, OAUTH],
+        &[CORE, CONFIG, POOL, STORAGE, ANALYTICS, OAUTH, HTTP],
         &[MOCK, TESTKIT],
     ),
     // The benchmark drives the real server binary and the mock, and counts rows in storage.
@@ -130,8 +136,8 @@ const fn reserve(package: &'static str, allowed: Allowed, why: &'static str) -> 
     }
 }
 
-// The OAuth client speaks HTTP to the token endpoint.
-const HYPER_USERS: Allowed = Allowed::Only(&[PROXY, MOCK, OAUTH]);
+// The client side is ccflare-http's; the proxy serves with hyper-util (and the mock too).
+const HYPER_USERS: Allowed = Allowed::Only(&[HTTP, PROXY, MOCK]);
 const BINARY_ONLY: &str = "libraries return typed errors and leave the process (argv, terminal, \
                            logging setup) to the binaries";
 
@@ -143,18 +149,19 @@ const RESERVED: &[Reserved] = &[
     ),
     reserve(
         "hyper",
-        Allowed::Only(&[PROXY, MOCK, OAUTH, API]),
-        "HTTP lives in the proxy, the management API it serves (and the mock upstream)",
+        Allowed::Only(&[HTTP, PROXY, MOCK, API]),
+        "HTTP lives in ccflare-http (clients), the proxy and the management API it serves (and \
+         the mock upstream)",
     ),
     reserve(
         "hyper-util",
         HYPER_USERS,
-        "HTTP lives in the proxy (and the mock upstream)",
+        "HTTP lives in ccflare-http (clients) and the proxy (and the mock upstream)",
     ),
     reserve(
         "hyper-rustls",
-        HYPER_USERS,
-        "HTTP lives in the proxy (and the mock upstream)",
+        Allowed::Only(&[HTTP]),
+        "TLS clients are made in one place, ccflare-http, so every connection is set up alike",
     ),
     reserve(
         "dotenvy",
@@ -427,6 +434,24 @@ fn the_checker_reports_each_kind_of_wrong_edge() {
             API,
             None,
             "ccflare-proxy depends on ccflare-api (normal dependency)",
+        ),
+        (
+            HTTP,
+            CORE,
+            None,
+            "ccflare-http depends on ccflare-core (normal dependency)",
+        ),
+        (
+            "ccflare-cli",
+            PROXY,
+            None,
+            "ccflare-cli depends on ccflare-proxy (normal dependency)",
+        ),
+        (
+            OAUTH,
+            "hyper-rustls",
+            None,
+            "ccflare-oauth depends on hyper-rustls (normal dependency), which it may not: TLS",
         ),
         (
             STORAGE,

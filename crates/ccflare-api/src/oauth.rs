@@ -25,6 +25,7 @@ use ccflare_oauth::{Endpoints, LoginFlow, Mode, OAuthError, TokenClient, TokenSe
 use ccflare_proxy::ResponseBody;
 use ccflare_storage::StorageError;
 use ccflare_storage::accounts::Upsert;
+use ccflare_storage::oauth::{add_oauth_account, reauthenticate};
 use http::{Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
@@ -364,19 +365,17 @@ async fn store(
         }
         other => (other.into(), After::Keep),
     };
+    // What an OAuth account stores of the login: a new account's tokens, or an existing one's.
+    let (access, refresh, expires_at) = (
+        &tokens.access_token,
+        tokens.refresh_token.as_ref(),
+        tokens.expires_at,
+    );
     match (&pending.purpose, pending.flow.mode) {
         (Purpose::Add { name, priority }, Mode::Max) => {
-            ccflare_storage::oauth::add_oauth_account(
-                db,
-                name,
-                &tokens.access_token,
-                tokens.refresh_token.as_ref(),
-                tokens.expires_at,
-                *priority,
-                now,
-            )
-            .await
-            .map_err(kept)?;
+            add_oauth_account(db, name, access, refresh, expires_at, *priority, now)
+                .await
+                .map_err(kept)?;
             Ok((StatusCode::CREATED, "created"))
         }
         (Purpose::Add { name, priority }, Mode::Console) => {
@@ -398,16 +397,9 @@ async fn store(
             }
         }
         (Purpose::Reauth { name, .. }, _) => {
-            ccflare_storage::oauth::reauthenticate(
-                db,
-                name,
-                &tokens.access_token,
-                tokens.refresh_token.as_ref(),
-                tokens.expires_at,
-                now,
-            )
-            .await
-            .map_err(kept)?;
+            reauthenticate(db, name, access, refresh, expires_at, now)
+                .await
+                .map_err(kept)?;
             Ok((StatusCode::OK, "reauthenticated"))
         }
     }

@@ -77,40 +77,12 @@ pub async fn no_body(body: Incoming) -> Result<(), ApiError> {
     parse_json::<Nothing>(&bytes).map(drop)
 }
 
-/// Decodes `%XX` escapes (and `+` as a space, in query strings). Invalid escapes are kept as
-/// they are; invalid UTF-8 is replaced.
-pub fn percent_decode(text: &str, plus_is_space: bool) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(byte) => {
-                        out.push(byte);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            byte => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// Decodes `%XX` escapes in a path segment (`+` stays a plus there). Invalid escapes are kept
+/// as they are; invalid UTF-8 is replaced.
+pub fn percent_decode(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// A decoded query string.
@@ -122,10 +94,9 @@ impl Query {
     /// typo such as `?modle=` is an error rather than an ignored filter) and repeated names.
     pub fn parse(query: Option<&str>, allowed: &[&str]) -> Result<Query, ApiError> {
         let mut pairs: Vec<(String, String)> = Vec::new();
-        for part in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = part.split_once('=').unwrap_or((part, ""));
-            let name = percent_decode(name, true);
-            if !allowed.contains(&name.as_str()) {
+        // `application/x-www-form-urlencoded`: `&`-separated, `+` is a space, escapes decoded.
+        for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            if !allowed.contains(&name.as_ref()) {
                 return Err(ApiError::BadRequest(if allowed.is_empty() {
                     format!("unknown query parameter {name:?}: this endpoint takes none")
                 } else {
@@ -135,12 +106,12 @@ impl Query {
                     )
                 }));
             }
-            if pairs.iter().any(|(n, _)| *n == name) {
+            if pairs.iter().any(|(n, _)| n.as_str() == name) {
                 return Err(ApiError::BadRequest(format!(
                     "query parameter {name:?} is given more than once"
                 )));
             }
-            pairs.push((name, percent_decode(value, true)));
+            pairs.push((name.into_owned(), value.into_owned()));
         }
         Ok(Query(pairs))
     }
@@ -159,11 +130,11 @@ mod tests {
 
     #[test]
     fn percent_decoding() {
-        assert_eq!(percent_decode("a%20b+c", true), "a b c");
-        assert_eq!(percent_decode("a+b", false), "a+b");
-        assert_eq!(percent_decode("100%", true), "100%");
-        assert_eq!(percent_decode("%zz%4", true), "%zz%4");
-        assert_eq!(percent_decode("caf%C3%A9", true), "café");
+        assert_eq!(percent_decode("a%20b+c"), "a b+c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("caf%C3%A9"), "café");
+        assert_eq!(percent_decode("%FF"), "\u{FFFD}");
     }
 
     #[test]
@@ -178,5 +149,11 @@ mod tests {
         assert!(Query::parse(Some("model=a&model=b"), &["model"]).is_err());
         assert!(Query::parse(Some("x=1"), &[]).is_err());
         assert_eq!(Query::parse(None, &[]).unwrap(), Query::default());
+        // Form encoding: `+` is a space, empty parts are nothing, a value may hold `=`.
+        let q = Query::parse(Some("&model=a+b%21&&limit=x=y"), &["model", "limit"]).unwrap();
+        assert_eq!(
+            (q.get("model"), q.get("limit")),
+            (Some("a b!"), Some("x=y"))
+        );
     }
 }

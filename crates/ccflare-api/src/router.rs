@@ -111,7 +111,7 @@ fn matches(pattern: &str, path: &str) -> Option<Vec<String>> {
                 if g.is_empty() {
                     return None;
                 }
-                params.push(percent_decode(g, false));
+                params.push(percent_decode(g));
             }
             (Some(w), Some(g)) if w == g => {}
             _ => return None,

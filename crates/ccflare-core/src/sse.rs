@@ -106,7 +106,7 @@ impl SseScanner {
         while !chunk.is_empty() {
             match self.state {
                 LineState::Start | LineState::Keep => {
-                    let newline = memchr(chunk, b'\n');
+                    let newline = memchr::memchr(b'\n', chunk);
                     let available = newline.map_or(chunk.len(), |i| i + 1);
                     let room = MAX_LINE.saturating_sub(self.line.len());
                     if available > room {
@@ -130,7 +130,7 @@ impl SseScanner {
                         self.state = self.decide();
                     }
                 }
-                LineState::Skip => match memchr(chunk, b'\n') {
+                LineState::Skip => match memchr::memchr(b'\n', chunk) {
                     Some(i) => {
                         chunk = &chunk[i + 1..];
                         self.line.clear();
@@ -240,10 +240,6 @@ fn trim(bytes: &[u8]) -> &[u8] {
         .rposition(|b| !b.is_ascii_whitespace())
         .map_or(start, |i| i + 1);
     &bytes[start..end.max(start)]
-}
-
-fn memchr(haystack: &[u8], needle: u8) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
 }
 
 #[cfg(test)]

@@ -152,43 +152,14 @@ pub fn format_rfc3339(ms: Millis) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{millis:03}Z")
 }
 
-/// Parses an IMF-fixdate HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`), the other form
-/// `retry-after` may take.
+/// Parses an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110 §5.6.7), the other form
+/// `retry-after` may take, with the `httpdate` crate: IMF-fixdate and the two obsolete forms a
+/// recipient must also accept. Dates before 1970 or after 9999, and ones whose weekday is not
+/// the date's, are refused.
 pub fn parse_http_date(value: &str) -> Option<Millis> {
-    let mut it = value.split_whitespace();
-    let _weekday = it.next()?;
-    let day = number(it.next()?)?;
-    let month = match it.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let year = number(it.next()?)?;
-    let mut hms = it.next()?.split(':');
-    let (h, m, s) = (
-        number(hms.next()?)?,
-        number(hms.next()?)?,
-        number(hms.next()?)?,
-    );
-    if it.next()? != "GMT" {
-        return None;
-    }
-    // IMF-fixdate has a two-digit day and a four-digit year; bounding every field keeps the
-    // arithmetic below from overflowing on a hostile header.
-    if !(1..=31).contains(&day) || year > 9999 || h > 23 || m > 59 || s > 60 {
-        return None;
-    }
-    Some((days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s) * 1000)
+    let instant = httpdate::parse_http_date(value.trim()).ok()?;
+    let since_epoch = instant.duration_since(UNIX_EPOCH).ok()?;
+    Millis::try_from(since_epoch.as_millis()).ok()
 }
 
 #[cfg(test)]
@@ -227,7 +198,19 @@ mod tests {
             parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
             Some(784_111_777_000)
         );
+        // The two obsolete forms RFC 9110 has recipients accept.
+        assert_eq!(
+            parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"),
+            Some(784_111_777_000)
+        );
+        assert_eq!(
+            parse_http_date("Sun Nov  6 08:49:37 1994"),
+            Some(784_111_777_000)
+        );
         assert_eq!(parse_http_date("tomorrow"), None);
+        // A weekday that is not the date's, and a date before the epoch.
+        assert_eq!(parse_http_date("Mon, 06 Nov 1994 08:49:37 GMT"), None);
+        assert_eq!(parse_http_date("Thu, 01 Jan 1953 00:00:00 GMT"), None);
     }
 
     #[test]
@@ -322,7 +305,7 @@ mod tests {
             }
 
             #[test]
-            fn http_dates_round_trip(ms in instant()) {
+            fn http_dates_round_trip(ms in instant().prop_filter("HTTP dates start in 1970", |ms| *ms >= 0)) {
                 let whole_second = ms.div_euclid(1000) * 1000;
                 prop_assert_eq!(parse_http_date(&http_date(ms)), Some(whole_second));
             }

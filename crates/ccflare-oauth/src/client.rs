@@ -1,24 +1,25 @@
 //! The token endpoint client: code exchange, rotating refresh, and the Console key mint, over
-//! hyper with rustls. Every call has a total deadline (these are small JSON exchanges, unlike
-//! proxied generations).
+//! `ccflare-http`'s small-exchange client. Every call has a total deadline and a size cap
+//! (these are small JSON exchanges, unlike proxied generations).
 
 use crate::error::{DEAD_GRANT_CODES, OAuthError};
 use crate::flow::{Endpoints, LoginFlow};
 use bytes::Bytes;
 use ccflare_core::{Millis, Secret};
+use ccflare_http::{Answer, HttpError, Limits};
+use http::HeaderValue;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use serde::Deserialize;
 use std::time::Duration;
 
-/// Deadline of one call to the token endpoint.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest answer read from the token endpoint.
-const MAX_ANSWER: usize = 256 * 1024;
+/// The bounds of one call to the token endpoint: connecting, the whole call, and the largest
+/// answer read.
+const LIMITS: Limits = Limits {
+    connect: Duration::from_secs(10),
+    total: Duration::from_secs(30),
+    max_body: 256 * 1024,
+};
 
 /// Tokens from a grant. `expires_at` is computed from `expires_in` at receipt.
 #[derive(Debug, Clone)]
@@ -48,22 +49,22 @@ struct WireKey {
 
 #[derive(Clone, Debug)]
 pub struct TokenClient {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    http: ccflare_http::Client,
     endpoints: Endpoints,
+}
+
+/// What a POST to the endpoint carries.
+enum Post<'a> {
+    /// A grant: JSON, answered with JSON.
+    Json(serde_json::Value),
+    /// The key mint: an empty form with the bearer access token.
+    Bearer(&'a Secret),
 }
 
 impl TokenClient {
     pub fn new(endpoints: Endpoints) -> TokenClient {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(Duration::from_secs(10)));
-        http.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         TokenClient {
-            client: Client::builder(TokioExecutor::new()).build(https),
+            http: ccflare_http::Client::new(LIMITS),
             endpoints,
         }
     }
@@ -107,37 +108,18 @@ impl TokenClient {
 
     /// Mints an API key with a Console login's access token.
     pub async fn create_api_key(&self, access_token: &Secret) -> Result<Secret, OAuthError> {
-        let request = http::Request::post(&self.endpoints.api_key_url)
-            .header(AUTHORIZATION, format!("Bearer {}", access_token.expose()))
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(ACCEPT, "application/json, text/plain, */*")
-            .header(USER_AGENT, &self.endpoints.user_agent)
-            .body(Full::new(Bytes::new()))
-            .map_err(|_| OAuthError::BadUrl {
-                url: self.endpoints.api_key_url.clone(),
-            })?;
-        let (status, body) = self.call(request).await?;
-        if status != 200 {
-            return Err(failure(status, &body));
-        }
+        let body = self
+            .post(&self.endpoints.api_key_url, Post::Bearer(access_token))
+            .await?;
         let key: WireKey = serde_json::from_slice(&body)
             .map_err(|_| OAuthError::Protocol("no raw_key in the answer".into()))?;
         Ok(Secret::new(key.raw_key))
     }
 
     async fn grant(&self, body: serde_json::Value, now: Millis) -> Result<TokenSet, OAuthError> {
-        let request = http::Request::post(&self.endpoints.token_url)
-            .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, "application/json")
-            .header(USER_AGENT, &self.endpoints.user_agent)
-            .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|_| OAuthError::BadUrl {
-                url: self.endpoints.token_url.clone(),
-            })?;
-        let (status, body) = self.call(request).await?;
-        if status != 200 {
-            return Err(failure(status, &body));
-        }
+        let body = self
+            .post(&self.endpoints.token_url, Post::Json(body))
+            .await?;
         let tokens: WireTokens = serde_json::from_slice(&body)
             .map_err(|_| OAuthError::Protocol("no access_token in the answer".into()))?;
         // Always the returned lifetime; 8 hours is what the endpoint says today.
@@ -152,31 +134,53 @@ impl TokenClient {
         })
     }
 
-    async fn call(&self, request: http::Request<Full<Bytes>>) -> Result<(u16, Bytes), OAuthError> {
-        let transient = |reason: String| OAuthError::Transient {
-            status: None,
-            reason,
+    /// POSTs to `url` and returns the body of a 200 answer; any other answer becomes the
+    /// failure it names.
+    async fn post(&self, url: &str, post: Post<'_>) -> Result<Bytes, OAuthError> {
+        let bad_url = || OAuthError::BadUrl {
+            url: url.to_owned(),
         };
-        let response = tokio::time::timeout(CALL_TIMEOUT, self.client.request(request))
-            .await
-            .map_err(|_| transient("timed out".into()))?
-            .map_err(|e| {
-                transient(if e.is_connect() {
-                    "cannot connect".into()
-                } else {
-                    "connection failed".into()
-                })
-            })?;
-        let status = response.status().as_u16();
-        let body = tokio::time::timeout(
-            CALL_TIMEOUT,
-            Limited::new(response.into_body(), MAX_ANSWER).collect(),
-        )
-        .await
-        .map_err(|_| transient("timed out reading the answer".into()))?
-        .map_err(|_| transient("the answer could not be read".into()))?
-        .to_bytes();
-        Ok((status, body))
+        let request = http::Request::post(url).header(USER_AGENT, &self.endpoints.user_agent);
+        let (request, body) = match post {
+            Post::Json(body) => (
+                request
+                    .header(CONTENT_TYPE, "application/json")
+                    .header(ACCEPT, "application/json"),
+                Bytes::from(body.to_string()),
+            ),
+            Post::Bearer(token) => {
+                let mut bearer = HeaderValue::try_from(format!("Bearer {}", token.expose()))
+                    .map_err(|_| OAuthError::Protocol("the access token is not a header".into()))?;
+                bearer.set_sensitive(true);
+                (
+                    request
+                        .header(AUTHORIZATION, bearer)
+                        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                        .header(ACCEPT, "application/json, text/plain, */*"),
+                    Bytes::new(),
+                )
+            }
+        };
+        let request = request.body(Full::new(body)).map_err(|_| bad_url())?;
+        let Answer { status, body, .. } = self.http.exchange(request).await.map_err(transient)?;
+        if status != 200 {
+            return Err(failure(status.as_u16(), &body));
+        }
+        Ok(body)
+    }
+}
+
+/// A failed exchange: always worth retrying later.
+fn transient(error: HttpError) -> OAuthError {
+    let reason = match error {
+        HttpError::Timeout(_) => "timed out",
+        HttpError::Connect(_) => "cannot connect",
+        HttpError::Send(_) => "connection failed",
+        HttpError::Body(_) | HttpError::TooLarge { .. } => "the answer could not be read",
+    };
+    OAuthError::Transient {
+        status: None,
+        reason: reason.into(),
     }
 }
 

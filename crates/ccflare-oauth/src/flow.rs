@@ -4,6 +4,7 @@
 use crate::error::OAuthError;
 use crate::pkce;
 use ccflare_core::Secret;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use std::fmt;
 
 /// Which login: a Claude Pro/Max subscription (the account then uses OAuth tokens) or a
@@ -52,18 +53,13 @@ impl fmt::Debug for LoginFlow {
     }
 }
 
-/// Percent-encodes a query value (RFC 3986 unreserved characters pass).
-fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
+/// What a query value may carry unescaped: RFC 3986's unreserved characters; everything else
+/// is percent-encoded.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 impl LoginFlow {
     /// Starts a login: fresh verifier, challenge and state.
@@ -78,9 +74,9 @@ impl LoginFlow {
         let authorize_url = format!(
             "{base}?code=true&client_id={}&response_type=code&redirect_uri={}&scope={}\
              &code_challenge={challenge}&code_challenge_method=S256&state={state}",
-            encode(&endpoints.client_id),
-            encode(&endpoints.redirect_uri),
-            encode(&endpoints.scopes),
+            utf8_percent_encode(&endpoints.client_id, UNRESERVED),
+            utf8_percent_encode(&endpoints.redirect_uri, UNRESERVED),
+            utf8_percent_encode(&endpoints.scopes, UNRESERVED),
         );
         LoginFlow {
             mode,

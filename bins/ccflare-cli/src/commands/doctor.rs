@@ -8,10 +8,12 @@ use crate::commands::accounts;
 use crate::context::{self, Context};
 use crate::output::{self, Align, Cell, Color, Table};
 use anyhow::Result;
+use bytes::Bytes;
 use ccflare_core::config::Settings;
+use ccflare_http::{BaseUrl, Client, HttpError, Limits};
 use ccflare_pool::RoutingState;
-use ccflare_proxy::UpstreamClient;
 use clap::Args;
+use http_body_util::Full;
 use serde::Serialize;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,6 +22,8 @@ use std::time::Duration;
 const SERVER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Added to the connect timeout for the upstream's answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest `/health` answer read (it is under a kilobyte).
+const MAX_HEALTH: usize = 64 * 1024;
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -275,36 +279,52 @@ async fn check_accounts(context: &Context, db: &ccflare_storage::Db, report: &mu
 async fn check_upstream(settings: &Settings, report: &mut Report) {
     let connect = Duration::from_secs(settings.connect_timeout_s);
     let target = format!("{}/v1/models", settings.upstream_url);
-    let client = match UpstreamClient::new(&settings.upstream_url, connect) {
-        Ok(client) => client,
+    let uri = match BaseUrl::parse(&settings.upstream_url).map(|base| base.join("/v1/models")) {
+        Ok(Ok(uri)) => uri,
+        Ok(Err(error)) => {
+            report.add(Status::Fail, "upstream", format!("{target}: {error}"));
+            return;
+        }
         Err(error) => {
             report.add(Status::Fail, "upstream", error.to_string());
             return;
         }
     };
-    match tokio::time::timeout(connect + ANSWER_TIMEOUT, client.probe("/v1/models")).await {
-        Ok(Ok(status)) => report.add(
+    let client = Client::new(Limits {
+        connect,
+        total: connect + ANSWER_TIMEOUT,
+        // Only the status is read.
+        max_body: 0,
+    });
+    match client.open(probe(uri)).await {
+        // Any HTTP answer proves the path works; the body is dropped unread.
+        Ok(response) => report.add(
             Status::Ok,
             "upstream",
             format!(
                 "reachable: HTTP {} from {target} (no key sent)",
-                status.as_u16()
+                response.status().as_u16()
             ),
         ),
-        Ok(Err(error)) => report.add(
+        Err(HttpError::Timeout(total)) => report.add(
             Status::Fail,
             "upstream",
-            format!("cannot reach {target}: {}", error_chain(&*error)),
+            format!("no answer from {target} in {}s", total.as_secs()),
         ),
-        Err(_) => report.add(
+        Err(error) => report.add(
             Status::Fail,
             "upstream",
-            format!(
-                "no answer from {target} in {}s",
-                (connect + ANSWER_TIMEOUT).as_secs()
-            ),
+            format!("cannot reach {target}: {}", error_chain(&error)),
         ),
     }
+}
+
+/// A `GET` with no credential: doctor spends no quota and shows no key.
+fn probe(uri: http::Uri) -> http::Request<Full<Bytes>> {
+    http::Request::get(uri)
+        .header(http::header::USER_AGENT, "ccflare-doctor")
+        .body(Full::new(Bytes::new()))
+        .expect("a GET of a checked URI")
 }
 
 /// Whether a server answers at the configured address: information only, since the CLI works
@@ -386,20 +406,14 @@ async fn check_server(settings: &Settings, report: &mut Report) {
 /// `GET {base}/health`: the status, and the body when it is JSON; `None` when nothing answers
 /// within [`SERVER_TIMEOUT`].
 async fn server_health(base: &str) -> Option<(http::StatusCode, Option<serde_json::Value>)> {
-    use http_body_util::BodyExt;
-    let client = UpstreamClient::new(base, SERVER_TIMEOUT).ok()?;
-    let request = http::Request::get(format!("{base}/health"))
-        .header(http::header::USER_AGENT, "ccflare-doctor")
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .ok()?;
-    tokio::time::timeout(SERVER_TIMEOUT, async {
-        let response = client.send(request).await.ok()?;
-        let status = response.status();
-        let body = response.into_body().collect().await.ok()?.to_bytes();
-        Some((status, serde_json::from_slice(&body).ok()))
-    })
-    .await
-    .ok()?
+    let client = Client::new(Limits {
+        connect: SERVER_TIMEOUT,
+        total: SERVER_TIMEOUT,
+        max_body: MAX_HEALTH,
+    });
+    let uri: http::Uri = format!("{base}/health").parse().ok()?;
+    let answer = client.exchange(probe(uri)).await.ok()?;
+    Some((answer.status, serde_json::from_slice(&answer.body).ok()))
 }
 
 /// An error and its causes on one line.

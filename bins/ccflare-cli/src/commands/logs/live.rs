@@ -7,7 +7,7 @@ use crate::context;
 use bytes::{Buf, Bytes, BytesMut};
 use ccflare_analytics::stats::LogEntry;
 use ccflare_core::config::Settings;
-use ccflare_proxy::UpstreamClient;
+use ccflare_http::{Client, Limits};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use std::time::Duration;
@@ -19,6 +19,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// this only matters for a server that is there but slow: on a loaded machine (a busy CI
 /// runner) that can take seconds, and giving up on it would silently lose the live feed.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest `/api/config` answer read (it is a few kilobytes).
+const MAX_CONFIG: usize = 1 << 20;
 /// The longest SSE event kept while it arrives; a longer one means this is not our feed.
 const MAX_EVENT: usize = 1 << 20;
 
@@ -43,8 +45,11 @@ fn get(
     settings: &Settings,
 ) -> http::Request<http_body_util::Full<Bytes>> {
     let mut request = http::Request::get(url).header(http::header::ACCEPT, accept);
-    if let Some(key) = &settings.admin_key {
-        request = request.header("x-ccflare-admin-key", key.expose());
+    if let Some(key) = &settings.admin_key
+        && let Ok(mut value) = http::HeaderValue::from_str(key.expose())
+    {
+        value.set_sensitive(true);
+        request = request.header("x-ccflare-admin-key", value);
     }
     request
         .body(http_body_util::Full::new(Bytes::new()))
@@ -55,29 +60,25 @@ fn get(
 /// reports the same `database_url`.
 pub async fn connect(settings: &Settings) -> Option<LiveFeed> {
     let base = context::server_base(settings);
-    let client = UpstreamClient::new(&base, ANSWER_TIMEOUT).ok()?;
+    let client = Client::new(Limits {
+        connect: ANSWER_TIMEOUT,
+        total: ANSWER_TIMEOUT,
+        max_body: MAX_CONFIG,
+    });
 
     // Another server (another database) may listen on this port: compare what it serves.
-    let config = tokio::time::timeout(
-        ANSWER_TIMEOUT,
-        client.send(get(
+    let config = client
+        .exchange(get(
             &format!("{base}/api/config"),
             "application/json",
             settings,
-        )),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    if !config.status().is_success() {
+        ))
+        .await
+        .ok()?;
+    if !config.status.is_success() {
         return None;
     }
-    let body = tokio::time::timeout(ANSWER_TIMEOUT, config.into_body().collect())
-        .await
-        .ok()?
-        .ok()?
-        .to_bytes();
-    let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&config.body).ok()?;
     let theirs = json["options"]
         .as_array()?
         .iter()
@@ -94,17 +95,14 @@ pub async fn connect(settings: &Settings) -> Option<LiveFeed> {
         return None;
     }
 
-    let response = tokio::time::timeout(
-        ANSWER_TIMEOUT,
-        client.send(get(
+    let response = client
+        .open(get(
             &format!("{base}/api/requests/stream"),
             "text/event-stream",
             settings,
-        )),
-    )
-    .await
-    .ok()?
-    .ok()?;
+        ))
+        .await
+        .ok()?;
     let is_sse = response
         .headers()
         .get(http::header::CONTENT_TYPE)
