@@ -198,14 +198,14 @@ fn seed_record(n: u32, age: Millis, seed: &mut Seed) -> RequestRecord {
     let model = MODELS[seed.below(MODELS.len() as u64) as usize];
     let account = SERVING[seed.below(SERVING.len() as u64) as usize];
     let input = 200 + seed.below(4_000);
-    let output = 20 + seed.below(1_500);
+    let output = 20 + seed.below(600);
     let cache_read = if seed.below(3) == 0 {
         seed.below(20_000)
     } else {
         0
     };
     let ttfb = 150 + seed.below(900) as i64;
-    let latency = ttfb + output as i64 * (8 + seed.below(20) as i64);
+    let latency = ttfb + output as i64 * (2 + seed.below(6) as i64);
     let mut record = RequestRecord {
         id: format!("ccf_{n:06}"),
         started_at: NOW - age,
@@ -277,16 +277,18 @@ fn seed_records() -> Vec<RequestRecord> {
     let mut seed = Seed(0x00cc_f1a3);
     let mut records = Vec::new();
     let mut n = 0;
-    // About one a minute over the last hour, then thinner back to 30 days.
-    for minute in 0..60 {
-        for _ in 0..seed.below(3) {
+    // About one a minute over the last day (busier in its working hours), a few an hour
+    // back to 30 days.
+    for minute in 0..(24 * 60) {
+        let busy = (minute / 60) % 24 < 10;
+        for _ in 0..seed.below(if busy { 3 } else { 2 }) {
             n += 1;
             let age = minute * MINUTE + seed.below(MINUTE as u64) as Millis;
             records.push(seed_record(n, age, &mut seed));
         }
     }
-    for hour in 1..(30 * 24) {
-        let count = if hour < 24 { 3 } else { seed.below(2) };
+    for hour in 24..(30 * 24) {
+        let count = seed.below(6);
         for _ in 0..count {
             n += 1;
             let age = hour * HOUR + seed.below(HOUR as u64) as Millis;

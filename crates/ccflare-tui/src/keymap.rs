@@ -387,7 +387,7 @@ pub const KEYMAP: &[Binding] = &[
         C::Accounts,
         &[ch('O')],
         Action::Login(Mode::Console),
-        "console login",
+        "console",
         "add a Console login (mints an API key)",
     ),
     bind(

@@ -157,7 +157,7 @@ fn outcome(joined: Result<Outcome, JoinError>) -> Option<Outcome> {
 }
 
 /// Runs a change on the source; the outcome says what it was and how it went.
-async fn perform<S: Source>(source: S, change: Change) -> Outcome {
+pub async fn perform<S: Source>(source: S, change: Change) -> Outcome {
     let result = match change.clone() {
         Change::AddApiKey { key, name } => {
             source.add_api_key(key, name).await.map(Changed::Account)
@@ -187,6 +187,18 @@ async fn perform<S: Source>(source: S, change: Change) -> Outcome {
     Outcome::Changed(change, result)
 }
 
+/// Runs a read command on the source (a [`Command::Change`] runs [`perform`]);
+/// `None` for [`Command::Quit`].
+pub async fn load<S: Source>(source: S, command: Command) -> Option<Outcome> {
+    Some(match command {
+        Command::LoadAccounts => Outcome::Accounts(source.accounts().await),
+        Command::LoadRecent => Outcome::Recent(source.recent_requests(RECENT_ROWS).await),
+        Command::LoadReport(range) => Outcome::Report(range, Box::new(source.report(range).await)),
+        Command::Change(change) => perform(source, change).await,
+        Command::Quit => return None,
+    })
+}
+
 /// The tasks the loop owns: reads, which are dropped when it ends, and changes, which it
 /// waits for.
 struct Tasks<S> {
@@ -198,27 +210,17 @@ struct Tasks<S> {
 impl<S: Source> Tasks<S> {
     fn spawn(&mut self, command: Command) {
         let source = self.source.clone();
-        match command {
-            Command::LoadAccounts => {
-                self.loads
-                    .spawn(async move { Outcome::Accounts(source.accounts().await) });
-            }
-            Command::LoadRecent => {
-                self.loads.spawn(async move {
-                    Outcome::Recent(source.recent_requests(RECENT_ROWS).await)
-                });
-            }
-            Command::LoadReport(range) => {
-                self.loads.spawn(async move {
-                    Outcome::Report(range, Box::new(source.report(range).await))
-                });
-            }
-            Command::Change(change) => {
-                self.changes.spawn(perform(source, change));
-            }
+        let tasks = match command {
             // The loop handles it.
-            Command::Quit => {}
-        }
+            Command::Quit => return,
+            Command::Change(_) => &mut self.changes,
+            _ => &mut self.loads,
+        };
+        tasks.spawn(async move {
+            load(source, command)
+                .await
+                .expect("only Quit has no outcome, and it returned above")
+        });
     }
 }
 

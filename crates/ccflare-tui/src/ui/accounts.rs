@@ -108,6 +108,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(theme.header()))
         .row_highlight_style(theme.selected())
+        .highlight_symbol("›")
         .block(Block::bordered().title(title));
     frame.render_stateful_widget(table, table_area, &mut table_state);
     if app.accounts.is_empty() && app.accounts_loaded {

@@ -148,9 +148,10 @@ fn chart(
     let peak = points.iter().map(|(_, y)| *y).fold(0.0, f64::max);
     let top = if peak > 0.0 { peak } else { 1.0 };
     let offset = app.info.utc_offset_ms;
+    // Short labels: the chart's left margin is as wide as the first one.
     let when = |at: i64| {
         if report.bucket_ms >= 3_600_000 {
-            format::day_clock(at, offset)
+            format::day_clock(at, offset)[..5].to_owned()
         } else {
             format::clock(at, offset)[..5].to_owned()
         }
@@ -181,29 +182,42 @@ fn chart(
 }
 
 fn draw_groups(frame: &mut Frame<'_>, area: Rect, title: &str, groups: &[Group], theme: Theme) {
+    // Narrow: model names lose their common prefix, and the success rate its column.
+    let wide = area.width >= 60;
     let rows: Vec<Row<'_>> = groups
         .iter()
         .map(|g| {
-            Row::new(vec![
-                Cell::from(g.name.clone().unwrap_or_else(|| "(none)".to_owned())),
+            let name = g.name.as_deref().unwrap_or("(none)");
+            let name = if wide {
+                name
+            } else {
+                name.strip_prefix("claude-").unwrap_or(name)
+            };
+            let mut cells = vec![
+                Cell::from(name.to_owned()),
                 Cell::from(format::count(g.totals.requests)),
                 Cell::from(format::tokens(g.totals.total_tokens)),
                 Cell::from(format::cost(g.totals.cost_usd)),
-                Cell::from(format::percent(g.totals.success_rate)),
-            ])
+            ];
+            if wide {
+                cells.push(Cell::from(format::percent(g.totals.success_rate)));
+            }
+            Row::new(cells)
         })
         .collect();
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Min(8),
-            Constraint::Length(7),
-            Constraint::Length(6),
-            Constraint::Length(8),
-            Constraint::Length(6),
-        ],
-    )
-    .header(Row::new(["name", "reqs", "tokens", "cost", "ok"]).style(theme.header()))
-    .block(Block::bordered().title(Span::styled(format!(" {title} "), theme.title())));
+    let mut widths = vec![
+        Constraint::Min(8),
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Length(8),
+    ];
+    let mut header = vec!["name", "reqs", "tokens", "cost"];
+    if wide {
+        widths.push(Constraint::Length(6));
+        header.push("ok");
+    }
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).style(theme.header()))
+        .block(Block::bordered().title(Span::styled(format!(" {title} "), theme.title())));
     frame.render_widget(table, area);
 }

@@ -33,7 +33,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, theme: Theme) {
     let area = frame.area();
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
         let text = format!(
-            "ccflare needs a terminal of at least {MIN_WIDTH}×{MIN_HEIGHT} (this one is {}×{})",
+            "ccflare needs at least {MIN_WIDTH}×{MIN_HEIGHT}; this terminal is {}×{}",
             area.width, area.height
         );
         frame.render_widget(

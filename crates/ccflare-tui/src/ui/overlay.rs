@@ -14,7 +14,7 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 pub fn help(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
     let screen = app.screen_under_help();
     let entries = keymap::help_lines(screen);
-    let box_area = centered(area, area.width.saturating_sub(2).min(100), area.height);
+    let box_area = centered(area, area.width.min(100), area.height);
     frame.render_widget(Clear, box_area);
     let block = Block::bordered().title(Span::styled(" Keys (Esc, ? or q closes) ", theme.title()));
     let inner = block.inner(box_area);
@@ -88,10 +88,19 @@ fn hint_line(screen: Screen, theme: Theme) -> Line<'static> {
 }
 
 fn draw_dialog(frame: &mut Frame<'_>, area: Rect, dialog: &Dialog, app: &App, theme: Theme) {
-    let width = area.width.saturating_sub(4).min(76);
-    let inner_width = width.saturating_sub(2) as usize;
-    let mut lines: Vec<Line<'_>> = Vec::new();
     let login = matches!(dialog.kind, DialogKind::LoginCode { .. });
+    // A login takes the whole width (no side borders): the address copies cleanly.
+    let width = if login {
+        area.width
+    } else {
+        area.width.saturating_sub(4).min(76)
+    };
+    let inner_width = if login {
+        width as usize
+    } else {
+        width.saturating_sub(2) as usize
+    };
+    let mut lines: Vec<Line<'_>> = Vec::new();
     match &dialog.kind {
         DialogKind::AddApiKey => {
             lines.push(Line::from(Span::styled(
@@ -120,7 +129,7 @@ fn draw_dialog(frame: &mut Frame<'_>, area: Rect, dialog: &Dialog, app: &App, th
             )));
             // The address alone on its lines, without borders beside it, so that it can be
             // selected and copied from the terminal.
-            for line in chunks(&start.authorize_url, inner_width + 2) {
+            for line in chunks(&start.authorize_url, inner_width) {
                 lines.push(Line::from(Span::raw(line)));
             }
         }
@@ -207,7 +216,8 @@ fn draw_picker(frame: &mut Frame<'_>, area: Rect, picker: &Picker, theme: Theme)
         .iter()
         .enumerate()
         .map(|(at, strategy)| {
-            let text = format!(" {:<16}", strategy.as_str());
+            let marker = if at == picker.selected { "›" } else { " " };
+            let text = format!("{marker}{:<16}", strategy.as_str());
             if at == picker.selected {
                 Line::from(Span::styled(text, theme.selected()))
             } else {

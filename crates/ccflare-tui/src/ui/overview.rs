@@ -26,7 +26,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
     ])
     .areas(area);
     let [server, hour] =
-        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(top);
+        Layout::horizontal([Constraint::Percentage(52), Constraint::Percentage(48)]).areas(top);
     draw_server(frame, server, app, theme);
     draw_hour(frame, hour, app, theme);
     draw_utilisation(frame, middle, app, theme);
@@ -37,7 +37,7 @@ fn block(title: &str, theme: Theme) -> Block<'_> {
     Block::bordered().title(Span::styled(format!(" {title} "), theme.title()))
 }
 
-/// "4 accounts: 2 active, 1 limited, 1 paused".
+/// "2 active, 1 limited, 1 paused".
 fn account_counts(accounts: &[AccountRow]) -> String {
     let mut counts = [0usize; 5];
     for account in accounts {
@@ -58,11 +58,11 @@ fn account_counts(accounts: &[AccountRow]) -> String {
         .filter(|(at, (n, _))| **n > 0 || *at == 0)
         .map(|(_, (n, name))| format!("{n} {name}"))
         .collect();
-    format!("{}: {}", accounts.len(), parts.join(", "))
+    parts.join(", ")
 }
 
 fn draw_server(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
-    let width = area.width.saturating_sub(13) as usize;
+    let width = area.width.saturating_sub(12) as usize;
     let database = if app.health.is_ok() {
         Span::styled("ok", theme.good())
     } else {
@@ -97,13 +97,13 @@ fn draw_server(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
     let lines = vec![
         field(
             "listening",
-            11,
+            10,
             vec![Span::raw(fit(&app.info.listen, width))],
             theme,
         ),
         field(
             "uptime",
-            11,
+            10,
             vec![Span::raw(format!(
                 "{} · v{}",
                 format::duration(app.now - app.info.started_at),
@@ -113,17 +113,17 @@ fn draw_server(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
         ),
         field(
             "strategy",
-            11,
+            10,
             vec![Span::raw(app.settings.strategy.as_str())],
             theme,
         ),
         field(
             "accounts",
-            11,
+            10,
             vec![Span::raw(fit(&accounts, width))],
             theme,
         ),
-        field("database", 11, vec![database], theme),
+        field("database", 10, vec![database], theme),
     ];
     frame.render_widget(Paragraph::new(lines).block(block("Server", theme)), area);
 }
@@ -335,7 +335,6 @@ fn draw_errors(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
     let outer = block("Recent errors", theme);
     let inner = outer.inner(area);
     frame.render_widget(outer, area);
-    let offset = app.info.utc_offset_ms;
     let lines: Vec<Line<'_>> = app
         .requests
         .rows
@@ -348,8 +347,8 @@ fn draw_errors(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
                 .clone()
                 .unwrap_or_else(|| format!("http_{}", r.status));
             let text = format!(
-                "{} {} {} {} {}{}",
-                format::clock(r.started_at, offset),
+                "{:<10} {} {} {} {}{}",
+                format::ago(app.now, Some(r.started_at)),
                 r.status,
                 what,
                 r.account_name.as_deref().unwrap_or("-"),

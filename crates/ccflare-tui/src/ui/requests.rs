@@ -71,7 +71,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
 
 fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
     let wide = area.width >= 110;
-    let model_width = if wide { 26 } else { 17 };
+    let model_width = if wide { 22 } else { 17 };
     let offset = app.info.utc_offset_ms;
     let visible = app.requests.visible();
     let selected = app.requests.selected_index(&visible);
@@ -88,7 +88,7 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
             } else {
                 theme.bad()
             };
-            Row::new(vec![
+            let mut cells = vec![
                 Cell::from(format::clock(r.started_at, offset)),
                 Cell::from(Span::styled(r.status.to_string(), status_style)),
                 Cell::from(fit(r.model.as_deref().unwrap_or("-"), model_width)),
@@ -102,24 +102,40 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
                 Cell::from(format::cost(r.cost_usd)),
                 Cell::from(format::latency(r.latency_ms)),
                 Cell::from(r.attempts.to_string()),
-            ])
+            ];
+            if wide {
+                // Why it failed, or why an earlier attempt failed over.
+                let why = match (&r.error_type, r.attempt_failures.last()) {
+                    (Some(error), _) => error.clone(),
+                    (None, Some(failure)) => {
+                        format!("after {} {}", failure.account, failure.reason)
+                    }
+                    (None, None) => String::new(),
+                };
+                cells.push(Cell::from(Span::styled(why, status_style)));
+            }
+            Row::new(cells)
         })
         .collect();
-    let widths = [
+    let mut widths = vec![
         Constraint::Length(8),
         Constraint::Length(3),
         Constraint::Length(model_width as u16),
-        Constraint::Min(8),
+        Constraint::Length(if wide { 14 } else { 10 }),
         Constraint::Length(5),
         Constraint::Length(5),
         Constraint::Length(8),
         Constraint::Length(8),
         Constraint::Length(3),
     ];
-    let header = Row::new([
+    let mut header = vec![
         "time", "st", "model", "account", "in", "out", "cost", "latency", "try",
-    ])
-    .style(theme.header());
+    ];
+    if wide {
+        widths.push(Constraint::Min(10));
+        header.push("why");
+    }
+    let header = Row::new(header).style(theme.header());
     let mut state = TableState::default().with_selected(selected.map(|at| at - first));
     let block = Block::bordered().title(Span::styled(
         fit(&title(app), area.width.saturating_sub(2) as usize),
@@ -128,6 +144,7 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
     let table = Table::new(rows, widths)
         .header(header)
         .row_highlight_style(theme.selected())
+        .highlight_symbol("›")
         .block(block);
     frame.render_stateful_widget(table, area, &mut state);
     if visible.is_empty() && area.height > 3 {
