@@ -92,7 +92,11 @@ const CRATES: &[CrateRule] = &[
     lib(CONFIG, &[CORE], &[]),
     // The terminal UI reads and changes the server through its own `Source` trait, which the
     // binary implements over the proxy and the API: it never names them itself.
-    lib(TUI, &[CORE, POOL, STORAGE, ANALYTICS, CONFIG, OAUTH], &[]),
+    lib(
+        TUI,
+        &[CORE, POOL, STORAGE, ANALYTICS, CONFIG, OAUTH],
+        &[TESTKIT],
+    ),
     bin(
         "ccflare-server",
         &[CORE, CONFIG, POOL, STORAGE, PROXY, ANALYTICS, API, OAUTH],
