@@ -67,6 +67,7 @@ const CONFIG: &str = "ccflare-config";
 const OAUTH: &str = "ccflare-oauth";
 const HTTP: &str = "ccflare-http";
 const TESTKIT: &str = "ccflare-testkit";
+const TUI: &str = "ccflare-tui";
 
 /// Every workspace crate, one row each. A crate missing here fails the test, so a new crate
 /// has to state its place in the layering.
@@ -93,6 +94,13 @@ const CRATES: &[CrateRule] = &[
     ),
     // Reading .env, the environment and the config file, shared by the binaries.
     lib(CONFIG, &[CORE], &[]),
+    // The terminal UI reads and changes the server through its own `Source` trait, which the
+    // binary implements over the proxy and the API: it never names them itself.
+    lib(
+        TUI,
+        &[CORE, POOL, STORAGE, ANALYTICS, CONFIG, OAUTH],
+        &[TESTKIT],
+    ),
     bin(
         "ccflare-server",
         &[CORE, CONFIG, POOL, STORAGE, PROXY, ANALYTICS, API, OAUTH],
@@ -176,8 +184,16 @@ const RESERVED: &[Reserved] = &[
         Allowed::BinariesAnd(&[API]),
         BINARY_ONLY,
     ),
-    reserve("ratatui", Allowed::Binaries, BINARY_ONLY),
-    reserve("crossterm", Allowed::Binaries, BINARY_ONLY),
+    reserve(
+        "ratatui",
+        Allowed::BinariesAnd(&[TUI]),
+        "the terminal is the TUI's (and the binaries')",
+    ),
+    reserve(
+        "crossterm",
+        Allowed::BinariesAnd(&[TUI]),
+        "the terminal is the TUI's (and the binaries')",
+    ),
     reserve(
         "tokio",
         Allowed::AllBut(&[CORE, POOL]),
@@ -460,6 +476,19 @@ fn the_checker_reports_each_kind_of_wrong_edge() {
             "ccflare-storage depends on tracing-subscriber",
         ),
         (CORE, "tokio", None, "ccflare-core depends on tokio"),
+        (
+            TUI,
+            PROXY,
+            None,
+            "ccflare-tui depends on ccflare-proxy (normal dependency)",
+        ),
+        (TUI, API, None, "ccflare-tui depends on ccflare-api"),
+        (
+            STORAGE,
+            "ratatui",
+            None,
+            "ccflare-storage depends on ratatui",
+        ),
         (
             PROXY,
             TESTKIT,
