@@ -1,13 +1,17 @@
 //! Account endpoints: list, show, add (API key), remove, pause, resume, rename, set priority.
 //! Every change goes through `ccflare_storage::accounts` (a person's change bumps the
 //! account's `revision`) and then reloads the pool, so it routes differently at once.
+//!
+//! Each change is a public function over a [`Ctx`] ([`add_api_key`], [`remove`],
+//! [`set_status`], [`rename`], [`set_priority`]) that the HTTP handler wraps, so the terminal
+//! UI, which calls them in-process, makes exactly the change the API makes.
 
 use crate::Ctx;
 use crate::error::ApiError;
 use crate::respond::{self, json_body, no_body};
 use crate::views::AccountJson;
 use ccflare_core::account::check_api_key;
-use ccflare_core::{AccountStatus, Secret};
+use ccflare_core::{Account, AccountStatus, Secret};
 use ccflare_proxy::ResponseBody;
 use ccflare_storage::accounts::{self, Upsert};
 use http::{Response, StatusCode};
@@ -19,7 +23,7 @@ const MAX_NAME: usize = 64;
 
 /// A name must be short, printable, without `/` (it is a path segment) and without leading or
 /// trailing spaces.
-pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
+pub fn check_name(name: &str) -> Result<(), ApiError> {
     // A name is shown in full everywhere (lists, logs, `x-ccflare-account`): nothing key- or
     // token-shaped may become one.
     let shown = ccflare_core::secret::shown_masked(name);
@@ -74,13 +78,13 @@ async fn reload(ctx: &Ctx) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub async fn list(ctx: &Ctx) -> Result<Response<ResponseBody>, ApiError> {
+pub(crate) async fn list(ctx: &Ctx) -> Result<Response<ResponseBody>, ApiError> {
     Ok(respond::ok(
         &serde_json::json!({ "accounts": all(ctx).await? }),
     ))
 }
 
-pub async fn get(ctx: &Ctx, name: &str) -> Result<Response<ResponseBody>, ApiError> {
+pub(crate) async fn get(ctx: &Ctx, name: &str) -> Result<Response<ResponseBody>, ApiError> {
     Ok(respond::ok(&one(ctx, name).await?))
 }
 
@@ -92,23 +96,24 @@ struct NewAccount {
     priority: Option<i64>,
 }
 
-pub async fn add(ctx: &Ctx, body: Incoming) -> Result<Response<ResponseBody>, ApiError> {
-    let new: NewAccount = json_body(body).await?;
-    let key = new.api_key.trim();
+/// Adds an API-key account (`name` defaults to `key-` and the key's last four), or
+/// re-activates the paused or invalid account that has this key; a key already stored and
+/// active is a conflict. Returns the stored account and what happened.
+pub async fn add_api_key(
+    ctx: &Ctx,
+    key: &Secret,
+    name: Option<&str>,
+    priority: Option<i64>,
+) -> Result<(Account, Upsert), ApiError> {
+    let key = key.expose().trim();
     // The check's message describes the problem without repeating the key.
     check_api_key(key).map_err(|why| ApiError::BadRequest(format!("api_key: {why}")))?;
-    if let Some(name) = &new.name {
+    if let Some(name) = name {
         check_name(name)?;
     }
     let now = ctx.state.now();
-    let (account, how) = accounts::upsert_api_key(
-        &ctx.api.db,
-        &Secret::new(key),
-        new.name.as_deref(),
-        new.priority,
-        now,
-    )
-    .await?;
+    let (account, how) =
+        accounts::upsert_api_key(&ctx.api.db, &Secret::new(key), name, priority, now).await?;
     if how == Upsert::Unchanged {
         return Err(ApiError::Conflict(format!(
             "this key is already stored, as account {:?}",
@@ -117,6 +122,16 @@ pub async fn add(ctx: &Ctx, body: Incoming) -> Result<Response<ResponseBody>, Ap
     }
     reload(ctx).await?;
     tracing::info!(account = %account.name, reactivated = how == Upsert::Reactivated, "account added through the API");
+    Ok((account, how))
+}
+
+pub(crate) async fn add_handler(
+    ctx: &Ctx,
+    body: Incoming,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let new: NewAccount = json_body(body).await?;
+    let key = Secret::new(new.api_key);
+    let (account, how) = add_api_key(ctx, &key, new.name.as_deref(), new.priority).await?;
     let status = match how {
         Upsert::Created => StatusCode::CREATED,
         _ => StatusCode::OK,
@@ -124,28 +139,40 @@ pub async fn add(ctx: &Ctx, body: Incoming) -> Result<Response<ResponseBody>, Ap
     Ok(respond::json(status, &one(ctx, &account.name).await?))
 }
 
-pub async fn remove(
+/// Removes an account (its request rows stay, under the name they were recorded with).
+pub async fn remove(ctx: &Ctx, name: &str) -> Result<(), ApiError> {
+    accounts::remove(&ctx.api.db, name).await?;
+    reload(ctx).await?;
+    tracing::info!(account = %name, "account removed through the API");
+    Ok(())
+}
+
+pub(crate) async fn remove_handler(
     ctx: &Ctx,
     name: &str,
     body: Incoming,
 ) -> Result<Response<ResponseBody>, ApiError> {
     no_body(body).await?;
-    accounts::remove(&ctx.api.db, name).await?;
-    reload(ctx).await?;
-    tracing::info!(account = %name, "account removed through the API");
+    remove(ctx, name).await?;
     Ok(respond::ok(&serde_json::json!({ "removed": name })))
 }
 
-pub async fn set_status(
+/// Pauses (`Paused`) or resumes (`Active`) an account.
+pub async fn set_status(ctx: &Ctx, name: &str, status: AccountStatus) -> Result<(), ApiError> {
+    accounts::set_status(&ctx.api.db, name, status, ctx.state.now()).await?;
+    reload(ctx).await?;
+    tracing::info!(account = %name, status = status.as_str(), "account status changed through the API");
+    Ok(())
+}
+
+pub(crate) async fn set_status_handler(
     ctx: &Ctx,
     name: &str,
     status: AccountStatus,
     body: Incoming,
 ) -> Result<Response<ResponseBody>, ApiError> {
     no_body(body).await?;
-    accounts::set_status(&ctx.api.db, name, status, ctx.state.now()).await?;
-    reload(ctx).await?;
-    tracing::info!(account = %name, status = status.as_str(), "account status changed through the API");
+    set_status(ctx, name, status).await?;
     Ok(respond::ok(&one(ctx, name).await?))
 }
 
@@ -155,18 +182,24 @@ struct Rename {
     name: String,
 }
 
-pub async fn rename(
+/// Renames an account (a new name equal to the old one changes nothing).
+pub async fn rename(ctx: &Ctx, name: &str, new_name: &str) -> Result<(), ApiError> {
+    check_name(new_name)?;
+    if new_name != name {
+        accounts::rename(&ctx.api.db, name, new_name, ctx.state.now()).await?;
+        reload(ctx).await?;
+        tracing::info!(account = %name, new_name = %new_name, "account renamed through the API");
+    }
+    Ok(())
+}
+
+pub(crate) async fn rename_handler(
     ctx: &Ctx,
     name: &str,
     body: Incoming,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let Rename { name: new_name } = json_body(body).await?;
-    check_name(&new_name)?;
-    if new_name != name {
-        accounts::rename(&ctx.api.db, name, &new_name, ctx.state.now()).await?;
-        reload(ctx).await?;
-        tracing::info!(account = %name, new_name = %new_name, "account renamed through the API");
-    }
+    rename(ctx, name, &new_name).await?;
     Ok(respond::ok(&one(ctx, &new_name).await?))
 }
 
@@ -176,15 +209,21 @@ struct Priority {
     priority: i64,
 }
 
-pub async fn set_priority(
+/// Sets an account's priority (the order of the `priority` strategy).
+pub async fn set_priority(ctx: &Ctx, name: &str, priority: i64) -> Result<(), ApiError> {
+    accounts::set_priority(&ctx.api.db, name, priority, ctx.state.now()).await?;
+    reload(ctx).await?;
+    tracing::info!(account = %name, priority, "account priority changed through the API");
+    Ok(())
+}
+
+pub(crate) async fn set_priority_handler(
     ctx: &Ctx,
     name: &str,
     body: Incoming,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let Priority { priority } = json_body(body).await?;
-    accounts::set_priority(&ctx.api.db, name, priority, ctx.state.now()).await?;
-    reload(ctx).await?;
-    tracing::info!(account = %name, priority, "account priority changed through the API");
+    set_priority(ctx, name, priority).await?;
     Ok(respond::ok(&one(ctx, name).await?))
 }
 

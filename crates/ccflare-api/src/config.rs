@@ -4,6 +4,9 @@
 //! the database (where it ranks between the environment and the config file, and survives a
 //! restart) and applied at once. An option set by a flag or the environment outranks the stored
 //! value, so changing it is refused (409) rather than silently having no effect.
+//!
+//! [`patch`] is the change itself, over a [`Ctx`]: the HTTP handler and the terminal UI's
+//! settings tab both call it.
 
 use crate::Ctx;
 use crate::error::ApiError;
@@ -63,18 +66,26 @@ fn answer(ctx: &Ctx) -> Response<ResponseBody> {
     respond::ok(&serde_json::json!({ "options": options(&ctx.state.settings()) }))
 }
 
-pub fn get(ctx: &Ctx, parts: &Parts) -> Result<Response<ResponseBody>, ApiError> {
+pub(crate) fn get(ctx: &Ctx, parts: &Parts) -> Result<Response<ResponseBody>, ApiError> {
     Query::parse(parts.uri.query(), &[])?;
     Ok(answer(ctx))
 }
 
-pub async fn patch(
+pub(crate) async fn patch_handler(
     ctx: &Ctx,
     parts: &Parts,
     body: Incoming,
 ) -> Result<Response<ResponseBody>, ApiError> {
     Query::parse(parts.uri.query(), &[])?;
     let changes: serde_json::Map<String, Value> = respond::json_body(body).await?;
+    patch(ctx, changes).await?;
+    Ok(answer(ctx))
+}
+
+/// Changes live options (`{key: value}`, `null` removes the stored value): checked, stored and
+/// applied to the running server at once, or refused whole. The settings in force afterwards
+/// are `ctx.state().settings()`.
+pub async fn patch(ctx: &Ctx, changes: serde_json::Map<String, Value>) -> Result<(), ApiError> {
     let current = ctx.state.settings();
     let mut stored = settings::all(&ctx.api.db).await?;
     let mut writes: Vec<(String, Option<String>)> = Vec::new();
@@ -121,7 +132,7 @@ pub async fn patch(
         writes.push((key, text));
     }
     if writes.is_empty() {
-        return Ok(answer(ctx));
+        return Ok(());
     }
     // Resolving the whole configuration with the change is the validation: the message names
     // the option, the value and what is allowed.
@@ -138,5 +149,5 @@ pub async fn patch(
     if writes.iter().any(|(key, _)| key == "retention_days") {
         ctx.api.retention.notify_one();
     }
-    Ok(answer(ctx))
+    Ok(())
 }

@@ -7,19 +7,24 @@
 //! `AppState::set_management`, which hands it every request outside `/v1/*` and `/health` and
 //! every finished request (for the metrics).
 //!
+//! Every change a person makes (accounts, OAuth logins, live settings) is a public function
+//! over a [`Ctx`] — the API's state and the proxy's — in [`accounts`], [`oauth`] and
+//! [`config`]; the HTTP handlers wrap them, and the terminal UI calls them in-process
+//! ([`Api::ctx`]), so both make the same change and refuse the same input.
+//!
 //! **Invariant:** no response carries a credential — accounts show only masked keys, stored
 //! settings mask API keys, log lines are scrubbed — and no handler holds a lock across an
 //! await.
 
-mod accounts;
+pub mod accounts;
 mod admin;
-mod config;
+pub mod config;
 mod error;
 mod feeds;
 mod insights;
 pub mod logs;
 mod metrics;
-mod oauth;
+pub mod oauth;
 mod requests;
 mod respond;
 pub mod retention;
@@ -66,10 +71,33 @@ impl fmt::Debug for Api {
     }
 }
 
-/// What a handler needs: the API's own state and the proxy's.
-struct Ctx {
+/// What an operation needs: the API's own state and the running proxy's. A handler gets one
+/// per request; the terminal UI keeps one ([`Api::ctx`]). Cheap to clone.
+#[derive(Clone)]
+pub struct Ctx {
     api: Arc<Inner>,
     state: Arc<AppState>,
+}
+
+impl fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ctx").finish_non_exhaustive()
+    }
+}
+
+impl Ctx {
+    /// The running proxy's state (pool, writer, settings in force).
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.api.db
+    }
+
+    pub fn logs(&self) -> &LogFeed {
+        &self.api.logs
+    }
 }
 
 impl Api {
@@ -83,6 +111,14 @@ impl Api {
                 retention: Arc::new(Notify::new()),
                 logins: oauth::Logins::default(),
             }),
+        }
+    }
+
+    /// The operations over this API and the proxy `state` it is installed on.
+    pub fn ctx(&self, state: Arc<AppState>) -> Ctx {
+        Ctx {
+            api: self.inner.clone(),
+            state,
         }
     }
 
@@ -103,10 +139,7 @@ impl Api {
 
 impl ManagementRoutes for Api {
     fn handle(&self, state: Arc<AppState>, request: Request<Incoming>) -> ManagementFuture {
-        let ctx = Ctx {
-            api: self.inner.clone(),
-            state,
-        };
+        let ctx = self.ctx(state);
         Box::pin(async move {
             match dispatch(&ctx, request).await {
                 Ok(response) => response,
@@ -138,25 +171,25 @@ async fn dispatch(
         Endpoint::Metrics => insights::metrics(ctx, &parts),
         Endpoint::OpenApi => insights::openapi(&parts),
         Endpoint::ListAccounts => accounts::list(ctx).await,
-        Endpoint::AddAccount => accounts::add(ctx, body).await,
+        Endpoint::AddAccount => accounts::add_handler(ctx, body).await,
         Endpoint::GetAccount => accounts::get(ctx, param()).await,
-        Endpoint::RemoveAccount => accounts::remove(ctx, param(), body).await,
+        Endpoint::RemoveAccount => accounts::remove_handler(ctx, param(), body).await,
         Endpoint::PauseAccount => {
-            accounts::set_status(ctx, param(), AccountStatus::Paused, body).await
+            accounts::set_status_handler(ctx, param(), AccountStatus::Paused, body).await
         }
         Endpoint::ResumeAccount => {
-            accounts::set_status(ctx, param(), AccountStatus::Active, body).await
+            accounts::set_status_handler(ctx, param(), AccountStatus::Active, body).await
         }
-        Endpoint::RenameAccount => accounts::rename(ctx, param(), body).await,
-        Endpoint::SetPriority => accounts::set_priority(ctx, param(), body).await,
-        Endpoint::ReauthAccount => oauth::reauth(ctx, param(), body).await,
-        Endpoint::StartLogin => oauth::start(ctx, body).await,
-        Endpoint::FinishLogin => oauth::finish(ctx, body).await,
+        Endpoint::RenameAccount => accounts::rename_handler(ctx, param(), body).await,
+        Endpoint::SetPriority => accounts::set_priority_handler(ctx, param(), body).await,
+        Endpoint::ReauthAccount => oauth::reauth_handler(ctx, param(), body).await,
+        Endpoint::StartLogin => oauth::start_handler(ctx, body).await,
+        Endpoint::FinishLogin => oauth::finish_handler(ctx, body).await,
         Endpoint::ListRequests => requests::list(ctx, &parts).await,
         Endpoint::RequestStream => requests::stream(ctx, &parts),
         Endpoint::GetRequest => requests::get(ctx, &parts, param()).await,
         Endpoint::GetConfig => config::get(ctx, &parts),
-        Endpoint::PatchConfig => config::patch(ctx, &parts, body).await,
+        Endpoint::PatchConfig => config::patch_handler(ctx, &parts, body).await,
         Endpoint::LogStream => {
             respond::Query::parse(parts.uri.query(), &[])?;
             let (history, live) = ctx.api.logs.subscribe();

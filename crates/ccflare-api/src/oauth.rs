@@ -13,6 +13,10 @@
 //! task, so a client that disconnects mid-exchange cannot lose a code already spent: the
 //! account is stored anyway (or the flow put back).
 //!
+//! The operations are public over a [`Ctx`] ([`begin`], [`begin_reauth`], [`finish`]): the
+//! HTTP handlers wrap them, and the terminal UI calls them in-process, so a login from either
+//! is the same login.
+//!
 //! **Invariant:** the verifier, the pasted code and the tokens appear in no answer and no log
 //! line; the flow map's lock is never held across an await (a flow is taken out, worked on,
 //! and put back if it is still usable).
@@ -59,6 +63,53 @@ impl Purpose {
             Purpose::Add { name, .. } | Purpose::Reauth { name, .. } => name,
         }
     }
+}
+
+/// A login opened: what the person needs to log in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginStart {
+    /// Names the login when it is finished (192 random bits).
+    pub flow_id: String,
+    pub authorize_url: String,
+    /// After this the login is gone.
+    pub expires_at: Millis,
+    /// SPEC §15's warning, for subscription logins.
+    pub warning: Option<&'static str>,
+}
+
+/// What a finished login stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginResult {
+    /// A new account.
+    Created,
+    /// A Console login minted a key that a paused or invalid account had: it is active again.
+    Reactivated,
+    /// New tokens for an existing account.
+    Reauthenticated,
+}
+
+impl LoginResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoginResult::Created => "created",
+            LoginResult::Reactivated => "reactivated",
+            LoginResult::Reauthenticated => "reauthenticated",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            LoginResult::Created => StatusCode::CREATED,
+            LoginResult::Reactivated | LoginResult::Reauthenticated => StatusCode::OK,
+        }
+    }
+}
+
+/// A login finished: the account's name and what was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginDone {
+    pub name: String,
+    pub result: LoginResult,
 }
 
 /// One login in progress.
@@ -144,7 +195,10 @@ struct StartBody {
 }
 
 /// `POST /api/oauth/start`.
-pub async fn start(ctx: &Ctx, body: Incoming) -> Result<Response<ResponseBody>, ApiError> {
+pub(crate) async fn start_handler(
+    ctx: &Ctx,
+    body: Incoming,
+) -> Result<Response<ResponseBody>, ApiError> {
     let StartBody {
         mode,
         name,
@@ -152,6 +206,27 @@ pub async fn start(ctx: &Ctx, body: Incoming) -> Result<Response<ResponseBody>, 
     } = json_body(body).await?;
     let mode = Mode::parse(&mode)
         .ok_or_else(|| ApiError::BadRequest("mode: expected \"max\" or \"console\"".into()))?;
+    Ok(started(begin(ctx, mode, name, priority).await?))
+}
+
+/// The answer to a login opened.
+fn started(start: LoginStart) -> Response<ResponseBody> {
+    respond::ok(&serde_json::json!({
+        "flow_id": start.flow_id,
+        "authorize_url": start.authorize_url,
+        "expires_at": start.expires_at,
+        "warning": start.warning,
+    }))
+}
+
+/// Opens a login for a new account named `name` (refused at once when the name is invalid or
+/// taken).
+pub async fn begin(
+    ctx: &Ctx,
+    mode: Mode,
+    name: String,
+    priority: Option<i64>,
+) -> Result<LoginStart, ApiError> {
     check_login_name(&name)?;
     // Refused before the login, not after it.
     match ccflare_storage::accounts::find(&ctx.api.db, &name).await {
@@ -167,13 +242,18 @@ pub async fn start(ctx: &Ctx, body: Incoming) -> Result<Response<ResponseBody>, 
     open(ctx, mode, Purpose::Add { name, priority })
 }
 
-/// `POST /api/accounts/{name}/reauth`: a new subscription login for an OAuth account.
-pub async fn reauth(
+/// `POST /api/accounts/{name}/reauth`.
+pub(crate) async fn reauth_handler(
     ctx: &Ctx,
     name: &str,
     body: Incoming,
 ) -> Result<Response<ResponseBody>, ApiError> {
     no_body(body).await?;
+    Ok(started(begin_reauth(ctx, name).await?))
+}
+
+/// Opens a new subscription login for the OAuth account `name`.
+pub async fn begin_reauth(ctx: &Ctx, name: &str) -> Result<LoginStart, ApiError> {
     let account = ccflare_storage::accounts::find(&ctx.api.db, name).await?;
     if account.kind != AccountKind::OAuth {
         return Err(not_a_login(name));
@@ -194,8 +274,8 @@ fn not_a_login(name: &str) -> ApiError {
     ))
 }
 
-/// Opens a flow and answers with what the person needs to log in.
-fn open(ctx: &Ctx, mode: Mode, purpose: Purpose) -> Result<Response<ResponseBody>, ApiError> {
+/// Opens a flow and says what the person needs to log in.
+fn open(ctx: &Ctx, mode: Mode, purpose: Purpose) -> Result<LoginStart, ApiError> {
     let endpoints = ctx.state.settings().oauth.clone();
     let flow = LoginFlow::start(mode, &endpoints);
     let now = ctx.state.now();
@@ -217,12 +297,12 @@ fn open(ctx: &Ctx, mode: Mode, purpose: Purpose) -> Result<Response<ResponseBody
         now,
     )?;
     tracing::info!(account = %account, mode = mode.as_str(), reauth, "OAuth login started through the API");
-    Ok(respond::ok(&serde_json::json!({
-        "flow_id": flow_id,
-        "authorize_url": authorize_url,
-        "expires_at": expires_at,
-        "warning": (mode == Mode::Max).then_some(SUBSCRIPTION_RISK),
-    })))
+    Ok(LoginStart {
+        flow_id,
+        authorize_url,
+        expires_at,
+        warning: (mode == Mode::Max).then_some(SUBSCRIPTION_RISK),
+    })
 }
 
 #[derive(Deserialize)]
@@ -233,9 +313,22 @@ struct FinishBody {
 }
 
 /// `POST /api/oauth/finish`.
-pub async fn finish(ctx: &Ctx, body: Incoming) -> Result<Response<ResponseBody>, ApiError> {
+pub(crate) async fn finish_handler(
+    ctx: &Ctx,
+    body: Incoming,
+) -> Result<Response<ResponseBody>, ApiError> {
     let FinishBody { flow_id, code } = json_body(body).await?;
-    let pasted = Secret::new(code);
+    let done = finish(ctx, flow_id, Secret::new(code)).await?;
+    Ok(respond::json(
+        done.result.status(),
+        &accounts::one(ctx, &done.name).await?,
+    ))
+}
+
+/// Finishes the login `flow_id` with the pasted `CODE#STATE`: checks the state, exchanges the
+/// code and stores the account. A malformed paste, a state mismatch or a passing failure
+/// leaves the login open for another try.
+pub async fn finish(ctx: &Ctx, flow_id: String, pasted: Secret) -> Result<LoginDone, ApiError> {
     let pending = ctx
         .api
         .logins
@@ -257,10 +350,7 @@ pub async fn finish(ctx: &Ctx, body: Incoming) -> Result<Response<ResponseBody>,
     // From here on a code may be spent: finish in a task of its own, which a client that
     // disconnects does not cancel.
     let task = tokio::spawn({
-        let ctx = Ctx {
-            api: ctx.api.clone(),
-            state: ctx.state.clone(),
-        };
+        let ctx = ctx.clone();
         async move { complete(&ctx, flow_id, pending, code).await }
     });
     match task.await {
@@ -280,24 +370,23 @@ enum After {
     Keep,
 }
 
-/// Exchanges the code, stores the account and answers with it; on failure, closes the flow or
-/// puts it back.
+/// Exchanges the code and stores the account; on failure, closes the flow or puts it back.
 async fn complete(
     ctx: &Ctx,
     flow_id: String,
     mut pending: PendingFlow,
     code: Secret,
-) -> Result<Response<ResponseBody>, ApiError> {
+) -> Result<LoginDone, ApiError> {
     let name = pending.purpose.name().to_owned();
     let mode = pending.flow.mode;
     match store(ctx, &mut pending, &code).await {
-        Ok((status, how)) => {
+        Ok(result) => {
             if let Err(error) = ctx.state.sync_accounts(&ctx.api.db).await {
                 // Stored: the background sync makes it live within a second.
                 tracing::warn!(%error, "reloading the accounts after an OAuth login failed");
             }
-            tracing::info!(account = %name, mode = mode.as_str(), result = how, "OAuth login finished through the API");
-            Ok(respond::json(status, &accounts::one(ctx, &name).await?))
+            tracing::info!(account = %name, mode = mode.as_str(), result = result.as_str(), "OAuth login finished through the API");
+            Ok(LoginDone { name, result })
         }
         Err((error, after)) => {
             tracing::warn!(account = %name, mode = mode.as_str(), %error, "OAuth login through the API failed");
@@ -309,12 +398,12 @@ async fn complete(
     }
 }
 
-/// The steps after the paste check. Returns the answer's status and what happened.
+/// The steps after the paste check. Returns what was stored.
 async fn store(
     ctx: &Ctx,
     pending: &mut PendingFlow,
     code: &Secret,
-) -> Result<(StatusCode, &'static str), (ApiError, After)> {
+) -> Result<LoginResult, (ApiError, After)> {
     let db = &ctx.api.db;
     let closed = |error: ApiError| (error, After::Close);
     // Before spending the code: is its purpose still possible?
@@ -376,7 +465,7 @@ async fn store(
             add_oauth_account(db, name, access, refresh, expires_at, *priority, now)
                 .await
                 .map_err(kept)?;
-            Ok((StatusCode::CREATED, "created"))
+            Ok(LoginResult::Created)
         }
         (Purpose::Add { name, priority }, Mode::Console) => {
             let key = client
@@ -388,8 +477,8 @@ async fn store(
                     .await
                     .map_err(kept)?;
             match how {
-                Upsert::Created => Ok((StatusCode::CREATED, "created")),
-                Upsert::Reactivated => Ok((StatusCode::OK, "reactivated")),
+                Upsert::Created => Ok(LoginResult::Created),
+                Upsert::Reactivated => Ok(LoginResult::Reactivated),
                 Upsert::Unchanged => Err(closed(ApiError::Conflict(format!(
                     "the minted key is already stored, as account {:?}",
                     account.name
@@ -400,7 +489,7 @@ async fn store(
             reauthenticate(db, name, access, refresh, expires_at, now)
                 .await
                 .map_err(kept)?;
-            Ok((StatusCode::OK, "reauthenticated"))
+            Ok(LoginResult::Reauthenticated)
         }
     }
 }
