@@ -68,6 +68,7 @@ const OAUTH: &str = "ccflare-oauth";
 const HTTP: &str = "ccflare-http";
 const TESTKIT: &str = "ccflare-testkit";
 const TUI: &str = "ccflare-tui";
+const APP: &str = "ccflare-app";
 
 /// Every workspace crate, one row each. A crate missing here fails the test, so a new crate
 /// has to state its place in the layering.
@@ -101,11 +102,16 @@ const CRATES: &[CrateRule] = &[
         &[CORE, POOL, STORAGE, ANALYTICS, CONFIG, OAUTH],
         &[TESTKIT],
     ),
-    bin(
-        "ccflare-server",
-        &[CORE, CONFIG, POOL, STORAGE, PROXY, ANALYTICS, API, OAUTH],
+    // The server's start-up and shutdown, which both server binaries call: the command line,
+    // logging, storage, the proxy and the API put together. Never the terminal UI: the headless
+    // server does not carry it.
+    lib(
+        APP,
+        &[CORE, CONFIG, POOL, STORAGE, PROXY, API, OAUTH],
         &[MOCK, TESTKIT],
     ),
+    // Thin: the server is ccflare-app's. Its tests read the database and drive the mock.
+    bin("ccflare-server", &[APP], &[CORE, STORAGE, MOCK, TESTKIT]),
     // The CLI talks to the upstream and a running server through ccflare-http, never
     // through the server's engine.
     bin(
@@ -176,12 +182,14 @@ const RESERVED: &[Reserved] = &[
         Allowed::Only(&[CONFIG]),
         "`.env` is read in one place, ccflare-config, so every binary reads it the same way",
     ),
-    reserve("clap", Allowed::Binaries, BINARY_ONLY),
+    // ccflare-app is the binaries' shared start-up, command line included.
+    reserve("clap", Allowed::BinariesAnd(&[APP]), BINARY_ONLY),
     reserve("anyhow", Allowed::Binaries, BINARY_ONLY),
-    // The API's log feed is a tracing-subscriber layer (the binaries still install it).
+    // The API's log feed is a tracing-subscriber layer; ccflare-app installs the subscriber
+    // for both server binaries.
     reserve(
         "tracing-subscriber",
-        Allowed::BinariesAnd(&[API]),
+        Allowed::BinariesAnd(&[API, APP]),
         BINARY_ONLY,
     ),
     reserve(
@@ -483,6 +491,11 @@ fn the_checker_reports_each_kind_of_wrong_edge() {
             "ccflare-tui depends on ccflare-proxy (normal dependency)",
         ),
         (TUI, API, None, "ccflare-tui depends on ccflare-api"),
+        (TUI, APP, None, "ccflare-tui depends on ccflare-app"),
+        (APP, TUI, None, "ccflare-app depends on ccflare-tui"),
+        (APP, "ratatui", None, "ccflare-app depends on ratatui"),
+        (APP, "anyhow", None, "ccflare-app depends on anyhow"),
+        (POOL, "clap", None, "ccflare-pool depends on clap"),
         (
             STORAGE,
             "ratatui",

@@ -156,6 +156,14 @@ pub const OPTIONS: &[OptionSpec] = &[
         "text or json",
     ),
     opt(
+        "log_file",
+        "CCFLARE_LOG_FILE",
+        "log-file",
+        "",
+        "file the log lines are appended to as well (with the terminal UI open, the one place \
+         besides its Logs tab)",
+    ),
+    opt(
         "lb_strategy",
         "LB_STRATEGY",
         "strategy",
@@ -289,7 +297,13 @@ pub const OPTIONS: &[OptionSpec] = &[
 ];
 
 /// Options read before the database is open, which therefore cannot be stored in it.
-pub const NOT_STORABLE: &[&str] = &["database_url", "log_level", "log_format", "admin_key"];
+pub const NOT_STORABLE: &[&str] = &[
+    "database_url",
+    "log_level",
+    "log_format",
+    "log_file",
+    "admin_key",
+];
 
 /// Whether `ccflare-cli config set` / `PATCH /api/config` may store this option.
 pub fn storable(key: &str) -> bool {
@@ -356,6 +370,9 @@ pub struct Settings {
     pub session_timeout_s: u64,
     pub log_level: String,
     pub log_json: bool,
+    /// A file the log lines are appended to, besides stderr (or, with the UI open, the Logs
+    /// tab).
+    pub log_file: Option<String>,
     pub strategy: Strategy,
     pub upstream_url: String,
     pub max_body_bytes: usize,
@@ -477,6 +494,14 @@ impl Settings {
             "json" => true,
             _ => return Err(invalid(spec, v, "text or json")),
         };
+        let (spec, v) = value("log_file");
+        let log_file = match v.trim() {
+            "" => None,
+            path if path.contains(char::is_control) => {
+                return Err(invalid(spec, v, "a file path on one line"));
+            }
+            path => Some(path.to_owned()),
+        };
         let (spec, v) = value("lb_strategy");
         let strategy = v.parse::<Strategy>().map_err(|_| {
             invalid(
@@ -563,6 +588,7 @@ impl Settings {
             session_timeout_s,
             log_level,
             log_json,
+            log_file,
             strategy,
             upstream_url,
             max_body_bytes,
