@@ -1,9 +1,9 @@
 //! `ccflare-server`: the server, headless. Start-up, serving and shutdown are `ccflare-app`'s
-//! (the `ccflare` binary runs the same under its terminal UI); here are only the command
-//! line's name, the banner and the exit status. Errors are printed once, as one line, and the
-//! exit code is non-zero.
+//! (the `ccflare` binary runs the same, under its terminal UI or with `--serve`); here are
+//! only the command line's name and the exit status. Errors are printed once, as one line,
+//! and the exit code is non-zero.
 
-use ccflare_app::{LoadError, Logging, Server, ShutdownSignals};
+use ccflare_app::{LoadError, one_line};
 use std::process::ExitCode;
 
 const NAME: &str = "ccflare-server";
@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         Ok((loaded, _)) => loaded,
         Err(LoadError::Clap(error)) => error.exit(),
         Err(error) => {
-            eprintln!("{NAME}: error: {:#}", anyhow::Error::from(error));
+            eprintln!("{NAME}: error: {}", one_line(&error));
             return ExitCode::from(2);
         }
     };
@@ -31,23 +31,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(loaded)) {
-        Ok(()) => ExitCode::SUCCESS,
+    match runtime.block_on(ccflare_app::headless(loaded, NAME)) {
+        Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("{NAME}: error: {error:#}");
+            eprintln!("{NAME}: error: {}", one_line(&error));
             ExitCode::FAILURE
         }
     }
-}
-
-async fn serve(loaded: ccflare_app::Loaded) -> anyhow::Result<()> {
-    let server = Server::start(loaded, Logging::Terminal).await?;
-    // Before the banner: whoever reads it (a supervisor, a test) may stop the server at once,
-    // and a signal that comes before its handler exists would kill the process outright
-    // instead of shutting it down cleanly. From here on, a signal waits for the server to
-    // see it.
-    let signals = ShutdownSignals::listen()?;
-    server.print_banner(NAME);
-    server.serve(signals.recv()).wait().await?;
-    Ok(())
 }

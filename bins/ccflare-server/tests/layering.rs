@@ -112,6 +112,14 @@ const CRATES: &[CrateRule] = &[
     ),
     // Thin: the server is ccflare-app's. Its tests read the database and drive the mock.
     bin("ccflare-server", &[APP], &[CORE, STORAGE, MOCK, TESTKIT]),
+    // The terminal UI over the server in-process: ccflare-app starts the server, and the
+    // binary's `Source` reads it through the proxy's state, storage, analytics and the API's
+    // operations.
+    bin(
+        "ccflare",
+        &[APP, TUI, CORE, POOL, STORAGE, PROXY, ANALYTICS, API, OAUTH],
+        &[MOCK, TESTKIT],
+    ),
     // The CLI talks to the upstream and a running server through ccflare-http, never
     // through the server's engine.
     bin(

@@ -16,12 +16,14 @@
 //! (and the log file) alone.
 
 pub mod cli;
+mod headless;
 mod limits;
 mod logging;
 mod server;
 mod signals;
 
 pub use cli::{LoadError, Loaded};
+pub use headless::{HeadlessError, headless, one_line};
 pub use logging::{LogFileError, Logging};
 pub use server::{Handles, Running, Server, StartError, StopError, Stopped};
 pub use signals::{ShutdownSignals, SignalError};

@@ -1,0 +1,61 @@
+//! The headless run, as `ccflare-server` and `ccflare --serve` do it: start with log lines on
+//! stderr, listen for SIGTERM and SIGINT, print the banner, serve until a signal, drain.
+
+use crate::cli::Loaded;
+use crate::logging::Logging;
+use crate::server::{Server, StartError, StopError, Stopped};
+use crate::signals::{ShutdownSignals, SignalError};
+
+/// Why a headless run failed: at start, or at the end (records not all written).
+#[derive(Debug, thiserror::Error)]
+pub enum HeadlessError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Signals(#[from] SignalError),
+    #[error(transparent)]
+    Stop(#[from] StopError),
+}
+
+/// Runs the server headless until SIGTERM or SIGINT; `name` heads the banner.
+pub async fn headless(loaded: Loaded, name: &str) -> Result<Stopped, HeadlessError> {
+    let server = Server::start(loaded, Logging::Terminal).await?;
+    // Before the banner: whoever reads it (a supervisor, a test) may stop the server at once,
+    // and a signal that comes before its handler exists would kill the process outright
+    // instead of shutting it down cleanly. From here on, a signal waits for the server to see
+    // it.
+    let signals = ShutdownSignals::listen()?;
+    server.print_banner(name);
+    Ok(server.serve(signals.recv()).wait().await?)
+}
+
+/// `error` and its causes on one line, `what failed: why: why`, as the binaries print errors.
+pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        line.push_str(": ");
+        line.push_str(&error.to_string());
+        cause = error.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_follow_on_one_line() {
+        let error = StartError::StoredSettings(ccflare_storage::StorageError::AccountNotFound {
+            name: "x".into(),
+        });
+        assert_eq!(
+            one_line(&error),
+            format!(
+                "reading stored settings: {}",
+                ccflare_storage::StorageError::AccountNotFound { name: "x".into() }
+            )
+        );
+    }
+}
