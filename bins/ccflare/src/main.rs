@@ -44,7 +44,8 @@ fn main() -> ExitCode {
         }
     };
     let serve = matches.get_flag("serve");
-    if !serve && !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+    let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    if !serve && !terminal {
         eprintln!(
             "{NAME}: the terminal UI needs a terminal on standard input and output; to run the \
              server without it, use `ccflare --serve` or `ccflare-server`"
