@@ -116,7 +116,6 @@ impl AppState {
         })
     }
 
-    /// Installs the management API. Set once, before serving; returns false if one was set.
     /// Installs the OAuth token refresher (once, at start). Without it OAuth accounts are used
     /// with their stored token until it is refused.
     pub fn set_token_refresher(&self, client: ccflare_oauth::TokenClient, db: Db) -> bool {
@@ -137,6 +136,7 @@ impl AppState {
             .unwrap_or_default()
     }
 
+    /// Installs the management API. Set once, before serving; returns false if one was set.
     pub fn set_management(&self, routes: Arc<dyn ManagementRoutes>) -> bool {
         self.management.set(routes).is_ok()
     }
