@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use ccflare_core::config::Settings;
 use ccflare_core::{Clock, Secret, SystemClock};
 use ccflare_pool::{Pool, PoolConfig};
-use ccflare_proxy::{AppState, ProxyConfig, UpstreamClient, spawn_account_sync};
+use ccflare_proxy::{AppState, ProxyConfig, Shutdown, UpstreamClient, spawn_account_sync};
 use ccflare_storage::accounts::{self, Upsert};
 use ccflare_storage::{Db, Writer};
 use std::io::Write;
@@ -138,7 +138,7 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     print_banner(&settings, &state, &db, local, loaded.config_file.as_deref());
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let sync = spawn_account_sync(state.clone(), db.clone(), stop_rx.clone());
+    let sync = spawn_account_sync(state.clone(), db.clone(), Shutdown::new(stop_rx.clone()));
     let retention = api.spawn_retention(state.clone(), stop_rx);
     let report = ccflare_proxy::run(listener, state.clone(), signals.recv()).await;
     tracing::info!(

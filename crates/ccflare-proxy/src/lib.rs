@@ -15,6 +15,7 @@ mod headers;
 mod management;
 mod recorder;
 mod server;
+mod shutdown;
 mod state;
 mod tokens;
 mod upstream;
@@ -25,5 +26,6 @@ pub use management::{
     EVENT_CAPACITY, ManagementFuture, ManagementRoutes, RequestEvent, RequestStarted,
 };
 pub use server::run;
+pub use shutdown::Shutdown;
 pub use state::{AppState, ConfigLayers, ProxyConfig, SyncError, spawn_account_sync};
 pub use upstream::UpstreamClient;

@@ -163,7 +163,7 @@ impl Recorder {
     /// Whether a request dropped now was cut by the server at its shutdown deadline (and not
     /// left by its client).
     pub fn cut_by_server(&self) -> bool {
-        self.state.cutting()
+        self.state.drain().cutting()
     }
 
     pub fn mark_first_byte(&mut self) {

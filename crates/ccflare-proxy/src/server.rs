@@ -18,7 +18,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// How long a client may take to send its request headers.
@@ -37,7 +36,6 @@ pub async fn run(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) -> ShutdownReport {
-    let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let max_connections = state.config.max_connections;
     // Whether the limit was reached since the last time it was logged (once per episode).
@@ -67,7 +65,7 @@ pub async fn run(
                 };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
-                let mut stop = stop_rx.clone();
+                let mut shutdown = state.drain().subscribe();
                 connections.spawn(async move {
                     let service = service_fn(move |request| {
                         let state = state.clone();
@@ -85,7 +83,7 @@ pub async fn run(
                                 tracing::debug!(%peer, %error, "connection ended with an error");
                             }
                         }
-                        _ = stopped(&mut stop) => {
+                        _ = shutdown.recv() => {
                             connection.as_mut().graceful_shutdown();
                             let _ = connection.await;
                         }
@@ -98,9 +96,9 @@ pub async fn run(
         }
     }
     drop(listener);
-    let _ = stop_tx.send(true);
-    // Live feeds never end by themselves; this ends them so their connections can close.
-    state.begin_shutdown();
+    // Connections finish their current response and close; live feeds, which never end by
+    // themselves, end too, so that their connections can close.
+    state.drain().stop();
     let deadline = state.config.shutdown_timeout;
     let drained = tokio::time::timeout(deadline, async {
         while connections.join_next().await.is_some() {}
@@ -117,15 +115,10 @@ pub async fn run(
             "shutdown deadline passed; closing the remaining connections"
         );
         // Before any of them is dropped, so that their records name the server as the cause.
-        state.begin_cut();
+        state.drain().begin_cut();
     }
     connections.shutdown().await;
     ShutdownReport { cut_connections }
-}
-
-/// Resolves once the stop flag is set.
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response<ResponseBody> {

@@ -3,16 +3,17 @@
 //! settings. Also the task that keeps the pool in step with the accounts table.
 
 use crate::management::{EVENT_CAPACITY, ManagementRoutes, RequestEvent, RequestStarted};
+use crate::shutdown::{Drain, Shutdown};
 use crate::upstream::UpstreamClient;
 use ccflare_core::config::{Layer, Settings};
 use ccflare_core::record::RequestRecord;
 use ccflare_core::{Clock, Millis};
 use ccflare_pool::{PersistState, Pool};
 use ccflare_storage::{AccountStateUpdate, Db, StorageError, WriterHandle, accounts, settings};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 
 /// How accounts reach a running server: it re-reads the accounts table this often, so a change
 /// made by the CLI is live within two seconds (SPEC §5).
@@ -71,12 +72,9 @@ pub struct AppState {
     management: OnceLock<Arc<dyn ManagementRoutes>>,
     /// Refreshes OAuth tokens; absent in a server without OAuth accounts' endpoints set up.
     tokens: OnceLock<crate::tokens::TokenRefresher>,
-    /// Turns true when the server stops accepting, so endless responses (live feeds) end.
-    shutdown: watch::Sender<bool>,
-    /// Set once the shutdown deadline has passed and the remaining connections are being cut:
-    /// a response dropped from then on was ended by the server, not by its client. Read only
-    /// when a response or request is dropped unfinished, never per chunk.
-    cutting: AtomicBool,
+    /// Stops the connections and endless responses (live feeds) when the server stops
+    /// accepting, and says when the server is cutting what is left at the deadline.
+    drain: Drain,
 }
 
 impl std::fmt::Debug for AppState {
@@ -111,8 +109,7 @@ impl AppState {
             events: broadcast::channel(EVENT_CAPACITY).0,
             management: OnceLock::new(),
             tokens: OnceLock::new(),
-            shutdown: watch::channel(false).0,
-            cutting: AtomicBool::new(false),
+            drain: Drain::new(),
         })
     }
 
@@ -180,23 +177,13 @@ impl AppState {
         }
     }
 
-    /// A receiver that turns true when the server stops accepting connections.
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
+    /// Resolves when the server stops accepting connections.
+    pub fn shutdown_signal(&self) -> Shutdown {
+        self.drain.subscribe()
     }
 
-    pub(crate) fn begin_shutdown(&self) {
-        self.shutdown.send_replace(true);
-    }
-
-    /// The shutdown deadline passed: what is dropped from now on is the server's cut.
-    pub(crate) fn begin_cut(&self) {
-        self.cutting.store(true, Ordering::Release);
-    }
-
-    /// Whether the server is cutting the connections left at the shutdown deadline.
-    pub(crate) fn cutting(&self) -> bool {
-        self.cutting.load(Ordering::Acquire)
+    pub(crate) fn drain(&self) -> &Drain {
+        &self.drain
     }
 
     /// The configuration sources that do not change while running (flags, env, file).
@@ -306,12 +293,12 @@ pub enum SyncError {
     Setting(#[from] ccflare_core::CoreError),
 }
 
-/// Re-reads the accounts table every [`ACCOUNT_SYNC_INTERVAL`] until `stop` turns true. The
+/// Re-reads the accounts table every [`ACCOUNT_SYNC_INTERVAL`] until `shutdown`. The
 /// request path never waits for this: it only swaps the pool's account list under the lock.
 pub fn spawn_account_sync(
     state: Arc<AppState>,
     db: Db,
-    mut stop: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(ACCOUNT_SYNC_INTERVAL);
@@ -320,7 +307,7 @@ pub fn spawn_account_sync(
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = crate::server::stopped(&mut stop) => return,
+                _ = shutdown.recv() => return,
             }
             match state.sync_from_db(&db).await {
                 Ok(()) => failing = false,
