@@ -45,7 +45,7 @@ const NON_STREAMING_HEADER_WAIT: Duration = Duration::from_secs(600);
 pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Response<ResponseBody> {
     let (parts, body) = request.into_parts();
     let id = state.next_request_id();
-    let mut recorder = Recorder::new(state.clone(), id, parts.method.as_str(), parts.uri.path());
+    let mut recorder = Recorder::new(state.records(), id, parts.method.as_str(), parts.uri.path());
 
     let body = match read_body(&state, &parts, body).await {
         Ok(body) => body,
@@ -100,7 +100,7 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
             .flatten();
         let mut credential = pick.credential.clone();
         if let Some(refresher) = refresher {
-            match refresher.fresh_token(&state, &pick, None).await {
+            match refresher.fresh_token(&pick, None).await {
                 Ok(token) => credential = token,
                 Err(refused) => {
                     recorder.attempt_failed(failure(&pick, None, refused.label()));
@@ -153,10 +153,7 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
             {
                 refreshed_after_401 = true;
                 drop(response);
-                match refresher
-                    .fresh_token(&state, &pick, Some(&credential))
-                    .await
-                {
+                match refresher.fresh_token(&pick, Some(&credential)).await {
                     Ok(token) => {
                         tracing::info!(account = %pick.name, "OAuth token refused; retrying with a refreshed one");
                         credential = token;

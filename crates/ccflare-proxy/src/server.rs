@@ -6,6 +6,7 @@
 
 use crate::body::ResponseBody;
 use crate::forward::forward;
+use crate::shutdown::Drain;
 use crate::state::AppState;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -36,8 +37,40 @@ pub async fn run(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) -> ShutdownReport {
+    let limits = Limits {
+        max_connections: state.config.max_connections,
+        shutdown_timeout: state.config.shutdown_timeout,
+    };
+    let drain = state.drain();
+    let handler = move |request| route(state.clone(), request);
+    serve_connections(listener, limits, &drain, handler, shutdown).await
+}
+
+/// What bounds the connection loop.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Connections served at once; more wait in the listen backlog.
+    max_connections: usize,
+    /// How long open connections get to finish once shutdown starts.
+    shutdown_timeout: Duration,
+}
+
+/// The connection loop: accepts up to the limit, serves each connection with `handler` in a
+/// task it owns, and at `shutdown` stops accepting, signals `drain`, waits for the
+/// connections up to the deadline and cuts the rest. It knows nothing else of the server.
+async fn serve_connections<H, F>(
+    listener: TcpListener,
+    limits: Limits,
+    drain: &Drain,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) -> ShutdownReport
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = Response<ResponseBody>> + Send + 'static,
+{
     let mut connections = JoinSet::new();
-    let max_connections = state.config.max_connections;
+    let max_connections = limits.max_connections;
     // Whether the limit was reached since the last time it was logged (once per episode).
     let mut at_limit = false;
     tokio::pin!(shutdown);
@@ -64,12 +97,12 @@ pub async fn run(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                let mut shutdown = state.drain().subscribe();
+                let handler = handler.clone();
+                let mut stopping = drain.subscribe();
                 connections.spawn(async move {
                     let service = service_fn(move |request| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(route(state, request).await) }
+                        let answer = handler(request);
+                        async move { Ok::<_, Infallible>(answer.await) }
                     });
                     let connection = http1::Builder::new()
                         .timer(TokioTimer::new())
@@ -83,7 +116,7 @@ pub async fn run(
                                 tracing::debug!(%peer, %error, "connection ended with an error");
                             }
                         }
-                        _ = shutdown.recv() => {
+                        _ = stopping.recv() => {
                             connection.as_mut().graceful_shutdown();
                             let _ = connection.await;
                         }
@@ -98,9 +131,8 @@ pub async fn run(
     drop(listener);
     // Connections finish their current response and close; live feeds, which never end by
     // themselves, end too, so that their connections can close.
-    state.drain().stop();
-    let deadline = state.config.shutdown_timeout;
-    let drained = tokio::time::timeout(deadline, async {
+    drain.stop();
+    let drained = tokio::time::timeout(limits.shutdown_timeout, async {
         while connections.join_next().await.is_some() {}
     })
     .await;
@@ -115,7 +147,7 @@ pub async fn run(
             "shutdown deadline passed; closing the remaining connections"
         );
         // Before any of them is dropped, so that their records name the server as the cause.
-        state.drain().begin_cut();
+        drain.begin_cut();
     }
     connections.shutdown().await;
     ShutdownReport { cut_connections }
