@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use ccflare_core::config::Settings;
 use ccflare_core::{Clock, Secret, SystemClock};
 use ccflare_pool::{Pool, PoolConfig};
-use ccflare_proxy::{AppState, ProxyConfig, UpstreamClient, spawn_account_sync};
+use ccflare_proxy::{AppState, ProxyConfig, Shutdown, UpstreamClient, spawn_account_sync};
 use ccflare_storage::accounts::{self, Upsert};
 use ccflare_storage::{Db, Writer};
 use std::io::Write;
@@ -138,7 +138,7 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     print_banner(&settings, &state, &db, local, loaded.config_file.as_deref());
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let sync = spawn_account_sync(state.clone(), db.clone(), stop_rx.clone());
+    let sync = spawn_account_sync(state.clone(), db.clone(), Shutdown::new(stop_rx.clone()));
     let retention = api.spawn_retention(state.clone(), stop_rx);
     let report = ccflare_proxy::run(listener, state.clone(), signals.recv()).await;
     tracing::info!(
@@ -148,15 +148,10 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     let _ = stop_tx.send(true);
     let _ = sync.await;
     let _ = retention.await;
-    // Refreshed OAuth tokens the database could not take are stored by background tasks
-    // (a pause of at most 5 s between tries): they get a moment; a login lost is named.
-    let _ = tokio::time::timeout(UNSAVED_LOGINS_WAIT, async {
-        while !state.unsaved_logins().is_empty() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    let lost_logins = state.unsaved_logins();
+    // Refreshed OAuth tokens the database could not take are stored by the token refresher's
+    // tasks (a pause of at most 5 s between tries), and a refresh whose client left may still
+    // be storing its rotation: they get a moment; a login lost is named.
+    let lost_logins = state.finish_token_refreshes(UNSAVED_LOGINS_WAIT).await;
     drop(state);
     // Records wait in memory while the database cannot be written; at exit whatever the
     // database cannot take goes to the spill file at once. Only when that cannot be written
