@@ -7,7 +7,7 @@
 
 use crate::views::{RequestJson, StartedJson};
 use bytes::Bytes;
-use ccflare_proxy::{RequestEvent, ResponseBody};
+use ccflare_proxy::{RequestEvent, ResponseBody, Shutdown};
 use http::Response;
 use http::header::{self, HeaderValue};
 use http_body::{Body, Frame};
@@ -18,8 +18,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, watch};
 
 /// Silence after which a comment line is sent.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -86,20 +86,15 @@ fn lagged(missed: u64) -> Bytes {
     event("lagged", &format!("{{\"missed\":{missed}}}"))
 }
 
-/// Resolves when the server starts shutting down (or its state is gone).
-async fn stopping(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
 /// The request feed's state.
 pub struct RequestFeed {
     greeting: Option<Bytes>,
     events: broadcast::Receiver<RequestEvent>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 }
 
 impl RequestFeed {
-    pub fn new(events: broadcast::Receiver<RequestEvent>, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(events: broadcast::Receiver<RequestEvent>, shutdown: Shutdown) -> Self {
         RequestFeed {
             greeting: Some(Bytes::from_static(
                 b"retry: 3000\n: ccflare live requests\n\n",
@@ -120,7 +115,7 @@ impl RequestFeed {
         }
         let frame = tokio::select! {
             biased;
-            _ = stopping(&mut self.shutdown) => None,
+            _ = self.shutdown.recv() => None,
             received = self.events.recv() => match received {
                 Ok(RequestEvent::Started(started)) => Some(event(
                     "request_started",
@@ -143,7 +138,7 @@ impl RequestFeed {
 pub struct LogStream {
     history: VecDeque<Arc<str>>,
     lines: broadcast::Receiver<Arc<str>>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     greeted: bool,
 }
 
@@ -151,7 +146,7 @@ impl LogStream {
     pub fn new(
         history: Vec<Arc<str>>,
         lines: broadcast::Receiver<Arc<str>>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: Shutdown,
     ) -> LogStream {
         LogStream {
             history: history.into(),
@@ -179,7 +174,7 @@ impl LogStream {
         }
         let frame = tokio::select! {
             biased;
-            _ = stopping(&mut self.shutdown) => None,
+            _ = self.shutdown.recv() => None,
             received = self.lines.recv() => match received {
                 Ok(line) => Some(event("log", &line)),
                 Err(RecvError::Lagged(missed)) => Some(lagged(missed)),
@@ -195,6 +190,7 @@ impl LogStream {
 mod tests {
     use super::*;
     use ccflare_core::record::RequestRecord;
+    use tokio::sync::watch;
 
     fn finished(id: &str) -> RequestEvent {
         RequestEvent::Finished(Arc::new(RequestRecord {
@@ -207,7 +203,7 @@ mod tests {
     async fn a_subscriber_that_falls_behind_is_told_how_much_it_missed() {
         let (tx, rx) = broadcast::channel(2);
         let (_stop_tx, stop) = watch::channel(false);
-        let feed = RequestFeed::new(rx, stop);
+        let feed = RequestFeed::new(rx, Shutdown::new(stop));
         // The sender never waits, however far behind the subscriber is.
         for n in 0..5 {
             tx.send(finished(&format!("r{n}"))).unwrap();
@@ -231,7 +227,7 @@ mod tests {
         tokio::time::pause();
         let (_tx, rx) = broadcast::channel::<RequestEvent>(2);
         let (stop_tx, stop) = watch::channel(false);
-        let (feed, _) = RequestFeed::new(rx, stop).next().await;
+        let (feed, _) = RequestFeed::new(rx, Shutdown::new(stop)).next().await;
         let (feed, frame) = feed.next().await;
         assert_eq!(frame.unwrap(), ": keepalive\n\n");
         stop_tx.send(true).unwrap();
@@ -243,7 +239,11 @@ mod tests {
     async fn logs_send_their_history_first() {
         let (tx, rx) = broadcast::channel(4);
         let (_stop_tx, stop) = watch::channel(false);
-        let stream = LogStream::new(vec!["{\"a\":1}".into(), "{\"a\":2}".into()], rx, stop);
+        let stream = LogStream::new(
+            vec!["{\"a\":1}".into(), "{\"a\":2}".into()],
+            rx,
+            Shutdown::new(stop),
+        );
         tx.send("{\"a\":3}".into()).unwrap();
         let (stream, first) = stream.next().await;
         let first = String::from_utf8(first.unwrap().to_vec()).unwrap();

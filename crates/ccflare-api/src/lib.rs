@@ -40,7 +40,7 @@ pub use respond::MAX_BODY_BYTES;
 
 use ccflare_core::AccountStatus;
 use ccflare_core::record::RequestRecord;
-use ccflare_proxy::{AppState, ManagementFuture, ManagementRoutes, ResponseBody};
+use ccflare_proxy::{AppState, ManagementFuture, ManagementRoutes, RequestObserver, ResponseBody};
 use ccflare_storage::Db;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -147,7 +147,9 @@ impl ManagementRoutes for Api {
             }
         })
     }
+}
 
+impl RequestObserver for Api {
     fn request_finished(&self, record: &RequestRecord) {
         self.inner.metrics.observe(record);
     }

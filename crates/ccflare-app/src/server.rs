@@ -11,7 +11,9 @@ use ccflare_api::{Api, LogFeed};
 use ccflare_core::config::Settings;
 use ccflare_core::{Clock, CoreError, Millis, Secret, SystemClock};
 use ccflare_pool::{Pool, PoolConfig};
-use ccflare_proxy::{AppState, ProxyConfig, ProxyError, UpstreamClient, spawn_account_sync};
+use ccflare_proxy::{
+    AppState, ProxyConfig, ProxyError, Shutdown, UpstreamClient, spawn_account_sync,
+};
 use ccflare_storage::accounts::{self, Upsert};
 use ccflare_storage::{Db, StorageError, Writer, WriterHandle};
 use std::future::Future;
@@ -122,7 +124,7 @@ pub struct Server {
 #[derive(Debug)]
 pub struct Running {
     stop: watch::Sender<bool>,
-    stopping: watch::Receiver<bool>,
+    stopping: Shutdown,
     task: JoinHandle<Result<Stopped, StopError>>,
 }
 
@@ -137,9 +139,7 @@ impl Running {
     /// shutdown future it was given).
     pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut stopping = self.stopping.clone();
-        async move {
-            let _ = stopping.wait_for(|stopped| *stopped).await;
-        }
+        async move { stopping.recv().await }
     }
 
     /// Waits for the end of the run: its report, or what went wrong at the end.
@@ -358,7 +358,7 @@ impl Server {
             ..
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let sync = spawn_account_sync(state.clone(), db.clone(), stop_rx.clone());
+        let sync = spawn_account_sync(state.clone(), db.clone(), Shutdown::new(stop_rx.clone()));
         let retention = api.spawn_retention(state.clone(), stop_rx);
         let report = ccflare_proxy::run(listener, state.clone(), shutdown).await;
         tracing::info!(
@@ -368,15 +368,10 @@ impl Server {
         let _ = stop_tx.send(true);
         let _ = sync.await;
         let _ = retention.await;
-        // Refreshed OAuth tokens the database could not take are stored by background tasks
-        // (a pause of at most 5 s between tries): they get a moment; a login lost is named.
-        let _ = tokio::time::timeout(UNSAVED_LOGINS_WAIT, async {
-            while !state.unsaved_logins().is_empty() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-        .await;
-        let lost_logins = state.unsaved_logins();
+        // Refreshed OAuth tokens the database could not take are stored by the token
+        // refresher's tasks (a pause of at most 5 s between tries), and a refresh whose client
+        // left may still be storing its rotation: they get a moment; a login lost is named.
+        let lost_logins = state.finish_token_refreshes(UNSAVED_LOGINS_WAIT).await;
         drop(state);
         // Records wait in memory while the database cannot be written; at exit whatever the
         // database cannot take goes to the spill file at once. Only when that cannot be

@@ -1,12 +1,17 @@
-//! Forwarding one `/v1/*` request (SPEC §4): read the body (capped), pick an account, send,
-//! classify the answer, fail over before the first byte, and relay the chosen response with its
-//! body tapped for usage. Every exit path finishes the request's record exactly once.
+//! Forwarding one `/v1/*` request (SPEC §4): read the body (capped), then make attempts. An
+//! attempt picks an account this request has not tried, sends (refreshing an OAuth token when
+//! due, and once after a 401), classifies the answer, and comes to one [`Attempt`]: served (the
+//! response is relayed with its body tapped for usage), retry with a reason (fail over: nothing
+//! has reached the client yet), or final (no account is left). Attempts are the turns of one
+//! bounded loop, so `max_attempts` bounds every path by construction; running out of attempts
+//! is answered as running out of accounts is. Every exit finishes the request's record once.
 
 use crate::body::{BodyKind, ResponseBody, TappedBody, error_of, join};
 use crate::error::AttemptError;
 use crate::headers::{upstream_request_headers, upstream_response_headers};
 use crate::recorder::{CLIENT_CLOSED, Outcome, Recorder};
 use crate::state::AppState;
+use crate::tokens::RefreshFailure;
 use bytes::Bytes;
 use ccflare_core::error::anthropic_error_body;
 use ccflare_core::ratelimit::{RateLimitSnapshot, classify};
@@ -29,6 +34,8 @@ struct LastFailure {
     headers: HeaderMap,
     body: Bytes,
     account: (AccountId, Arc<str>),
+    /// Why it failed over (the verdict's label).
+    reason: &'static str,
 }
 
 /// Largest error body read from a failed attempt to relay it later.
@@ -45,7 +52,7 @@ const NON_STREAMING_HEADER_WAIT: Duration = Duration::from_secs(600);
 pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Response<ResponseBody> {
     let (parts, body) = request.into_parts();
     let id = state.next_request_id();
-    let mut recorder = Recorder::new(state.clone(), id, parts.method.as_str(), parts.uri.path());
+    let mut recorder = Recorder::new(state.records(), id, parts.method.as_str(), parts.uri.path());
 
     let body = match read_body(&state, &parts, body).await {
         Ok(body) => body,
@@ -78,99 +85,134 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
     } else {
         state.config.idle_timeout.max(NON_STREAMING_HEADER_WAIT)
     };
+    let mut failover = Failover {
+        state: &state,
+        outgoing: Outgoing {
+            parts,
+            uri,
+            body,
+            header_wait,
+        },
+        session,
+        tried: Vec::new(),
+        refused: None,
+        unreachable: None,
+    };
+    // Every attempt is one turn of this loop, whatever it comes to, so no path can try more
+    // accounts than `max_attempts` allows (0: every account, until the pool has none left).
+    let limit = match state.config.max_attempts {
+        0 => usize::MAX,
+        n => n as usize,
+    };
+    for _ in 0..limit {
+        match failover.attempt(&mut recorder).await {
+            Attempt::Served { response, account } => {
+                return relay(&state, recorder, response, &account);
+            }
+            Attempt::Final(answer) => return answer,
+            Attempt::Retry(retry) => failover.keep(retry),
+        }
+    }
+    failover.out_of_attempts(&mut recorder)
+}
 
-    let mut tried = Vec::new();
-    let mut last_failure: Option<LastFailure> = None;
-    let mut last_error: Option<AttemptError> = None;
-    'attempts: loop {
+/// What every attempt of one request sends: read once, replayed to each account by reference.
+struct Outgoing {
+    parts: Parts,
+    uri: http::Uri,
+    body: Bytes,
+    /// How long the upstream gets to send its response headers.
+    header_wait: Duration,
+}
+
+/// What one attempt came to (pingora's shape: the loop reads this, never an error string).
+enum Attempt {
+    /// The account answered with a response for the client: the request is served.
+    Served {
+        response: Response<Incoming>,
+        account: Arc<str>,
+    },
+    /// The account failed before anything reached the client; another account may serve.
+    Retry(Retry),
+    /// No account is left to try: this is the answer.
+    Final(Response<ResponseBody>),
+}
+
+/// Why an attempt failed over (already in the record's `attempt_failures`), with what it
+/// leaves for the final answer should no account serve.
+enum Retry {
+    /// The upstream answered with a status that fails over (429, 529, 5xx, 401, 403); its
+    /// small body was read so that it can be relayed.
+    Refused(LastFailure),
+    /// No response: no connection, no headers in time, or the connection failed.
+    Unreachable(AttemptError),
+    /// The OAuth token could not be refreshed (before sending, or after a 401: `after_401`).
+    Token {
+        failure: RefreshFailure,
+        after_401: bool,
+    },
+    /// The stored credential is no valid header value.
+    BadCredential,
+}
+
+impl Retry {
+    /// The upstream status the attempt got, for the record.
+    fn status(&self) -> Option<u16> {
+        match self {
+            Retry::Refused(failure) => Some(failure.status.as_u16()),
+            Retry::Token {
+                after_401: true, ..
+            } => Some(401),
+            _ => None,
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Retry::Refused(failure) => failure.reason,
+            Retry::Unreachable(kind) => kind.label(),
+            Retry::Token { failure, .. } => failure.label(),
+            Retry::BadCredential => "bad_credential",
+        }
+    }
+}
+
+/// One request's way through the pool: the accounts it tried, and the failures it keeps for
+/// the final answer.
+struct Failover<'a> {
+    state: &'a AppState,
+    outgoing: Outgoing,
+    session: Option<String>,
+    tried: Vec<AccountId>,
+    /// The last upstream error response, relayed if no account serves.
+    refused: Option<LastFailure>,
+    /// The last attempt that reached no upstream, when none answered.
+    unreachable: Option<AttemptError>,
+}
+
+impl Failover<'_> {
+    /// One attempt: pick an account this request has not tried, send, classify the answer.
+    async fn attempt(&mut self, recorder: &mut Recorder) -> Attempt {
+        let state = self.state;
         let now = state.now();
-        let pick = state.pool().select(now, session.as_deref(), &tried);
+        let pick = state
+            .pool()
+            .select(now, self.session.as_deref(), &self.tried);
         let pick = match pick {
             Ok(pick) => pick,
             Err(unavailable) => {
-                return no_account_left(&mut recorder, unavailable, last_failure, last_error, now);
+                return Attempt::Final(self.no_account_left(recorder, unavailable, now));
             }
         };
-        tried.push(pick.id);
+        self.tried.push(pick.id);
         recorder.attempt(pick.id, &pick.name);
-
-        // OAuth tokens are refreshed ahead of expiry (and once after a 401, below).
-        let refresher = (pick.kind == AccountKind::OAuth)
-            .then(|| state.tokens())
-            .flatten();
-        let mut credential = pick.credential.clone();
-        if let Some(refresher) = refresher {
-            match refresher.fresh_token(&state, &pick, None).await {
-                Ok(token) => credential = token,
-                Err(refused) => {
-                    recorder.attempt_failed(failure(&pick, None, refused.label()));
-                    continue 'attempts;
-                }
+        let response = match self.send_with_fresh_token(&pick).await {
+            Ok(response) => response,
+            Err(retry) => {
+                recorder.attempt_failed(failure(&pick, retry.status(), retry.label()));
+                return Attempt::Retry(retry);
             }
-        }
-        let mut refreshed_after_401 = false;
-        let response = loop {
-            let Some(upstream_request) = build_request(&parts, &uri, &body, &pick, &credential)
-            else {
-                // Only a stored credential with bytes no header may carry gets here.
-                tracing::error!(account = %pick.name, "account credential is not a valid header value");
-                recorder.attempt_failed(failure(&pick, None, "bad_credential"));
-                continue 'attempts;
-            };
-            let sent =
-                tokio::time::timeout(header_wait, state.upstream.send(upstream_request)).await;
-            let response = match sent {
-                Ok(Ok(response)) => response,
-                Ok(Err(error)) => {
-                    let kind = if error.is_connect() {
-                        AttemptError::Connect
-                    } else {
-                        AttemptError::Other
-                    };
-                    tracing::warn!(account = %pick.name, %error, "upstream request failed");
-                    recorder.attempt_failed(failure(&pick, None, kind.label()));
-                    last_error = Some(kind);
-                    if attempts_left(&state, tried.len()) {
-                        continue 'attempts;
-                    }
-                    return upstream_unreachable(&mut recorder, kind);
-                }
-                Err(_) => {
-                    tracing::warn!(account = %pick.name, "upstream sent no response headers in time");
-                    recorder.attempt_failed(failure(&pick, None, AttemptError::Timeout.label()));
-                    last_error = Some(AttemptError::Timeout);
-                    if attempts_left(&state, tried.len()) {
-                        continue 'attempts;
-                    }
-                    return upstream_unreachable(&mut recorder, AttemptError::Timeout);
-                }
-            };
-            // A refused OAuth token (expired early, revoked by a newer login) gets one
-            // refresh and one more try on the same account before failing over.
-            if response.status() == StatusCode::UNAUTHORIZED
-                && !refreshed_after_401
-                && let Some(refresher) = refresher
-            {
-                refreshed_after_401 = true;
-                drop(response);
-                match refresher
-                    .fresh_token(&state, &pick, Some(&credential))
-                    .await
-                {
-                    Ok(token) => {
-                        tracing::info!(account = %pick.name, "OAuth token refused; retrying with a refreshed one");
-                        credential = token;
-                        continue;
-                    }
-                    Err(refused) => {
-                        recorder.attempt_failed(failure(&pick, Some(401), refused.label()));
-                        continue 'attempts;
-                    }
-                }
-            }
-            break response;
         };
-
         let status = response.status();
         let now = state.now();
         let headers = response.headers().iter();
@@ -185,13 +227,153 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
             state.persist(changed);
         }
         if !verdict.fails_over() {
-            return relay(&state, recorder, response, &pick.name);
+            return Attempt::Served {
+                response,
+                account: pick.name,
+            };
         }
         tracing::info!(account = %pick.name, status = status.as_u16(), reason = verdict.label(), "failing over");
         recorder.attempt_failed(failure(&pick, Some(status.as_u16()), verdict.label()));
-        last_failure = Some(read_failure(response, &pick).await);
-        if !attempts_left(&state, tried.len()) {
-            return relay_failure(&mut recorder, last_failure.take().expect("just set"));
+        Attempt::Retry(Retry::Refused(
+            read_failure(response, &pick, verdict.label()).await,
+        ))
+    }
+
+    /// Sends to `pick` with a usable credential: an OAuth token is refreshed ahead of expiry,
+    /// and a refused one (expired early, revoked by a newer login) gets one refresh and one
+    /// more send to the same account.
+    async fn send_with_fresh_token(&self, pick: &Pick) -> Result<Response<Incoming>, Retry> {
+        let refresher = (pick.kind == AccountKind::OAuth)
+            .then(|| self.state.tokens())
+            .flatten();
+        let Some(refresher) = refresher else {
+            return self.send(pick, &pick.credential).await;
+        };
+        let token = refresher
+            .fresh_token(pick, None)
+            .await
+            .map_err(|failure| Retry::Token {
+                failure,
+                after_401: false,
+            })?;
+        let response = self.send(pick, &token).await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        drop(response);
+        let token = refresher
+            .fresh_token(pick, Some(&token))
+            .await
+            .map_err(|failure| Retry::Token {
+                failure,
+                after_401: true,
+            })?;
+        tracing::info!(account = %pick.name, "OAuth token refused; retrying with a refreshed one");
+        self.send(pick, &token).await
+    }
+
+    /// One upstream request, bounded by the wait for its response headers.
+    async fn send(&self, pick: &Pick, credential: &Secret) -> Result<Response<Incoming>, Retry> {
+        let outgoing = &self.outgoing;
+        let Some(request) = build_request(outgoing, pick, credential) else {
+            // Only a stored credential with bytes no header may carry gets here.
+            tracing::error!(account = %pick.name, "account credential is not a valid header value");
+            return Err(Retry::BadCredential);
+        };
+        let sent = tokio::time::timeout(outgoing.header_wait, self.state.upstream.send(request));
+        match sent.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => {
+                tracing::warn!(account = %pick.name, %error, "upstream request failed");
+                Err(Retry::Unreachable(if error.is_connect() {
+                    AttemptError::Connect
+                } else {
+                    AttemptError::Other
+                }))
+            }
+            Err(_) => {
+                tracing::warn!(account = %pick.name, "upstream sent no response headers in time");
+                Err(Retry::Unreachable(AttemptError::Timeout))
+            }
+        }
+    }
+
+    /// Keeps what a failed attempt leaves for the final answer.
+    fn keep(&mut self, retry: Retry) {
+        match retry {
+            Retry::Refused(failure) => self.refused = Some(failure),
+            Retry::Unreachable(kind) => self.unreachable = Some(kind),
+            Retry::Token { .. } | Retry::BadCredential => {}
+        }
+    }
+
+    /// The pool has no account left for this request.
+    fn no_account_left(
+        &mut self,
+        recorder: &mut Recorder,
+        unavailable: Unavailable,
+        now: i64,
+    ) -> Response<ResponseBody> {
+        let retry_after_s = unavailable.retry_at.map(|at| (at - now + 999) / 1000);
+        let message = unavailable.to_string();
+        match unavailable.reason {
+            // Benched accounts: SPEC §4.7's answer, with the earliest recovery as Retry-After
+            // (better than the one account's own retry-after a relayed 429 would carry).
+            UnavailableReason::AllRateLimited => local_error(
+                recorder,
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                &message,
+                retry_after_s.or(Some(60)),
+            ),
+            UnavailableReason::AllBenched => local_error(
+                recorder,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded_error",
+                &message,
+                retry_after_s.or(Some(15)),
+            ),
+            reason => self.failed_answer(
+                recorder,
+                reason == UnavailableReason::AllTried,
+                &message,
+                retry_after_s,
+            ),
+        }
+    }
+
+    /// The request used the attempts `max_attempts` allows: it is answered as when every
+    /// account has been tried.
+    fn out_of_attempts(mut self, recorder: &mut Recorder) -> Response<ResponseBody> {
+        let message = format!(
+            "the request failed on {} accounts, the most max_attempts allows",
+            self.tried.len()
+        );
+        self.failed_answer(recorder, true, &message, None)
+    }
+
+    /// Every account this request could use failed (or was just found invalid): the last real
+    /// upstream answer says most, then the last connection failure (when every account was
+    /// tried), then `message`.
+    fn failed_answer(
+        &mut self,
+        recorder: &mut Recorder,
+        all_tried: bool,
+        message: &str,
+        retry_after_s: Option<i64>,
+    ) -> Response<ResponseBody> {
+        if let Some(failure) = self.refused.take() {
+            return relay_failure(recorder, failure);
+        }
+        match self.unreachable {
+            Some(kind) if all_tried => upstream_unreachable(recorder, kind),
+            _ => local_error(
+                recorder,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                message,
+                retry_after_s.or(Some(30)),
+            ),
         }
     }
 }
@@ -281,17 +463,15 @@ async fn read_body(state: &AppState, parts: &Parts, body: Incoming) -> Result<By
 }
 
 fn build_request(
-    parts: &Parts,
-    uri: &http::Uri,
-    body: &Bytes,
+    outgoing: &Outgoing,
     pick: &Pick,
     credential: &Secret,
 ) -> Option<Request<Full<Bytes>>> {
-    let mut headers = parts.headers.clone();
+    let mut headers = outgoing.parts.headers.clone();
     upstream_request_headers(&mut headers, pick.kind, credential.expose()).ok()?;
-    let mut request = Request::new(Full::new(body.clone()));
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = uri.clone();
+    let mut request = Request::new(Full::new(outgoing.body.clone()));
+    *request.method_mut() = outgoing.parts.method.clone();
+    *request.uri_mut() = outgoing.uri.clone();
     *request.headers_mut() = headers;
     Some(request)
 }
@@ -306,7 +486,11 @@ fn failure(pick: &Pick, status: Option<u16>, reason: &str) -> AttemptFailure {
 
 /// Reads a failed attempt's (small) error body so it can be relayed if nothing else works; a
 /// body that is slow or large is not worth waiting for.
-async fn read_failure(response: Response<Incoming>, pick: &Pick) -> LastFailure {
+async fn read_failure(
+    response: Response<Incoming>,
+    pick: &Pick,
+    reason: &'static str,
+) -> LastFailure {
     let (parts, body) = response.into_parts();
     let limited = Limited::new(body, MAX_ERROR_BODY).collect();
     let body = match tokio::time::timeout(ERROR_BODY_TIMEOUT, limited).await {
@@ -318,11 +502,8 @@ async fn read_failure(response: Response<Incoming>, pick: &Pick) -> LastFailure 
         headers: parts.headers,
         body,
         account: (pick.id, pick.name.clone()),
+        reason,
     }
-}
-
-fn attempts_left(state: &AppState, tried: usize) -> bool {
-    state.config.max_attempts == 0 || tried < state.config.max_attempts as usize
 }
 
 /// Relays the chosen upstream response: status and headers now, the body as it arrives.
@@ -380,47 +561,6 @@ fn local_error(
         (error_type.to_owned(), message.to_owned()),
     ));
     response
-}
-
-/// The pool has no account left for this request.
-fn no_account_left(
-    recorder: &mut Recorder,
-    unavailable: Unavailable,
-    last_failure: Option<LastFailure>,
-    last_error: Option<AttemptError>,
-    now: i64,
-) -> Response<ResponseBody> {
-    let retry_after_s = unavailable.retry_at.map(|at| (at - now + 999) / 1000);
-    let message = unavailable.to_string();
-    match (unavailable.reason, last_failure, last_error) {
-        // Benched accounts: SPEC §4.7's answer, with the earliest recovery as Retry-After
-        // (better than the one account's own retry-after a relayed 429 would carry).
-        (UnavailableReason::AllRateLimited, ..) => local_error(
-            recorder,
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_error",
-            &message,
-            retry_after_s.or(Some(60)),
-        ),
-        (UnavailableReason::AllBenched, ..) => local_error(
-            recorder,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded_error",
-            &message,
-            retry_after_s.or(Some(15)),
-        ),
-        // Every account this request could use answered with an error (or was just found
-        // invalid): the last real upstream answer says most, then the last connection failure.
-        (_, Some(failure), _) => relay_failure(recorder, failure),
-        (UnavailableReason::AllTried, None, Some(kind)) => upstream_unreachable(recorder, kind),
-        _ => local_error(
-            recorder,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "api_error",
-            &message,
-            retry_after_s.or(Some(30)),
-        ),
-    }
 }
 
 /// Every attempt ended without a response.

@@ -10,20 +10,24 @@
 
 mod body;
 mod error;
+mod feed;
 mod forward;
 mod headers;
-mod management;
+mod pool;
 mod recorder;
 mod server;
+mod shutdown;
 mod state;
 mod tokens;
 mod upstream;
 
 pub use body::ResponseBody;
 pub use error::ProxyError;
-pub use management::{
-    EVENT_CAPACITY, ManagementFuture, ManagementRoutes, RequestEvent, RequestStarted,
-};
+pub use feed::{EVENT_CAPACITY, RequestEvent, RequestObserver, RequestStarted};
 pub use server::run;
-pub use state::{AppState, ConfigLayers, ProxyConfig, SyncError, spawn_account_sync};
+pub use shutdown::Shutdown;
+pub use state::{
+    AppState, ConfigLayers, ManagementFuture, ManagementRoutes, ProxyConfig, SyncError,
+    spawn_account_sync,
+};
 pub use upstream::UpstreamClient;

@@ -7,14 +7,29 @@
 //!
 //! It also publishes the request on the live feed: its start once the model is known, its end
 //! (the whole record) when it is sent to the writer.
+//!
+//! What it needs of the server is one shared [`RecordSink`]: the pool (to release the account
+//! it holds), the writer, the feed, and the drain (to tell a client's hang-up from the server's
+//! cut). A request clones it once, as one reference count.
 
-use crate::state::AppState;
+use crate::feed::Feed;
+use crate::pool::SharedPool;
+use crate::shutdown::Drain;
 use ccflare_core::AccountId;
 use ccflare_core::pricing;
 use ccflare_core::record::{AttemptFailure, RequestRecord};
 use ccflare_core::usage::Usage;
+use ccflare_storage::WriterHandle;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Where every request's record goes, and what its recorder touches on the way.
+pub(crate) struct RecordSink {
+    pub(crate) pool: Arc<SharedPool>,
+    pub(crate) writer: WriterHandle,
+    pub(crate) feed: Arc<Feed>,
+    pub(crate) drain: Arc<Drain>,
+}
 
 /// Status recorded when the client went away before the response ended.
 pub const CLIENT_CLOSED: u16 = 499;
@@ -81,7 +96,7 @@ impl Outcome {
 }
 
 pub struct Recorder {
-    state: Arc<AppState>,
+    sink: Arc<RecordSink>,
     record: RequestRecord,
     started: Instant,
     /// The account whose in-flight slot this request holds.
@@ -93,10 +108,10 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(state: Arc<AppState>, id: String, method: &str, path: &str) -> Recorder {
-        let started_at = state.now();
+    pub(crate) fn new(sink: Arc<RecordSink>, id: String, method: &str, path: &str) -> Recorder {
+        let started_at = sink.pool.now();
         Recorder {
-            state,
+            sink,
             record: RequestRecord {
                 id,
                 started_at,
@@ -131,7 +146,7 @@ impl Recorder {
     fn announce(&mut self) {
         if !self.announced {
             self.announced = true;
-            self.state.publish_started(&self.record);
+            self.sink.feed.started(&self.record);
         }
     }
 
@@ -163,7 +178,7 @@ impl Recorder {
     /// Whether a request dropped now was cut by the server at its shutdown deadline (and not
     /// left by its client).
     pub fn cut_by_server(&self) -> bool {
-        self.state.cutting()
+        self.sink.drain.cutting()
     }
 
     pub fn mark_first_byte(&mut self) {
@@ -174,7 +189,7 @@ impl Recorder {
 
     fn release(&mut self) {
         if let Some(id) = self.holding.take() {
-            self.state.pool().release(id);
+            self.sink.pool.lock().release(id);
         }
     }
 
@@ -230,8 +245,8 @@ impl Recorder {
             error = record.error_type.as_deref().unwrap_or(""),
             "request finished"
         );
-        self.state.publish_finished(record);
-        self.state.writer.record(std::mem::take(record));
+        self.sink.feed.finished(record);
+        self.sink.writer.record(std::mem::take(record));
     }
 }
 

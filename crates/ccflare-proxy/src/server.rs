@@ -6,6 +6,7 @@
 
 use crate::body::ResponseBody;
 use crate::forward::forward;
+use crate::shutdown::Drain;
 use crate::state::AppState;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -18,7 +19,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// How long a client may take to send its request headers.
@@ -37,9 +37,40 @@ pub async fn run(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) -> ShutdownReport {
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let limits = Limits {
+        max_connections: state.config.max_connections,
+        shutdown_timeout: state.config.shutdown_timeout,
+    };
+    let drain = state.drain();
+    let handler = move |request| route(state.clone(), request);
+    serve_connections(listener, limits, &drain, handler, shutdown).await
+}
+
+/// What bounds the connection loop.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Connections served at once; more wait in the listen backlog.
+    max_connections: usize,
+    /// How long open connections get to finish once shutdown starts.
+    shutdown_timeout: Duration,
+}
+
+/// The connection loop: accepts up to the limit, serves each connection with `handler` in a
+/// task it owns, and at `shutdown` stops accepting, signals `drain`, waits for the
+/// connections up to the deadline and cuts the rest. It knows nothing else of the server.
+async fn serve_connections<H, F>(
+    listener: TcpListener,
+    limits: Limits,
+    drain: &Drain,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) -> ShutdownReport
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = Response<ResponseBody>> + Send + 'static,
+{
     let mut connections = JoinSet::new();
-    let max_connections = state.config.max_connections;
+    let max_connections = limits.max_connections;
     // Whether the limit was reached since the last time it was logged (once per episode).
     let mut at_limit = false;
     tokio::pin!(shutdown);
@@ -66,12 +97,12 @@ pub async fn run(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                let mut stop = stop_rx.clone();
+                let handler = handler.clone();
+                let mut stopping = drain.subscribe();
                 connections.spawn(async move {
                     let service = service_fn(move |request| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(route(state, request).await) }
+                        let answer = handler(request);
+                        async move { Ok::<_, Infallible>(answer.await) }
                     });
                     let connection = http1::Builder::new()
                         .timer(TokioTimer::new())
@@ -85,7 +116,7 @@ pub async fn run(
                                 tracing::debug!(%peer, %error, "connection ended with an error");
                             }
                         }
-                        _ = stopped(&mut stop) => {
+                        _ = stopping.recv() => {
                             connection.as_mut().graceful_shutdown();
                             let _ = connection.await;
                         }
@@ -98,11 +129,10 @@ pub async fn run(
         }
     }
     drop(listener);
-    let _ = stop_tx.send(true);
-    // Live feeds never end by themselves; this ends them so their connections can close.
-    state.begin_shutdown();
-    let deadline = state.config.shutdown_timeout;
-    let drained = tokio::time::timeout(deadline, async {
+    // Connections finish their current response and close; live feeds, which never end by
+    // themselves, end too, so that their connections can close.
+    drain.stop();
+    let drained = tokio::time::timeout(limits.shutdown_timeout, async {
         while connections.join_next().await.is_some() {}
     })
     .await;
@@ -117,15 +147,10 @@ pub async fn run(
             "shutdown deadline passed; closing the remaining connections"
         );
         // Before any of them is dropped, so that their records name the server as the cause.
-        state.begin_cut();
+        drain.begin_cut();
     }
     connections.shutdown().await;
     ShutdownReport { cut_connections }
-}
-
-/// Resolves once the stop flag is set.
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response<ResponseBody> {

@@ -1,18 +1,30 @@
-//! Everything a request needs, shared by all connections: the pool (behind a mutex that is
-//! never held across an await), the writer handle, the upstream client, the clock and the
-//! settings. Also the task that keeps the pool in step with the accounts table.
+//! The state of one running proxy ([`AppState`]) as forwarding and the management API see it:
+//! the narrow handles (the pool, the recorder's sink, the feed, the drain, the token refresher)
+//! built once and held together, plus the upstream client, the settings, the management API
+//! ([`ManagementRoutes`], which answers with this state in hand) and the task that keeps the
+//! pool in step with the accounts table. The parts of the proxy below it take only their
+//! handle: the recorder its [`RecordSink`], the token refresher the pool, the connection loop
+//! the drain.
 
-use crate::management::{EVENT_CAPACITY, ManagementRoutes, RequestEvent, RequestStarted};
+use crate::body::ResponseBody;
+use crate::feed::{Feed, RequestEvent, RequestObserver};
+use crate::pool::SharedPool;
+use crate::recorder::RecordSink;
+use crate::shutdown::{Drain, Shutdown};
+use crate::tokens::TokenRefresher;
 use crate::upstream::UpstreamClient;
 use ccflare_core::config::{Layer, Settings};
-use ccflare_core::record::RequestRecord;
 use ccflare_core::{Clock, Millis};
 use ccflare_pool::{PersistState, Pool};
-use ccflare_storage::{AccountStateUpdate, Db, StorageError, WriterHandle, accounts, settings};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use ccflare_storage::{Db, StorageError, WriterHandle, accounts, settings};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 
 /// How accounts reach a running server: it re-reads the accounts table this often, so a change
 /// made by the CLI is live within two seconds (SPEC §5).
@@ -54,29 +66,39 @@ pub struct ConfigLayers {
     pub file: Layer,
 }
 
+/// The answer of a management route.
+pub type ManagementFuture = Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>;
+
+/// What the server hands every request outside `/v1/*` and `/health` to, once set with
+/// [`AppState::set_management`]. Without one those paths are 404. As a [`RequestObserver`] it
+/// also sees every finished request.
+pub trait ManagementRoutes: RequestObserver {
+    /// Answers one request.
+    fn handle(&self, state: Arc<AppState>, request: Request<Incoming>) -> ManagementFuture;
+}
+
 /// Shared state of one running proxy.
 pub struct AppState {
-    pool: Mutex<Pool>,
     pub writer: WriterHandle,
     pub upstream: UpstreamClient,
     pub config: ProxyConfig,
     pub clock: Arc<dyn Clock>,
     pub started: Instant,
+    pool: Arc<SharedPool>,
+    /// What each request's recorder holds: the pool, the writer, the feed, the drain.
+    records: Arc<RecordSink>,
+    /// The live request feed and the management API's observer of finished requests.
+    feed: Arc<Feed>,
+    /// Stops the connections and endless responses (live feeds) when the server stops
+    /// accepting, and says when the server is cutting what is left at the deadline.
+    drain: Arc<Drain>,
     request_counter: AtomicU64,
     id_prefix: String,
     layers: RwLock<ConfigLayers>,
     settings: RwLock<Arc<Settings>>,
-    /// The live request feed.
-    events: broadcast::Sender<RequestEvent>,
     management: OnceLock<Arc<dyn ManagementRoutes>>,
     /// Refreshes OAuth tokens; absent in a server without OAuth accounts' endpoints set up.
-    tokens: OnceLock<crate::tokens::TokenRefresher>,
-    /// Turns true when the server stops accepting, so endless responses (live feeds) end.
-    shutdown: watch::Sender<bool>,
-    /// Set once the shutdown deadline has passed and the remaining connections are being cut:
-    /// a response dropped from then on was ended by the server, not by its client. Read only
-    /// when a response or request is dropped unfinished, never per chunk.
-    cutting: AtomicBool,
+    tokens: OnceLock<TokenRefresher>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -97,35 +119,43 @@ impl AppState {
     ) -> Arc<AppState> {
         // Request ids are unique across restarts: the start time in the prefix, a counter after it.
         let id_prefix = format!("ccf_{:x}", clock.now_ms());
+        let pool = Arc::new(SharedPool::new(pool, clock.clone(), writer.clone()));
+        let feed = Arc::new(Feed::new());
+        let drain = Arc::new(Drain::new());
+        let records = Arc::new(RecordSink {
+            pool: pool.clone(),
+            writer: writer.clone(),
+            feed: feed.clone(),
+            drain: drain.clone(),
+        });
         Arc::new(AppState {
-            pool: Mutex::new(pool),
             writer,
             upstream,
             config,
             clock,
             started: Instant::now(),
+            pool,
+            records,
+            feed,
+            drain,
             request_counter: AtomicU64::new(0),
             id_prefix,
             layers: RwLock::new(ConfigLayers::default()),
             settings: RwLock::new(Arc::new(Settings::defaults())),
-            events: broadcast::channel(EVENT_CAPACITY).0,
             management: OnceLock::new(),
             tokens: OnceLock::new(),
-            shutdown: watch::channel(false).0,
-            cutting: AtomicBool::new(false),
         })
     }
 
-    /// Installs the management API. Set once, before serving; returns false if one was set.
-    /// Installs the OAuth token refresher (once, at start). Without it OAuth accounts are used
-    /// with their stored token until it is refused.
+    /// Installs the OAuth token refresher (once, at start; false if one was set). Without it
+    /// OAuth accounts are used with their stored token until it is refused.
     pub fn set_token_refresher(&self, client: ccflare_oauth::TokenClient, db: Db) -> bool {
         self.tokens
-            .set(crate::tokens::TokenRefresher::new(client, db))
+            .set(TokenRefresher::new(client, db, self.pool.clone()))
             .is_ok()
     }
 
-    pub(crate) fn tokens(&self) -> Option<&crate::tokens::TokenRefresher> {
+    pub(crate) fn tokens(&self) -> Option<&TokenRefresher> {
         self.tokens.get()
     }
 
@@ -137,8 +167,22 @@ impl AppState {
             .unwrap_or_default()
     }
 
+    /// At exit, once `run` has returned: waits up to `wait` for the token
+    /// refresher's tasks (a refresh whose request left, tokens waiting for the database),
+    /// stops what is left, and returns the accounts whose refreshed tokens were never stored.
+    pub async fn finish_token_refreshes(&self, wait: Duration) -> Vec<Arc<str>> {
+        match self.tokens() {
+            Some(tokens) => tokens.finish(wait).await,
+            None => Vec::new(),
+        }
+    }
+
+    /// Installs the management API. Set once, before serving; returns false if one was set.
     pub fn set_management(&self, routes: Arc<dyn ManagementRoutes>) -> bool {
-        self.management.set(routes).is_ok()
+        if self.management.set(routes.clone()).is_err() {
+            return false;
+        }
+        self.feed.observe(routes)
     }
 
     pub(crate) fn management(&self) -> Option<&Arc<dyn ManagementRoutes>> {
@@ -147,56 +191,22 @@ impl AppState {
 
     /// Subscribes to the live request feed: every request's start and end from now on.
     pub fn subscribe_requests(&self) -> broadcast::Receiver<RequestEvent> {
-        self.events.subscribe()
+        self.feed.subscribe()
     }
 
-    /// Publishes a request's start, if anyone listens (so nothing is copied otherwise).
-    pub(crate) fn publish_started(&self, record: &RequestRecord) {
-        if self.events.receiver_count() == 0 {
-            return;
-        }
-        let started = RequestStarted {
-            id: record.id.clone(),
-            started_at: record.started_at,
-            method: record.method.clone(),
-            path: record.path.clone(),
-            model: record.model.clone(),
-            streamed: record.streamed,
-            session_key: record.session_key.clone(),
-        };
-        // An error only means the last subscriber just left.
-        let _ = self.events.send(RequestEvent::Started(Arc::new(started)));
+    /// Resolves when the server stops accepting connections.
+    pub fn shutdown_signal(&self) -> Shutdown {
+        self.drain.subscribe()
     }
 
-    /// Hands a finished request to the management API's counters and to the live feed.
-    pub(crate) fn publish_finished(&self, record: &RequestRecord) {
-        if let Some(management) = self.management.get() {
-            management.request_finished(record);
-        }
-        if self.events.receiver_count() > 0 {
-            let _ = self
-                .events
-                .send(RequestEvent::Finished(Arc::new(record.clone())));
-        }
+    /// The server's side of shutdown, for the connection loop.
+    pub(crate) fn drain(&self) -> Arc<Drain> {
+        self.drain.clone()
     }
 
-    /// A receiver that turns true when the server stops accepting connections.
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
-    }
-
-    pub(crate) fn begin_shutdown(&self) {
-        self.shutdown.send_replace(true);
-    }
-
-    /// The shutdown deadline passed: what is dropped from now on is the server's cut.
-    pub(crate) fn begin_cut(&self) {
-        self.cutting.store(true, Ordering::Release);
-    }
-
-    /// Whether the server is cutting the connections left at the shutdown deadline.
-    pub(crate) fn cutting(&self) -> bool {
-        self.cutting.load(Ordering::Acquire)
+    /// The handle a request's recorder keeps.
+    pub(crate) fn records(&self) -> Arc<RecordSink> {
+        self.records.clone()
     }
 
     /// The configuration sources that do not change while running (flags, env, file).
@@ -207,17 +217,13 @@ impl AppState {
             .clone()
     }
 
-    /// The pool. Hold the guard only for a few non-async statements.
+    /// The pool. Hold the guard only for a few statements, never across an await.
     pub fn pool(&self) -> MutexGuard<'_, Pool> {
-        // A panic while holding the lock leaves the pool consistent enough to keep routing:
-        // every mutation is a few field writes.
-        self.pool
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.pool.lock()
     }
 
     pub fn now(&self) -> Millis {
-        self.clock.now_ms()
+        self.pool.now()
     }
 
     pub fn next_request_id(&self) -> String {
@@ -227,14 +233,7 @@ impl AppState {
 
     /// Queues a pool state change for the database.
     pub fn persist(&self, state: PersistState) {
-        self.writer.account_state(AccountStateUpdate {
-            id: state.id,
-            revision: Some(state.revision),
-            status: state.status,
-            rate_limited_until: state.rate_limited_until,
-            overloaded_until: state.overloaded_until,
-            last_ratelimit: state.last_ratelimit,
-        });
+        self.pool.persist(state);
     }
 
     /// Records where the configuration came from and what it resolved to at start, so that
@@ -306,12 +305,12 @@ pub enum SyncError {
     Setting(#[from] ccflare_core::CoreError),
 }
 
-/// Re-reads the accounts table every [`ACCOUNT_SYNC_INTERVAL`] until `stop` turns true. The
+/// Re-reads the accounts table every [`ACCOUNT_SYNC_INTERVAL`] until `shutdown`. The
 /// request path never waits for this: it only swaps the pool's account list under the lock.
 pub fn spawn_account_sync(
     state: Arc<AppState>,
     db: Db,
-    mut stop: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(ACCOUNT_SYNC_INTERVAL);
@@ -320,7 +319,7 @@ pub fn spawn_account_sync(
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = crate::server::stopped(&mut stop) => return,
+                _ = shutdown.recv() => return,
             }
             match state.sync_from_db(&db).await {
                 Ok(()) => failing = false,

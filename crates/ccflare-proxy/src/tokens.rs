@@ -15,16 +15,23 @@
 //! rotated the refresh token. They are kept in memory instead ([`Unsaved`]), used for requests,
 //! and a background task stores them as soon as the database takes them. Only a process that
 //! dies before that loses them.
+//!
+//! Both kinds of task belong to the refresher ([`Tasks`]): the server waits for them at exit
+//! ([`TokenRefresher::finish`]), up to a deadline, and dropping the refresher stops them. What
+//! they touch of the server is the pool ([`SharedPool`]) and the database, nothing else.
 
-use crate::state::AppState;
+use crate::pool::SharedPool;
 use ccflare_core::{AccountId, Millis, Secret};
 use ccflare_oauth::{OAuthError, TokenClient};
 use ccflare_pool::Pick;
 use ccflare_storage::{Db, oauth};
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
 
 /// Refresh this long before the token expires.
 pub const REFRESH_MARGIN_MS: i64 = 5 * 60 * 1000;
@@ -107,12 +114,59 @@ impl UnsavedTokens {
     }
 }
 
-/// The refresher: the token endpoint client, the database, and one lock per account.
-pub struct TokenRefresher {
+/// The refresher's tasks: refreshes that outlive the request that started them, and tokens
+/// waiting for the database. Finished ones are reaped at the next spawn.
+#[derive(Default)]
+struct Tasks {
+    set: Mutex<JoinSet<()>>,
+}
+
+impl Tasks {
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let mut set = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        while set.try_join_next().is_some() {}
+        set.spawn(task);
+    }
+
+    /// Waits until every task has ended (those spawned meanwhile included), or `wait` has
+    /// passed; then stops the rest.
+    async fn finish(&self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Taken out of the lock, which is never held across an await; a task spawned
+            // meanwhile lands in the new set and is waited for on the next turn.
+            let mut set = std::mem::take(&mut *self.set.lock().unwrap_or_else(|p| p.into_inner()));
+            if set.is_empty() {
+                return;
+            }
+            let all_ended = tokio::time::timeout_at(deadline, async {
+                while set.join_next().await.is_some() {}
+            })
+            .await;
+            if all_ended.is_err() {
+                set.shutdown().await;
+                let mut rest =
+                    std::mem::take(&mut *self.set.lock().unwrap_or_else(|p| p.into_inner()));
+                rest.shutdown().await;
+                return;
+            }
+        }
+    }
+}
+
+/// What a refresh task needs: the token endpoint, the database, the pool, the unsaved tokens.
+struct Shared {
     client: TokenClient,
     db: Db,
+    pool: Arc<SharedPool>,
+    unsaved: UnsavedTokens,
+}
+
+/// The refresher: what its tasks share, one lock per account, and the tasks.
+pub struct TokenRefresher {
+    shared: Arc<Shared>,
     slots: Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<Slot>>>>,
-    unsaved: Arc<UnsavedTokens>,
+    tasks: Arc<Tasks>,
 }
 
 impl std::fmt::Debug for TokenRefresher {
@@ -122,12 +176,16 @@ impl std::fmt::Debug for TokenRefresher {
 }
 
 impl TokenRefresher {
-    pub fn new(client: TokenClient, db: Db) -> TokenRefresher {
+    pub fn new(client: TokenClient, db: Db, pool: Arc<SharedPool>) -> TokenRefresher {
         TokenRefresher {
-            client,
-            db,
+            shared: Arc::new(Shared {
+                client,
+                db,
+                pool,
+                unsaved: UnsavedTokens::default(),
+            }),
             slots: Mutex::new(HashMap::new()),
-            unsaved: Arc::default(),
+            tasks: Arc::default(),
         }
     }
 
@@ -139,7 +197,15 @@ impl TokenRefresher {
     /// Accounts whose refreshed tokens only this process holds (the database could not take
     /// them yet): a stop now loses those logins.
     pub fn unsaved_logins(&self) -> Vec<Arc<str>> {
-        self.unsaved.names()
+        self.shared.unsaved.names()
+    }
+
+    /// At exit: waits up to `wait` for the refresher's tasks (a refresh whose request left,
+    /// tokens waiting for the database), stops what is left, and returns the accounts whose
+    /// refreshed tokens were never stored (those logins are lost).
+    pub async fn finish(&self, wait: Duration) -> Vec<Arc<str>> {
+        self.tasks.finish(wait).await;
+        self.unsaved_logins()
     }
 
     /// Whether `pick`'s token must be refreshed before use at `now`.
@@ -153,14 +219,13 @@ impl TokenRefresher {
     /// already replaced it.
     pub async fn fresh_token(
         &self,
-        state: &Arc<AppState>,
         pick: &Pick,
         refused: Option<&Secret>,
     ) -> Result<Secret, RefreshFailure> {
         if refused.is_none() {
-            let now = state.now();
+            let now = self.shared.pool.now();
             // Tokens the database has not taken yet are newer than the pool's copy.
-            if let Some(unsaved) = self.unsaved.get(pick.id)
+            if let Some(unsaved) = self.shared.unsaved.get(pick.id)
                 && unsaved.expires_at - now > REFRESH_MARGIN_MS
             {
                 return Ok(unsaved.access);
@@ -171,18 +236,22 @@ impl TokenRefresher {
         }
         let slot = self.slot(pick.id).lock_owned().await;
         let job = Job {
-            client: self.client.clone(),
-            db: self.db.clone(),
-            state: state.clone(),
+            shared: self.shared.clone(),
+            tasks: Arc::downgrade(&self.tasks),
             pick: pick.clone(),
             refused: refused.cloned(),
-            unsaved: self.unsaved.clone(),
         };
         // The task owns the lock until the tokens are stored, whatever happens to this request.
-        match tokio::spawn(job.run(slot)).await {
+        let (answer, answered) = oneshot::channel();
+        self.tasks.spawn(async move {
+            // An error only means the request left; the refresh has still been made and stored.
+            let _ = answer.send(job.run(slot).await);
+        });
+        match answered.await {
             Ok(result) => result,
-            Err(error) => {
-                tracing::error!(account = %pick.name, %error, "token refresh task failed");
+            Err(_) => {
+                // Stopped at exit, or it panicked.
+                tracing::error!(account = %pick.name, "token refresh task ended without an answer");
                 Err(RefreshFailure::Transient)
             }
         }
@@ -191,12 +260,12 @@ impl TokenRefresher {
 
 /// One refresh, run in its own task.
 struct Job {
-    client: TokenClient,
-    db: Db,
-    state: Arc<AppState>,
+    shared: Arc<Shared>,
+    /// Where to start the task that stores tokens the database refused; weak, so that the
+    /// tasks never keep their own owner alive.
+    tasks: Weak<Tasks>,
     pick: Pick,
     refused: Option<Secret>,
-    unsaved: Arc<UnsavedTokens>,
 }
 
 impl Job {
@@ -204,8 +273,8 @@ impl Job {
         self,
         mut slot: tokio::sync::OwnedMutexGuard<Slot>,
     ) -> Result<Secret, RefreshFailure> {
-        let (state, pick) = (&self.state, &self.pick);
-        let now = state.now();
+        let (shared, pick) = (&*self.shared, &self.pick);
+        let now = shared.pool.now();
         // A refresh that failed a moment ago (perhaps the one this request waited behind)
         // answers for this one too: the same call would only fail again.
         if let Some((at, failure)) = slot.failed
@@ -217,8 +286,8 @@ impl Job {
             }
             return Err(failure);
         }
-        let read = oauth::stored_tokens(&self.db, pick.id).await;
-        let mut unsaved = self.unsaved.get(pick.id);
+        let read = oauth::stored_tokens(&shared.db, pick.id).await;
+        let mut unsaved = shared.unsaved.get(pick.id);
         if let (Some(kept), Ok(stored)) = (&unsaved, &read) {
             // A refresh token in the database that is neither the one the kept tokens replace
             // nor theirs: a person logged in again meanwhile, and their login wins.
@@ -232,7 +301,7 @@ impl Job {
                 .as_ref()
                 .is_some_and(|r| r.expose() != kept.stored_refresh.expose() && !theirs(r))
             {
-                self.unsaved.with(|map| map.remove(&pick.id));
+                shared.unsaved.with(|map| map.remove(&pick.id));
                 unsaved = None;
             }
         }
@@ -255,7 +324,7 @@ impl Job {
                 return Err(self.transient(&mut slot, false));
             }
         };
-        let now = state.now();
+        let now = shared.pool.now();
         let seen = self.refused.as_ref().unwrap_or(&pick.credential);
         let replaced = stored.access.expose() != seen.expose();
         let stored_fresh = stored
@@ -263,8 +332,9 @@ impl Job {
             .is_none_or(|at| at - now > REFRESH_MARGIN_MS);
         if replaced && stored_fresh {
             // Another request (or a person's reauth) already brought a fresh token.
-            state
-                .pool()
+            shared
+                .pool
+                .lock()
                 .set_credential(pick.id, stored.access.clone(), stored.expires_at);
             return Ok(stored.access);
         }
@@ -280,7 +350,7 @@ impl Job {
             tracing::warn!(account = %pick.name, "OAuth account has no refresh token; it needs re-authentication");
             return Err(self.dead(&mut slot));
         };
-        match self.client.refresh(&refresh_token, now).await {
+        match shared.client.refresh(&refresh_token, now).await {
             // The database has not taken the last tokens yet: these replace them in memory and
             // the task already waiting on the database stores them. (When that task stored the
             // last ones and ended during this refresh, there is no entry left, and these are
@@ -294,7 +364,7 @@ impl Job {
                 // save only applies if the refresh token is still the one used: a person's
                 // reauth meanwhile wins.
                 let saved = oauth::save_refreshed(
-                    &self.db,
+                    &shared.db,
                     pick.id,
                     &refresh_token,
                     &tokens.access_token,
@@ -314,7 +384,7 @@ impl Job {
                             %error,
                             "storing refreshed tokens failed; using them and storing them as soon as the database allows"
                         );
-                        self.unsaved.with(|map| {
+                        shared.unsaved.with(|map| {
                             map.insert(
                                 pick.id,
                                 Unsaved {
@@ -327,18 +397,15 @@ impl Job {
                                 },
                             )
                         });
-                        tokio::spawn(store_later(
-                            self.db.clone(),
-                            self.state.clone(),
-                            self.unsaved.clone(),
-                            pick.id,
-                        ));
+                        if let Some(tasks) = self.tasks.upgrade() {
+                            tasks.spawn(store_later(self.shared.clone(), pick.id));
+                        }
                         slot.failed = None;
                         return Ok(tokens.access_token);
                     }
                 }
                 slot.failed = None;
-                state.pool().set_credential(
+                shared.pool.lock().set_credential(
                     pick.id,
                     tokens.access_token.clone(),
                     Some(tokens.expires_at),
@@ -372,29 +439,32 @@ impl Job {
     /// Puts newly refreshed tokens in place of the account's kept ones; false when there are
     /// none any more (stored meanwhile).
     fn keep_unsaved(&self, tokens: &ccflare_oauth::TokenSet, now: Millis) -> bool {
-        self.unsaved.with(|map| match map.get_mut(&self.pick.id) {
-            Some(entry) => {
-                entry.access = tokens.access_token.clone();
-                if let Some(refresh) = &tokens.refresh_token {
-                    entry.refresh = Some(refresh.clone());
+        self.shared
+            .unsaved
+            .with(|map| match map.get_mut(&self.pick.id) {
+                Some(entry) => {
+                    entry.access = tokens.access_token.clone();
+                    if let Some(refresh) = &tokens.refresh_token {
+                        entry.refresh = Some(refresh.clone());
+                    }
+                    entry.expires_at = tokens.expires_at;
+                    entry.refreshed_at = now;
+                    true
                 }
-                entry.expires_at = tokens.expires_at;
-                entry.refreshed_at = now;
-                true
-            }
-            None => false,
-        })
+                None => false,
+            })
     }
 
     /// The stored tokens changed under this refresh (a person's reauth): use them if fresh.
     async fn newer_login(&self, slot: &mut Slot) -> Result<Secret, RefreshFailure> {
-        match oauth::stored_tokens(&self.db, self.pick.id).await {
+        let shared = &*self.shared;
+        match oauth::stored_tokens(&shared.db, self.pick.id).await {
             Ok(stored)
                 if stored.access.expose() != self.pick.credential.expose()
-                    && stored.expires_at.is_none_or(|at| at > self.state.now()) =>
+                    && stored.expires_at.is_none_or(|at| at > shared.pool.now()) =>
             {
                 slot.failed = None;
-                self.state.pool().set_credential(
+                shared.pool.lock().set_credential(
                     self.pick.id,
                     stored.access.clone(),
                     stored.expires_at,
@@ -407,23 +477,24 @@ impl Job {
 
     /// A passing failure. Benches the account unless `keep_serving` (its token still works).
     fn transient(&self, slot: &mut Slot, keep_serving: bool) -> RefreshFailure {
-        let now = self.state.now();
+        let pool = &self.shared.pool;
+        let now = pool.now();
         slot.failed = Some((now, RefreshFailure::Transient));
         if !keep_serving
-            && let Some(changed) = self
-                .state
-                .pool()
+            && let Some(changed) = pool
+                .lock()
                 .bench_until(self.pick.id, now + REFRESH_BACKOFF_MS)
         {
-            self.state.persist(changed);
+            pool.persist(changed);
         }
         RefreshFailure::Transient
     }
 
     fn dead(&self, slot: &mut Slot) -> RefreshFailure {
-        slot.failed = Some((self.state.now(), RefreshFailure::Dead));
-        if let Some(changed) = self.state.pool().invalidate(self.pick.id) {
-            self.state.persist(changed);
+        let pool = &self.shared.pool;
+        slot.failed = Some((pool.now(), RefreshFailure::Dead));
+        if let Some(changed) = pool.lock().invalidate(self.pick.id) {
+            pool.persist(changed);
         }
         RefreshFailure::Dead
     }
@@ -433,17 +504,18 @@ impl Job {
 /// retrying (a pause of 100 ms doubling to 5 s) until it does. Tokens refreshed again meanwhile
 /// replace them in [`UnsavedTokens`] and are stored in turn. A person's new login stored
 /// meanwhile wins: the tokens are then dropped.
-async fn store_later(db: Db, state: Arc<AppState>, unsaved: Arc<UnsavedTokens>, id: AccountId) {
+async fn store_later(shared: Arc<Shared>, id: AccountId) {
+    let (db, pool, unsaved) = (&shared.db, &shared.pool, &shared.unsaved);
     let mut attempts: u32 = 0;
     while let Some(entry) = unsaved.get(id) {
         let saved = oauth::save_refreshed(
-            &db,
+            db,
             id,
             &entry.stored_refresh,
             &entry.access,
             entry.refresh.as_ref(),
             entry.expires_at,
-            state.now(),
+            pool.now(),
         )
         .await;
         match saved {
@@ -467,8 +539,7 @@ async fn store_later(db: Db, state: Arc<AppState>, unsaved: Arc<UnsavedTokens>, 
                 }
                 if saved {
                     tracing::info!(account = %entry.name, "stored the refreshed OAuth tokens");
-                    state
-                        .pool()
+                    pool.lock()
                         .set_credential(id, entry.access.clone(), Some(entry.expires_at));
                 } else {
                     tracing::warn!(account = %entry.name, "a newer login replaced tokens that were waiting to be stored");

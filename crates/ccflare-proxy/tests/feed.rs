@@ -6,7 +6,9 @@ mod common;
 
 use bytes::Bytes;
 use ccflare_core::record::RequestRecord;
-use ccflare_proxy::{AppState, ManagementFuture, ManagementRoutes, RequestEvent, ResponseBody};
+use ccflare_proxy::{
+    AppState, ManagementFuture, ManagementRoutes, RequestEvent, RequestObserver, ResponseBody,
+};
 use ccflare_testkit::GUARD;
 use common::{Options, spawn_app};
 use http::{Request, Response, StatusCode};
@@ -56,7 +58,9 @@ impl ManagementRoutes for Echo {
         let path = request.uri().path().to_owned();
         Box::pin(async move { Response::new(ResponseBody::full(format!("managed {path}"))) })
     }
+}
 
+impl RequestObserver for Echo {
     fn request_finished(&self, _record: &RequestRecord) {
         self.finished.fetch_add(1, Ordering::SeqCst);
     }

@@ -586,3 +586,42 @@ async fn refreshed_tokens_the_database_cannot_take_serve_from_memory_and_are_sto
     assert_eq!(health.json()["database"]["unsaved_logins"], 0);
     app.stop().await;
 }
+
+/// At exit the server gives the refresher's tasks a wait (`finish_token_refreshes`): tokens
+/// that wait for the database are stored if it comes back within it; otherwise the task is
+/// stopped and the login named as lost.
+#[tokio::test]
+async fn at_exit_waiting_tokens_are_stored_within_the_wait_or_named_as_lost() {
+    // The database stays locked through the wait: the login is lost, and named.
+    let app = spawn_app(oauth(vec![("max", 0, 60_000)])).await;
+    let lock = ccflare_testkit::db::WriteLock::take(app.db.path()).await;
+    assert_eq!(app.post(&[], false).await.status, StatusCode::OK);
+    assert_eq!(app.state.unsaved_logins().len(), 1);
+    let lost = app
+        .state
+        .finish_token_refreshes(std::time::Duration::from_millis(200))
+        .await;
+    assert_eq!(lost, [std::sync::Arc::from("max")]);
+    lock.release().await;
+    app.stop().await;
+
+    // The database comes back during the wait: the tokens are stored and nothing is lost.
+    let app = spawn_app(oauth(vec![("max", 0, 60_000)])).await;
+    let before = stored(&app, "max").await;
+    let lock = ccflare_testkit::db::WriteLock::take(app.db.path()).await;
+    assert_eq!(app.post(&[], false).await.status, StatusCode::OK);
+    assert_eq!(app.state.unsaved_logins().len(), 1);
+    let finishing = tokio::spawn({
+        let state = app.state.clone();
+        async move { state.finish_token_refreshes(ccflare_testkit::GUARD).await }
+    });
+    lock.release().await;
+    let lost = finishing.await.expect("the wait ends");
+    assert!(lost.is_empty(), "lost {lost:?}");
+    assert_ne!(
+        stored(&app, "max").await.access.expose(),
+        before.access.expose(),
+        "the refreshed tokens are stored"
+    );
+    app.stop().await;
+}

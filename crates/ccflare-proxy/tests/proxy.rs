@@ -923,6 +923,156 @@ async fn an_upstream_that_never_answers_times_out_and_fails_over() {
     app.stop().await;
 }
 
+/// How one way of failing ends with three accounts that all fail it and `max_attempts` 2.
+struct Exhausted {
+    status: StatusCode,
+    /// `/v1/messages` requests the upstream received.
+    upstream_calls: usize,
+    /// Refresh-token grants the token endpoint received.
+    refresh_grants: u64,
+    attempts: u32,
+    /// The recorded reason of each failed attempt.
+    reasons: Vec<String>,
+}
+
+const THREE: [&str; 3] = ["alpha", "beta", "gamma"];
+
+async fn exhaust(options: Options, fault: Option<Fault>, token_faults: usize) -> Exhausted {
+    let app = spawn_app(Options {
+        max_attempts: 2,
+        ..options
+    })
+    .await;
+    if let Some(fault) = fault {
+        for name in THREE {
+            app.mock.set_sticky_fault(&key(name), Some(fault.clone()));
+        }
+    }
+    for _ in 0..token_faults {
+        app.mock.push_oauth_fault(Fault::Status(500));
+    }
+    // Streaming, so that a request whose headers never come times out after the idle timeout.
+    let reply = app.post(&[], true).await;
+    let upstream_calls = app
+        .mock
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/messages")
+        .count();
+    let records = app.records().await;
+    assert_eq!(records.len(), 1, "one request, one record");
+    let record = &records[0];
+    let exhausted = Exhausted {
+        status: reply.status,
+        upstream_calls,
+        refresh_grants: app.mock.refresh_grants(),
+        attempts: record.attempts,
+        reasons: record
+            .attempt_failures
+            .iter()
+            .map(|f| f.reason.clone())
+            .collect(),
+    };
+    app.stop().await;
+    exhausted
+}
+
+#[tokio::test]
+async fn no_way_of_failing_tries_more_accounts_than_max_attempts_allows() {
+    let api_keys = || Options {
+        accounts: THREE.iter().zip(0..).map(|(&name, p)| (name, p)).collect(),
+        ..Default::default()
+    };
+    let answered = [
+        (
+            "windowless 429",
+            Fault::RateLimited {
+                retry_after: None,
+                reset: None,
+            },
+            429,
+            "request_rate_limited",
+        ),
+        ("429", rate_limited(30), 429, "rate_limited"),
+        ("529", Fault::Overloaded, 529, "overloaded"),
+        ("500", Fault::Status(500), 500, "upstream_error"),
+        ("502", Fault::Status(502), 502, "upstream_error"),
+        ("503", Fault::Status(503), 503, "upstream_error"),
+        ("504", Fault::Status(504), 504, "upstream_error"),
+        ("401", Fault::Status(401), 401, "auth_failed"),
+        ("403", Fault::Status(403), 403, "forbidden"),
+    ];
+    for (kind, fault, status, reason) in answered {
+        let run = exhaust(api_keys(), Some(fault), 0).await;
+        assert_eq!(run.upstream_calls, 2, "{kind}: upstream calls");
+        assert_eq!(run.attempts, 2, "{kind}: recorded attempts");
+        assert_eq!(run.reasons, [reason; 2], "{kind}: recorded reasons");
+        assert_eq!(
+            run.status.as_u16(),
+            status,
+            "{kind}: the last answer is relayed"
+        );
+    }
+
+    let run = exhaust(
+        Options {
+            idle_timeout: Duration::from_secs(1),
+            ..api_keys()
+        },
+        Some(Fault::Hang),
+        0,
+    )
+    .await;
+    assert_eq!(run.upstream_calls, 2, "no headers in time: upstream calls");
+    assert_eq!(
+        (run.attempts, run.reasons),
+        (2, vec!["timeout".to_owned(); 2])
+    );
+    assert_eq!(run.status, StatusCode::BAD_GATEWAY);
+
+    let run = exhaust(
+        Options {
+            upstream_override: Some("http://127.0.0.1:1".into()),
+            ..api_keys()
+        },
+        None,
+        0,
+    )
+    .await;
+    assert_eq!(
+        (run.attempts, run.reasons),
+        (2, vec!["connect_error".to_owned(); 2])
+    );
+    assert_eq!(run.status, StatusCode::BAD_GATEWAY);
+
+    // OAuth accounts whose expired tokens cannot be refreshed: no request reaches the
+    // upstream, and the token endpoint is asked twice, not three times.
+    let run = exhaust(
+        Options {
+            accounts: Vec::new(),
+            oauth_accounts: THREE
+                .iter()
+                .zip(0..)
+                .map(|(&name, p)| (name, p, -1_000))
+                .collect(),
+            ..Default::default()
+        },
+        None,
+        3,
+    )
+    .await;
+    assert_eq!(
+        (run.upstream_calls, run.refresh_grants),
+        (0, 2),
+        "token refresh"
+    );
+    assert_eq!(
+        (run.attempts, run.reasons),
+        (2, vec!["token_refresh_failed".to_owned(); 2])
+    );
+    assert_eq!(run.status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
 #[tokio::test]
 async fn unreachable_upstream_is_a_502_naming_the_cause() {
     let app = spawn_app(Options {

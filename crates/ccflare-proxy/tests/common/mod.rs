@@ -36,6 +36,8 @@ pub struct Options {
     pub oauth_accounts: Vec<(&'static str, i64, i64)>,
     /// How long running responses get when the proxy is stopped.
     pub shutdown_timeout: Duration,
+    /// Most accounts tried for one request (0: every account).
+    pub max_attempts: u32,
 }
 
 impl Default for Options {
@@ -50,6 +52,7 @@ impl Default for Options {
             upstream_override: None,
             oauth_accounts: Vec::new(),
             shutdown_timeout: config.shutdown_timeout,
+            max_attempts: config.max_attempts,
         }
     }
 }
@@ -83,6 +86,7 @@ pub async fn spawn_app(options: Options) -> App {
         max_body_bytes: options.max_body_bytes,
         idle_timeout: options.idle_timeout,
         shutdown_timeout: options.shutdown_timeout,
+        max_attempts: options.max_attempts,
         ..ccflare_testkit::proxy::config()
     };
     let state = fixture.state(pool, &writer, &upstream_url, config);
