@@ -212,3 +212,241 @@ impl Source for InProcess {
         Ok(self.settings())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The source over a real server: `ccflare_app` starts it on port 0 with a temp database,
+    //! proxying to the mock upstream; the answers are compared with the management API's.
+
+    use super::*;
+    use ccflare_app::{Loaded, Logging, Running, Server};
+    use ccflare_core::config::{Layer, Strategy};
+    use ccflare_mock::MockUpstream;
+    use ccflare_testkit::http::anthropic_post;
+    use ccflare_testkit::{GUARD, Message, Reply, eventually, get, key, send};
+    use ccflare_tui::{Feed, FeedItem};
+
+    struct Fixture {
+        source: InProcess,
+        url: String,
+        running: Running,
+        _mock: MockUpstream,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        /// A server with API-key accounts `a` and `b`, and `env` as its environment layer.
+        async fn start(env: &[(&str, &str)]) -> Fixture {
+            let mock = MockUpstream::start().await.expect("mock starts");
+            let dir = tempfile::tempdir().unwrap();
+            let layer = |pairs: &[(&str, &str)]| -> Layer {
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            };
+            let database = dir.path().join("ccflare.db");
+            let flags = layer(&[
+                ("port", "0"),
+                ("database_url", database.to_str().unwrap()),
+                ("upstream_url", &mock.url()),
+                ("api_keys", &format!("{},{}", key("a"), key("b"))),
+            ]);
+            let loaded = Loaded::from_layers(flags, layer(env), Layer::new()).unwrap();
+            let server = Server::start(loaded, Logging::Quiet).await.unwrap();
+            let source = InProcess::new(&server.handles()).await;
+            let url = server.url();
+            let running = server.serve(std::future::pending());
+            Fixture {
+                source,
+                url,
+                running,
+                _mock: mock,
+                _dir: dir,
+            }
+        }
+
+        async fn message(&self) -> Reply {
+            let body = Message::new("claude-haiku-4-5").content("hi").body();
+            let request = anthropic_post(&format!("{}/v1/messages", self.url), "client", &[], body);
+            let reply = send(request).await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            reply
+        }
+
+        async fn api(&self, path: &str) -> serde_json::Value {
+            let reply = send(get(&format!("{}{path}", self.url))).await;
+            assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+            reply.json()
+        }
+
+        async fn stop(self) {
+            self.running.stop();
+            self.running.wait().await.expect("stops cleanly");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_ui_reads_what_the_api_reads() {
+        let fixture = Fixture::start(&[]).await;
+        let source = &fixture.source;
+        assert_eq!(source.info().listen, fixture.url);
+        let mut feed = source.subscribe_requests();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(
+                fixture
+                    .message()
+                    .await
+                    .header("x-ccflare-request-id")
+                    .to_owned(),
+            );
+        }
+        // The live feed has each request as it finished, and nothing else.
+        for id in &ids {
+            let item = tokio::time::timeout(GUARD, feed.recv()).await.unwrap();
+            match item {
+                Some(FeedItem::Item(record)) => assert_eq!(&record.id, id),
+                other => panic!("expected the record of {id}, got {other:?}"),
+            }
+        }
+        let recent = eventually(GUARD, "the three rows are stored", || async {
+            let recent = source.recent_requests(10).await.unwrap();
+            (recent.len() == 3).then_some(recent)
+        })
+        .await;
+        assert_eq!(recent[0].id, ids[2], "newest first");
+
+        // The analytics figures are the API's, from the same function.
+        let report = serde_json::to_value(source.report(Range::Hour).await.unwrap()).unwrap();
+        let api = fixture.api("/api/analytics?range=1h").await;
+        for field in [
+            "totals",
+            "latency_ms",
+            "ttfb_ms",
+            "models",
+            "accounts",
+            "errors",
+            "requests_last_hour",
+        ] {
+            assert_eq!(report[field], api[field], "{field}");
+        }
+        assert_eq!(report["totals"]["requests"], 3);
+
+        // Accounts as `GET /api/accounts` lists them, with the pool's state.
+        let accounts = source.accounts().await.unwrap();
+        let listed = fixture.api("/api/accounts").await;
+        let names: Vec<&str> = listed["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            accounts.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+            names
+        );
+        assert_eq!(accounts.iter().map(|a| a.requests).sum::<i64>(), 3);
+        assert!(
+            accounts
+                .iter()
+                .all(|a| a.state == ccflare_pool::RoutingState::Active)
+        );
+        assert!(source.health().is_ok());
+        fixture.stop().await;
+    }
+
+    #[tokio::test]
+    async fn changes_are_the_apis_and_the_pool_routes_by_them_at_once() {
+        // The session timeout is pinned by the environment.
+        let fixture = Fixture::start(&[("session_timeout", "60")]).await;
+        let source = &fixture.source;
+        let first = fixture
+            .message()
+            .await
+            .header("x-ccflare-account")
+            .to_owned();
+        source.set_paused(first.clone(), true).await.unwrap();
+        // No wait for the one-second sync: the next request already avoids it.
+        let next = fixture
+            .message()
+            .await
+            .header("x-ccflare-account")
+            .to_owned();
+        assert_ne!(next, first);
+        source.set_paused(first.clone(), false).await.unwrap();
+
+        // Bad input is refused with the API's words, and nothing is stored.
+        let before = source.accounts().await.unwrap().len();
+        match source.add_api_key(Secret::new("not-a-key"), None).await {
+            Err(SourceError::Invalid(message)) => assert!(message.starts_with("api_key:")),
+            other => panic!("expected an invalid key, got {other:?}"),
+        }
+        assert_eq!(source.accounts().await.unwrap().len(), before);
+        let added = source
+            .add_api_key(Secret::new(key("c")), Some("gamma".into()))
+            .await
+            .unwrap();
+        assert_eq!(added, "gamma");
+        assert!(matches!(
+            source.rename("gamma".into(), first.clone()).await,
+            Err(SourceError::Conflict(_))
+        ));
+        source.rename("gamma".into(), "delta".into()).await.unwrap();
+        source.set_priority("delta".into(), 7).await.unwrap();
+        let delta = fixture.api("/api/accounts/delta").await;
+        assert_eq!(delta["priority"], 7);
+        source.remove("delta".into()).await.unwrap();
+        assert_eq!(
+            source.remove("delta".into()).await,
+            Err(SourceError::AccountNotFound {
+                name: "delta".into()
+            })
+        );
+
+        // Settings go the way of PATCH /api/config: applied, stored, or refused when pinned.
+        let settings = source
+            .change_setting(SettingChange::Strategy(Strategy::RoundRobin))
+            .await
+            .unwrap();
+        assert_eq!(settings.strategy, Strategy::RoundRobin);
+        let config = fixture.api("/api/config").await;
+        let strategy = config["options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["key"] == "lb_strategy")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (strategy["value"].as_str(), strategy["source"].as_str()),
+            (Some("round-robin"), Some("database"))
+        );
+        assert!(settings.is_pinned("session_timeout"));
+        assert!(matches!(
+            source
+                .change_setting(SettingChange::SessionTimeout { seconds: 5 })
+                .await,
+            Err(SourceError::Conflict(_))
+        ));
+
+        // An OAuth login opens, refuses a malformed paste and stays open for another try.
+        let login = source.oauth_begin(Mode::Max, "sub".into()).await.unwrap();
+        assert!(login.warning.is_some());
+        for _ in 0..2 {
+            assert!(matches!(
+                source
+                    .oauth_complete(login.flow_id.clone(), Secret::new("no-state-here"))
+                    .await,
+                Err(SourceError::Invalid(_))
+            ));
+        }
+        assert_eq!(
+            source
+                .oauth_complete("unknown".into(), Secret::new("a#b"))
+                .await,
+            Err(SourceError::LoginExpired)
+        );
+        fixture.stop().await;
+    }
+}
