@@ -9,7 +9,8 @@
 use ccflare_mock::MockUpstream;
 use ccflare_testkit::http::anthropic_post;
 use ccflare_testkit::process::{Server, isolated_command, run_to_end};
-use ccflare_testkit::{Message, PROCESS_GUARD, Reply, eventually, key, send};
+use ccflare_testkit::{Message, PROCESS_GUARD, Reply, eventually, key, open, send};
+use http_body_util::BodyExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -104,6 +105,29 @@ impl Tmux {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// The `ccflare` process in the pane (a child of the pane's shell).
+    fn ccflare_pid(&self) -> u32 {
+        let output = self
+            .command()
+            .args(["list-panes", "-t", "ccflare", "-F", "#{pane_pid}"])
+            .output()
+            .expect("tmux list-panes runs");
+        let shell = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        // /proc/<pid>/stat: "pid (name) state ppid …".
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .find(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                    let ppid = stat
+                        .rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+                    stat.contains("(ccflare)") && ppid == Some(shell.as_str())
+                })
+            })
+            .expect("ccflare runs in the pane")
+    }
+
     fn keys(&self, keys: &[&str]) {
         let status = self
             .command()
@@ -153,28 +177,20 @@ async fn message(url: &str) -> Reply {
     reply
 }
 
-#[tokio::test]
-async fn the_ui_shows_the_server_at_work_and_gives_the_terminal_back() {
-    if !have_tmux("the_ui_shows_the_server_at_work_and_gives_the_terminal_back") {
-        return;
-    }
-    let mock = MockUpstream::start().await.expect("mock starts");
-    let dir = tempfile::tempdir().unwrap();
+/// `ccflare` in tmux with API-key accounts `one` and `two`, proxying to `mock`, once its
+/// Overview is up; and the address it listens on.
+async fn start_ccflare(dir: &Path, mock: &MockUpstream) -> (Tmux, String) {
     let tmux = Tmux::start(
-        dir.path(),
+        dir,
         Path::new(env!("CARGO_BIN_EXE_ccflare")),
         &[
-            ("HOME", dir.path().display().to_string()),
+            ("HOME", dir.display().to_string()),
             ("PORT", "0".to_owned()),
-            (
-                "DATABASE_URL",
-                dir.path().join("ccflare.db").display().to_string(),
-            ),
+            ("DATABASE_URL", dir.join("ccflare.db").display().to_string()),
             ("CCFLARE_UPSTREAM_URL", mock.url()),
             ("CLAUDE_API_KEYS", format!("{},{}", key("one"), key("two"))),
         ],
     );
-
     // The Overview: where it listens, and the two accounts.
     let screen = tmux
         .wait_for(PROCESS_GUARD, "the Overview", |s| {
@@ -187,6 +203,47 @@ async fn the_ui_shows_the_server_at_work_and_gives_the_terminal_back() {
         .and_then(|rest| rest.split_whitespace().next())
         .expect("the listening address")
         .to_owned();
+    (tmux, url)
+}
+
+/// Checks the pane after `ccflare` exited: status 0, its one line, a cooked terminal, the
+/// shell's screen (not the UI's), and no log line on the terminal. Returns the screen.
+async fn assert_clean_exit(tmux: &Tmux, url: &str) -> String {
+    let screen = tmux
+        .wait_for(PROCESS_GUARD, "ccflare's exit", |s| {
+            s.contains("ccflare exited with") && s.contains("icanon")
+        })
+        .await;
+    assert!(screen.contains("ccflare exited with 0"), "{screen}");
+    assert!(
+        screen.contains(&format!("ccflare: stopped the server on {url}")),
+        "{screen}"
+    );
+    let modes: Vec<&str> = screen.split_whitespace().collect();
+    for mode in ["icanon", "echo", "isig"] {
+        assert!(
+            modes.contains(&mode),
+            "{mode} is on again after exit:\n{screen}"
+        );
+    }
+    // The alternate screen is gone: the UI's tab bar is not on the shell's screen. And the
+    // server wrote no log line to the terminal, not even while draining after the UI closed.
+    assert!(!screen.contains("1 Overview"), "{screen}");
+    assert!(
+        !screen.contains("INFO") && !screen.contains("shut down cleanly"),
+        "{screen}"
+    );
+    screen
+}
+
+#[tokio::test]
+async fn the_ui_shows_the_server_at_work_and_gives_the_terminal_back() {
+    if !have_tmux("the_ui_shows_the_server_at_work_and_gives_the_terminal_back") {
+        return;
+    }
+    let mock = MockUpstream::start().await.expect("mock starts");
+    let dir = tempfile::tempdir().unwrap();
+    let (tmux, url) = start_ccflare(dir.path(), &mock).await;
 
     // A request through the proxy is on the Requests tab at once.
     tmux.keys(&["3"]);
@@ -236,30 +293,59 @@ async fn the_ui_shows_the_server_at_work_and_gives_the_terminal_back() {
 
     // q drains and stops the server, says so, exits 0 and leaves a cooked terminal.
     tmux.keys(&["q"]);
-    let screen = tmux
-        .wait_for(PROCESS_GUARD, "ccflare's exit", |s| {
-            s.contains("ccflare exited with") && s.contains("icanon")
-        })
-        .await;
-    assert!(screen.contains("ccflare exited with 0"), "{screen}");
-    assert!(
-        screen.contains(&format!("ccflare: stopped the server on {url}")),
-        "{screen}"
-    );
-    let modes: Vec<&str> = screen.split_whitespace().collect();
-    for mode in ["icanon", "echo", "isig"] {
-        assert!(
-            modes.contains(&mode),
-            "{mode} is on again after exit:\n{screen}"
-        );
+    assert_clean_exit(&tmux, &url).await;
+}
+
+#[tokio::test]
+async fn sigterm_with_the_ui_open_drains_the_server_and_gives_the_terminal_back() {
+    if !have_tmux("sigterm_with_the_ui_open_drains_the_server_and_gives_the_terminal_back") {
+        return;
     }
-    // The alternate screen is gone: the UI's tab bar is not on the shell's screen. And the
-    // server wrote no log line to the terminal, not even while draining after the UI closed.
-    assert!(!screen.contains("1 Overview"), "{screen}");
-    assert!(
-        !screen.contains("INFO") && !screen.contains("shut down cleanly"),
-        "{screen}"
+    let mock = MockUpstream::start().await.expect("mock starts");
+    let dir = tempfile::tempdir().unwrap();
+    let (tmux, url) = start_ccflare(dir.path(), &mock).await;
+    // A stream in flight when the signal comes still finishes (the drain).
+    let body = Message::new("claude-haiku-4-5")
+        .stream(true)
+        .content("hi")
+        .body();
+    let request = anthropic_post(
+        &format!("{url}/v1/messages"),
+        "client",
+        &[
+            ("x-mock-chunk-delay-ms", "40"),
+            ("x-mock-text", "one two three four five six seven eight"),
+        ],
+        body,
     );
+    let response = open(request).await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut received = Vec::new();
+    let first = tokio::time::timeout(PROCESS_GUARD, body.frame())
+        .await
+        .expect("a first frame in time")
+        .expect("a first frame")
+        .expect("no error");
+    received.extend_from_slice(&first.into_data().unwrap_or_default());
+
+    let pid = tmux.ccflare_pid().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    while let Some(frame) = tokio::time::timeout(PROCESS_GUARD, body.frame())
+        .await
+        .expect("the stream goes on")
+    {
+        let frame = frame.expect("the stream finishes cleanly");
+        received.extend_from_slice(&frame.into_data().unwrap_or_default());
+    }
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.contains("message_stop"), "{text}");
+    let screen = assert_clean_exit(&tmux, &url).await;
+    assert!(screen.contains("on a signal"), "{screen}");
 }
 
 #[tokio::test]
