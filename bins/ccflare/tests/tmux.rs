@@ -189,6 +189,10 @@ async fn start_ccflare(dir: &Path, mock: &MockUpstream) -> (Tmux, String) {
             ("DATABASE_URL", dir.join("ccflare.db").display().to_string()),
             ("CCFLARE_UPSTREAM_URL", mock.url()),
             ("CLAUDE_API_KEYS", format!("{},{}", key("one"), key("two"))),
+            (
+                "CCFLARE_LOG_FILE",
+                dir.join("ccflare.log").display().to_string(),
+            ),
         ],
     );
     // The Overview: where it listens, and the two accounts.
@@ -294,6 +298,15 @@ async fn the_ui_shows_the_server_at_work_and_gives_the_terminal_back() {
     // q drains and stops the server, says so, exits 0 and leaves a cooked terminal.
     tmux.keys(&["q"]);
     assert_clean_exit(&tmux, &url).await;
+    // The log file has what the terminal did not get, to the last line.
+    let log = std::fs::read_to_string(dir.path().join("ccflare.log")).unwrap();
+    for line in [
+        "request finished",
+        "account status changed through the API",
+        "shut down cleanly",
+    ] {
+        assert!(log.contains(line), "{line:?} in the log file:\n{log}");
+    }
 }
 
 #[tokio::test]
