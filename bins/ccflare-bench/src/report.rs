@@ -36,6 +36,10 @@ pub struct ProxyInfo {
     pub mock_url: String,
     pub idle_rss_mb_at_start: Option<f64>,
     pub idle_rss_mb_at_end: Option<f64>,
+    /// `ccflare` with its UI open on the Requests tab (`--ui`), not `ccflare-server`.
+    pub ui: bool,
+    /// CPU of the idle server before the load, in percent of one core.
+    pub idle_cpu_percent: Option<f64>,
     pub fd_limit: FdLimit,
 }
 
@@ -274,6 +278,17 @@ impl Report {
             idle(self.proxy.idle_rss_mb_at_start),
             idle(self.proxy.idle_rss_mb_at_end)
         );
+        if let Some(percent) = self.proxy.idle_cpu_percent {
+            let what = if self.proxy.ui {
+                "`ccflare` with its UI open on the Requests tab"
+            } else {
+                "the server"
+            };
+            let _ = writeln!(
+                out,
+                "Idle CPU before the load: {percent:.2} % of a core ({what})."
+            );
+        }
     }
 
     fn scenarios_and_records(&self, out: &mut String) {

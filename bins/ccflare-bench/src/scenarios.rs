@@ -110,6 +110,8 @@ pub struct Plan {
     /// Requests per second of the crash's burst, and how far into it the server is killed.
     pub crash_rate: f64,
     pub crash_kill_after: Duration,
+    /// How long the idle server's CPU is measured before the load.
+    pub idle_sample: Duration,
     /// A smoke run: timing claims (the crash's 100 ms) are reported, not judged.
     pub smoke: bool,
 }
@@ -132,6 +134,7 @@ impl Plan {
             soak_duration: crate::soak::STANDARD_DURATION,
             crash_rate: crate::crash::STANDARD_RATE,
             crash_kill_after: crate::crash::STANDARD_KILL_AFTER,
+            idle_sample: Duration::from_secs(5),
             smoke: false,
         }
     }
@@ -156,6 +159,7 @@ impl Plan {
             soak_duration: Duration::from_secs(4),
             crash_rate: 100.0,
             crash_kill_after: Duration::from_secs(1),
+            idle_sample: Duration::from_millis(500),
             smoke: true,
         }
     }

@@ -1,6 +1,11 @@
 //! The proxy under test: the real `ccflare-server` binary as its own process, in a temp folder
 //! (database, home, log) with a clean environment, pointed at the mock upstream. It is stopped
 //! with SIGTERM so that it flushes its records, and then its database is counted.
+//!
+//! With `--ui` it is the `ccflare` binary instead, with its terminal UI open on the Requests
+//! tab in a detached tmux session of 120×40 (a private tmux server in the temp folder): the
+//! same server, plus the UI drawing every request as it finishes. Its log goes to the log
+//! file (`CCFLARE_LOG_FILE`), since the terminal is the UI's.
 
 use anyhow::{Context, Result, bail};
 use ccflare_core::Secret;
@@ -21,12 +26,126 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 pub const SETTLE: Duration = Duration::from_millis(500);
 
 pub struct Server {
-    child: Child,
+    process: Process,
     pub url: String,
     pub pid: u32,
     pub log_path: PathBuf,
     db_path: PathBuf,
     dir: tempfile::TempDir,
+}
+
+/// How the server runs: a child of ours, or `ccflare` in its own tmux session.
+enum Process {
+    Child(Child),
+    Ui(Tmux),
+}
+
+/// A tmux server of our own (its socket in the server's temp folder) with one session,
+/// `ccflare`, whose pane stays after the program exits so that its exit status can be read.
+/// Dropping it ends the tmux server and whatever runs in it.
+struct Tmux {
+    socket: PathBuf,
+}
+
+impl Tmux {
+    /// tmux on our socket, with nothing of our environment (`-u`: the screen is UTF-8).
+    fn command(&self) -> Command {
+        let mut command = Command::new("tmux");
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("LANG", "C.UTF-8")
+            .arg("-u")
+            .arg("-S")
+            .arg(&self.socket);
+        command
+    }
+
+    /// Runs tmux with `args`; its standard output.
+    async fn run(&self, args: &[&str]) -> Result<String> {
+        let output = self
+            .command()
+            .args(args)
+            .output()
+            .await
+            .context("running tmux (is it installed?)")?;
+        if !output.status.success() {
+            bail!(
+                "tmux {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    async fn screen(&self) -> Result<String> {
+        self.run(&["capture-pane", "-p", "-t", "ccflare"]).await
+    }
+
+    /// Polls the screen until `test` holds; the screen then.
+    async fn wait_for(&self, what: &str, test: impl Fn(&str) -> bool) -> Result<String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let screen = self.screen().await?;
+            if test(&screen) {
+                return Ok(screen);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "ccflare's UI did not show {what} within {START_TIMEOUT:?}; the screen:\n{screen}"
+                );
+            }
+        }
+    }
+
+    /// The pane's exit status once its program has exited; `None` while it runs.
+    async fn exit_status(&self) -> Result<Option<i32>> {
+        let text = self
+            .run(&[
+                "display-message",
+                "-p",
+                "-t",
+                "ccflare",
+                "#{pane_dead} #{pane_dead_status}",
+            ])
+            .await?;
+        Ok(match text.split_whitespace().collect::<Vec<_>>()[..] {
+            ["1", status] => Some(status.parse().unwrap_or(-1)),
+            ["1"] => Some(-1),
+            _ => None,
+        })
+    }
+
+    /// Waits for the program in the pane to exit; its exit status.
+    async fn wait_exit(&self) -> Result<Option<i32>> {
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            if let Some(status) = self.exit_status().await? {
+                return Ok(Some(status));
+            }
+            if Instant::now() > deadline {
+                bail!("ccflare did not exit within {STOP_TIMEOUT:?}");
+            }
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        // A moment's work, once, at the end.
+        let _ = std::process::Command::new("tmux")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .status();
+    }
 }
 
 /// The database after the server stopped.
@@ -62,11 +181,12 @@ pub struct OAuthAccount {
     pub expires_at_ms: i64,
 }
 
-/// The `ccflare-server` next to this binary: the same target folder and profile.
-pub fn default_binary() -> Result<PathBuf> {
+/// The binary `name` (`ccflare-server`, `ccflare`) next to this one: the same target folder
+/// and profile.
+pub fn default_binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating ccflare-bench")?;
     let dir = exe.parent().context("ccflare-bench has no parent folder")?;
-    Ok(dir.join(format!("ccflare-server{}", std::env::consts::EXE_SUFFIX)))
+    Ok(dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX)))
 }
 
 /// `release`, `debug` or `unknown`, from the binary's folder name: a debug server's figures
@@ -201,13 +321,111 @@ impl Server {
             while let Ok(Some(_)) = lines.next_line().await {}
         });
         Ok(Server {
-            child,
+            process: Process::Child(child),
             url,
             pid,
             log_path,
             db_path,
             dir,
         })
+    }
+
+    /// The `ccflare` binary with its UI open on the Requests tab, in a tmux session of 120×40,
+    /// proxying to `upstream` with `keys`.
+    pub async fn start_ui(binary: &Path, upstream: &str, keys: &[String]) -> Result<Server> {
+        if !binary.is_file() {
+            bail!(
+                "no ccflare binary at {}: build it (cargo build --release --bin ccflare) or pass --ui-bin",
+                binary.display()
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("ccflare-bench-ui-")
+            .tempdir()
+            .context("creating a temp folder")?;
+        let db_path = dir.path().join("bench.db");
+        let log_path = dir.path().join("server.log");
+        let config = dir.path().join("tmux.conf");
+        std::fs::write(&config, "set -g remain-on-exit on\nset -g status off\n")
+            .context("writing the tmux configuration")?;
+        let tmux = Tmux {
+            socket: dir.path().join("tmux.sock"),
+        };
+        // The same clean environment as the headless server's; tmux runs the program itself
+        // (no shell), so the pane's process is ccflare.
+        let mut env = vec![
+            format!("HOME={}", dir.path().display()),
+            "HOST=127.0.0.1".to_owned(),
+            "PORT=0".to_owned(),
+            format!("DATABASE_URL={}", db_path.display()),
+            format!("CLAUDE_API_KEYS={}", keys.join(",")),
+            format!("CCFLARE_UPSTREAM_URL={upstream}"),
+            format!("CCFLARE_LOG_FILE={}", log_path.display()),
+        ];
+        for name in ["LOG_LEVEL", "RUST_LOG", "LOG_FORMAT"] {
+            if let Ok(value) = std::env::var(name) {
+                env.push(format!("{name}={value}"));
+            }
+        }
+        let binary = binary.display().to_string();
+        let directory = dir.path().display().to_string();
+        let config = config.display().to_string();
+        let mut args = vec![
+            "-f",
+            &config,
+            "new-session",
+            "-d",
+            "-s",
+            "ccflare",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            "-c",
+            &directory,
+            "env",
+        ];
+        args.extend(env.iter().map(String::as_str));
+        args.push(&binary);
+        tmux.run(&args).await?;
+        let screen = tmux
+            .wait_for("its Overview", |s| s.contains("listening http://"))
+            .await?;
+        let url = screen
+            .lines()
+            .find_map(|line| line.split("listening ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .context("the Overview shows no address")?
+            .to_owned();
+        let pid = tmux
+            .run(&["list-panes", "-t", "ccflare", "-F", "#{pane_pid}"])
+            .await?
+            .trim()
+            .parse()
+            .context("reading ccflare's pid")?;
+        tmux.run(&["send-keys", "-t", "ccflare", "3"]).await?;
+        tmux.wait_for("the Requests tab", |s| s.contains("Requests ·"))
+            .await?;
+        Ok(Server {
+            process: Process::Ui(tmux),
+            url,
+            pid,
+            log_path,
+            db_path,
+            dir,
+        })
+    }
+
+    /// Waits for the exit of a server that was told to stop; its exit code.
+    async fn wait_exit(&mut self) -> Result<Option<i32>> {
+        match &mut self.process {
+            Process::Child(child) => Ok(tokio::time::timeout(STOP_TIMEOUT, child.wait())
+                .await
+                .context("ccflare-server did not exit within 60 s")?
+                .context("waiting for ccflare-server")?
+                .code()),
+            Process::Ui(tmux) => tmux.wait_exit().await,
+        }
     }
 
     /// SIGTERM, wait for the exit (the writer flushes first), then count the rows and look up
@@ -221,11 +439,8 @@ impl Server {
         if !status.success() {
             bail!("kill -TERM {} failed", self.pid);
         }
-        let exit = tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
-            .await
-            .context("ccflare-server did not exit within 60 s of SIGTERM")?
-            .context("waiting for ccflare-server")?;
-        let records = count_rows(&self.db_path, seen_ids, exit.code()).await?;
+        let exit = self.wait_exit().await?;
+        let records = count_rows(&self.db_path, seen_ids, exit).await?;
         // The folder (database, log) goes with `self.dir` here.
         drop(self.dir);
         Ok(records)
@@ -235,11 +450,19 @@ impl Server {
     /// instant just before the signal went, once the process has exited.
     pub async fn kill(&mut self) -> Result<Instant> {
         let at = Instant::now();
-        self.child.start_kill().context("sending SIGKILL")?;
-        tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
-            .await
-            .context("ccflare-server did not exit within 60 s of SIGKILL")?
-            .context("waiting for ccflare-server")?;
+        match &mut self.process {
+            Process::Child(child) => child.start_kill().context("sending SIGKILL")?,
+            Process::Ui(_) => {
+                let status = std::process::Command::new("kill")
+                    .args(["-KILL", &self.pid.to_string()])
+                    .status()
+                    .context("running kill")?;
+                if !status.success() {
+                    bail!("kill -KILL {} failed", self.pid);
+                }
+            }
+        }
+        self.wait_exit().await?;
         Ok(at)
     }
 
