@@ -58,6 +58,13 @@ bench *args:
     cargo build --release --bin ccflare-server --bin ccflare-mock --bin ccflare-bench
     cargo run --quiet --release --bin ccflare-bench -- --out target/bench "$@"
 
+# The same with `ccflare` and its terminal UI open on the Requests tab (in tmux) instead of
+# ccflare-server: the overhead with the UI drawing every request, and its idle CPU. Writes
+# target/bench-ui/bench.md and bench.json.
+bench-ui *args:
+    cargo build --release --bin ccflare --bin ccflare-server --bin ccflare-mock --bin ccflare-bench
+    cargo run --quiet --release --bin ccflare-bench -- --out target/bench-ui --ui "$@"
+
 # The soak (issue 9): an hour of mixed traffic against the release server; its memory and
 # open files must stay flat and every request keep its row, else it exits non-zero. Writes
 # target/soak/bench.md and bench.json (`just soak --soak-duration 600` for ten minutes).

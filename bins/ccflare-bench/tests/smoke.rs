@@ -127,3 +127,65 @@ async fn smoke_run_reports_every_scenario_without_lost_rows() {
     assert_eq!(crash["restart_exit_code"], 0, "{crash:#}");
     assert!(markdown.contains("## Crash (kill -9)"), "{markdown}");
 }
+
+/// `--ui` in miniature: the `ccflare` binary with its UI open on the Requests tab, in tmux,
+/// serves the json scenario, keeps every row and exits 0 after SIGTERM; its idle CPU is
+/// reported (not judged: a debug build on a shared machine says little). tmux is required
+/// under `CI` (`.ci/run` installs it); elsewhere its absence skips the test with a note.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_run_with_the_ui_open_keeps_every_row() {
+    let tmux = std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !tmux {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "tmux is missing, and CI must run this test (.ci/run installs the tmux package)"
+        );
+        eprintln!("skipped: tmux is not installed");
+        return;
+    }
+    let ui = ccflare_testkit::process::workspace_binary(
+        Path::new(env!("CARGO_BIN_EXE_ccflare-bench")),
+        "ccflare",
+    );
+    let out = tempfile::tempdir().expect("temp dir");
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_ccflare-bench"))
+        .args(["--smoke", "--scenario", "json", "--ui", "--ui-bin"])
+        .arg(&ui)
+        .arg("--out")
+        .arg(out.path())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the smoke run ends within two minutes")
+        .expect("ccflare-bench runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "ccflare-bench --ui failed:\n{stderr}");
+    let json = std::fs::read_to_string(out.path().join("bench.json")).expect("bench.json");
+    let report: Value = serde_json::from_str(&json).expect("bench.json is JSON");
+    assert_eq!(report["proxy"]["ui"], true, "{:#}", report["proxy"]);
+    assert!(
+        report["proxy"]["binary"]
+            .as_str()
+            .is_some_and(|b| b.ends_with("ccflare")),
+        "{:#}",
+        report["proxy"]
+    );
+    assert!(
+        report["proxy"]["idle_cpu_percent"].as_f64().is_some(),
+        "{:#}",
+        report["proxy"]
+    );
+    let json_scenario = &report["scenarios"][0];
+    assert_eq!(json_scenario["name"], "json");
+    assert!(json_scenario["through"]["ok"].as_u64() > Some(0), "{json_scenario:#}");
+    let records = &report["records"];
+    assert!(records["rows"].as_u64() > Some(0), "{records:#}");
+    assert_eq!(records["lost"], 0, "lost rows: {records:#}");
+    assert_eq!(records["missing_ids"], 0, "{records:#}");
+    assert_eq!(records["server_exit_code"], 0, "{records:#}");
+}
