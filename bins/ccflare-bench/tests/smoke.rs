@@ -164,7 +164,10 @@ async fn smoke_run_with_the_ui_open_keeps_every_row() {
         .expect("the smoke run ends within two minutes")
         .expect("ccflare-bench runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "ccflare-bench --ui failed:\n{stderr}");
+    assert!(
+        output.status.success(),
+        "ccflare-bench --ui failed:\n{stderr}"
+    );
     let json = std::fs::read_to_string(out.path().join("bench.json")).expect("bench.json");
     let report: Value = serde_json::from_str(&json).expect("bench.json is JSON");
     assert_eq!(report["proxy"]["ui"], true, "{:#}", report["proxy"]);
@@ -182,7 +185,10 @@ async fn smoke_run_with_the_ui_open_keeps_every_row() {
     );
     let json_scenario = &report["scenarios"][0];
     assert_eq!(json_scenario["name"], "json");
-    assert!(json_scenario["through"]["ok"].as_u64() > Some(0), "{json_scenario:#}");
+    assert!(
+        json_scenario["through"]["ok"].as_u64() > Some(0),
+        "{json_scenario:#}"
+    );
     let records = &report["records"];
     assert!(records["rows"].as_u64() > Some(0), "{records:#}");
     assert_eq!(records["lost"], 0, "lost rows: {records:#}");
