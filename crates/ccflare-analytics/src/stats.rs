@@ -1,13 +1,15 @@
 //! The tables `ccflare-cli` prints: requests, tokens, cost, error rate and latency percentiles
-//! per day, per hour and per model (`stats`); the request log with its filters, read once or
-//! followed as rows arrive (`logs`); and the read-only database checks of `doctor`.
+//! per day, per hour and per model (`stats`); the log's filter and entries (`logs`, which reads
+//! `storage::requests::list`); and the read-only database checks of `doctor`.
 //!
 //! Everything here reads; nothing takes the write lock. Percentiles are computed in SQL with
 //! window functions (nearest rank), so no query pulls every latency into memory.
 
 use crate::AnalyticsError;
 use ccflare_core::Millis;
+use ccflare_core::record::RequestRecord;
 use ccflare_storage::Db;
+use ccflare_storage::requests::{AccountFilter, Listed, ModelFilter, RequestFilter, StatusFilter};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -268,8 +270,8 @@ pub struct LogEntry {
 }
 
 impl LogFilter {
-    /// Whether `entry` passes the filter: the rule of the SQL below, for entries that come
-    /// from a live feed rather than the database.
+    /// Whether `entry` passes the filter: the rule of [`LogFilter::request_filter`], for
+    /// entries that come from a live feed rather than the database.
     pub fn matches(&self, entry: &LogEntry) -> bool {
         (!self.errors_only || !entry.success)
             && self.model.as_deref().is_none_or(|prefix| {
@@ -284,105 +286,65 @@ impl LogFilter {
                 .is_none_or(|account| entry.account.as_deref() == Some(account))
             && self.since.is_none_or(|since| entry.started_at >= since)
     }
+
+    /// The filter as the request listing (`storage::requests::list`) takes it. The account is
+    /// matched by the name recorded on each row, as [`LogFilter::matches`] can match it.
+    pub fn request_filter(&self) -> RequestFilter {
+        RequestFilter {
+            model: self.model.clone().map(ModelFilter::StartsWith),
+            account: self.account.clone().map(AccountFilter::Recorded),
+            status: self.errors_only.then_some(StatusFilter::Error),
+            since: self.since,
+            until: None,
+        }
+    }
 }
 
-const LOG_COLUMNS: &str = "rowid AS seq, id, started_at, method, path, model, account_name, \
-    status, success, error_type, error_message, attempts, latency_ms, ttfb_ms, streamed, \
-    input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd";
-
-/// The filter as SQL over parameters ?1 to ?4 (see [`bind_filter`]).
-const LOG_FILTER: &str = "(?1 = 0 OR success = 0) \
-    AND (?2 IS NULL OR substr(model, 1, length(?2)) = ?2) \
-    AND (?3 IS NULL OR account_name = ?3) \
-    AND (?4 IS NULL OR started_at >= ?4)";
-
-fn log_entry(row: &SqliteRow) -> Result<LogEntry, sqlx::Error> {
-    Ok(LogEntry {
-        seq: row.try_get("seq")?,
-        id: row.try_get("id")?,
-        started_at: row.try_get("started_at")?,
-        method: row.try_get("method")?,
-        path: row.try_get("path")?,
-        model: row.try_get("model")?,
-        account: row.try_get("account_name")?,
-        status: row.try_get("status")?,
-        success: row.try_get("success")?,
-        error_type: row.try_get("error_type")?,
-        error_message: row.try_get("error_message")?,
-        attempts: row.try_get("attempts")?,
-        latency_ms: row.try_get("latency_ms")?,
-        ttfb_ms: row.try_get("ttfb_ms")?,
-        streamed: row.try_get("streamed")?,
-        input_tokens: row.try_get("input_tokens")?,
-        output_tokens: row.try_get("output_tokens")?,
-        cache_read_tokens: row.try_get("cache_read_tokens")?,
-        cache_write_tokens: row.try_get("cache_write_tokens")?,
-        cost_usd: row.try_get("cost_usd")?,
-    })
-}
-
-/// The newest `limit` requests that pass `filter`, oldest first, in the order they were
-/// recorded. Recording order (a request is written when it ends) is also the order
-/// [`requests_after`] follows, so a long stream that started before a short request but ended
-/// after it is neither lost nor shown twice.
-pub async fn recent_requests(
-    db: &Db,
-    filter: &LogFilter,
-    limit: u32,
-) -> Result<Vec<LogEntry>, AnalyticsError> {
-    let sql = format!(
-        "SELECT {LOG_COLUMNS} FROM requests WHERE {LOG_FILTER} ORDER BY rowid DESC LIMIT ?5"
-    );
-    let mut entries = sqlx::query(&sql)
-        .bind(filter.errors_only)
-        .bind(&filter.model)
-        .bind(&filter.account)
-        .bind(filter.since)
-        .bind(i64::from(limit))
-        .fetch_all(db.pool())
-        .await?
-        .iter()
-        .map(log_entry)
-        .collect::<Result<Vec<_>, _>>()?;
-    entries.reverse();
-    Ok(entries)
-}
-
-/// Requests recorded after position `after` (a [`LogEntry::seq`] or [`last_seq`]) that pass
-/// `filter`, in recording order, at most `limit`.
-pub async fn requests_after(
-    db: &Db,
-    filter: &LogFilter,
-    after: i64,
-    limit: u32,
-) -> Result<Vec<LogEntry>, AnalyticsError> {
-    let sql = format!(
-        "SELECT {LOG_COLUMNS} FROM requests WHERE rowid > ?5 AND {LOG_FILTER} \
-         ORDER BY rowid LIMIT ?6"
-    );
-    let entries = sqlx::query(&sql)
-        .bind(filter.errors_only)
-        .bind(&filter.model)
-        .bind(&filter.account)
-        .bind(filter.since)
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(db.pool())
-        .await?
-        .iter()
-        .map(log_entry)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(entries)
-}
-
-/// The position of the last recorded request (0 when there is none): following from here
-/// shows only what is recorded from now on.
-pub async fn last_seq(db: &Db) -> Result<i64, AnalyticsError> {
-    Ok(
-        sqlx::query_scalar("SELECT coalesce(max(rowid), 0) FROM requests")
-            .fetch_one(db.pool())
-            .await?,
-    )
+impl From<Listed> for LogEntry {
+    fn from(Listed { seq, record }: Listed) -> LogEntry {
+        let RequestRecord {
+            id,
+            started_at,
+            method,
+            path,
+            model,
+            account_name,
+            status,
+            success,
+            error_type,
+            error_message,
+            attempts,
+            latency_ms,
+            ttfb_ms,
+            streamed,
+            usage,
+            cost_usd,
+            ..
+        } = record;
+        let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        LogEntry {
+            seq,
+            id,
+            started_at,
+            method,
+            path,
+            model,
+            account: account_name,
+            status: i64::from(status),
+            success,
+            error_type,
+            error_message,
+            attempts: i64::from(attempts),
+            latency_ms,
+            ttfb_ms,
+            streamed,
+            input_tokens: tokens(usage.input_tokens),
+            output_tokens: tokens(usage.output_tokens),
+            cache_read_tokens: tokens(usage.cache_read_input_tokens),
+            cache_write_tokens: tokens(usage.cache_creation_input_tokens),
+            cost_usd,
+        }
+    }
 }
 
 /// What `doctor` reads about the database file itself.
@@ -419,6 +381,7 @@ mod tests {
     use ccflare_core::record::RequestRecord;
     use ccflare_core::usage::Usage;
     use ccflare_storage::Writer;
+    use ccflare_storage::requests::{self, Order};
 
     /// 2026-11-26T10:00:00Z.
     const NOW: Millis = 1_795_687_200_000;
@@ -554,6 +517,13 @@ mod tests {
         assert_eq!((empty.total.requests, empty.total.p50_ms), (0, None));
     }
 
+    async fn log(db: &Db, filter: &LogFilter, order: Order, limit: u32) -> Vec<LogEntry> {
+        let page = requests::list(db, &filter.request_filter(), order, limit)
+            .await
+            .unwrap();
+        page.requests.into_iter().map(LogEntry::from).collect()
+    }
+
     #[tokio::test]
     async fn the_log_filters_and_follows_in_recording_order() {
         let mut rows = vec![
@@ -565,37 +535,29 @@ mod tests {
         let (_dir, db) = db_with(&rows).await;
         let all = LogFilter::default();
         let ids = |entries: Vec<LogEntry>| entries.into_iter().map(|e| e.id).collect::<Vec<_>>();
-        assert_eq!(
-            ids(recent_requests(&db, &all, 2).await.unwrap()),
-            ["r1", "r2"]
-        );
+        let last = Order::LastRecorded;
+        assert_eq!(ids(log(&db, &all, last.clone(), 2).await), ["r1", "r2"]);
         let sonnet = LogFilter {
             model: Some("claude-sonnet".into()),
             ..Default::default()
         };
-        assert_eq!(
-            ids(recent_requests(&db, &sonnet, 10).await.unwrap()),
-            ["r1", "r2"]
-        );
+        assert_eq!(ids(log(&db, &sonnet, last.clone(), 10).await), ["r1", "r2"]);
         let errors = LogFilter {
             errors_only: true,
             ..Default::default()
         };
-        assert_eq!(
-            ids(recent_requests(&db, &errors, 10).await.unwrap()),
-            ["r1"]
-        );
+        assert_eq!(ids(log(&db, &errors, last.clone(), 10).await), ["r1"]);
         let two = LogFilter {
             account: Some("two".into()),
             since: Some(NOW - 90_000),
             ..Default::default()
         };
-        assert_eq!(ids(recent_requests(&db, &two, 10).await.unwrap()), ["r2"]);
+        assert_eq!(ids(log(&db, &two, last.clone(), 10).await), ["r2"]);
 
         // The in-memory rule agrees with the SQL, filter by filter.
-        let every = recent_requests(&db, &all, 10).await.unwrap();
+        let every = log(&db, &all, last.clone(), 10).await;
         for filter in [&all, &sonnet, &errors, &two] {
-            let by_sql = ids(recent_requests(&db, filter, 10).await.unwrap());
+            let by_sql = ids(log(&db, filter, last.clone(), 10).await);
             let by_rule = ids(every
                 .iter()
                 .filter(|e| filter.matches(e))
@@ -604,18 +566,12 @@ mod tests {
             assert_eq!(by_sql, by_rule, "{filter:?}");
         }
 
-        let first = recent_requests(&db, &all, 1).await.unwrap();
-        assert_eq!(last_seq(&db).await.unwrap(), first[0].seq);
-        let after_first = requests_after(&db, &all, first[0].seq - 2, 10)
-            .await
-            .unwrap();
-        assert_eq!(ids(after_first), ["r1", "r2"]);
-        assert!(
-            requests_after(&db, &all, first[0].seq, 10)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        let newest = log(&db, &all, last, 1).await;
+        assert_eq!(requests::last_seq(&db).await.unwrap(), newest[0].seq);
+        let after = Order::RecordedAfter(newest[0].seq - 2);
+        assert_eq!(ids(log(&db, &all, after, 10).await), ["r1", "r2"]);
+        let after_newest = Order::RecordedAfter(newest[0].seq);
+        assert!(log(&db, &all, after_newest, 10).await.is_empty());
     }
 
     #[tokio::test]
