@@ -2,20 +2,28 @@
 //! per day, per hour and per model (`stats`); the log's filter and entries (`logs`, which reads
 //! `storage::requests::list`); and the read-only database checks of `doctor`.
 //!
-//! Everything here reads; nothing takes the write lock. Percentiles are computed in SQL with
-//! window functions (nearest rank), so no query pulls every latency into memory.
+//! The tables read the rollups through the same definitions as `/api/analytics`: the same sums,
+//! and percentiles from the same latency histograms ([`Percentiles::from_histogram`], nearest
+//! rank over every request, exact below 128 ms and within 1/32 above), so the CLI and the API
+//! show the same p50 and p95 for the same hours. The rollups are written in the same transaction
+//! as the rows, so they are never behind them, whether a server runs or not. The rollups keep
+//! no histogram per model, so the per-model percentiles of `stats models` bin the window's
+//! rows the same way instead.
+//!
+//! Everything here reads; nothing takes the write lock.
 
 use crate::AnalyticsError;
+use crate::report::{Percentiles, Window, percentiles_in};
 use ccflare_core::Millis;
 use ccflare_core::record::RequestRecord;
 use ccflare_storage::Db;
 use ccflare_storage::requests::{AccountFilter, Listed, ModelFilter, RequestFilter, StatusFilter};
+use ccflare_storage::rollups::{
+    self, DAY_MS, DIM_ALL, DIM_MODEL, HOUR_MS, METRIC_LATENCY, SUM_COLUMNS, Sums, bucket,
+};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
-
-const HOUR_MS: Millis = 3_600_000;
-const DAY_MS: Millis = 24 * HOUR_MS;
+use sqlx::FromRow;
+use std::collections::{BTreeMap, HashMap};
 
 /// Which clock day and hour boundaries follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,10 +49,11 @@ impl Zone {
 pub enum Breakdown {
     /// The last `days` calendar days, today included; labels `YYYY-MM-DD`.
     Daily { days: u32 },
-    /// The last `hours` clock hours, this one included; labels `YYYY-MM-DD HH:00`.
+    /// The last `hours` clock hours, this one included; labels `YYYY-MM-DD HH:MM` (the minutes
+    /// are `00` unless the zone is offset from UTC by a part of an hour).
     Hourly { hours: u32 },
-    /// Per model, over requests started at or after `since`; requests without a model (a
-    /// route such as `/v1/models`) are grouped as `(none)`.
+    /// Per model, over the whole hours from the one holding `since`; requests without a model
+    /// (a route such as `/v1/models`) are grouped as `(none)`.
     Models { since: Millis },
 }
 
@@ -62,12 +71,27 @@ pub struct StatsRow {
     pub cache_read_tokens: i64,
     pub cache_write_tokens: i64,
     pub cost_usd: f64,
-    /// Latency percentiles of the successful requests, in milliseconds; `None` without any.
+    /// Latency percentiles of the requests, in milliseconds; `None` without any.
     pub p50_ms: Option<i64>,
     pub p95_ms: Option<i64>,
 }
 
 impl StatsRow {
+    fn new(key: String, sums: &Sums, latency: Percentiles) -> StatsRow {
+        StatsRow {
+            key,
+            requests: sums.requests,
+            errors: sums.requests - sums.successes,
+            input_tokens: sums.input_tokens,
+            output_tokens: sums.output_tokens,
+            cache_read_tokens: sums.cache_read_tokens,
+            cache_write_tokens: sums.cache_write_tokens,
+            cost_usd: sums.cost_usd,
+            p50_ms: latency.p50,
+            p95_ms: latency.p95,
+        }
+    }
+
     /// Errors as a fraction of requests (0 when there were none).
     pub fn error_rate(&self) -> f64 {
         if self.requests == 0 {
@@ -86,65 +110,35 @@ pub struct StatsTable {
     pub total: StatsRow,
 }
 
-/// The aggregate query over `requests`, grouped by the SQL expression `group`. With a
-/// `label` expression, only rows whose label is at least `?2` count (the first day or hour of
-/// the window). Both are built here from constants, never from user text.
-fn aggregate_sql(group: &str, label: Option<&str>, order: &str) -> String {
-    let (label, window) = match label {
-        Some(label) => (label, "label >= ?2"),
-        None => ("NULL", "1"),
-    };
-    format!(
-        "WITH base AS ( \
-             SELECT {group} AS g, {label} AS label, success, latency_ms, input_tokens, \
-                    output_tokens, cache_read_tokens, cache_write_tokens, cost_usd \
-             FROM requests WHERE started_at >= ?1 \
-         ), windowed AS (SELECT * FROM base WHERE {window}), \
-         ranked AS ( \
-             SELECT *, row_number() OVER (PARTITION BY g, success ORDER BY latency_ms) AS rn, \
-                    count(*) OVER (PARTITION BY g, success) AS n \
-             FROM windowed \
-         ) \
-         SELECT g, count(*) AS requests, coalesce(sum(success = 0), 0) AS errors, \
-                coalesce(sum(input_tokens), 0) AS input_tokens, \
-                coalesce(sum(output_tokens), 0) AS output_tokens, \
-                coalesce(sum(cache_read_tokens), 0) AS cache_read_tokens, \
-                coalesce(sum(cache_write_tokens), 0) AS cache_write_tokens, \
-                coalesce(sum(cost_usd), 0.0) AS cost_usd, \
-                min(CASE WHEN success AND rn * 100 >= n * 50 THEN latency_ms END) AS p50, \
-                min(CASE WHEN success AND rn * 100 >= n * 95 THEN latency_ms END) AS p95 \
-         FROM ranked GROUP BY g ORDER BY {order}"
-    )
-}
+/// Latency samples per histogram bin (`rollups::bin`).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Histogram(BTreeMap<i64, i64>);
 
-fn stats_row(row: &SqliteRow) -> Result<StatsRow, sqlx::Error> {
-    Ok(StatsRow {
-        key: row.try_get("g")?,
-        requests: row.try_get("requests")?,
-        errors: row.try_get("errors")?,
-        input_tokens: row.try_get("input_tokens")?,
-        output_tokens: row.try_get("output_tokens")?,
-        cache_read_tokens: row.try_get("cache_read_tokens")?,
-        cache_write_tokens: row.try_get("cache_write_tokens")?,
-        cost_usd: row.try_get("cost_usd")?,
-        p50_ms: row.try_get("p50")?,
-        p95_ms: row.try_get("p95")?,
-    })
-}
-
-fn empty_row(key: &str) -> StatsRow {
-    StatsRow {
-        key: key.to_owned(),
-        requests: 0,
-        errors: 0,
-        input_tokens: 0,
-        output_tokens: 0,
-        cache_read_tokens: 0,
-        cache_write_tokens: 0,
-        cost_usd: 0.0,
-        p50_ms: None,
-        p95_ms: None,
+impl Histogram {
+    fn add(&mut self, bin: i64, count: i64) {
+        *self.0.entry(bin).or_default() += count;
     }
+
+    fn percentiles(&self) -> Percentiles {
+        let bins: Vec<(i64, i64)> = self.0.iter().map(|(bin, count)| (*bin, *count)).collect();
+        Percentiles::from_histogram(&bins)
+    }
+}
+
+/// A group's sums, read with [`SUM_COLUMNS`] and the group as `g`.
+#[derive(FromRow)]
+struct GroupSums {
+    g: String,
+    #[sqlx(flatten)]
+    sums: Sums,
+}
+
+/// A group's samples in one bin (or at one latency), as `g`, `bin` and `n`.
+#[derive(FromRow)]
+struct GroupBin {
+    g: String,
+    bin: i64,
+    n: i64,
 }
 
 /// Requests, tokens, cost, errors and latency per day, hour or model, as of `now`.
@@ -154,59 +148,176 @@ pub async fn stats(
     zone: Zone,
     now: Millis,
 ) -> Result<StatsTable, AnalyticsError> {
-    let zone = zone.modifier();
-    // Days and hours are chosen by their label, which is what makes "the last 7 days" whole
-    // local days; the `started_at` bound (with slack for the zone's offset) only lets SQLite
-    // use its index.
-    let (label_format, span, count, unit) = match breakdown {
-        Breakdown::Daily { days } => ("%Y-%m-%d", DAY_MS, days.max(1), "days"),
-        Breakdown::Hourly { hours } => ("%Y-%m-%d %H:00", HOUR_MS, hours.max(1), "hours"),
-        Breakdown::Models { .. } => ("", 0, 0, ""),
-    };
-    let (group, label, lower, order) = match breakdown {
-        Breakdown::Models { since } => (
-            "coalesce(model, '(none)')".to_owned(),
-            None,
-            since,
-            "requests DESC, g",
-        ),
-        _ => {
-            let label =
-                format!("strftime('{label_format}', started_at / 1000, 'unixepoch', {zone})");
-            let lower = now.saturating_sub(i64::from(count) * span + DAY_MS);
-            (label.clone(), Some(label), lower, "g")
+    match breakdown {
+        Breakdown::Hourly { hours } => {
+            let first = bucket(now, HOUR_MS) - (i64::from(hours.max(1)) - 1) * HOUR_MS;
+            let hours = Periods::new("hourly", "%Y-%m-%d %H:%M", zone);
+            hours.table(db, first, "").await
         }
-    };
-    let first_label: Option<String> = match label {
-        Some(_) => Some(
-            sqlx::query_scalar(&format!(
-                "SELECT strftime('{label_format}', ?1 / 1000, 'unixepoch', {zone}, '-{} {unit}')",
-                count - 1
+        // Whole UTC days are rows of the daily rollups.
+        Breakdown::Daily { days } if zone == Zone::Utc => {
+            let first = bucket(now, DAY_MS) - (i64::from(days.max(1)) - 1) * DAY_MS;
+            Periods::new("daily", "%Y-%m-%d", zone)
+                .table(db, first, "")
+                .await
+        }
+        // Local days are made of the hours whose local date they share; which ones count is
+        // decided by that label, from the local date `days - 1` days before today's. The
+        // bound on `bucket` (with a day of slack for the zone's offset) only lets SQLite use
+        // the primary key.
+        Breakdown::Daily { days } => {
+            let days = days.max(1);
+            let first_label: String = sqlx::query_scalar(&format!(
+                "SELECT strftime('%Y-%m-%d', ?1 / 1000, 'unixepoch', {}, '-{} days')",
+                zone.modifier(),
+                days - 1
             ))
             .bind(now)
             .fetch_one(db.pool())
-            .await?,
-        ),
-        None => None,
-    };
-    let rows = sqlx::query(&aggregate_sql(&group, label.as_deref(), order))
-        .bind(lower)
-        .bind(&first_label)
+            .await?;
+            let lower = now.saturating_sub(i64::from(days) * DAY_MS + DAY_MS);
+            Periods::new("hourly", "%Y-%m-%d", zone)
+                .table(db, lower, &first_label)
+                .await
+        }
+        Breakdown::Models { since } => per_model(db, Window::since(Some(since))).await,
+    }
+}
+
+/// Rows of the hourly or daily rollups grouped by a label of their start in a zone.
+struct Periods {
+    /// `rollup_{size}` and `latency_{size}`.
+    sums: String,
+    bins: String,
+    /// The group: an SQL expression built from constants, never from user text.
+    label: String,
+}
+
+impl Periods {
+    fn new(size: &str, format: &str, zone: Zone) -> Periods {
+        Periods {
+            sums: format!("rollup_{size}"),
+            bins: format!("latency_{size}"),
+            label: format!(
+                "strftime('{format}', bucket / 1000, 'unixepoch', {})",
+                zone.modifier()
+            ),
+        }
+    }
+
+    /// The buckets from `from` on whose label is at least `first_label`, one row per label.
+    async fn table(
+        &self,
+        db: &Db,
+        from: Millis,
+        first_label: &str,
+    ) -> Result<StatsTable, AnalyticsError> {
+        let Periods { sums, bins, label } = self;
+        let groups: Vec<GroupSums> = sqlx::query_as(&format!(
+            "SELECT {label} AS g, {SUM_COLUMNS} FROM {sums} \
+             WHERE dim = {DIM_ALL} AND bucket >= ?1 GROUP BY g HAVING g >= ?2 ORDER BY g"
+        ))
+        .bind(from)
+        .bind(first_label)
         .fetch_all(db.pool())
-        .await?
-        .iter()
-        .map(stats_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    let total = sqlx::query(&aggregate_sql("'total'", label.as_deref(), "g"))
-        .bind(lower)
-        .bind(&first_label)
-        .fetch_optional(db.pool())
         .await?;
-    let total = match total {
-        Some(row) => stats_row(&row)?,
-        None => empty_row("total"),
-    };
-    Ok(StatsTable { rows, total })
+        let bins: Vec<GroupBin> = sqlx::query_as(&format!(
+            "SELECT {label} AS g, bin, sum(count) AS n FROM {bins} \
+             WHERE metric = {METRIC_LATENCY} AND bucket >= ?1 GROUP BY g, bin HAVING g >= ?2"
+        ))
+        .bind(from)
+        .bind(first_label)
+        .fetch_all(db.pool())
+        .await?;
+        let mut latency: HashMap<String, Histogram> = HashMap::new();
+        let mut all = Histogram::default();
+        for GroupBin { g, bin, n } in bins {
+            latency.entry(g).or_default().add(bin, n);
+            all.add(bin, n);
+        }
+        Ok(table(groups, &latency, all.percentiles()))
+    }
+}
+
+/// The rows of `groups` in their order with their latencies, and their total, whose latency
+/// is `all`.
+fn table(
+    groups: Vec<GroupSums>,
+    latency: &HashMap<String, Histogram>,
+    all: Percentiles,
+) -> StatsTable {
+    let mut total = Sums::default();
+    let rows = groups
+        .into_iter()
+        .map(|GroupSums { g, sums }| {
+            total.add(&sums);
+            let latency = latency.get(&g).map(Histogram::percentiles);
+            StatsRow::new(g, &sums, latency.unwrap_or_default())
+        })
+        .collect();
+    StatsTable {
+        rows,
+        total: StatsRow::new("total".to_owned(), &total, all),
+    }
+}
+
+/// Per model over `window`, busiest first: the sums from the rollups; the percentiles from the
+/// window's rows put in the rollups' bins (the rollups have no histogram per model), and the
+/// total's from the rollups' histograms, as the API reads them.
+async fn per_model(db: &Db, window: Window) -> Result<StatsTable, AnalyticsError> {
+    let mut groups: Vec<GroupSums> = sqlx::query_as(&format!(
+        "SELECT key AS g, {SUM_COLUMNS} FROM {} GROUP BY key",
+        Window::rows(
+            "rollup_hourly",
+            "rollup_daily",
+            &format!("AND dim = {DIM_MODEL}")
+        )
+    ))
+    .bind(window.hours_from)
+    .bind(window.days_from)
+    .fetch_all(db.pool())
+    .await?;
+    // Rows from the window's first hour on are exactly the rows its rollups count.
+    let latencies: Vec<GroupBin> = sqlx::query_as(
+        "SELECT coalesce(model, '') AS g, latency_ms AS bin, count(*) AS n FROM requests \
+         WHERE started_at >= ?1 GROUP BY g, latency_ms",
+    )
+    .bind(window.hours_from)
+    .fetch_all(db.pool())
+    .await?;
+    let mut latency: HashMap<String, Histogram> = HashMap::new();
+    for GroupBin {
+        g,
+        bin: latency_ms,
+        n,
+    } in latencies
+    {
+        let name = model_name(g);
+        latency
+            .entry(name)
+            .or_default()
+            .add(rollups::bin(latency_ms), n);
+    }
+    for group in &mut groups {
+        group.g = model_name(std::mem::take(&mut group.g));
+    }
+    groups.sort_by(|a, b| {
+        b.sums
+            .requests
+            .cmp(&a.sums.requests)
+            .then_with(|| a.g.cmp(&b.g))
+    });
+    let (all, _ttfb) = percentiles_in(db, window).await?;
+    Ok(table(groups, &latency, all))
+}
+
+/// A model as the table shows it: `(none)` for requests without one.
+fn model_name(model: String) -> String {
+    if model.is_empty() {
+        "(none)".to_owned()
+    } else {
+        model
+    }
 }
 
 /// The zone's offset from UTC at `at`, in milliseconds (0 for UTC), as SQLite's `localtime`
@@ -438,7 +549,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn daily_rows_are_whole_days_with_percentiles_of_successes() {
+    async fn daily_rows_are_whole_days_with_binned_percentiles_of_every_request() {
         let mut rows: Vec<Row> = (1..=20)
             .map(|i| row(NOW - i * MIN, "claude-haiku-4-5", i * 100, true))
             .collect();
@@ -463,8 +574,9 @@ mod tests {
             (210, 420, 630)
         );
         assert_eq!(today.cache_write_tokens, 840);
-        // Nearest rank over the 20 successes: 10th and 19th of 100..2000.
-        assert_eq!((today.p50_ms, today.p95_ms), (Some(1000), Some(1900)));
+        // Nearest rank over all 21 requests (1 ms, then 100..2000): the 11th (1000 ms) and the
+        // 20th (1900 ms), as their histogram bins report them: [992, 1023] and [1856, 1919].
+        assert_eq!((today.p50_ms, today.p95_ms), (Some(1007), Some(1887)));
         assert!((today.cost_usd - 5.25).abs() < 1e-9);
         assert_eq!((table.total.requests, table.total.errors), (22, 1));
         assert_eq!(table.total.key, "total");
