@@ -9,20 +9,11 @@
 mod common;
 
 use ccflare_core::{Clock, SystemClock};
-use ccflare_storage::rollups;
 use ccflare_testkit::process::{self, isolated_command};
 use ccflare_testkit::{get, send};
 use common::{Cli, MIN, Request};
 use std::path::Path;
 use std::process::Stdio;
-
-/// The nearest-rank percentile (per mille) of `latencies` as the rollups' bins report it.
-fn binned_percentile(latencies: &[i64], per_mille: usize) -> i64 {
-    let mut sorted = latencies.to_vec();
-    sorted.sort_unstable();
-    let rank = (per_mille * sorted.len()).div_ceil(1000).max(1);
-    rollups::bin_value(rollups::bin(sorted[rank - 1]))
-}
 
 #[tokio::test]
 async fn the_cli_and_a_running_servers_api_show_the_same_percentiles() {
@@ -50,12 +41,7 @@ async fn the_cli_and_a_running_servers_api_show_the_same_percentiles() {
             }
         })
         .collect();
-    let latencies: Vec<i64> = requests.iter().map(|r| r.latency_ms).collect();
     common::record(&cli.db().await, &requests, &[]).await;
-    let expected = (
-        binned_percentile(&latencies, 500),
-        binned_percentile(&latencies, 950),
-    );
 
     let mut command = isolated_command(
         process::workspace_binary(
@@ -74,11 +60,13 @@ async fn the_cli_and_a_running_servers_api_show_the_same_percentiles() {
         .await
         .json();
     server.kill().await;
+    // The values themselves are checked against the definition in the analytics tests
+    // (`report.rs::the_cli_tables_and_the_api_report_agree_on_percentiles`).
     let api = &api["latency_ms"];
     assert_eq!(api["samples"], 200);
-    assert_eq!(
-        (api["p50"].as_i64(), api["p95"].as_i64()),
-        (Some(expected.0), Some(expected.1))
+    assert!(
+        api["p50"].as_i64().is_some() && api["p95"].as_i64().is_some(),
+        "{api}"
     );
 
     for args in [
