@@ -554,6 +554,30 @@ async fn days_and_times_follow_the_local_time_zone() {
 }
 
 #[tokio::test]
+async fn in_a_zone_half_an_hour_off_utc_hours_start_at_the_half_hour() {
+    // The rollups are kept per UTC hour, so in UTC+5:30 an hour's row runs from :30 to :30
+    // and says so: the requests of 09:30 to 09:58 UTC are in the UTC hour from 09:00, which
+    // is 14:30 to 15:30 there.
+    let cli = seeded().await;
+    let mut command = cli.command(&["stats", "hourly", "--hours", "3", "--json"]);
+    command.env("TZ", "XST-5:30");
+    let json: serde_json::Value =
+        serde_json::from_str(&common::output(command).await.ok()).unwrap();
+    let rows: Vec<(String, i64)> = json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap().to_owned(),
+                r["requests"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows, [("2026-11-26 14:30".to_owned(), 4)]);
+}
+
+#[tokio::test]
 async fn logs_with_filters() {
     let cli = seeded().await;
     for (name, args) in [

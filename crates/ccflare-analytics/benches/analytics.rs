@@ -1,13 +1,14 @@
 //! How fast the analytics queries answer at a million request rows (`docs/benchmarks.md`,
 //! "Analytics at 1,000,000 rows"). Generates the rows through the real writer (so the rollups
 //! are built the way a running server builds them) into a temporary SQLite file, then times
-//! every query `/api/analytics`, `/api/stats` and `/api/requests` make.
+//! every query `/api/analytics`, `/api/stats`, `/api/requests` and `ccflare-cli stats` make.
 //!
 //! `cargo bench -p ccflare-analytics --bench analytics` (release build). Environment:
 //! `CCFLARE_BENCH_ROWS` (default 1000000), `CCFLARE_BENCH_DAYS` (default 30, the span the rows
 //! are spread over), `CCFLARE_BENCH_DB` (keep the database at this path and reuse it next time).
 
 use ccflare_analytics::Range;
+use ccflare_analytics::stats::{Breakdown, Zone};
 use ccflare_core::record::{AttemptFailure, RequestRecord};
 use ccflare_core::usage::Usage;
 use ccflare_core::{AccountId, Clock, Millis, SystemClock};
@@ -247,6 +248,39 @@ async fn run(smoke: bool) {
         "GET /api/stats (all time)",
         time(runs, || ccflare_analytics::all_time(&db)).await,
     );
+    let day = 86_400_000;
+    for (name, breakdown, zone) in [
+        (
+            "ccflare-cli stats daily (7 days, UTC)",
+            Breakdown::Daily { days: 7 },
+            Zone::Utc,
+        ),
+        (
+            "ccflare-cli stats daily (30 days, local)",
+            Breakdown::Daily { days: 30 },
+            Zone::Local,
+        ),
+        (
+            "ccflare-cli stats hourly (24 hours)",
+            Breakdown::Hourly { hours: 24 },
+            Zone::Local,
+        ),
+        (
+            "ccflare-cli stats models (30 days)",
+            Breakdown::Models {
+                since: now - 30 * day,
+            },
+            Zone::Local,
+        ),
+    ] {
+        report(
+            name,
+            time(runs, || {
+                ccflare_analytics::stats::stats(&db, breakdown, zone, now)
+            })
+            .await,
+        );
+    }
     let newest = || Order::NewestStarted { after: None };
     let all = RequestFilter::default();
     report(

@@ -15,7 +15,6 @@
 use crate::AnalyticsError;
 use crate::report::{Percentiles, Window, percentiles_in};
 use ccflare_core::Millis;
-use ccflare_core::record::RequestRecord;
 use ccflare_storage::Db;
 use ccflare_storage::requests::{AccountFilter, Listed, ModelFilter, RequestFilter, StatusFilter};
 use ccflare_storage::rollups::{
@@ -151,8 +150,9 @@ pub async fn stats(
     match breakdown {
         Breakdown::Hourly { hours } => {
             let first = bucket(now, HOUR_MS) - (i64::from(hours.max(1)) - 1) * HOUR_MS;
-            let hours = Periods::new("hourly", "%Y-%m-%d %H:%M", zone);
-            hours.table(db, first, "").await
+            Periods::new("hourly", "%Y-%m-%d %H:%M", zone)
+                .table(db, first, "")
+                .await
         }
         // Whole UTC days are rows of the daily rollups.
         Breakdown::Daily { days } if zone == Zone::Utc => {
@@ -412,48 +412,29 @@ impl LogFilter {
 }
 
 impl From<Listed> for LogEntry {
-    fn from(Listed { seq, record }: Listed) -> LogEntry {
-        let RequestRecord {
-            id,
-            started_at,
-            method,
-            path,
-            model,
-            account_name,
-            status,
-            success,
-            error_type,
-            error_message,
-            attempts,
-            latency_ms,
-            ttfb_ms,
-            streamed,
-            usage,
-            cost_usd,
-            ..
-        } = record;
+    fn from(Listed { seq, record: r }: Listed) -> LogEntry {
         let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         LogEntry {
             seq,
-            id,
-            started_at,
-            method,
-            path,
-            model,
-            account: account_name,
-            status: i64::from(status),
-            success,
-            error_type,
-            error_message,
-            attempts: i64::from(attempts),
-            latency_ms,
-            ttfb_ms,
-            streamed,
-            input_tokens: tokens(usage.input_tokens),
-            output_tokens: tokens(usage.output_tokens),
-            cache_read_tokens: tokens(usage.cache_read_input_tokens),
-            cache_write_tokens: tokens(usage.cache_creation_input_tokens),
-            cost_usd,
+            id: r.id,
+            started_at: r.started_at,
+            method: r.method,
+            path: r.path,
+            model: r.model,
+            account: r.account_name,
+            status: i64::from(r.status),
+            success: r.success,
+            error_type: r.error_type,
+            error_message: r.error_message,
+            attempts: i64::from(r.attempts),
+            latency_ms: r.latency_ms,
+            ttfb_ms: r.ttfb_ms,
+            streamed: r.streamed,
+            input_tokens: tokens(r.usage.input_tokens),
+            output_tokens: tokens(r.usage.output_tokens),
+            cache_read_tokens: tokens(r.usage.cache_read_input_tokens),
+            cache_write_tokens: tokens(r.usage.cache_creation_input_tokens),
+            cost_usd: r.cost_usd,
         }
     }
 }
