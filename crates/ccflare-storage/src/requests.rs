@@ -175,21 +175,17 @@ impl TryFrom<RequestRow> for Listed {
     }
 }
 
-fn records(rows: Vec<RequestRow>) -> Result<Vec<RequestRecord>, StorageError> {
-    rows.into_iter()
-        .map(|row| Ok(Listed::try_from(row)?.record))
-        .collect()
-}
-
 /// The newest `limit` requests, newest first.
 pub async fn recent(db: &Db, limit: u32) -> Result<Vec<RequestRecord>, StorageError> {
-    let rows = sqlx::query_as(&format!(
+    let rows: Vec<RequestRow> = sqlx::query_as(&format!(
         "{SELECT_ROWS} ORDER BY started_at DESC, rowid DESC LIMIT ?"
     ))
     .bind(i64::from(limit))
     .fetch_all(db.pool())
     .await?;
-    records(rows)
+    rows.into_iter()
+        .map(|row| Ok(Listed::try_from(row)?.record))
+        .collect()
 }
 
 /// One request by id.
