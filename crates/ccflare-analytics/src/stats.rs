@@ -221,9 +221,15 @@ impl Periods {
         .bind(first_label)
         .fetch_all(db.pool())
         .await?;
+        // The label is computed once per bucket, not once per bin: SQLite's `localtime` is not
+        // free, and a month has about 100,000 bins. Every bucket with bins has its row of sums
+        // (the writer adds both). Summing in SQL beats reading the bins out (measured).
         let bins: Vec<GroupBin> = sqlx::query_as(&format!(
-            "SELECT {label} AS g, bin, sum(count) AS n FROM {bins} \
-             WHERE metric = {METRIC_LATENCY} AND bucket >= ?1 GROUP BY g, bin HAVING g >= ?2"
+            "WITH labels AS MATERIALIZED ( \
+                 SELECT bucket, {label} AS g FROM {sums} WHERE dim = {DIM_ALL} AND bucket >= ?1 \
+             ) \
+             SELECT g, bin, sum(count) AS n FROM labels JOIN {bins} USING (bucket) \
+             WHERE metric = {METRIC_LATENCY} AND g >= ?2 GROUP BY g, bin"
         ))
         .bind(from)
         .bind(first_label)
