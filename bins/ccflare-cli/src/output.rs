@@ -299,65 +299,12 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     print(&format!("{}\n", serde_json::to_string_pretty(value)?))
 }
 
-/// `1,234,567`.
-pub fn count(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 { format!("-{out}") } else { out }
-}
+// Numbers read the same in the CLI and the terminal UI: one definition, in core.
+pub use ccflare_core::human::{compact, count, money, percent};
 
-/// Token counts in at most four characters: `999`, `1.2k`, `345k`, `12M`, `1.5B`.
-pub fn compact(n: i64) -> String {
-    if n.abs() < 1000 {
-        return n.to_string();
-    }
-    let mut value = n as f64;
-    for unit in ["k", "M", "B", "T"] {
-        value /= 1000.0;
-        if value.abs() < 9.95 {
-            return format!("{value:.1}{unit}");
-        }
-        if value.abs() < 999.5 {
-            return format!("{value:.0}{unit}");
-        }
-    }
-    format!("{value:.0}T")
-}
-
-/// Dollars: four decimals below a dollar (one request's cost), cents up to a thousand, whole
-/// dollars above.
-pub fn money(usd: f64) -> String {
-    if usd == 0.0 {
-        "$0".to_owned()
-    } else if usd < 1.0 {
-        format!("${usd:.4}")
-    } else if usd < 1000.0 {
-        format!("${usd:.2}")
-    } else {
-        format!("${}", count(usd.round() as i64))
-    }
-}
-
-/// A fraction as a percentage with one decimal.
-pub fn percent(fraction: f64) -> String {
-    format!("{:.1}%", fraction * 100.0)
-}
-
-/// A latency: `850ms`, `1.2s`, `12s`, `2m 05s`; `-` when unknown.
+/// A latency as `ccflare_core::human::latency` writes it; `-` when unknown.
 pub fn latency(ms: Option<i64>) -> String {
-    match ms {
-        None => "-".to_owned(),
-        Some(ms) if ms < 1000 => format!("{ms}ms"),
-        Some(ms) if ms < 10_000 => format!("{:.1}s", ms as f64 / 1000.0),
-        Some(ms) if ms < 60_000 => format!("{}s", ms / 1000),
-        Some(ms) => crate::timefmt::short(ms),
-    }
+    ms.map_or_else(|| "-".to_owned(), ccflare_core::human::latency)
 }
 
 #[cfg(test)]

@@ -9,47 +9,8 @@ const MINUTE: Millis = 60 * SECOND;
 const HOUR: Millis = 60 * MINUTE;
 const DAY: Millis = 24 * HOUR;
 
-/// How long ago `then` was, in one unit: "12 s ago", "2 min ago", "3 h ago", "5 d ago"; "never"
-/// without a time, and "just now" for the current second or a time slightly in the future
-/// (another machine's clock).
-pub fn ago(now: Millis, then: Option<Millis>) -> String {
-    let Some(then) = then else {
-        return "never".to_owned();
-    };
-    let elapsed = now.saturating_sub(then);
-    if elapsed < SECOND {
-        "just now".to_owned()
-    } else if elapsed < MINUTE {
-        format!("{} s ago", elapsed / SECOND)
-    } else if elapsed < HOUR {
-        format!("{} min ago", elapsed / MINUTE)
-    } else if elapsed < DAY {
-        format!("{} h ago", elapsed / HOUR)
-    } else {
-        format!("{} d ago", elapsed / DAY)
-    }
-}
-
-/// A duration in its two largest units: "45s", "4m 10s", "2h 05m", "3d 4h". Rounded up to
-/// the second, so a reset 200 ms away reads "1s" rather than "0s".
-pub fn short(duration: Millis) -> String {
-    let seconds = (duration.max(0) + SECOND - 1) / SECOND;
-    let (d, h, m, s) = (
-        seconds / 86_400,
-        seconds % 86_400 / 3_600,
-        seconds % 3_600 / 60,
-        seconds % 60,
-    );
-    if d > 0 {
-        format!("{d}d {h}h")
-    } else if h > 0 {
-        format!("{h}h {m:02}m")
-    } else if m > 0 {
-        format!("{m}m {s:02}s")
-    } else {
-        format!("{s}s")
-    }
-}
+// "2 min ago" and "4m 10s" read the same in the CLI and the terminal UI: one definition.
+pub use ccflare_core::human::{ago, duration};
 
 /// "MM-DD HH:MM:SS" for epoch milliseconds shifted by `offset_ms` (the local zone's offset).
 pub fn clock(at: Millis, offset_ms: Millis) -> String {
@@ -98,39 +59,6 @@ pub fn parse_duration(text: &str) -> Result<Millis, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ago_uses_one_unit() {
-        let now = 10 * DAY;
-        let cases = [
-            (None, "never"),
-            (Some(now), "just now"),
-            (Some(now + 5 * SECOND), "just now"),
-            (Some(now - 12 * SECOND), "12 s ago"),
-            (Some(now - 2 * MINUTE - 59 * SECOND), "2 min ago"),
-            (Some(now - 3 * HOUR), "3 h ago"),
-            (Some(now - 5 * DAY - HOUR), "5 d ago"),
-        ];
-        for (then, expected) in cases {
-            assert_eq!(ago(now, then), expected, "{then:?}");
-        }
-    }
-
-    #[test]
-    fn short_durations_show_two_units() {
-        let cases = [
-            (0, "0s"),
-            (200, "1s"),
-            (45 * SECOND, "45s"),
-            (4 * MINUTE + 10 * SECOND, "4m 10s"),
-            (2 * HOUR + 5 * MINUTE, "2h 05m"),
-            (3 * DAY + 4 * HOUR + 59 * MINUTE, "3d 4h"),
-            (-5, "0s"),
-        ];
-        for (duration, expected) in cases {
-            assert_eq!(short(duration), expected, "{duration}");
-        }
-    }
 
     #[test]
     fn clock_shows_month_day_and_time() {

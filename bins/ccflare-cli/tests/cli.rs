@@ -502,6 +502,22 @@ async fn stats_tables_per_day_hour_and_model() {
     );
 }
 
+/// Each row's key and request count, from `stats … --json` output.
+fn rows_and_requests(json: &str) -> Vec<(String, i64)> {
+    let json: serde_json::Value = serde_json::from_str(json).unwrap();
+    json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap().to_owned(),
+                r["requests"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn days_and_times_follow_the_local_time_zone() {
     let cli = seeded().await;
@@ -514,21 +530,7 @@ async fn days_and_times_follow_the_local_time_zone() {
         }
         let mut command = cli.command(&args);
         command.env("TZ", zone);
-        async move {
-            let json: serde_json::Value =
-                serde_json::from_str(&common::output(command).await.ok()).unwrap();
-            json["rows"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| {
-                    (
-                        r["key"].as_str().unwrap().to_owned(),
-                        r["requests"].as_i64().unwrap(),
-                    )
-                })
-                .collect::<Vec<_>>()
-        }
+        async move { rows_and_requests(&common::output(command).await.ok()) }
     };
     let day = |d: &str, n: i64| (d.to_owned(), n);
     assert_eq!(
@@ -551,6 +553,20 @@ async fn days_and_times_follow_the_local_time_zone() {
     command.env("TZ", "XST8");
     let log = common::output(command).await.ok();
     assert!(log.contains("11-26 01:58:00"), "{log}");
+}
+
+#[tokio::test]
+async fn in_a_zone_half_an_hour_off_utc_hours_start_at_the_half_hour() {
+    // The rollups are kept per UTC hour, so in UTC+5:30 an hour's row runs from :30 to :30
+    // and says so: the requests of 09:30 to 09:58 UTC are in the UTC hour from 09:00, which
+    // is 14:30 to 15:30 there.
+    let cli = seeded().await;
+    let mut command = cli.command(&["stats", "hourly", "--hours", "3", "--json"]);
+    command.env("TZ", "XST-5:30");
+    assert_eq!(
+        rows_and_requests(&common::output(command).await.ok()),
+        [("2026-11-26 14:30".to_owned(), 4)]
+    );
 }
 
 #[tokio::test]

@@ -1,17 +1,20 @@
 //! How fast the analytics queries answer at a million request rows (`docs/benchmarks.md`,
 //! "Analytics at 1,000,000 rows"). Generates the rows through the real writer (so the rollups
 //! are built the way a running server builds them) into a temporary SQLite file, then times
-//! every query `/api/analytics`, `/api/stats` and `/api/requests` make.
+//! every query `/api/analytics`, `/api/stats`, `/api/requests` and `ccflare-cli stats` make.
 //!
 //! `cargo bench -p ccflare-analytics --bench analytics` (release build). Environment:
 //! `CCFLARE_BENCH_ROWS` (default 1000000), `CCFLARE_BENCH_DAYS` (default 30, the span the rows
 //! are spread over), `CCFLARE_BENCH_DB` (keep the database at this path and reuse it next time).
 
 use ccflare_analytics::Range;
+use ccflare_analytics::stats::{Breakdown, Zone};
 use ccflare_core::record::{AttemptFailure, RequestRecord};
 use ccflare_core::usage::Usage;
 use ccflare_core::{AccountId, Clock, Millis, SystemClock};
-use ccflare_storage::requests::{self, RequestFilter, StatusFilter};
+use ccflare_storage::requests::{
+    self, AccountFilter, ModelFilter, Order, RequestFilter, StatusFilter,
+};
 use ccflare_storage::{Db, Writer};
 use std::future::Future;
 use std::path::PathBuf;
@@ -245,27 +248,63 @@ async fn run(smoke: bool) {
         "GET /api/stats (all time)",
         time(runs, || ccflare_analytics::all_time(&db)).await,
     );
-    let first_page = RequestFilter::default();
+    let day = 86_400_000;
+    for (name, breakdown, zone) in [
+        (
+            "ccflare-cli stats daily (7 days, UTC)",
+            Breakdown::Daily { days: 7 },
+            Zone::Utc,
+        ),
+        (
+            "ccflare-cli stats daily (30 days, local)",
+            Breakdown::Daily { days: 30 },
+            Zone::Local,
+        ),
+        (
+            "ccflare-cli stats hourly (24 hours)",
+            Breakdown::Hourly { hours: 24 },
+            Zone::Local,
+        ),
+        (
+            "ccflare-cli stats models (30 days)",
+            Breakdown::Models {
+                since: now - 30 * day,
+            },
+            Zone::Local,
+        ),
+    ] {
+        report(
+            name,
+            time(runs, || {
+                ccflare_analytics::stats::stats(&db, breakdown, zone, now)
+            })
+            .await,
+        );
+    }
+    let newest = || Order::NewestStarted { after: None };
+    let all = RequestFilter::default();
     report(
         "GET /api/requests (newest 50)",
-        time(runs, || requests::list(&db, &first_page, 50)).await,
+        time(runs, || requests::list(&db, &all, newest(), 50)).await,
     );
-    let deep = requests::list(&db, &first_page, 1000).await.expect("page");
-    let page_20 = RequestFilter {
-        after: deep.next.clone(),
-        ..Default::default()
+    let deep = requests::list(&db, &all, newest(), 1000)
+        .await
+        .expect("page");
+    let last = deep.requests.last().expect("a full page").record.clone();
+    let page_20 = || Order::NewestStarted {
+        after: Some((last.started_at, last.id.clone())),
     };
     report(
         "GET /api/requests?cursor=… (after 1000)",
-        time(runs, || requests::list(&db, &page_20, 50)).await,
+        time(runs, || requests::list(&db, &all, page_20(), 50)).await,
     );
     let by_model = RequestFilter {
-        model: Some("claude-haiku-4-5".into()),
+        model: Some(ModelFilter::Is("claude-haiku-4-5".into())),
         ..Default::default()
     };
     report(
         "GET /api/requests?model=claude-haiku-4-5",
-        time(runs, || requests::list(&db, &by_model, 50)).await,
+        time(runs, || requests::list(&db, &by_model, newest(), 50)).await,
     );
     let by_status = RequestFilter {
         status: Some(StatusFilter::Code(500)),
@@ -273,16 +312,16 @@ async fn run(smoke: bool) {
     };
     report(
         "GET /api/requests?status=500",
-        time(runs, || requests::list(&db, &by_status, 50)).await,
+        time(runs, || requests::list(&db, &by_status, newest(), 50)).await,
     );
     let errors = RequestFilter {
         status: Some(StatusFilter::Error),
-        account: Some("account-3".into()),
+        account: Some(AccountFilter::Named("account-3".into())),
         ..Default::default()
     };
     report(
         "GET /api/requests?status=error&account=…",
-        time(runs, || requests::list(&db, &errors, 50)).await,
+        time(runs, || requests::list(&db, &errors, newest(), 50)).await,
     );
     db.close().await;
 }

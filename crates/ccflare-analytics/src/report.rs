@@ -17,7 +17,7 @@ use ccflare_storage::rollups::{
     METRIC_LATENCY, METRIC_TTFB, MINUTE_MS, SUM_COLUMNS, Sums, bucket,
 };
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::FromRow;
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
@@ -265,13 +265,13 @@ pub struct Report {
 /// from `days_from` on. Whole days come from the daily table, so a 30-day window reads about
 /// 30 days' worth of groups instead of 720 hours' worth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Window {
-    hours_from: Millis,
-    days_from: Millis,
+pub(crate) struct Window {
+    pub(crate) hours_from: Millis,
+    pub(crate) days_from: Millis,
 }
 
 impl Window {
-    fn since(start: Option<Millis>) -> Window {
+    pub(crate) fn since(start: Option<Millis>) -> Window {
         match start {
             None => Window {
                 hours_from: Millis::MIN,
@@ -295,7 +295,7 @@ impl Window {
 
     /// A subquery over the window's rows of `hourly` and `daily` (table names are constants),
     /// binding `?1` = hours_from and `?2` = days_from.
-    fn rows(hourly: &str, daily: &str, extra: &str) -> String {
+    pub(crate) fn rows(hourly: &str, daily: &str, extra: &str) -> String {
         format!(
             "(SELECT * FROM {hourly} WHERE bucket >= ?1 AND bucket < ?2 {extra} \
              UNION ALL SELECT * FROM {daily} WHERE bucket >= ?2 {extra})"
@@ -331,6 +331,18 @@ fn ranked(groups: HashMap<Option<String>, Sums>) -> Vec<Group> {
     groups
 }
 
+/// One group's sums over a window, read with [`SUM_COLUMNS`].
+#[derive(FromRow)]
+struct DimSums {
+    dim: i64,
+    key: String,
+    /// For an account, the name it was last recorded with; absent where not selected.
+    #[sqlx(default)]
+    label: String,
+    #[sqlx(flatten)]
+    sums: Sums,
+}
+
 async fn breakdowns(db: &Db, window: Window) -> Result<Breakdowns, AnalyticsError> {
     // SQLite takes the bare `label` from the row holding max(bucket): for an account, the name
     // it was last recorded with (used for accounts removed since).
@@ -338,23 +350,19 @@ async fn breakdowns(db: &Db, window: Window) -> Result<Breakdowns, AnalyticsErro
         "SELECT dim, key, label, max(bucket) AS latest, {SUM_COLUMNS} FROM {} GROUP BY dim, key",
         Window::rows("rollup_hourly", "rollup_daily", "")
     );
-    let rows = sqlx::query(&sql)
+    let rows: Vec<DimSums> = sqlx::query_as(&sql)
         .bind(window.hours_from)
         .bind(window.days_from)
         .fetch_all(db.pool())
         .await?;
     // Accounts are named as they are called now.
-    let names: HashMap<String, String> = sqlx::query("SELECT id, name FROM accounts")
-        .fetch_all(db.pool())
-        .await?
-        .iter()
-        .map(|row| {
-            Ok((
-                row.try_get::<i64, _>("id")?.to_string(),
-                row.try_get("name")?,
-            ))
-        })
-        .collect::<Result<_, sqlx::Error>>()?;
+    let names: HashMap<String, String> =
+        sqlx::query_as::<_, (i64, String)>("SELECT id, name FROM accounts")
+            .fetch_all(db.pool())
+            .await?
+            .into_iter()
+            .map(|(id, name)| (id.to_string(), name))
+            .collect();
 
     let mut total = Sums::default();
     let mut models: HashMap<Option<String>, Sums> = HashMap::new();
@@ -362,18 +370,20 @@ async fn breakdowns(db: &Db, window: Window) -> Result<Breakdowns, AnalyticsErro
     let mut client_keys: HashMap<Option<String>, Sums> = HashMap::new();
     let mut errors = Vec::new();
     let some = |text: String| (!text.is_empty()).then_some(text);
-    for row in &rows {
-        let sums = Sums::from_row(row)?;
-        let dim: i64 = row.try_get("dim")?;
-        let key: String = row.try_get("key")?;
+    for DimSums {
+        dim,
+        key,
+        label,
+        sums,
+    } in rows
+    {
         match dim {
             DIM_ALL => total.add(&sums),
             DIM_MODEL => models.entry(some(key)).or_default().add(&sums),
             DIM_ACCOUNT => {
-                let recorded: String = row.try_get("label")?;
                 let name = match names.get(&key) {
                     Some(current) => Some(current.clone()),
-                    None => some(recorded),
+                    None => some(label),
                 };
                 // Two ids can share a name (one removed, a new one added under its name).
                 accounts.entry(name).or_default().add(&sums);
@@ -401,7 +411,7 @@ async fn breakdowns(db: &Db, window: Window) -> Result<Breakdowns, AnalyticsErro
 }
 
 /// Latency and time-to-first-byte percentiles over a window, from one scan of the histograms.
-async fn percentiles_in(
+pub(crate) async fn percentiles_in(
     db: &Db,
     window: Window,
 ) -> Result<(Percentiles, Percentiles), AnalyticsError> {
@@ -409,16 +419,15 @@ async fn percentiles_in(
         "SELECT metric, bin, sum(count) AS n FROM {} GROUP BY metric, bin ORDER BY metric, bin",
         Window::rows("latency_hourly", "latency_daily", "")
     );
-    let rows = sqlx::query(&sql)
+    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(&sql)
         .bind(window.hours_from)
         .bind(window.days_from)
         .fetch_all(db.pool())
         .await?;
     let mut latency = Vec::new();
     let mut ttfb = Vec::new();
-    for row in &rows {
-        let metric: i64 = row.try_get("metric")?;
-        let bin = (row.try_get("bin")?, row.try_get("n")?);
+    for (metric, bin, n) in rows {
+        let bin = (bin, n);
         match metric {
             METRIC_LATENCY => latency.push(bin),
             METRIC_TTFB => ttfb.push(bin),
@@ -451,6 +460,17 @@ pub(crate) async fn requests_since(db: &Db, since: Millis) -> Result<i64, Analyt
     Ok(partial + whole)
 }
 
+/// One bucket of a series as `series` selects it.
+#[derive(FromRow)]
+struct SeriesRow {
+    t: Millis,
+    requests: i64,
+    successes: i64,
+    tokens: i64,
+    cost: f64,
+    latency: i64,
+}
+
 async fn series(db: &Db, range: Range, now: Millis) -> Result<Vec<Point>, AnalyticsError> {
     let width = range.bucket_ms();
     let first = bucket(now - range.duration_ms(), width);
@@ -477,7 +497,7 @@ async fn series(db: &Db, range: Range, now: Millis) -> Result<Vec<Point>, Analyt
             )
         }
     };
-    let rows = sqlx::query(&sql)
+    let rows: Vec<SeriesRow> = sqlx::query_as(&sql)
         .bind(width)
         .bind(first)
         .fetch_all(db.pool())
@@ -488,19 +508,19 @@ async fn series(db: &Db, range: Range, now: Millis) -> Result<Vec<Point>, Analyt
             ..Point::default()
         })
         .collect();
-    for row in &rows {
-        let time: Millis = row.try_get("t")?;
-        let Some(point) = points.get_mut(((time - first) / width) as usize) else {
+    for row in rows {
+        let Some(point) = points.get_mut(((row.t - first) / width) as usize) else {
             // A row stamped in the future (a clock that stepped back) has no point.
             continue;
         };
-        let requests: i64 = row.try_get("requests")?;
-        let latency: i64 = row.try_get("latency")?;
-        point.requests = requests;
-        point.errors = requests - row.try_get::<i64, _>("successes")?;
-        point.total_tokens = row.try_get("tokens")?;
-        point.cost_usd = row.try_get("cost")?;
-        point.average_response_time = ratio(latency as f64, requests as f64).unwrap_or(0.0);
+        *point = Point {
+            time: point.time,
+            requests: row.requests,
+            errors: row.requests - row.successes,
+            total_tokens: row.tokens,
+            cost_usd: row.cost,
+            average_response_time: ratio(row.latency as f64, row.requests as f64).unwrap_or(0.0),
+        };
     }
     Ok(points)
 }
@@ -564,7 +584,7 @@ pub(crate) async fn all_time_overview(
     db: &Db,
     limit: usize,
 ) -> Result<(Totals, Vec<(String, i64)>), AnalyticsError> {
-    let rows = sqlx::query(&format!(
+    let rows: Vec<DimSums> = sqlx::query_as(&format!(
         "SELECT dim, key, {SUM_COLUMNS} FROM rollup_daily WHERE dim IN ({DIM_ALL}, {DIM_MODEL}) \
          GROUP BY dim, key"
     ))
@@ -572,12 +592,10 @@ pub(crate) async fn all_time_overview(
     .await?;
     let mut total = Sums::default();
     let mut models = Vec::new();
-    for row in &rows {
-        let sums = Sums::from_row(row)?;
-        let model: String = row.try_get("key")?;
-        match row.try_get::<i64, _>("dim")? {
+    for DimSums { dim, key, sums, .. } in rows {
+        match dim {
             DIM_ALL => total.add(&sums),
-            _ if !model.is_empty() => models.push((model, sums.requests)),
+            _ if !key.is_empty() => models.push((key, sums.requests)),
             _ => {}
         }
     }

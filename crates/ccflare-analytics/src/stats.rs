@@ -1,19 +1,28 @@
 //! The tables `ccflare-cli` prints: requests, tokens, cost, error rate and latency percentiles
-//! per day, per hour and per model (`stats`); the request log with its filters, read once or
-//! followed as rows arrive (`logs`); and the read-only database checks of `doctor`.
+//! per day, per hour and per model (`stats`); the log's filter and entries (`logs`, which reads
+//! `storage::requests::list`); and the read-only database checks of `doctor`.
 //!
-//! Everything here reads; nothing takes the write lock. Percentiles are computed in SQL with
-//! window functions (nearest rank), so no query pulls every latency into memory.
+//! The tables read the rollups through the same definitions as `/api/analytics`: the same sums,
+//! and percentiles from the same latency histograms ([`Percentiles::from_histogram`], nearest
+//! rank over every request, exact below 128 ms and within 1/32 above), so the CLI and the API
+//! show the same p50 and p95 for the same hours. The rollups are written in the same transaction
+//! as the rows, so they are never behind them, whether a server runs or not. The rollups keep
+//! no histogram per model, so the per-model percentiles of `stats models` bin the window's
+//! rows the same way instead.
+//!
+//! Everything here reads; nothing takes the write lock.
 
 use crate::AnalyticsError;
+use crate::report::{Percentiles, Window, percentiles_in};
 use ccflare_core::Millis;
 use ccflare_storage::Db;
+use ccflare_storage::requests::{AccountFilter, Listed, ModelFilter, RequestFilter, StatusFilter};
+use ccflare_storage::rollups::{
+    self, DAY_MS, DIM_ALL, DIM_MODEL, HOUR_MS, METRIC_LATENCY, SUM_COLUMNS, Sums, bucket,
+};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
-
-const HOUR_MS: Millis = 3_600_000;
-const DAY_MS: Millis = 24 * HOUR_MS;
+use sqlx::FromRow;
+use std::collections::{BTreeMap, HashMap};
 
 /// Which clock day and hour boundaries follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,10 +48,11 @@ impl Zone {
 pub enum Breakdown {
     /// The last `days` calendar days, today included; labels `YYYY-MM-DD`.
     Daily { days: u32 },
-    /// The last `hours` clock hours, this one included; labels `YYYY-MM-DD HH:00`.
+    /// The last `hours` clock hours, this one included; labels `YYYY-MM-DD HH:MM` (the minutes
+    /// are `00` unless the zone is offset from UTC by a part of an hour).
     Hourly { hours: u32 },
-    /// Per model, over requests started at or after `since`; requests without a model (a
-    /// route such as `/v1/models`) are grouped as `(none)`.
+    /// Per model, over the whole hours from the one holding `since`; requests without a model
+    /// (a route such as `/v1/models`) are grouped as `(none)`.
     Models { since: Millis },
 }
 
@@ -60,12 +70,27 @@ pub struct StatsRow {
     pub cache_read_tokens: i64,
     pub cache_write_tokens: i64,
     pub cost_usd: f64,
-    /// Latency percentiles of the successful requests, in milliseconds; `None` without any.
+    /// Latency percentiles of the requests, in milliseconds; `None` without any.
     pub p50_ms: Option<i64>,
     pub p95_ms: Option<i64>,
 }
 
 impl StatsRow {
+    fn new(key: String, sums: &Sums, latency: Percentiles) -> StatsRow {
+        StatsRow {
+            key,
+            requests: sums.requests,
+            errors: sums.requests - sums.successes,
+            input_tokens: sums.input_tokens,
+            output_tokens: sums.output_tokens,
+            cache_read_tokens: sums.cache_read_tokens,
+            cache_write_tokens: sums.cache_write_tokens,
+            cost_usd: sums.cost_usd,
+            p50_ms: latency.p50,
+            p95_ms: latency.p95,
+        }
+    }
+
     /// Errors as a fraction of requests (0 when there were none).
     pub fn error_rate(&self) -> f64 {
         if self.requests == 0 {
@@ -84,65 +109,35 @@ pub struct StatsTable {
     pub total: StatsRow,
 }
 
-/// The aggregate query over `requests`, grouped by the SQL expression `group`. With a
-/// `label` expression, only rows whose label is at least `?2` count (the first day or hour of
-/// the window). Both are built here from constants, never from user text.
-fn aggregate_sql(group: &str, label: Option<&str>, order: &str) -> String {
-    let (label, window) = match label {
-        Some(label) => (label, "label >= ?2"),
-        None => ("NULL", "1"),
-    };
-    format!(
-        "WITH base AS ( \
-             SELECT {group} AS g, {label} AS label, success, latency_ms, input_tokens, \
-                    output_tokens, cache_read_tokens, cache_write_tokens, cost_usd \
-             FROM requests WHERE started_at >= ?1 \
-         ), windowed AS (SELECT * FROM base WHERE {window}), \
-         ranked AS ( \
-             SELECT *, row_number() OVER (PARTITION BY g, success ORDER BY latency_ms) AS rn, \
-                    count(*) OVER (PARTITION BY g, success) AS n \
-             FROM windowed \
-         ) \
-         SELECT g, count(*) AS requests, coalesce(sum(success = 0), 0) AS errors, \
-                coalesce(sum(input_tokens), 0) AS input_tokens, \
-                coalesce(sum(output_tokens), 0) AS output_tokens, \
-                coalesce(sum(cache_read_tokens), 0) AS cache_read_tokens, \
-                coalesce(sum(cache_write_tokens), 0) AS cache_write_tokens, \
-                coalesce(sum(cost_usd), 0.0) AS cost_usd, \
-                min(CASE WHEN success AND rn * 100 >= n * 50 THEN latency_ms END) AS p50, \
-                min(CASE WHEN success AND rn * 100 >= n * 95 THEN latency_ms END) AS p95 \
-         FROM ranked GROUP BY g ORDER BY {order}"
-    )
-}
+/// Latency samples per histogram bin (`rollups::bin`).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Histogram(BTreeMap<i64, i64>);
 
-fn stats_row(row: &SqliteRow) -> Result<StatsRow, sqlx::Error> {
-    Ok(StatsRow {
-        key: row.try_get("g")?,
-        requests: row.try_get("requests")?,
-        errors: row.try_get("errors")?,
-        input_tokens: row.try_get("input_tokens")?,
-        output_tokens: row.try_get("output_tokens")?,
-        cache_read_tokens: row.try_get("cache_read_tokens")?,
-        cache_write_tokens: row.try_get("cache_write_tokens")?,
-        cost_usd: row.try_get("cost_usd")?,
-        p50_ms: row.try_get("p50")?,
-        p95_ms: row.try_get("p95")?,
-    })
-}
-
-fn empty_row(key: &str) -> StatsRow {
-    StatsRow {
-        key: key.to_owned(),
-        requests: 0,
-        errors: 0,
-        input_tokens: 0,
-        output_tokens: 0,
-        cache_read_tokens: 0,
-        cache_write_tokens: 0,
-        cost_usd: 0.0,
-        p50_ms: None,
-        p95_ms: None,
+impl Histogram {
+    fn add(&mut self, bin: i64, count: i64) {
+        *self.0.entry(bin).or_default() += count;
     }
+
+    fn percentiles(&self) -> Percentiles {
+        let bins: Vec<(i64, i64)> = self.0.iter().map(|(bin, count)| (*bin, *count)).collect();
+        Percentiles::from_histogram(&bins)
+    }
+}
+
+/// A group's sums, read with [`SUM_COLUMNS`] and the group as `g`.
+#[derive(FromRow)]
+struct GroupSums {
+    g: String,
+    #[sqlx(flatten)]
+    sums: Sums,
+}
+
+/// A group's samples in one bin (or at one latency), as `g`, `bin` and `n`.
+#[derive(FromRow)]
+struct GroupBin {
+    g: String,
+    bin: i64,
+    n: i64,
 }
 
 /// Requests, tokens, cost, errors and latency per day, hour or model, as of `now`.
@@ -152,59 +147,183 @@ pub async fn stats(
     zone: Zone,
     now: Millis,
 ) -> Result<StatsTable, AnalyticsError> {
-    let zone = zone.modifier();
-    // Days and hours are chosen by their label, which is what makes "the last 7 days" whole
-    // local days; the `started_at` bound (with slack for the zone's offset) only lets SQLite
-    // use its index.
-    let (label_format, span, count, unit) = match breakdown {
-        Breakdown::Daily { days } => ("%Y-%m-%d", DAY_MS, days.max(1), "days"),
-        Breakdown::Hourly { hours } => ("%Y-%m-%d %H:00", HOUR_MS, hours.max(1), "hours"),
-        Breakdown::Models { .. } => ("", 0, 0, ""),
-    };
-    let (group, label, lower, order) = match breakdown {
-        Breakdown::Models { since } => (
-            "coalesce(model, '(none)')".to_owned(),
-            None,
-            since,
-            "requests DESC, g",
-        ),
-        _ => {
-            let label =
-                format!("strftime('{label_format}', started_at / 1000, 'unixepoch', {zone})");
-            let lower = now.saturating_sub(i64::from(count) * span + DAY_MS);
-            (label.clone(), Some(label), lower, "g")
+    match breakdown {
+        Breakdown::Hourly { hours } => {
+            let first = bucket(now, HOUR_MS) - (i64::from(hours.max(1)) - 1) * HOUR_MS;
+            Periods::new("hourly", "%Y-%m-%d %H:%M", zone)
+                .table(db, first, "")
+                .await
         }
-    };
-    let first_label: Option<String> = match label {
-        Some(_) => Some(
-            sqlx::query_scalar(&format!(
-                "SELECT strftime('{label_format}', ?1 / 1000, 'unixepoch', {zone}, '-{} {unit}')",
-                count - 1
+        // Whole UTC days are rows of the daily rollups.
+        Breakdown::Daily { days } if zone == Zone::Utc => {
+            let first = bucket(now, DAY_MS) - (i64::from(days.max(1)) - 1) * DAY_MS;
+            Periods::new("daily", "%Y-%m-%d", zone)
+                .table(db, first, "")
+                .await
+        }
+        // Local days are made of the hours whose local date they share; which ones count is
+        // decided by that label, from the local date `days - 1` days before today's. The
+        // bound on `bucket` (with a day of slack for the zone's offset) only lets SQLite use
+        // the primary key.
+        Breakdown::Daily { days } => {
+            let days = days.max(1);
+            let first_label: String = sqlx::query_scalar(&format!(
+                "SELECT strftime('%Y-%m-%d', ?1 / 1000, 'unixepoch', {}, '-{} days')",
+                zone.modifier(),
+                days - 1
             ))
             .bind(now)
             .fetch_one(db.pool())
-            .await?,
-        ),
-        None => None,
-    };
-    let rows = sqlx::query(&aggregate_sql(&group, label.as_deref(), order))
-        .bind(lower)
-        .bind(&first_label)
+            .await?;
+            let lower = now.saturating_sub(i64::from(days) * DAY_MS + DAY_MS);
+            Periods::new("hourly", "%Y-%m-%d", zone)
+                .table(db, lower, &first_label)
+                .await
+        }
+        Breakdown::Models { since } => per_model(db, Window::since(Some(since))).await,
+    }
+}
+
+/// Rows of the hourly or daily rollups grouped by a label of their start in a zone.
+struct Periods {
+    /// `rollup_{size}` and `latency_{size}`.
+    sums: String,
+    bins: String,
+    /// The group: an SQL expression built from constants, never from user text.
+    label: String,
+}
+
+impl Periods {
+    fn new(size: &str, format: &str, zone: Zone) -> Periods {
+        Periods {
+            sums: format!("rollup_{size}"),
+            bins: format!("latency_{size}"),
+            label: format!(
+                "strftime('{format}', bucket / 1000, 'unixepoch', {})",
+                zone.modifier()
+            ),
+        }
+    }
+
+    /// The buckets from `from` on whose label is at least `first_label`, one row per label.
+    async fn table(
+        &self,
+        db: &Db,
+        from: Millis,
+        first_label: &str,
+    ) -> Result<StatsTable, AnalyticsError> {
+        let Periods { sums, bins, label } = self;
+        let groups: Vec<GroupSums> = sqlx::query_as(&format!(
+            "SELECT {label} AS g, {SUM_COLUMNS} FROM {sums} \
+             WHERE dim = {DIM_ALL} AND bucket >= ?1 GROUP BY g HAVING g >= ?2 ORDER BY g"
+        ))
+        .bind(from)
+        .bind(first_label)
         .fetch_all(db.pool())
-        .await?
-        .iter()
-        .map(stats_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    let total = sqlx::query(&aggregate_sql("'total'", label.as_deref(), "g"))
-        .bind(lower)
-        .bind(&first_label)
-        .fetch_optional(db.pool())
         .await?;
-    let total = match total {
-        Some(row) => stats_row(&row)?,
-        None => empty_row("total"),
-    };
-    Ok(StatsTable { rows, total })
+        // The label is computed once per bucket, not once per bin: SQLite's `localtime` is not
+        // free, and a month has about 100,000 bins. Every bucket with bins has its row of sums
+        // (the writer adds both). Summing in SQL beats reading the bins out (measured).
+        let bins: Vec<GroupBin> = sqlx::query_as(&format!(
+            "WITH labels AS MATERIALIZED ( \
+                 SELECT bucket, {label} AS g FROM {sums} WHERE dim = {DIM_ALL} AND bucket >= ?1 \
+             ) \
+             SELECT g, bin, sum(count) AS n FROM labels JOIN {bins} USING (bucket) \
+             WHERE metric = {METRIC_LATENCY} AND g >= ?2 GROUP BY g, bin"
+        ))
+        .bind(from)
+        .bind(first_label)
+        .fetch_all(db.pool())
+        .await?;
+        let mut latency: HashMap<String, Histogram> = HashMap::new();
+        let mut all = Histogram::default();
+        for GroupBin { g, bin, n } in bins {
+            latency.entry(g).or_default().add(bin, n);
+            all.add(bin, n);
+        }
+        Ok(table(groups, &latency, all.percentiles()))
+    }
+}
+
+/// The rows of `groups` in their order with their latencies, and their total, whose latency
+/// is `all`.
+fn table(
+    groups: Vec<GroupSums>,
+    latency: &HashMap<String, Histogram>,
+    all: Percentiles,
+) -> StatsTable {
+    let mut total = Sums::default();
+    let rows = groups
+        .into_iter()
+        .map(|GroupSums { g, sums }| {
+            total.add(&sums);
+            let latency = latency.get(&g).map(Histogram::percentiles);
+            StatsRow::new(g, &sums, latency.unwrap_or_default())
+        })
+        .collect();
+    StatsTable {
+        rows,
+        total: StatsRow::new("total".to_owned(), &total, all),
+    }
+}
+
+/// Per model over `window`, busiest first: the sums from the rollups; the percentiles from the
+/// window's rows put in the rollups' bins (the rollups have no histogram per model), and the
+/// total's from the rollups' histograms, as the API reads them.
+async fn per_model(db: &Db, window: Window) -> Result<StatsTable, AnalyticsError> {
+    let mut groups: Vec<GroupSums> = sqlx::query_as(&format!(
+        "SELECT key AS g, {SUM_COLUMNS} FROM {} GROUP BY key",
+        Window::rows(
+            "rollup_hourly",
+            "rollup_daily",
+            &format!("AND dim = {DIM_MODEL}")
+        )
+    ))
+    .bind(window.hours_from)
+    .bind(window.days_from)
+    .fetch_all(db.pool())
+    .await?;
+    // Rows from the window's first hour on are exactly the rows its rollups count.
+    let latencies: Vec<GroupBin> = sqlx::query_as(
+        "SELECT coalesce(model, '') AS g, latency_ms AS bin, count(*) AS n FROM requests \
+         WHERE started_at >= ?1 GROUP BY g, latency_ms",
+    )
+    .bind(window.hours_from)
+    .fetch_all(db.pool())
+    .await?;
+    let mut latency: HashMap<String, Histogram> = HashMap::new();
+    for GroupBin {
+        g,
+        bin: latency_ms,
+        n,
+    } in latencies
+    {
+        let name = model_name(g);
+        latency
+            .entry(name)
+            .or_default()
+            .add(rollups::bin(latency_ms), n);
+    }
+    for group in &mut groups {
+        group.g = model_name(std::mem::take(&mut group.g));
+    }
+    groups.sort_by(|a, b| {
+        b.sums
+            .requests
+            .cmp(&a.sums.requests)
+            .then_with(|| a.g.cmp(&b.g))
+    });
+    let (all, _ttfb) = percentiles_in(db, window).await?;
+    Ok(table(groups, &latency, all))
+}
+
+/// A model as the table shows it: `(none)` for requests without one.
+fn model_name(model: String) -> String {
+    if model.is_empty() {
+        "(none)".to_owned()
+    } else {
+        model
+    }
 }
 
 /// The zone's offset from UTC at `at`, in milliseconds (0 for UTC), as SQLite's `localtime`
@@ -268,8 +387,8 @@ pub struct LogEntry {
 }
 
 impl LogFilter {
-    /// Whether `entry` passes the filter: the rule of the SQL below, for entries that come
-    /// from a live feed rather than the database.
+    /// Whether `entry` passes the filter: the rule of [`LogFilter::request_filter`], for
+    /// entries that come from a live feed rather than the database.
     pub fn matches(&self, entry: &LogEntry) -> bool {
         (!self.errors_only || !entry.success)
             && self.model.as_deref().is_none_or(|prefix| {
@@ -284,105 +403,46 @@ impl LogFilter {
                 .is_none_or(|account| entry.account.as_deref() == Some(account))
             && self.since.is_none_or(|since| entry.started_at >= since)
     }
+
+    /// The filter as the request listing (`storage::requests::list`) takes it. The account is
+    /// matched by the name recorded on each row, as [`LogFilter::matches`] can match it.
+    pub fn request_filter(&self) -> RequestFilter {
+        RequestFilter {
+            model: self.model.clone().map(ModelFilter::StartsWith),
+            account: self.account.clone().map(AccountFilter::Recorded),
+            status: self.errors_only.then_some(StatusFilter::Error),
+            since: self.since,
+            until: None,
+        }
+    }
 }
 
-const LOG_COLUMNS: &str = "rowid AS seq, id, started_at, method, path, model, account_name, \
-    status, success, error_type, error_message, attempts, latency_ms, ttfb_ms, streamed, \
-    input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd";
-
-/// The filter as SQL over parameters ?1 to ?4 (see [`bind_filter`]).
-const LOG_FILTER: &str = "(?1 = 0 OR success = 0) \
-    AND (?2 IS NULL OR substr(model, 1, length(?2)) = ?2) \
-    AND (?3 IS NULL OR account_name = ?3) \
-    AND (?4 IS NULL OR started_at >= ?4)";
-
-fn log_entry(row: &SqliteRow) -> Result<LogEntry, sqlx::Error> {
-    Ok(LogEntry {
-        seq: row.try_get("seq")?,
-        id: row.try_get("id")?,
-        started_at: row.try_get("started_at")?,
-        method: row.try_get("method")?,
-        path: row.try_get("path")?,
-        model: row.try_get("model")?,
-        account: row.try_get("account_name")?,
-        status: row.try_get("status")?,
-        success: row.try_get("success")?,
-        error_type: row.try_get("error_type")?,
-        error_message: row.try_get("error_message")?,
-        attempts: row.try_get("attempts")?,
-        latency_ms: row.try_get("latency_ms")?,
-        ttfb_ms: row.try_get("ttfb_ms")?,
-        streamed: row.try_get("streamed")?,
-        input_tokens: row.try_get("input_tokens")?,
-        output_tokens: row.try_get("output_tokens")?,
-        cache_read_tokens: row.try_get("cache_read_tokens")?,
-        cache_write_tokens: row.try_get("cache_write_tokens")?,
-        cost_usd: row.try_get("cost_usd")?,
-    })
-}
-
-/// The newest `limit` requests that pass `filter`, oldest first, in the order they were
-/// recorded. Recording order (a request is written when it ends) is also the order
-/// [`requests_after`] follows, so a long stream that started before a short request but ended
-/// after it is neither lost nor shown twice.
-pub async fn recent_requests(
-    db: &Db,
-    filter: &LogFilter,
-    limit: u32,
-) -> Result<Vec<LogEntry>, AnalyticsError> {
-    let sql = format!(
-        "SELECT {LOG_COLUMNS} FROM requests WHERE {LOG_FILTER} ORDER BY rowid DESC LIMIT ?5"
-    );
-    let mut entries = sqlx::query(&sql)
-        .bind(filter.errors_only)
-        .bind(&filter.model)
-        .bind(&filter.account)
-        .bind(filter.since)
-        .bind(i64::from(limit))
-        .fetch_all(db.pool())
-        .await?
-        .iter()
-        .map(log_entry)
-        .collect::<Result<Vec<_>, _>>()?;
-    entries.reverse();
-    Ok(entries)
-}
-
-/// Requests recorded after position `after` (a [`LogEntry::seq`] or [`last_seq`]) that pass
-/// `filter`, in recording order, at most `limit`.
-pub async fn requests_after(
-    db: &Db,
-    filter: &LogFilter,
-    after: i64,
-    limit: u32,
-) -> Result<Vec<LogEntry>, AnalyticsError> {
-    let sql = format!(
-        "SELECT {LOG_COLUMNS} FROM requests WHERE rowid > ?5 AND {LOG_FILTER} \
-         ORDER BY rowid LIMIT ?6"
-    );
-    let entries = sqlx::query(&sql)
-        .bind(filter.errors_only)
-        .bind(&filter.model)
-        .bind(&filter.account)
-        .bind(filter.since)
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(db.pool())
-        .await?
-        .iter()
-        .map(log_entry)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(entries)
-}
-
-/// The position of the last recorded request (0 when there is none): following from here
-/// shows only what is recorded from now on.
-pub async fn last_seq(db: &Db) -> Result<i64, AnalyticsError> {
-    Ok(
-        sqlx::query_scalar("SELECT coalesce(max(rowid), 0) FROM requests")
-            .fetch_one(db.pool())
-            .await?,
-    )
+impl From<Listed> for LogEntry {
+    fn from(Listed { seq, record: r }: Listed) -> LogEntry {
+        let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        LogEntry {
+            seq,
+            id: r.id,
+            started_at: r.started_at,
+            method: r.method,
+            path: r.path,
+            model: r.model,
+            account: r.account_name,
+            status: i64::from(r.status),
+            success: r.success,
+            error_type: r.error_type,
+            error_message: r.error_message,
+            attempts: i64::from(r.attempts),
+            latency_ms: r.latency_ms,
+            ttfb_ms: r.ttfb_ms,
+            streamed: r.streamed,
+            input_tokens: tokens(r.usage.input_tokens),
+            output_tokens: tokens(r.usage.output_tokens),
+            cache_read_tokens: tokens(r.usage.cache_read_input_tokens),
+            cache_write_tokens: tokens(r.usage.cache_creation_input_tokens),
+            cost_usd: r.cost_usd,
+        }
+    }
 }
 
 /// What `doctor` reads about the database file itself.
@@ -419,6 +479,7 @@ mod tests {
     use ccflare_core::record::RequestRecord;
     use ccflare_core::usage::Usage;
     use ccflare_storage::Writer;
+    use ccflare_storage::requests::{self, Order};
 
     /// 2026-11-26T10:00:00Z.
     const NOW: Millis = 1_795_687_200_000;
@@ -475,7 +536,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn daily_rows_are_whole_days_with_percentiles_of_successes() {
+    async fn daily_rows_are_whole_days_with_binned_percentiles_of_every_request() {
         let mut rows: Vec<Row> = (1..=20)
             .map(|i| row(NOW - i * MIN, "claude-haiku-4-5", i * 100, true))
             .collect();
@@ -500,8 +561,9 @@ mod tests {
             (210, 420, 630)
         );
         assert_eq!(today.cache_write_tokens, 840);
-        // Nearest rank over the 20 successes: 10th and 19th of 100..2000.
-        assert_eq!((today.p50_ms, today.p95_ms), (Some(1000), Some(1900)));
+        // Nearest rank over all 21 requests (1 ms, then 100..2000): the 11th (1000 ms) and the
+        // 20th (1900 ms), as their histogram bins report them: [992, 1023] and [1856, 1919].
+        assert_eq!((today.p50_ms, today.p95_ms), (Some(1007), Some(1887)));
         assert!((today.cost_usd - 5.25).abs() < 1e-9);
         assert_eq!((table.total.requests, table.total.errors), (22, 1));
         assert_eq!(table.total.key, "total");
@@ -554,6 +616,13 @@ mod tests {
         assert_eq!((empty.total.requests, empty.total.p50_ms), (0, None));
     }
 
+    async fn log(db: &Db, filter: &LogFilter, order: Order, limit: u32) -> Vec<LogEntry> {
+        let page = requests::list(db, &filter.request_filter(), order, limit)
+            .await
+            .unwrap();
+        page.requests.into_iter().map(LogEntry::from).collect()
+    }
+
     #[tokio::test]
     async fn the_log_filters_and_follows_in_recording_order() {
         let mut rows = vec![
@@ -565,37 +634,29 @@ mod tests {
         let (_dir, db) = db_with(&rows).await;
         let all = LogFilter::default();
         let ids = |entries: Vec<LogEntry>| entries.into_iter().map(|e| e.id).collect::<Vec<_>>();
-        assert_eq!(
-            ids(recent_requests(&db, &all, 2).await.unwrap()),
-            ["r1", "r2"]
-        );
+        let last = Order::LastRecorded;
+        assert_eq!(ids(log(&db, &all, last.clone(), 2).await), ["r1", "r2"]);
         let sonnet = LogFilter {
             model: Some("claude-sonnet".into()),
             ..Default::default()
         };
-        assert_eq!(
-            ids(recent_requests(&db, &sonnet, 10).await.unwrap()),
-            ["r1", "r2"]
-        );
+        assert_eq!(ids(log(&db, &sonnet, last.clone(), 10).await), ["r1", "r2"]);
         let errors = LogFilter {
             errors_only: true,
             ..Default::default()
         };
-        assert_eq!(
-            ids(recent_requests(&db, &errors, 10).await.unwrap()),
-            ["r1"]
-        );
+        assert_eq!(ids(log(&db, &errors, last.clone(), 10).await), ["r1"]);
         let two = LogFilter {
             account: Some("two".into()),
             since: Some(NOW - 90_000),
             ..Default::default()
         };
-        assert_eq!(ids(recent_requests(&db, &two, 10).await.unwrap()), ["r2"]);
+        assert_eq!(ids(log(&db, &two, last.clone(), 10).await), ["r2"]);
 
         // The in-memory rule agrees with the SQL, filter by filter.
-        let every = recent_requests(&db, &all, 10).await.unwrap();
+        let every = log(&db, &all, last.clone(), 10).await;
         for filter in [&all, &sonnet, &errors, &two] {
-            let by_sql = ids(recent_requests(&db, filter, 10).await.unwrap());
+            let by_sql = ids(log(&db, filter, last.clone(), 10).await);
             let by_rule = ids(every
                 .iter()
                 .filter(|e| filter.matches(e))
@@ -604,18 +665,12 @@ mod tests {
             assert_eq!(by_sql, by_rule, "{filter:?}");
         }
 
-        let first = recent_requests(&db, &all, 1).await.unwrap();
-        assert_eq!(last_seq(&db).await.unwrap(), first[0].seq);
-        let after_first = requests_after(&db, &all, first[0].seq - 2, 10)
-            .await
-            .unwrap();
-        assert_eq!(ids(after_first), ["r1", "r2"]);
-        assert!(
-            requests_after(&db, &all, first[0].seq, 10)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        let newest = log(&db, &all, last, 1).await;
+        assert_eq!(requests::last_seq(&db).await.unwrap(), newest[0].seq);
+        let after = Order::RecordedAfter(newest[0].seq - 2);
+        assert_eq!(ids(log(&db, &all, after, 10).await), ["r1", "r2"]);
+        let after_newest = Order::RecordedAfter(newest[0].seq);
+        assert!(log(&db, &all, after_newest, 10).await.is_empty());
     }
 
     #[tokio::test]

@@ -1,12 +1,14 @@
 //! `report` and `all_time` against rows with a known distribution, written through the real
 //! writer into a temp SQLite file: counts, tokens, costs, ratios, error kinds, series and
-//! percentiles checked against numbers worked out by hand.
+//! percentiles checked against numbers worked out by hand; and the CLI's `stats` tables, whose
+//! percentiles are the report's for the same requests.
 
+use ccflare_analytics::stats::{Breakdown, Zone, stats};
 use ccflare_analytics::{Range, all_time, overview, report};
 use ccflare_core::record::RequestRecord;
 use ccflare_core::usage::Usage;
 use ccflare_core::{AccountId, Millis, Secret};
-use ccflare_storage::rollups::{DAY_MS, HOUR_MS, MINUTE_MS};
+use ccflare_storage::rollups::{self, DAY_MS, HOUR_MS, MINUTE_MS};
 use ccflare_storage::{Db, Writer, accounts};
 
 /// Noon, on a day far from the epoch.
@@ -213,4 +215,109 @@ async fn every_range_reads_and_an_empty_database_gives_zeros() {
         assert!(r.models.is_empty() && r.errors.is_empty());
         assert!(r.rollup_since <= r.since && r.since - r.rollup_since < HOUR_MS);
     }
+}
+
+/// The nearest-rank percentile (per mille) of `latencies` as the rollups' bins report it: the
+/// one definition the API and the CLI share.
+fn binned_percentile(latencies: &[i64], per_mille: usize) -> i64 {
+    let mut sorted = latencies.to_vec();
+    sorted.sort_unstable();
+    let rank = (per_mille * sorted.len()).div_ceil(1000).max(1);
+    rollups::bin_value(rollups::bin(sorted[rank - 1]))
+}
+
+#[tokio::test]
+async fn the_cli_tables_and_the_api_report_agree_on_percentiles() {
+    // One UTC day: 480 requests from midnight to 19:57, latencies from 2 ms to about 40 s, one
+    // in eight a fast failure (which counts: a percentile is over every request).
+    let day = 20_000 * DAY_MS;
+    let now = day + 23 * HOUR_MS + 30 * MINUTE_MS;
+    let models = ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"];
+    let records: Vec<RequestRecord> = (0..480u32)
+        .map(|n| {
+            let latency = 2 + i64::from(n * n * 7919 % 40_000);
+            let mut r = row(
+                n,
+                day + i64::from(n) * 150_000,
+                models[n as usize % 3],
+                1,
+                latency,
+            );
+            if n % 8 == 0 {
+                r.success = false;
+                r.status = 529;
+                r.latency_ms = 3;
+            }
+            r
+        })
+        .collect();
+    let latencies: Vec<i64> = records.iter().map(|r| r.latency_ms).collect();
+    let (_dir, db) = setup(records.clone()).await;
+
+    // What `/api/analytics?range=24h` and `/api/stats` show.
+    let api = report(&db, now, Range::Day).await.unwrap().latency_ms;
+    let all = all_time(&db).await.unwrap().latency_ms;
+    let expected = (
+        Some(binned_percentile(&latencies, 500)),
+        Some(binned_percentile(&latencies, 950)),
+    );
+    assert_eq!((api.samples, (api.p50, api.p95)), (480, expected));
+    assert_eq!((all.p50, all.p95), expected);
+
+    // What `ccflare-cli stats daily|hourly|models` show for the same requests.
+    let tables = [
+        Breakdown::Daily { days: 1 },
+        Breakdown::Hourly { hours: 24 },
+        Breakdown::Models {
+            since: now - DAY_MS,
+        },
+    ];
+    for breakdown in tables {
+        let table = stats(&db, breakdown, Zone::Utc, now).await.unwrap();
+        let total = &table.total;
+        assert_eq!(total.requests, 480, "{breakdown:?}");
+        assert_eq!((total.p50_ms, total.p95_ms), expected, "{breakdown:?}");
+    }
+    let daily = stats(&db, Breakdown::Daily { days: 1 }, Zone::Utc, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        (daily.rows.len(), daily.rows[0].p50_ms, daily.rows[0].p95_ms),
+        (1, expected.0, expected.1)
+    );
+
+    // A model's row: the same definition over its own requests.
+    let by_model = stats(&db, tables[2], Zone::Utc, now).await.unwrap();
+    for row in &by_model.rows {
+        let own: Vec<i64> = records
+            .iter()
+            .filter(|r| r.model.as_deref() == Some(row.key.as_str()))
+            .map(|r| r.latency_ms)
+            .collect();
+        assert_eq!(
+            (row.p50_ms, row.p95_ms),
+            (
+                Some(binned_percentile(&own, 500)),
+                Some(binned_percentile(&own, 950))
+            ),
+            "{}",
+            row.key
+        );
+    }
+    // An hour's row: its own requests (24 of them, one every 2.5 minutes).
+    let hourly = stats(&db, tables[1], Zone::Utc, now).await.unwrap();
+    let three = hourly
+        .rows
+        .iter()
+        .find(|r| r.key.ends_with(" 03:00"))
+        .unwrap();
+    let own: Vec<i64> = records
+        .iter()
+        .filter(|r| r.started_at / HOUR_MS == (day + 3 * HOUR_MS) / HOUR_MS)
+        .map(|r| r.latency_ms)
+        .collect();
+    assert_eq!(
+        (three.requests, three.p95_ms),
+        (24, Some(binned_percentile(&own, 950)))
+    );
 }

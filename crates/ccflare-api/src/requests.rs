@@ -8,7 +8,9 @@ use crate::views::RequestJson;
 use ccflare_core::Millis;
 use ccflare_core::time::parse_rfc3339;
 use ccflare_proxy::ResponseBody;
-use ccflare_storage::requests::{self, RequestFilter, StatusFilter};
+use ccflare_storage::requests::{
+    self, AccountFilter, ModelFilter, Order, RequestFilter, StatusFilter,
+};
 use http::Response;
 use http::request::Parts;
 
@@ -46,7 +48,8 @@ fn parse_cursor(text: &str) -> Result<(Millis, String), ApiError> {
         })
 }
 
-fn filter(query: &Query) -> Result<(RequestFilter, u32), ApiError> {
+/// The listing's filter, where the page starts, and how many rows it has.
+fn filter(query: &Query) -> Result<(RequestFilter, Order, u32), ApiError> {
     let status = match query.get("status") {
         None => None,
         Some("success") => Some(StatusFilter::Success),
@@ -73,14 +76,18 @@ fn filter(query: &Query) -> Result<(RequestFilter, u32), ApiError> {
             })?,
     };
     let filter = RequestFilter {
-        model: query.get("model").map(str::to_owned),
-        account: query.get("account").map(str::to_owned),
+        model: query.get("model").map(|m| ModelFilter::Is(m.to_owned())),
+        account: query
+            .get("account")
+            .map(|a| AccountFilter::Named(a.to_owned())),
         status,
         since: query.get("since").map(|v| time("since", v)).transpose()?,
         until: query.get("until").map(|v| time("until", v)).transpose()?,
+    };
+    let order = Order::NewestStarted {
         after: query.get("cursor").map(parse_cursor).transpose()?,
     };
-    Ok((filter, limit))
+    Ok((filter, order, limit))
 }
 
 pub async fn list(ctx: &Ctx, parts: &Parts) -> Result<Response<ResponseBody>, ApiError> {
@@ -90,12 +97,21 @@ pub async fn list(ctx: &Ctx, parts: &Parts) -> Result<Response<ResponseBody>, Ap
             "model", "account", "status", "since", "until", "limit", "cursor",
         ],
     )?;
-    let (filter, limit) = filter(&query)?;
-    let page = requests::list(&ctx.api.db, &filter, limit).await?;
-    let rows: Vec<RequestJson<'_>> = page.requests.iter().map(RequestJson::from).collect();
+    let (filter, order, limit) = filter(&query)?;
+    let page = requests::list(&ctx.api.db, &filter, order, limit).await?;
+    let next_cursor = page
+        .requests
+        .last()
+        .filter(|_| page.more)
+        .map(|last| cursor(last.record.started_at, &last.record.id));
+    let rows: Vec<RequestJson<'_>> = page
+        .requests
+        .iter()
+        .map(|listed| RequestJson::from(&listed.record))
+        .collect();
     Ok(respond::ok(&serde_json::json!({
         "requests": rows,
-        "next_cursor": page.next.map(|(at, id)| cursor(at, &id)),
+        "next_cursor": next_cursor,
     })))
 }
 

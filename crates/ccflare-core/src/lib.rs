@@ -6,6 +6,7 @@
 pub mod account;
 pub mod config;
 pub mod error;
+pub mod human;
 pub mod pricing;
 pub mod ratelimit;
 pub mod record;

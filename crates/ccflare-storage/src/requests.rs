@@ -1,13 +1,13 @@
-//! Request rows: the insert the writer uses and the plain reads tests, the CLI and the API
-//! build on. Aggregates live in `ccflare-analytics`.
+//! Request rows: the insert the writer uses, and the reads: one request, the newest ones, and
+//! the one filtered listing that both the API's pages and the CLI's log read. Aggregates live
+//! in `ccflare-analytics`.
 
 use crate::db::Db;
 use crate::error::StorageError;
 use ccflare_core::record::{AttemptFailure, RequestRecord};
 use ccflare_core::usage::Usage;
 use ccflare_core::{AccountId, Millis};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{FromRow, SqliteConnection};
 use std::collections::HashSet;
 
 pub(crate) async fn insert(
@@ -79,67 +79,122 @@ pub(crate) async fn existing_ids(
     Ok(present)
 }
 
-fn from_row(row: &SqliteRow) -> Result<RequestRecord, StorageError> {
-    let failures: Option<String> = row.try_get("attempt_failures")?;
-    let attempt_failures: Vec<AttemptFailure> = match failures {
-        Some(text) => {
-            serde_json::from_str(&text).map_err(|e| StorageError::Corrupt(e.to_string()))?
-        }
-        None => Vec::new(),
-    };
-    let count = |name: &str| -> Result<u64, StorageError> {
-        Ok(row.try_get::<i64, _>(name)?.max(0) as u64)
-    };
-    Ok(RequestRecord {
-        id: row.try_get("id")?,
-        started_at: row.try_get("started_at")?,
-        method: row.try_get("method")?,
-        path: row.try_get("path")?,
-        model: row.try_get("model")?,
-        account_id: row.try_get::<Option<i64>, _>("account_id")?.map(AccountId),
-        account_name: row.try_get("account_name")?,
-        status: row.try_get::<i64, _>("status")?.clamp(0, 999) as u16,
-        success: row.try_get("success")?,
-        error_type: row.try_get("error_type")?,
-        error_message: row.try_get("error_message")?,
-        attempts: row.try_get::<i64, _>("attempts")?.max(0) as u32,
-        attempt_failures,
-        latency_ms: row.try_get("latency_ms")?,
-        ttfb_ms: row.try_get("ttfb_ms")?,
-        streamed: row.try_get("streamed")?,
-        usage: Usage {
-            input_tokens: count("input_tokens")?,
-            output_tokens: count("output_tokens")?,
-            cache_read_input_tokens: count("cache_read_tokens")?,
-            cache_creation_input_tokens: count("cache_write_tokens")?,
-            cache_write_5m: count("cache_write_5m_tokens")?,
-            cache_write_1h: count("cache_write_1h_tokens")?,
-        },
-        usage_incomplete: row.try_get("usage_incomplete")?,
-        cost_usd: row.try_get("cost_usd")?,
-        cost_estimated: row.try_get("cost_estimated")?,
-        output_tokens_per_second: row.try_get("output_tokens_per_second")?,
-        session_key: row.try_get("session_key")?,
-        client_key: row.try_get("client_key")?,
-    })
+/// A request row as stored, with its position in recording order (`rowid AS seq`).
+#[derive(Debug, FromRow)]
+struct RequestRow {
+    seq: i64,
+    id: String,
+    started_at: Millis,
+    method: String,
+    path: String,
+    model: Option<String>,
+    account_id: Option<i64>,
+    account_name: Option<String>,
+    status: i64,
+    success: bool,
+    error_type: Option<String>,
+    error_message: Option<String>,
+    attempts: i64,
+    attempt_failures: Option<String>,
+    latency_ms: i64,
+    ttfb_ms: Option<i64>,
+    streamed: bool,
+    input_tokens: i64,
+    output_tokens: i64,
+    cache_read_tokens: i64,
+    cache_write_tokens: i64,
+    cache_write_5m_tokens: i64,
+    cache_write_1h_tokens: i64,
+    usage_incomplete: bool,
+    cost_usd: f64,
+    cost_estimated: bool,
+    output_tokens_per_second: Option<f64>,
+    session_key: Option<String>,
+    client_key: Option<String>,
+}
+
+/// What every read of whole rows selects: [`RequestRow`]'s columns.
+const SELECT_ROWS: &str = "SELECT rowid AS seq, * FROM requests";
+
+/// A recorded request and its position in recording order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    /// SQLite's rowid: rows are written when their request ends, so this is the order requests
+    /// ended in ([`Order::RecordedAfter`] resumes from it).
+    pub seq: i64,
+    pub record: RequestRecord,
+}
+
+impl TryFrom<RequestRow> for Listed {
+    type Error = StorageError;
+
+    fn try_from(row: RequestRow) -> Result<Listed, StorageError> {
+        let attempt_failures: Vec<AttemptFailure> = match row.attempt_failures {
+            Some(text) => {
+                serde_json::from_str(&text).map_err(|e| StorageError::Corrupt(e.to_string()))?
+            }
+            None => Vec::new(),
+        };
+        let count = |n: i64| n.max(0) as u64;
+        let record = RequestRecord {
+            id: row.id,
+            started_at: row.started_at,
+            method: row.method,
+            path: row.path,
+            model: row.model,
+            account_id: row.account_id.map(AccountId),
+            account_name: row.account_name,
+            status: row.status.clamp(0, 999) as u16,
+            success: row.success,
+            error_type: row.error_type,
+            error_message: row.error_message,
+            attempts: row.attempts.max(0) as u32,
+            attempt_failures,
+            latency_ms: row.latency_ms,
+            ttfb_ms: row.ttfb_ms,
+            streamed: row.streamed,
+            usage: Usage {
+                input_tokens: count(row.input_tokens),
+                output_tokens: count(row.output_tokens),
+                cache_read_input_tokens: count(row.cache_read_tokens),
+                cache_creation_input_tokens: count(row.cache_write_tokens),
+                cache_write_5m: count(row.cache_write_5m_tokens),
+                cache_write_1h: count(row.cache_write_1h_tokens),
+            },
+            usage_incomplete: row.usage_incomplete,
+            cost_usd: row.cost_usd,
+            cost_estimated: row.cost_estimated,
+            output_tokens_per_second: row.output_tokens_per_second,
+            session_key: row.session_key,
+            client_key: row.client_key,
+        };
+        Ok(Listed {
+            seq: row.seq,
+            record,
+        })
+    }
 }
 
 /// The newest `limit` requests, newest first.
 pub async fn recent(db: &Db, limit: u32) -> Result<Vec<RequestRecord>, StorageError> {
-    let rows = sqlx::query("SELECT * FROM requests ORDER BY started_at DESC, rowid DESC LIMIT ?")
-        .bind(i64::from(limit))
-        .fetch_all(db.pool())
-        .await?;
-    rows.iter().map(from_row).collect()
+    let rows: Vec<RequestRow> = sqlx::query_as(&format!(
+        "{SELECT_ROWS} ORDER BY started_at DESC, rowid DESC LIMIT ?"
+    ))
+    .bind(i64::from(limit))
+    .fetch_all(db.pool())
+    .await?;
+    rows.into_iter()
+        .map(|row| Ok(Listed::try_from(row)?.record))
+        .collect()
 }
 
 /// One request by id.
 pub async fn get(db: &Db, id: &str) -> Result<Option<RequestRecord>, StorageError> {
-    let row = sqlx::query("SELECT * FROM requests WHERE id = ?")
+    let row: Option<RequestRow> = sqlx::query_as(&format!("{SELECT_ROWS} WHERE id = ?"))
         .bind(id)
         .fetch_optional(db.pool())
         .await?;
-    row.as_ref().map(from_row).transpose()
+    Ok(row.map(Listed::try_from).transpose()?.map(|l| l.record))
 }
 
 /// Number of request rows.
@@ -147,6 +202,16 @@ pub async fn count(db: &Db) -> Result<i64, StorageError> {
     Ok(sqlx::query_scalar("SELECT count(*) FROM requests")
         .fetch_one(db.pool())
         .await?)
+}
+
+/// The position of the last recorded request (0 when there is none): reading
+/// [`Order::RecordedAfter`] it shows only what is recorded from now on.
+pub async fn last_seq(db: &Db) -> Result<i64, StorageError> {
+    Ok(
+        sqlx::query_scalar("SELECT coalesce(max(rowid), 0) FROM requests")
+            .fetch_one(db.pool())
+            .await?,
+    )
 }
 
 /// Which requests a listing shows by status.
@@ -160,106 +225,168 @@ pub enum StatusFilter {
     Code(u16),
 }
 
+/// Which requests a listing shows by model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelFilter {
+    /// Exactly this model.
+    Is(String),
+    /// Every model whose name starts with this (`claude-sonnet` matches every Sonnet).
+    StartsWith(String),
+}
+
+/// Which requests a listing shows by account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountFilter {
+    /// The account now called this (all its requests, under any earlier name too), or the name
+    /// recorded on the rows of an account that no longer exists.
+    Named(String),
+    /// The requests recorded under this name: the rule a live feed's events can be matched by,
+    /// since they carry only the name.
+    Recorded(String),
+}
+
 /// A request listing's filters; every `None` matches everything.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestFilter {
-    pub model: Option<String>,
-    /// The account's current name (all its requests, under any earlier name too), or the name
-    /// recorded on the rows of an account that no longer exists.
-    pub account: Option<String>,
+    pub model: Option<ModelFilter>,
+    pub account: Option<AccountFilter>,
     pub status: Option<StatusFilter>,
     /// Started at or after this time.
     pub since: Option<Millis>,
     /// Started before this time.
     pub until: Option<Millis>,
-    /// Continue after this row: its `started_at` and id (the listing is newest first).
-    pub after: Option<(Millis, String)>,
 }
 
-/// One page of a listing, newest first, and where the next page starts.
+/// The order of a listing and where it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Order {
+    /// Newest first by start time (then id), from the newest or after this row's `started_at`
+    /// and id (the previous page's last).
+    NewestStarted { after: Option<(Millis, String)> },
+    /// The last rows recorded, oldest first.
+    LastRecorded,
+    /// The rows recorded after this position ([`Listed::seq`]), oldest first.
+    RecordedAfter(i64),
+}
+
+/// One page of a listing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
-    pub requests: Vec<RequestRecord>,
-    /// `started_at` and id of the last row, when more rows follow.
-    pub next: Option<(Millis, String)>,
+    pub requests: Vec<Listed>,
+    /// Whether more rows match beyond the page (in the listing's direction).
+    pub more: bool,
 }
 
-/// Requests matching `filter`, newest first, at most `limit` (1 to 1000) of them.
-pub async fn list(db: &Db, filter: &RequestFilter, limit: u32) -> Result<Page, StorageError> {
-    let limit = limit.clamp(1, 1000);
-    let account_id: Option<i64> = match &filter.account {
-        Some(name) => {
-            sqlx::query_scalar("SELECT id FROM accounts WHERE name = ?")
+/// A value bound to the listing's query.
+enum Param {
+    Int(i64),
+    Text(String),
+}
+
+/// Requests matching `filter`, in `order`, at most `limit` of them. The one request listing:
+/// the API's pages and the CLI's log both read it.
+pub async fn list(
+    db: &Db,
+    filter: &RequestFilter,
+    order: Order,
+    limit: u32,
+) -> Result<Page, StorageError> {
+    let mut conditions: Vec<&str> = Vec::new();
+    let mut params: Vec<Param> = Vec::new();
+    match &filter.model {
+        Some(ModelFilter::Is(model)) => {
+            conditions.push("model = ?");
+            params.push(Param::Text(model.clone()));
+        }
+        Some(ModelFilter::StartsWith(prefix)) => {
+            conditions.push("substr(model, 1, length(?)) = ?");
+            params.push(Param::Text(prefix.clone()));
+            params.push(Param::Text(prefix.clone()));
+        }
+        None => {}
+    }
+    let account = match &filter.account {
+        Some(AccountFilter::Named(name)) => {
+            let id: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE name = ?")
                 .bind(name)
                 .fetch_optional(db.pool())
-                .await?
+                .await?;
+            Some(id.map_or(Param::Text(name.clone()), Param::Int))
         }
+        Some(AccountFilter::Recorded(name)) => Some(Param::Text(name.clone())),
         None => None,
     };
-    let mut conditions: Vec<&str> = Vec::new();
-    if filter.model.is_some() {
-        conditions.push("model = ?");
-    }
-    match (&filter.account, account_id) {
-        (Some(_), Some(_)) => conditions.push("account_id = ?"),
-        (Some(_), None) => conditions.push("account_name = ?"),
-        _ => {}
+    match account {
+        Some(Param::Int(id)) => {
+            conditions.push("account_id = ?");
+            params.push(Param::Int(id));
+        }
+        Some(name) => {
+            conditions.push("account_name = ?");
+            params.push(name);
+        }
+        None => {}
     }
     match filter.status {
         Some(StatusFilter::Success) => conditions.push("success = 1"),
         Some(StatusFilter::Error) => conditions.push("success = 0"),
-        Some(StatusFilter::Code(_)) => conditions.push("status = ?"),
+        Some(StatusFilter::Code(code)) => {
+            conditions.push("status = ?");
+            params.push(Param::Int(i64::from(code)));
+        }
         None => {}
     }
-    if filter.since.is_some() {
+    if let Some(since) = filter.since {
         conditions.push("started_at >= ?");
+        params.push(Param::Int(since));
     }
-    if filter.until.is_some() {
+    if let Some(until) = filter.until {
         conditions.push("started_at < ?");
+        params.push(Param::Int(until));
     }
-    if filter.after.is_some() {
-        // The first term lets SQLite use the started_at indexes for the range.
-        conditions.push("started_at <= ? AND (started_at < ? OR id < ?)");
-    }
-    let mut sql = String::from("SELECT * FROM requests");
+    let sort = match &order {
+        Order::NewestStarted { after } => {
+            if let Some((at, id)) = after {
+                // The first term lets SQLite use the started_at indexes for the range.
+                conditions.push("started_at <= ? AND (started_at < ? OR id < ?)");
+                params.extend([Param::Int(*at), Param::Int(*at), Param::Text(id.clone())]);
+            }
+            "started_at DESC, id DESC"
+        }
+        Order::LastRecorded => "rowid DESC",
+        Order::RecordedAfter(after) => {
+            conditions.push("rowid > ?");
+            params.push(Param::Int(*after));
+            "rowid"
+        }
+    };
+    let mut sql = String::from(SELECT_ROWS);
     if !conditions.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&conditions.join(" AND "));
     }
-    sql.push_str(" ORDER BY started_at DESC, id DESC LIMIT ?");
+    sql.push_str(&format!(" ORDER BY {sort} LIMIT ?"));
 
-    let mut query = sqlx::query(&sql);
-    if let Some(model) = &filter.model {
-        query = query.bind(model);
+    let mut query = sqlx::query_as::<_, RequestRow>(&sql);
+    for param in params {
+        query = match param {
+            Param::Int(value) => query.bind(value),
+            Param::Text(value) => query.bind(value),
+        };
     }
-    match (&filter.account, account_id) {
-        (Some(_), Some(id)) => query = query.bind(id),
-        (Some(name), None) => query = query.bind(name),
-        _ => {}
-    }
-    if let Some(StatusFilter::Code(code)) = filter.status {
-        query = query.bind(i64::from(code));
-    }
-    if let Some(since) = filter.since {
-        query = query.bind(since);
-    }
-    if let Some(until) = filter.until {
-        query = query.bind(until);
-    }
-    if let Some((at, id)) = &filter.after {
-        query = query.bind(*at).bind(*at).bind(id);
-    }
-    // One more than asked tells whether another page follows.
+    // One more than asked tells whether more follow.
     let rows = query
         .bind(i64::from(limit) + 1)
         .fetch_all(db.pool())
         .await?;
-    let mut requests = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-    let next = if requests.len() > limit as usize {
-        requests.truncate(limit as usize);
-        requests.last().map(|r| (r.started_at, r.id.clone()))
-    } else {
-        None
-    };
-    Ok(Page { requests, next })
+    let more = rows.len() > limit as usize;
+    let mut requests = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(Listed::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    if order == Order::LastRecorded {
+        requests.reverse();
+    }
+    Ok(Page { requests, more })
 }

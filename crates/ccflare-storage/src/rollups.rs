@@ -12,8 +12,8 @@ use crate::db::Db;
 use crate::error::StorageError;
 use ccflare_core::Millis;
 use ccflare_core::record::RequestRecord;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::sqlite::SqliteArguments;
+use sqlx::{FromRow, Sqlite, SqliteConnection};
 use std::collections::HashMap;
 
 pub const MINUTE_MS: Millis = 60_000;
@@ -80,8 +80,9 @@ pub fn bin_value(bin: i64) -> i64 {
     low + (high - low) / 2
 }
 
-/// What the rollups need of one request.
-#[derive(Debug, Clone, PartialEq)]
+/// What the rollups need of one request. The rebuild reads it from the rows with
+/// [`SAMPLE_COLUMNS`].
+#[derive(Debug, Clone, PartialEq, FromRow)]
 struct Sample {
     started_at: Millis,
     model: String,
@@ -127,13 +128,20 @@ impl From<&RequestRecord> for Sample {
     }
 }
 
+/// The columns of a request row that make a [`Sample`], NULLs as the record's defaults.
+const SAMPLE_COLUMNS: &str = "started_at, coalesce(model, '') AS model, \
+    coalesce(account_id, 0) AS account_id, coalesce(account_name, '') AS account_name, \
+    coalesce(client_key, '') AS client_key, status, coalesce(error_type, '') AS error_type, \
+    success, streamed, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, \
+    cost_usd, cost_estimated, latency_ms, ttfb_ms";
+
 /// One rollup row's key: the bucket start, the dimension and the group within it.
 type GroupKey = (Millis, i64, String);
 
 /// The running sums a rollup row keeps, which add up: the writer adds each request's to the
 /// rows of its hour, day and minute, and analytics adds rows up over a window (reading them
-/// with [`SUM_COLUMNS`] and [`Sums::from_row`]). The minute rollup keeps a subset of them.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// with [`SUM_COLUMNS`] through `FromRow`). The minute rollup keeps a subset of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, FromRow)]
 pub struct Sums {
     pub requests: i64,
     pub successes: i64,
@@ -155,7 +163,7 @@ pub struct Sums {
     pub generating_ms_sum: i64,
 }
 
-/// The columns of a query that sums hourly or daily rollup rows, in [`Sums::from_row`]'s names.
+/// The columns of a query that sums hourly or daily rollup rows, named as [`Sums`]' fields.
 pub const SUM_COLUMNS: &str = "coalesce(sum(requests), 0) AS requests, \
     coalesce(sum(successes), 0) AS successes, \
     coalesce(sum(streamed), 0) AS streamed, \
@@ -196,24 +204,25 @@ impl Sums {
         }
     }
 
-    /// A row selected with [`SUM_COLUMNS`].
-    pub fn from_row(row: &SqliteRow) -> Result<Sums, sqlx::Error> {
-        Ok(Sums {
-            requests: row.try_get("requests")?,
-            successes: row.try_get("successes")?,
-            streamed: row.try_get("streamed")?,
-            input_tokens: row.try_get("input_tokens")?,
-            output_tokens: row.try_get("output_tokens")?,
-            cache_read_tokens: row.try_get("cache_read_tokens")?,
-            cache_write_tokens: row.try_get("cache_write_tokens")?,
-            cost_usd: row.try_get("cost_usd")?,
-            cost_estimated: row.try_get("cost_estimated")?,
-            latency_ms_sum: row.try_get("latency_ms_sum")?,
-            ttfb_ms_sum: row.try_get("ttfb_ms_sum")?,
-            ttfb_count: row.try_get("ttfb_count")?,
-            generated_tokens: row.try_get("generated_tokens")?,
-            generating_ms_sum: row.try_get("generating_ms_sum")?,
-        })
+    /// Every sum with its column name, in the order of the hourly and daily tables; the
+    /// minute table keeps those in [`MINUTE_SUMS`].
+    fn columns(&self) -> [(&'static str, Value); 14] {
+        [
+            ("requests", Value::Int(self.requests)),
+            ("successes", Value::Int(self.successes)),
+            ("streamed", Value::Int(self.streamed)),
+            ("input_tokens", Value::Int(self.input_tokens)),
+            ("output_tokens", Value::Int(self.output_tokens)),
+            ("cache_read_tokens", Value::Int(self.cache_read_tokens)),
+            ("cache_write_tokens", Value::Int(self.cache_write_tokens)),
+            ("cost_usd", Value::Real(self.cost_usd)),
+            ("cost_estimated", Value::Int(self.cost_estimated)),
+            ("latency_ms_sum", Value::Int(self.latency_ms_sum)),
+            ("ttfb_ms_sum", Value::Int(self.ttfb_ms_sum)),
+            ("ttfb_count", Value::Int(self.ttfb_count)),
+            ("generated_tokens", Value::Int(self.generated_tokens)),
+            ("generating_ms_sum", Value::Int(self.generating_ms_sum)),
+        ]
     }
 
     pub fn add(&mut self, other: &Sums) {
@@ -302,93 +311,38 @@ impl Increments {
     }
 
     async fn write(self, tx: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        let group_sums = Sums::default().columns().map(|(name, _)| name);
         for (table, groups) in [("rollup_hourly", self.hours), ("rollup_daily", self.days)] {
-            let sql = format!(
-                "INSERT INTO {table} (bucket, dim, key, label, requests, successes, streamed, \
-                 input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, \
-                 cost_estimated, latency_ms_sum, ttfb_ms_sum, ttfb_count, generated_tokens, \
-                 generating_ms_sum) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (bucket, dim, key) DO UPDATE SET \
-                 label = excluded.label, \
-                 requests = requests + excluded.requests, \
-                 successes = successes + excluded.successes, \
-                 streamed = streamed + excluded.streamed, \
-                 input_tokens = input_tokens + excluded.input_tokens, \
-                 output_tokens = output_tokens + excluded.output_tokens, \
-                 cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens, \
-                 cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens, \
-                 cost_usd = cost_usd + excluded.cost_usd, \
-                 cost_estimated = cost_estimated + excluded.cost_estimated, \
-                 latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum, \
-                 ttfb_ms_sum = ttfb_ms_sum + excluded.ttfb_ms_sum, \
-                 ttfb_count = ttfb_count + excluded.ttfb_count, \
-                 generated_tokens = generated_tokens + excluded.generated_tokens, \
-                 generating_ms_sum = generating_ms_sum + excluded.generating_ms_sum"
-            );
-            for ((bucket, dim, key), GroupSums { label, sums: g }) in groups {
-                sqlx::query(&sql)
+            let sql = upsert_sql(table, &["bucket", "dim", "key"], &["label"], &group_sums);
+            for ((bucket, dim, key), GroupSums { label, sums }) in groups {
+                let query = sqlx::query(&sql)
                     .bind(bucket)
                     .bind(dim)
-                    .bind(&key)
-                    .bind(&label)
-                    .bind(g.requests)
-                    .bind(g.successes)
-                    .bind(g.streamed)
-                    .bind(g.input_tokens)
-                    .bind(g.output_tokens)
-                    .bind(g.cache_read_tokens)
-                    .bind(g.cache_write_tokens)
-                    .bind(g.cost_usd)
-                    .bind(g.cost_estimated)
-                    .bind(g.latency_ms_sum)
-                    .bind(g.ttfb_ms_sum)
-                    .bind(g.ttfb_count)
-                    .bind(g.generated_tokens)
-                    .bind(g.generating_ms_sum)
-                    .execute(&mut *tx)
-                    .await?;
+                    .bind(key)
+                    .bind(label);
+                bind_sums(query, &sums, |_| true).execute(&mut *tx).await?;
             }
         }
-        for (minute, m) in self.minutes {
-            sqlx::query(
-                "INSERT INTO rollup_minutely (minute, requests, successes, input_tokens, \
-                 output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, latency_ms_sum) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (minute) DO UPDATE SET \
-                 requests = requests + excluded.requests, \
-                 successes = successes + excluded.successes, \
-                 input_tokens = input_tokens + excluded.input_tokens, \
-                 output_tokens = output_tokens + excluded.output_tokens, \
-                 cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens, \
-                 cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens, \
-                 cost_usd = cost_usd + excluded.cost_usd, \
-                 latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum",
-            )
-            .bind(minute)
-            .bind(m.requests)
-            .bind(m.successes)
-            .bind(m.input_tokens)
-            .bind(m.output_tokens)
-            .bind(m.cache_read_tokens)
-            .bind(m.cache_write_tokens)
-            .bind(m.cost_usd)
-            .bind(m.latency_ms_sum)
-            .execute(&mut *tx)
-            .await?;
+        let minute_sums: Vec<&str> = group_sums
+            .into_iter()
+            .filter(|name| MINUTE_SUMS.contains(name))
+            .collect();
+        let sql = upsert_sql("rollup_minutely", &["minute"], &[], &minute_sums);
+        for (minute, sums) in self.minutes {
+            let query = sqlx::query(&sql).bind(minute);
+            bind_sums(query, &sums, |name| MINUTE_SUMS.contains(&name))
+                .execute(&mut *tx)
+                .await?;
         }
         for (table, bins) in [
             ("latency_hourly", self.hour_bins),
             ("latency_daily", self.day_bins),
         ] {
-            let sql = format!(
-                "INSERT INTO {table} (metric, bucket, bin, count) VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (bucket, metric, bin) DO UPDATE SET count = count + excluded.count"
-            );
+            let sql = upsert_sql(table, &["bucket", "metric", "bin"], &[], &["count"]);
             for ((metric, bucket, bin), count) in bins {
                 sqlx::query(&sql)
-                    .bind(metric)
                     .bind(bucket)
+                    .bind(metric)
                     .bind(bin)
                     .bind(count)
                     .execute(&mut *tx)
@@ -397,6 +351,59 @@ impl Increments {
         }
         Ok(())
     }
+}
+
+/// A sum as bound to an upsert.
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Int(i64),
+    Real(f64),
+}
+
+/// The sums the minute table keeps (a subset of the hourly and daily tables').
+const MINUTE_SUMS: [&str; 8] = [
+    "requests",
+    "successes",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_usd",
+    "latency_ms_sum",
+];
+
+/// An insert into `table` of `keys` (its primary key), `labels` and `sums`, in that order,
+/// which adds the sums to an existing row and replaces its labels. The names are constants.
+fn upsert_sql(table: &str, keys: &[&str], labels: &[&str], sums: &[&str]) -> String {
+    let columns: Vec<&str> = keys.iter().chain(labels).chain(sums).copied().collect();
+    let updates: Vec<String> = labels
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .chain(sums.iter().map(|c| format!("{c} = {c} + excluded.{c}")))
+        .collect();
+    format!(
+        "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}",
+        columns.join(", "),
+        vec!["?"; columns.len()].join(", "),
+        keys.join(", "),
+        updates.join(", ")
+    )
+}
+
+type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
+
+/// Binds the sums whose column `keep` accepts, in [`Sums::columns`]' order (the order
+/// [`upsert_sql`] was given them).
+fn bind_sums<'q>(mut query: Query<'q>, sums: &Sums, keep: impl Fn(&str) -> bool) -> Query<'q> {
+    for (name, value) in sums.columns() {
+        if keep(name) {
+            query = match value {
+                Value::Int(v) => query.bind(v),
+                Value::Real(v) => query.bind(v),
+            };
+        }
+    }
+    query
 }
 
 /// Adds a batch of request rows to the rollups, inside the writer's transaction.
@@ -417,6 +424,14 @@ pub(crate) async fn add(
 /// Rows read per query while rebuilding.
 const REBUILD_PAGE: i64 = 10_000;
 
+/// A request row read while rebuilding: where it is, and what the rollups need of it.
+#[derive(FromRow)]
+struct Paged {
+    rowid: i64,
+    #[sqlx(flatten)]
+    sample: Sample,
+}
+
 /// Rebuilds every rollup from the request rows (migration 0003, for rows recorded before it).
 /// Reads the table in pages by rowid so memory holds one page plus the (small) rollups.
 pub(crate) async fn rebuild(tx: &mut SqliteConnection) -> Result<(), sqlx::Error> {
@@ -429,47 +444,19 @@ pub(crate) async fn rebuild(tx: &mut SqliteConnection) -> Result<(), sqlx::Error
     let mut increments = Increments::default();
     let mut after: i64 = 0;
     loop {
-        let rows = sqlx::query(
-            "SELECT rowid, started_at, model, account_id, account_name, client_key, status, \
-             error_type, success, streamed, input_tokens, output_tokens, cache_read_tokens, \
-             cache_write_tokens, cost_usd, cost_estimated, latency_ms, ttfb_ms \
-             FROM requests WHERE rowid > ? ORDER BY rowid LIMIT ?",
-        )
+        let rows: Vec<Paged> = sqlx::query_as(&format!(
+            "SELECT rowid, {SAMPLE_COLUMNS} FROM requests WHERE rowid > ? ORDER BY rowid LIMIT ?"
+        ))
         .bind(after)
         .bind(REBUILD_PAGE)
         .fetch_all(&mut *tx)
         .await?;
-        for row in &rows {
-            after = row.try_get("rowid")?;
-            increments.add(Sample {
-                started_at: row.try_get("started_at")?,
-                model: row
-                    .try_get::<Option<String>, _>("model")?
-                    .unwrap_or_default(),
-                account_id: row.try_get::<Option<i64>, _>("account_id")?.unwrap_or(0),
-                account_name: row
-                    .try_get::<Option<String>, _>("account_name")?
-                    .unwrap_or_default(),
-                client_key: row
-                    .try_get::<Option<String>, _>("client_key")?
-                    .unwrap_or_default(),
-                status: row.try_get("status")?,
-                error_type: row
-                    .try_get::<Option<String>, _>("error_type")?
-                    .unwrap_or_default(),
-                success: row.try_get("success")?,
-                streamed: row.try_get("streamed")?,
-                input_tokens: row.try_get("input_tokens")?,
-                output_tokens: row.try_get("output_tokens")?,
-                cache_read_tokens: row.try_get("cache_read_tokens")?,
-                cache_write_tokens: row.try_get("cache_write_tokens")?,
-                cost_usd: row.try_get("cost_usd")?,
-                cost_estimated: row.try_get("cost_estimated")?,
-                latency_ms: row.try_get("latency_ms")?,
-                ttfb_ms: row.try_get("ttfb_ms")?,
-            });
+        let read = rows.len() as i64;
+        for row in rows {
+            after = row.rowid;
+            increments.add(row.sample);
         }
-        if (rows.len() as i64) < REBUILD_PAGE {
+        if read < REBUILD_PAGE {
             break;
         }
     }

@@ -6,7 +6,9 @@
 use ccflare_core::AccountId;
 use ccflare_core::record::RequestRecord;
 use ccflare_core::usage::Usage;
-use ccflare_storage::requests::{self, RequestFilter, StatusFilter};
+use ccflare_storage::requests::{
+    self, AccountFilter, ModelFilter, Order, RequestFilter, StatusFilter,
+};
 use ccflare_storage::rollups::{self, DAY_MS, HOUR_MS};
 use ccflare_storage::{Db, Writer};
 use sqlx::Row;
@@ -151,13 +153,14 @@ async fn running_totals_equal_a_fresh_count_of_the_rows() {
 /// Pages through a listing 17 rows at a time and compares it with `expected`, newest first.
 async fn check(db: &Db, filter: RequestFilter, expected: Vec<&RequestRecord>) {
     let mut seen = Vec::new();
-    let mut page_filter = filter.clone();
+    let mut after = None;
     loop {
-        let page = requests::list(db, &page_filter, 17).await.unwrap();
+        let order = Order::NewestStarted { after };
+        let page = requests::list(db, &filter, order, 17).await.unwrap();
         assert!(page.requests.len() <= 17);
-        seen.extend(page.requests.iter().map(|r| r.id.clone()));
-        match page.next {
-            Some(next) => page_filter.after = Some(next),
+        seen.extend(page.requests.iter().map(|l| l.record.id.clone()));
+        match page.requests.last().filter(|_| page.more) {
+            Some(last) => after = Some((last.record.started_at, last.record.id.clone())),
             None => break,
         }
     }
@@ -180,7 +183,7 @@ async fn listings_page_through_every_row_once_with_filters() {
     check(
         &db,
         RequestFilter {
-            model: Some("claude-haiku-4-5".into()),
+            model: Some(ModelFilter::Is("claude-haiku-4-5".into())),
             ..Default::default()
         },
         records
@@ -193,7 +196,7 @@ async fn listings_page_through_every_row_once_with_filters() {
         &db,
         RequestFilter {
             status: Some(StatusFilter::Error),
-            account: Some("acct-2".into()),
+            account: Some(AccountFilter::Named("acct-2".into())),
             ..Default::default()
         },
         records
@@ -222,7 +225,7 @@ async fn listings_page_through_every_row_once_with_filters() {
         &db,
         RequestFilter {
             status: Some(StatusFilter::Success),
-            account: Some("no-such-account".into()),
+            account: Some(AccountFilter::Named("no-such-account".into())),
             ..Default::default()
         },
         Vec::new(),

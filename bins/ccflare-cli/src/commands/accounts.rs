@@ -232,7 +232,7 @@ fn shown(routing: RoutingState, now: Millis) -> State {
         RoutingState::Paused => ("Paused".to_owned(), Color::Dim),
         RoutingState::Invalid => ("Invalid".to_owned(), Color::Red),
         RoutingState::RateLimited { until } | RoutingState::Overloaded { until } => (
-            format!("Limited ({})", timefmt::short(until - now)),
+            format!("Limited ({})", timefmt::duration(until - now)),
             Color::Yellow,
         ),
     };
@@ -365,7 +365,7 @@ async fn list(context: &Context) -> Result<ExitCode> {
 fn subscription_line(summary: &AccountSummary, now: Millis) -> String {
     let account = &summary.account;
     let token = match account.token_expires_at {
-        Some(at) if at > now => format!("token expires in {}", timefmt::short(at - now)),
+        Some(at) if at > now => format!("token expires in {}", timefmt::duration(at - now)),
         Some(_) => "token expired".to_owned(),
         None => "token expiry unknown".to_owned(),
     };
@@ -384,7 +384,10 @@ fn subscription_line(summary: &AccountSummary, now: Millis) -> String {
             let used = used.map_or("?".to_owned(), |u| format!("{:.0}%", u * 100.0));
             match reset.filter(|&r| r > now) {
                 Some(reset) => {
-                    format!("{label} {used} (resets in {})", timefmt::short(reset - now))
+                    format!(
+                        "{label} {used} (resets in {})",
+                        timefmt::duration(reset - now)
+                    )
                 }
                 None => format!("{label} {used}"),
             }

@@ -21,6 +21,7 @@ use anyhow::{Context as _, Result};
 use ccflare_analytics::stats::{self, LogEntry, LogFilter};
 use ccflare_core::Millis;
 use ccflare_storage::Db;
+use ccflare_storage::requests::{self, Order};
 use clap::Args;
 use std::collections::{HashSet, VecDeque};
 use std::process::ExitCode;
@@ -83,8 +84,8 @@ pub async fn run(context: &Context, args: LogsArgs) -> Result<ExitCode> {
     let db = context.open_db().await?;
     // Taken before the first read, so a request recorded in between is shown once, by the
     // feed.
-    let last_seen = stats::last_seq(&db).await.context("reading requests")?;
-    let mut recent = stats::recent_requests(&db, &filter, args.last)
+    let last_seen = requests::last_seq(&db).await.context("reading requests")?;
+    let mut recent = read(&db, &filter, Order::LastRecorded, args.last)
         .await
         .context("reading requests")?;
     recent.retain(|entry| entry.seq <= last_seen);
@@ -142,6 +143,12 @@ pub async fn run(context: &Context, args: LogsArgs) -> Result<ExitCode> {
     }
 }
 
+/// The requests of the listing `order` that pass `filter`, at most `limit`, as log entries.
+async fn read(db: &Db, filter: &LogFilter, order: Order, limit: u32) -> Result<Vec<LogEntry>> {
+    let page = requests::list(db, &filter.request_filter(), order, limit).await?;
+    Ok(page.requests.into_iter().map(LogEntry::from).collect())
+}
+
 /// Where new requests come from while following: the server's live feed while it lasts, the
 /// database always (see the module's comment).
 struct Feed {
@@ -196,9 +203,14 @@ impl Feed {
     }
 
     async fn read_database(&mut self) -> Result<Vec<LogEntry>> {
-        let entries = stats::requests_after(&self.db, &self.filter, self.after, BATCH)
-            .await
-            .context("reading new requests")?;
+        let entries = read(
+            &self.db,
+            &self.filter,
+            Order::RecordedAfter(self.after),
+            BATCH,
+        )
+        .await
+        .context("reading new requests")?;
         if let Some(last) = entries.last() {
             self.after = last.seq;
         }

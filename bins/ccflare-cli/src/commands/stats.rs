@@ -1,6 +1,7 @@
 //! `ccflare-cli stats daily|hourly|models`: requests, tokens (in, out, cache), cost, error rate
 //! and p50/p95 latency per day, hour or model, with a total. The queries are
-//! `ccflare_analytics::stats`; this module only picks the window and draws the table.
+//! `ccflare_analytics::stats`, which read the rollups like `/api/analytics` (so the two show the
+//! same percentiles); this module only picks the window and draws the table.
 
 use crate::context::Context;
 use crate::output::{self, Align, Cell, Color, Table};
@@ -21,7 +22,8 @@ Examples:
   ccflare-cli stats daily --days 30 --json
 
 Days are local calendar days (--utc for UTC), today included. Latency
-percentiles are over successful requests; ERR counts every failed one.")]
+percentiles are over every request, failed ones too, as /api/analytics
+shows them: exact below 128 ms, else within 1/32.")]
     Daily(DailyArgs),
     /// One row per hour
     #[command(after_help = "\

@@ -66,8 +66,8 @@ fn draw_totals(
         " {} requests · {} ok · {} tokens · {} · latency p50 {} p95 {} p99 {}",
         format::count(t.requests),
         format::percent(t.success_rate),
-        format::tokens(t.total_tokens),
-        format::cost(t.cost_usd),
+        format::compact(t.total_tokens),
+        format::money(t.cost_usd),
         report.latency_ms.p50.map_or("–".into(), format::latency),
         report.latency_ms.p95.map_or("–".into(), format::latency),
         report.latency_ms.p99.map_or("–".into(), format::latency),
@@ -113,9 +113,9 @@ fn draw_charts(frame: &mut Frame<'_>, area: Rect, app: &App, report: &Report, th
             b,
             "tokens".to_owned(),
             |p| p.total_tokens as f64,
-            |v| format::tokens(v as i64),
+            |v| format::compact(v as i64),
         ),
-        (c, "cost".to_owned(), |p| p.cost_usd, format::cost),
+        (c, "cost".to_owned(), |p| p.cost_usd, format::money),
         (
             d,
             latency_title,
@@ -196,8 +196,8 @@ fn draw_groups(frame: &mut Frame<'_>, area: Rect, title: &str, groups: &[Group],
             let mut cells = vec![
                 Cell::from(name.to_owned()),
                 Cell::from(format::count(g.totals.requests)),
-                Cell::from(format::tokens(g.totals.total_tokens)),
-                Cell::from(format::cost(g.totals.cost_usd)),
+                Cell::from(format::compact(g.totals.total_tokens)),
+                Cell::from(format::money(g.totals.cost_usd)),
             ];
             if wide {
                 cells.push(Cell::from(format::percent(g.totals.success_rate)));

@@ -175,7 +175,7 @@ fn draw_hour(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
         );
         frame.render_widget(
             Paragraph::new(Span::styled(
-                format!(" {}", format::tokens(peak as i64)),
+                format!(" {}", format::compact(peak as i64)),
                 theme.label(),
             )),
             max,
@@ -225,8 +225,8 @@ fn draw_hour(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
             9,
             vec![Span::raw(format!(
                 "today {} · 24h {}",
-                format::cost(today),
-                format::cost(report.totals.cost_usd)
+                format::money(today),
+                format::money(report.totals.cost_usd)
             ))],
             theme,
         )

@@ -93,13 +93,13 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
                 Cell::from(Span::styled(r.status.to_string(), status_style)),
                 Cell::from(fit(r.model.as_deref().unwrap_or("-"), model_width)),
                 Cell::from(r.account_name.clone().unwrap_or_else(|| "-".to_owned())),
-                Cell::from(format::tokens(
+                Cell::from(format::compact(
                     (r.usage.input_tokens
                         + r.usage.cache_read_input_tokens
                         + r.usage.cache_creation_input_tokens) as i64,
                 )),
-                Cell::from(format::tokens(r.usage.output_tokens as i64)),
-                Cell::from(format::cost(r.cost_usd)),
+                Cell::from(format::compact(r.usage.output_tokens as i64)),
+                Cell::from(format::money(r.cost_usd)),
                 Cell::from(format::latency(r.latency_ms)),
                 Cell::from(r.attempts.to_string()),
             ];
@@ -251,7 +251,7 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, app: &App, r: &RequestRecord, 
             "cost",
             format!(
                 "{}{}",
-                format::cost(r.cost_usd),
+                format::money(r.cost_usd),
                 if r.cost_estimated {
                     " (estimated: model not in the price table)"
                 } else {
