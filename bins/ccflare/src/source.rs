@@ -14,7 +14,7 @@ use ccflare_core::record::RequestRecord;
 use ccflare_core::{AccountStatus, Millis, Secret};
 use ccflare_oauth::Mode;
 use ccflare_proxy::RequestEvent;
-use ccflare_storage::requests::RequestFilter;
+use ccflare_storage::requests::{Order, RequestFilter};
 use ccflare_tui::{
     AccountRow, DatabaseHealth, LiveSettings, OAuthStart, Picked, ServerInfo, SettingChange,
     Source, SourceError,
@@ -134,11 +134,22 @@ impl Source for InProcess {
         Ok(AccountRow::join(&stored, &views))
     }
 
+    /// The first page of `GET /api/requests`: the newest started first.
     async fn recent_requests(&self, limit: u32) -> Result<Vec<RequestRecord>, SourceError> {
-        let page = ccflare_storage::requests::list(self.ctx.db(), &RequestFilter::default(), limit)
-            .await
-            .map_err(unavailable)?;
-        Ok(page.requests)
+        let newest = Order::NewestStarted { after: None };
+        let page = ccflare_storage::requests::list(
+            self.ctx.db(),
+            &RequestFilter::default(),
+            newest,
+            limit,
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(page
+            .requests
+            .into_iter()
+            .map(|listed| listed.record)
+            .collect())
     }
 
     async fn report(&self, range: Range) -> Result<Report, SourceError> {
