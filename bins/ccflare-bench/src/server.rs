@@ -26,6 +26,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 pub const SETTLE: Duration = Duration::from_millis(500);
 
 pub struct Server {
+    /// Before `dir`: fields drop in order, and a tmux server is ended through its socket there.
     process: Process,
     pub url: String,
     pub pid: u32,
@@ -441,8 +442,11 @@ impl Server {
         }
         let exit = self.wait_exit().await?;
         let records = count_rows(&self.db_path, seen_ids, exit).await?;
-        // The folder (database, log) goes with `self.dir` here.
-        drop(self.dir);
+        // The folder (database, log) goes here, after the tmux server of `--ui`, which is told
+        // to end through its socket in that folder.
+        let Server { process, dir, .. } = self;
+        drop(process);
+        drop(dir);
         Ok(records)
     }
 
