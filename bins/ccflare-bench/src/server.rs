@@ -102,7 +102,8 @@ impl Tmux {
         }
     }
 
-    /// The pane's exit status once its program has exited; `None` while it runs.
+    /// The pane's exit status once its program has exited; `None` while it runs (or died
+    /// by a signal, which leaves no status: the wait then ends at its deadline).
     async fn exit_status(&self) -> Result<Option<i32>> {
         let text = self
             .run(&[
@@ -113,9 +114,10 @@ impl Tmux {
                 "#{pane_dead} #{pane_dead_status}",
             ])
             .await?;
+        // tmux marks the pane dead when its terminal closes, which can come before it has
+        // reaped the process: until the status is there, the exit is not known yet.
         Ok(match text.split_whitespace().collect::<Vec<_>>()[..] {
             ["1", status] => Some(status.parse().unwrap_or(-1)),
-            ["1"] => Some(-1),
             _ => None,
         })
     }
