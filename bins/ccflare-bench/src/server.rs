@@ -45,6 +45,9 @@ enum Process {
 /// `ccflare`, whose pane stays after the program exits so that its exit status can be read.
 /// Dropping it ends the tmux server and whatever runs in it.
 struct Tmux {
+    /// Where the pane's shell writes ccflare's exit status (tmux 3.3a can mark a pane dead
+    /// without its `pane_dead_status`, so the status is not read from tmux).
+    exit_file: PathBuf,
     socket: PathBuf,
 }
 
@@ -102,24 +105,15 @@ impl Tmux {
         }
     }
 
-    /// The pane's exit status once its program has exited; `None` while it runs (or died
-    /// by a signal, which leaves no status: the wait then ends at its deadline).
+    /// ccflare's exit status once it has exited (written by the pane's shell); `None` while
+    /// it runs.
     async fn exit_status(&self) -> Result<Option<i32>> {
-        let text = self
-            .run(&[
-                "display-message",
-                "-p",
-                "-t",
-                "ccflare",
-                "#{pane_dead} #{pane_dead_status}",
-            ])
-            .await?;
-        // tmux marks the pane dead when its terminal closes, which can come before it has
-        // reaped the process: until the status is there, the exit is not known yet.
-        Ok(match text.split_whitespace().collect::<Vec<_>>()[..] {
-            ["1", status] => Some(status.parse().unwrap_or(-1)),
-            _ => None,
-        })
+        match std::fs::read_to_string(&self.exit_file) {
+            Ok(text) if text.ends_with('\n') => Ok(Some(text.trim().parse().unwrap_or(-1))),
+            Ok(_) => Ok(None),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error).context("reading ccflare's exit status"),
+        }
     }
 
     /// Waits for the program in the pane to exit; its exit status.
@@ -353,9 +347,10 @@ impl Server {
             .context("writing the tmux configuration")?;
         let tmux = Tmux {
             socket: dir.path().join("tmux.sock"),
+            exit_file: dir.path().join("exit-status"),
         };
-        // The same clean environment as the headless server's; tmux runs the program itself
-        // (no shell), so the pane's process is ccflare.
+        // The same clean environment as the headless server's. A shell runs `env … ccflare`
+        // (env execs ccflare, the shell's one child) and writes its exit status to a file.
         let mut env = vec![
             format!("HOME={}", dir.path().display()),
             "HOST=127.0.0.1".to_owned(),
@@ -386,7 +381,10 @@ impl Server {
             "40",
             "-c",
             &directory,
-            "env",
+            "sh",
+            "-c",
+            "env \"$@\"; echo $? > exit-status",
+            "sh",
         ];
         args.extend(env.iter().map(String::as_str));
         args.push(&binary);
@@ -400,11 +398,18 @@ impl Server {
             .and_then(|rest| rest.split_whitespace().next())
             .context("the Overview shows no address")?
             .to_owned();
-        let pid = tmux
+        let shell: u32 = tmux
             .run(&["list-panes", "-t", "ccflare", "-F", "#{pane_pid}"])
             .await?
             .trim()
             .parse()
+            .context("reading the pane's pid")?;
+        // ccflare is the shell's only child.
+        let pid = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"))
+            .context("reading the pane's children")?
+            .split_whitespace()
+            .next()
+            .and_then(|pid| pid.parse().ok())
             .context("reading ccflare's pid")?;
         tmux.run(&["send-keys", "-t", "ccflare", "3"]).await?;
         tmux.wait_for("the Requests tab", |s| s.contains("Requests ·"))
