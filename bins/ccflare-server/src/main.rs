@@ -21,21 +21,5 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("{NAME}: error: starting the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(ccflare_app::headless(loaded, NAME)) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("{NAME}: error: {}", one_line(&error));
-            ExitCode::FAILURE
-        }
-    }
+    ccflare_app::serve_headless(loaded, NAME)
 }

@@ -52,25 +52,12 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(USAGE);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("{NAME}: error: starting the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
     if serve {
-        return match runtime.block_on(ccflare_app::headless(loaded, NAME)) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("{NAME}: error: {}", one_line(&error));
-                ExitCode::FAILURE
-            }
-        };
+        return ccflare_app::serve_headless(loaded, NAME);
     }
+    let Some(runtime) = ccflare_app::runtime(NAME) else {
+        return ExitCode::FAILURE;
+    };
     runtime.block_on(with_ui(loaded))
 }
 

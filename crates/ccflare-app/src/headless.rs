@@ -29,6 +29,36 @@ pub async fn headless(loaded: Loaded, name: &str) -> Result<Stopped, HeadlessErr
     Ok(server.serve(signals.recv()).wait().await?)
 }
 
+/// The multi-threaded tokio runtime both binaries run on; on failure the error is printed as
+/// one line headed by `name`.
+pub fn runtime(name: &str) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(error) => {
+            eprintln!("{name}: error: starting the async runtime: {error}");
+            None
+        }
+    }
+}
+
+/// The whole headless process (`ccflare-server`, `ccflare --serve`): a runtime, [`headless`],
+/// and the exit status, with any error printed as one line headed by `name`.
+pub fn serve_headless(loaded: Loaded, name: &str) -> std::process::ExitCode {
+    let Some(runtime) = runtime(name) else {
+        return std::process::ExitCode::FAILURE;
+    };
+    match runtime.block_on(headless(loaded, name)) {
+        Ok(_) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{name}: error: {}", one_line(&error));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// `error` and its causes on one line, `what failed: why: why`, as the binaries print errors.
 pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
     let mut line = error.to_string();

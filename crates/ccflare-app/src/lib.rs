@@ -23,7 +23,7 @@ mod server;
 mod signals;
 
 pub use cli::{LoadError, Loaded};
-pub use headless::{HeadlessError, headless, one_line};
+pub use headless::{HeadlessError, headless, one_line, runtime, serve_headless};
 pub use logging::{LogFileError, Logging};
 pub use server::{Handles, Running, Server, StartError, StopError, Stopped};
 pub use signals::{ShutdownSignals, SignalError};
