@@ -315,9 +315,12 @@ mod tests {
         }
         // The live feed has each request as it finished, and nothing else.
         for id in &ids {
-            let item = tokio::time::timeout(GUARD, feed.recv()).await.unwrap();
+            let item = eventually(GUARD, "the next finished request", || {
+                std::future::ready(feed.try_next().transpose())
+            })
+            .await;
             match item {
-                Some(FeedItem::Item(record)) => assert_eq!(&record.id, id),
+                Ok(FeedItem::Item(record)) => assert_eq!(&record.id, id),
                 other => panic!("expected the record of {id}, got {other:?}"),
             }
         }

@@ -26,6 +26,10 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{Notify, broadcast};
 
+/// Items each fake feed holds: as many as the server's request feed (ccflare-proxy's
+/// `EVENT_CAPACITY`).
+const FEED_CAPACITY: usize = 1024;
+
 /// The fake's clock: 2026-01-31T12:00:00Z.
 pub const NOW: Millis = 1_769_860_800_000;
 const SECOND: Millis = 1_000;
@@ -394,8 +398,8 @@ impl FakeSource {
                     logins: BTreeMap::new(),
                     next_login: 0,
                 }),
-                requests: broadcast::channel(64).0,
-                logs: broadcast::channel(64).0,
+                requests: broadcast::channel(FEED_CAPACITY).0,
+                logs: broadcast::channel(FEED_CAPACITY).0,
                 history: seed_logs(),
                 account_loads: AtomicUsize::new(0),
                 loaded: Notify::new(),

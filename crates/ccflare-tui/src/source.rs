@@ -25,7 +25,7 @@ use ccflare_storage::accounts::AccountSummary;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::TryRecvError;
 
 /// Failures of a [`Source`] operation, as the person at the terminal should read them. The
 /// messages are the ones the CLI and the API give for the same mistake (an invalid key, a
@@ -229,17 +229,27 @@ pub enum FeedItem<T> {
 }
 
 /// A live feed: the request feed (finished requests) or the log feed (JSON lines).
+///
+/// The UI takes what a feed holds on its frame clock instead of waiting on it: a publisher
+/// (the proxy, on its request path) then never has a waiting reader to wake, so the UI costs
+/// the proxy nothing per request but the copy into the feed.
 pub trait Feed<T>: Send + 'static {
-    /// The next item; `None` when the feed has ended (the server is stopping).
-    fn recv(&mut self) -> impl Future<Output = Option<FeedItem<T>>> + Send;
+    /// The next item if one is waiting, without waiting: `Ok(None)` when none is,
+    /// `Err(Ended)` once the feed has ended (the server is stopping).
+    fn try_next(&mut self) -> Result<Option<FeedItem<T>>, Ended>;
 }
 
+/// The feed has ended: nothing more will come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended;
+
 impl<T: Clone + Send + 'static> Feed<T> for broadcast::Receiver<T> {
-    async fn recv(&mut self) -> Option<FeedItem<T>> {
-        match broadcast::Receiver::recv(self).await {
-            Ok(item) => Some(FeedItem::Item(item)),
-            Err(RecvError::Lagged(missed)) => Some(FeedItem::Lagged(missed)),
-            Err(RecvError::Closed) => None,
+    fn try_next(&mut self) -> Result<Option<FeedItem<T>>, Ended> {
+        match broadcast::Receiver::try_recv(self) {
+            Ok(item) => Ok(Some(FeedItem::Item(item))),
+            Err(TryRecvError::Lagged(missed)) => Ok(Some(FeedItem::Lagged(missed))),
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(TryRecvError::Closed) => Err(Ended),
         }
     }
 }
@@ -259,16 +269,17 @@ impl<E, T> Picked<E, T> {
 }
 
 impl<E: Clone + Send + 'static, T: Send + 'static> Feed<T> for Picked<E, T> {
-    async fn recv(&mut self) -> Option<FeedItem<T>> {
+    fn try_next(&mut self) -> Result<Option<FeedItem<T>>, Ended> {
         loop {
-            match self.events.recv().await {
+            match self.events.try_recv() {
                 Ok(event) => {
                     if let Some(item) = (self.pick)(event) {
-                        return Some(FeedItem::Item(item));
+                        return Ok(Some(FeedItem::Item(item)));
                     }
                 }
-                Err(RecvError::Lagged(missed)) => return Some(FeedItem::Lagged(missed)),
-                Err(RecvError::Closed) => return None,
+                Err(TryRecvError::Lagged(missed)) => return Ok(Some(FeedItem::Lagged(missed))),
+                Err(TryRecvError::Empty) => return Ok(None),
+                Err(TryRecvError::Closed) => return Err(Ended),
             }
         }
     }
@@ -355,18 +366,26 @@ pub trait Source: Clone + Send + Sync + 'static {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn feeds_report_lag_and_their_end() {
+    #[test]
+    fn feeds_report_lag_nothing_waiting_and_their_end() {
         let (tx, rx) = broadcast::channel::<u32>(2);
         let mut feed = Picked::new(rx, |n| (n % 2 == 0).then_some(n * 10));
+        assert_eq!(feed.try_next(), Ok(None), "nothing yet");
         for n in 0..5 {
             tx.send(n).unwrap();
         }
-        assert_eq!(feed.recv().await, Some(FeedItem::Lagged(3)));
+        assert_eq!(feed.try_next(), Ok(Some(FeedItem::Lagged(3))));
         // 3 is odd and skipped; 4 is kept.
-        assert_eq!(feed.recv().await, Some(FeedItem::Item(40)));
+        assert_eq!(feed.try_next(), Ok(Some(FeedItem::Item(40))));
+        assert_eq!(feed.try_next(), Ok(None), "taken");
+        tx.send(6).unwrap();
         drop(tx);
-        assert_eq!(feed.recv().await, None);
+        assert_eq!(
+            feed.try_next(),
+            Ok(Some(FeedItem::Item(60))),
+            "kept after the end"
+        );
+        assert_eq!(feed.try_next(), Err(Ended));
     }
 
     #[test]
