@@ -234,6 +234,10 @@ pub struct Point {
     pub cost_usd: f64,
     /// Mean latency in milliseconds; 0 without requests.
     pub average_response_time: f64,
+    /// Latency p50 and p95 of the point's requests, by the definition of [`Percentiles`]
+    /// (nearest rank, exact below 128 ms, within 1/32 above); `null` without requests.
+    pub latency_p50_ms: Option<i64>,
+    pub latency_p95_ms: Option<i64>,
 }
 
 /// Everything `/api/analytics?range=` adds to the overview.
@@ -508,9 +512,10 @@ async fn series(db: &Db, range: Range, now: Millis) -> Result<Vec<Point>, Analyt
             ..Point::default()
         })
         .collect();
+    // A row stamped in the future (a clock that stepped back) has no point.
+    let index = |t: Millis| usize::try_from((t - first) / width).ok();
     for row in rows {
-        let Some(point) = points.get_mut(((row.t - first) / width) as usize) else {
-            // A row stamped in the future (a clock that stepped back) has no point.
+        let Some(point) = index(row.t).and_then(|i| points.get_mut(i)) else {
             continue;
         };
         *point = Point {
@@ -520,7 +525,41 @@ async fn series(db: &Db, range: Range, now: Millis) -> Result<Vec<Point>, Analyt
             total_tokens: row.tokens,
             cost_usd: row.cost,
             average_response_time: ratio(row.latency as f64, row.requests as f64).unwrap_or(0.0),
+            ..Point::default()
         };
+    }
+    // Each point's percentiles from its histogram: the bins of the minutes, hours or days it
+    // spans, summed (rows come ordered by point, then bin).
+    let (time, histogram) = match range.series_source() {
+        SeriesSource::Minutes => ("minute", "latency_minutely WHERE minute >= ?2".to_owned()),
+        source => (
+            "bucket",
+            format!(
+                "{} WHERE bucket >= ?2 AND metric = {METRIC_LATENCY}",
+                if source == SeriesSource::Hours {
+                    "latency_hourly"
+                } else {
+                    "latency_daily"
+                }
+            ),
+        ),
+    };
+    let bins: Vec<(Millis, i64, i64)> = sqlx::query_as(&format!(
+        "SELECT ({time} / ?1) * ?1 AS t, bin, sum(count) FROM {histogram} \
+         GROUP BY t, bin ORDER BY t, bin"
+    ))
+    .bind(width)
+    .bind(first)
+    .fetch_all(db.pool())
+    .await?;
+    for chunk in bins.chunk_by(|a, b| a.0 == b.0) {
+        let Some(point) = index(chunk[0].0).and_then(|i| points.get_mut(i)) else {
+            continue;
+        };
+        let histogram: Vec<(i64, i64)> = chunk.iter().map(|&(_, bin, n)| (bin, n)).collect();
+        let percentiles = Percentiles::from_histogram(&histogram);
+        point.latency_p50_ms = percentiles.p50;
+        point.latency_p95_ms = percentiles.p95;
     }
     Ok(points)
 }

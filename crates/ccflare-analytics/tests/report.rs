@@ -321,3 +321,54 @@ async fn the_cli_tables_and_the_api_report_agree_on_percentiles() {
         (24, Some(binned_percentile(&own, 950)))
     );
 }
+
+#[tokio::test]
+async fn each_point_of_a_series_has_the_percentiles_of_its_own_requests() {
+    // 600 requests over the 29 days before NOW, latencies from 1 ms to about 30 s in a pattern
+    // that differs between neighbouring minutes, hours and days.
+    let records: Vec<RequestRecord> = (0..600u32)
+        .map(|n| {
+            let at = NOW - i64::from(n) * (29 * DAY_MS / 600) - i64::from(n % 7) * 1_000;
+            let latency = 1 + i64::from(n) * i64::from(n) * 104_729 % 30_000;
+            row(n, at, "m", 1, latency)
+        })
+        .chain((0..120u32).map(|n| {
+            // And two a minute over the last hour, so the short ranges have several per point.
+            let at = NOW - HOUR_MS + 1 + i64::from(n) * 30_000;
+            row(1_000 + n, at, "m", 1, 1 + i64::from(n * 37 % 250))
+        }))
+        .collect();
+    let (_dir, db) = setup(records.clone()).await;
+    for range in Range::ALL {
+        let r = report(&db, NOW, range).await.unwrap();
+        let mut checked = 0;
+        for point in &r.series {
+            let latencies: Vec<i64> = records
+                .iter()
+                .filter(|x| rollups::bucket(x.started_at, r.bucket_ms) == point.time)
+                .map(|x| x.latency_ms)
+                .collect();
+            assert_eq!(
+                point.requests,
+                latencies.len() as i64,
+                "{range} {}",
+                point.time
+            );
+            if latencies.is_empty() {
+                assert_eq!((point.latency_p50_ms, point.latency_p95_ms), (None, None));
+                continue;
+            }
+            checked += 1;
+            assert_eq!(
+                (point.latency_p50_ms, point.latency_p95_ms),
+                (
+                    Some(binned_percentile(&latencies, 500)),
+                    Some(binned_percentile(&latencies, 950))
+                ),
+                "{range}, the point at {}: {latencies:?}",
+                point.time
+            );
+        }
+        assert!(checked >= 5, "{range}: {checked} points with requests");
+    }
+}

@@ -38,6 +38,7 @@ pub const ROLLUP_TABLES: &[&str] = &[
     "rollup_minutely",
     "latency_hourly",
     "latency_daily",
+    "latency_minutely",
 ];
 
 /// The tables whose rows `check` counts.

@@ -26,11 +26,17 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "oauth",
         include_str!("../../../migrations/0004_oauth.sql"),
     ),
+    (
+        5,
+        "latency_minutely",
+        include_str!("../../../migrations/0005_latency_minutely.sql"),
+    ),
 ];
 
-/// The migration whose new tables are filled from the rows already recorded, by Rust code that
+/// The migrations whose new tables are filled from the rows already recorded, by Rust code that
 /// shares the histogram bins with the writer (SQL alone would need a second copy of them).
 const ROLLUPS: i64 = 3;
+const LATENCY_MINUTELY: i64 = 5;
 
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -66,8 +72,14 @@ pub async fn run(pool: &SqlitePool) -> Result<(), StorageError> {
             .execute(&mut *tx)
             .await
             .map_err(migration_error)?;
+        // Each fill writes only the tables that exist at its turn, in its migration's
+        // transaction: a crash half-way leaves the migration to be done again.
         if version == ROLLUPS {
-            crate::rollups::rebuild(&mut tx)
+            crate::rollups::fill_0003(&mut tx)
+                .await
+                .map_err(migration_error)?;
+        } else if version == LATENCY_MINUTELY {
+            crate::rollups::rebuild_minute_latency(&mut tx)
                 .await
                 .map_err(migration_error)?;
         }

@@ -262,6 +262,8 @@ struct Increments {
     hour_bins: HashMap<(i64, Millis, i64), i64>,
     /// (metric, day, bin) → count.
     day_bins: HashMap<(i64, Millis, i64), i64>,
+    /// (minute, bin) → count, of the total latency only.
+    minute_bins: HashMap<(Millis, i64), i64>,
 }
 
 impl Increments {
@@ -271,6 +273,10 @@ impl Increments {
         let minute = bucket(s.started_at, MINUTE_MS);
         let one = Sums::of(&s);
         self.minutes.entry(minute).or_default().add(&one);
+        *self
+            .minute_bins
+            .entry((minute, bin(s.latency_ms)))
+            .or_default() += 1;
 
         for (metric, value) in [
             (METRIC_LATENCY, Some(s.latency_ms)),
@@ -348,6 +354,15 @@ impl Increments {
                     .execute(&mut *tx)
                     .await?;
             }
+        }
+        let sql = upsert_sql("latency_minutely", &["minute", "bin"], &[], &["count"]);
+        for ((minute, bin), count) in self.minute_bins {
+            sqlx::query(&sql)
+                .bind(minute)
+                .bind(bin)
+                .bind(count)
+                .execute(&mut *tx)
+                .await?;
         }
         Ok(())
     }
@@ -432,16 +447,52 @@ struct Paged {
     sample: Sample,
 }
 
-/// Rebuilds every rollup from the request rows (migration 0003, for rows recorded before it).
-/// Reads the table in pages by rowid so memory holds one page plus the (small) rollups.
+/// Rebuilds every rollup from the request rows.
 pub(crate) async fn rebuild(tx: &mut SqliteConnection) -> Result<(), sqlx::Error> {
     sqlx::raw_sql(
         "DELETE FROM rollup_hourly; DELETE FROM rollup_daily; DELETE FROM rollup_minutely; \
-         DELETE FROM latency_hourly; DELETE FROM latency_daily;",
+         DELETE FROM latency_hourly; DELETE FROM latency_daily; DELETE FROM latency_minutely;",
     )
     .execute(&mut *tx)
     .await?;
     let mut increments = Increments::default();
+    every_sample(tx, |sample| increments.add(sample)).await?;
+    increments.write(tx).await
+}
+
+/// Fills the rollups of migration 0003 from the rows recorded before it. The minute
+/// histograms came later (0005, which fills them in its own turn), so they are left out.
+pub(crate) async fn fill_0003(tx: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    let mut increments = Increments::default();
+    every_sample(tx, |sample| increments.add(sample)).await?;
+    // With no minute bins, writing never names their table.
+    increments.minute_bins.clear();
+    increments.write(tx).await
+}
+
+/// Fills the minute histograms from the request rows (migration 0005, for rows recorded
+/// before it), leaving the other rollups as they are.
+pub(crate) async fn rebuild_minute_latency(tx: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM latency_minutely")
+        .execute(&mut *tx)
+        .await?;
+    let mut bins = Increments::default();
+    every_sample(tx, |s| {
+        *bins
+            .minute_bins
+            .entry((bucket(s.started_at, MINUTE_MS), bin(s.latency_ms)))
+            .or_default() += 1;
+    })
+    .await?;
+    bins.write(tx).await
+}
+
+/// Hands every request row to `add`, reading the table in pages by rowid so memory holds one
+/// page plus what `add` keeps.
+async fn every_sample(
+    tx: &mut SqliteConnection,
+    mut add: impl FnMut(Sample),
+) -> Result<(), sqlx::Error> {
     let mut after: i64 = 0;
     loop {
         let rows: Vec<Paged> = sqlx::query_as(&format!(
@@ -454,13 +505,12 @@ pub(crate) async fn rebuild(tx: &mut SqliteConnection) -> Result<(), sqlx::Error
         let read = rows.len() as i64;
         for row in rows {
             after = row.rowid;
-            increments.add(row.sample);
+            add(row.sample);
         }
         if read < REBUILD_PAGE {
-            break;
+            return Ok(());
         }
     }
-    increments.write(tx).await
 }
 
 /// Rebuilds every rollup from the request rows, in one write transaction (for repairs, and to
@@ -492,6 +542,7 @@ pub async fn purge_before(db: &Db, cutoff: Millis, batch: u32) -> Result<Purged,
         "DELETE FROM rollup_minutely WHERE minute < ?",
         "DELETE FROM latency_hourly WHERE bucket < ?",
         "DELETE FROM latency_daily WHERE bucket < ?",
+        "DELETE FROM latency_minutely WHERE minute < ?",
     ] {
         sqlx::query(sql).bind(before).execute(&mut *tx).await?;
     }

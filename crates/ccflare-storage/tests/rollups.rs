@@ -63,6 +63,7 @@ async fn snapshot(db: &Db) -> Vec<String> {
         ("rollup_minutely", "minute"),
         ("latency_hourly", "bucket, metric, bin"),
         ("latency_daily", "bucket, metric, bin"),
+        ("latency_minutely", "minute, bin"),
     ] {
         let rows = sqlx::query(&format!("SELECT * FROM {table} ORDER BY {order}"))
             .fetch_all(db.pool())
@@ -262,4 +263,37 @@ async fn retention_deletes_whole_days_of_rows_and_rollups() {
         .await
         .unwrap();
     assert_eq!(again.requests, 0);
+}
+
+#[tokio::test]
+async fn upgrading_to_minute_histograms_fills_them_from_the_rows_already_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("upgrade.db");
+    let db = Db::open_path(&path).await.unwrap();
+    let records: Vec<RequestRecord> = (0..300)
+        .map(|n| record(n, DAY0 + i64::from(n) * 7_000))
+        .collect();
+    write(&db, records, 5).await;
+    let minute_bins = |db: Db| async move {
+        sqlx::query_as::<_, (i64, i64, i64)>(
+            "SELECT minute, bin, count FROM latency_minutely ORDER BY minute, bin",
+        )
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+    };
+    let written = minute_bins(db.clone()).await;
+    assert_eq!(
+        written.iter().map(|r| r.2).sum::<i64>(),
+        300,
+        "the writer counts every request"
+    );
+    // The database as a build before migration 0005 left it: rows, and no minute histograms.
+    sqlx::raw_sql("DROP TABLE latency_minutely; DELETE FROM schema_migrations WHERE version = 5")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    db.close().await;
+    let db = Db::open_path(&path).await.unwrap();
+    assert_eq!(minute_bins(db).await, written);
 }

@@ -584,6 +584,7 @@ fn report(records: &[RequestRecord], now: Millis, range: Range) -> Report {
             .filter(|r| r.started_at >= start && r.started_at < end)
             .collect();
         let t = totals(in_bucket.iter().copied());
+        let latency = percentiles(in_bucket.iter().map(|r| r.latency_ms).collect());
         series.push(Point {
             time: start,
             requests: t.requests,
@@ -591,6 +592,8 @@ fn report(records: &[RequestRecord], now: Millis, range: Range) -> Report {
             total_tokens: t.total_tokens,
             cost_usd: t.cost_usd,
             average_response_time: t.average_response_time,
+            latency_p50_ms: latency.p50,
+            latency_p95_ms: latency.p95,
         });
         start = end;
     }

@@ -1,7 +1,7 @@
 //! Tab 4, Analytics: one range (1h, 6h, 24h, 7d, 30d) of `ccflare_analytics::report` — the
 //! very figures `/api/analytics?range=` gives — as totals, four charts over time (requests,
-//! tokens, cost, mean latency, with the range's p50/p95/p99) and breakdowns by model and by
-//! account.
+//! tokens, cost, and each point's latency p50 and p95, with the range's p50/p95/p99) and
+//! breakdowns by model and by account.
 
 use super::Theme;
 use crate::app::App;
@@ -86,9 +86,13 @@ fn draw_totals(
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-/// What a chart plots of each point, and how its axis labels a value.
-type Value = fn(&Point) -> f64;
+/// What a chart plots of each point (nothing where the point has no value), and how its axis
+/// labels a value.
+type Value = fn(&Point) -> Option<f64>;
 type Label = fn(f64) -> String;
+
+/// One line of a chart: its name in the legend (none for a chart of one line) and its values.
+type Plotted = (Option<&'static str>, Value);
 
 fn draw_charts(frame: &mut Frame<'_>, area: Rect, app: &App, report: &Report, theme: Theme) {
     let [top, bottom] =
@@ -98,33 +102,43 @@ fn draw_charts(frame: &mut Frame<'_>, area: Rect, app: &App, report: &Report, th
     let [c, d] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(bottom);
     let latency_title = format!(
-        "latency (mean) · p50 {} · p95 {}",
+        "latency p50 · p95: {} · {}",
         report.latency_ms.p50.map_or("–".into(), format::latency),
         report.latency_ms.p95.map_or("–".into(), format::latency),
     );
-    let charts: [(Rect, String, Value, Label); 4] = [
+    let charts: [(Rect, String, Vec<Plotted>, Label); 4] = [
         (
             a,
             "requests".to_owned(),
-            |p| p.requests as f64,
+            vec![(None, |p| Some(p.requests as f64))],
             |v| format::count(v as i64),
         ),
         (
             b,
             "tokens".to_owned(),
-            |p| p.total_tokens as f64,
+            vec![(None, |p| Some(p.total_tokens as f64))],
             |v| format::compact(v as i64),
         ),
-        (c, "cost".to_owned(), |p| p.cost_usd, format::money),
+        (
+            c,
+            "cost".to_owned(),
+            vec![(None, |p| Some(p.cost_usd))],
+            format::money,
+        ),
         (
             d,
             latency_title,
-            |p| p.average_response_time,
+            vec![
+                (Some("p50"), |p| p.latency_p50_ms.map(|ms| ms as f64)),
+                (Some("p95"), |p| p.latency_p95_ms.map(|ms| ms as f64)),
+            ],
             |v| format::latency(v as i64),
         ),
     ];
-    for (index, (area, title, value, label)) in charts.into_iter().enumerate() {
-        chart(frame, area, app, report, &title, value, label, index, theme);
+    for (index, (area, title, lines, label)) in charts.into_iter().enumerate() {
+        chart(
+            frame, area, app, report, &title, &lines, label, index, theme,
+        );
     }
 }
 
@@ -135,17 +149,22 @@ fn chart(
     app: &App,
     report: &Report,
     title: &str,
-    value: Value,
+    lines: &[Plotted],
     label: Label,
     index: usize,
     theme: Theme,
 ) {
-    let points: Vec<(f64, f64)> = report
-        .series
+    let series: Vec<Vec<(f64, f64)>> = lines
         .iter()
-        .map(|p| (p.time as f64, value(p)))
+        .map(|(_, value)| {
+            report
+                .series
+                .iter()
+                .filter_map(|p| value(p).map(|y| (p.time as f64, y)))
+                .collect()
+        })
         .collect();
-    let peak = points.iter().map(|(_, y)| *y).fold(0.0, f64::max);
+    let peak = series.iter().flatten().map(|(_, y)| *y).fold(0.0, f64::max);
     let top = if peak > 0.0 { peak } else { 1.0 };
     let offset = app.info.utc_offset_ms;
     // Short labels: the chart's left margin is as wide as the first one.
@@ -156,12 +175,23 @@ fn chart(
             format::clock(at, offset)[..5].to_owned()
         }
     };
-    let dataset = Dataset::default()
-        .marker(Marker::Braille)
-        .graph_type(GraphType::Line)
-        .style(theme.series(index))
-        .data(&points);
-    let chart = Chart::new(vec![dataset])
+    let datasets = lines
+        .iter()
+        .zip(&series)
+        .enumerate()
+        .map(|(line, ((name, _), points))| {
+            let dataset = Dataset::default()
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(theme.series(index + line))
+                .data(points);
+            match name {
+                Some(name) => dataset.name(*name),
+                None => dataset,
+            }
+        })
+        .collect();
+    let chart = Chart::new(datasets)
         .block(Block::bordered().title(Span::styled(
             fit(&format!(" {title} "), area.width.saturating_sub(2) as usize),
             theme.title(),
