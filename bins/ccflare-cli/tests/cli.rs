@@ -64,6 +64,20 @@ async fn help_everywhere_with_examples() {
     }
 }
 
+#[tokio::test]
+async fn config_set_help_names_every_option_it_cannot_store() {
+    let text = Cli::new().run(&["config", "set", "--help"]).await.ok();
+    // The help's words, whatever the line breaks.
+    let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for key in ccflare_core::config::NOT_STORABLE {
+        let named = key.replace('_', " ");
+        assert!(
+            words.contains(key) || words.contains(&named),
+            "`config set --help` does not say that {key} cannot be stored:\n{text}"
+        );
+    }
+}
+
 /// Five accounts in every state, and requests over three days, three models and two accounts.
 async fn seeded() -> Cli {
     let cli = Cli::new();
