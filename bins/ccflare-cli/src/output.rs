@@ -2,6 +2,7 @@
 //! and never with `NO_COLOR`, in plain ANSI), and the number formats of the tables. JSON output
 //! does not come through here: it is serde's.
 
+use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
@@ -63,7 +64,9 @@ pub enum Align {
 }
 
 /// One cell: its text and an optional colour, applied after padding so that escape codes
-/// never count towards the width.
+/// never count towards the width. The text is made inert ([`ccflare_core::human::inert`]):
+/// cells show model names, paths and error messages that clients and the upstream chose, and
+/// an escape sequence among them would act on the operator's terminal.
 #[derive(Debug, Clone)]
 pub struct Cell {
     text: String,
@@ -72,10 +75,12 @@ pub struct Cell {
 
 impl Cell {
     pub fn colored(text: impl Into<String>, color: Option<Color>) -> Cell {
-        Cell {
-            text: text.into(),
-            color,
-        }
+        let text = text.into();
+        let text = match inert(&text) {
+            Cow::Borrowed(_) => text,
+            Cow::Owned(clean) => clean,
+        };
+        Cell { text, color }
     }
 }
 
@@ -299,8 +304,9 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     print(&format!("{}\n", serde_json::to_string_pretty(value)?))
 }
 
-// Numbers read the same in the CLI and the terminal UI: one definition, in core.
-pub use ccflare_core::human::{compact, count, money, percent};
+// Numbers read the same in the CLI and the terminal UI, and outside text is made inert the same
+// way: one definition, in core.
+pub use ccflare_core::human::{compact, count, inert, money, percent};
 
 /// A latency as `ccflare_core::human::latency` writes it; `-` when unknown.
 pub fn latency(ms: Option<i64>) -> String {
@@ -380,6 +386,18 @@ mod tests {
         table.row(vec![Cell::colored("x", Some(Color::Red)), "y".into()]);
         let text = table.render(&style);
         assert!(text.contains("\x1b[31mx\x1b[0m  y"), "{text:?}");
+    }
+
+    #[test]
+    fn escape_sequences_in_cells_are_inert() {
+        let mut table = Table::new(&[("MODEL", Align::Left), ("N", Align::Right)]);
+        table.row(vec!["claude\x1b]0;pwned\x07\x1b[2J-x".into(), "1".into()]);
+        let text = table.render(&PLAIN);
+        assert!(
+            !text.contains('\x1b') && !text.contains("pwned"),
+            "{text:?}"
+        );
+        assert!(text.contains("claude-x  1"), "{text:?}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use crate::error::ApiError;
 use ccflare_core::Secret;
+use ccflare_core::browser::{self, BrowserRefusal};
 use http::HeaderMap;
 use subtle::ConstantTimeEq;
 
@@ -13,46 +14,28 @@ pub const ADMIN_KEY_HEADER: &str = "x-ccflare-admin-key";
 
 /// Refuses what a web page in the user's browser could send: a request whose `Origin` is not
 /// this server, and — when there is no admin key — a request that names the server by
-/// anything but a loopback name (a DNS-rebinding page names it by its own domain).
+/// anything but a loopback name (a DNS-rebinding page names it by its own domain). The rule is
+/// `ccflare_core::browser`'s, which `/v1` applies too.
 pub fn check_browser(headers: &HeaderMap, has_admin_key: bool) -> Result<(), ApiError> {
     let text = |name| {
         headers
             .get(name)
             .and_then(|v: &http::HeaderValue| v.to_str().ok())
     };
-    let host = text(http::header::HOST).unwrap_or("").to_ascii_lowercase();
-    if let Some(origin) = text(http::header::ORIGIN) {
-        let origin = origin.to_ascii_lowercase();
-        let same = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"))
-            .is_some_and(|authority| authority == host);
-        if !same {
-            return Err(ApiError::Forbidden(format!(
-                "cross-origin requests are refused (Origin {origin} is not this server)"
-            )));
-        }
-    }
-    if !has_admin_key && !host.is_empty() && !is_loopback_authority(&host) {
-        return Err(ApiError::Forbidden(
+    let checked = browser::check(
+        text(http::header::ORIGIN),
+        text(http::header::HOST),
+        !has_admin_key,
+    );
+    match checked {
+        Ok(()) => Ok(()),
+        Err(BrowserRefusal::ForeignOrigin(origin)) => Err(ApiError::Forbidden(format!(
+            "cross-origin requests are refused (Origin {origin} is not this server)"
+        ))),
+        Err(BrowserRefusal::ForeignHost) => Err(ApiError::Forbidden(
             "address this server as localhost or 127.0.0.1, or give it an admin key".into(),
-        ));
+        )),
     }
-    Ok(())
-}
-
-fn is_loopback_authority(authority: &str) -> bool {
-    let name = match authority.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or(""),
-        None => authority
-            .rsplit_once(':')
-            .map_or(authority, |(name, _)| name),
-    };
-    name == "localhost"
-        || name.ends_with(".localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 pub fn check(headers: &HeaderMap, key: &Secret) -> Result<(), ApiError> {

@@ -1,5 +1,7 @@
 //! Process limits the server needs for its promised load.
 
+use ccflare_proxy::DEFAULT_MAX_CONNECTIONS;
+
 /// Open files kept for everything but client and upstream sockets: the database and its
 /// journal files, the runtime's own descriptors, standard streams, a log file.
 const RESERVED_FILES: u64 = 64;
@@ -14,7 +16,9 @@ const ENOUGH_OPEN_FILES: u64 = 4096;
 ///
 /// Returns how many client connections to serve at once: `configured` (the `max_connections`
 /// option) when it is set and fits, else as many as can each also open their upstream
-/// connection, half of what the limit leaves after [`RESERVED_FILES`].
+/// connection, half of what the limit leaves after [`RESERVED_FILES`], and never more than
+/// [`DEFAULT_MAX_CONNECTIONS`] unless configured (an unlimited or huge open-files limit is no
+/// reason to take every connection offered).
 pub fn raise_open_files(configured: usize) -> usize {
     let soft = raise_soft_limit();
     let fit = soft.map_or(usize::MAX, connections_for);
@@ -33,7 +37,16 @@ pub fn raise_open_files(configured: usize) -> usize {
             "the open-files limit allows about {fit} concurrent streams; raise it (ulimit -n) for more",
         );
     }
-    fit
+    at_once(configured, fit)
+}
+
+/// Connections served at once: `configured` when set (lowered to what fits), else what fits
+/// up to [`DEFAULT_MAX_CONNECTIONS`].
+fn at_once(configured: usize, fit: usize) -> usize {
+    match configured {
+        0 => fit.min(DEFAULT_MAX_CONNECTIONS),
+        n => n.min(fit),
+    }
 }
 
 /// Client connections that fit in `open_files` (at least a few, whatever the limit).
@@ -89,7 +102,20 @@ fn raise_soft_limit() -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::connections_for;
+    use super::{DEFAULT_MAX_CONNECTIONS, at_once, connections_for};
+
+    #[test]
+    fn an_unlimited_open_files_limit_still_bounds_connections() {
+        assert_eq!(DEFAULT_MAX_CONNECTIONS, 10_000);
+        assert_eq!(at_once(0, usize::MAX), DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(at_once(0, 480), 480);
+        assert_eq!(
+            at_once(50_000, usize::MAX),
+            50_000,
+            "a person's choice stands"
+        );
+        assert_eq!(at_once(50_000, 480), 480);
+    }
 
     #[test]
     fn half_of_what_the_reserve_leaves_and_never_none() {

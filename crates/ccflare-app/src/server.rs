@@ -236,6 +236,10 @@ impl Server {
             max_attempts: settings.max_attempts,
             shutdown_timeout: Duration::from_secs(settings.shutdown_timeout_s),
             max_connections,
+            body_timeout: Duration::from_secs(settings.body_timeout_s),
+            max_body_memory: settings.max_body_memory,
+            allow_all_paths: settings.allow_all_paths,
+            loopback_only: is_loopback_host(&settings.host),
         };
         let started_at = clock.now_ms();
         let state = AppState::new(pool, writer.handle(), upstream, proxy_config, clock);

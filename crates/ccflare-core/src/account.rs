@@ -121,10 +121,19 @@ pub fn default_key_name(key: &str) -> String {
     format!("key-{tail}")
 }
 
-/// Checks that a string looks like an Anthropic credential before it is stored.
+/// Checks that a string looks like an Anthropic credential before it is stored. An Admin API
+/// key (`sk-ant-admin…`) is refused: it manages an organisation (its members, its keys) and
+/// cannot call the Messages API, so it has no place in a pool that forwards clients' requests.
 pub fn check_api_key(key: &str) -> Result<(), String> {
     if !key.starts_with("sk-ant-") {
         return Err("not an Anthropic key: expected a value starting with `sk-ant-`".into());
+    }
+    if key.starts_with("sk-ant-admin") {
+        return Err(
+            "an Admin API key (sk-ant-admin…) manages an organisation and cannot serve requests: \
+             use an API key (sk-ant-api…)"
+                .into(),
+        );
     }
     if key.len() < 20 || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("not an Anthropic key: too short or contains whitespace".into());
@@ -165,5 +174,7 @@ mod tests {
         assert!(check_api_key("sk-ant-api03-0123456789abcdef").is_ok());
         let err = check_api_key("sk-proj-0123456789abcdef").unwrap_err();
         assert!(err.contains("sk-ant-"));
+        let err = check_api_key("sk-ant-admin01-0123456789abcdef").unwrap_err();
+        assert!(err.contains("Admin API key") && !err.contains("0123456789abcdef"));
     }
 }

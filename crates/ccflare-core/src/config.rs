@@ -185,6 +185,28 @@ pub const OPTIONS: &[OptionSpec] = &[
         "largest request body accepted (bigger ones get 413)",
     ),
     opt(
+        "body_timeout",
+        "CCFLARE_BODY_TIMEOUT",
+        "body-timeout",
+        "60",
+        "seconds a client gets to send a whole request body (slower uploads get 408)",
+    ),
+    opt(
+        "max_body_memory",
+        "CCFLARE_MAX_BODY_MEMORY",
+        "max-body-memory",
+        "268435456",
+        "bytes of request bodies held in memory at once, all requests together (over it: 503; \
+         at least max_body_bytes)",
+    ),
+    opt(
+        "allow_all_paths",
+        "CCFLARE_ALLOW_ALL_PATHS",
+        "allow-all-paths",
+        "false",
+        "forward every /v1/* path, not only the API's documented routes (others get 404)",
+    ),
+    opt(
         "connect_timeout",
         "CCFLARE_CONNECT_TIMEOUT",
         "connect-timeout",
@@ -217,7 +239,8 @@ pub const OPTIONS: &[OptionSpec] = &[
         "CCFLARE_MAX_CONNECTIONS",
         "max-connections",
         "0",
-        "client connections served at once; more wait (0 = what the open-files limit allows)",
+        "client connections served at once; more wait (0 = what the open-files limit allows, \
+         at most 10000)",
     ),
     opt(
         "retention_days",
@@ -376,6 +399,12 @@ pub struct Settings {
     pub strategy: Strategy,
     pub upstream_url: String,
     pub max_body_bytes: usize,
+    /// Seconds a client gets to send a whole request body.
+    pub body_timeout_s: u64,
+    /// Bytes of request bodies all requests together may hold in memory.
+    pub max_body_memory: usize,
+    /// Forward every `/v1/*` path, not only the API's documented routes.
+    pub allow_all_paths: bool,
     pub connect_timeout_s: u64,
     pub idle_timeout_s: u64,
     pub shutdown_timeout_s: u64,
@@ -416,6 +445,15 @@ fn number<T: FromStr>(
         .ok()
         .filter(ok)
         .ok_or_else(|| invalid(spec, value, expected))
+}
+
+/// `true`/`false` as people write them: `1`, `yes`, `on` and their opposites, in any case.
+fn boolean(spec: &OptionSpec, value: &str) -> Result<bool, CoreError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(invalid(spec, value, "true or false")),
+    }
 }
 
 impl Settings {
@@ -520,6 +558,15 @@ impl Settings {
         }
         let (spec, v) = value("max_body_bytes");
         let max_body_bytes = number(spec, v, "a number of bytes above 0", |n: &usize| *n > 0)?;
+        let (spec, v) = value("body_timeout");
+        let body_timeout_s = number(spec, v, "a number of seconds above 0", |n: &u64| *n > 0)?;
+        let (spec, v) = value("max_body_memory");
+        // A budget below one largest body would refuse bodies the size cap allows: it is
+        // raised to one such body.
+        let max_body_memory =
+            number(spec, v, "a number of bytes above 0", |n: &usize| *n > 0)?.max(max_body_bytes);
+        let (spec, v) = value("allow_all_paths");
+        let allow_all_paths = boolean(spec, v)?;
         let (spec, v) = value("connect_timeout");
         let connect_timeout_s = number(spec, v, "a number of seconds above 0", |n: &u64| *n > 0)?;
         let (spec, v) = value("idle_timeout");
@@ -592,6 +639,9 @@ impl Settings {
             strategy,
             upstream_url,
             max_body_bytes,
+            body_timeout_s,
+            max_body_memory,
+            allow_all_paths,
             connect_timeout_s,
             idle_timeout_s,
             shutdown_timeout_s,
@@ -630,6 +680,9 @@ mod tests {
         assert_eq!(s.upstream_url, "https://api.anthropic.com");
         assert_eq!(s.max_body_bytes, 32 * 1024 * 1024);
         assert_eq!(s.idle_timeout_s, 300);
+        assert_eq!(s.body_timeout_s, 60);
+        assert_eq!(s.max_body_memory, 256 * 1024 * 1024);
+        assert!(!s.allow_all_paths, "only the documented routes by default");
         assert_eq!(s.database_url, None);
         assert_eq!(
             s.retention_days, 0,
@@ -740,6 +793,25 @@ mod tests {
         for bad in ["http://", "https:///", "ftp://x", "api.anthropic.com"] {
             assert!(upstream(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn hardening_options_parse_and_refuse_what_cannot_work() {
+        let resolve =
+            |pairs: &[(&str, &str)]| Settings::resolve(&Layer::new(), &layer(pairs), &Layer::new());
+        for (text, expected) in [("true", true), (" YES ", true), ("1", true), ("off", false)] {
+            let s = resolve(&[("allow_all_paths", text)]).unwrap();
+            assert_eq!(s.allow_all_paths, expected, "{text}");
+        }
+        let err = resolve(&[("allow_all_paths", "sometimes")]).unwrap_err();
+        assert!(err.to_string().contains("CCFLARE_ALLOW_ALL_PATHS"), "{err}");
+        assert!(resolve(&[("body_timeout", "0")]).is_err());
+        assert!(resolve(&[("max_body_memory", "0")]).is_err());
+        // The memory budget holds at least one body of the largest size accepted.
+        let s = resolve(&[("max_body_bytes", "2000"), ("max_body_memory", "1999")]).unwrap();
+        assert_eq!((s.max_body_bytes, s.max_body_memory), (2000, 2000));
+        let s = resolve(&[("max_body_bytes", "2000"), ("max_body_memory", "5000")]).unwrap();
+        assert_eq!(s.max_body_memory, 5000);
     }
 
     #[test]

@@ -2,8 +2,14 @@
 //! "12k", "$0.0421", "850ms", "98.5%" — one definition shared by `ccflare-cli` and the
 //! terminal UI, so the same figure reads the same in both. Pure functions of their
 //! arguments (the caller passes `now`), so snapshot tests can fix the clock.
+//!
+//! Also [`inert`], which every text from outside (a client's model name or path, an upstream's
+//! error message) goes through before it reaches the operator's terminal.
 
 use crate::Millis;
+use std::borrow::Cow;
+use std::iter::Peekable;
+use std::str::Chars;
 
 const SECOND: Millis = 1_000;
 const MINUTE: Millis = 60 * SECOND;
@@ -118,9 +124,158 @@ pub fn latency(ms: i64) -> String {
     }
 }
 
+/// Text from outside made safe to print on a terminal: escape sequences are removed whole
+/// (CSI such as `ESC [2J`, OSC such as `ESC ]0;title BEL` — which can retitle the window, set
+/// the clipboard or make links —, DCS, SOS, PM and APC strings, and two-character ones), their
+/// one-character C1 forms too, and every other control character is dropped: C0, DEL, C1, and
+/// the bidirectional overrides and isolates that would reorder what is shown after them.
+/// Newlines, carriage returns and tabs become spaces, so one field stays on one line. Clean
+/// text (nearly all of it) is returned as it is, without a copy.
+pub fn inert(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => skip_escape(&mut chars),
+            '\u{9b}' => skip_csi(&mut chars),
+            // C1 DCS, SOS, OSC, PM, APC: a string up to its terminator.
+            '\u{90}' | '\u{98}' | '\u{9d}' | '\u{9e}' | '\u{9f}' => skip_string(&mut chars),
+            '\t' | '\n' | '\r' => out.push(' '),
+            c if c.is_control() || is_bidi_control(c) => {}
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Unicode's explicit directional formatting characters (embeddings, overrides, isolates, and
+/// the marks): invisible, but they reorder the text around them.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// After an ESC: the rest of the sequence it starts.
+fn skip_escape(chars: &mut Peekable<Chars<'_>>) {
+    match chars.peek() {
+        Some('[') => {
+            chars.next();
+            skip_csi(chars);
+        }
+        Some(']' | 'P' | 'X' | '^' | '_') => {
+            chars.next();
+            skip_string(chars);
+        }
+        // Intermediate bytes, then one final byte (`ESC ( B`, `ESC 7`, `ESC c`).
+        Some(' '..='/') => {
+            while chars.next_if(|c| matches!(c, ' '..='/')).is_some() {}
+            chars.next_if(|c| matches!(c, '0'..='~'));
+        }
+        Some('0'..='~') => {
+            chars.next();
+        }
+        // A lone ESC: dropped, and what follows is ordinary text.
+        _ => {}
+    }
+}
+
+/// A control sequence's parameters and intermediates up to its final byte (`ESC [ 1 ; 31 m`).
+/// Anything else ends it, the final byte included.
+fn skip_csi(chars: &mut Peekable<Chars<'_>>) {
+    while chars
+        .next_if(|c| matches!(c, '0'..='?' | ' '..='/'))
+        .is_some()
+    {}
+    chars.next_if(|c| matches!(c, '@'..='~'));
+}
+
+/// A string sequence up to its terminator: BEL, ST (`ESC \\`) or C1 ST. Unterminated, it runs
+/// to the end, as a terminal would take it.
+fn skip_string(chars: &mut Peekable<Chars<'_>>) {
+    while let Some(c) = chars.next() {
+        match c {
+            '\x07' | '\u{9c}' => return,
+            '\x1b' => {
+                chars.next_if_eq(&'\\');
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_from_outside_is_made_inert() {
+        let cases = [
+            ("claude-sonnet-4-5", "claude-sonnet-4-5"),
+            // Retitles the window, then clears the screen.
+            ("claude\x1b]0;pwned\x07\x1b[2J-x", "claude-x"),
+            ("\x1b]0;pwned\x07\x1b[2J", ""),
+            // OSC 8 link and OSC 52 clipboard, terminated by ST.
+            ("a\x1b]8;;http://evil\x1b\\b\x1b]8;;\x1b\\c", "abc"),
+            ("a\x1b]52;c;cGF5bG9hZA==\x07b", "ab"),
+            // SGR colours, a cursor move, a DCS string, two-character escapes.
+            ("\x1b[1;31mred\x1b[0m \x1b[10;20H.", "red ."),
+            ("a\x1bPq#0;2;0;0;0\x1b\\b", "ab"),
+            ("a\x1b(Bb\x1b7c\x1bcd", "abcd"),
+            // C1 forms: CSI and OSC in one character.
+            ("a\u{9b}2Jb\u{9d}0;t\u{9c}c", "abc"),
+            // Other controls dropped; line breaks and tabs become spaces.
+            ("a\x00b\x08c\x7fd\u{85}e", "abcde"),
+            ("line\r\nnext\tcol", "line  next col"),
+            // Bidirectional overrides would show `exe.txt` as `txt.exe`.
+            ("file\u{202e}txt.exe", "filetxt.exe"),
+            ("a\u{2066}b\u{2069}", "ab"),
+            // An unterminated string swallows the rest; a lone ESC at the end goes.
+            ("a\x1b]0;never ends", "a"),
+            ("a\x1b", "a"),
+            // Wide and combining characters are text.
+            ("회사 café 🚀", "회사 café 🚀"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(inert(text), expected, "{text:?}");
+        }
+        assert!(matches!(inert("plain"), Cow::Borrowed(_)));
+    }
+
+    mod properties {
+        use super::super::{inert, is_bidi_control};
+        use proptest::prelude::*;
+
+        /// Characters with escapes, controls and sequence bytes well represented.
+        fn text() -> impl Strategy<Value = String> {
+            let char = prop_oneof![
+                any::<char>(),
+                proptest::char::range('\0', '\u{9f}'),
+                proptest::sample::select(&['\x1b', '[', ']', '\\', '\x07', '\u{202e}'][..]),
+            ];
+            proptest::collection::vec(char, 0..64).prop_map(|chars| chars.into_iter().collect())
+        }
+
+        proptest! {
+            #[test]
+            fn nothing_a_terminal_acts_on_survives(text in text()) {
+                let out = inert(&text);
+                prop_assert!(
+                    !out.chars().any(|c| c.is_control() || is_bidi_control(c)),
+                    "{:?} gave {:?}", text, out
+                );
+                // Nothing is invented: what is left is taken from the text, in order (a space
+                // may stand for a line break or a tab).
+                let mut source = text.chars();
+                for c in out.chars() {
+                    let found = source.any(|s| s == c || (c == ' ' && matches!(s, '\t' | '\n' | '\r')));
+                    prop_assert!(found, "{:?} is not from {:?}", c, text);
+                }
+            }
+        }
+    }
 
     #[test]
     fn ago_uses_one_unit() {

@@ -20,5 +20,5 @@ pub use account_state::{
     DEFAULT_BACKOFF_MS, MAX_BACKOFF_MS, OAUTH_AUTH_FAILURE_BENCH_MS, OVERLOAD_COOLDOWN_MS,
 };
 pub use error::{Unavailable, UnavailableReason};
-pub use pool::{Pick, Pool, PoolConfig};
+pub use pool::{MAX_PINS, Pick, Pool, PoolConfig};
 pub use state::{AccountView, PersistState, RoutingState, StateCounts};

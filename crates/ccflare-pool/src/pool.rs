@@ -5,6 +5,10 @@
 //!
 //! A select is a hash lookup for the session pin plus one linear scan over the accounts; the
 //! stable order is sorted once per sync, never per request.
+//!
+//! Session keys come from clients (headers, the body's `metadata.user_id`), so the pins are
+//! bounded: at most [`MAX_PINS`], the least recently used going first, kept in use order so that
+//! the sync drops expired ones from the old end without looking at the others.
 
 use crate::account_state::AccountState;
 use crate::error::{Unavailable, UnavailableReason};
@@ -13,8 +17,14 @@ use crate::strategy::{self, Cursor};
 use ccflare_core::config::Strategy;
 use ccflare_core::ratelimit::{RateLimitSnapshot, Verdict};
 use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret};
+use lru::LruCache;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+
+/// The most session pins kept: far more sessions than a pool's accounts serve within a session
+/// timeout, and a bound on what clients sending a new key with every request can make the
+/// server hold (about 100 bytes each, with a short key).
+pub const MAX_PINS: usize = 100_000;
 
 /// The settings a person can change while the server runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,8 +77,8 @@ pub struct Pool {
     accounts: Vec<AccountState>,
     /// Position of each account in `accounts`.
     positions: HashMap<AccountId, usize>,
-    /// Session affinity, by session key.
-    pins: HashMap<Box<str>, Pin>,
+    /// Session affinity, by session key, in the order of last use (what [`Pin::last_used`] says).
+    pins: LruCache<Box<str>, Pin>,
     /// The `session` strategy's current account.
     turn: Option<Turn>,
     /// The `round-robin` strategy's last pick.
@@ -81,7 +91,8 @@ impl Pool {
             config,
             accounts: Vec::new(),
             positions: HashMap::new(),
-            pins: HashMap::new(),
+            // Grown as used (a bounded cache would allocate for all its entries at once).
+            pins: LruCache::unbounded(),
             turn: None,
             round_robin: None,
         }
@@ -165,10 +176,25 @@ impl Pool {
             .collect();
         self.accounts = accounts;
 
+        // Sessions of a removed account leave with it (a rare act of a person, the one time
+        // every pin is looked at), so that an account coming back brings none of them back.
+        if !known.is_empty() {
+            let positions = &self.positions;
+            self.pins
+                .retain(|_, pin| positions.contains_key(&pin.account));
+        }
         let timeout = self.config.session_timeout_ms;
-        let positions = &self.positions;
-        self.pins
-            .retain(|_, pin| positions.contains_key(&pin.account) && now - pin.last_used < timeout);
+        while let Some((_, pin)) = self.pins.peek_lru() {
+            if now - pin.last_used < timeout {
+                break;
+            }
+            self.pins.pop_lru();
+        }
+    }
+
+    /// Session pins held now.
+    pub fn pin_count(&self) -> usize {
+        self.pins.len()
     }
 
     /// Chooses the account for one attempt and counts the attempt against it.
@@ -300,7 +326,9 @@ impl Pool {
 
     /// The session key's account, if the affinity still holds; refreshes its last use.
     fn pinned(&mut self, key: &str, now: Millis, tried: &[AccountId]) -> Option<usize> {
-        let pin = self.pins.get_mut(key)?;
+        // Looked at without moving it: only a pin that holds is used, and moves to the recent
+        // end with its new time, so the use order stays the order of `last_used`.
+        let pin = self.pins.peek_mut(key)?;
         let position = *self.positions.get(&pin.account)?;
         let account = &self.accounts[position];
         let holds = account.is_routable(now)
@@ -310,6 +338,7 @@ impl Pool {
             return None;
         }
         pin.last_used = now;
+        self.pins.promote(key);
         Some(position)
     }
 
@@ -322,7 +351,10 @@ impl Pool {
         match self.pins.get_mut(key) {
             Some(existing) => *existing = pin,
             None => {
-                self.pins.insert(key.into(), pin);
+                self.pins.push(key.into(), pin);
+                if self.pins.len() > MAX_PINS {
+                    self.pins.pop_lru();
+                }
             }
         }
     }

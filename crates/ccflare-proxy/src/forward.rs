@@ -7,14 +7,17 @@
 //! is answered as running out of accounts is. Every exit finishes the request's record once.
 
 use crate::body::{BodyKind, ResponseBody, TappedBody, error_of, join};
+use crate::budget::BodyHold;
 use crate::error::AttemptError;
 use crate::headers::{upstream_request_headers, upstream_response_headers};
 use crate::recorder::{CLIENT_CLOSED, Outcome, Recorder};
+use crate::routes::Route;
 use crate::state::AppState;
 use crate::tokens::RefreshFailure;
 use bytes::Bytes;
+use ccflare_core::browser::{self, BrowserRefusal};
 use ccflare_core::error::anthropic_error_body;
-use ccflare_core::ratelimit::{RateLimitSnapshot, classify};
+use ccflare_core::ratelimit::{RateLimitSnapshot, Verdict, classify};
 use ccflare_core::record::AttemptFailure;
 use ccflare_core::request::{RequestInfo, escapes_v1, session_key};
 use ccflare_core::{AccountId, AccountKind, Secret};
@@ -54,18 +57,17 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
     let id = state.next_request_id();
     let mut recorder = Recorder::new(state.records(), id, parts.method.as_str(), parts.uri.path());
 
-    let body = match read_body(&state, &parts, body).await {
-        Ok(body) => body,
-        Err(refusal) => return refusal.answer(&mut recorder, state.config.max_body_bytes),
-    };
-    let info = RequestInfo::from_body(&body);
-    let session = session_key(
-        |name| parts.headers.get(name).and_then(|v| v.to_str().ok()),
-        &info,
-    )
-    .map(str::to_owned);
-    let stream = info.stream;
-    recorder.set_request(info.model, stream, session.clone());
+    // Refused before a byte of the body is read: nothing of it is held, nothing goes upstream.
+    if let Some(refusal) = browser_refusal(&state, &parts.headers) {
+        return local_error(
+            &mut recorder,
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            &refusal,
+            None,
+        );
+    }
+    let route = Route::of(parts.uri.path());
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let uri = (!escapes_v1(parts.uri.path()))
         .then(|| state.upstream.uri_for(path_and_query).ok())
@@ -80,6 +82,34 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
             None,
         );
     };
+    if route == Route::Unknown && !state.config.allow_all_paths {
+        let message = format!(
+            "ccflare forwards only the API's documented routes; {} {} is not one \
+             (the allow_all_paths option forwards every /v1 path)",
+            parts.method,
+            parts.uri.path()
+        );
+        return local_error(
+            &mut recorder,
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            &message,
+            None,
+        );
+    }
+
+    let (body, hold) = match read_body(&state, &parts, body).await {
+        Ok(read) => read,
+        Err(refusal) => return refusal.answer(&mut recorder, &state),
+    };
+    let info = RequestInfo::from_body(&body);
+    let session = session_key(
+        |name| parts.headers.get(name).and_then(|v| v.to_str().ok()),
+        &info,
+    )
+    .map(str::to_owned);
+    let stream = info.stream;
+    recorder.set_request(info.model, stream, session.clone());
     let header_wait = if stream {
         state.config.idle_timeout
     } else {
@@ -91,6 +121,8 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
             parts,
             uri,
             body,
+            _hold: hold,
+            route,
             header_wait,
         },
         session,
@@ -116,11 +148,44 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
     failover.out_of_attempts(&mut recorder)
 }
 
+/// Without client keys nothing tells a browser's request from a client's but what browsers
+/// add: a foreign `Origin` is refused, and so is a foreign `Host` when the server listens on
+/// loopback (a DNS-rebinding page names it by its own domain). A server listening on a network
+/// address without keys was opened to that network on purpose; its clients name it as they
+/// please.
+fn browser_refusal(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let checked = browser::check(
+        text(header::ORIGIN),
+        text(header::HOST),
+        state.config.loopback_only,
+    );
+    match checked.err()? {
+        BrowserRefusal::ForeignOrigin(origin) => Some(format!(
+            "requests from web pages are refused (Origin {origin}); clients such as the SDKs \
+             and Claude Code send no Origin"
+        )),
+        BrowserRefusal::ForeignHost => Some(
+            "address this server as localhost or 127.0.0.1: requests naming it by another \
+             host come from web pages (DNS rebinding)"
+                .to_owned(),
+        ),
+    }
+}
+
 /// What every attempt of one request sends: read once, replayed to each account by reference.
 struct Outgoing {
     parts: Parts,
     uri: http::Uri,
     body: Bytes,
+    /// The body's share of the memory budget, given back when the request is answered.
+    _hold: BodyHold,
+    /// What the path is: whether a 401 on it judges the account's credential.
+    route: Route,
     /// How long the upstream gets to send its response headers.
     header_wait: Duration,
 }
@@ -146,10 +211,11 @@ enum Retry {
     Refused(LastFailure),
     /// No response: no connection, no headers in time, or the connection failed.
     Unreachable(AttemptError),
-    /// The OAuth token could not be refreshed (before sending, or after a 401: `after_401`).
+    /// The OAuth token could not be refreshed: before sending, or after a 401, which is then
+    /// kept in `refused` to be relayed should no other account serve.
     Token {
         failure: RefreshFailure,
-        after_401: bool,
+        refused: Option<LastFailure>,
     },
     /// The stored credential is no valid header value.
     BadCredential,
@@ -161,8 +227,9 @@ impl Retry {
         match self {
             Retry::Refused(failure) => Some(failure.status.as_u16()),
             Retry::Token {
-                after_401: true, ..
-            } => Some(401),
+                refused: Some(refused),
+                ..
+            } => Some(refused.status.as_u16()),
             _ => None,
         }
     }
@@ -220,12 +287,21 @@ impl Failover<'_> {
             headers.filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))),
             now,
         );
-        let verdict = classify(status.as_u16(), &snapshot, now);
-        let snapshot = snapshot.has_limits().then_some(snapshot);
-        let changed = state.pool().report(pick.id, verdict, snapshot, now);
-        if let Some(changed) = changed {
-            state.persist(changed);
+        let mut verdict = classify(status.as_u16(), &snapshot, now);
+        if verdict == Verdict::AuthFailed && !self.outgoing.route.judges_credentials() {
+            // The client chose this path: an endpoint that refuses a valid key (an
+            // organisation's, a beta this account lacks) says nothing about the account, and
+            // failing over would only show every account the same refusal.
+            verdict = Verdict::Serve { bench_until: None };
         }
+        let snapshot = snapshot.has_limits().then_some(snapshot);
+        // A 401's verdict waits for its body (below); every other one is reported at once.
+        let unreported = if verdict == Verdict::AuthFailed {
+            Some(snapshot)
+        } else {
+            self.report(pick.id, verdict, snapshot, now);
+            None
+        };
         if !verdict.fails_over() {
             return Attempt::Served {
                 response,
@@ -234,14 +310,40 @@ impl Failover<'_> {
         }
         tracing::info!(account = %pick.name, status = status.as_u16(), reason = verdict.label(), "failing over");
         recorder.attempt_failed(failure(&pick, Some(status.as_u16()), verdict.label()));
-        Attempt::Retry(Retry::Refused(
-            read_failure(response, &pick, verdict.label()).await,
-        ))
+        let failure = read_failure(response, &pick, verdict.label()).await;
+        if let Some(snapshot) = unreported {
+            // A 401 condemns the credential when the API itself says so; one from something in
+            // between (a gateway's HTML page) fails over without touching the account.
+            let confirmed = error_of(&failure.body, 401).0 == "authentication_error";
+            let judged = if confirmed {
+                verdict
+            } else {
+                Verdict::ServerError
+            };
+            self.report(pick.id, judged, snapshot, now);
+        }
+        Attempt::Retry(Retry::Refused(failure))
+    }
+
+    /// Tells the pool what the upstream said of an attempt, and persists what changed.
+    fn report(
+        &self,
+        account: AccountId,
+        verdict: Verdict,
+        snapshot: Option<RateLimitSnapshot>,
+        now: i64,
+    ) {
+        let changed = self.state.pool().report(account, verdict, snapshot, now);
+        if let Some(changed) = changed {
+            self.state.persist(changed);
+        }
     }
 
     /// Sends to `pick` with a usable credential: an OAuth token is refreshed ahead of expiry,
     /// and a refused one (expired early, revoked by a newer login) gets one refresh and one
-    /// more send to the same account.
+    /// more send to the same account — on an inference route, where a 401 is about the token.
+    /// When that refresh fails, the 401 is kept (its body read first) so that it can be relayed
+    /// should no other account serve.
     async fn send_with_fresh_token(&self, pick: &Pick) -> Result<Response<Incoming>, Retry> {
         let refresher = (pick.kind == AccountKind::OAuth)
             .then(|| self.state.tokens())
@@ -254,20 +356,25 @@ impl Failover<'_> {
             .await
             .map_err(|failure| Retry::Token {
                 failure,
-                after_401: false,
+                refused: None,
             })?;
         let response = self.send(pick, &token).await?;
-        if response.status() != StatusCode::UNAUTHORIZED {
+        if response.status() != StatusCode::UNAUTHORIZED
+            || !self.outgoing.route.judges_credentials()
+        {
             return Ok(response);
         }
-        drop(response);
-        let token = refresher
-            .fresh_token(pick, Some(&token))
-            .await
-            .map_err(|failure| Retry::Token {
-                failure,
-                after_401: true,
-            })?;
+        let refused = read_failure(response, pick, "auth_failed").await;
+        let token = match refresher.fresh_token(pick, Some(&token)).await {
+            Ok(token) => token,
+            Err(failure) => {
+                let refused = Some(LastFailure {
+                    reason: failure.label(),
+                    ..refused
+                });
+                return Err(Retry::Token { failure, refused });
+            }
+        };
         tracing::info!(account = %pick.name, "OAuth token refused; retrying with a refreshed one");
         self.send(pick, &token).await
     }
@@ -301,9 +408,13 @@ impl Failover<'_> {
     /// Keeps what a failed attempt leaves for the final answer.
     fn keep(&mut self, retry: Retry) {
         match retry {
-            Retry::Refused(failure) => self.refused = Some(failure),
+            Retry::Refused(failure)
+            | Retry::Token {
+                refused: Some(failure),
+                ..
+            } => self.refused = Some(failure),
             Retry::Unreachable(kind) => self.unreachable = Some(kind),
-            Retry::Token { .. } | Retry::BadCredential => {}
+            Retry::Token { refused: None, .. } | Retry::BadCredential => {}
         }
     }
 
@@ -385,12 +496,21 @@ enum BodyRefusal {
     ClientGone,
     /// The client sent nothing for the idle timeout.
     TimedOut,
+    /// The whole body did not arrive within `body_timeout`, however steadily it came.
+    TooSlow,
+    /// The bodies held in memory are at `max_body_memory`.
+    OverBudget,
 }
 
+/// `retry-after` of a request refused because bodies fill the memory budget: bodies are held
+/// only while their requests are sent, so room comes back quickly.
+const OVER_BUDGET_RETRY_S: i64 = 2;
+
 impl BodyRefusal {
-    fn answer(self, recorder: &mut Recorder, limit: usize) -> Response<ResponseBody> {
+    fn answer(self, recorder: &mut Recorder, state: &AppState) -> Response<ResponseBody> {
         match self {
             BodyRefusal::TooLarge => {
+                let limit = state.config.max_body_bytes;
                 let message = format!("request body is larger than the {limit} byte limit");
                 local_error(
                     recorder,
@@ -410,6 +530,33 @@ impl BodyRefusal {
                     None,
                 )
             }
+            BodyRefusal::TooSlow => {
+                let message = format!(
+                    "the request body was not complete within the {} s body_timeout",
+                    state.config.body_timeout.as_secs()
+                );
+                local_error(
+                    recorder,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request_error",
+                    &message,
+                    None,
+                )
+            }
+            BodyRefusal::OverBudget => {
+                let message = format!(
+                    "ccflare holds as many request bodies as its memory budget allows \
+                     (max_body_memory, {} bytes); retry shortly",
+                    state.bodies().total()
+                );
+                local_error(
+                    recorder,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded_error",
+                    &message,
+                    Some(OVER_BUDGET_RETRY_S),
+                )
+            }
             BodyRefusal::ClientGone => {
                 // Nobody is there to read an answer; the record says what happened.
                 let message = "the client closed the connection while sending the request";
@@ -426,9 +573,15 @@ impl BodyRefusal {
 }
 
 /// Reads the whole request body, refusing a declared or actual size over the limit without
-/// reading further, and a client that sends nothing for the idle timeout. The timeout is per
-/// frame: a large upload that keeps arriving, however slowly, is never cut.
-async fn read_body(state: &AppState, parts: &Parts, body: Incoming) -> Result<Bytes, BodyRefusal> {
+/// reading further, a client that sends nothing for the idle timeout, one that has not sent
+/// the whole body within `body_timeout` (a slow upload holds a connection and its memory), and
+/// a piece that does not fit in the memory budget of all bodies. Returns the body with its
+/// share of the budget, which the request holds until it is answered.
+async fn read_body(
+    state: &AppState,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<(Bytes, BodyHold), BodyRefusal> {
     let limit = state.config.max_body_bytes;
     let declared = parts
         .headers
@@ -437,29 +590,48 @@ async fn read_body(state: &AppState, parts: &Parts, body: Incoming) -> Result<By
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(BodyRefusal::TooLarge);
     }
+    // A body that cannot fit now is refused before a byte of it is read.
+    if declared.is_some_and(|length| length > state.bodies().available() as u64) {
+        tracing::warn!(
+            held = state.bodies().held(),
+            "request bodies fill max_body_memory; refusing a request with 503"
+        );
+        return Err(BodyRefusal::OverBudget);
+    }
+    let deadline = tokio::time::Instant::now() + state.config.body_timeout;
+    let mut hold = BodyHold::default();
     let mut body = Limited::new(body, limit);
     let mut chunks = Vec::new();
     loop {
-        let frame = match tokio::time::timeout(state.config.idle_timeout, body.frame()).await {
-            Ok(Some(Ok(frame))) => frame,
-            Ok(None) => break,
-            Ok(Some(Err(error))) if error.is::<LengthLimitError>() => {
+        let next = tokio::time::timeout(state.config.idle_timeout, body.frame());
+        let frame = match tokio::time::timeout_at(deadline, next).await {
+            Ok(Ok(Some(Ok(frame)))) => frame,
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(Err(error)))) if error.is::<LengthLimitError>() => {
                 return Err(BodyRefusal::TooLarge);
             }
-            Ok(Some(Err(error))) => {
+            Ok(Ok(Some(Err(error)))) => {
                 tracing::debug!(%error, "reading the request body failed");
                 return Err(BodyRefusal::ClientGone);
             }
-            Err(_) => return Err(BodyRefusal::TimedOut),
+            Ok(Err(_)) => return Err(BodyRefusal::TimedOut),
+            Err(_) => return Err(BodyRefusal::TooSlow),
         };
         // Trailers carry nothing the upstream needs.
         if let Ok(data) = frame.into_data()
             && !data.is_empty()
         {
+            if !state.bodies().take(&mut hold, data.len()) {
+                tracing::warn!(
+                    held = state.bodies().held(),
+                    "request bodies fill max_body_memory; refusing a request with 503"
+                );
+                return Err(BodyRefusal::OverBudget);
+            }
             chunks.push(data);
         }
     }
-    Ok(join(chunks))
+    Ok((join(chunks), hold))
 }
 
 fn build_request(

@@ -24,6 +24,10 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// Prefix of the headers ccflare itself reads or sets (`x-ccflare-key`, `x-ccflare-admin-key`,
+/// `x-ccflare-account`, …): none of a client's is ever sent upstream.
+const CCFLARE_PREFIX: &str = "x-ccflare-";
+
 /// Removes hop-by-hop headers, including any named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
@@ -50,7 +54,8 @@ pub fn upstream_response_headers(headers: &mut HeaderMap) {
 }
 
 /// Turns the client's request headers into the upstream's: hop-by-hop, `host`, the client's
-/// credentials and `content-length` (recomputed from the body) are removed; the account's
+/// credentials, ccflare's own `x-ccflare-*` headers and `content-length` (recomputed from the
+/// body) are removed; the account's
 /// credential is set; `accept-encoding: identity` keeps the response readable for usage
 /// accounting. `anthropic-version` and `anthropic-beta` pass through as sent, except that a
 /// missing `anthropic-version` is set to `2023-06-01`, and for OAuth accounts the
@@ -69,6 +74,7 @@ pub fn upstream_request_headers(
     // sets them) and must not carry one account's over to another.
     headers.remove(header::EXPECT);
     headers.remove(header::COOKIE);
+    strip_ccflare_headers(headers);
     headers.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
@@ -95,6 +101,20 @@ pub fn upstream_request_headers(
         }
     }
     Ok(())
+}
+
+/// Removes every `x-ccflare-*` header: they speak to ccflare (a client key, the admin key) or
+/// pretend to come from it, and would tell the upstream about the pool or leak a key.
+fn strip_ccflare_headers(headers: &mut HeaderMap) {
+    // Header names are stored lowercase, so the prefix compares as it is.
+    let ours: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with(CCFLARE_PREFIX))
+        .cloned()
+        .collect();
+    for name in ours {
+        headers.remove(name);
+    }
 }
 
 /// Makes `anthropic-beta` one header holding every beta the client sent, in order (it may send
@@ -162,6 +182,26 @@ mod tests {
         assert!(h.get("content-length").is_none());
         assert!(h.get("cookie").is_none() && h.get("expect").is_none());
         assert_eq!(h.get("accept-encoding").unwrap(), "identity");
+    }
+
+    #[test]
+    fn ccflare_headers_from_the_client_stay_behind() {
+        let mut h = map(&[
+            ("x-ccflare-key", "ccf_client-key"),
+            ("X-Ccflare-Admin-Key", "0123456789abcdef-admin"),
+            ("x-ccflare-account", "spoofed"),
+            ("x-ccflare-anything", "1"),
+            ("x-ccflarex", "not ours"),
+            ("x-custom", "kept"),
+        ]);
+        upstream_request_headers(&mut h, AccountKind::ApiKey, "sk-ant-account").unwrap();
+        let names: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
+        assert!(
+            names.iter().all(|n| !n.starts_with("x-ccflare-")),
+            "{names:?}"
+        );
+        assert_eq!(h.get("x-ccflarex").unwrap(), "not ours");
+        assert_eq!(h.get("x-custom").unwrap(), "kept");
     }
 
     #[test]

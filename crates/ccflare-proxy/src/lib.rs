@@ -9,12 +9,14 @@
 //! port 0) and returns once every connection has finished or the shutdown deadline passed.
 
 mod body;
+mod budget;
 mod error;
 mod feed;
 mod forward;
 mod headers;
 mod pool;
 mod recorder;
+mod routes;
 mod server;
 mod shutdown;
 mod state;
@@ -27,7 +29,7 @@ pub use feed::{EVENT_CAPACITY, RequestEvent, RequestObserver, RequestStarted};
 pub use server::run;
 pub use shutdown::Shutdown;
 pub use state::{
-    AppState, ConfigLayers, ManagementFuture, ManagementRoutes, ProxyConfig, SyncError,
-    spawn_account_sync,
+    AppState, ConfigLayers, DEFAULT_MAX_CONNECTIONS, ManagementFuture, ManagementRoutes,
+    ProxyConfig, SyncError, spawn_account_sync,
 };
 pub use upstream::UpstreamClient;

@@ -7,6 +7,7 @@
 //! the drain.
 
 use crate::body::ResponseBody;
+use crate::budget::BodyBudget;
 use crate::feed::{Feed, RequestEvent, RequestObserver};
 use crate::pool::SharedPool;
 use crate::recorder::RecordSink;
@@ -30,6 +31,11 @@ use tokio::sync::broadcast;
 /// made by the CLI is live within two seconds (SPEC §5).
 pub const ACCOUNT_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Client connections served at once when nothing else says: the open-files limit may allow
+/// far more (or be unlimited), and each connection can hold a task, buffers and a request
+/// body. Ten thousand is well past the concurrent streams one ccflare is built for (SPEC §14).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
 /// Proxy settings that matter on the request path.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -43,6 +49,15 @@ pub struct ProxyConfig {
     /// The server derives it from the open-files limit, so that every accepted connection
     /// can also open its upstream connection.
     pub max_connections: usize,
+    /// The longest a client may take to send a whole request body, however steadily it sends.
+    pub body_timeout: Duration,
+    /// Bytes of request bodies all requests together may hold in memory.
+    pub max_body_memory: usize,
+    /// Forward every `/v1/*` path, not only the API's documented routes.
+    pub allow_all_paths: bool,
+    /// The server listens on a loopback address: a `/v1` request that names it by any other
+    /// host comes from a page in a browser (DNS rebinding) and is refused.
+    pub loopback_only: bool,
 }
 
 impl Default for ProxyConfig {
@@ -52,7 +67,11 @@ impl Default for ProxyConfig {
             idle_timeout: Duration::from_secs(300),
             max_attempts: 0,
             shutdown_timeout: Duration::from_secs(30),
-            max_connections: usize::MAX,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            body_timeout: Duration::from_secs(60),
+            max_body_memory: 256 * 1024 * 1024,
+            allow_all_paths: false,
+            loopback_only: true,
         }
     }
 }
@@ -92,6 +111,8 @@ pub struct AppState {
     /// Stops the connections and endless responses (live feeds) when the server stops
     /// accepting, and says when the server is cutting what is left at the deadline.
     drain: Arc<Drain>,
+    /// What request bodies may hold in memory, all together.
+    bodies: BodyBudget,
     request_counter: AtomicU64,
     id_prefix: String,
     layers: RwLock<ConfigLayers>,
@@ -128,10 +149,12 @@ impl AppState {
             feed: feed.clone(),
             drain: drain.clone(),
         });
+        let bodies = BodyBudget::new(config.max_body_memory);
         Arc::new(AppState {
             writer,
             upstream,
             config,
+            bodies,
             clock,
             started: Instant::now(),
             pool,
@@ -224,6 +247,15 @@ impl AppState {
 
     pub fn now(&self) -> Millis {
         self.pool.now()
+    }
+
+    /// Bytes of request bodies held in memory now (read, and not yet answered).
+    pub fn body_bytes_held(&self) -> usize {
+        self.bodies.held()
+    }
+
+    pub(crate) fn bodies(&self) -> &BodyBudget {
+        &self.bodies
     }
 
     pub fn next_request_id(&self) -> String {

@@ -97,7 +97,8 @@ impl Fixture {
 }
 
 /// The proxy settings of the tests: a 1 MiB body cap, a 30 s idle timeout, every account tried,
-/// 5 s for streams at shutdown, no connection limit.
+/// 5 s for streams at shutdown, no connection limit; otherwise the defaults (60 s for a whole
+/// body, 256 MiB of bodies in memory, the documented routes only, a loopback listener).
 pub fn config() -> ProxyConfig {
     ProxyConfig {
         max_body_bytes: 1024 * 1024,
@@ -105,6 +106,7 @@ pub fn config() -> ProxyConfig {
         max_attempts: 0,
         shutdown_timeout: Duration::from_secs(5),
         max_connections: usize::MAX,
+        ..ProxyConfig::default()
     }
 }
 

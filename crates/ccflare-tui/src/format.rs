@@ -10,8 +10,8 @@ const HOUR: Millis = 60 * MINUTE;
 const DAY: Millis = 24 * HOUR;
 
 // Ages, durations, counts, tokens, dollars, percentages and latencies read the same here as
-// in `ccflare-cli`: one definition, in core.
-pub use ccflare_core::human::{ago, compact, count, duration, latency, money, percent};
+// in `ccflare-cli`, and text from outside is made inert the same way: one definition, in core.
+pub use ccflare_core::human::{ago, compact, count, duration, inert, latency, money, percent};
 
 /// "HH:MM:SS" of `at` in the zone `offset_ms` east of UTC.
 pub fn clock(at: Millis, offset_ms: Millis) -> String {
@@ -30,12 +30,14 @@ pub fn start_of_day(now: Millis, offset_ms: Millis) -> Millis {
     (now + offset_ms).div_euclid(DAY) * DAY - offset_ms
 }
 
-/// `text` cut to `width` terminal columns (a wide character takes two), with "…" as the last
-/// one when it was longer.
+/// `text` made inert (escape sequences and control characters out: much of what is shown
+/// came from clients and the upstream) and cut to `width` terminal columns (a wide character
+/// takes two), with "…" as the last one when it was longer.
 pub fn fit(text: &str, width: usize) -> String {
     use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+    let text = inert(text);
     if text.width() <= width {
-        return text.to_owned();
+        return text.into_owned();
     }
     if width == 0 {
         return String::new();
@@ -82,5 +84,6 @@ mod tests {
         assert_eq!(fit("short", 8), "short");
         assert_eq!(fit("회사-계정-이름", 6), "회사-…");
         assert_eq!(fit("회사계정", 6), "회사…");
+        assert_eq!(fit("claude\x1b]0;pwned\x07\x1b[2J-x", 8), "claude-x");
     }
 }

@@ -373,11 +373,11 @@ fn subscription_line(summary: &AccountSummary, now: Millis) -> String {
         Some(at) => format!(", refreshed {}", timefmt::ago(now, Some(at))),
         None => String::new(),
     };
-    let mut line = format!("  {}: {token}{refreshed}\n", account.name);
+    let name = output::inert(&account.name);
+    let mut line = format!("  {name}: {token}{refreshed}\n");
     if account.status == AccountStatus::Invalid {
         line.push_str(&format!(
-            "    needs re-auth: ccflare-cli accounts reauth {}\n",
-            account.name
+            "    needs re-auth: ccflare-cli accounts reauth {name}\n"
         ));
     } else if let Some(window) = SubscriptionJson::of(summary) {
         let part = |label: &str, used: Option<f64>, reset: Option<Millis>| {
@@ -396,7 +396,7 @@ fn subscription_line(summary: &AccountSummary, now: Millis) -> String {
             "    {}; {}; {}\n",
             part("5h", window.utilization_5h, window.resets_5h),
             part("7d", window.utilization_7d, window.resets_7d),
-            window.status.unwrap_or_default()
+            output::inert(&window.status.unwrap_or_default())
         ));
     }
     line

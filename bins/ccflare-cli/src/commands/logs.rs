@@ -260,13 +260,14 @@ const TOKENS: usize = 9;
 const COST: usize = 7;
 const LATENCY: usize = 7;
 
+// Cells show what clients sent (model names, paths) and upstream error messages: inert.
 fn left(text: &str, width: usize) -> String {
-    let text = truncate(text, width);
+    let text = truncate(&output::inert(text), width);
     format!("{text}{}", " ".repeat(width - output::width(&text)))
 }
 
 fn right(text: &str, width: usize) -> String {
-    let text = truncate(text, width);
+    let text = truncate(&output::inert(text), width);
     format!("{}{text}", " ".repeat(width - output::width(&text)))
 }
 
@@ -343,7 +344,7 @@ impl Printer {
             // Errors are what one reads logs for: wrapped, never cut.
             let indent = " ".repeat(TIME + 2);
             let width = output::WIDTH - indent.len() - 2;
-            for (i, part) in output::wrap_text(&why.replace('\n', " "), width)
+            for (i, part) in output::wrap_text(&output::inert(&why), width)
                 .iter()
                 .enumerate()
             {

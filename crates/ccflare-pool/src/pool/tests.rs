@@ -541,6 +541,55 @@ fn sync_drops_expired_pins() {
     assert!(h.pool.pins.is_empty());
 }
 
+#[test]
+fn session_pins_are_bounded_and_the_least_recently_used_go_first() {
+    let mut h = Harness::new(Strategy::RoundRobin, &["a", "b"]);
+    // A client that sends a new session key with every request.
+    let total = 2 * MAX_PINS;
+    for n in 0..total {
+        let key = format!("session-{n}");
+        h.pool.select(at(0), Some(&key), &[]).expect("an account");
+        assert!(h.pool.pin_count() <= MAX_PINS);
+    }
+    assert_eq!(h.pool.pin_count(), MAX_PINS);
+    // The newest sessions are the ones kept; the first ones are gone.
+    assert!(
+        h.pool
+            .pins
+            .contains(format!("session-{}", total - 1).as_str())
+    );
+    assert!(
+        h.pool
+            .pins
+            .contains(format!("session-{}", total - MAX_PINS).as_str())
+    );
+    assert!(!h.pool.pins.contains("session-0"));
+    assert!(
+        !h.pool
+            .pins
+            .contains(format!("session-{}", total - MAX_PINS - 1).as_str())
+    );
+}
+
+#[test]
+fn a_session_in_use_outlives_older_ones_at_the_bound_and_at_expiry() {
+    let mut h = Harness::with_timeout(Strategy::RoundRobin, &["a", "b"], 100);
+    check(&mut h, &[(0, Key("kept"), "a")]);
+    for n in 0..MAX_PINS - 1 {
+        let key = format!("filler-{n}");
+        h.pool.select(at(1), Some(&key), &[]).expect("an account");
+    }
+    // Used again, `kept` is the most recent: the next new session pushes out the oldest
+    // filler instead.
+    check(&mut h, &[(2, Key("kept"), "a"), (2, Key("new"), "a")]);
+    assert_eq!(h.pool.pin_count(), MAX_PINS);
+    assert!(!h.pool.pins.contains("filler-0"));
+    // At 101 s the fillers (last used at 1 s) have expired; `kept` and `new` (2 s) have not.
+    check(&mut h, &[(101, Sync, "a:active b:active")]);
+    assert_eq!(h.pool.pin_count(), 2);
+    check(&mut h, &[(101, Key("kept"), "a")]);
+}
+
 // ---- strategies ----
 
 #[test]

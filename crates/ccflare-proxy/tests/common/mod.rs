@@ -38,6 +38,12 @@ pub struct Options {
     pub shutdown_timeout: Duration,
     /// Most accounts tried for one request (0: every account).
     pub max_attempts: u32,
+    /// The longest a whole request body may take to arrive.
+    pub body_timeout: Duration,
+    /// Bytes of request bodies held in memory at once, all requests together.
+    pub max_body_memory: usize,
+    /// Forward every `/v1/*` path, not only the documented routes.
+    pub allow_all_paths: bool,
 }
 
 impl Default for Options {
@@ -53,6 +59,9 @@ impl Default for Options {
             oauth_accounts: Vec::new(),
             shutdown_timeout: config.shutdown_timeout,
             max_attempts: config.max_attempts,
+            body_timeout: config.body_timeout,
+            max_body_memory: config.max_body_memory,
+            allow_all_paths: config.allow_all_paths,
         }
     }
 }
@@ -87,6 +96,9 @@ pub async fn spawn_app(options: Options) -> App {
         idle_timeout: options.idle_timeout,
         shutdown_timeout: options.shutdown_timeout,
         max_attempts: options.max_attempts,
+        body_timeout: options.body_timeout,
+        max_body_memory: options.max_body_memory,
+        allow_all_paths: options.allow_all_paths,
         ..ccflare_testkit::proxy::config()
     };
     let state = fixture.state(pool, &writer, &upstream_url, config);

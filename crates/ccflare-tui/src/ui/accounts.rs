@@ -73,7 +73,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
             let (state, style) = state(account, app.now, theme);
             let snapshot = account.last_ratelimit.as_ref();
             let mut cells = vec![
-                Cell::from(account.name.clone()),
+                Cell::from(format::inert(&account.name).into_owned()),
                 Cell::from(match account.kind {
                     ccflare_core::AccountKind::ApiKey => "api key",
                     ccflare_core::AccountKind::OAuth => "oauth",

@@ -224,7 +224,8 @@ fn draw_groups(frame: &mut Frame<'_>, area: Rect, title: &str, groups: &[Group],
                 name.strip_prefix("claude-").unwrap_or(name)
             };
             let mut cells = vec![
-                Cell::from(name.to_owned()),
+                // Model names are what clients sent.
+                Cell::from(format::inert(name).into_owned()),
                 Cell::from(format::count(g.totals.requests)),
                 Cell::from(format::compact(g.totals.total_tokens)),
                 Cell::from(format::money(g.totals.cost_usd)),

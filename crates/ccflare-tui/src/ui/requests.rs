@@ -5,7 +5,7 @@
 
 use super::{Theme, field, scroll_offset};
 use crate::app::App;
-use crate::format::{self, fit};
+use crate::format::{self, fit, inert};
 use ccflare_core::record::RequestRecord;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -92,7 +92,7 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
                 Cell::from(format::clock(r.started_at, offset)),
                 Cell::from(Span::styled(r.status.to_string(), status_style)),
                 Cell::from(fit(r.model.as_deref().unwrap_or("-"), model_width)),
-                Cell::from(r.account_name.clone().unwrap_or_else(|| "-".to_owned())),
+                Cell::from(inert(r.account_name.as_deref().unwrap_or("-")).into_owned()),
                 Cell::from(format::compact(
                     (r.usage.input_tokens
                         + r.usage.cache_read_input_tokens
@@ -112,7 +112,10 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
                     }
                     (None, None) => String::new(),
                 };
-                cells.push(Cell::from(Span::styled(why, status_style)));
+                cells.push(Cell::from(Span::styled(
+                    inert(&why).into_owned(),
+                    status_style,
+                )));
             }
             Row::new(cells)
         })
