@@ -355,6 +355,8 @@ pub struct LogFilter {
     pub account: Option<String>,
     /// Only requests started at or after this time.
     pub since: Option<Millis>,
+    /// Only requests made with this client key (its id, as rows record it).
+    pub client_key: Option<String>,
 }
 
 /// One request as the log shows it. It also reads the `request_finished` events of a
@@ -384,6 +386,9 @@ pub struct LogEntry {
     pub cache_read_tokens: i64,
     pub cache_write_tokens: i64,
     pub cost_usd: f64,
+    /// The client key's id, as rows record it (absent in older feeds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
 }
 
 impl LogFilter {
@@ -402,6 +407,10 @@ impl LogFilter {
                 .as_deref()
                 .is_none_or(|account| entry.account.as_deref() == Some(account))
             && self.since.is_none_or(|since| entry.started_at >= since)
+            && self
+                .client_key
+                .as_deref()
+                .is_none_or(|key| entry.client_key.as_deref() == Some(key))
     }
 
     /// The filter as the request listing (`storage::requests::list`) takes it. The account is
@@ -413,6 +422,7 @@ impl LogFilter {
             status: self.errors_only.then_some(StatusFilter::Error),
             since: self.since,
             until: None,
+            client_key: self.client_key.clone(),
         }
     }
 }
@@ -441,6 +451,7 @@ impl From<Listed> for LogEntry {
             cache_read_tokens: tokens(r.usage.cache_read_input_tokens),
             cache_write_tokens: tokens(r.usage.cache_creation_input_tokens),
             cost_usd: r.cost_usd,
+            client_key: r.client_key,
         }
     }
 }

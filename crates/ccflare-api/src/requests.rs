@@ -94,10 +94,13 @@ pub async fn list(ctx: &Ctx, parts: &Parts) -> Result<Response<ResponseBody>, Ap
     let query = Query::parse(
         parts.uri.query(),
         &[
-            "model", "account", "status", "since", "until", "limit", "cursor",
+            "model", "account", "key", "status", "since", "until", "limit", "cursor",
         ],
     )?;
-    let (filter, order, limit) = filter(&query)?;
+    let (mut filter, order, limit) = filter(&query)?;
+    if let Some(name) = query.get("key") {
+        filter.client_key = Some(crate::keys::id_of(ctx, name).await?);
+    }
     let page = requests::list(&ctx.api.db, &filter, order, limit).await?;
     let next_cursor = page
         .requests

@@ -4,6 +4,7 @@
 //! pure data and pure functions, so everything here is a fast unit test.
 
 pub mod account;
+pub mod client_key;
 pub mod config;
 pub mod error;
 pub mod human;

@@ -50,9 +50,27 @@ const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(5);
 const NON_STREAMING_HEADER_WAIT: Duration = Duration::from_secs(600);
 
 pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Response<ResponseBody> {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let id = state.next_request_id();
     let mut recorder = Recorder::new(state.records(), id, parts.method.as_str(), parts.uri.path());
+    // The client key (SPEC §11), before anything is read or sent: a refused request costs
+    // nothing upstream, and is still recorded.
+    let key = match state.client_keys().authenticate(&mut parts.headers, state.now()) {
+        Ok(key) => {
+            if let Some(key) = &key {
+                recorder.set_client_key(key.id);
+            }
+            key
+        }
+        Err(refusal) => {
+            if let Some(key) = refusal.key() {
+                recorder.set_client_key(key.id);
+            }
+            let message = refusal.message();
+            let status = StatusCode::UNAUTHORIZED;
+            return local_error(&mut recorder, status, "authentication_error", &message, None);
+        }
+    };
 
     let body = match read_body(&state, &parts, body).await {
         Ok(body) => body,
@@ -65,7 +83,23 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
     )
     .map(str::to_owned);
     let stream = info.stream;
+    // The key's limits: its worst case is reserved against its budget before forwarding.
+    let admission = key.map(|key| {
+        let (model, max_tokens) = (info.model.as_deref(), info.max_tokens);
+        state
+            .client_keys()
+            .admit(&key, model, max_tokens, body.len(), state.now())
+    });
     recorder.set_request(info.model, stream, session.clone());
+    match admission {
+        Some(Ok(ticket)) => recorder.admitted(ticket),
+        Some(Err(limit)) => {
+            let status = StatusCode::TOO_MANY_REQUESTS;
+            let retry = Some(limit.retry_after_s);
+            return local_error(&mut recorder, status, "rate_limit_error", &limit.message, retry);
+        }
+        None => {}
+    }
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let uri = (!escapes_v1(parts.uri.path()))
         .then(|| state.upstream.uri_for(path_and_query).ok())

@@ -26,6 +26,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "oauth",
         include_str!("../../../migrations/0004_oauth.sql"),
     ),
+    (
+        5,
+        "client_keys",
+        include_str!("../../../migrations/0005_client_keys.sql"),
+    ),
 ];
 
 /// The migration whose new tables are filled from the rows already recorded, by Rust code that
