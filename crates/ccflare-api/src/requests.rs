@@ -83,6 +83,8 @@ fn filter(query: &Query) -> Result<(RequestFilter, Order, u32), ApiError> {
         status,
         since: query.get("since").map(|v| time("since", v)).transpose()?,
         until: query.get("until").map(|v| time("until", v)).transpose()?,
+        // `key` is a name: the handler looks its id up.
+        client_key: None,
     };
     let order = Order::NewestStarted {
         after: query.get("cursor").map(parse_cursor).transpose()?,
