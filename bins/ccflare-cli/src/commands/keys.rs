@@ -31,14 +31,35 @@ Give the key to its user; Claude Code takes it as
 Budgets count per UTC day, week (from Monday) or month [default: month].")]
     Create(CreateArgs),
     /// List keys: prefix, status, limits, this period's use, last use
+    #[command(after_help = "\
+Examples:
+  ccflare-cli keys list
+  ccflare-cli keys list --json
+
+USED is the cost and tokens of the key's requests in its current budget
+period (UTC), from the recorded requests. The key itself is never shown.")]
     List,
     /// Refuse a key's requests until it is enabled again
+    #[command(after_help = "\
+Example:
+  ccflare-cli keys disable alice      (refused within 2 seconds)")]
     Disable(NameArgs),
     /// Accept a disabled key's requests again
+    #[command(after_help = "\
+Example:
+  ccflare-cli keys enable alice")]
     Enable(NameArgs),
     /// Give a key another name (its history stays with it)
+    #[command(after_help = "\
+Example:
+  ccflare-cli keys rename alice alice-laptop")]
     Rename(RenameArgs),
     /// Delete a key for good (its request history is kept)
+    #[command(after_help = "\
+Example:
+  ccflare-cli keys delete contractor
+
+A deleted key cannot be restored: create a new one.")]
     Delete(NameArgs),
     /// Change a key's limits or expiry; 0 (or never) removes one
     #[command(after_help = "\
@@ -51,10 +72,10 @@ Examples:
 
 #[derive(Debug, Args)]
 pub struct LimitArgs {
-    /// Spending budget in US dollars per period (0: none)
+    /// Budget in US dollars per period (0: none)
     #[arg(long, value_name = "USD")]
     budget_usd: Option<f64>,
-    /// Token budget per period, input and output (0: none)
+    /// Token budget per period (0: none)
     #[arg(long, value_name = "N")]
     budget_tokens: Option<u64>,
     /// The budget's UTC period: day, week or month
@@ -66,7 +87,7 @@ pub struct LimitArgs {
     /// Requests in flight at once (0: no limit)
     #[arg(long, value_name = "N")]
     concurrency: Option<u32>,
-    /// When the key stops working: RFC 3339, or 12h, 30d, 2w from now
+    /// Expiry: RFC 3339, or 12h, 30d, 2w from now
     #[arg(long, value_name = "WHEN")]
     expires: Option<String>,
 }
