@@ -871,7 +871,17 @@ async fn a_locked_database_is_one_clear_line_and_reads_still_work() {
 async fn client_keys_are_printed_once_and_managed_by_name() {
     let cli = Cli::new();
     let created = cli
-        .run(&["keys", "create", "alice", "--budget-usd", "20", "--period", "week", "--rpm", "60"])
+        .run(&[
+            "keys",
+            "create",
+            "alice",
+            "--budget-usd",
+            "20",
+            "--period",
+            "week",
+            "--rpm",
+            "60",
+        ])
         .await
         .ok();
     let key = created
@@ -881,7 +891,12 @@ async fn client_keys_are_printed_once_and_managed_by_name() {
         .to_owned();
     assert!(created.contains("$20.00 per week, 60/min"), "{created}");
     let shown = |text: &str| text.contains(&key[4..]);
-    assert!(cli.run(&["keys", "create", "alice"]).await.fails().contains("already exists"));
+    assert!(
+        cli.run(&["keys", "create", "alice"])
+            .await
+            .fails()
+            .contains("already exists")
+    );
     let refused = cli.run(&["keys", "create", &key]).await.fails();
     assert!(!shown(&refused), "{refused}");
 
@@ -905,7 +920,10 @@ async fn client_keys_are_printed_once_and_managed_by_name() {
 
     let listed = cli.run(&["keys", "list"]).await.ok();
     assert!(!shown(&listed), "{listed}");
-    assert!(listed.contains("alice") && listed.contains(&stored.prefix), "{listed}");
+    assert!(
+        listed.contains("alice") && listed.contains(&stored.prefix),
+        "{listed}"
+    );
     assert!(listed.contains("$0.5"), "this week's use: {listed}");
     let json = cli.run(&["keys", "list", "--json"]).await.ok();
     assert!(!shown(&json), "{json}");
@@ -916,7 +934,12 @@ async fn client_keys_are_printed_once_and_managed_by_name() {
     let logs = cli.run(&["logs", "--key", "alice", "--json"]).await.ok();
     let logged: serde_json::Value = serde_json::from_str(&logs).unwrap();
     assert_eq!(logged.as_array().unwrap().len(), 1, "{logs}");
-    assert!(cli.run(&["logs", "--key", "nobody"]).await.fails().contains("no client key"));
+    assert!(
+        cli.run(&["logs", "--key", "nobody"])
+            .await
+            .fails()
+            .contains("no client key")
+    );
 
     cli.run(&["keys", "disable", "alice"]).await.ok();
     let listed = cli.run(&["keys", "list"]).await.ok();
@@ -924,15 +947,33 @@ async fn client_keys_are_printed_once_and_managed_by_name() {
     cli.run(&["keys", "enable", "alice"]).await.ok();
     cli.run(&["keys", "rename", "alice", "alice2"]).await.ok();
     let limits = cli
-        .run(&["keys", "set-limits", "alice2", "--rpm", "0", "--expires", "30d"])
+        .run(&[
+            "keys",
+            "set-limits",
+            "alice2",
+            "--rpm",
+            "0",
+            "--expires",
+            "30d",
+        ])
         .await
         .ok();
     assert!(limits.contains("$20.00 per week, expires"), "{limits}");
     let after = ccflare_storage::keys::find(&db, "alice2").await.unwrap();
     assert_eq!((after.limits.rpm, after.id), (None, stored.id));
-    assert!(cli.run(&["keys", "set-limits", "alice2"]).await.fails().contains("nothing to change"));
+    assert!(
+        cli.run(&["keys", "set-limits", "alice2"])
+            .await
+            .fails()
+            .contains("nothing to change")
+    );
     cli.run(&["keys", "delete", "alice2"]).await.ok();
-    assert!(cli.run(&["keys", "delete", "alice2"]).await.fails().contains("no client key"));
+    assert!(
+        cli.run(&["keys", "delete", "alice2"])
+            .await
+            .fails()
+            .contains("no client key")
+    );
     let empty = cli.run(&["keys", "list"]).await.ok();
     assert!(empty.contains("no client keys yet"), "{empty}");
 }

@@ -416,7 +416,10 @@ async fn a_readable_database_is_copied_whole() {
         recovered.contains("every row was readable: the file was copied whole"),
         "{recovered}"
     );
-    assert!(recovered.contains("requests     3,000     0"), "{recovered}");
+    assert!(
+        recovered.contains("requests     3,000     0"),
+        "{recovered}"
+    );
     assert_eq!(rows(&cli.path().join("copy.db")).await, before);
 }
 

@@ -7,19 +7,24 @@ mod common;
 
 use ccflare_core::client_key::KeyLimits;
 use ccflare_core::{Clock, Secret, SystemClock};
-use ccflare_testkit::process::Server;
 use ccflare_testkit::http::request;
+use ccflare_testkit::process::Server;
 use ccflare_testkit::{get, key, send};
-use common::{CLIENT_KEY, db_path, messages_request, mock, proxy_command, run_to_end, server_command};
+use common::{
+    CLIENT_KEY, db_path, messages_request, mock, proxy_command, run_to_end, server_command,
+};
 use http::{Method, StatusCode};
 use std::path::Path;
 
 /// Creates client key `name` in the database the server in `dir` uses.
 async fn create_key(dir: &Path, name: &str) -> Secret {
-    let db = ccflare_storage::Db::open_path(&db_path(dir)).await.expect("database opens");
-    let (_, key) = ccflare_storage::keys::create(&db, name, &KeyLimits::default(), None, SystemClock.now_ms())
+    let db = ccflare_storage::Db::open_path(&db_path(dir))
         .await
-        .expect("key created");
+        .expect("database opens");
+    let (_, key) =
+        ccflare_storage::keys::create(&db, name, &KeyLimits::default(), None, SystemClock.now_ms())
+            .await
+            .expect("key created");
     db.close().await;
     key
 }
@@ -62,7 +67,11 @@ async fn the_server_refuses_to_start_with_v1_open_to_a_network_or_no_key_to_requ
     // With a key, the same network server starts, and /v1 wants the key.
     let secret = create_key(dir.path(), "team").await;
     let server = Server::start(network(&[])).await;
-    assert!(server.banner.contains("client keys   required (1 stored)"), "{}", server.banner);
+    assert!(
+        server.banner.contains("client keys   required (1 stored)"),
+        "{}",
+        server.banner
+    );
     let url = server.url.replace("0.0.0.0", "127.0.0.1");
     let refused = send(messages_request(&url, false, &[])).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
@@ -70,7 +79,12 @@ async fn the_server_refuses_to_start_with_v1_open_to_a_network_or_no_key_to_requ
     // and nothing leaves the machine.
     let bearer = format!("Bearer {}", secret.expose());
     let past = send(messages_request(&url, false, &[("authorization", &bearer)])).await;
-    assert_eq!(past.status, StatusCode::SERVICE_UNAVAILABLE, "{}", past.text());
+    assert_eq!(
+        past.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        past.text()
+    );
     server.terminate().await;
 }
 
@@ -85,9 +99,18 @@ async fn a_key_never_appears_in_trace_logs_or_api_answers() {
         .env("REQUIRE_CLIENT_KEYS", "true")
         .env("LOG_LEVEL", "trace");
     let server = Server::start(command).await;
-    assert!(server.banner.contains("client keys   required"), "{}", server.banner);
+    assert!(
+        server.banner.contains("client keys   required"),
+        "{}",
+        server.banner
+    );
 
-    let served = send(messages_request(&server.url, false, &[("x-ccflare-key", secret.expose())])).await;
+    let served = send(messages_request(
+        &server.url,
+        false,
+        &[("x-ccflare-key", secret.expose())],
+    ))
+    .await;
     assert_eq!(served.status, StatusCode::OK, "{}", served.text());
     let missing = send(messages_request(&server.url, true, &[])).await;
     assert_eq!(missing.status, StatusCode::UNAUTHORIZED, "no key");
@@ -106,8 +129,18 @@ async fn a_key_never_appears_in_trace_logs_or_api_answers() {
     common::assert_only_the_account_key_went_upstream(&upstream, &key("one"), CLIENT_KEY);
 
     let mut answers = Vec::new();
-    for path in ["/api/keys", "/api/requests?key=alice", "/api/analytics?range=24h", "/api/logs/stream?x=1"] {
-        answers.push(send(get(&format!("{}{path}", server.url))).await.text().to_owned());
+    for path in [
+        "/api/keys",
+        "/api/requests?key=alice",
+        "/api/analytics?range=24h",
+        "/api/logs/stream?x=1",
+    ] {
+        answers.push(
+            send(get(&format!("{}{path}", server.url)))
+                .await
+                .text()
+                .to_owned(),
+        );
     }
     let me = send(request(
         Method::GET,
@@ -119,13 +152,28 @@ async fn a_key_never_appears_in_trace_logs_or_api_answers() {
     assert_eq!(me.status, StatusCode::OK, "{}", me.text());
     answers.push(me.text().to_owned());
     for answer in &answers {
-        assert!(!answer.contains(random), "an answer shows the key: {answer}");
+        assert!(
+            !answer.contains(random),
+            "an answer shows the key: {answer}"
+        );
     }
     assert!(answers[0].contains("\"alice\""), "{}", answers[0]);
 
     let output = server.terminate().await;
-    assert!(output.contains("TRACE") || output.contains("DEBUG"), "trace logging is on");
-    assert!(!output.contains(random), "the server's output shows the key");
-    assert!(!output.contains(&wrong[4..]), "the server's output shows a wrong key whole");
-    assert!(output.contains(&wrong[..12]), "a wrong key is logged by its prefix");
+    assert!(
+        output.contains("TRACE") || output.contains("DEBUG"),
+        "trace logging is on"
+    );
+    assert!(
+        !output.contains(random),
+        "the server's output shows the key"
+    );
+    assert!(
+        !output.contains(&wrong[4..]),
+        "the server's output shows a wrong key whole"
+    );
+    assert!(
+        output.contains(&wrong[..12]),
+        "a wrong key is logged by its prefix"
+    );
 }

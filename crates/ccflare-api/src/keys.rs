@@ -330,7 +330,10 @@ pub(crate) fn me(ctx: &Ctx, parts: &Parts) -> Result<Response<ResponseBody>, Api
     let standing = keys.standing(&key, now);
     let limits = key.limits;
     let taken_usd = standing.used.usd + standing.reserved.usd;
-    let taken_tokens = standing.used.tokens.saturating_add(standing.reserved.tokens);
+    let taken_tokens = standing
+        .used
+        .tokens
+        .saturating_add(standing.reserved.tokens);
     Ok(respond::ok(&serde_json::json!({
         "name": &*key.name,
         "prefix": key.prefix,

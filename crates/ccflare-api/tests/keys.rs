@@ -5,8 +5,8 @@
 
 mod common;
 
-use ccflare_testkit::http::{anthropic_post, request};
 use ccflare_testkit::Reply;
+use ccflare_testkit::http::{anthropic_post, request};
 use common::{App, Options, message_body, spawn_app};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -58,7 +58,10 @@ async fn keys_are_created_shown_once_used_changed_and_deleted() {
     let alice = &listed.json()["keys"][0];
     assert_eq!(alice["name"], "alice");
     assert_eq!(alice["status"], "active");
-    assert!(alice["usage"]["cost_usd"].as_f64().unwrap() > 0.0, "{alice}");
+    assert!(
+        alice["usage"]["cost_usd"].as_f64().unwrap() > 0.0,
+        "{alice}"
+    );
 
     // /api/me with the key itself.
     let mine = me(&app, &[("x-api-key", &key)]).await;
@@ -81,14 +84,26 @@ async fn keys_are_created_shown_once_used_changed_and_deleted() {
     app.flushed().await;
     let by_key = app.get("/api/requests?key=alice").await.json();
     assert_eq!(by_key["requests"].as_array().unwrap().len(), 1, "{by_key}");
-    assert_eq!(app.get("/api/requests?key=nobody").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get("/api/requests?key=nobody").await.status,
+        StatusCode::NOT_FOUND
+    );
     let analytics = app.get("/api/analytics?range=24h").await.json();
     assert_eq!(analytics["client_keys"][0]["name"], "alice", "{analytics}");
 
     // Disabled: refused at once; limits and a new name; deleted: refused.
-    let off = call(&app, Method::PATCH, "/api/keys/alice", json!({"status": "disabled"})).await;
+    let off = call(
+        &app,
+        Method::PATCH,
+        "/api/keys/alice",
+        json!({"status": "disabled"}),
+    )
+    .await;
     assert_eq!(off.status, StatusCode::OK);
-    assert_eq!(message_with(&app, &key).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        message_with(&app, &key).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     let changed = call(
         &app,
         Method::PATCH,
@@ -103,11 +118,19 @@ async fn keys_are_created_shown_once_used_changed_and_deleted() {
     assert_eq!(changed["budget_tokens"], 1);
     // One token is less than any request's worst case.
     let limited = message_with(&app, &key).await;
-    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{}", limited.text());
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.text()
+    );
     assert!(!limited.header("retry-after").is_empty());
     let gone = app.call(Method::DELETE, "/api/keys/alice2", "").await;
     assert_eq!(gone.status, StatusCode::OK);
-    assert_eq!(message_with(&app, &key).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        message_with(&app, &key).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     let again = app.call(Method::DELETE, "/api/keys/alice2", "").await;
     assert_eq!(again.status, StatusCode::NOT_FOUND);
     app.stop().await;

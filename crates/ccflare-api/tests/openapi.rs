@@ -388,7 +388,8 @@ async fn key_operations(app: &App, c: &mut Contract) {
     let key = created["key"].as_str().expect("the new key").to_owned();
     c.post(app, "/api/keys", team, 409).await;
     c.post(app, "/api/keys", json!({"name": "a b"}), 400).await;
-    c.post(app, "/api/keys", json!({"name": "other"}), 201).await;
+    c.post(app, "/api/keys", json!({"name": "other"}), 201)
+        .await;
     let url = format!("{}/v1/messages", app.url);
     let body = message_body("claude-sonnet-4-5", false, false);
     let used = app
@@ -400,10 +401,22 @@ async fn key_operations(app: &App, c: &mut Contract) {
     let path = "/api/keys/team";
     c.call(app, Method::PATCH, path, &patch(json!({"rpm": 500})), 200)
         .await;
-    c.call(app, Method::PATCH, path, &patch(json!({"status": "gone"})), 400)
-        .await;
-    c.call(app, Method::PATCH, path, &patch(json!({"name": "other"})), 409)
-        .await;
+    c.call(
+        app,
+        Method::PATCH,
+        path,
+        &patch(json!({"status": "gone"})),
+        400,
+    )
+    .await;
+    c.call(
+        app,
+        Method::PATCH,
+        path,
+        &patch(json!({"name": "other"})),
+        409,
+    )
+    .await;
     let nobody = "/api/keys/nobody";
     c.call(app, Method::PATCH, nobody, &patch(json!({"rpm": 1})), 404)
         .await;
@@ -421,8 +434,10 @@ async fn key_operations(app: &App, c: &mut Contract) {
     c.expect(&Method::GET, "/api/me", &mine, 200);
     let anonymous = app.send(ccflare_testkit::get(&me_url)).await;
     c.expect(&Method::GET, "/api/me", &anonymous, 401);
-    c.call(app, Method::DELETE, "/api/keys/other", "", 200).await;
-    c.call(app, Method::DELETE, "/api/keys/other", "", 404).await;
+    c.call(app, Method::DELETE, "/api/keys/other", "", 200)
+        .await;
+    c.call(app, Method::DELETE, "/api/keys/other", "", 404)
+        .await;
 }
 
 async fn login_operations(app: &App, c: &mut Contract) {

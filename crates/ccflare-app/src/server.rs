@@ -349,7 +349,11 @@ impl Server {
         let _ = writeln!(
             out,
             "  client keys   {} ({} stored)",
-            if keys.required() { "required" } else { "optional" },
+            if keys.required() {
+                "required"
+            } else {
+                "optional"
+            },
             keys.count()
         );
         let _ = writeln!(out, "  upstream      {}", settings.upstream_url);

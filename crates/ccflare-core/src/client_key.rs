@@ -46,7 +46,11 @@ pub fn check_name(name: &str) -> Result<(), String> {
         return Err(format!(
             "invalid key name {:?}: it looks like a key or token (names are shown in full \
              everywhere)",
-            if shown != name { shown.as_ref() } else { "ccf_…" }
+            if shown != name {
+                shown.as_ref()
+            } else {
+                "ccf_…"
+            }
         ));
     }
     let fine = !name.is_empty()

@@ -61,7 +61,10 @@ impl RequestInfo {
             model: parsed.model.map(|m| m.into_owned()),
             stream: parsed.stream.unwrap_or(false),
             body_session,
-            max_tokens: parsed.max_tokens.as_ref().and_then(serde_json::Value::as_u64),
+            max_tokens: parsed
+                .max_tokens
+                .as_ref()
+                .and_then(serde_json::Value::as_u64),
         }
     }
 }

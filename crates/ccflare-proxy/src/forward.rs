@@ -55,7 +55,10 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
     let mut recorder = Recorder::new(state.records(), id, parts.method.as_str(), parts.uri.path());
     // The client key (SPEC §11), before anything is read or sent: a refused request costs
     // nothing upstream, and is still recorded.
-    let key = match state.client_keys().authenticate(&mut parts.headers, state.now()) {
+    let key = match state
+        .client_keys()
+        .authenticate(&mut parts.headers, state.now())
+    {
         Ok(key) => {
             if let Some(key) = &key {
                 recorder.set_client_key(key.id);
@@ -68,7 +71,13 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
             }
             let message = refusal.message();
             let status = StatusCode::UNAUTHORIZED;
-            return local_error(&mut recorder, status, "authentication_error", &message, None);
+            return local_error(
+                &mut recorder,
+                status,
+                "authentication_error",
+                &message,
+                None,
+            );
         }
     };
 
@@ -96,7 +105,13 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
         Some(Err(limit)) => {
             let status = StatusCode::TOO_MANY_REQUESTS;
             let retry = Some(limit.retry_after_s);
-            return local_error(&mut recorder, status, "rate_limit_error", &limit.message, retry);
+            return local_error(
+                &mut recorder,
+                status,
+                "rate_limit_error",
+                &limit.message,
+                retry,
+            );
         }
         None => {}
     }

@@ -62,8 +62,12 @@ pub enum KeyRefusal {
     Missing,
     /// A `ccf_` key no stored key has (mistyped, or deleted).
     Unknown,
-    Disabled { key: Arc<KnownKey> },
-    Expired { key: Arc<KnownKey> },
+    Disabled {
+        key: Arc<KnownKey>,
+    },
+    Expired {
+        key: Arc<KnownKey>,
+    },
 }
 
 impl KeyRefusal {
@@ -161,7 +165,11 @@ impl Ledger {
     }
 
     fn forget_before(&mut self, now: Millis) {
-        while self.admitted.front().is_some_and(|at| *at <= now - MINUTE_MS) {
+        while self
+            .admitted
+            .front()
+            .is_some_and(|at| *at <= now - MINUTE_MS)
+        {
             self.admitted.pop_front();
         }
     }
@@ -189,7 +197,12 @@ impl std::fmt::Debug for ClientKeys {
 /// anything in it is meant as a client key; in the other two only a `ccf_…` value is (a
 /// client's own Anthropic key is ignored, as before keys existed).
 fn presented(headers: &HeaderMap) -> Option<&str> {
-    let value = |name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let value = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     if let Some(key) = value(KEY_HEADER) {
         return Some(key);
     }
@@ -219,10 +232,7 @@ impl ClientKeys {
     }
 
     fn known(&self) -> Arc<Known> {
-        self.known
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.known.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn ledgers(&self) -> MutexGuard<'_, HashMap<i64, Ledger>> {
@@ -258,8 +268,7 @@ impl ClientKeys {
                 }
             }
         }
-        *self.known.write().unwrap_or_else(|p| p.into_inner()) =
-            Arc::new(Known { by_hash, rows });
+        *self.known.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Known { by_hash, rows });
         changed_period
     }
 
@@ -383,9 +392,7 @@ impl ClientKeys {
             && ledger.in_flight >= max
         {
             return refuse(
-                format!(
-                    "this client key's ccflare limit of {max} concurrent requests is reached"
-                ),
+                format!("this client key's ccflare limit of {max} concurrent requests is reached"),
                 1000,
             );
         }
@@ -463,7 +470,10 @@ impl ClientKeys {
         };
         ledger.in_flight = ledger.in_flight.saturating_sub(1);
         ledger.reserved.usd = (ledger.reserved.usd - ticket.reserved.usd).max(0.0);
-        ledger.reserved.tokens = ledger.reserved.tokens.saturating_sub(ticket.reserved.tokens);
+        ledger.reserved.tokens = ledger
+            .reserved
+            .tokens
+            .saturating_sub(ticket.reserved.tokens);
         // A request that started in an earlier period counts there, as the stored rows do.
         if ledger.start == ticket.period_start {
             ledger.used.usd += usd;
@@ -534,7 +544,9 @@ pub struct KeyTicket {
 
 impl std::fmt::Debug for KeyTicket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyTicket").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("KeyTicket")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -585,7 +597,10 @@ mod tests {
     }
 
     fn key(n: u8) -> String {
-        format!("{KEY_PREFIX}{}", char::from(b'a' + n).to_string().repeat(43))
+        format!(
+            "{KEY_PREFIX}{}",
+            char::from(b'a' + n).to_string().repeat(43)
+        )
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -604,7 +619,10 @@ mod tests {
         for pairs in [
             vec![("x-api-key", key(1).as_str())],
             vec![("authorization", bearer.as_str())],
-            vec![("x-api-key", "sk-ant-own"), ("x-ccflare-key", key(1).as_str())],
+            vec![
+                ("x-api-key", "sk-ant-own"),
+                ("x-ccflare-key", key(1).as_str()),
+            ],
         ] {
             let mut map = headers(&pairs);
             let found = keys.authenticate(&mut map, NOW).unwrap().unwrap();
@@ -681,7 +699,9 @@ mod tests {
         let busy = keys.admit(&known, None, None, 0, NOW).unwrap_err();
         assert!(busy.message.contains("concurrent"), "{}", busy.message);
         first.settle(0.0, 0);
-        keys.admit(&known, None, None, 0, NOW + 1000).unwrap().settle(0.0, 0);
+        keys.admit(&known, None, None, 0, NOW + 1000)
+            .unwrap()
+            .settle(0.0, 0);
         let minute = keys.admit(&known, None, None, 0, NOW + 2000).unwrap_err();
         assert!(minute.message.contains("per minute"), "{}", minute.message);
         assert_eq!(minute.retry_after_s, 58);

@@ -18,11 +18,19 @@ use http::StatusCode;
 use std::sync::Arc;
 
 /// Creates a key in the app's database and loads it into the proxy.
-async fn create(app: &App, name: &str, limits: KeyLimits, expires_at: Option<Millis>) -> (ClientKey, Secret) {
+async fn create(
+    app: &App,
+    name: &str,
+    limits: KeyLimits,
+    expires_at: Option<Millis>,
+) -> (ClientKey, Secret) {
     let created = keys::create(&app.db, name, &limits, expires_at, app.clock_now())
         .await
         .expect("key created");
-    app.state.sync_client_keys(&app.db).await.expect("keys load");
+    app.state
+        .sync_client_keys(&app.db)
+        .await
+        .expect("keys load");
     created
 }
 
@@ -41,7 +49,11 @@ fn assert_refused(reply: &Reply, says: &str, secret: &str) {
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains(says), "{message}");
     if !secret.is_empty() {
-        assert!(!reply.text().contains(&secret[4..]), "the key is echoed: {}", reply.text());
+        assert!(
+            !reply.text().contains(&secret[4..]),
+            "the key is echoed: {}",
+            reply.text()
+        );
     }
 }
 
@@ -70,7 +82,11 @@ async fn missing_wrong_disabled_and_expired_keys_are_refused_and_nothing_goes_up
     let last = if wrong.ends_with('A') { "B" } else { "A" };
     wrong.replace_range(wrong.len() - 1.., last);
 
-    assert_refused(&post_with(&app, CLIENT_KEY, &[]).await, "requires a client key", "");
+    assert_refused(
+        &post_with(&app, CLIENT_KEY, &[]).await,
+        "requires a client key",
+        "",
+    );
     assert_refused(&post_with(&app, &wrong, &[]).await, "not valid", &wrong);
     assert_refused(
         &post_with(&app, disabled_key.expose(), &[]).await,
@@ -95,7 +111,12 @@ async fn missing_wrong_disabled_and_expired_keys_are_refused_and_nothing_goes_up
     let recorded_keys: Vec<Option<String>> = records.iter().map(|r| r.client_key.clone()).collect();
     assert_eq!(
         recorded_keys,
-        [None, None, Some(disabled.id.to_string()), Some(expired.id.to_string())]
+        [
+            None,
+            None,
+            Some(disabled.id.to_string()),
+            Some(expired.id.to_string())
+        ]
     );
     app.stop().await;
 }
@@ -121,9 +142,15 @@ async fn a_good_key_is_taken_from_each_header_and_never_forwarded() {
     for request in &upstream {
         assert_eq!(request.credential.as_deref(), Some(key("alpha").as_str()));
         for (name, value) in &request.headers {
-            assert!(!value.contains(&good.expose()[4..]), "{name} carried the key upstream");
+            assert!(
+                !value.contains(&good.expose()[4..]),
+                "{name} carried the key upstream"
+            );
             assert_ne!(name, KEY_HEADER);
-            assert!(!value.contains(CLIENT_KEY), "{name} carried the client's own key");
+            assert!(
+                !value.contains(CLIENT_KEY),
+                "{name} carried the client's own key"
+            );
         }
     }
     let records = app.records().await;
@@ -140,8 +167,14 @@ async fn a_good_key_is_taken_from_each_header_and_never_forwarded() {
 async fn keys_are_optional_on_loopback_but_a_wrong_one_is_still_refused() {
     let app = spawn_app(Options::default()).await;
     let (_, good) = create(&app, "bob", KeyLimits::default(), None).await;
-    assert_eq!(post_with(&app, CLIENT_KEY, &[]).await.status, StatusCode::OK);
-    assert_eq!(post_with(&app, good.expose(), &[]).await.status, StatusCode::OK);
+    assert_eq!(
+        post_with(&app, CLIENT_KEY, &[]).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        post_with(&app, good.expose(), &[]).await.status,
+        StatusCode::OK
+    );
     let wrong = format!("ccf_{}", "x".repeat(43));
     assert_refused(&post_with(&app, &wrong, &[]).await, "not valid", &wrong);
     let by_header = post_with(&app, CLIENT_KEY, &[(KEY_HEADER, "not-even-a-key")]).await;
@@ -159,7 +192,8 @@ async fn a_burst_of_50_with_a_budget_for_10_serves_at_most_10() {
     let first = post_with(&app, free.expose(), &[]).await;
     assert_eq!(first.status, StatusCode::OK);
     let usage = &first.json()["usage"];
-    let per_request = usage["input_tokens"].as_u64().unwrap() + usage["output_tokens"].as_u64().unwrap();
+    let per_request =
+        usage["input_tokens"].as_u64().unwrap() + usage["output_tokens"].as_u64().unwrap();
     let limits = KeyLimits {
         budget_tokens: Some(10 * per_request),
         period: BudgetPeriod::Day,
@@ -199,7 +233,11 @@ async fn a_burst_of_50_with_a_budget_for_10_serves_at_most_10() {
     assert_eq!(app.state.pool().counts(now).available, 1);
     let records = app.records().await;
     assert_eq!(records.iter().filter(|r| r.status == 429).count(), limited);
-    assert!(records.iter().all(|r| r.account_name.as_deref() != Some("alpha") || r.status == 200));
+    assert!(
+        records
+            .iter()
+            .all(|r| r.account_name.as_deref() != Some("alpha") || r.status == 200)
+    );
     Arc::try_unwrap(app).ok().expect("one owner").stop().await;
 }
 
@@ -210,13 +248,18 @@ async fn a_key_disabled_in_the_database_stops_working_through_the_sync() {
     let (_, carol) = create(&app, "carol", KeyLimits::default(), None).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let sync = spawn_account_sync(app.state.clone(), app.db.clone(), Shutdown::new(stopped));
-    assert_eq!(post_with(&app, carol.expose(), &[]).await.status, StatusCode::OK);
+    assert_eq!(
+        post_with(&app, carol.expose(), &[]).await.status,
+        StatusCode::OK
+    );
     // As `ccflare-cli keys disable` does it: the database only, no reload.
     let change = KeyChange {
         status: Some(KeyStatus::Disabled),
         ..KeyChange::default()
     };
-    keys::update(&app.db, "carol", &change, app.clock_now()).await.unwrap();
+    keys::update(&app.db, "carol", &change, app.clock_now())
+        .await
+        .unwrap();
     // The sync runs every second; GUARD only bounds a failure.
     eventually(GUARD, "the disabled key is refused", || async {
         let reply = post_with(&app, carol.expose(), &[]).await;

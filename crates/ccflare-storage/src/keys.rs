@@ -135,11 +135,10 @@ const COLUMNS: &str = "id, name, prefix, hash, status, expires_at, rpm, max_conc
 
 /// Every key, ordered by id.
 pub async fn list(db: &Db) -> Result<Vec<ClientKey>, StorageError> {
-    let rows: Vec<KeyRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM client_keys ORDER BY id"
-    ))
-    .fetch_all(db.pool())
-    .await?;
+    let rows: Vec<KeyRow> =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM client_keys ORDER BY id"))
+            .fetch_all(db.pool())
+            .await?;
     rows.into_iter().map(ClientKey::try_from).collect()
 }
 

@@ -285,9 +285,7 @@ impl KeyJson {
 }
 
 fn period_usage(key: &ClientKey, usage: Option<&KeyUsage>) -> PeriodUsage {
-    usage
-        .map(|u| u.of(key.limits.period))
-        .unwrap_or_default()
+    usage.map(|u| u.of(key.limits.period)).unwrap_or_default()
 }
 
 fn status(key: &ClientKey, now: Millis) -> (&'static str, Color) {
@@ -394,7 +392,9 @@ async fn delete(context: &Context, name: &str) -> Result<ExitCode> {
 
 async fn set_limits(context: &Context, args: SetLimitsArgs) -> Result<ExitCode> {
     if !args.limits.any() {
-        bail!("nothing to change: give --budget-usd, --budget-tokens, --period, --rpm, --concurrency or --expires");
+        bail!(
+            "nothing to change: give --budget-usd, --budget-tokens, --period, --rpm, --concurrency or --expires"
+        );
     }
     let db = context.open_db().await?;
     let now = context.now();
