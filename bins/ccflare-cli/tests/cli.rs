@@ -916,7 +916,34 @@ async fn client_keys_are_printed_once_and_managed_by_name() {
         client_key: Some(stored.id.to_string()),
         ..Default::default()
     });
+    writer.handle().record(ccflare_core::record::RequestRecord {
+        id: "ccf_test_nokey".into(),
+        started_at: NOW - 30_000,
+        method: "POST".into(),
+        path: "/v1/messages".into(),
+        status: 200,
+        success: true,
+        attempts: 1,
+        latency_ms: 700,
+        ..Default::default()
+    });
     writer.close().await;
+    let total = |json: String| {
+        let table: serde_json::Value = serde_json::from_str(&json).unwrap();
+        table["total"]["requests"].as_i64().unwrap()
+    };
+    let all = cli.run(&["stats", "daily", "--json"]).await.ok();
+    assert_eq!(total(all), 2);
+    let alice = cli
+        .run(&["stats", "daily", "--key", "alice", "--json"])
+        .await
+        .ok();
+    assert_eq!(total(alice), 1);
+    let models = cli
+        .run(&["stats", "models", "--key", "alice", "--json"])
+        .await
+        .ok();
+    assert_eq!(total(models), 1);
 
     let listed = cli.run(&["keys", "list"]).await.ok();
     assert!(!shown(&listed), "{listed}");
