@@ -78,6 +78,11 @@ struct Options {
     /// With --ui: the ccflare binary [default: the one next to ccflare-bench]
     #[arg(long, requires = "ui")]
     ui_bin: Option<PathBuf>,
+    /// Start ccflare-server with client keys required (a key created before it starts) and
+    /// send the key with every request through it, to measure key checking's overhead (the
+    /// soak and the crash start their own servers, without keys).
+    #[arg(long, conflicts_with_all = ["proxy_url", "ui"])]
+    client_keys: bool,
 }
 
 impl Options {
@@ -262,7 +267,11 @@ async fn bench(
             let server = if options.ui {
                 server::Server::start_ui(&binary, &mock_url, &keys).await?
             } else {
-                server::Server::start(&binary, &mock_url, &keys).await?
+                let extras = server::Extras {
+                    client_key: options.client_keys,
+                    ..server::Extras::default()
+                };
+                server::Server::start_with(&binary, &mock_url, &keys, &extras).await?
             };
             eprintln!(
                 "ccflare-bench: {} (pid {}) at {}, log {}, data in {}",
@@ -304,6 +313,10 @@ async fn bench(
         proxy_url: proxy_url.clone().unwrap_or_default(),
         proxy_pid,
         keys,
+        through_key: server
+            .as_ref()
+            .and_then(|s| s.client_key.clone())
+            .unwrap_or_else(|| scenarios::CLIENT_KEY.to_owned()),
         ticks_per_second: procfs::clock_ticks_per_second(),
         max_in_flight,
         through_sent: 0,

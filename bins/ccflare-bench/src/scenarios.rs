@@ -278,6 +278,9 @@ pub struct Bench {
     pub proxy_url: String,
     pub proxy_pid: Option<u32>,
     pub keys: Vec<String>,
+    /// What requests through the proxy send as their key: [`CLIENT_KEY`], or with
+    /// `--client-keys` the client key the server requires.
+    pub through_key: String,
     pub ticks_per_second: u64,
     pub max_in_flight: usize,
     /// Every request sent through the proxy, for the row check.
@@ -377,7 +380,7 @@ impl Meter {
 impl Bench {
     fn spec(&self, through: bool, key: &str, shape: Shape) -> Result<RequestSpec> {
         if through {
-            spec_at(&self.proxy_url, CLIENT_KEY, shape)
+            spec_at(&self.proxy_url, &self.through_key, shape)
         } else {
             spec_at(&self.mock_url, key, shape)
         }

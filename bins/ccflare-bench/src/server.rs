@@ -33,6 +33,8 @@ pub struct Server {
     pub log_path: PathBuf,
     db_path: PathBuf,
     dir: tempfile::TempDir,
+    /// The client key it requires (`--client-keys`), sent with every request through it.
+    pub client_key: Option<String>,
 }
 
 /// How the server runs: a child of ours, or `ccflare` in its own tmux session.
@@ -161,12 +163,14 @@ pub struct Records {
     pub failed_over: u64,
 }
 
-/// What a server needs beyond the defaults: more environment, and OAuth accounts stored in its
-/// database before it starts (the way `ccflare-cli accounts add --oauth` leaves them).
+/// What a server needs beyond the defaults: more environment, OAuth accounts stored in its
+/// database before it starts (the way `ccflare-cli accounts add --oauth` leaves them), and
+/// whether it requires a client key, created before it starts ([`Server::client_key`]).
 #[derive(Debug, Default)]
 pub struct Extras {
     pub env: Vec<(&'static str, String)>,
     pub oauth_accounts: Vec<OAuthAccount>,
+    pub client_key: bool,
 }
 
 #[derive(Debug)]
@@ -235,7 +239,16 @@ impl Server {
         if !extras.oauth_accounts.is_empty() {
             seed_oauth_accounts(&db_path, &extras.oauth_accounts).await?;
         }
-        Self::spawn(binary, upstream, keys, &extras.env, dir, "server.log").await
+        let mut env = extras.env.clone();
+        let client_key = if extras.client_key {
+            env.push(("REQUIRE_CLIENT_KEYS", "true".to_owned()));
+            Some(create_client_key(&db_path).await?)
+        } else {
+            None
+        };
+        let mut server = Self::spawn(binary, upstream, keys, &env, dir, "server.log").await?;
+        server.client_key = client_key;
+        Ok(server)
     }
 
     /// A new server on the database this one left, in the same folder, with its own log
@@ -324,6 +337,7 @@ impl Server {
             log_path,
             db_path,
             dir,
+            client_key: None,
         })
     }
 
@@ -421,6 +435,7 @@ impl Server {
             log_path,
             db_path,
             dir,
+            client_key: None,
         })
     }
 
@@ -535,6 +550,22 @@ pub async fn count_rows(
 }
 
 /// Stores OAuth accounts in a new database at `path`, which the server then opens as its own.
+/// Creates the client key `bench` (no limits) in the database at `path`; returns the key.
+async fn create_client_key(path: &Path) -> Result<String> {
+    let db = Db::open_path(path)
+        .await
+        .context("creating the server's database")?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let limits = ccflare_core::client_key::KeyLimits::default();
+    let (_, key) = ccflare_storage::keys::create(&db, "bench", &limits, None, now)
+        .await
+        .context("creating the bench's client key")?;
+    db.close().await;
+    Ok(key.expose().to_owned())
+}
+
 async fn seed_oauth_accounts(path: &Path, oauth_accounts: &[OAuthAccount]) -> Result<()> {
     let db = Db::open_path(path)
         .await

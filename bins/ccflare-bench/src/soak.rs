@@ -304,6 +304,7 @@ pub async fn run(bench: &mut Bench) -> Result<ScenarioReport> {
             ),
         ],
         oauth_accounts,
+        client_key: false,
     };
     let server = Server::start_with(&binary, &bench.mock_url, &keys, &extras).await?;
     let plan = format!("{rate} req/s for {} s", duration.as_secs_f64());

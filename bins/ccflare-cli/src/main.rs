@@ -16,6 +16,7 @@ const EXAMPLES: &str = "\
 Examples:
   ccflare-cli accounts add sk-ant-api03-… --name work
   ccflare-cli accounts list
+  ccflare-cli keys create alice --budget-usd 20
   ccflare-cli stats daily
   ccflare-cli logs --last 50 --error-only
   ccflare-cli logs --follow
@@ -47,6 +48,9 @@ enum Command {
     /// Add, list, pause, resume, rename and remove accounts
     #[command(subcommand)]
     Accounts(commands::accounts::AccountsCommand),
+    /// Create, list, disable and limit the client keys /v1 accepts
+    #[command(subcommand)]
+    Keys(commands::keys::KeysCommand),
     /// Requests, tokens, cost, errors and latency per day, hour or model
     #[command(subcommand)]
     Stats(commands::stats::StatsCommand),
@@ -84,6 +88,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let context = Context::new(cli.global)?;
     match cli.command {
         Command::Accounts(command) => commands::accounts::run(&context, command).await,
+        Command::Keys(command) => commands::keys::run(&context, command).await,
         Command::Stats(command) => commands::stats::run(&context, command).await,
         Command::Logs(args) => commands::logs::run(&context, args).await,
         Command::Config(command) => commands::config::run(&context, command).await,

@@ -19,6 +19,14 @@ const COMMANDS: &[&str] = &[
     "accounts resume",
     "accounts rename",
     "accounts reauth",
+    "keys",
+    "keys create",
+    "keys list",
+    "keys disable",
+    "keys enable",
+    "keys rename",
+    "keys delete",
+    "keys set-limits",
     "stats",
     "stats daily",
     "stats hourly",
@@ -52,7 +60,7 @@ async fn help_everywhere_with_examples() {
         args.push("--help");
         let text = cli.run(&args).await.ok();
         assert_fits_80_columns(&text);
-        if !matches!(*command, "accounts" | "stats" | "config" | "db") {
+        if !matches!(*command, "accounts" | "keys" | "stats" | "config" | "db") {
             assert!(text.contains("Example"), "{command}: no example:\n{text}");
         }
         let name = if command.is_empty() {
@@ -871,4 +879,142 @@ async fn a_locked_database_is_one_clear_line_and_reads_still_work() {
         "{err}"
     );
     drop(tx);
+}
+
+#[tokio::test]
+async fn client_keys_are_printed_once_and_managed_by_name() {
+    let cli = Cli::new();
+    let created = cli
+        .run(&[
+            "keys",
+            "create",
+            "alice",
+            "--budget-usd",
+            "20",
+            "--period",
+            "week",
+            "--rpm",
+            "60",
+        ])
+        .await
+        .ok();
+    let key = created
+        .split_whitespace()
+        .find(|word| word.starts_with("ccf_") && word.len() == 47)
+        .unwrap_or_else(|| panic!("no key in {created}"))
+        .to_owned();
+    assert!(created.contains("$20.00 per week, 60/min"), "{created}");
+    let shown = |text: &str| text.contains(&key[4..]);
+    assert!(
+        cli.run(&["keys", "create", "alice"])
+            .await
+            .fails()
+            .contains("already exists")
+    );
+    let refused = cli.run(&["keys", "create", &key]).await.fails();
+    assert!(!shown(&refused), "{refused}");
+
+    // A request made with it, as the server records it.
+    let db = cli.db().await;
+    let stored = ccflare_storage::keys::find(&db, "alice").await.unwrap();
+    let writer = ccflare_storage::Writer::spawn(db.clone());
+    writer.handle().record(ccflare_core::record::RequestRecord {
+        id: "ccf_test_key".into(),
+        started_at: NOW - 60_000,
+        method: "POST".into(),
+        path: "/v1/messages".into(),
+        status: 200,
+        success: true,
+        attempts: 1,
+        cost_usd: 0.5,
+        client_key: Some(stored.id.to_string()),
+        ..Default::default()
+    });
+    writer.handle().record(ccflare_core::record::RequestRecord {
+        id: "ccf_test_nokey".into(),
+        started_at: NOW - 30_000,
+        method: "POST".into(),
+        path: "/v1/messages".into(),
+        status: 200,
+        success: true,
+        attempts: 1,
+        latency_ms: 700,
+        ..Default::default()
+    });
+    writer.close().await;
+    let total = |json: String| {
+        let table: serde_json::Value = serde_json::from_str(&json).unwrap();
+        table["total"]["requests"].as_i64().unwrap()
+    };
+    let all = cli.run(&["stats", "daily", "--json"]).await.ok();
+    assert_eq!(total(all), 2);
+    let alice = cli
+        .run(&["stats", "daily", "--key", "alice", "--json"])
+        .await
+        .ok();
+    assert_eq!(total(alice), 1);
+    let models = cli
+        .run(&["stats", "models", "--key", "alice", "--json"])
+        .await
+        .ok();
+    assert_eq!(total(models), 1);
+
+    let listed = cli.run(&["keys", "list"]).await.ok();
+    assert!(!shown(&listed), "{listed}");
+    assert!(
+        listed.contains("alice") && listed.contains(&stored.prefix),
+        "{listed}"
+    );
+    assert!(listed.contains("$0.5"), "this week's use: {listed}");
+    let json = cli.run(&["keys", "list", "--json"]).await.ok();
+    assert!(!shown(&json), "{json}");
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(rows[0]["period_cost_usd"], 0.5);
+    assert_eq!(rows[0]["budget_usd"], 20.0);
+
+    let logs = cli.run(&["logs", "--key", "alice", "--json"]).await.ok();
+    let logged: serde_json::Value = serde_json::from_str(&logs).unwrap();
+    assert_eq!(logged.as_array().unwrap().len(), 1, "{logs}");
+    assert!(
+        cli.run(&["logs", "--key", "nobody"])
+            .await
+            .fails()
+            .contains("no client key")
+    );
+
+    cli.run(&["keys", "disable", "alice"]).await.ok();
+    let listed = cli.run(&["keys", "list"]).await.ok();
+    assert!(listed.contains("disabled"), "{listed}");
+    cli.run(&["keys", "enable", "alice"]).await.ok();
+    cli.run(&["keys", "rename", "alice", "alice2"]).await.ok();
+    let limits = cli
+        .run(&[
+            "keys",
+            "set-limits",
+            "alice2",
+            "--rpm",
+            "0",
+            "--expires",
+            "30d",
+        ])
+        .await
+        .ok();
+    assert!(limits.contains("$20.00 per week, expires"), "{limits}");
+    let after = ccflare_storage::keys::find(&db, "alice2").await.unwrap();
+    assert_eq!((after.limits.rpm, after.id), (None, stored.id));
+    assert!(
+        cli.run(&["keys", "set-limits", "alice2"])
+            .await
+            .fails()
+            .contains("nothing to change")
+    );
+    cli.run(&["keys", "delete", "alice2"]).await.ok();
+    assert!(
+        cli.run(&["keys", "delete", "alice2"])
+            .await
+            .fails()
+            .contains("no client key")
+    );
+    let empty = cli.run(&["keys", "list"]).await.ok();
+    assert!(empty.contains("no client keys yet"), "{empty}");
 }

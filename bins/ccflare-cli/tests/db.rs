@@ -374,7 +374,8 @@ async fn a_damaged_root_page_hides_intact_leaves_which_are_read_directly() {
     assert_eq!(json["tables"][0]["table"], "accounts");
     assert_eq!(json["tables"][0]["saved"], 3);
     assert_eq!(json["tables"][1]["saved"], 1);
-    let requests = &json["tables"][2];
+    assert_eq!(json["tables"][2]["table"], "client_keys");
+    let requests = &json["tables"][3];
     // SQLite cannot walk the table at all; every row is on an intact leaf, read directly.
     let kept = before.len();
     assert_eq!(requests["saved"], kept, "{recovered}");
@@ -415,7 +416,10 @@ async fn a_readable_database_is_copied_whole() {
         recovered.contains("every row was readable: the file was copied whole"),
         "{recovered}"
     );
-    assert!(recovered.contains("requests  3,000     0"), "{recovered}");
+    assert!(
+        recovered.contains("requests     3,000     0"),
+        "{recovered}"
+    );
     assert_eq!(rows(&cli.path().join("copy.db")).await, before);
 }
 

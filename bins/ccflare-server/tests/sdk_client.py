@@ -10,7 +10,9 @@ import os
 
 import anthropic
 
-client = anthropic.Anthropic(api_key="any-key-the-proxy-ignores", max_retries=0)
+# The key a user would give the SDK: a ccflare client key when the test sets one.
+api_key = os.environ.get("CCFLARE_TEST_API_KEY", "any-key-the-proxy-ignores")
+client = anthropic.Anthropic(api_key=api_key, max_retries=0)
 
 plain = client.messages.create(
     model="claude-haiku-4-5",

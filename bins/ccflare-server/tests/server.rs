@@ -435,10 +435,20 @@ async fn a_non_loopback_host_needs_an_admin_key_which_then_guards_the_api() {
     );
 
     let admin = "0123456789abcdef-admin-key";
+    // /v1 there needs client keys, so one must exist (tests/keys.rs tests that rule).
+    let db = ccflare_storage::Db::open_path(&db_path(dir.path()))
+        .await
+        .unwrap();
+    let limits = ccflare_core::client_key::KeyLimits::default();
+    ccflare_storage::keys::create(&db, "team", &limits, None, 0)
+        .await
+        .unwrap();
+    db.close().await;
     let mut guarded = server_command(dir.path());
     guarded
         .env("HOST", "0.0.0.0")
-        .env("CCFLARE_ADMIN_KEY", admin);
+        .env("CCFLARE_ADMIN_KEY", admin)
+        .env("DATABASE_URL", db_path(dir.path()));
     let server = Server::start(guarded).await;
     assert!(
         server.banner.contains("warning: listening on 0.0.0.0"),

@@ -79,6 +79,8 @@ pub fn source_error(error: ApiError) -> SourceError {
         | ApiError::BodyTooLarge { .. }
         | ApiError::BodyTimeout
         | ApiError::AdminKeyRequired
+        | ApiError::ClientKeyRefused(_)
+        | ApiError::KeyNotFound { .. }
         | ApiError::Forbidden(_)) => SourceError::Invalid(http.to_string()),
     }
 }

@@ -184,6 +184,106 @@ pub async fn stats(
     }
 }
 
+/// [`stats`] for the requests of one client key (`key`: its id, as request rows record it).
+/// The rollups keep sums per key but no latency histogram per key, so these tables are read
+/// from the key's request rows in the window (through the `started_at` index), labelled by the
+/// UTC hour they started in as the rollups' buckets are, and binned as the rollups bin.
+pub async fn stats_of_key(
+    db: &Db,
+    breakdown: Breakdown,
+    zone: Zone,
+    now: Millis,
+    key: &str,
+) -> Result<StatsTable, AnalyticsError> {
+    let hour = "(started_at - started_at % 3600000) / 1000";
+    let label = |format: &str| {
+        format!(
+            "strftime('{format}', {hour}, 'unixepoch', {})",
+            zone.modifier()
+        )
+    };
+    let (group, from, first_label) = match breakdown {
+        Breakdown::Hourly { hours } => (
+            label("%Y-%m-%d %H:%M"),
+            bucket(now, HOUR_MS) - (i64::from(hours.max(1)) - 1) * HOUR_MS,
+            String::new(),
+        ),
+        Breakdown::Daily { days } => {
+            let days = days.max(1);
+            let first_label: String = sqlx::query_scalar(&format!(
+                "SELECT strftime('%Y-%m-%d', ?1 / 1000, 'unixepoch', {}, '-{} days')",
+                zone.modifier(),
+                days - 1
+            ))
+            .bind(now)
+            .fetch_one(db.pool())
+            .await?;
+            let lower = now.saturating_sub(i64::from(days) * DAY_MS + DAY_MS);
+            (label("%Y-%m-%d"), lower, first_label)
+        }
+        Breakdown::Models { since } => (
+            "coalesce(model, '')".to_owned(),
+            bucket(since, HOUR_MS),
+            String::new(),
+        ),
+    };
+    let rows = format!(
+        "WITH r AS MATERIALIZED ( \
+             SELECT {group} AS g, success, streamed, input_tokens, output_tokens, \
+             cache_read_tokens, cache_write_tokens, cost_usd, cost_estimated, latency_ms, ttfb_ms \
+             FROM requests WHERE started_at >= ?1 AND client_key = ?3 \
+         )"
+    );
+    let mut groups: Vec<GroupSums> = sqlx::query_as(&format!(
+        "{rows} SELECT g, count(*) AS requests, coalesce(sum(success), 0) AS successes, \
+         coalesce(sum(streamed), 0) AS streamed, \
+         coalesce(sum(input_tokens), 0) AS input_tokens, \
+         coalesce(sum(output_tokens), 0) AS output_tokens, \
+         coalesce(sum(cache_read_tokens), 0) AS cache_read_tokens, \
+         coalesce(sum(cache_write_tokens), 0) AS cache_write_tokens, \
+         coalesce(sum(cost_usd), 0.0) AS cost_usd, \
+         coalesce(sum(cost_estimated), 0) AS cost_estimated, \
+         coalesce(sum(latency_ms), 0) AS latency_ms_sum, \
+         coalesce(sum(ttfb_ms), 0) AS ttfb_ms_sum, count(ttfb_ms) AS ttfb_count, \
+         0 AS generated_tokens, 0 AS generating_ms_sum \
+         FROM r WHERE g >= ?2 GROUP BY g ORDER BY g"
+    ))
+    .bind(from)
+    .bind(&first_label)
+    .bind(key)
+    .fetch_all(db.pool())
+    .await?;
+    let bins: Vec<GroupBin> = sqlx::query_as(&format!(
+        "{rows} SELECT g, latency_ms AS bin, count(*) AS n FROM r WHERE g >= ?2 \
+         GROUP BY g, latency_ms"
+    ))
+    .bind(from)
+    .bind(&first_label)
+    .bind(key)
+    .fetch_all(db.pool())
+    .await?;
+    let models = matches!(breakdown, Breakdown::Models { .. });
+    let mut latency: HashMap<String, Histogram> = HashMap::new();
+    let mut all = Histogram::default();
+    for GroupBin { g, bin, n } in bins {
+        let g = if models { model_name(g) } else { g };
+        latency.entry(g).or_default().add(rollups::bin(bin), n);
+        all.add(rollups::bin(bin), n);
+    }
+    if models {
+        for group in &mut groups {
+            group.g = model_name(std::mem::take(&mut group.g));
+        }
+        groups.sort_by(|a, b| {
+            b.sums
+                .requests
+                .cmp(&a.sums.requests)
+                .then_with(|| a.g.cmp(&b.g))
+        });
+    }
+    Ok(table(groups, &latency, all.percentiles()))
+}
+
 /// Rows of the hourly or daily rollups grouped by a label of their start in a zone.
 struct Periods {
     /// `rollup_{size}` and `latency_{size}`.
@@ -355,6 +455,8 @@ pub struct LogFilter {
     pub account: Option<String>,
     /// Only requests started at or after this time.
     pub since: Option<Millis>,
+    /// Only requests made with this client key (its id, as rows record it).
+    pub client_key: Option<String>,
 }
 
 /// One request as the log shows it. It also reads the `request_finished` events of a
@@ -384,6 +486,9 @@ pub struct LogEntry {
     pub cache_read_tokens: i64,
     pub cache_write_tokens: i64,
     pub cost_usd: f64,
+    /// The client key's id, as rows record it (absent in older feeds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
 }
 
 impl LogFilter {
@@ -402,6 +507,10 @@ impl LogFilter {
                 .as_deref()
                 .is_none_or(|account| entry.account.as_deref() == Some(account))
             && self.since.is_none_or(|since| entry.started_at >= since)
+            && self
+                .client_key
+                .as_deref()
+                .is_none_or(|key| entry.client_key.as_deref() == Some(key))
     }
 
     /// The filter as the request listing (`storage::requests::list`) takes it. The account is
@@ -413,6 +522,7 @@ impl LogFilter {
             status: self.errors_only.then_some(StatusFilter::Error),
             since: self.since,
             until: None,
+            client_key: self.client_key.clone(),
         }
     }
 }
@@ -441,6 +551,7 @@ impl From<Listed> for LogEntry {
             cache_read_tokens: tokens(r.usage.cache_read_input_tokens),
             cache_write_tokens: tokens(r.usage.cache_creation_input_tokens),
             cost_usd: r.cost_usd,
+            client_key: r.client_key,
         }
     }
 }

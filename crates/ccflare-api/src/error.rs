@@ -15,6 +15,12 @@ pub enum ApiError {
     /// The name is shown masked when it looks like a key.
     #[error("no account named {:?}", ccflare_core::secret::shown_masked(.name))]
     AccountNotFound { name: String },
+    /// The name is shown masked when it looks like a key.
+    #[error("no client key named {:?}", ccflare_core::secret::shown_masked(.name))]
+    KeyNotFound { name: String },
+    /// `GET /api/me` without a valid client key: the message says which (never the key).
+    #[error("{0}")]
+    ClientKeyRefused(String),
     #[error("no request with id {id:?}")]
     RequestNotFound { id: String },
     #[error("no route for {method} {path}")]
@@ -62,9 +68,9 @@ impl From<StorageError> for ApiError {
         match error {
             StorageError::AccountNotFound { name } => ApiError::AccountNotFound { name },
             // Storage's own message, which masks a key-shaped name.
-            duplicate @ StorageError::DuplicateName { .. } => {
-                ApiError::Conflict(duplicate.to_string())
-            }
+            duplicate @ (StorageError::DuplicateName { .. }
+            | StorageError::DuplicateKeyName { .. }) => ApiError::Conflict(duplicate.to_string()),
+            StorageError::KeyNotFound { name } => ApiError::KeyNotFound { name },
             other => ApiError::Storage(other),
         }
     }
@@ -75,6 +81,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::AccountNotFound { .. }
+            | ApiError::KeyNotFound { .. }
             | ApiError::RequestNotFound { .. }
             | ApiError::NoRoute { .. }
             | ApiError::LoginFlowNotFound => StatusCode::NOT_FOUND,
@@ -84,7 +91,7 @@ impl ApiError {
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyLogins { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TokenEndpoint(_) => StatusCode::BAD_GATEWAY,
-            ApiError::AdminKeyRequired => StatusCode::UNAUTHORIZED,
+            ApiError::AdminKeyRequired | ApiError::ClientKeyRefused(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Storage(_) | ApiError::Analytics(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -95,6 +102,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) | ApiError::BodyTimeout => "invalid_request_error",
             ApiError::AccountNotFound { .. }
+            | ApiError::KeyNotFound { .. }
             | ApiError::RequestNotFound { .. }
             | ApiError::NoRoute { .. }
             | ApiError::LoginFlowNotFound => "not_found_error",
@@ -103,7 +111,7 @@ impl ApiError {
             ApiError::BodyTooLarge { .. } => "request_too_large",
             ApiError::TooManyLogins { .. } => "rate_limit_error",
             ApiError::TokenEndpoint(_) => "api_error",
-            ApiError::AdminKeyRequired => "authentication_error",
+            ApiError::AdminKeyRequired | ApiError::ClientKeyRefused(_) => "authentication_error",
             ApiError::Forbidden(_) => "permission_error",
             ApiError::Storage(_) | ApiError::Analytics(_) => "api_error",
         }

@@ -48,8 +48,26 @@ pub async fn analytics(ctx: &Ctx, parts: &Parts) -> Result<Response<ResponseBody
                 body.entry(key).or_insert(value);
             }
         }
+        name_client_keys(&mut body, &crate::keys::names(ctx).await?);
     }
     Ok(respond::ok(&body))
+}
+
+/// Rows record a client key by id: the breakdown by key shows each one's name (a deleted
+/// key's as `deleted key <id>`).
+fn name_client_keys(body: &mut Value, names: &std::collections::HashMap<String, String>) {
+    let Some(groups) = body.get_mut("client_keys").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for group in groups {
+        if let Some(id) = group.get("name").and_then(Value::as_str).map(str::to_owned) {
+            let name = names
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| format!("deleted key {id}"));
+            group["name"] = name.into();
+        }
+    }
 }
 
 pub async fn stats(ctx: &Ctx, parts: &Parts) -> Result<Response<ResponseBody>, ApiError> {

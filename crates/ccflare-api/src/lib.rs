@@ -22,6 +22,7 @@ pub mod config;
 mod error;
 mod feeds;
 mod insights;
+pub mod keys;
 pub mod logs;
 mod metrics;
 pub mod oauth;
@@ -162,10 +163,14 @@ async fn dispatch(
     let (parts, body) = request.into_parts();
     let admin_key = ctx.state.settings().admin_key.clone();
     admin::check_browser(&parts.headers, admin_key.is_some())?;
+    let (endpoint, params) = router::find(&parts.method, parts.uri.path())?;
+    // A team member sees their own key's use with that key, without the admin key.
+    if endpoint == Endpoint::Me {
+        return keys::me(ctx, &parts);
+    }
     if let Some(key) = &admin_key {
         admin::check(&parts.headers, key)?;
     }
-    let (endpoint, params) = router::find(&parts.method, parts.uri.path())?;
     let param = || params.first().map(String::as_str).unwrap_or_default();
     match endpoint {
         Endpoint::Analytics => insights::analytics(ctx, &parts).await,
@@ -187,6 +192,11 @@ async fn dispatch(
         Endpoint::ReauthAccount => oauth::reauth_handler(ctx, param(), body).await,
         Endpoint::StartLogin => oauth::start_handler(ctx, body).await,
         Endpoint::FinishLogin => oauth::finish_handler(ctx, body).await,
+        Endpoint::ListKeys => keys::list(ctx).await,
+        Endpoint::CreateKey => keys::create_handler(ctx, body).await,
+        Endpoint::PatchKey => keys::patch_handler(ctx, param(), body).await,
+        Endpoint::DeleteKey => keys::remove_handler(ctx, param(), body).await,
+        Endpoint::Me => keys::me(ctx, &parts),
         Endpoint::ListRequests => requests::list(ctx, &parts).await,
         Endpoint::RequestStream => requests::stream(ctx, &parts),
         Endpoint::GetRequest => requests::get(ctx, &parts, param()).await,

@@ -83,6 +83,8 @@ fn filter(query: &Query) -> Result<(RequestFilter, Order, u32), ApiError> {
         status,
         since: query.get("since").map(|v| time("since", v)).transpose()?,
         until: query.get("until").map(|v| time("until", v)).transpose()?,
+        // `key` is a name: the handler looks its id up.
+        client_key: None,
     };
     let order = Order::NewestStarted {
         after: query.get("cursor").map(parse_cursor).transpose()?,
@@ -94,10 +96,13 @@ pub async fn list(ctx: &Ctx, parts: &Parts) -> Result<Response<ResponseBody>, Ap
     let query = Query::parse(
         parts.uri.query(),
         &[
-            "model", "account", "status", "since", "until", "limit", "cursor",
+            "model", "account", "key", "status", "since", "until", "limit", "cursor",
         ],
     )?;
-    let (filter, order, limit) = filter(&query)?;
+    let (mut filter, order, limit) = filter(&query)?;
+    if let Some(name) = query.get("key") {
+        filter.client_key = Some(crate::keys::id_of(ctx, name).await?);
+    }
     let page = requests::list(&ctx.api.db, &filter, order, limit).await?;
     let next_cursor = page
         .requests

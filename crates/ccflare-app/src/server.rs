@@ -57,6 +57,21 @@ pub enum StartError {
          set an admin key with CCFLARE_ADMIN_KEY (at least 16 characters), or listen on 127.0.0.1"
     )]
     AdminKeyRequired { host: String },
+    /// SPEC §11: `/v1` may face other machines only behind client keys.
+    #[error(
+        "HOST={host} makes /v1 reachable from other machines, and REQUIRE_CLIENT_KEYS=false would \
+         let anyone there spend the accounts' quota: remove REQUIRE_CLIENT_KEYS (keys are then \
+         required), or listen on 127.0.0.1"
+    )]
+    ClientKeysOff { host: String },
+    #[error(
+        "client keys are required ({why}) but none exists, so no client could use /v1: create \
+         one with `ccflare-cli keys create NAME` and give each client its key \
+         (ANTHROPIC_API_KEY=ccf_…)"
+    )]
+    NoClientKeys { why: String },
+    #[error("reading client keys")]
+    ClientKeys(#[source] StorageError),
     #[error(
         "port {port} on {host} is already in use: stop the other process or choose another with \
          --port or PORT"
@@ -185,10 +200,28 @@ impl Server {
             &settings.upstream_url,
             Duration::from_secs(settings.connect_timeout_s),
         )?;
-        if !is_loopback_host(&settings.host) && settings.admin_key.is_none() {
+        let loopback = is_loopback_host(&settings.host);
+        if !loopback && settings.admin_key.is_none() {
             return Err(StartError::AdminKeyRequired {
                 host: settings.host.clone(),
             });
+        }
+        let keys_required = settings.require_client_keys.required(loopback);
+        if !loopback && !keys_required {
+            return Err(StartError::ClientKeysOff {
+                host: settings.host.clone(),
+            });
+        }
+        let any_key = ccflare_storage::keys::any(&db)
+            .await
+            .map_err(StartError::ClientKeys)?;
+        if keys_required && !any_key {
+            let why = if loopback {
+                "REQUIRE_CLIENT_KEYS=true".to_owned()
+            } else {
+                format!("HOST={} is reachable from other machines", settings.host)
+            };
+            return Err(StartError::NoClientKeys { why });
         }
         let address = format!("{}:{}", settings.host, settings.port);
         let listener = TcpListener::bind(&address)
@@ -251,6 +284,11 @@ impl Server {
             .sync_accounts(&db)
             .await
             .map_err(StartError::Accounts)?;
+        state.client_keys().set_required(keys_required);
+        state
+            .start_client_keys(&db)
+            .await
+            .map_err(StartError::ClientKeys)?;
         let api = Api::new(db.clone(), log_feed.clone());
         state.set_management(Arc::new(api.clone()));
         Ok(Server {
@@ -311,6 +349,17 @@ impl Server {
             counts.invalid
         );
         let _ = writeln!(out, "  strategy      {}", settings.strategy);
+        let keys = state.client_keys();
+        let _ = writeln!(
+            out,
+            "  client keys   {} ({} stored)",
+            if keys.required() {
+                "required"
+            } else {
+                "optional"
+            },
+            keys.count()
+        );
         let _ = writeln!(out, "  upstream      {}", settings.upstream_url);
         if counts.total == 0 {
             let _ = writeln!(
@@ -322,7 +371,7 @@ impl Server {
             let _ = writeln!(
                 out,
                 "warning: listening on {}, reachable from other machines: the management API needs the \
-                 admin key, but anyone who can reach /v1 can spend your accounts' quota",
+                 admin key and /v1 a client key; put TLS in front of it (docs/security.md)",
                 local.ip()
             );
         }
@@ -470,11 +519,7 @@ fn spawn_quick_check(db: Db, writer: WriterHandle) -> JoinHandle<()> {
 
 /// Whether a listen address only accepts connections from this machine.
 fn is_loopback_host(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    ccflare_core::config::is_loopback_host(host)
 }
 
 #[cfg(test)]

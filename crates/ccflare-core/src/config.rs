@@ -259,6 +259,14 @@ pub const OPTIONS: &[OptionSpec] = &[
             "key the management API (/api/*, /metrics) requires; required when HOST is not loopback",
         )
     },
+    opt(
+        "require_client_keys",
+        "REQUIRE_CLIENT_KEYS",
+        "require-client-keys",
+        "auto",
+        "whether /v1 requires a client key (ccf_…): auto (required unless HOST is loopback), \
+         true or false",
+    ),
     // OAuth endpoints (protocol doc §6): configuration, so a change on Anthropic's side needs
     // no release and tests point them at the mock upstream.
     opt(
@@ -326,6 +334,8 @@ pub const NOT_STORABLE: &[&str] = &[
     "log_format",
     "log_file",
     "admin_key",
+    // Decided at start, with the listen address it guards.
+    "require_client_keys",
 ];
 
 /// Whether `ccflare-cli config set` / `PATCH /api/config` may store this option.
@@ -360,6 +370,44 @@ pub fn option(key: &str) -> Option<&'static OptionSpec> {
 
 /// Values from one source, keyed by file key.
 pub type Layer = BTreeMap<String, String>;
+
+/// Whether `/v1` requires a client key (SPEC §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RequireClientKeys {
+    /// Required on a non-loopback listen address, optional on loopback.
+    #[default]
+    Auto,
+    Yes,
+    No,
+}
+
+impl RequireClientKeys {
+    /// Whether keys are required on a server whose listen address is (or is not) loopback.
+    pub fn required(self, loopback: bool) -> bool {
+        match self {
+            RequireClientKeys::Auto => !loopback,
+            RequireClientKeys::Yes => true,
+            RequireClientKeys::No => false,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequireClientKeys::Auto => "auto",
+            RequireClientKeys::Yes => "true",
+            RequireClientKeys::No => "false",
+        }
+    }
+}
+
+/// Whether a listen address only accepts connections from this machine.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
 
 /// Where the OAuth endpoints are (protocol doc §6); `ccflare-oauth` turns this into its
 /// client's endpoints.
@@ -417,6 +465,8 @@ pub struct Settings {
     /// The management API's key (SPEC §11); `None` leaves it open, which is allowed only on a
     /// loopback address.
     pub admin_key: Option<crate::Secret>,
+    /// Whether `/v1` requires a client key.
+    pub require_client_keys: RequireClientKeys,
     /// Where each option's value came from, by file key, with the raw text.
     pub sources: BTreeMap<&'static str, (Source, String)>,
 }
@@ -616,6 +666,13 @@ impl Settings {
             }
             key => Some(crate::Secret::new(key)),
         };
+        let (spec, v) = value("require_client_keys");
+        let require_client_keys = match v.trim().to_ascii_lowercase().as_str() {
+            "auto" => RequireClientKeys::Auto,
+            "true" | "yes" | "1" | "on" => RequireClientKeys::Yes,
+            "false" | "no" | "0" | "off" => RequireClientKeys::No,
+            _ => return Err(invalid(spec, v, "auto, true or false")),
+        };
         let oauth = OAuthSettings {
             client_id: text("oauth_client_id")?,
             authorize_url: url("oauth_authorize_url")?,
@@ -650,6 +707,7 @@ impl Settings {
             retention_days,
             oauth,
             admin_key,
+            require_client_keys,
             sources,
         })
     }
@@ -689,6 +747,24 @@ mod tests {
             "rows are kept unless a person says otherwise"
         );
         assert_eq!(s.sources["port"].0, Source::Default);
+    }
+
+    #[test]
+    fn client_keys_are_required_off_loopback_unless_said_otherwise() {
+        let s = Settings::defaults();
+        assert_eq!(s.require_client_keys, RequireClientKeys::Auto);
+        assert!(s.require_client_keys.required(false));
+        assert!(!s.require_client_keys.required(true));
+        let env = layer(&[("require_client_keys", "TRUE")]);
+        let s = Settings::resolve(&Layer::new(), &env, &Layer::new()).unwrap();
+        assert!(s.require_client_keys.required(true));
+        let env = layer(&[("require_client_keys", "no")]);
+        let s = Settings::resolve(&Layer::new(), &env, &Layer::new()).unwrap();
+        assert!(!s.require_client_keys.required(false));
+        let env = layer(&[("require_client_keys", "maybe")]);
+        let err = Settings::resolve(&Layer::new(), &env, &Layer::new()).unwrap_err();
+        assert!(err.to_string().contains("REQUIRE_CLIENT_KEYS"), "{err}");
+        assert!(!storable("require_client_keys"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod account;
 pub mod browser;
+pub mod client_key;
 pub mod config;
 pub mod error;
 pub mod human;

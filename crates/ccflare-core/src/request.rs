@@ -1,6 +1,7 @@
 //! What the proxy needs to know about a client request before choosing an account: the model
-//! (for the record), whether it streams, and its session key (SPEC §6), read in one pass over
-//! the body without copying it; and whether its path stays under `/v1/`.
+//! (for the record), whether it streams, its `max_tokens` (for a client key's budget) and its
+//! session key (SPEC §6), read in one pass over the body without copying it; and whether its
+//! path stays under `/v1/`.
 
 use serde::Deserialize;
 
@@ -11,6 +12,8 @@ pub struct RequestInfo {
     pub stream: bool,
     /// `session_id` from `metadata.user_id`, or the whole `user_id` when it is not JSON.
     pub body_session: Option<String>,
+    /// The most output tokens the request allows: what a client key's budget reserves.
+    pub max_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -18,6 +21,9 @@ struct Body<'a> {
     #[serde(borrow)]
     model: Option<std::borrow::Cow<'a, str>>,
     stream: Option<bool>,
+    /// Any JSON value, so that a malformed one (the upstream's to refuse) does not cost the
+    /// other fields; a number is not allocated.
+    max_tokens: Option<serde_json::Value>,
     metadata: Option<Metadata<'a>>,
 }
 
@@ -55,6 +61,10 @@ impl RequestInfo {
             model: parsed.model.map(|m| m.into_owned()),
             stream: parsed.stream.unwrap_or(false),
             body_session,
+            max_tokens: parsed
+                .max_tokens
+                .as_ref()
+                .and_then(serde_json::Value::as_u64),
         }
     }
 }
@@ -107,6 +117,7 @@ mod tests {
         assert_eq!(info.model.as_deref(), Some("claude-sonnet-4-5"));
         assert!(info.stream);
         assert_eq!(info.body_session.as_deref(), Some("s-123"));
+        assert_eq!(info.max_tokens, Some(10));
     }
 
     #[test]
@@ -300,6 +311,7 @@ mod tests {
                         model,
                         stream: stream.unwrap_or(false),
                         body_session: expected_session,
+                        max_tokens: Some(1024),
                     },
                     "{}",
                     body

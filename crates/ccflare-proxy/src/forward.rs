@@ -53,12 +53,42 @@ const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(5);
 const NON_STREAMING_HEADER_WAIT: Duration = Duration::from_secs(600);
 
 pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Response<ResponseBody> {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let id = state.next_request_id();
     let mut recorder = Recorder::new(state.records(), id, parts.method.as_str(), parts.uri.path());
+    // The client key (SPEC §11), before anything is read or sent: a refused request costs
+    // nothing upstream, and is still recorded.
+    let key = match state
+        .client_keys()
+        .authenticate(&mut parts.headers, state.now())
+    {
+        Ok(key) => {
+            if let Some(key) = &key {
+                recorder.set_client_key(key.id);
+            }
+            key
+        }
+        Err(refusal) => {
+            if let Some(key) = refusal.key() {
+                recorder.set_client_key(key.id);
+            }
+            let message = refusal.message();
+            let status = StatusCode::UNAUTHORIZED;
+            return local_error(
+                &mut recorder,
+                status,
+                "authentication_error",
+                &message,
+                None,
+            );
+        }
+    };
 
     // Refused before a byte of the body is read: nothing of it is held, nothing goes upstream.
-    if let Some(refusal) = browser_refusal(&state, &parts.headers) {
+    // A request with a valid client key is no web page's: no page can know the key.
+    if key.is_none()
+        && let Some(refusal) = browser_refusal(&state, &parts.headers)
+    {
         return local_error(
             &mut recorder,
             StatusCode::FORBIDDEN,
@@ -109,7 +139,29 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
     )
     .map(str::to_owned);
     let stream = info.stream;
+    // The key's limits: its worst case is reserved against its budget before forwarding.
+    let admission = key.map(|key| {
+        let (model, max_tokens) = (info.model.as_deref(), info.max_tokens);
+        state
+            .client_keys()
+            .admit(&key, model, max_tokens, body.len(), state.now())
+    });
     recorder.set_request(info.model, stream, session.clone());
+    match admission {
+        Some(Ok(ticket)) => recorder.admitted(ticket),
+        Some(Err(limit)) => {
+            let status = StatusCode::TOO_MANY_REQUESTS;
+            let retry = Some(limit.retry_after_s);
+            return local_error(
+                &mut recorder,
+                status,
+                "rate_limit_error",
+                &limit.message,
+                retry,
+            );
+        }
+        None => {}
+    }
     let header_wait = if stream {
         state.config.idle_timeout
     } else {

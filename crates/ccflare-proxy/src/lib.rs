@@ -14,6 +14,7 @@ mod error;
 mod feed;
 mod forward;
 mod headers;
+mod keys;
 mod pool;
 mod recorder;
 mod routes;
@@ -26,6 +27,7 @@ mod upstream;
 pub use body::ResponseBody;
 pub use error::ProxyError;
 pub use feed::{EVENT_CAPACITY, RequestEvent, RequestObserver, RequestStarted};
+pub use keys::{ClientKeys, KEY_HEADER, KeyRefusal, KeyTicket, KnownKey, LimitRefusal, Standing};
 pub use server::run;
 pub use shutdown::Shutdown;
 pub use state::{

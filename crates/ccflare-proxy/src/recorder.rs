@@ -13,6 +13,7 @@
 //! cut). A request clones it once, as one reference count.
 
 use crate::feed::Feed;
+use crate::keys::KeyTicket;
 use crate::pool::SharedPool;
 use crate::shutdown::Drain;
 use ccflare_core::AccountId;
@@ -105,6 +106,8 @@ pub struct Recorder {
     /// Whether the start was published on the live feed.
     announced: bool,
     done: bool,
+    /// The client key's admission, settled with the real cost at the finish.
+    key: Option<KeyTicket>,
 }
 
 impl Recorder {
@@ -124,6 +127,7 @@ impl Recorder {
             first_byte: None,
             announced: false,
             done: false,
+            key: None,
         }
     }
 
@@ -148,6 +152,18 @@ impl Recorder {
             self.announced = true;
             self.sink.feed.started(&self.record);
         }
+    }
+
+    /// The request came with the client key `id` (the row records it), refused or not.
+    pub fn set_client_key(&mut self, id: i64) {
+        self.record.client_key = Some(id.to_string());
+    }
+
+    /// The request was admitted under its client key's limits: the ticket is settled with the
+    /// request's cost when the record is finished.
+    pub fn admitted(&mut self, ticket: KeyTicket) {
+        self.set_client_key(ticket.id());
+        self.key = Some(ticket);
     }
 
     /// An attempt on `id` started: it holds the account's in-flight slot until released.
@@ -222,6 +238,9 @@ impl Recorder {
         let cost = pricing::cost(record.model.as_deref(), &record.usage);
         record.cost_usd = cost.usd;
         record.cost_estimated = cost.estimated;
+        if let Some(ticket) = self.key.take() {
+            ticket.settle(record.cost_usd, record.usage.total());
+        }
         record.output_tokens_per_second = match (self.first_byte, record.usage.output_tokens) {
             (Some(first), tokens) if tokens > 0 => {
                 let generating = latency
@@ -237,6 +256,7 @@ impl Recorder {
             path = %record.path,
             status = record.status,
             account = record.account_name.as_deref().unwrap_or("-"),
+            client_key = record.client_key.as_deref().unwrap_or("-"),
             model = record.model.as_deref().unwrap_or("-"),
             attempts = record.attempts,
             latency_ms = record.latency_ms,

@@ -9,6 +9,7 @@
 use crate::body::ResponseBody;
 use crate::budget::BodyBudget;
 use crate::feed::{Feed, RequestEvent, RequestObserver};
+use crate::keys::ClientKeys;
 use crate::pool::SharedPool;
 use crate::recorder::RecordSink;
 use crate::shutdown::{Drain, Shutdown};
@@ -17,7 +18,7 @@ use crate::upstream::UpstreamClient;
 use ccflare_core::config::{Layer, Settings};
 use ccflare_core::{Clock, Millis};
 use ccflare_pool::{PersistState, Pool};
-use ccflare_storage::{Db, StorageError, WriterHandle, accounts, settings};
+use ccflare_storage::{Db, StorageError, WriterHandle, accounts, keys, settings};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use std::future::Future;
@@ -120,6 +121,8 @@ pub struct AppState {
     management: OnceLock<Arc<dyn ManagementRoutes>>,
     /// Refreshes OAuth tokens; absent in a server without OAuth accounts' endpoints set up.
     tokens: OnceLock<TokenRefresher>,
+    /// The client keys `/v1` checks, and their limits' counters.
+    client_keys: Arc<ClientKeys>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -167,6 +170,7 @@ impl AppState {
             settings: RwLock::new(Arc::new(Settings::defaults())),
             management: OnceLock::new(),
             tokens: OnceLock::new(),
+            client_keys: Arc::new(ClientKeys::default()),
         })
     }
 
@@ -319,9 +323,43 @@ impl AppState {
         Ok(())
     }
 
+    /// The client keys `/v1` checks.
+    pub fn client_keys(&self) -> &Arc<ClientKeys> {
+        &self.client_keys
+    }
+
+    /// Reads the client keys table into the map `/v1` checks (a key changed or deleted stops
+    /// working now), re-reads the usage of keys whose budget period changed, and stores when
+    /// keys were last used.
+    pub async fn sync_client_keys(&self, db: &Db) -> Result<(), StorageError> {
+        let changed_period = self.client_keys.load(keys::list(db).await?);
+        if !changed_period.is_empty() {
+            let now = self.now();
+            let usage = keys::usage(db, now).await?;
+            self.client_keys.seed(&usage, Some(&changed_period), now);
+        }
+        let used = self.client_keys.take_last_used();
+        if let Err(error) = keys::touch(db, &used).await {
+            self.client_keys.unstored_last_used(&used);
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Reads the client keys and seeds each one's budget with what its stored requests used
+    /// in the current period: once, at start.
+    pub async fn start_client_keys(&self, db: &Db) -> Result<(), StorageError> {
+        self.client_keys.load(keys::list(db).await?);
+        let now = self.now();
+        let usage = keys::usage(db, now).await?;
+        self.client_keys.seed(&usage, None, now);
+        Ok(())
+    }
+
     /// Reads accounts and stored settings once: what the sync task does every second.
     pub async fn sync_from_db(&self, db: &Db) -> Result<(), SyncError> {
         self.sync_accounts(db).await?;
+        self.sync_client_keys(db).await?;
         let stored = settings::all(db).await?;
         self.apply_stored_settings(&stored)?;
         Ok(())

@@ -28,6 +28,12 @@ pub enum StorageError {
     AccountNotFound { name: String },
     #[error("an account named {:?} already exists", shown_masked(.name))]
     DuplicateName { name: String },
+    #[error("no client key named {:?}", shown_masked(.name))]
+    KeyNotFound { name: String },
+    #[error("a client key named {:?} already exists", shown_masked(.name))]
+    DuplicateKeyName { name: String },
+    #[error("the system's random number generator failed")]
+    Randomness,
     #[error("database error: {0}")]
     Query(#[from] sqlx::Error),
     #[error("stored data is corrupt: {0}")]

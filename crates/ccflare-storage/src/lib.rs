@@ -7,6 +7,7 @@
 pub mod accounts;
 mod db;
 mod error;
+pub mod keys;
 pub mod maintenance;
 mod migrate;
 pub mod oauth;

@@ -29,7 +29,7 @@ mod pages;
 
 /// The tables `recover` copies, in this order: what a person made first, since it matters most
 /// and cannot be made again from anything else; then the request rows.
-pub const COPIED_TABLES: &[&str] = &["accounts", "settings", "requests"];
+pub const COPIED_TABLES: &[&str] = &["accounts", "settings", "client_keys", "requests"];
 
 /// The tables `recover` rebuilds from the saved request rows instead of copying them.
 pub const ROLLUP_TABLES: &[&str] = &[

@@ -31,6 +31,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "latency_minutely",
         include_str!("../../../migrations/0005_latency_minutely.sql"),
     ),
+    (
+        6,
+        "client_keys",
+        include_str!("../../../migrations/0006_client_keys.sql"),
+    ),
 ];
 
 /// The migrations whose new tables are filled from the rows already recorded, by Rust code that

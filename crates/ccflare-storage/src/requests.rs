@@ -255,6 +255,9 @@ pub struct RequestFilter {
     pub since: Option<Millis>,
     /// Started before this time.
     pub until: Option<Millis>,
+    /// Made with this client key: its id as the rows record it (`keys::ClientKey::id` as
+    /// text; the callers look names up).
+    pub client_key: Option<String>,
 }
 
 /// The order of a listing and where it starts.
@@ -326,6 +329,10 @@ pub async fn list(
             params.push(name);
         }
         None => {}
+    }
+    if let Some(id) = &filter.client_key {
+        conditions.push("client_key = ?");
+        params.push(Param::Text(id.clone()));
     }
     match filter.status {
         Some(StatusFilter::Success) => conditions.push("success = 1"),

@@ -213,6 +213,9 @@ async fn checks(context: &Context) -> Report {
     };
 
     check_accounts(context, &db, &mut report).await;
+    if let Some(settings) = &settings {
+        check_client_keys(context, settings, &db, &mut report).await;
+    }
     if let Some(settings) = settings {
         check_upstream(&settings, &mut report).await;
         check_server(&settings, &mut report).await;
@@ -274,6 +277,63 @@ async fn check_accounts(context: &Context, db: &ccflare_storage::Db, report: &mu
         };
         report.add(status, "account", detail);
     }
+}
+
+/// Whether `/v1` requires client keys on the configured address, and whether a server would
+/// start at all (SPEC §11: not on a network address without them, nor requiring keys that do
+/// not exist).
+async fn check_client_keys(
+    context: &Context,
+    settings: &Settings,
+    db: &ccflare_storage::Db,
+    report: &mut Report,
+) {
+    let listed = match ccflare_storage::keys::list(db).await {
+        Ok(listed) => listed,
+        Err(error) => {
+            report.add(Status::Fail, "client keys", error.to_string());
+            return;
+        }
+    };
+    let now = context.now();
+    let usable = listed
+        .iter()
+        .filter(|k| k.status == ccflare_core::client_key::KeyStatus::Active && !k.expired(now))
+        .count();
+    let loopback = ccflare_core::config::is_loopback_host(&settings.host);
+    let required = settings.require_client_keys.required(loopback);
+    let host = &settings.host;
+    let (status, detail) = match (required, listed.len()) {
+        _ if !loopback && !required => (
+            Status::Fail,
+            format!(
+                "not required on HOST={host}, reachable from other machines: the server refuses \
+                 to start (remove REQUIRE_CLIENT_KEYS=false)"
+            ),
+        ),
+        (true, 0) => (
+            Status::Fail,
+            "required, but none exists: the server refuses to start; create one with \
+             `ccflare-cli keys create NAME`"
+                .to_owned(),
+        ),
+        (true, n) => (
+            Status::Ok,
+            format!("required for /v1; {n} stored, {usable} usable"),
+        ),
+        (false, 0) => (
+            Status::Info,
+            format!("optional on {host} (loopback): none created"),
+        ),
+        (false, n) => (
+            Status::Info,
+            format!(
+                "optional on {host} (loopback): {n} stored, but requests without a key are \
+                 served too (REQUIRE_CLIENT_KEYS=true requires them)"
+            ),
+        ),
+    };
+    report.add(status, "client keys", detail);
 }
 
 async fn check_upstream(settings: &Settings, report: &mut Report) {

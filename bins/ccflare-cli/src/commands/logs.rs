@@ -47,6 +47,7 @@ Examples:
   ccflare-cli logs --last 100
   ccflare-cli logs --error-only --since 1h
   ccflare-cli logs --model claude-sonnet --account work
+  ccflare-cli logs --key alice
   ccflare-cli logs --follow
   ccflare-cli logs --follow --json | jq .status
 
@@ -65,6 +66,9 @@ pub struct LogsArgs {
     /// Only requests served by this account
     #[arg(long, value_name = "NAME")]
     account: Option<String>,
+    /// Only requests made with this client key
+    #[arg(long, value_name = "NAME")]
+    key: Option<String>,
     /// Only the last DURATION: 30s, 15m, 1h, 7d
     #[arg(long, value_name = "DURATION", value_parser = timefmt::parse_duration)]
     since: Option<Millis>,
@@ -75,13 +79,19 @@ pub struct LogsArgs {
 
 pub async fn run(context: &Context, args: LogsArgs) -> Result<ExitCode> {
     let now = context.now();
+    let db = context.open_db().await?;
+    // Rows record a client key by id.
+    let client_key = match &args.key {
+        Some(name) => Some(ccflare_storage::keys::find(&db, name).await?.id.to_string()),
+        None => None,
+    };
     let filter = LogFilter {
         errors_only: args.error_only,
         model: args.model.clone(),
         account: args.account.clone(),
         since: args.since.map(|age| now - age),
+        client_key,
     };
-    let db = context.open_db().await?;
     // Taken before the first read, so a request recorded in between is shown once, by the
     // feed.
     let last_seen = requests::last_seq(&db).await.context("reading requests")?;

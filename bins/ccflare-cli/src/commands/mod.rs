@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod config;
 pub mod db;
 pub mod doctor;
+pub mod keys;
 pub mod login;
 pub mod logs;
 pub mod stats;

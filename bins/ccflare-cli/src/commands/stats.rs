@@ -6,7 +6,7 @@
 use crate::context::Context;
 use crate::output::{self, Align, Cell, Color, Table};
 use anyhow::{Context as _, Result};
-use ccflare_analytics::stats::{Breakdown, StatsRow, StatsTable, stats};
+use ccflare_analytics::stats::{Breakdown, StatsRow, StatsTable, stats, stats_of_key};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use std::process::ExitCode;
@@ -20,6 +20,7 @@ pub enum StatsCommand {
 Examples:
   ccflare-cli stats daily
   ccflare-cli stats daily --days 30 --json
+  ccflare-cli stats daily --key alice
 
 Days are local calendar days (--utc for UTC), today included. Latency
 percentiles are over every request, failed ones too, as /api/analytics
@@ -44,6 +45,9 @@ pub struct DailyArgs {
     /// How many days, today included
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=3660))]
     days: u32,
+    /// Only the requests made with this client key
+    #[arg(long, value_name = "NAME")]
+    key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +55,9 @@ pub struct HourlyArgs {
     /// How many hours, this one included
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=8784))]
     hours: u32,
+    /// Only the requests made with this client key
+    #[arg(long, value_name = "NAME")]
+    key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +65,9 @@ pub struct ModelsArgs {
     /// Requests of the last N days
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3660))]
     days: u32,
+    /// Only the requests made with this client key
+    #[arg(long, value_name = "NAME")]
+    key: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -75,6 +85,11 @@ struct TableJson<'a> {
 
 pub async fn run(context: &Context, command: StatsCommand) -> Result<ExitCode> {
     let now = context.now();
+    let key = match &command {
+        StatsCommand::Daily(DailyArgs { key, .. })
+        | StatsCommand::Hourly(HourlyArgs { key, .. })
+        | StatsCommand::Models(ModelsArgs { key, .. }) => key.clone(),
+    };
     let (breakdown, heading, empty) = match command {
         StatsCommand::Daily(args) => (
             Breakdown::Daily { days: args.days },
@@ -95,9 +110,18 @@ pub async fn run(context: &Context, command: StatsCommand) -> Result<ExitCode> {
         ),
     };
     let db = context.open_db().await?;
-    let table = stats(&db, breakdown, context.zone(), now)
-        .await
-        .context("reading request statistics")?;
+    let table = match key {
+        // Rows record a client key by id.
+        Some(name) => {
+            let id = ccflare_storage::keys::find(&db, &name)
+                .await?
+                .id
+                .to_string();
+            stats_of_key(&db, breakdown, context.zone(), now, &id).await
+        }
+        None => stats(&db, breakdown, context.zone(), now).await,
+    }
+    .context("reading request statistics")?;
     if context.json() {
         let json = |row| RowJson {
             row,
