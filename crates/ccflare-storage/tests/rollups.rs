@@ -267,33 +267,50 @@ async fn retention_deletes_whole_days_of_rows_and_rollups() {
 
 #[tokio::test]
 async fn upgrading_to_minute_histograms_fills_them_from_the_rows_already_recorded() {
+    // A database as the builds before migration 0005 left it: schema version 4, with request
+    // rows (written here straight into the table).
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("upgrade.db");
-    let db = Db::open_path(&path).await.unwrap();
-    let records: Vec<RequestRecord> = (0..300)
-        .map(|n| record(n, DAY0 + i64::from(n) * 7_000))
-        .collect();
-    write(&db, records, 5).await;
-    let minute_bins = |db: Db| async move {
-        sqlx::query_as::<_, (i64, i64, i64)>(
-            "SELECT minute, bin, count FROM latency_minutely ORDER BY minute, bin",
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let old = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    for sql in [
+        include_str!("../../../migrations/0001_initial.sql"),
+        include_str!("../../../migrations/0002_settings.sql"),
+        include_str!("../../../migrations/0003_rollups.sql"),
+        include_str!("../../../migrations/0004_oauth.sql"),
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, \
+         applied_at INTEGER NOT NULL); INSERT INTO schema_migrations VALUES (1, 'initial', 0), \
+         (2, 'settings', 0), (3, 'rollups', 0), (4, 'oauth', 0);",
+    ] {
+        sqlx::raw_sql(sql).execute(&old).await.unwrap();
+    }
+    let mut expected: std::collections::BTreeMap<(i64, i64), i64> = Default::default();
+    for n in 0..300i64 {
+        let (at, latency) = (DAY0 + n * 7_000, 1 + n * n % 5_000);
+        sqlx::query(
+            "INSERT INTO requests (id, started_at, method, path, status, success, attempts, \
+             latency_ms, streamed) VALUES (?, ?, 'POST', '/v1/messages', 200, 1, 1, ?, 0)",
         )
-        .fetch_all(db.pool())
-        .await
-        .unwrap()
-    };
-    let written = minute_bins(db.clone()).await;
-    assert_eq!(
-        written.iter().map(|r| r.2).sum::<i64>(),
-        300,
-        "the writer counts every request"
-    );
-    // The database as a build before migration 0005 left it: rows, and no minute histograms.
-    sqlx::raw_sql("DROP TABLE latency_minutely; DELETE FROM schema_migrations WHERE version = 5")
-        .execute(db.pool())
+        .bind(format!("r{n}"))
+        .bind(at)
+        .bind(latency)
+        .execute(&old)
         .await
         .unwrap();
-    db.close().await;
+        *expected
+            .entry((rollups::bucket(at, 60_000), rollups::bin(latency)))
+            .or_default() += 1;
+    }
+    old.close().await;
+
     let db = Db::open_path(&path).await.unwrap();
-    assert_eq!(minute_bins(db).await, written);
+    let filled: Vec<(i64, i64, i64)> =
+        sqlx::query_as("SELECT minute, bin, count FROM latency_minutely ORDER BY minute, bin")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    let expected: Vec<(i64, i64, i64)> = expected.into_iter().map(|((m, b), n)| (m, b, n)).collect();
+    assert_eq!(filled, expected);
 }
