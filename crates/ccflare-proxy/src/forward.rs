@@ -1,6 +1,8 @@
-//! Forwarding one `/v1/*` request (SPEC §4): read the body (capped), then make attempts. An
-//! attempt picks an account this request has not tried, sends (refreshing an OAuth token when
-//! due, and once after a 401), classifies the answer, and comes to one [`Attempt`]: served (the
+//! Forwarding one `/v1/*` request (SPEC §4): refuse what a browser sends and paths that are no
+//! documented route, read the body (capped in size, in time and by the memory budget of all
+//! bodies), then make attempts. An attempt picks an account this request has not tried, sends
+//! (refreshing an OAuth token when due, and once after a 401 on an inference route),
+//! classifies the answer, and comes to one [`Attempt`]: served (the
 //! response is relayed with its body tapped for usage), retry with a reason (fail over: nothing
 //! has reached the client yet), or final (no account is left). Attempts are the turns of one
 //! bounded loop, so `max_attempts` bounds every path by construction; running out of attempts

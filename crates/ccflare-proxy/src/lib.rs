@@ -1,5 +1,6 @@
-//! The proxy engine: a hyper HTTP/1.1 server that forwards every `/v1/*` request to the
-//! Anthropic API through one account of the pool, fails over before the first byte, streams
+//! The proxy engine: a hyper HTTP/1.1 server that forwards `/v1/*` requests (the API's
+//! documented routes, unless told to forward every path) to the Anthropic API through one
+//! account of the pool, fails over before the first byte, streams
 //! the answer back chunk by chunk while reading its usage inline, and hands one record per
 //! request to the storage writer. Also serves `/health`, and hands every other path to the
 //! management API through [`ManagementRoutes`] (set on the [`AppState`]), publishing each

@@ -105,6 +105,33 @@ async fn a_401_on_a_path_the_client_chose_leaves_every_account_active() {
 }
 
 #[tokio::test]
+async fn a_401_on_a_path_the_client_chose_neither_refreshes_nor_benches_an_oauth_account() {
+    let app = spawn_app(Options {
+        accounts: vec![],
+        oauth_accounts: vec![("max", 0, 8 * 3_600_000)],
+        ..Default::default()
+    })
+    .await;
+    let account = accounts::find(&app.db, "max").await.unwrap();
+    let token = ccflare_storage::oauth::stored_tokens(&app.db, account.id)
+        .await
+        .unwrap()
+        .access;
+    // An hour into its life the token is refused everywhere (revoked upstream, say).
+    app.clock.advance(3_600_000);
+    app.mock.expire_access_token(token.expose());
+    let reply = app.get("/v1/models").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "relayed as it is");
+    assert_eq!(app.mock.refresh_grants(), 0, "no refresh for a route's 401");
+    let health = app.get("/health").await.json();
+    assert_eq!(health["accounts"]["available"], 1, "not benched: {health}");
+    // On /v1/messages the 401 is about the token: one refresh, and the request is served.
+    assert_eq!(app.served_by().await, "max");
+    assert_eq!(app.mock.refresh_grants(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn undocumented_paths_get_404_unless_every_path_is_allowed() {
     let app = spawn_app(Options::default()).await;
     let path = "/v1/organizations/api_keys";
