@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::respond::{self, json_body, no_body};
 use ccflare_core::Millis;
 use ccflare_core::client_key::{BudgetPeriod, KeyLimits, KeyStatus, check_name, parse_expiry};
-use ccflare_proxy::{KnownKey, ResponseBody, Standing};
+use ccflare_proxy::{KeyRefusal, KnownKey, ResponseBody, Standing};
 use ccflare_storage::keys::{self, ClientKey, KeyChange};
 use http::request::Parts;
 use http::{Response, StatusCode};
@@ -324,9 +324,15 @@ pub(crate) fn me(ctx: &Ctx, parts: &Parts) -> Result<Response<ResponseBody>, Api
     respond::Query::parse(parts.uri.query(), &[])?;
     let now = ctx.state.now();
     let keys = ctx.state.client_keys();
-    let key = keys
-        .identify(&parts.headers, now)
-        .map_err(|refusal| ApiError::ClientKeyRefused(refusal.message()))?;
+    let key = keys.identify(&parts.headers, now).map_err(|refusal| {
+        ApiError::ClientKeyRefused(match refusal {
+            // Whether or not /v1 requires keys, this answer is a key's own.
+            KeyRefusal::Missing => "send your client key (ccf_…) in x-api-key, Authorization: \
+                                    Bearer or x-ccflare-key to see its use"
+                .to_owned(),
+            other => other.message(),
+        })
+    })?;
     let standing = keys.standing(&key, now);
     let limits = key.limits;
     let taken_usd = standing.used.usd + standing.reserved.usd;

@@ -74,7 +74,13 @@ async fn keys_are_created_shown_once_used_changed_and_deleted() {
     let used = mine["usage"]["cost_usd"].as_f64().unwrap();
     assert!(used > 0.0 && (left + used - 5.0).abs() < 1e-9, "{mine}");
     assert!(mine["usage"]["resets_at"].as_i64().unwrap() > app.state.now());
-    assert_eq!(me(&app, &[]).await.status, StatusCode::UNAUTHORIZED);
+    let anonymous = me(&app, &[]).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let says = anonymous.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(says.contains("send your client key"), "{says}");
     let wrong = format!("ccf_{}", "z".repeat(43));
     let refused = me(&app, &[("authorization", &format!("Bearer {wrong}"))]).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);

@@ -338,10 +338,12 @@ impl AppState {
             let usage = keys::usage(db, now).await?;
             self.client_keys.seed(&usage, Some(&changed_period), now);
         }
+        // Last use is shown, not routed on: a database that refuses the write now (locked by
+        // another process) gets it at a later sync, and the sync goes on.
         let used = self.client_keys.take_last_used();
         if let Err(error) = keys::touch(db, &used).await {
+            tracing::debug!(%error, "storing when client keys were last used failed; retrying at the next sync");
             self.client_keys.unstored_last_used(&used);
-            return Err(error);
         }
         Ok(())
     }

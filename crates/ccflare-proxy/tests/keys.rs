@@ -273,3 +273,48 @@ async fn a_key_disabled_in_the_database_stops_working_through_the_sync() {
     sync.await.unwrap();
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_budget_spent_before_a_restart_stays_spent() {
+    let app = spawn_app(Options::default()).await;
+    let limits = KeyLimits {
+        budget_usd: Some(1.0),
+        period: BudgetPeriod::Month,
+        ..KeyLimits::default()
+    };
+    let (stored, dana) = create(&app, "dana", limits, None).await;
+    // What an earlier run of the server recorded for this key this month: the whole budget.
+    app.state
+        .writer
+        .record(ccflare_core::record::RequestRecord {
+            id: "ccf_earlier_1".into(),
+            started_at: app.clock_now() - 1000,
+            method: "POST".into(),
+            path: "/v1/messages".into(),
+            status: 200,
+            success: true,
+            attempts: 1,
+            cost_usd: 1.0,
+            client_key: Some(stored.id.to_string()),
+            ..Default::default()
+        });
+    app.state.writer.flush().await;
+    app.state
+        .start_client_keys(&app.db)
+        .await
+        .expect("keys seeded");
+    let reply = post_with(&app, dana.expose(), &[]).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        reply.text()
+    );
+    let message = reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("$1.00 per month is spent"), "{message}");
+    assert!(app.mock.requests().is_empty());
+    app.stop().await;
+}
