@@ -26,7 +26,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "oauth",
         include_str!("../../../migrations/0004_oauth.sql"),
     ),
+    (
+        6,
+        "encrypted_secrets",
+        include_str!("../../../migrations/0006_encrypted_secrets.sql"),
+    ),
 ];
+
+/// The migration whose new column (`accounts.credential_hash`) is filled from the credentials
+/// stored, by Rust code (SQLite has no SHA-256).
+const ENCRYPTED_SECRETS: i64 = 6;
 
 /// The migration whose new tables are filled from the rows already recorded, by Rust code that
 /// shares the histogram bins with the writer (SQL alone would need a second copy of them).
@@ -68,6 +77,11 @@ pub async fn run(pool: &SqlitePool) -> Result<(), StorageError> {
             .map_err(migration_error)?;
         if version == ROLLUPS {
             crate::rollups::rebuild(&mut tx)
+                .await
+                .map_err(migration_error)?;
+        }
+        if version == ENCRYPTED_SECRETS {
+            crate::secrets::fill_credential_hashes(&mut tx)
                 .await
                 .map_err(migration_error)?;
         }
