@@ -60,6 +60,9 @@ enum Command {
     /// Check the database file for damage; salvage a damaged one
     #[command(subcommand)]
     Db(commands::db::DbCommand),
+    /// Encrypt, re-key or decrypt the accounts' keys and tokens in the database
+    #[command(subcommand)]
+    Secrets(commands::secrets::SecretsCommand),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +92,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(command) => commands::config::run(&context, command).await,
         Command::Doctor(args) => commands::doctor::run(&context, args).await,
         Command::Db(command) => commands::db::run(&context, command).await,
+        Command::Secrets(command) => commands::secrets::run(&context, command).await,
     }
 }
 

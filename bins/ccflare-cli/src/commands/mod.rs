@@ -8,6 +8,7 @@ pub mod db;
 pub mod doctor;
 pub mod login;
 pub mod logs;
+pub mod secrets;
 pub mod stats;
 
 use anyhow::{Context as _, Result};
