@@ -60,7 +60,7 @@ enum Command {
     /// Check the database file for damage; salvage a damaged one
     #[command(subcommand)]
     Db(commands::db::DbCommand),
-    /// Encrypt, re-key or decrypt the accounts' keys and tokens in the database
+    /// Encrypt, re-key or decrypt the stored account keys and tokens
     #[command(subcommand)]
     Secrets(commands::secrets::SecretsCommand),
 }

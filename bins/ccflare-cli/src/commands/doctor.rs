@@ -248,7 +248,8 @@ async fn check_secrets(db: &ccflare_storage::Db, report: &mut Report) {
         None => report.add(
             Status::Info,
             "encryption",
-            "off: account keys and tokens are stored in plaintext; to encrypt them set              CCFLARE_ENCRYPTION_KEY_FILE and run `ccflare-cli secrets encrypt`",
+            "off: account keys and tokens are stored in plaintext; to encrypt them set \
+             CCFLARE_ENCRYPTION_KEY_FILE and run `ccflare-cli secrets encrypt`",
         ),
         Some(key) if status.plaintext > 0 => report.add(
             Status::Warn,

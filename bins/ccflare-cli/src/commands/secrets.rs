@@ -31,18 +31,45 @@ Stop the server before rotate and decrypt, and start it with the new key
 (or none): a server keeps the key it started with.")]
 pub enum SecretsCommand {
     /// How the accounts' keys and tokens are stored, and with which key
+    #[command(after_help = "\
+Examples:
+  ccflare-cli secrets status
+  ccflare-cli secrets status --json
+
+Counts the keys and tokens stored encrypted and in plaintext, and names
+the keys (by id) they are encrypted with and the one configured.")]
     Status,
     /// Encrypt every key and token with the configured encryption key
+    #[command(after_help = "\
+Examples:
+  openssl rand -hex 32 > /etc/ccflare/key && chmod 600 /etc/ccflare/key
+  CCFLARE_ENCRYPTION_KEY_FILE=/etc/ccflare/key ccflare-cli secrets encrypt
+
+One transaction: every key and token is encrypted, or none is. A server
+started with the same key reads them; new ones are encrypted as written.")]
     Encrypt,
     /// Re-encrypt every key and token with a new key (from a file)
+    #[command(after_help = "\
+Examples:
+  ccflare-cli secrets rotate --new-key-file /etc/ccflare/key.new
+
+Reads with the configured key, writes with the new one, in one
+transaction. Stop the server first; start it with the new key.")]
     Rotate(RotateArgs),
     /// Write every key and token back in plaintext
+    #[command(after_help = "\
+Examples:
+  ccflare-cli secrets decrypt
+
+Reads with the configured key and stores every key and token in
+plaintext, in one transaction. Stop the server first; start it without
+a key.")]
     Decrypt,
 }
 
 #[derive(Debug, Args)]
 pub struct RotateArgs {
-    /// File holding the new key (64 hex characters or base64)
+    /// File holding the new key (in hex or base64)
     #[arg(long, value_name = "PATH")]
     new_key_file: PathBuf,
 }
