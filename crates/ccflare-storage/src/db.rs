@@ -54,7 +54,6 @@ impl Db {
             reason,
         };
         create_private_file(path).map_err(|e| open_error(e.to_string()))?;
-        make_private(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -72,6 +71,8 @@ impl Db {
             .connect_with(options)
             .await
             .map_err(|e| classify_open(path, e))?;
+        // Once SQLite has taken it as a database: a file that is not one is refused as it was.
+        make_private(path)?;
         migrate::run(&pool).await.map_err(|e| match e {
             StorageError::Query(err) => classify_open(path, err),
             other => other,
