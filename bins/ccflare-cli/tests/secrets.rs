@@ -284,3 +284,77 @@ async fn a_database_others_can_read_is_made_private_at_start() {
     assert_eq!(mode, 0o600);
     server.kill().await;
 }
+
+/// `doctor`'s encryption line (status and detail), with the key in `key_file`.
+async fn doctor_encryption(
+    cli: &Cli,
+    upstream: &ccflare_mock::MockUpstream,
+    key_file: Option<&Path>,
+) -> (String, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut command = cli.command(&["doctor", "--json"]);
+    command
+        .env("CCFLARE_UPSTREAM_URL", upstream.url())
+        .env("PORT", port.to_string());
+    if let Some(file) = key_file {
+        command.env("CCFLARE_ENCRYPTION_KEY_FILE", file);
+    }
+    let output = common::output(command).await;
+    let report: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
+    let line = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|check| check["check"] == "encryption")
+        .expect("an encryption line")
+        .clone();
+    (
+        line["status"].as_str().unwrap().to_owned(),
+        line["detail"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn doctor_says_whether_keys_are_encrypted_and_whether_the_key_opens_them() {
+    let upstream = ccflare_mock::MockUpstream::start().await.unwrap();
+    let cli = Cli::new();
+    let one = cli.path().join("key-one");
+    let two = cli.path().join("key-two");
+    std::fs::write(&one, KEY_ONE).unwrap();
+    std::fs::write(&two, KEY_TWO).unwrap();
+    cli.run(&["accounts", "add", &key("DOC1"), "--name", "doc"])
+        .await
+        .ok();
+
+    let (status, detail) = doctor_encryption(&cli, &upstream, None).await;
+    assert_eq!(status, "info");
+    assert!(
+        detail.starts_with("off: account keys and tokens are stored in plaintext"),
+        "{detail}"
+    );
+    let (status, detail) = doctor_encryption(&cli, &upstream, Some(&one)).await;
+    assert_eq!(status, "warn");
+    assert!(
+        detail.contains("run `ccflare-cli secrets encrypt`"),
+        "{detail}"
+    );
+
+    cli_with_key(&cli, Some(&one), &["secrets", "encrypt"])
+        .await
+        .ok();
+    let (status, detail) = doctor_encryption(&cli, &upstream, Some(&one)).await;
+    assert_eq!(status, "ok");
+    assert!(
+        detail.starts_with("on: 1 keys and tokens encrypted with key "),
+        "{detail}"
+    );
+    for wrong in [None, Some(two.as_path())] {
+        let (status, detail) = doctor_encryption(&cli, &upstream, wrong).await;
+        assert_eq!(status, "fail", "{detail}");
+        assert!(detail.ends_with("a server will not start"), "{detail}");
+    }
+}
