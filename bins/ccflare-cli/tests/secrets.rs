@@ -151,6 +151,11 @@ async fn encrypt_rotate_decrypt_keep_every_account_serving_and_a_wrong_key_refus
         serve_every_account(&cli, &upstream, None).await,
         every_credential()
     );
+    // A key configured before the rows are encrypted: plaintext rows still serve.
+    assert_eq!(
+        serve_every_account(&cli, &upstream, Some(&one)).await,
+        every_credential()
+    );
 
     // Encrypt: the file no longer holds a key or token, and every account still serves.
     let encrypted = cli_with_key(&cli, Some(&one), &["secrets", "encrypt"])
