@@ -63,6 +63,11 @@ async fn serve_every_account(
     let mut command = server_command(cli, &upstream.url(), key_file);
     command.stderr(Stdio::null());
     let server = process::Server::start(command).await;
+    let shown = match key_file {
+        Some(_) => "\n  encryption    key ",
+        None => "\n  encryption    none (account keys and tokens stored in plaintext)\n",
+    };
+    assert!(server.banner.contains(shown), "{}", server.banner);
     let before = upstream.requests().len();
     for _ in 0..3 {
         let body = Message::new("claude-haiku-4-5")
@@ -271,6 +276,28 @@ async fn a_key_that_is_not_a_key_stops_the_server_and_the_cli_with_one_line() {
     );
 }
 
+#[tokio::test]
+async fn an_account_key_cannot_be_stored_as_a_setting() {
+    let cli = Cli::new();
+    let refused = cli
+        .run(&["config", "set", "api_keys", &key("SET1")])
+        .await
+        .fails();
+    assert!(
+        refused.contains("keys are never stored in the settings table")
+            && refused.contains("ccflare-cli accounts add"),
+        "{refused}"
+    );
+    assert!(!refused.contains(&key("SET1")), "{refused}");
+    let db = cli.db().await;
+    assert!(
+        ccflare_storage::settings::all(&db)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 #[cfg(unix)]
 #[tokio::test]
 async fn a_database_others_can_read_is_made_private_at_start() {
@@ -354,7 +381,7 @@ async fn doctor_says_whether_keys_are_encrypted_and_whether_the_key_opens_them()
     let (status, detail) = doctor_encryption(&cli, &upstream, Some(&one)).await;
     assert_eq!(status, "ok");
     assert!(
-        detail.starts_with("on: 1 keys and tokens encrypted with key "),
+        detail.starts_with("on: 1 key or token encrypted with key "),
         "{detail}"
     );
     for wrong in [None, Some(two.as_path())] {

@@ -341,6 +341,11 @@ impl Server {
             counts.paused,
             counts.invalid
         );
+        let encryption = match db.encryption_key() {
+            Some(key) => format!("key {}", key.id()),
+            None => "none (account keys and tokens stored in plaintext)".to_owned(),
+        };
+        let _ = writeln!(out, "  encryption    {encryption}");
         let _ = writeln!(out, "  strategy      {}", settings.strategy);
         let _ = writeln!(out, "  upstream      {}", settings.upstream_url);
         if counts.total == 0 {

@@ -255,9 +255,9 @@ async fn check_secrets(db: &ccflare_storage::Db, report: &mut Report) {
             Status::Warn,
             "encryption",
             format!(
-                "{} keys and tokens are stored in plaintext: run `ccflare-cli secrets encrypt` \
-                 (new ones are encrypted with key {})",
-                status.plaintext,
+                "{} stored in plaintext: run `ccflare-cli secrets encrypt` (new ones are \
+                 encrypted with key {})",
+                secrets_counted(status.plaintext),
                 key.id()
             ),
         ),
@@ -265,8 +265,8 @@ async fn check_secrets(db: &ccflare_storage::Db, report: &mut Report) {
             Status::Ok,
             "encryption",
             format!(
-                "on: {} keys and tokens encrypted with key {}",
-                status.encrypted,
+                "on: {} encrypted with key {}",
+                secrets_counted(status.encrypted),
                 key.id()
             ),
         ),
@@ -280,6 +280,15 @@ async fn check_secrets(db: &ccflare_storage::Db, report: &mut Report) {
                  `ccflare-cli config unset {setting}`"
             ),
         );
+    }
+}
+
+/// "1 key or token", "3 keys and tokens".
+fn secrets_counted(n: u64) -> String {
+    if n == 1 {
+        "1 key or token".to_owned()
+    } else {
+        format!("{n} keys and tokens")
     }
 }
 
