@@ -390,3 +390,70 @@ async fn doctor_says_whether_keys_are_encrypted_and_whether_the_key_opens_them()
         assert!(detail.ends_with("a server will not start"), "{detail}");
     }
 }
+
+/// The accounts' stored columns, read with plain SQL, outside ccflare.
+async fn stored_columns(path: &Path) -> Vec<Vec<String>> {
+    ccflare_testkit::damage::select(
+        path,
+        "SELECT id, credential, coalesce(refresh_token, ''), credential_hash FROM accounts \
+         ORDER BY id",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_cli_killed_in_the_middle_of_encrypting_leaves_every_row_as_it_was() {
+    let cli = Cli::new();
+    let one = cli.path().join("key-one");
+    std::fs::write(&one, KEY_ONE).unwrap();
+    for tail in ["KIL1", "KIL2", "KIL3", "KIL4"] {
+        cli.run(&["accounts", "add", &key(tail)]).await.ok();
+    }
+    let db_file = cli.path().join("ccflare.db");
+    let before = stored_columns(&db_file).await;
+    assert_eq!(before.len(), 4);
+    // The third row's write takes minutes (a trigger counting a billion-row join), so the
+    // encryption is caught after the first rows were written, inside its transaction.
+    ccflare_testkit::db::execute(
+        &db_file,
+        "CREATE TABLE spin (n INTEGER); \
+         INSERT INTO spin WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c \
+         WHERE n < 1000) SELECT n FROM c; \
+         CREATE TRIGGER slow_third BEFORE UPDATE OF credential ON accounts WHEN NEW.id = 3 \
+         BEGIN SELECT count(*) FROM spin a, spin b, spin c; END;",
+    )
+    .await;
+
+    let mut command = cli.command(&["secrets", "encrypt"]);
+    command.env("CCFLARE_ENCRYPTION_KEY_FILE", &one);
+    let mut child = command.spawn().expect("the CLI starts");
+    // In its transaction once it holds the write lock; the trigger keeps it there.
+    ccflare_testkit::eventually(
+        ccflare_testkit::PROCESS_GUARD,
+        "the CLI holds the write lock",
+        || async {
+            ccflare_testkit::db::write_lock_held(&db_file)
+                .await
+                .then_some(())
+        },
+    )
+    .await;
+    child.start_kill().unwrap();
+    let status = child.wait().await.unwrap();
+    assert_eq!(status.code(), None, "killed, not finished: {status:?}");
+
+    // All old: the rows byte for byte, a sound file, every account readable without a key.
+    ccflare_testkit::db::execute(&db_file, "DROP TRIGGER slow_third; DROP TABLE spin;").await;
+    assert_eq!(stored_columns(&db_file).await, before);
+    assert_eq!(ccflare_testkit::db::integrity_check(&db_file).await, "ok");
+    let listed = cli.run(&["accounts", "list"]).await.ok();
+    assert!(listed.contains("key-KIL3"), "{listed}");
+    // And the encryption, run again to its end, takes every row.
+    let done = cli_with_key(&cli, Some(&one), &["secrets", "encrypt"])
+        .await
+        .ok();
+    assert!(
+        done.starts_with("encrypted the keys and tokens of 4 accounts"),
+        "{done}"
+    );
+}
