@@ -318,22 +318,36 @@ mod tests {
         assert_eq!(mode(&dir.path().join("new")), 0o700);
         assert_eq!(mode(&dir.path().join("new/deeper")), 0o700);
 
-        let wal = dir.path().join("new/deeper/ccflare.db-wal");
-        std::fs::write(&wal, b"").unwrap();
-        for file in [&path, &wal] {
+        // While one handle has the database open, its -wal and -shm files exist: loosened
+        // (as a copy or a restore leaves them), a second open tightens all three.
+        let first = Db::open_path(&path).await.unwrap();
+        settings_write(&first).await;
+        let files: Vec<PathBuf> = ["", "-wal", "-shm"]
+            .iter()
+            .map(|suffix| dir.path().join(format!("new/deeper/ccflare.db{suffix}")))
+            .collect();
+        for file in &files {
             std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
         }
-        let db = Db::open_path(&path).await.unwrap();
-        assert_eq!(mode(&path), 0o600);
-        if wal.exists() {
-            assert_eq!(mode(&wal), 0o600);
+        let second = Db::open_path(&path).await.unwrap();
+        for file in &files {
+            assert_eq!(mode(file), 0o600, "{}", file.display());
         }
-        db.close().await;
+        second.close().await;
+        first.close().await;
         // A folder that existed is not ccflare's to change.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let db = Db::open_path(&dir.path().join("other.db")).await.unwrap();
         db.close().await;
         assert_eq!(mode(dir.path()), 0o755);
+    }
+
+    /// A write, so that the write-ahead log has something in it.
+    #[cfg(unix)]
+    async fn settings_write(db: &Db) {
+        crate::settings::set(db, "lb_strategy", "priority", 1)
+            .await
+            .unwrap();
     }
 
     #[test]
