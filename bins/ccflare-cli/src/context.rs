@@ -5,7 +5,7 @@ use crate::output::Style;
 use anyhow::{Context as _, Result};
 use ccflare_core::config::{Layer, Settings};
 use ccflare_core::{Clock, Millis, SystemClock};
-use ccflare_storage::Db;
+use ccflare_storage::{Db, EncryptionKey};
 use std::path::{Path, PathBuf};
 
 /// The variable tests set to fix "now" (epoch milliseconds), so that "2 min ago" and "resets in
@@ -130,11 +130,32 @@ impl Context {
     }
 
     /// Opens the database the server uses (creating it and applying migrations if needed, as
-    /// the server does). A locked or unreadable file is one clear error.
+    /// the server does), with the encryption key the server would use. A locked or unreadable
+    /// file is one clear error.
     pub async fn open_db(&self) -> Result<Db> {
         let sources = self.sources()?;
         let url = self.database_url(&sources)?;
-        Ok(Db::open(&url).await?)
+        let key = self.encryption_key(&sources)?;
+        Ok(Db::open(&url).await?.with_encryption_key(key))
+    }
+
+    /// The encryption key as the server finds it: `encryption_key` or `encryption_key_file`
+    /// (flag > environment > config file; never stored), else systemd's credential. Only these
+    /// options are read, as for the database URL.
+    pub fn encryption_key(&self, sources: &Sources) -> Result<Option<EncryptionKey>> {
+        let pick = |key: &str| {
+            [&sources.flags, &sources.env, &sources.file]
+                .into_iter()
+                .find_map(|layer| layer.get(key))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let setting = ccflare_core::config::encryption_key_setting(
+            &pick("encryption_key"),
+            &pick("encryption_key_file"),
+        )?;
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        Ok(EncryptionKey::configured(&setting, credentials.as_deref())?)
     }
 }
 

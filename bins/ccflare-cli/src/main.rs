@@ -64,6 +64,9 @@ enum Command {
     /// Check the database file for damage; salvage a damaged one
     #[command(subcommand)]
     Db(commands::db::DbCommand),
+    /// Encrypt, re-key or decrypt the stored account keys and tokens
+    #[command(subcommand)]
+    Secrets(commands::secrets::SecretsCommand),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +97,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(command) => commands::config::run(&context, command).await,
         Command::Doctor(args) => commands::doctor::run(&context, args).await,
         Command::Db(command) => commands::db::run(&context, command).await,
+        Command::Secrets(command) => commands::secrets::run(&context, command).await,
     }
 }
 

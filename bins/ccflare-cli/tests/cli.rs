@@ -40,6 +40,11 @@ const COMMANDS: &[&str] = &[
     "db",
     "db check",
     "db recover",
+    "secrets",
+    "secrets status",
+    "secrets encrypt",
+    "secrets rotate",
+    "secrets decrypt",
 ];
 
 fn assert_fits_80_columns(text: &str) {

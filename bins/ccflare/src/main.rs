@@ -69,7 +69,12 @@ async fn with_ui(loaded: Loaded) -> ExitCode {
         Ok(server) => server,
         Err(error) => {
             eprintln!("{NAME}: error: {}", one_line(&error));
-            return ExitCode::FAILURE;
+            // A missing or wrong encryption key is configuration, as in `ccflare-server`.
+            return if error.is_configuration() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            };
         }
     };
     let signals = match ShutdownSignals::listen() {

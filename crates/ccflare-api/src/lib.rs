@@ -148,6 +148,12 @@ impl ManagementRoutes for Api {
             }
         })
     }
+
+    fn admits(&self, state: &AppState, headers: &http::HeaderMap) -> bool {
+        let admin_key = state.settings().admin_key.clone();
+        admin::check_browser(headers, admin_key.is_some()).is_ok()
+            && admin_key.is_none_or(|key| admin::check(headers, &key).is_ok())
+    }
 }
 
 impl RequestObserver for Api {

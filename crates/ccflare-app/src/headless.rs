@@ -54,7 +54,13 @@ pub fn serve_headless(loaded: Loaded, name: &str) -> std::process::ExitCode {
         Ok(_) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("{name}: error: {}", one_line(&error));
-            std::process::ExitCode::FAILURE
+            match error {
+                // Configuration to change, as a bad option is (the binaries exit 2 for those).
+                HeadlessError::Start(start) if start.is_configuration() => {
+                    std::process::ExitCode::from(2)
+                }
+                _ => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }

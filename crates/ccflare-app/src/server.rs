@@ -90,6 +90,20 @@ pub enum StartError {
     ApiKeys(#[source] StorageError),
     #[error("reading accounts")]
     Accounts(#[source] StorageError),
+    #[error(transparent)]
+    EncryptionKey(#[from] ccflare_storage::crypto::KeyError),
+    /// The stored secrets cannot be read with the configured key (or without one): the
+    /// server stops before it writes anything.
+    #[error("the database's account credentials cannot be read; nothing was changed")]
+    Secrets(#[source] StorageError),
+}
+
+impl StartError {
+    /// Whether the configuration is what must change (exit status 2, like a bad option): the
+    /// encryption key is missing, unreadable or not the one the database was encrypted with.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, StartError::EncryptionKey(_) | StartError::Secrets(_))
+    }
 }
 
 /// What went wrong at the end of a run: records not written, lost, or OAuth logins lost. The
@@ -182,7 +196,28 @@ impl Server {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
         let database_url = ccflare_config::database_url(&settings)?;
-        let db = Db::open(&database_url).await?;
+        // The key first: a key file that cannot be read stops the start before the database
+        // is touched. (It is never a stored setting.)
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        let key = ccflare_storage::EncryptionKey::configured(
+            &settings.encryption_key,
+            credentials.as_deref(),
+        )?;
+        let db = Db::open(&database_url).await?.with_encryption_key(key);
+        // Before anything is written: encrypted secrets the key does not open stop the start.
+        let secrets = ccflare_storage::secrets::check(&db)
+            .await
+            .map_err(StartError::Secrets)?;
+        match db.encryption_key() {
+            Some(key) if secrets.plaintext > 0 => tracing::warn!(
+                plaintext = secrets.plaintext,
+                key = %key.id(),
+                "some account credentials are stored in plaintext: run `ccflare-cli secrets \
+                 encrypt` (new ones are encrypted)"
+            ),
+            Some(key) => tracing::debug!(key = %key.id(), "account credentials are encrypted"),
+            None => {}
+        }
         // Settings stored by `ccflare-cli config set` or the API rank between env and file.
         let stored = ccflare_storage::settings::all(&db)
             .await
@@ -348,6 +383,11 @@ impl Server {
             counts.paused,
             counts.invalid
         );
+        let encryption = match db.encryption_key() {
+            Some(key) => format!("key {}", key.id()),
+            None => "none (account keys and tokens stored in plaintext)".to_owned(),
+        };
+        let _ = writeln!(out, "  encryption    {encryption}");
         let _ = writeln!(out, "  strategy      {}", settings.strategy);
         let keys = state.client_keys();
         let _ = writeln!(

@@ -252,6 +252,25 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         secret: true,
         ..opt(
+            "encryption_key",
+            "CCFLARE_ENCRYPTION_KEY",
+            "encryption-key",
+            "",
+            "key that encrypts account keys and OAuth tokens in the database: 32 bytes as 64 hex \
+             characters or base64 (a file keeps it out of the environment: encryption_key_file)",
+        )
+    },
+    opt(
+        "encryption_key_file",
+        "CCFLARE_ENCRYPTION_KEY_FILE",
+        "encryption-key-file",
+        "",
+        "file holding the encryption key (default under systemd's LoadCredential: \
+         $CREDENTIALS_DIRECTORY/ccflare-encryption-key)",
+    ),
+    OptionSpec {
+        secret: true,
+        ..opt(
             "admin_key",
             "CCFLARE_ADMIN_KEY",
             "admin-key",
@@ -336,7 +355,14 @@ pub const NOT_STORABLE: &[&str] = &[
     "admin_key",
     // Decided at start, with the listen address it guards.
     "require_client_keys",
+    // A key stored beside the secrets it encrypts would protect nothing.
+    "encryption_key",
+    "encryption_key_file",
 ];
+
+/// Secret options shown only as set or not (`<set>`), never even masked: a masked API key
+/// names the account, but a part of these keys is only a part of the secret.
+const NEVER_SHOWN: &[&str] = &["admin_key", "encryption_key"];
 
 /// Whether `ccflare-cli config set` / `PATCH /api/config` may store this option.
 pub fn storable(key: &str) -> bool {
@@ -344,12 +370,12 @@ pub fn storable(key: &str) -> bool {
 }
 
 /// An option's value as it may be shown to people (`config show`, `GET /api/config`): API keys
-/// masked one by one (`sk-ant-…wxyz`), the admin key never shown at all.
+/// masked one by one (`sk-ant-…wxyz`), the admin and encryption keys never shown at all.
 pub fn display_value(spec: &OptionSpec, raw: &str) -> String {
     if !spec.secret {
         return raw.to_owned();
     }
-    if spec.key == "admin_key" {
+    if NEVER_SHOWN.contains(&spec.key) {
         return if raw.trim().is_empty() {
             String::new()
         } else {
@@ -400,6 +426,30 @@ impl RequireClientKeys {
     }
 }
 
+/// Where the database's encryption key comes from: the `encryption_key` option's text, the
+/// `encryption_key_file` option's path, or neither (then, under systemd, a credential named
+/// `ccflare-encryption-key` may still provide one: the storage crate looks).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum EncryptionKeySetting {
+    #[default]
+    None,
+    /// The key itself, checked to be 32 bytes in hex or base64.
+    Key(crate::Secret),
+    /// A file whose contents are the key.
+    File(String),
+}
+
+impl fmt::Debug for EncryptionKeySetting {
+    /// Never the key: not even [`crate::Secret`]'s mask, whose characters are key bytes here.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EncryptionKeySetting::None => f.write_str("None"),
+            EncryptionKeySetting::Key(_) => f.write_str("Key(<set>)"),
+            EncryptionKeySetting::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
+}
+
 /// Whether a listen address only accepts connections from this machine.
 pub fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -407,6 +457,60 @@ pub fn is_loopback_host(host: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// What an encryption key must look like, for every message that refuses one.
+pub const ENCRYPTION_KEY_FORMAT: &str =
+    "32 bytes as 64 hex characters or as base64 (make one with `openssl rand -hex 32`)";
+
+/// Decodes an encryption key: 32 bytes written as 64 hex characters, or as base64 (standard or
+/// URL-safe alphabet, padded or not). Spaces and a final newline around it are ignored, as a
+/// key file often ends with one. `None` for anything else.
+pub fn decode_encryption_key(text: &str) -> Option<[u8; 32]> {
+    use base64::Engine as _;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    let text = text.trim();
+    if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let mut key = [0u8; 32];
+        for (byte, pair) in key.iter_mut().zip(text.as_bytes().chunks(2)) {
+            let pair = std::str::from_utf8(pair).ok()?;
+            *byte = u8::from_str_radix(pair, 16).ok()?;
+        }
+        return Some(key);
+    }
+    let config =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    [
+        GeneralPurpose::new(&base64::alphabet::STANDARD, config),
+        GeneralPurpose::new(&base64::alphabet::URL_SAFE, config),
+    ]
+    .iter()
+    .find_map(|engine| engine.decode(text).ok())
+    .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+}
+
+/// The encryption key's setting from the two options' raw values (`encryption_key`,
+/// `encryption_key_file`): at most one of them, and a key given inline must decode (its text is
+/// never echoed). `Settings::resolve` uses it; so does the CLI, which reads only these options.
+pub fn encryption_key_setting(key: &str, file: &str) -> Result<EncryptionKeySetting, CoreError> {
+    let key_spec = option("encryption_key").expect("an option");
+    let file_spec = option("encryption_key_file").expect("an option");
+    match (key.trim(), file.trim()) {
+        ("", "") => Ok(EncryptionKeySetting::None),
+        (key, "") => match decode_encryption_key(key) {
+            Some(_) => Ok(EncryptionKeySetting::Key(crate::Secret::new(key))),
+            None => Err(invalid(key_spec, key, ENCRYPTION_KEY_FORMAT)),
+        },
+        ("", path) if path.contains(char::is_control) => {
+            Err(invalid(file_spec, path, "a file path on one line"))
+        }
+        ("", path) => Ok(EncryptionKeySetting::File(path.to_owned())),
+        (_, path) => Err(invalid(
+            file_spec,
+            path,
+            "either CCFLARE_ENCRYPTION_KEY or CCFLARE_ENCRYPTION_KEY_FILE, not both",
+        )),
+    }
 }
 
 /// Where the OAuth endpoints are (protocol doc §6); `ccflare-oauth` turns this into its
@@ -467,6 +571,9 @@ pub struct Settings {
     pub admin_key: Option<crate::Secret>,
     /// Whether `/v1` requires a client key.
     pub require_client_keys: RequireClientKeys,
+    /// Where the key that encrypts credentials in the database comes from (checked here; the
+    /// file is read by the storage crate).
+    pub encryption_key: EncryptionKeySetting,
     /// Where each option's value came from, by file key, with the raw text.
     pub sources: BTreeMap<&'static str, (Source, String)>,
 }
@@ -673,6 +780,8 @@ impl Settings {
             "false" | "no" | "0" | "off" => RequireClientKeys::No,
             _ => return Err(invalid(spec, v, "auto, true or false")),
         };
+        let encryption_key =
+            encryption_key_setting(value("encryption_key").1, value("encryption_key_file").1)?;
         let oauth = OAuthSettings {
             client_id: text("oauth_client_id")?,
             authorize_url: url("oauth_authorize_url")?,
@@ -708,6 +817,7 @@ impl Settings {
             oauth,
             admin_key,
             require_client_keys,
+            encryption_key,
             sources,
         })
     }
@@ -851,6 +961,67 @@ mod tests {
             Some("0123456789abcdef-admin")
         );
         assert!(!storable("admin_key"));
+    }
+
+    #[test]
+    fn encryption_keys_are_32_bytes_in_hex_or_base64_and_never_echoed() {
+        let hex = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
+        let bytes = decode_encryption_key(hex).unwrap();
+        assert_eq!((bytes[0], bytes[1], bytes[31]), (0x00, 0x11, 0xff));
+        // The same 32 bytes in base64, padded or not, either alphabet, with a newline.
+        for text in [
+            "ABEiM0RVZneImaq7zN3u/wARIjNEVWZ3iJmqu8zd7v8=\n",
+            "ABEiM0RVZneImaq7zN3u_wARIjNEVWZ3iJmqu8zd7v8",
+        ] {
+            assert_eq!(decode_encryption_key(text), Some(bytes), "{text}");
+        }
+        for bad in [
+            "",
+            "short",
+            &hex[..62],
+            &format!("{hex}00"),
+            "ABEiM0RVZneImaq7zN3u/wARIjNEVWZ3iJmqu8zd7v8AAA==",
+            "zz112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+        ] {
+            assert_eq!(decode_encryption_key(bad), None, "{bad}");
+        }
+
+        let resolve =
+            |pairs: &[(&str, &str)]| Settings::resolve(&Layer::new(), &layer(pairs), &Layer::new());
+        let s = resolve(&[("encryption_key", hex)]).unwrap();
+        assert_eq!(
+            s.encryption_key,
+            EncryptionKeySetting::Key(crate::Secret::new(hex))
+        );
+        assert_eq!(format!("{:?}", s.encryption_key), "Key(<set>)");
+        let s = resolve(&[("encryption_key_file", "/run/keys/ccflare")]).unwrap();
+        assert_eq!(
+            s.encryption_key,
+            EncryptionKeySetting::File("/run/keys/ccflare".into())
+        );
+        assert_eq!(
+            resolve(&[]).unwrap().encryption_key,
+            EncryptionKeySetting::None
+        );
+
+        let err = resolve(&[("encryption_key", "not-a-key-but-secret")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "invalid value \"<hidden>\" for CCFLARE_ENCRYPTION_KEY: expected {ENCRYPTION_KEY_FORMAT}"
+            )
+        );
+        let err = resolve(&[("encryption_key", hex), ("encryption_key_file", "/k")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not both") && !err.contains(hex), "{err}");
+        for key in ["encryption_key", "encryption_key_file"] {
+            assert!(!storable(key), "{key}");
+        }
+        let spec = option("encryption_key").unwrap();
+        assert_eq!(display_value(spec, hex), "<set>");
     }
 
     #[test]
@@ -1018,7 +1189,7 @@ mod tests {
                         for spec in OPTIONS {
                             let (_, raw) = &settings.sources[spec.key];
                             let shown = display_value(spec, raw);
-                            if spec.key == "admin_key" {
+                            if NEVER_SHOWN.contains(&spec.key) {
                                 prop_assert!(shown.is_empty() || shown == "<set>");
                             }
                         }

@@ -159,7 +159,10 @@ async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response<Res
         return forward(state, request).await;
     }
     if path == "/health" && matches!(request.method(), &Method::GET | &Method::HEAD) {
-        return health(&state);
+        let details = state
+            .management()
+            .is_some_and(|management| management.admits(&state, request.headers()));
+        return health(&state, details);
     }
     if let Some(management) = state.management() {
         let management = management.clone();
@@ -173,7 +176,14 @@ async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response<Res
     )
 }
 
-fn health(state: &AppState) -> Response<ResponseBody> {
+/// What `/health` says in place of a database error's text to a caller without the
+/// management API's admission: the text may name paths, files and SQLite's own words.
+const WITHHELD: &str = "withheld: ask with the admin key";
+
+/// The server's state for load balancers and `doctor`: status, account counts, the database's
+/// state. Error texts only with `details` (a caller the management API admits); others learn
+/// that there is an error, not what it says.
+fn health(state: &AppState, details: bool) -> Response<ResponseBody> {
     let counts = state.pool().counts(state.now());
     let writer = state.writer.health().borrow().clone();
     let totals = state.writer.totals();
@@ -190,14 +200,15 @@ fn health(state: &AppState) -> Response<ResponseBody> {
         "dropped_records": totals.dropped,
         "unsaved_logins": state.unsaved_logins().len(),
     });
+    let text = |text: String| if details { text } else { WITHHELD.to_owned() };
     if let Some(error) = writer.failing {
-        database["error"] = error.into();
+        database["error"] = text(error).into();
     }
     if let Some(damage) = writer.damaged {
-        database["damaged"] = damage.into();
+        database["damaged"] = text(damage).into();
     }
     if let Some(error) = writer.spill_failing {
-        database["spill_error"] = error.into();
+        database["spill_error"] = text(error).into();
     }
     json(
         StatusCode::OK,

@@ -95,6 +95,13 @@ pub type ManagementFuture = Pin<Box<dyn Future<Output = Response<ResponseBody>> 
 pub trait ManagementRoutes: RequestObserver {
     /// Answers one request.
     fn handle(&self, state: Arc<AppState>, request: Request<Incoming>) -> ManagementFuture;
+
+    /// Whether a request with these headers would be let into the management API (its admin
+    /// key, its browser checks): `/health` shows such a caller the database's error texts, and
+    /// everyone else its state only. By default no one.
+    fn admits(&self, _state: &AppState, _headers: &http::HeaderMap) -> bool {
+        false
+    }
 }
 
 /// Shared state of one running proxy.

@@ -1,7 +1,12 @@
 //! The accounts repository. Person-made changes (add, re-add, pause, resume, rename, priority)
 //! bump `revision`; the server's own state writes (cooldowns, counters) do not, so a running
 //! server can merge a person's edit without losing its own fresher runtime state.
+//!
+//! Keys and tokens are decrypted here, when read, and encrypted here, when written, with the
+//! database handle's key (`crypto`): the rest of the code sees a [`Secret`] either way. A
+//! key is found by its `credential_hash`, since two encryptions of one key never read alike.
 
+use crate::crypto::{self, Column, EncryptionKey};
 use crate::db::Db;
 use crate::error::StorageError;
 use ccflare_core::account::default_key_name;
@@ -13,14 +18,16 @@ use sqlx::{Row, SqliteConnection};
 const COLUMNS: &str = "id, name, kind, credential, priority, weight, status, revision, \
                        rate_limited_until, overloaded_until, expires_at";
 
-fn from_row(row: &SqliteRow) -> Result<Account, StorageError> {
+fn from_row(key: Option<&EncryptionKey>, row: &SqliteRow) -> Result<Account, StorageError> {
     let kind: String = row.try_get("kind")?;
     let status: String = row.try_get("status")?;
+    let id: i64 = row.try_get("id")?;
+    let stored: String = row.try_get("credential")?;
     Ok(Account {
-        id: AccountId(row.try_get("id")?),
+        id: AccountId(id),
         name: row.try_get("name")?,
         kind: kind.parse().map_err(StorageError::Corrupt)?,
-        credential: Secret::new(row.try_get::<String, _>("credential")?),
+        credential: crypto::open(key, Column::Credential, id, &stored)?,
         priority: row.try_get("priority")?,
         weight: row.try_get::<i64, _>("weight")?.clamp(0, u32::MAX as i64) as u32,
         status: status.parse().map_err(StorageError::Corrupt)?,
@@ -36,7 +43,8 @@ pub async fn list(db: &Db) -> Result<Vec<Account>, StorageError> {
     let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM accounts ORDER BY id"))
         .fetch_all(db.pool())
         .await?;
-    rows.iter().map(from_row).collect()
+    let key = db.encryption_key();
+    rows.iter().map(|row| from_row(key, row)).collect()
 }
 
 /// The last rate-limit headers the server persisted for an account. Headers written by another
@@ -58,8 +66,9 @@ pub async fn list_with_ratelimits(
     ))
     .fetch_all(db.pool())
     .await?;
+    let key = db.encryption_key();
     rows.iter()
-        .map(|row| Ok((from_row(row)?, last_ratelimit(row)?)))
+        .map(|row| Ok((from_row(key, row)?, last_ratelimit(row)?)))
         .collect()
 }
 
@@ -70,7 +79,7 @@ pub async fn find(db: &Db, name: &str) -> Result<Account, StorageError> {
         .fetch_optional(db.pool())
         .await?;
     match row {
-        Some(row) => from_row(&row),
+        Some(row) => from_row(db.encryption_key(), &row),
         None => Err(StorageError::AccountNotFound {
             name: name.to_owned(),
         }),
@@ -100,13 +109,13 @@ pub async fn upsert_api_key(
 ) -> Result<(Account, Upsert), StorageError> {
     let mut tx = db.begin_write().await?;
     let existing = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM accounts WHERE credential = ?"
+        "SELECT {COLUMNS} FROM accounts WHERE credential_hash = ?"
     ))
-    .bind(key.expose())
+    .bind(crypto::credential_hash(key))
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(row) = existing {
-        let account = from_row(&row)?;
+        let account = from_row(db.encryption_key(), &row)?;
         if account.status != AccountStatus::Invalid {
             // Nothing to change; ending the transaction returns its connection to the pool.
             tx.commit().await?;
@@ -144,6 +153,7 @@ pub async fn upsert_api_key(
     };
     let account = insert(
         &mut tx,
+        db.encryption_key(),
         &name,
         NewCredential::ApiKey(key),
         priority.unwrap_or(0),
@@ -168,8 +178,13 @@ pub(crate) enum NewCredential<'a> {
 /// Adds an account in the caller's write transaction (which has checked that the name is free)
 /// and returns it as stored: the schema's defaults for what the insert does not set (weight 1,
 /// active, revision 1, no cooldowns). An OAuth login counts as refreshed now.
+///
+/// With a key, the secrets are encrypted for the row's id, which the insert gives: the row is
+/// inserted with its credential hash in their place and updated in the same transaction, so
+/// the plaintext never reaches the database.
 pub(crate) async fn insert(
     tx: &mut SqliteConnection,
+    key: Option<&EncryptionKey>,
     name: &str,
     credential: NewCredential<'_>,
     priority: i64,
@@ -183,14 +198,18 @@ pub(crate) async fn insert(
             expires_at,
         } => (AccountKind::OAuth, access, refresh, Some(expires_at)),
     };
+    let hash = crypto::credential_hash(secret);
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO accounts (name, kind, credential, refresh_token, expires_at, refreshed_at, \
-         priority, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO accounts (name, kind, credential, credential_hash, refresh_token, \
+         expires_at, refreshed_at, priority, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(name)
     .bind(kind.as_str())
-    .bind(secret.expose())
-    .bind(refresh.map(Secret::expose))
+    // Unique like the credential (the hash is), and no secret.
+    .bind(format!("pending:{hash}"))
+    .bind(&hash)
+    .bind(None::<String>)
     .bind(expires_at)
     .bind(expires_at.map(|_| now))
     .bind(priority)
@@ -198,6 +217,12 @@ pub(crate) async fn insert(
     .bind(now)
     .fetch_one(&mut *tx)
     .await?;
+    sqlx::query("UPDATE accounts SET credential = ?, refresh_token = ? WHERE id = ?")
+        .bind(crypto::seal(key, Column::Credential, id, secret))
+        .bind(refresh.map(|refresh| crypto::seal(key, Column::RefreshToken, id, refresh)))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     Ok(Account {
         id: AccountId(id),
         name: name.to_owned(),
@@ -346,10 +371,11 @@ pub async fn list_with_usage(db: &Db) -> Result<Vec<AccountSummary>, StorageErro
     ))
     .fetch_all(db.pool())
     .await?;
+    let key = db.encryption_key();
     rows.iter()
         .map(|row| {
             Ok(AccountSummary {
-                account: from_row(row)?,
+                account: from_row(key, row)?,
                 request_count: row.try_get("request_count")?,
                 last_used: row.try_get("last_used")?,
                 created_at: row.try_get("created_at")?,

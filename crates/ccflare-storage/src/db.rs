@@ -1,5 +1,8 @@
-//! Opening the database: `DATABASE_URL` forms, file permissions, WAL mode and the busy timeout.
+//! Opening the database: `DATABASE_URL` forms, file permissions (the file and its `-wal` and
+//! `-shm` made 0600, a folder ccflare creates 0700), WAL mode, the busy timeout, and the
+//! encryption key the accounts' secrets are read and written with.
 
+use crate::crypto::EncryptionKey;
 use crate::error::StorageError;
 use crate::migrate;
 use sqlx::pool::PoolConnection;
@@ -13,6 +16,9 @@ use std::time::Duration;
 pub struct Db {
     pool: SqlitePool,
     path: PathBuf,
+    /// Encrypts the accounts' keys and tokens written, and decrypts those read; without one
+    /// they are written in plaintext, and encrypted ones cannot be read.
+    key: Option<EncryptionKey>,
 }
 
 /// Turns a `DATABASE_URL` into a file path: `file:./ccflare.db` (the seed's form),
@@ -54,13 +60,19 @@ impl Db {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Deleted and rewritten cells are zeroed where that costs no extra write, so a
+            // removed account's key or a replaced token does not linger in a page's free
+            // space. (`secrets::rewrite` turns it fully on for its one transaction.)
+            .pragma("secure_delete", "FAST");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
             .map_err(|e| classify_open(path, e))?;
+        // Once SQLite has taken it as a database: a file that is not one is refused as it was.
+        make_private(path)?;
         migrate::run(&pool).await.map_err(|e| match e {
             StorageError::Query(err) => classify_open(path, err),
             other => other,
@@ -68,7 +80,20 @@ impl Db {
         Ok(Db {
             pool,
             path: path.to_owned(),
+            key: None,
         })
+    }
+
+    /// This handle with `key` for the accounts' secrets (`None`: plaintext, as before
+    /// encryption was configured). Set it before cloning the handle out.
+    pub fn with_encryption_key(mut self, key: Option<EncryptionKey>) -> Db {
+        self.key = key;
+        self
+    }
+
+    /// The key the accounts' secrets are written with, if one is configured.
+    pub fn encryption_key(&self) -> Option<&EncryptionKey> {
+        self.key.as_ref()
     }
 
     /// Starts a write transaction that takes the write lock at once (`BEGIN IMMEDIATE`). A
@@ -206,11 +231,19 @@ fn classify_open(path: &Path, error: sqlx::Error) -> StorageError {
     }
 }
 
-/// Creates the parent folder and an empty file readable only by its owner, so that keys stored
-/// in it are not readable by other users (SPEC §11). An existing file is left as it is.
+/// Creates the parent folder (each folder created 0700) and an empty file readable only by its
+/// owner, so that keys stored in it are not readable by other users (SPEC §11). An existing
+/// file or folder is left as it is here ([`make_private`] tightens the file).
 fn create_private_file(path: &Path) -> std::io::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
+        let mut folders = std::fs::DirBuilder::new();
+        folders.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            folders.mode(0o700);
+        }
+        folders.create(parent)?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(false);
@@ -222,9 +255,100 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
     options.open(path).map(drop)
 }
 
+/// Takes group and other permissions away from the database file and its `-wal` and `-shm`
+/// files when they have any (an older ccflare, a copy, a restore from backup may have left them
+/// 0644): they hold the accounts' keys, encrypted or not, and every request's metadata. A file
+/// that cannot be tightened (owned by another user) is refused with what to do, rather than
+/// used as it is.
+#[cfg(unix)]
+fn make_private(path: &Path) -> Result<(), StorageError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = vec![path.to_owned()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(PathBuf::from(name));
+    }
+    for file in files {
+        let Ok(metadata) = std::fs::metadata(&file) else {
+            // No such file (yet): SQLite creates the WAL and shared-memory files with the
+            // database file's permissions.
+            continue;
+        };
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o700)).map_err(
+            |error| StorageError::NotPrivate {
+                path: file.clone(),
+                mode,
+                reason: error.to_string(),
+            },
+        )?;
+        tracing::warn!(
+            path = %file.display(),
+            was = %format!("{mode:03o}"),
+            now = %format!("{:03o}", mode & 0o700),
+            "the database file could be read by other users; took their permissions away"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn make_private(_path: &Path) -> Result<(), StorageError> {
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn files_others_can_read_become_private_and_new_folders_are_0700() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new/deeper/ccflare.db");
+        let db = Db::open_path(&path).await.unwrap();
+        db.close().await;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("new")), 0o700);
+        assert_eq!(mode(&dir.path().join("new/deeper")), 0o700);
+
+        // While one handle has the database open, its -wal and -shm files exist: loosened
+        // (as a copy or a restore leaves them), a second open tightens all three.
+        let first = Db::open_path(&path).await.unwrap();
+        settings_write(&first).await;
+        let files: Vec<PathBuf> = ["", "-wal", "-shm"]
+            .iter()
+            .map(|suffix| dir.path().join(format!("new/deeper/ccflare.db{suffix}")))
+            .collect();
+        for file in &files {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let second = Db::open_path(&path).await.unwrap();
+        for file in &files {
+            assert_eq!(mode(file), 0o600, "{}", file.display());
+        }
+        second.close().await;
+        first.close().await;
+        // A folder that existed is not ccflare's to change.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let db = Db::open_path(&dir.path().join("other.db")).await.unwrap();
+        db.close().await;
+        assert_eq!(mode(dir.path()), 0o755);
+    }
+
+    /// A write, so that the write-ahead log has something in it.
+    #[cfg(unix)]
+    async fn settings_write(db: &Db) {
+        crate::settings::set(db, "lb_strategy", "priority", 1)
+            .await
+            .unwrap();
+    }
 
     #[test]
     fn url_forms() {

@@ -38,6 +38,25 @@ pub enum StorageError {
     Query(#[from] sqlx::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error(transparent)]
+    Secret(#[from] crate::crypto::SecretError),
+    /// The settings table holds options, never credentials (`settings::set`).
+    #[error(
+        "the value for {key} looks like an account key or a client key, and keys are never \
+         stored in the settings table: add accounts with `ccflare-cli accounts add` or \
+         CLAUDE_API_KEYS"
+    )]
+    SecretInSettings { key: String },
+    /// A database file others can read, which could not be made private.
+    #[error(
+        "{path} can be read by other users (mode {mode:03o}) and could not be made private \
+         ({reason}): run `chmod 600` on it as its owner"
+    )]
+    NotPrivate {
+        path: PathBuf,
+        mode: u32,
+        reason: String,
+    },
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! SQLite storage for ccflare: opening the database (WAL, busy timeout, mode 0600), the
-//! embedded migrations applied at start, the accounts repository, and the single background
+//! embedded migrations applied at start, the accounts repository (its keys and tokens
+//! encrypted when a key is configured: `crypto`, `secrets`), and the single background
 //! writer that records requests in batches so the request path never waits on the database.
 //!
 //! This is the only crate that names sqlx.
 
 pub mod accounts;
+pub mod crypto;
 mod db;
 mod error;
 pub mod keys;
@@ -13,9 +15,11 @@ mod migrate;
 pub mod oauth;
 pub mod requests;
 pub mod rollups;
+pub mod secrets;
 pub mod settings;
 pub mod writer;
 
+pub use crypto::EncryptionKey;
 pub use db::WriteTx;
 pub use db::{Db, database_path};
 pub use error::StorageError;

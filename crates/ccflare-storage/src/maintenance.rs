@@ -573,6 +573,8 @@ async fn fill(
             sqlx::query("DETACH DATABASE salvage")
                 .execute(&mut *conn)
                 .await?;
+            // Accounts from a file older than credential hashes come without one.
+            crate::secrets::fill_credential_hashes(&mut conn).await?;
         }
     }
     // From the saved rows, whatever the old rollups said: they may be damaged themselves, and

@@ -36,7 +36,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "client_keys",
         include_str!("../../../migrations/0006_client_keys.sql"),
     ),
+    (
+        7,
+        "encrypted_secrets",
+        include_str!("../../../migrations/0007_encrypted_secrets.sql"),
+    ),
 ];
+
+/// The migration whose new column (`accounts.credential_hash`) is filled from the credentials
+/// stored, by Rust code (SQLite has no SHA-256).
+const ENCRYPTED_SECRETS: i64 = 7;
 
 /// The migrations whose new tables are filled from the rows already recorded, by Rust code that
 /// shares the histogram bins with the writer (SQL alone would need a second copy of them).
@@ -85,6 +94,11 @@ pub async fn run(pool: &SqlitePool) -> Result<(), StorageError> {
                 .map_err(migration_error)?;
         } else if version == LATENCY_MINUTELY {
             crate::rollups::rebuild_minute_latency(&mut tx)
+                .await
+                .map_err(migration_error)?;
+        }
+        if version == ENCRYPTED_SECRETS {
+            crate::secrets::fill_credential_hashes(&mut tx)
                 .await
                 .map_err(migration_error)?;
         }

@@ -4,8 +4,12 @@
 //!
 //! A refresh is the server's own write and does not bump `revision`; adding and
 //! re-authenticating are a person's acts and do.
+//!
+//! Both tokens are encrypted with the database handle's key when one is configured
+//! (`crypto`), each bound to its column and the account's row.
 
 use crate::accounts;
+use crate::crypto::{self, Column};
 use crate::db::Db;
 use crate::error::StorageError;
 use ccflare_core::{Account, AccountId, Millis, Secret};
@@ -34,6 +38,7 @@ pub async fn add_oauth_account(
     accounts::require_free_name(&mut tx, name).await?;
     let account = accounts::insert(
         &mut tx,
+        db.encryption_key(),
         name,
         accounts::NewCredential::OAuth {
             access,
@@ -60,11 +65,18 @@ pub async fn stored_tokens(db: &Db, id: AccountId) -> Result<StoredTokens, Stora
     .ok_or_else(|| StorageError::AccountNotFound {
         name: format!("#{id}"),
     })?;
+    let key = db.encryption_key();
     Ok(StoredTokens {
-        access: Secret::new(row.try_get::<String, _>("credential")?),
+        access: crypto::open(
+            key,
+            Column::Credential,
+            id.0,
+            &row.try_get::<String, _>("credential")?,
+        )?,
         refresh: row
             .try_get::<Option<String>, _>("refresh_token")?
-            .map(Secret::new),
+            .map(|stored| crypto::open(key, Column::RefreshToken, id.0, &stored))
+            .transpose()?,
         expires_at: row.try_get("expires_at")?,
         refreshed_at: row.try_get("refreshed_at")?,
     })
@@ -83,23 +95,41 @@ pub async fn save_refreshed(
     expires_at: Millis,
     now: Millis,
 ) -> Result<bool, StorageError> {
+    let key = db.encryption_key();
     let mut tx = db.begin_write().await?;
-    let result = sqlx::query(
-        "UPDATE accounts SET credential = ?, refresh_token = coalesce(?, refresh_token), \
-         expires_at = ?, refreshed_at = ?, updated_at = ? \
-         WHERE id = ? AND kind = 'oauth' AND refresh_token = ?",
+    // The stored refresh token is compared decrypted: an encrypted one never reads the same.
+    let stored: Option<Option<String>> =
+        sqlx::query_scalar("SELECT refresh_token FROM accounts WHERE id = ? AND kind = 'oauth'")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let current = match stored.flatten() {
+        Some(stored) => Some(crypto::open(key, Column::RefreshToken, id.0, &stored)?),
+        None => None,
+    };
+    if current.as_ref() != Some(used_refresh) {
+        // Another login replaced it (or the account is gone): this refresh is stale.
+        tx.commit().await?;
+        return Ok(false);
+    }
+    // Without a rotated refresh token the one used stays, written anew (encrypted, when a key
+    // was configured since it was stored).
+    let refresh = refresh.unwrap_or(used_refresh);
+    sqlx::query(
+        "UPDATE accounts SET credential = ?, credential_hash = ?, refresh_token = ?, \
+         expires_at = ?, refreshed_at = ?, updated_at = ? WHERE id = ?",
     )
-    .bind(access.expose())
-    .bind(refresh.map(Secret::expose))
+    .bind(crypto::seal(key, Column::Credential, id.0, access))
+    .bind(crypto::credential_hash(access))
+    .bind(crypto::seal(key, Column::RefreshToken, id.0, refresh))
     .bind(expires_at)
     .bind(now)
     .bind(now)
     .bind(id.0)
-    .bind(used_refresh.expose())
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(result.rows_affected() > 0)
+    Ok(true)
 }
 
 /// Replaces an account's login with new tokens after a person logged in again: it becomes an
@@ -112,18 +142,33 @@ pub async fn reauthenticate(
     expires_at: Millis,
     now: Millis,
 ) -> Result<(), StorageError> {
-    let result = sqlx::query(
-        "UPDATE accounts SET kind = 'oauth', credential = ?, refresh_token = ?, expires_at = ?, \
-         refreshed_at = ?, status = 'active', rate_limited_until = NULL, overloaded_until = NULL, \
-         revision = revision + 1, updated_at = ? WHERE name = ? AND kind = 'oauth'",
+    let key = db.encryption_key();
+    let mut tx = db.begin_write().await?;
+    // The row's id binds the encrypted tokens to it.
+    let id: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM accounts WHERE name = ? AND kind = 'oauth'")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(id) = id else {
+        tx.commit().await?;
+        return accounts::matched(0, name);
+    };
+    sqlx::query(
+        "UPDATE accounts SET kind = 'oauth', credential = ?, credential_hash = ?, \
+         refresh_token = ?, expires_at = ?, refreshed_at = ?, status = 'active', \
+         rate_limited_until = NULL, overloaded_until = NULL, revision = revision + 1, \
+         updated_at = ? WHERE id = ?",
     )
-    .bind(access.expose())
-    .bind(refresh.map(Secret::expose))
+    .bind(crypto::seal(key, Column::Credential, id, access))
+    .bind(crypto::credential_hash(access))
+    .bind(refresh.map(|refresh| crypto::seal(key, Column::RefreshToken, id, refresh)))
     .bind(expires_at)
     .bind(now)
     .bind(now)
-    .bind(name)
-    .execute(db.pool())
+    .bind(id)
+    .execute(&mut *tx)
     .await?;
-    accounts::matched(result.rows_affected(), name)
+    tx.commit().await?;
+    Ok(())
 }

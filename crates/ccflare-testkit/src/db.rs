@@ -44,6 +44,45 @@ async fn connect(path: &Path) -> sqlx::SqliteConnection {
         .expect("the database opens")
 }
 
+/// Runs `sql` (statements separated by `;`) on the database at `path` from a connection of the
+/// test's own: a change made outside ccflare (a trigger that stalls or refuses a write).
+pub async fn execute(path: &Path, sql: &str) {
+    let mut connection = connect(path).await;
+    sqlx::raw_sql(sql)
+        .execute(&mut connection)
+        .await
+        .expect("the statements run");
+    let _ = connection.close().await;
+}
+
+/// Whether another connection holds the write lock of the database at `path` now: a
+/// `BEGIN IMMEDIATE` that may not wait fails as busy. (When it succeeds it is rolled back.)
+pub async fn write_lock_held(path: &Path) -> bool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(false)
+        .busy_timeout(std::time::Duration::ZERO);
+    let mut connection = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .expect("the database opens");
+    let held = match sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut connection)
+        .await
+    {
+        Ok(_) => {
+            sqlx::query("ROLLBACK")
+                .execute(&mut connection)
+                .await
+                .expect("rollback");
+            false
+        }
+        Err(sqlx::Error::Database(error)) if error.message().contains("locked") => true,
+        Err(error) => panic!("BEGIN IMMEDIATE: {error}"),
+    };
+    let _ = connection.close().await;
+    held
+}
+
 /// What `PRAGMA integrity_check` says of the database at `path`: `"ok"` for a sound file,
 /// else SQLite's list of problems, one per line.
 pub async fn integrity_check(path: &Path) -> String {

@@ -1,5 +1,6 @@
 //! `ccflare-cli doctor`: checks what ccflare needs, one line each — the configuration, the
-//! database (opens, migrations, `PRAGMA integrity_check`), every account's state, that the
+//! database (opens, migrations, `PRAGMA integrity_check`, whether the accounts' keys and
+//! tokens are encrypted and the configured key opens them), every account's state, that the
 //! upstream answers, and whether a server is running. Nothing here spends quota: the upstream
 //! check is a `GET /v1/models` without a key, where any HTTP answer (a 401 included) shows the
 //! network path works. Exits non-zero when a check fails; warnings do not.
@@ -153,8 +154,15 @@ async fn checks(context: &Context) -> Report {
 
     // The database: it opens (which applies pending migrations, as the server does at
     // start), its schema is one this build knows, and SQLite finds it sound.
+    let key = match context.encryption_key(&sources) {
+        Ok(key) => key,
+        Err(error) => {
+            report.add(Status::Fail, "encryption", format!("{error:#}"));
+            None
+        }
+    };
     let db = match ccflare_storage::Db::open(&url).await {
-        Ok(db) => db,
+        Ok(db) => db.with_encryption_key(key),
         Err(error) => {
             report.add(Status::Fail, "database", error.to_string());
             return report;
@@ -184,6 +192,7 @@ async fn checks(context: &Context) -> Report {
         }
         Err(error) => report.add(Status::Fail, "integrity", error.to_string()),
     }
+    check_secrets(&db, &mut report).await;
 
     // The configuration as a server started now would resolve it.
     let stored = match ccflare_storage::settings::all(&db).await {
@@ -222,6 +231,68 @@ async fn checks(context: &Context) -> Report {
     }
     db.close().await;
     report
+}
+
+/// Secrets at rest: whether the accounts' keys and tokens are encrypted, and whether the
+/// configured key opens them (a server refuses to start otherwise).
+async fn check_secrets(db: &ccflare_storage::Db, report: &mut Report) {
+    let status = match ccflare_storage::secrets::check(db).await {
+        Ok(status) => status,
+        Err(error) => {
+            report.add(
+                Status::Fail,
+                "encryption",
+                format!("{error}; a server will not start"),
+            );
+            return;
+        }
+    };
+    match db.encryption_key() {
+        None => report.add(
+            Status::Info,
+            "encryption",
+            "off: account keys and tokens are stored in plaintext; to encrypt them set \
+             CCFLARE_ENCRYPTION_KEY_FILE and run `ccflare-cli secrets encrypt`",
+        ),
+        Some(key) if status.plaintext > 0 => report.add(
+            Status::Warn,
+            "encryption",
+            format!(
+                "{} stored in plaintext: run `ccflare-cli secrets encrypt` (new ones are \
+                 encrypted with key {})",
+                secrets_counted(status.plaintext),
+                key.id()
+            ),
+        ),
+        Some(key) => report.add(
+            Status::Ok,
+            "encryption",
+            format!(
+                "on: {} encrypted with key {}",
+                secrets_counted(status.encrypted),
+                key.id()
+            ),
+        ),
+    }
+    for setting in &status.settings_holding_keys {
+        report.add(
+            Status::Warn,
+            "encryption",
+            format!(
+                "the stored setting {setting} holds a key in plaintext: remove it with \
+                 `ccflare-cli config unset {setting}`"
+            ),
+        );
+    }
+}
+
+/// "1 key or token", "3 keys and tokens".
+fn secrets_counted(n: u64) -> String {
+    if n == 1 {
+        "1 key or token".to_owned()
+    } else {
+        format!("{n} keys and tokens")
+    }
 }
 
 async fn check_accounts(context: &Context, db: &ccflare_storage::Db, report: &mut Report) {
@@ -392,7 +463,7 @@ fn probe(uri: http::Uri) -> http::Request<Full<Bytes>> {
 /// (records waiting in its memory) or holds OAuth logins it could not store is a warning.
 async fn check_server(settings: &Settings, report: &mut Report) {
     let base = context::server_base(settings);
-    match server_health(&base).await {
+    match server_health(&base, settings.admin_key.as_ref()).await {
         Some((status, health)) if status.is_success() => {
             report.add(Status::Ok, "server", format!("running at {base}"));
             let database = health.as_ref().map(|h| &h["database"]);
@@ -464,15 +535,25 @@ async fn check_server(settings: &Settings, report: &mut Report) {
 }
 
 /// `GET {base}/health`: the status, and the body when it is JSON; `None` when nothing answers
-/// within [`SERVER_TIMEOUT`].
-async fn server_health(base: &str) -> Option<(http::StatusCode, Option<serde_json::Value>)> {
+/// within [`SERVER_TIMEOUT`]. With the admin key, which a server wants before it shows the
+/// database's error texts.
+async fn server_health(
+    base: &str,
+    admin_key: Option<&ccflare_core::Secret>,
+) -> Option<(http::StatusCode, Option<serde_json::Value>)> {
     let client = Client::new(Limits {
         connect: SERVER_TIMEOUT,
         total: SERVER_TIMEOUT,
         max_body: MAX_HEALTH,
     });
     let uri: http::Uri = format!("{base}/health").parse().ok()?;
-    let answer = client.exchange(probe(uri)).await.ok()?;
+    let mut request = probe(uri);
+    if let Some(key) = admin_key {
+        let mut value = http::HeaderValue::from_str(key.expose()).ok()?;
+        value.set_sensitive(true);
+        request.headers_mut().insert("x-ccflare-admin-key", value);
+    }
+    let answer = client.exchange(request).await.ok()?;
     Some((answer.status, serde_json::from_slice(&answer.body).ok()))
 }
 
