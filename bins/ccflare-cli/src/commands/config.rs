@@ -39,7 +39,8 @@ A running server applies lb_strategy, session_timeout and retention_days
 within about a second, the others at its next start. The environment
 and flags outrank the database. What the server reads before it opens
 the database cannot be stored: database_url, log_level, log_format,
-log_file, require_client_keys and the admin key.")]
+log_file, require_client_keys, the admin key and the encryption key
+(encryption_key, encryption_key_file).")]
     Set(SetArgs),
     /// Remove a stored setting (the config file or the default applies again)
     #[command(after_help = "Example:\n  ccflare-cli config unset lb_strategy")]
