@@ -57,7 +57,7 @@ pub fn command(name: &'static str, about: &'static str) -> Command {
              {name} --database-url file:./ccflare.db --strategy round-robin",
         ))
         .arg(
-            Arg::new("config").long("config").value_name("PATH").help(
+            Arg::new("config").long("config").value_name("PATH").global(true).help(
                 "config file [CCFLARE_CONFIG] (default: $XDG_CONFIG_HOME/ccflare/config.toml)",
             ),
         );
@@ -71,6 +71,8 @@ pub fn command(name: &'static str, about: &'static str) -> Command {
             Arg::new(spec.key)
                 .long(spec.flag)
                 .value_name("VALUE")
+                // Subcommands (`ccflare-server healthcheck`) take the same options.
+                .global(true)
                 .action(ArgAction::Set)
                 .help(help),
         );

@@ -17,6 +17,7 @@
 
 pub mod cli;
 mod headless;
+pub mod healthcheck;
 mod limits;
 mod logging;
 mod server;
