@@ -74,3 +74,119 @@ async fn healthcheck_fails_with_status_1_when_its_configuration_cannot_be_read()
     assert!(err.contains("PORT"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+const ADMIN: &str = "0123456789abcdef-admin-from-a-file";
+
+/// `GET {url}/api/accounts` with `admin` as the bearer key (none if empty): the status.
+async fn api_status(url: &str, admin: &str) -> u16 {
+    let bearer = format!("Bearer {admin}");
+    let headers: &[(&str, &str)] = if admin.is_empty() {
+        &[]
+    } else {
+        &[("authorization", &bearer)]
+    };
+    let request = ccflare_testkit::http::request(
+        http::Method::GET,
+        &format!("{url}/api/accounts"),
+        headers,
+        "",
+    );
+    ccflare_testkit::send(request).await.status.as_u16()
+}
+
+#[tokio::test]
+async fn secrets_come_from_files_named_by_variables() {
+    // The container's way: HOST=0.0.0.0, the admin key and the API keys in secret files.
+    let upstream = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    std::fs::write(secrets.join("admin_key"), format!("{ADMIN}\n")).unwrap();
+    std::fs::write(
+        secrets.join("api_keys"),
+        format!("{}\n{}\n", key("one"), key("two")),
+    )
+    .unwrap();
+    let mut command = proxy_command(dir.path(), &upstream, &[]);
+    command
+        .env("HOST", "0.0.0.0")
+        .env("CCFLARE_ADMIN_KEY_FILE", secrets.join("admin_key"))
+        .env("CLAUDE_API_KEYS_FILE", secrets.join("api_keys"));
+    let server = Server::start(command).await;
+    assert!(
+        server.banner.contains("2 total: 2 active"),
+        "{}",
+        server.banner
+    );
+    let url = server.url.replace("0.0.0.0", "127.0.0.1");
+    assert_eq!(api_status(&url, "").await, 401);
+    assert_eq!(api_status(&url, ADMIN).await, 200);
+    // The healthcheck of the same configuration finds it.
+    let mut check = healthcheck(dir.path(), &port_of(&server), &[]);
+    check
+        .env("HOST", "0.0.0.0")
+        .env("CCFLARE_ADMIN_KEY_FILE", secrets.join("admin_key"));
+    let (code, out, err) = run_to_end(check).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let rest = server.terminate().await;
+    assert!(!rest.contains(ADMIN), "{rest}");
+}
+
+#[tokio::test]
+async fn secrets_come_from_systemd_credentials_and_flags() {
+    let upstream = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    // LoadCredential=admin_key:… and LoadCredential=api_keys:… put them here.
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join("admin_key"), ADMIN).unwrap();
+    std::fs::write(credentials.join("api_keys"), format!("{}\n", key("one"))).unwrap();
+    let mut command = proxy_command(dir.path(), &upstream, &[]);
+    command.env("CREDENTIALS_DIRECTORY", &credentials);
+    let server = Server::start(command).await;
+    assert!(
+        server.banner.contains("1 total: 1 active"),
+        "{}",
+        server.banner
+    );
+    assert_eq!(api_status(&server.url, "").await, 401);
+    assert_eq!(api_status(&server.url, ADMIN).await, 200);
+    server.terminate().await;
+
+    let flag_key = "0123456789abcdef-admin-by-flag";
+    let file = dir.path().join("flag-admin");
+    std::fs::write(&file, flag_key).unwrap();
+    let mut command = proxy_command(dir.path(), &upstream, &[]);
+    command.arg("--admin-key-file").arg(&file);
+    let server = Server::start(command).await;
+    assert_eq!(api_status(&server.url, flag_key).await, 200);
+    assert_eq!(api_status(&server.url, ADMIN).await, 401);
+    server.terminate().await;
+}
+
+#[tokio::test]
+async fn an_unreadable_secret_file_is_one_line_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-secret");
+    let mut command = server_command(dir.path());
+    command
+        .env("HOST", "0.0.0.0")
+        .env("CCFLARE_ADMIN_KEY_FILE", &missing);
+    let (code, out, err) = run_to_end(command).await;
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "CCFLARE_ADMIN_KEY_FILE: cannot read {}",
+            missing.display()
+        )),
+        "{err}"
+    );
+
+    // A missing admin key on 0.0.0.0 says where to put it.
+    let mut command = server_command(dir.path());
+    command.env("HOST", "0.0.0.0");
+    let (code, _, err) = run_to_end(command).await;
+    assert_ne!(code, Some(0));
+    assert!(err.contains("CCFLARE_ADMIN_KEY_FILE"), "{err}");
+}

@@ -54,7 +54,8 @@ pub enum StartError {
     /// SPEC §11: the management API may face other machines only behind its admin key.
     #[error(
         "HOST={host} makes the management API (/api, /metrics) reachable from other machines: \
-         set an admin key with CCFLARE_ADMIN_KEY (at least 16 characters), or listen on 127.0.0.1"
+         set an admin key (at least 16 characters) with CCFLARE_ADMIN_KEY, or in a file named \
+         by CCFLARE_ADMIN_KEY_FILE or the systemd credential admin_key; or listen on 127.0.0.1"
     )]
     AdminKeyRequired { host: String },
     #[error(
