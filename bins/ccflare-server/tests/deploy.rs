@@ -190,3 +190,57 @@ async fn an_unreadable_secret_file_is_one_line_naming_the_path() {
     assert_ne!(code, Some(0));
     assert!(err.contains("CCFLARE_ADMIN_KEY_FILE"), "{err}");
 }
+
+/// The next datagram on `socket`, as text, within the guard.
+async fn next_notification(socket: &tokio::net::UnixDatagram) -> String {
+    let mut buffer = vec![0u8; 4096];
+    let n = tokio::time::timeout(ccflare_testkit::PROCESS_GUARD, socket.recv(&mut buffer))
+        .await
+        .expect("a notification in time")
+        .expect("recv");
+    String::from_utf8(buffer[..n].to_vec()).unwrap()
+}
+
+/// Runs a server notifying `socket_name` (what NOTIFY_SOCKET holds) and checks what systemd
+/// would see: READY=1 once it serves and the database exists, STOPPING=1 at SIGTERM.
+async fn notifies_systemd(socket: tokio::net::UnixDatagram, socket_name: &std::ffi::OsStr) {
+    let upstream = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = proxy_command(dir.path(), &upstream, &[key("one")]);
+    command.env("NOTIFY_SOCKET", socket_name);
+    let server = Server::start(command).await;
+    let ready = next_notification(&socket).await;
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    assert!(
+        ready.contains(&format!("STATUS=listening on {}", server.url)),
+        "{ready:?}"
+    );
+    assert!(common::db_path(dir.path()).exists());
+    let health =
+        ccflare_testkit::send(ccflare_testkit::get(&format!("{}/health", server.url))).await;
+    assert_eq!(health.status, 200);
+    server.sigterm();
+    let stopping = next_notification(&socket).await;
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    let (code, rest) = server.terminate_after_signal().await;
+    assert_eq!(code, Some(0), "{rest}");
+}
+
+#[tokio::test]
+async fn ready_is_sent_to_a_systemd_notify_socket_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = tokio::net::UnixDatagram::bind(&path).unwrap();
+    notifies_systemd(socket, path.as_os_str()).await;
+}
+
+#[tokio::test]
+async fn ready_is_sent_to_an_abstract_notify_socket() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("ccflare-deploy-test-{}", std::process::id());
+    let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let socket = std::os::unix::net::UnixDatagram::bind_addr(&address).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let socket = tokio::net::UnixDatagram::from_std(socket).unwrap();
+    notifies_systemd(socket, format!("@{name}").as_ref()).await;
+}

@@ -20,6 +20,7 @@ mod headless;
 pub mod healthcheck;
 mod limits;
 mod logging;
+pub mod notify;
 mod server;
 mod signals;
 
