@@ -137,3 +137,273 @@ fn the_systemd_unit_waits_for_readiness_and_for_the_drain() {
     assert!(!unit.contains("CCFLARE_ADMIN_KEY="));
     assert!(!unit.contains("CLAUDE_API_KEYS="));
 }
+
+/// The shipped nginx site made runnable here: the upstream is the server at `backend` (a
+/// `host:port`); with `plain` set, the TLS server listens on `listen` without TLS (the test
+/// client speaks plain HTTP) and the redirecting one on `redirect`, else the certificate
+/// paths point at `cert` and `key` and nothing else changes.
+fn site(backend: &str, plain: Option<(u16, u16)>, cert: &Path, key: &Path) -> String {
+    let shipped = read("nginx/ccflare.conf");
+    assert!(shipped.contains("server 127.0.0.1:8080;"));
+    let mut out = String::new();
+    for line in shipped.lines() {
+        let trimmed = line.trim();
+        let line = match plain {
+            Some((listen, redirect)) => {
+                if trimmed.starts_with("ssl_") || trimmed.starts_with("listen [::]:") {
+                    continue;
+                } else if trimmed.starts_with("listen 443 ") {
+                    format!("    listen 127.0.0.1:{listen};")
+                } else if trimmed.starts_with("listen 80") {
+                    format!("    listen 127.0.0.1:{redirect};")
+                } else {
+                    line.to_owned()
+                }
+            }
+            None => line
+                .replace(
+                    "/etc/letsencrypt/live/ccflare.example.com/fullchain.pem",
+                    &cert.display().to_string(),
+                )
+                .replace(
+                    "/etc/letsencrypt/live/ccflare.example.com/privkey.pem",
+                    &key.display().to_string(),
+                ),
+        };
+        out.push_str(&line.replace("server 127.0.0.1:8080;", &format!("server {backend};")));
+        out.push('\n');
+    }
+    out
+}
+
+/// nginx's main configuration around the site, every path in `dir`, in the foreground and
+/// one process (so that the test's kill ends all of it).
+fn nginx_conf(dir: &Path, site: &str) -> PathBuf {
+    std::fs::write(dir.join("ccflare.conf"), site).unwrap();
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+         error_log {d}/error.log warn;\nevents {{ worker_connections 256; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/client_body;\n\
+         proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
+         uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         include {d}/ccflare.conf;\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    path
+}
+
+/// `nginx -t` (or a run) of the configuration at `conf`.
+fn nginx(conf: &Path, dir: &Path) -> Command {
+    let mut command = Command::new("nginx");
+    command
+        .arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-c")
+        .arg(conf);
+    command
+}
+
+/// A port nothing listens on now (nginx cannot report the one it was given by the system).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn the_nginx_site_passes_nginx_t_with_tls() {
+    if !have("nginx") || !have("openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=ccflare.example.com", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let conf = nginx_conf(dir.path(), &site("127.0.0.1:8080", None, &cert, &key));
+    let output = nginx(&conf, dir.path()).arg("-t").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("test is successful"), "{stderr}");
+    let shipped = read("nginx/ccflare.conf");
+    for directive in [
+        "proxy_http_version 1.1;",
+        "proxy_buffering off;",
+        "proxy_request_buffering off;",
+        "X-Forwarded-For",
+        "X-Forwarded-Proto",
+        "keepalive ",
+    ] {
+        assert!(shipped.contains(directive), "{directive}");
+    }
+}
+
+mod through_nginx {
+    use super::*;
+    use ccflare_testkit::process::Server;
+    use ccflare_testkit::{PROCESS_GUARD, SseReader, eventually, key, open, send};
+    use common::{CLIENT_KEY, mock, proxy_command};
+
+    const ADMIN: &str = "0123456789abcdef-nginx-admin";
+
+    /// nginx running the shipped site in front of `backend`, until dropped.
+    struct Nginx {
+        child: tokio::process::Child,
+        url: String,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Nginx {
+        async fn start(backend: &str) -> Nginx {
+            let dir = tempfile::tempdir().unwrap();
+            let (listen, redirect) = (free_port(), free_port());
+            let site = site(
+                backend,
+                Some((listen, redirect)),
+                Path::new(""),
+                Path::new(""),
+            );
+            let conf = nginx_conf(dir.path(), &site);
+            let test = nginx(&conf, dir.path()).arg("-t").output().unwrap();
+            assert!(
+                test.status.success(),
+                "{}",
+                String::from_utf8_lossy(&test.stderr)
+            );
+            let mut command = tokio::process::Command::from(nginx(&conf, dir.path()));
+            command
+                .kill_on_drop(true)
+                .stdin(std::process::Stdio::null());
+            let child = command.spawn().expect("nginx starts");
+            let url = format!("http://127.0.0.1:{listen}");
+            let health = format!("{url}/health");
+            eventually(PROCESS_GUARD, "nginx serving", || async {
+                let ok = tokio::net::TcpStream::connect(("127.0.0.1", listen))
+                    .await
+                    .is_ok();
+                ok.then_some(())
+            })
+            .await;
+            assert_eq!(send(ccflare_testkit::get(&health)).await.status, 200);
+            Nginx {
+                child,
+                url,
+                _dir: dir,
+            }
+        }
+
+        async fn stop(mut self) {
+            let _ = self.child.start_kill();
+            let _ = tokio::time::timeout(PROCESS_GUARD, self.child.wait()).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn streams_large_bodies_and_the_admin_key_pass_through_nginx() {
+        if !have("nginx") {
+            return;
+        }
+        let upstream = mock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let account = key("one");
+        let mut command = proxy_command(dir.path(), &upstream, std::slice::from_ref(&account));
+        command
+            .env("CCFLARE_ADMIN_KEY", ADMIN)
+            .env("CCFLARE_SHUTDOWN_TIMEOUT", "1");
+        let server = Server::start(command).await;
+        let backend = server.url.trim_start_matches("http://").to_owned();
+        let nginx = Nginx::start(&backend).await;
+
+        // A stream whose end the upstream never sends: its first events arrive through nginx
+        // all the same, so nothing between the client and the upstream holds them back.
+        upstream.push_fault(&account, ccflare_mock::Fault::Stall { after_events: 2 });
+        let body = ccflare_testkit::Message::new("claude-haiku-4-5")
+            .stream(true)
+            .content("hi")
+            .body();
+        let request = ccflare_testkit::http::anthropic_post(
+            &format!("{}/v1/messages", nginx.url),
+            CLIENT_KEY,
+            &[],
+            body.clone(),
+        );
+        let response = open(request).await;
+        assert_eq!(response.status(), 200);
+        let mut events = SseReader::new(response.into_body());
+        assert_eq!(events.next().await.name, "message_start");
+        assert_eq!(events.next().await.name, "content_block_start");
+        drop(events);
+
+        // The server says so itself, for proxies other than nginx's own settings.
+        let direct = ccflare_testkit::http::anthropic_post(
+            &format!("{}/v1/messages", server.url),
+            CLIENT_KEY,
+            &[],
+            body.clone(),
+        );
+        let direct = send(direct).await;
+        assert_eq!(direct.header("x-accel-buffering"), "no");
+        // A whole stream through nginx ends as the upstream ended it.
+        let request = ccflare_testkit::http::anthropic_post(
+            &format!("{}/v1/messages", nginx.url),
+            CLIENT_KEY,
+            &[("x-mock-chunk-delay-ms", "5")],
+            body,
+        );
+        let whole = send(request).await;
+        assert!(
+            whole.text().contains("event: message_stop"),
+            "{}",
+            whole.text()
+        );
+
+        // A 20 MB request: nginx's default limit is 1 MB.
+        let big = ccflare_testkit::Message::new("claude-haiku-4-5")
+            .content(&"x".repeat(20 * 1024 * 1024))
+            .body();
+        let request = ccflare_testkit::http::anthropic_post(
+            &format!("{}/v1/messages", nginx.url),
+            CLIENT_KEY,
+            &[],
+            big.clone(),
+        );
+        let reply = send(request).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        // The mock counts a fourth of the body's length: all of it arrived.
+        assert_eq!(reply.json()["usage"]["input_tokens"], big.len() / 4);
+
+        // The management API still wants the admin key.
+        let accounts = format!("{}/api/accounts", nginx.url);
+        let refused = send(ccflare_testkit::get(&accounts)).await;
+        assert_eq!(refused.status, 401);
+        let bearer = format!("Bearer {ADMIN}");
+        let request = ccflare_testkit::http::request(
+            http::Method::GET,
+            &accounts,
+            &[("authorization", &bearer)],
+            "",
+        );
+        assert_eq!(send(request).await.status, 200);
+
+        nginx.stop().await;
+        server.kill().await;
+    }
+}
