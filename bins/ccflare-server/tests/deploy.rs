@@ -244,3 +244,49 @@ async fn ready_is_sent_to_an_abstract_notify_socket() {
     let socket = tokio::net::UnixDatagram::from_std(socket).unwrap();
     notifies_systemd(socket, format!("@{name}").as_ref()).await;
 }
+
+/// What `git rev-parse` says the checkout is, when git and a checkout are there.
+fn git_revision() -> Option<String> {
+    let output = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    Some(String::from_utf8(output.stdout).ok()?.trim().to_owned())
+}
+
+#[tokio::test]
+async fn version_and_health_name_the_git_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut version = server_command(dir.path());
+    version.arg("--version");
+    let (code, out, _) = run_to_end(version).await;
+    assert_eq!(code, Some(0));
+    let revision = out
+        .trim()
+        .strip_prefix(&format!(
+            "ccflare-server {} (rev ",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no revision in {out:?}"))
+        .to_owned();
+    // Built from this checkout unless GIT_REVISION named another revision.
+    if std::env::var_os("GIT_REVISION").is_none()
+        && let Some(checkout) = git_revision()
+    {
+        assert_eq!(revision, checkout);
+    }
+    let server = Server::start(server_command(dir.path())).await;
+    assert!(
+        server.banner.contains(&format!("(rev {revision})")),
+        "{}",
+        server.banner
+    );
+    let health =
+        ccflare_testkit::send(ccflare_testkit::get(&format!("{}/health", server.url))).await;
+    assert_eq!(health.json()["revision"], revision.as_str());
+    assert_eq!(health.json()["version"], env!("CARGO_PKG_VERSION"));
+    server.terminate().await;
+}

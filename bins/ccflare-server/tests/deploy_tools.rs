@@ -407,3 +407,253 @@ mod through_nginx {
         server.kill().await;
     }
 }
+
+/// The Dockerfile as instructions: continuation lines joined, comments dropped, each as
+/// (instruction in capitals, the rest).
+fn dockerfile() -> Vec<(String, String)> {
+    let text = read("Dockerfile");
+    let mut instructions = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if current.is_empty() && (trimmed.is_empty() || trimmed.starts_with('#')) {
+            continue;
+        }
+        match trimmed.strip_suffix('\\') {
+            Some(head) => {
+                current.push_str(head);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(trimmed);
+                let (instruction, rest) = current.split_once(' ').unwrap_or((&current, ""));
+                instructions.push((instruction.to_ascii_uppercase(), rest.trim().to_owned()));
+                current.clear();
+            }
+        }
+    }
+    instructions
+}
+
+/// `NAME=value` pairs of `ENV` instructions (the `NAME=value` form, several per line).
+fn env_pairs(rest: &str) -> Vec<(String, String)> {
+    rest.split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+        .collect()
+}
+
+/// A base image reference is pinned: a digest, or a tag with a version number (not `latest`).
+fn pinned(image: &str) -> bool {
+    if image.contains("@sha256:") {
+        return true;
+    }
+    let tag = image.rsplit_once(':').map(|(_, tag)| tag).unwrap_or("");
+    !tag.is_empty()
+        && !tag.contains('/')
+        && tag != "latest"
+        && tag.contains(|c: char| c.is_ascii_digit())
+}
+
+/// The environment variables that hold secrets: every secret option's.
+fn secret_variables() -> Vec<&'static str> {
+    ccflare_core::config::OPTIONS
+        .iter()
+        .filter(|o| o.secret)
+        .map(|o| o.env)
+        .collect()
+}
+
+#[test]
+fn the_dockerfile_runs_unprivileged_with_pinned_images_and_no_secrets() {
+    let instructions = dockerfile();
+    let froms: Vec<&str> = instructions
+        .iter()
+        .filter(|(i, _)| i == "FROM")
+        .map(|(_, rest)| rest.split_whitespace().next().unwrap())
+        .collect();
+    assert!(froms.len() >= 2, "a multi-stage build: {froms:?}");
+    for image in &froms {
+        assert!(pinned(image), "{image} is not pinned");
+    }
+    // What the runtime stage (after the last FROM) says.
+    let last = instructions.iter().rposition(|(i, _)| i == "FROM").unwrap();
+    let runtime = &instructions[last..];
+    let one = |name: &str| -> String {
+        let found: Vec<&String> = runtime
+            .iter()
+            .filter(|(i, _)| i == name)
+            .map(|(_, rest)| rest)
+            .collect();
+        assert_eq!(found.len(), 1, "one {name} in the runtime stage");
+        found[0].clone()
+    };
+    let user = one("USER");
+    let uid = user.split(':').next().unwrap();
+    assert!(uid != "0" && uid != "root", "USER {user}");
+    assert_eq!(one("STOPSIGNAL"), "SIGTERM");
+    assert!(one("VOLUME").contains("\"/data\""));
+    let healthcheck = one("HEALTHCHECK");
+    assert!(
+        healthcheck.contains(r#"CMD ["/usr/local/bin/ccflare-server", "healthcheck"]"#),
+        "{healthcheck}"
+    );
+    assert!(one("ENTRYPOINT").contains("/usr/local/bin/ccflare-server"));
+    assert!(
+        runtime
+            .iter()
+            .any(|(i, rest)| i == "COPY" && rest.contains("/out/ccflare-server")),
+        "the runtime stage gets the binary"
+    );
+    // Secrets never in ENV or ARG (both are kept in the image's history); files only.
+    let env: Vec<(String, String)> = instructions
+        .iter()
+        .filter(|(i, _)| i == "ENV")
+        .flat_map(|(_, rest)| env_pairs(rest))
+        .collect();
+    for (name, _) in &env {
+        assert!(!secret_variables().contains(&name.as_str()), "ENV {name}");
+    }
+    assert!(
+        env.iter()
+            .any(|(n, v)| n == "DATABASE_URL" && v.starts_with("/data/"))
+    );
+    assert!(env.iter().any(|(n, v)| n == "HOST" && v == "0.0.0.0"));
+    for (_, rest) in instructions.iter().filter(|(i, _)| i == "ARG") {
+        let name = rest.split('=').next().unwrap();
+        assert!(!secret_variables().contains(&name), "ARG {name}");
+    }
+    // The build is reproducible from the lock file.
+    let builds: Vec<&String> = instructions
+        .iter()
+        .filter(|(i, rest)| i == "RUN" && rest.contains("cargo build"))
+        .map(|(_, rest)| rest)
+        .collect();
+    assert!(
+        builds.len() >= 2,
+        "dependencies are built in their own layer first"
+    );
+    assert!(builds.iter().all(|b| b.contains("--locked")));
+
+    let ignore = read("Dockerfile.dockerignore");
+    for excluded in ["target/", ".git/", ".env*", "*.db"] {
+        assert!(ignore.lines().any(|l| l.trim() == excluded), "{excluded}");
+    }
+}
+
+#[tokio::test]
+async fn the_image_environment_starts_the_server_and_its_healthcheck_passes() {
+    // The runtime stage's ENV, with its paths moved into a temp dir and a free port: the
+    // server starts from exactly that (the admin key from the secret file), and the
+    // HEALTHCHECK's command says ready.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    std::fs::create_dir_all(root.join("run/secrets")).unwrap();
+    let instructions = dockerfile();
+    let last = instructions.iter().rposition(|(i, _)| i == "FROM").unwrap();
+    let env: Vec<(String, String)> = instructions[last..]
+        .iter()
+        .filter(|(i, _)| i == "ENV")
+        .flat_map(|(_, rest)| env_pairs(rest))
+        .map(|(n, v)| {
+            let v = if v.starts_with('/') {
+                format!("{}{v}", root.display())
+            } else {
+                v
+            };
+            (n, v)
+        })
+        .collect();
+    let port = free_port().to_string();
+    let with_env = |command: &mut tokio::process::Command| {
+        for (name, value) in &env {
+            command.env(name, value);
+        }
+        command.env("PORT", &port);
+    };
+
+    // Without the secret: one line that names the file.
+    let mut missing =
+        ccflare_testkit::process::isolated_command(env!("CARGO_BIN_EXE_ccflare-server"), root);
+    with_env(&mut missing);
+    let (code, _, err) = common::run_to_end(missing).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("CCFLARE_ADMIN_KEY_FILE: cannot read "),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    std::fs::write(
+        root.join("run/secrets/admin_key"),
+        "0123456789abcdef-docker-secret\n",
+    )
+    .unwrap();
+    let mut command =
+        ccflare_testkit::process::isolated_command(env!("CARGO_BIN_EXE_ccflare-server"), root);
+    with_env(&mut command);
+    let server = ccflare_testkit::process::Server::start(command).await;
+    assert!(root.join("data/ccflare.db").exists());
+
+    let healthcheck = instructions[last..]
+        .iter()
+        .find(|(i, _)| i == "HEALTHCHECK")
+        .map(|(_, rest)| rest.clone())
+        .unwrap();
+    let args: Vec<String> = healthcheck
+        .split_once("CMD [")
+        .unwrap()
+        .1
+        .trim_end_matches(']')
+        .split(',')
+        .map(|a| a.trim().trim_matches('"').to_owned())
+        .collect();
+    assert_eq!(args[0], "/usr/local/bin/ccflare-server");
+    let mut check =
+        ccflare_testkit::process::isolated_command(env!("CARGO_BIN_EXE_ccflare-server"), root);
+    check.args(&args[1..]);
+    with_env(&mut check);
+    let (code, out, err) = common::run_to_end(check).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    server.terminate().await;
+}
+
+#[test]
+fn the_compose_file_keeps_secrets_in_files_and_waits_for_the_drain() {
+    let compose = read("docker-compose.yml");
+    let lines: Vec<&str> = compose
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    let text = lines.join("\n");
+    for image in lines
+        .iter()
+        .filter_map(|l| l.trim().strip_prefix("image: "))
+    {
+        if !image.starts_with("ccflare:") {
+            assert!(pinned(image), "{image} is not pinned");
+        }
+    }
+    for variable in secret_variables() {
+        assert!(
+            !text.contains(&format!("{variable}:")),
+            "{variable} in the environment"
+        );
+        assert!(
+            !text.contains(&format!("{variable}=")),
+            "{variable} in the environment"
+        );
+    }
+    assert!(text.contains("CCFLARE_ADMIN_KEY_FILE: /run/secrets/admin_key"));
+    assert!(text.contains("- ccflare-data:/data"));
+    assert!(text.contains("restart: unless-stopped"));
+    assert!(text.contains(r#"test: ["CMD", "/usr/local/bin/ccflare-server", "healthcheck"]"#));
+    assert!(text.contains("profiles: [\"nginx\"]"));
+    let grace = lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("stop_grace_period: "))
+        .expect("a stop grace period");
+    // Drain (30 s), the records' flush (as long again) and the tokens' save (6 s).
+    assert!(seconds(grace) > 30 + 30 + 6, "{grace}");
+}

@@ -47,7 +47,7 @@ pub enum LoadError {
 /// The command line of a server binary named `name`: `--config` and one flag per option.
 pub fn command(name: &'static str, about: &'static str) -> Command {
     let mut command = Command::new(name)
-        .version(env!("CARGO_PKG_VERSION"))
+        .version(crate::version())
         .about(about)
         .after_help(format!(
             "Every option can also be set in the environment (shown in brackets), in a .env file \

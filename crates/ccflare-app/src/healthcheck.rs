@@ -67,8 +67,12 @@ pub async fn check(url: &str, timeout: Duration, strict: bool) -> Health {
     };
     let status = body["status"].as_str().unwrap_or_default();
     let accounts = &body["accounts"];
+    let revision = match body["revision"].as_str() {
+        Some(revision) if !revision.is_empty() => format!(" (rev {revision})"),
+        _ => String::new(),
+    };
     let summary = format!(
-        "ccflare {} at {url}, {}/{} accounts available",
+        "ccflare {}{revision} at {url}, {}/{} accounts available",
         body["version"].as_str().unwrap_or("?"),
         accounts["available"].as_u64().unwrap_or(0),
         accounts["total"].as_u64().unwrap_or(0),

@@ -240,6 +240,7 @@ impl Server {
         };
         let started_at = clock.now_ms();
         let state = AppState::new(pool, writer.handle(), upstream, proxy_config, clock);
+        state.set_revision(crate::REVISION);
         state.configure(loaded.layers, settings.clone());
         // OAuth accounts' tokens are refreshed through the configured token endpoint.
         let token_client = ccflare_oauth::TokenClient::new(settings.oauth.clone());
@@ -291,7 +292,7 @@ impl Server {
         let counts = state.pool().counts(state.now());
         let base = self.url();
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{name} {}", env!("CARGO_PKG_VERSION"));
+        let _ = writeln!(out, "{name} {}", crate::version());
         let _ = writeln!(out, "  listening on  {base}");
         let _ = writeln!(out, "  database      {}", db.path().display());
         if let Some(file) = &self.config_file {

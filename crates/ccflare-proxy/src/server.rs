@@ -212,6 +212,7 @@ fn health(state: &AppState) -> Response<ResponseBody> {
             },
             "database": database,
             "version": env!("CARGO_PKG_VERSION"),
+            "revision": state.revision(),
             "uptime_s": state.started.elapsed().as_secs(),
         }),
     )

@@ -99,6 +99,8 @@ pub struct AppState {
     management: OnceLock<Arc<dyn ManagementRoutes>>,
     /// Refreshes OAuth tokens; absent in a server without OAuth accounts' endpoints set up.
     tokens: OnceLock<TokenRefresher>,
+    /// The git revision the binary was built from, shown by `/health` (set by ccflare-app).
+    revision: OnceLock<String>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -144,7 +146,19 @@ impl AppState {
             settings: RwLock::new(Arc::new(Settings::defaults())),
             management: OnceLock::new(),
             tokens: OnceLock::new(),
+            revision: OnceLock::new(),
         })
+    }
+
+    /// Names the git revision the binary was built from, for `/health` (once, at start).
+    pub fn set_revision(&self, revision: &str) {
+        if !revision.is_empty() {
+            let _ = self.revision.set(revision.to_owned());
+        }
+    }
+
+    pub(crate) fn revision(&self) -> Option<&str> {
+        self.revision.get().map(String::as_str)
     }
 
     /// Installs the OAuth token refresher (once, at start; false if one was set). Without it
