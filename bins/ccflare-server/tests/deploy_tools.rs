@@ -657,3 +657,47 @@ fn the_compose_file_keeps_secrets_in_files_and_waits_for_the_drain() {
     // Drain (30 s), the records' flush (as long again) and the tokens' save (6 s).
     assert!(seconds(grace) > 30 + 30 + 6, "{grace}");
 }
+
+#[test]
+fn the_pm2_ecosystem_waits_for_the_drain_and_holds_no_secret() {
+    if !have("node") {
+        return;
+    }
+    // Node itself reads the file as PM2 does (`require`).
+    let output = Command::new("node")
+        .arg("-e")
+        .arg("process.stdout.write(JSON.stringify(require(process.argv[1])))")
+        .arg(deploy_file("pm2/ecosystem.config.js"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let config: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let app = &config["apps"][0];
+    assert_eq!(app["script"], "/usr/local/bin/ccflare-server");
+    assert_eq!(app["interpreter"], "none");
+    assert_eq!(app["exec_mode"], "fork");
+    let drain: u64 = app["env"]["CCFLARE_SHUTDOWN_TIMEOUT"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let kill_timeout = app["kill_timeout"].as_u64().unwrap();
+    assert!(
+        kill_timeout > (drain + drain.max(10) + 6) * 1000,
+        "kill_timeout {kill_timeout} ms"
+    );
+    for variable in secret_variables() {
+        assert!(
+            app["env"].get(variable).is_none(),
+            "{variable} in the environment"
+        );
+    }
+    assert_eq!(
+        app["env"]["CCFLARE_ADMIN_KEY_FILE"],
+        "/etc/ccflare/admin_key"
+    );
+}
