@@ -32,6 +32,7 @@ const COMMANDS: &[&str] = &[
     "db",
     "db check",
     "db recover",
+    "db backup",
 ];
 
 fn assert_fits_80_columns(text: &str) {
