@@ -40,6 +40,11 @@ fn main() -> ExitCode {
     let asked_for_check = std::env::args_os().skip(1).any(|a| a == "healthcheck");
     let (loaded, matches) = match loaded {
         Ok(loaded) => loaded,
+        // A usage error in a HEALTHCHECK line is "not ready" too: 1, not clap's 2.
+        Err(LoadError::Clap(error)) if asked_for_check && error.use_stderr() => {
+            let _ = error.print();
+            return ExitCode::FAILURE;
+        }
         Err(LoadError::Clap(error)) => error.exit(),
         Err(error) if asked_for_check => {
             eprintln!("not ready: {NAME} healthcheck: {}", one_line(&error));

@@ -73,6 +73,8 @@ async fn healthcheck_fails_with_status_1_when_its_configuration_cannot_be_read()
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(err.contains("PORT"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+    let (code, _, err) = run_to_end(healthcheck(dir.path(), "8080", &["--timeout", "0"])).await;
+    assert_eq!(code, Some(1), "{err}");
 }
 
 const ADMIN: &str = "0123456789abcdef-admin-from-a-file";
