@@ -20,12 +20,10 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(deploy_file(path)).expect("the deploy file exists")
 }
 
-/// Whether `tool` runs; when it does not, the test passes locally and fails under CI.
+/// Whether `tool` is installed (it runs at all: `nginx` has no `--version`, so its answer is
+/// not judged); when it is not, the test passes locally and fails under CI.
 fn have(tool: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success() || !o.stderr.is_empty());
+    let found = Command::new(tool).arg("--version").output().is_ok();
     if !found {
         assert!(
             std::env::var_os("CI").is_none(),
