@@ -72,6 +72,23 @@ soak *args:
     cargo build --release --bin ccflare-server --bin ccflare-bench
     cargo run --quiet --release --bin ccflare-bench -- --out target/soak --scenario soak "$@"
 
+# Release binaries in target/dist-out (docs/deployment.md, "Release builds"): ccflare-server,
+# ccflare-cli and ccflare, stripped, with the git revision baked in, and SHA256SUMS. The
+# profile is `dist`; `just dist dist-lto` builds the LTO variant for comparison with the bench.
+dist profile="dist":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export GIT_REVISION="${GIT_REVISION:-$(git rev-parse --short=12 HEAD 2>/dev/null || true)}"
+    cargo build --locked --profile "{{profile}}" --bin ccflare-server --bin ccflare-cli --bin ccflare
+    out=target/{{profile}}-out
+    rm -rf "$out" && mkdir -p "$out"
+    for binary in ccflare-server ccflare-cli ccflare; do
+        cp "target/{{profile}}/$binary" "$out/"
+    done
+    (cd "$out" && sha256sum ccflare-server ccflare-cli ccflare > SHA256SUMS && cat SHA256SUMS)
+    ls -l "$out"
+    "$out/ccflare-server" --version
+
 # Run the mock Anthropic upstream, for trying ccflare without real keys.
 mock *args:
     cargo run --bin ccflare-mock -- "$@"

@@ -45,6 +45,7 @@ const COMMANDS: &[&str] = &[
     "secrets encrypt",
     "secrets rotate",
     "secrets decrypt",
+    "db backup",
 ];
 
 fn assert_fits_80_columns(text: &str) {

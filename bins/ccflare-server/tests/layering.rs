@@ -107,7 +107,7 @@ const CRATES: &[CrateRule] = &[
     // server does not carry it.
     lib(
         APP,
-        &[CORE, CONFIG, POOL, STORAGE, PROXY, API, OAUTH],
+        &[CORE, CONFIG, HTTP, POOL, STORAGE, PROXY, API, OAUTH],
         &[MOCK, TESTKIT],
     ),
     // Thin: the server is ccflare-app's. Its tests read the database and drive the mock.

@@ -47,17 +47,19 @@ pub enum LoadError {
 /// The command line of a server binary named `name`: `--config` and one flag per option.
 pub fn command(name: &'static str, about: &'static str) -> Command {
     let mut command = Command::new(name)
-        .version(env!("CARGO_PKG_VERSION"))
+        .version(crate::version())
         .about(about)
         .after_help(format!(
             "Every option can also be set in the environment (shown in brackets), in a .env file \
              in the working directory, or in the config file. Precedence: flag > environment > \
-             settings stored in the database (ccflare-cli config set) > config file > default.\n\nExamples:\n  {name}\n  \
+             settings stored in the database (ccflare-cli config set) > config file > default. \
+             Secrets can be files: --admin-key-file, CCFLARE_ADMIN_KEY_FILE, admin_key_file in \
+             the config file, or the systemd credential admin_key (likewise api_keys).\n\nExamples:\n  {name}\n  \
              CLAUDE_API_KEYS=sk-ant-api03-… {name} --port 9000\n  \
              {name} --database-url file:./ccflare.db --strategy round-robin",
         ))
         .arg(
-            Arg::new("config").long("config").value_name("PATH").help(
+            Arg::new("config").long("config").value_name("PATH").global(true).help(
                 "config file [CCFLARE_CONFIG] (default: $XDG_CONFIG_HOME/ccflare/config.toml)",
             ),
         );
@@ -71,9 +73,24 @@ pub fn command(name: &'static str, about: &'static str) -> Command {
             Arg::new(spec.key)
                 .long(spec.flag)
                 .value_name("VALUE")
+                // Subcommands (`ccflare-server healthcheck`) take the same options.
+                .global(true)
                 .action(ArgAction::Set)
                 .help(help),
         );
+        if let Some(variant) = spec.file_variant() {
+            command = command.arg(
+                Arg::new(variant.key)
+                    .long(variant.flag)
+                    .value_name("PATH")
+                    .action(ArgAction::Set)
+                    .global(true)
+                    .help(format!(
+                        "file holding --{} (one trailing newline ignored) [{}]",
+                        spec.flag, variant.env
+                    )),
+            );
+        }
     }
     command
 }
@@ -94,6 +111,18 @@ pub fn load(
             flags.insert(spec.key.to_owned(), value.clone());
         }
     }
+    for variant in ccflare_core::config::file_variants() {
+        if let Some(path) = matches.get_one::<String>(&variant.key) {
+            flags.insert(variant.key.clone(), path.clone());
+        }
+    }
+    ccflare_config::read_secret_files(&mut flags, None, |variant, file| {
+        if file {
+            format!("--{}", variant.flag)
+        } else {
+            format!("--{}", variant.option.flag)
+        }
+    })?;
     let env = ccflare_config::env_layer()?;
     let explicit = matches.get_one::<String>("config").map(PathBuf::from);
     let (file, config_file) = match ccflare_config::config_file(explicit.as_deref())? {

@@ -1,5 +1,6 @@
 //! The headless run, as `ccflare-server` and `ccflare --serve` do it: start with log lines on
-//! stderr, listen for SIGTERM and SIGINT, print the banner, serve until a signal, drain.
+//! stderr, listen for SIGTERM and SIGINT, print the banner, tell systemd it is ready (when run
+//! by it), serve until a signal, drain.
 
 use crate::cli::Loaded;
 use crate::logging::Logging;
@@ -26,7 +27,20 @@ pub async fn headless(loaded: Loaded, name: &str) -> Result<Stopped, HeadlessErr
     // it.
     let signals = ShutdownSignals::listen()?;
     server.print_banner(name);
-    Ok(server.serve(signals.recv()).wait().await?)
+    // Under systemd (`Type=notify`): the listener is bound and the database open, so
+    // connections made from now on are served.
+    crate::notify::notify(&format!("READY=1\nSTATUS=listening on {}", server.url()));
+    let running = server.serve(signals.recv());
+    let stopping = running.stopping();
+    let end = running.wait();
+    tokio::pin!(end);
+    tokio::select! {
+        stopped = &mut end => return Ok(stopped?),
+        () = stopping => {
+            crate::notify::notify("STOPPING=1\nSTATUS=draining");
+        }
+    }
+    Ok(end.await?)
 }
 
 /// The multi-threaded tokio runtime both binaries run on; on failure the error is printed as

@@ -17,12 +17,28 @@
 
 pub mod cli;
 mod headless;
+pub mod healthcheck;
 mod limits;
 mod logging;
+pub mod notify;
 mod server;
 mod signals;
 
 pub use cli::{LoadError, Loaded};
+
+/// The git revision the binaries were built from (`build.rs`: `GIT_REVISION`, else `git
+/// rev-parse`); empty when it was unknown at build time.
+pub const REVISION: &str = env!("CCFLARE_GIT_REVISION");
+
+/// The version as `--version` and the banner show it: `0.1.0 (rev 0123456789ab)`, or `0.1.0`
+/// when the revision is unknown.
+pub fn version() -> String {
+    if REVISION.is_empty() {
+        env!("CARGO_PKG_VERSION").to_owned()
+    } else {
+        format!("{} (rev {REVISION})", env!("CARGO_PKG_VERSION"))
+    }
+}
 pub use headless::{HeadlessError, headless, one_line, runtime, serve_headless};
 pub use logging::{LogFileError, Logging};
 pub use server::{Handles, Running, Server, StartError, StopError, Stopped};

@@ -54,7 +54,8 @@ pub enum StartError {
     /// SPEC §11: the management API may face other machines only behind its admin key.
     #[error(
         "HOST={host} makes the management API (/api, /metrics) reachable from other machines: \
-         set an admin key with CCFLARE_ADMIN_KEY (at least 16 characters), or listen on 127.0.0.1"
+         set an admin key (at least 16 characters) with CCFLARE_ADMIN_KEY, or in a file named \
+         by CCFLARE_ADMIN_KEY_FILE or the systemd credential admin_key; or listen on 127.0.0.1"
     )]
     AdminKeyRequired { host: String },
     /// SPEC §11: `/v1` may face other machines only behind client keys.
@@ -311,6 +312,7 @@ impl Server {
         };
         let started_at = clock.now_ms();
         let state = AppState::new(pool, writer.handle(), upstream, proxy_config, clock);
+        state.set_revision(crate::REVISION);
         state.configure(loaded.layers, settings.clone());
         // OAuth accounts' tokens are refreshed through the configured token endpoint.
         let token_client = ccflare_oauth::TokenClient::new(settings.oauth.clone());
@@ -367,7 +369,7 @@ impl Server {
         let counts = state.pool().counts(state.now());
         let base = self.url();
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{name} {}", env!("CARGO_PKG_VERSION"));
+        let _ = writeln!(out, "{name} {}", crate::version());
         let _ = writeln!(out, "  listening on  {base}");
         let _ = writeln!(out, "  database      {}", db.path().display());
         if let Some(file) = &self.config_file {

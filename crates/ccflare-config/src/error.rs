@@ -36,6 +36,16 @@ pub enum ConfigError {
         key: String,
         found: &'static str,
     },
+    /// Never the file's contents: it holds a secret.
+    #[error("{named}: cannot read {}", path.display())]
+    SecretFile {
+        named: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{option} and {file} are both set: set one of them")]
+    SecretTwice { option: String, file: String },
     #[error("cannot find a data directory: set DATABASE_URL, XDG_DATA_HOME or HOME")]
     NoDataDirectory,
 }

@@ -9,8 +9,10 @@
 //! unit tests use (setting process variables in a test is unsound while other threads run).
 
 mod error;
+mod secrets;
 
 pub use error::ConfigError;
+pub use secrets::{CREDENTIALS_DIRECTORY, read_secret, read_secret_files};
 
 use ccflare_core::config::{Layer, OPTIONS, Settings};
 use std::ffi::OsString;
@@ -56,7 +58,8 @@ fn dotenv_variable(line: &str) -> String {
     }
 }
 
-/// The environment layer: every option of `core::config::OPTIONS` whose variable is set.
+/// The environment layer: every option of `core::config::OPTIONS` whose variable is set, and
+/// the secrets given as files (`<ENV>_FILE`, `$CREDENTIALS_DIRECTORY/<key>`).
 pub fn env_layer() -> Result<Layer, ConfigError> {
     env_layer_with(|name| std::env::var_os(name))
 }
@@ -72,6 +75,7 @@ pub fn env_layer_with(lookup: impl Fn(&str) -> Option<OsString>) -> Result<Layer
             layer.insert(spec.key.to_owned(), value);
         }
     }
+    secrets::env_secret_files(&mut layer, &lookup)?;
     Ok(layer)
 }
 
@@ -111,12 +115,23 @@ pub fn config_file_with(
 /// Reads a TOML config file into a layer. Keys are the option keys (`port`, `lb_strategy`);
 /// numbers and booleans become their text, and a list of strings (`api_keys = ["…", "…"]`)
 /// becomes one comma-separated value. Unknown keys are kept: resolving rejects them by name.
+/// A secret's `<key>_file` (a path, relative to the config file's directory) is replaced by
+/// the secret it holds.
 pub fn read_config_file(path: &Path) -> Result<Layer, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
         path: path.to_owned(),
         source,
     })?;
-    parse_config_file(path, &text)
+    let mut layer = parse_config_file(path, &text)?;
+    read_secret_files(&mut layer, path.parent(), |variant, file| {
+        let key = if file {
+            &variant.key
+        } else {
+            variant.option.key
+        };
+        format!("{key} in {}", path.display())
+    })?;
+    Ok(layer)
 }
 
 /// [`read_config_file`] for text already read from `path` (which errors name).

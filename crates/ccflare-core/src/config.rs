@@ -346,6 +346,62 @@ pub const OPTIONS: &[OptionSpec] = &[
     ),
 ];
 
+// ---- Secrets from files (docs/configuration.md, "Secrets from files") ----
+//
+// Every secret option (`secret: true`) can also be given as a path to a file holding it, so
+// that keys stay out of the environment and `ps`: `<ENV>_FILE`, `--<flag>-file`, `<key>_file`
+// in the config file, and systemd's `$CREDENTIALS_DIRECTORY/<key>`. The rule is here, with the
+// table; ccflare-config does the reading.
+
+/// The names under which a secret option is read from a file.
+#[derive(Debug, Clone)]
+pub struct FileVariant {
+    /// The option it feeds.
+    pub option: &'static OptionSpec,
+    /// Config-file key, e.g. `admin_key_file`.
+    pub key: String,
+    /// Environment variable, e.g. `CCFLARE_ADMIN_KEY_FILE`.
+    pub env: String,
+    /// Flag without dashes, e.g. `admin-key-file`.
+    pub flag: String,
+}
+
+impl OptionSpec {
+    /// The file variant of a secret option (`None` for the others, and for one whose names an
+    /// option of the table already has: that option, a path of its own, keeps them).
+    pub fn file_variant(&'static self) -> Option<FileVariant> {
+        if !self.secret {
+            return None;
+        }
+        let variant = FileVariant {
+            option: self,
+            key: format!("{}_file", self.key),
+            env: format!("{}_FILE", self.env),
+            flag: format!("{}-file", self.flag),
+        };
+        let taken = OPTIONS
+            .iter()
+            .any(|o| o.key == variant.key || o.env == variant.env || o.flag == variant.flag);
+        (!taken).then_some(variant)
+    }
+}
+
+/// Every secret option's [`FileVariant`].
+pub fn file_variants() -> impl Iterator<Item = FileVariant> {
+    OPTIONS.iter().filter_map(OptionSpec::file_variant)
+}
+
+/// A secret's value as its file holds it: one trailing line ending removed (`echo` and editors
+/// add one), nothing else, so that a key is never silently changed.
+pub fn secret_file_value(text: &str) -> &str {
+    match text.strip_suffix('\n') {
+        Some(line) => line.strip_suffix('\r').unwrap_or(line),
+        None => text,
+    }
+}
+
+// ---- end of secrets from files ----
+
 /// Options read before the database is open, which therefore cannot be stored in it.
 pub const NOT_STORABLE: &[&str] = &[
     "database_url",
@@ -1059,6 +1115,30 @@ mod tests {
         assert_eq!((s.max_body_bytes, s.max_body_memory), (2000, 2000));
         let s = resolve(&[("max_body_bytes", "2000"), ("max_body_memory", "5000")]).unwrap();
         assert_eq!(s.max_body_memory, 5000);
+    }
+
+    #[test]
+    fn secret_options_and_only_they_have_a_file_variant() {
+        let admin = option("admin_key").unwrap().file_variant().unwrap();
+        assert_eq!(
+            (admin.key.as_str(), admin.env.as_str(), admin.flag.as_str()),
+            ("admin_key_file", "CCFLARE_ADMIN_KEY_FILE", "admin-key-file")
+        );
+        let keys = option("api_keys").unwrap().file_variant().unwrap();
+        assert_eq!(keys.env, "CLAUDE_API_KEYS_FILE");
+        assert!(option("port").unwrap().file_variant().is_none());
+        for variant in file_variants() {
+            assert!(variant.option.secret);
+            assert!(
+                option(&variant.key).is_none(),
+                "{} is an option",
+                variant.key
+            );
+        }
+        assert_eq!(secret_file_value("k\n"), "k");
+        assert_eq!(secret_file_value("k\r\n"), "k");
+        assert_eq!(secret_file_value("k\n\n"), "k\n");
+        assert_eq!(secret_file_value(" k "), " k ");
     }
 
     #[test]

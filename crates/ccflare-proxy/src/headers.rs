@@ -51,6 +51,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub fn upstream_response_headers(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
     headers.remove(header::SET_COOKIE);
+    no_buffering_for_streams(headers);
+}
+
+/// A streamed response (`text/event-stream`) says `X-Accel-Buffering: no`, so that nginx in
+/// front (deploy/nginx) passes each event on as it comes even where `proxy_buffering` is left
+/// on.
+pub fn no_buffering_for_streams(headers: &mut HeaderMap) {
+    let streamed = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+    if streamed {
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    }
 }
 
 /// Turns the client's request headers into the upstream's: hop-by-hop, `host`, the client's

@@ -223,6 +223,7 @@ fn health(state: &AppState, details: bool) -> Response<ResponseBody> {
             },
             "database": database,
             "version": env!("CARGO_PKG_VERSION"),
+            "revision": state.revision(),
             "uptime_s": state.started.elapsed().as_secs(),
         }),
     )

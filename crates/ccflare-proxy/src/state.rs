@@ -130,6 +130,8 @@ pub struct AppState {
     tokens: OnceLock<TokenRefresher>,
     /// The client keys `/v1` checks, and their limits' counters.
     client_keys: Arc<ClientKeys>,
+    /// The git revision the binary was built from, shown by `/health` (set by ccflare-app).
+    revision: OnceLock<String>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -178,7 +180,19 @@ impl AppState {
             management: OnceLock::new(),
             tokens: OnceLock::new(),
             client_keys: Arc::new(ClientKeys::default()),
+            revision: OnceLock::new(),
         })
+    }
+
+    /// Names the git revision the binary was built from, for `/health` (once, at start).
+    pub fn set_revision(&self, revision: &str) {
+        if !revision.is_empty() {
+            let _ = self.revision.set(revision.to_owned());
+        }
+    }
+
+    pub(crate) fn revision(&self) -> Option<&str> {
+        self.revision.get().map(String::as_str)
     }
 
     /// Installs the OAuth token refresher (once, at start; false if one was set). Without it

@@ -1,5 +1,6 @@
 //! Checking a database file for damage and salvaging what is readable of a damaged one into a
-//! new file (`ccflare-cli db check` and `db recover`).
+//! new file (`ccflare-cli db check` and `db recover`), and copying a live one into a new file
+//! (`db backup`, [`backup`]).
 //!
 //! Both open the database read-only and never run migrations on it, so neither can make a
 //! damaged file worse, and both may run beside a server. `check` runs SQLite's own checker
@@ -81,7 +82,7 @@ pub enum MaintenanceError {
         found: i64,
         known: i64,
     },
-    #[error("{path} already exists; recover writes only to a new file")]
+    #[error("{path} already exists; only a new file is written, never an existing one")]
     DestinationExists { path: PathBuf },
     #[error("{path} is the database being recovered; give a new file to write to")]
     SameFile { path: PathBuf },
@@ -90,6 +91,8 @@ pub enum MaintenanceError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("copying {path}: {reason}")]
+    Backup { path: PathBuf, reason: String },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("database error: {0}")]
@@ -450,6 +453,44 @@ pub async fn recover(source: &Path, destination: &Path) -> Result<RecoverReport,
         left_behind,
         check,
     })
+}
+
+/// Copies the database at `source` into the new file `destination` while a server may be
+/// writing to it (`ccflare-cli db backup`): one `VACUUM INTO` on a read-only connection, which
+/// reads a single snapshot, so the copy holds every row committed before it began and nothing
+/// half-written. The new file is created readable by its owner only (it holds keys), is one
+/// self-contained file that a server opens as it is, and is checked (`quick_check`) once
+/// written; the report says what it holds.
+pub async fn backup(source: &Path, destination: &Path) -> Result<CheckReport, MaintenanceError> {
+    let (source_path, destination_path) = {
+        let (source, destination) = (source.to_owned(), destination.to_owned());
+        blocking(move || prepare_paths(&source, &destination)).await?
+    };
+    let mut conn = open_read_only(&source_path).await?;
+    let to_create = destination_path.clone();
+    if let Err(error) = blocking(move || create_private_new(&to_create)).await {
+        let _ = conn.close().await;
+        return Err(error);
+    }
+    let copied = sqlx::query("VACUUM INTO ?")
+        .bind(destination_path.to_string_lossy().into_owned())
+        .execute(&mut conn)
+        .await;
+    let _ = conn.close().await;
+    if let Err(error) = copied {
+        let path = destination_path.clone();
+        let _ = blocking(move || remove_new_file(&path)).await;
+        return Err(match code(&error) {
+            Some(SQLITE_NOTADB) => MaintenanceError::NotADatabase {
+                path: source.to_owned(),
+            },
+            _ => MaintenanceError::Backup {
+                path: source.to_owned(),
+                reason: message(&error),
+            },
+        });
+    }
+    check(&destination_path, Depth::Quick).await
 }
 
 /// Writes the new file, by `VACUUM INTO` when the source reads whole, else table by table.

@@ -1,8 +1,9 @@
 //! `ccflare-cli db check` and `db recover`: is the database file damaged, and if it is, save
 //! what is readable of it into a new file (accounts, keys and tokens, settings, then request
-//! rows; rollups rebuilt from the rows). Both only read the database the server uses: it is
-//! opened read-only, never created and never migrated (`ccflare_storage::maintenance`). The
-//! new file is put in place by a person, with the server stopped; `recover` says how.
+//! rows; rollups rebuilt from the rows). `db backup`: a consistent copy of the database while
+//! the server runs. All only read the database the server uses: it is opened read-only, never
+//! created and never migrated (`ccflare_storage::maintenance`). The new file is put in place by
+//! a person, with the server stopped; `recover` says how, and docs/deployment.md for a backup.
 
 use crate::context::{self, Context};
 use crate::output::{self, Align, Table};
@@ -19,6 +20,25 @@ pub enum DbCommand {
     Check(CheckArgs),
     /// Save what is readable of a damaged database into a new file
     Recover(RecoverArgs),
+    /// Copy the database into a new file, safely while the server runs
+    Backup(BackupArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  ccflare-cli db backup ./ccflare-$(date +%F).db
+  ccflare-cli --database-url /srv/ccflare.db db backup /backups/ccflare.db
+
+Safe beside a running server: the copy is one snapshot (SQLite's VACUUM
+INTO), holding every request committed before it began. The new file is
+readable by its owner only (it holds the accounts' keys) and is checked once
+written. To restore: stop the server, move the database (and its -wal and
+-shm files) aside, put the backup in its place, start the server.")]
+pub struct BackupArgs {
+    /// The new database file to write (must not exist)
+    #[arg(value_name = "FILE")]
+    output: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -59,7 +79,35 @@ pub async fn run(context: &Context, command: DbCommand) -> Result<ExitCode> {
     match command {
         DbCommand::Check(args) => check(context, &path, args).await,
         DbCommand::Recover(args) => recover(context, &path, args).await,
+        DbCommand::Backup(args) => backup(context, &path, args).await,
     }
+}
+
+async fn backup(context: &Context, path: &Path, args: BackupArgs) -> Result<ExitCode> {
+    let report = maintenance::backup(path, &args.output)
+        .await
+        .context("backing up the database")?;
+    if context.json() {
+        output::print_json(&json!({
+            "source": path,
+            "destination": args.output,
+            "ok": report.ok(),
+            "check": check_json(&report),
+        }))?;
+    } else {
+        let mut text = format!(
+            "backed up {} into {}\n",
+            context::show_path(path),
+            context::show_path(&args.output)
+        );
+        text.push_str(&check_text(&report));
+        output::print(&text)?;
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn check(context: &Context, path: &Path, args: CheckArgs) -> Result<ExitCode> {
