@@ -109,6 +109,7 @@ async fn secrets_come_from_files_named_by_variables() {
         format!("{}\n{}\n", key("one"), key("two")),
     )
     .unwrap();
+    common::with_a_client_key(&common::db_path(dir.path())).await;
     let mut command = proxy_command(dir.path(), &upstream, &[]);
     command
         .env("HOST", "0.0.0.0")

@@ -588,6 +588,9 @@ async fn the_image_environment_starts_the_server_and_its_healthcheck_passes() {
         "0123456789abcdef-docker-secret\n",
     )
     .unwrap();
+    // The first client key, made with the image's ccflare-cli before the server's first start
+    // (docs/deployment.md): /v1 on a network address requires one.
+    common::with_a_client_key(&root.join("data/ccflare.db")).await;
     let mut command =
         ccflare_testkit::process::isolated_command(env!("CARGO_BIN_EXE_ccflare-server"), root);
     with_env(&mut command);

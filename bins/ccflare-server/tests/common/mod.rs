@@ -131,3 +131,14 @@ pub async fn health_until(
     })
     .await
 }
+
+/// Stores one client key in the database at `path`: a server on a network address requires
+/// client keys and will not start without one (tests/keys.rs tests that rule).
+pub async fn with_a_client_key(path: &Path) {
+    let db = ccflare_storage::Db::open_path(path).await.unwrap();
+    let limits = ccflare_core::client_key::KeyLimits::default();
+    ccflare_storage::keys::create(&db, "team", &limits, None, 0)
+        .await
+        .unwrap();
+    db.close().await;
+}
