@@ -311,6 +311,7 @@ async fn upgrading_to_minute_histograms_fills_them_from_the_rows_already_recorde
             .fetch_all(db.pool())
             .await
             .unwrap();
-    let expected: Vec<(i64, i64, i64)> = expected.into_iter().map(|((m, b), n)| (m, b, n)).collect();
+    let expected: Vec<(i64, i64, i64)> =
+        expected.into_iter().map(|((m, b), n)| (m, b, n)).collect();
     assert_eq!(filled, expected);
 }
