@@ -166,22 +166,34 @@ pub async fn stats(
         // bound on `bucket` (with a day of slack for the zone's offset) only lets SQLite use
         // the primary key.
         Breakdown::Daily { days } => {
-            let days = days.max(1);
-            let first_label: String = sqlx::query_scalar(&format!(
-                "SELECT strftime('%Y-%m-%d', ?1 / 1000, 'unixepoch', {}, '-{} days')",
-                zone.modifier(),
-                days - 1
-            ))
-            .bind(now)
-            .fetch_one(db.pool())
-            .await?;
-            let lower = now.saturating_sub(i64::from(days) * DAY_MS + DAY_MS);
+            let (lower, first_label) = local_days(db, zone, now, days).await?;
             Periods::new("hourly", "%Y-%m-%d", zone)
                 .table(db, lower, &first_label)
                 .await
         }
         Breakdown::Models { since } => per_model(db, Window::since(Some(since))).await,
     }
+}
+
+/// The last `days` local days (at least one) up to `now`: a lower bound on the hours they
+/// hold (with a day of slack for the zone's offset, so that SQLite can use the primary key or
+/// the `started_at` index) and the local date of the first, which decides which hours count.
+async fn local_days(
+    db: &Db,
+    zone: Zone,
+    now: Millis,
+    days: u32,
+) -> Result<(Millis, String), AnalyticsError> {
+    let days = days.max(1);
+    let first_label: String = sqlx::query_scalar(&format!(
+        "SELECT strftime('%Y-%m-%d', ?1 / 1000, 'unixepoch', {}, '-{} days')",
+        zone.modifier(),
+        days - 1
+    ))
+    .bind(now)
+    .fetch_one(db.pool())
+    .await?;
+    Ok((now.saturating_sub(i64::from(days) * DAY_MS + DAY_MS), first_label))
 }
 
 /// [`stats`] for the requests of one client key (`key`: its id, as request rows record it).
@@ -209,16 +221,7 @@ pub async fn stats_of_key(
             String::new(),
         ),
         Breakdown::Daily { days } => {
-            let days = days.max(1);
-            let first_label: String = sqlx::query_scalar(&format!(
-                "SELECT strftime('%Y-%m-%d', ?1 / 1000, 'unixepoch', {}, '-{} days')",
-                zone.modifier(),
-                days - 1
-            ))
-            .bind(now)
-            .fetch_one(db.pool())
-            .await?;
-            let lower = now.saturating_sub(i64::from(days) * DAY_MS + DAY_MS);
+            let (lower, first_label) = local_days(db, zone, now, days).await?;
             (label("%Y-%m-%d"), lower, first_label)
         }
         Breakdown::Models { since } => (
