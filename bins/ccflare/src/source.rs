@@ -10,6 +10,7 @@ use ccflare_analytics::stats::{Zone, utc_offset_ms};
 use ccflare_analytics::{Range, Report};
 use ccflare_api::{ApiError, Ctx};
 use ccflare_app::Handles;
+use ccflare_core::client_key::KeyLimits;
 use ccflare_core::record::RequestRecord;
 use ccflare_core::{AccountStatus, Millis, Secret};
 use ccflare_oauth::Mode;
@@ -166,6 +167,14 @@ impl Source for InProcess {
                 .await
                 .map_err(source_error)?;
         Ok(account.name)
+    }
+
+    /// The API's `POST /api/keys`, with no limits.
+    async fn create_client_key(&self, name: String) -> Result<Secret, SourceError> {
+        let (_, key) = ccflare_api::keys::create(&self.ctx, &name, KeyLimits::default(), None)
+            .await
+            .map_err(source_error)?;
+        Ok(key)
     }
 
     async fn oauth_begin(&self, mode: Mode, name: String) -> Result<OAuthStart, SourceError> {
@@ -369,6 +378,36 @@ mod tests {
                 .all(|a| a.state == ccflare_pool::RoutingState::Active)
         );
         assert!(source.health().is_ok());
+        fixture.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_client_key_made_in_the_ui_opens_v1_at_once() {
+        let fixture = Fixture::start(&[]).await;
+        let key = fixture
+            .source
+            .create_client_key("alice".into())
+            .await
+            .unwrap();
+        assert!(key.expose().starts_with("ccf_"));
+        let body = || Message::new("claude-haiku-4-5").content("hi").body();
+        let url = format!("{}/v1/messages", fixture.url);
+        let reply = send(anthropic_post(&url, key.expose(), &[], body())).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let wrong = format!("ccf_{}", "x".repeat(43));
+        let reply = send(anthropic_post(&url, &wrong, &[], body())).await;
+        assert_eq!(reply.status, 401, "{}", reply.text());
+        let listed = fixture.api("/api/keys").await;
+        assert!(listed.to_string().contains("alice"), "{listed}");
+        assert!(!listed.to_string().contains(key.expose()), "never listed");
+        assert!(
+            fixture
+                .source
+                .create_client_key("alice".into())
+                .await
+                .is_err(),
+            "one name, one key"
+        );
         fixture.stop().await;
     }
 

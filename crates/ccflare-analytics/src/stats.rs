@@ -193,7 +193,10 @@ async fn local_days(
     .bind(now)
     .fetch_one(db.pool())
     .await?;
-    Ok((now.saturating_sub(i64::from(days) * DAY_MS + DAY_MS), first_label))
+    Ok((
+        now.saturating_sub(i64::from(days) * DAY_MS + DAY_MS),
+        first_label,
+    ))
 }
 
 /// [`stats`] for the requests of one client key (`key`: its id, as request rows record it).

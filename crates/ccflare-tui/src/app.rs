@@ -111,14 +111,38 @@ pub enum Command {
 /// A change a person asked for, run by the [`Source`](crate::Source).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    AddApiKey { key: Secret, name: Option<String> },
-    OAuthBegin { mode: Mode, name: String },
-    OAuthComplete { flow_id: String, code: Secret },
-    SetPaused { name: String, paused: bool },
-    Rename { name: String, new_name: String },
-    SetPriority { name: String, priority: i64 },
-    Remove { name: String },
+    AddApiKey {
+        key: Secret,
+        name: Option<String>,
+    },
+    OAuthBegin {
+        mode: Mode,
+        name: String,
+    },
+    OAuthComplete {
+        flow_id: String,
+        code: Secret,
+    },
+    SetPaused {
+        name: String,
+        paused: bool,
+    },
+    Rename {
+        name: String,
+        new_name: String,
+    },
+    SetPriority {
+        name: String,
+        priority: i64,
+    },
+    Remove {
+        name: String,
+    },
     Setting(SettingChange),
+    /// A client key for `/v1` (SPEC §11), with no limits; shown once when made.
+    CreateClientKey {
+        name: String,
+    },
 }
 
 impl Change {
@@ -126,6 +150,7 @@ impl Change {
     pub fn done(&self) -> String {
         match self {
             Change::AddApiKey { .. } => "account added".to_owned(),
+            Change::CreateClientKey { name } => format!("client key {name} created"),
             Change::OAuthBegin { name, .. } => format!("login for {name} opened"),
             Change::OAuthComplete { .. } => "login finished".to_owned(),
             Change::SetPaused { name, paused: true } => format!("{name} paused"),
@@ -161,6 +186,8 @@ pub enum Changed {
     Account(String),
     LoginOpened(OAuthStart),
     Settings(LiveSettings),
+    /// A client key was made: the key itself, to be shown this once.
+    ClientKey(Secret),
 }
 
 /// A line in the status bar, for a while.
@@ -244,6 +271,13 @@ pub enum DialogKind {
     Retention,
     RequestFilter,
     LogSearch,
+    /// A new client key's name.
+    CreateClientKey,
+    /// The client key just made, shown this once (only its hash is stored).
+    ClientKeyCreated {
+        name: String,
+        key: Secret,
+    },
 }
 
 impl DialogKind {
@@ -266,6 +300,8 @@ impl DialogKind {
             DialogKind::Retention => "Retention".to_owned(),
             DialogKind::RequestFilter => "Filter requests".to_owned(),
             DialogKind::LogSearch => "Search the logs".to_owned(),
+            DialogKind::CreateClientKey => "New client key".to_owned(),
+            DialogKind::ClientKeyCreated { name, .. } => format!("Client key {name}"),
         }
     }
 }
@@ -918,6 +954,19 @@ impl App {
                 }
                 return commands;
             }
+            Ok(Changed::ClientKey(key)) => {
+                if let Change::CreateClientKey { name } = &change {
+                    self.modal = Some(Modal::Dialog(Dialog::new(
+                        DialogKind::ClientKeyCreated {
+                            name: name.clone(),
+                            key,
+                        },
+                        Vec::new(),
+                    )));
+                }
+                self.notify(change.done(), false);
+                return commands;
+            }
             Ok(changed) => {
                 if self.modal_busy() {
                     self.modal = None;
@@ -1044,6 +1093,12 @@ impl App {
                 self.modal = Some(Modal::Dialog(Dialog::new(
                     DialogKind::AddApiKey,
                     vec![Field::masked("API key"), Field::new("name (optional)")],
+                )));
+            }
+            Action::CreateClientKey => {
+                self.modal = Some(Modal::Dialog(Dialog::new(
+                    DialogKind::CreateClientKey,
+                    vec![Field::new("name")],
                 )));
             }
             Action::Login(mode) => {
@@ -1330,7 +1385,9 @@ impl App {
                                 self.logs.search = text;
                                 self.logs.scroll = 0;
                             }
-                            _ => self.requests.text = text,
+                            DialogKind::RequestFilter => self.requests.text = text,
+                            // Read: it closes, and the key is gone from the screen.
+                            _ => {}
                         }
                         self.modal = None;
                         Vec::new()
@@ -1416,7 +1473,17 @@ fn dialog_change(dialog: &Dialog) -> Result<Option<Change>, String> {
                 .parse()
                 .map_err(|_| format!("expected a number of days, got {first:?}"))?,
         }),
-        DialogKind::RequestFilter | DialogKind::LogSearch => return Ok(None),
+        DialogKind::CreateClientKey => {
+            if first.is_empty() {
+                return Err("type a name for the key (who will use it)".to_owned());
+            }
+            Change::CreateClientKey {
+                name: first.to_owned(),
+            }
+        }
+        DialogKind::RequestFilter | DialogKind::LogSearch | DialogKind::ClientKeyCreated { .. } => {
+            return Ok(None);
+        }
     };
     Ok(Some(change))
 }

@@ -52,6 +52,8 @@ struct State {
     /// Open logins: flow id → (mode, name, state).
     logins: BTreeMap<String, (Mode, String, String)>,
     next_login: u32,
+    /// Client keys made, by name (the fake keeps the key; the server keeps only its hash).
+    client_keys: BTreeMap<String, Secret>,
 }
 
 #[derive(Debug)]
@@ -397,6 +399,7 @@ impl FakeSource {
                     health: DatabaseHealth::default(),
                     logins: BTreeMap::new(),
                     next_login: 0,
+                    client_keys: BTreeMap::new(),
                 }),
                 requests: broadcast::channel(FEED_CAPACITY).0,
                 logs: broadcast::channel(FEED_CAPACITY).0,
@@ -692,6 +695,18 @@ impl Source for FakeSource {
             key.expose(),
         ));
         Ok(name)
+    }
+
+    async fn create_client_key(&self, name: String) -> Result<Secret, SourceError> {
+        let mut state = self.state();
+        if state.client_keys.contains_key(&name) {
+            return Err(SourceError::Conflict(format!(
+                "a client key named {name} exists"
+            )));
+        }
+        let key = Secret::new(format!("ccf_fake{:0>39}", state.client_keys.len() + 1));
+        state.client_keys.insert(name, key.clone());
+        Ok(key)
     }
 
     async fn oauth_begin(&self, mode: Mode, name: String) -> Result<OAuthStart, SourceError> {

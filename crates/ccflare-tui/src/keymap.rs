@@ -86,6 +86,7 @@ pub enum Action {
     Top,
     Bottom,
     AddApiKey,
+    CreateClientKey,
     Login(Mode),
     TogglePause,
     Rename,
@@ -112,7 +113,7 @@ pub enum Action {
 
 impl Action {
     /// Every action (a test checks each one has a key).
-    pub const ALL: [Action; 41] = [
+    pub const ALL: [Action; 42] = [
         Action::Quit,
         Action::Help,
         Action::CloseHelp,
@@ -131,6 +132,7 @@ impl Action {
         Action::Top,
         Action::Bottom,
         Action::AddApiKey,
+        Action::CreateClientKey,
         Action::Login(Mode::Max),
         Action::Login(Mode::Console),
         Action::TogglePause,
@@ -375,6 +377,14 @@ pub const KEYMAP: &[Binding] = &[
         Action::AddApiKey,
         "add key",
         "add an API key",
+    ),
+    bind(
+        C::Accounts,
+        &[ch('n')],
+        Action::CreateClientKey,
+        // Not in the hint line, which 80 columns fill already: `?` and docs/tui.md list it.
+        "",
+        "create a client key for /v1 (shown once)",
     ),
     bind(
         C::Accounts,
@@ -737,6 +747,7 @@ mod tests {
             | Action::Top
             | Action::Bottom
             | Action::AddApiKey
+            | Action::CreateClientKey
             | Action::Login(_)
             | Action::TogglePause
             | Action::Rename

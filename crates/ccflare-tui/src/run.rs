@@ -200,6 +200,9 @@ pub async fn perform<S: Source>(source: S, change: Change) -> Outcome {
             .map(|()| Changed::Done),
         Change::Remove { name } => source.remove(name).await.map(|()| Changed::Done),
         Change::Setting(setting) => source.change_setting(setting).await.map(Changed::Settings),
+        Change::CreateClientKey { name } => {
+            source.create_client_key(name).await.map(Changed::ClientKey)
+        }
     };
     Outcome::Changed(change, result)
 }

@@ -325,6 +325,12 @@ pub trait Source: Clone + Send + Sync + 'static {
         key: Secret,
         name: Option<String>,
     ) -> impl Future<Output = Result<String, SourceError>> + Send;
+    /// Creates a client key for `/v1` named `name`, with no limits; returns the key, which is
+    /// never available again.
+    fn create_client_key(
+        &self,
+        name: String,
+    ) -> impl Future<Output = Result<Secret, SourceError>> + Send;
     /// Opens an OAuth login for a new account named `name`.
     fn oauth_begin(
         &self,

@@ -157,6 +157,57 @@ async fn an_api_key_is_added_through_a_masked_dialog() {
 }
 
 #[tokio::test]
+async fn a_client_key_is_created_and_shown_once() {
+    let fake = FakeSource::seeded();
+    let mut app = opened(&fake).await;
+    press(&mut app, &fake, key('2')).await;
+    press(&mut app, &fake, key('n')).await;
+    assert_eq!(dialog(&app).kind, DialogKind::CreateClientKey);
+    press(&mut app, &fake, code(KeyCode::Enter)).await;
+    assert!(dialog(&app).error.is_some(), "a key needs a name");
+
+    type_text(&mut app, &fake, "alice").await;
+    press(&mut app, &fake, code(KeyCode::Enter)).await;
+    let shown_key = match &dialog(&app).kind {
+        DialogKind::ClientKeyCreated { name, key } => {
+            assert_eq!(name, "alice");
+            key.expose().to_owned()
+        }
+        other => panic!("expected the new key, found {other:?}"),
+    };
+    assert!(shown_key.starts_with("ccf_"), "{shown_key}");
+    assert_eq!(
+        app.notice.as_ref().unwrap().text,
+        "client key alice created"
+    );
+    let screen = render(&app, 80, 24, Theme::MONOCHROME);
+    assert!(
+        screen.contains(&shown_key),
+        "the key is on screen once:\n{screen}"
+    );
+    assert!(screen.contains("not shown again"), "{screen}");
+    assert!(
+        !format!("{app:?}").contains(&shown_key),
+        "Debug masks it, as every secret"
+    );
+
+    press(&mut app, &fake, code(KeyCode::Enter)).await;
+    assert!(app.modal.is_none(), "read and closed");
+    assert!(!render(&app, 80, 24, Theme::MONOCHROME).contains(&shown_key));
+
+    // The same name again: the source's refusal, in the dialog, which stays for another try.
+    press(&mut app, &fake, key('n')).await;
+    type_text(&mut app, &fake, "alice").await;
+    press(&mut app, &fake, code(KeyCode::Enter)).await;
+    assert_eq!(dialog(&app).kind, DialogKind::CreateClientKey);
+    assert!(
+        dialog(&app).error.as_deref().unwrap().contains("alice"),
+        "{:?}",
+        dialog(&app).error
+    );
+}
+
+#[tokio::test]
 async fn an_oauth_login_shows_the_address_and_takes_the_pasted_code_with_retries() {
     let fake = FakeSource::seeded();
     let mut app = opened(&fake).await;

@@ -151,6 +151,24 @@ fn draw_dialog(frame: &mut Frame<'_>, area: Rect, dialog: &Dialog, app: &App, th
             "Days of requests to keep; older whole days are deleted.",
             theme.label(),
         ))),
+        DialogKind::CreateClientKey => lines.push(Line::from(Span::styled(
+            "A key for one person or tool to send to /v1; it is shown once.",
+            theme.label(),
+        ))),
+        DialogKind::ClientKeyCreated { key, .. } => {
+            lines.push(Line::from(Span::styled(
+                "Copy it now: it is not shown again (only its hash is stored).",
+                theme.warn(),
+            )));
+            // The key alone on its lines, so that it can be selected and copied.
+            for line in chunks(key.expose(), inner_width) {
+                lines.push(Line::from(Span::styled(line, theme.header())));
+            }
+            lines.push(Line::from(Span::styled(
+                "Clients send it as their API key (ANTHROPIC_API_KEY=ccf_…).",
+                theme.label(),
+            )));
+        }
         DialogKind::Rename { .. }
         | DialogKind::Priority { .. }
         | DialogKind::RequestFilter
