@@ -73,8 +73,8 @@ soak *args:
     cargo run --quiet --release --bin ccflare-bench -- --out target/soak --scenario soak "$@"
 
 # Release binaries in target/dist-out (docs/deployment.md, "Release builds"): ccflare-server,
-# ccflare-cli and ccflare, stripped, with the git revision baked in, and SHA256SUMS. The
-# profile is `dist`; `just dist dist-lto` builds the LTO variant for comparison with the bench.
+# ccflare-cli and ccflare, stripped, with LTO and the git revision baked in, and SHA256SUMS.
+# The profile is `dist` (another, e.g. `release`, can be named to compare with the bench).
 dist profile="dist":
     #!/usr/bin/env bash
     set -euo pipefail
