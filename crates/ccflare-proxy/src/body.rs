@@ -7,6 +7,7 @@
 
 use crate::error::BodyError;
 use crate::recorder::{Outcome, Recorder};
+use crate::upstream::UpstreamBody;
 use bytes::{Bytes, BytesMut};
 use ccflare_core::sse::SseScanner;
 use ccflare_core::usage::{self, Usage};
@@ -14,7 +15,6 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -113,7 +113,7 @@ enum Reader {
 }
 
 pub struct TappedBody {
-    inner: Incoming,
+    inner: UpstreamBody,
     reader: Reader,
     recorder: Recorder,
     status: u16,
@@ -124,7 +124,7 @@ pub struct TappedBody {
 
 impl TappedBody {
     pub fn new(
-        inner: Incoming,
+        inner: UpstreamBody,
         recorder: Recorder,
         status: u16,
         kind: BodyKind,

@@ -16,6 +16,7 @@ use crate::recorder::{CLIENT_CLOSED, Outcome, Recorder};
 use crate::routes::Route;
 use crate::state::AppState;
 use crate::tokens::RefreshFailure;
+use crate::upstream::{Reuse, UpstreamBody};
 use bytes::Bytes;
 use ccflare_core::browser::{self, BrowserRefusal};
 use ccflare_core::error::anthropic_error_body;
@@ -248,7 +249,7 @@ struct Outgoing {
 enum Attempt {
     /// The account answered with a response for the client: the request is served.
     Served {
-        response: Response<Incoming>,
+        response: Response<UpstreamBody>,
         account: Arc<str>,
     },
     /// The account failed before anything reached the client; another account may serve.
@@ -398,7 +399,7 @@ impl Failover<'_> {
     /// more send to the same account — on an inference route, where a 401 is about the token.
     /// When that refresh fails, the 401 is kept (its body read first) so that it can be relayed
     /// should no other account serve.
-    async fn send_with_fresh_token(&self, pick: &Pick) -> Result<Response<Incoming>, Retry> {
+    async fn send_with_fresh_token(&self, pick: &Pick) -> Result<Response<UpstreamBody>, Retry> {
         let refresher = (pick.kind == AccountKind::OAuth)
             .then(|| self.state.tokens())
             .flatten();
@@ -433,18 +434,33 @@ impl Failover<'_> {
         self.send(pick, &token).await
     }
 
-    /// One upstream request, bounded by the wait for its response headers.
-    async fn send(&self, pick: &Pick, credential: &Secret) -> Result<Response<Incoming>, Retry> {
+    /// One upstream request, bounded by the wait for its response headers. A connection
+    /// taken from the idle list that turns out closed (the upstream closed it as the request
+    /// went out, before answering) costs one more send on a new connection, not an attempt.
+    async fn send(&self, pick: &Pick, credential: &Secret) -> Result<Response<UpstreamBody>, Retry> {
         let outgoing = &self.outgoing;
-        let Some(request) = build_request(outgoing, pick, credential) else {
-            // Only a stored credential with bytes no header may carry gets here.
-            tracing::error!(account = %pick.name, "account credential is not a valid header value");
-            return Err(Retry::BadCredential);
+        let request = || {
+            let request = build_request(outgoing, pick, credential);
+            if request.is_none() {
+                // Only a stored credential with bytes no header may carry gets here.
+                tracing::error!(account = %pick.name, "account credential is not a valid header value");
+            }
+            request.ok_or(Retry::BadCredential)
         };
-        let sent = tokio::time::timeout(outgoing.header_wait, self.state.upstream.send(request));
-        match sent.await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => {
+        let upstream = &self.state.upstream;
+        let exchange = async {
+            match upstream.send(request()?, Reuse::Idle).await {
+                Err(error) if error.is_stale() => {
+                    tracing::debug!(account = %pick.name, %error, "sending again on a new connection");
+                    Ok(upstream.send(request()?, Reuse::Fresh).await)
+                }
+                sent => Ok(sent),
+            }
+        };
+        match tokio::time::timeout(outgoing.header_wait, exchange).await {
+            Ok(Ok(Ok(response))) => Ok(response),
+            Ok(Err(retry)) => Err(retry),
+            Ok(Ok(Err(error))) => {
                 tracing::warn!(account = %pick.name, %error, "upstream request failed");
                 Err(Retry::Unreachable(if error.is_connect() {
                     AttemptError::Connect
@@ -713,7 +729,7 @@ fn failure(pick: &Pick, status: Option<u16>, reason: &str) -> AttemptFailure {
 /// Reads a failed attempt's (small) error body so it can be relayed if nothing else works; a
 /// body that is slow or large is not worth waiting for.
 async fn read_failure(
-    response: Response<Incoming>,
+    response: Response<UpstreamBody>,
     pick: &Pick,
     reason: &'static str,
 ) -> LastFailure {
@@ -736,7 +752,7 @@ async fn read_failure(
 fn relay(
     state: &AppState,
     recorder: Recorder,
-    response: Response<Incoming>,
+    response: Response<UpstreamBody>,
     account: &str,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();

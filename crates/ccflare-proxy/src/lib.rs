@@ -35,4 +35,4 @@ pub use state::{
     AppState, ConfigLayers, DEFAULT_MAX_CONNECTIONS, ManagementFuture, ManagementRoutes,
     ProxyConfig, SyncError, spawn_account_sync,
 };
-pub use upstream::UpstreamClient;
+pub use upstream::{POOL_IDLE_TIMEOUT, Reuse, SendError, UpstreamBody, UpstreamClient};

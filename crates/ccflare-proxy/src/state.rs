@@ -398,8 +398,9 @@ pub enum SyncError {
     Setting(#[from] ccflare_core::CoreError),
 }
 
-/// Re-reads the accounts table every [`ACCOUNT_SYNC_INTERVAL`] until `shutdown`. The
-/// request path never waits for this: it only swaps the pool's account list under the lock.
+/// Re-reads the accounts table every [`ACCOUNT_SYNC_INTERVAL`] until `shutdown`, and closes the
+/// upstream connections idle past their timeout. The request path never waits for this: it
+/// only swaps the pool's account list under the lock.
 pub fn spawn_account_sync(
     state: Arc<AppState>,
     db: Db,
@@ -414,6 +415,9 @@ pub fn spawn_account_sync(
                 _ = tick.tick() => {}
                 _ = shutdown.recv() => return,
             }
+            // Upstream connections idle past their timeout are closed here, so that a quiet
+            // server does not hold them until its next request.
+            state.upstream.sweep();
             match state.sync_from_db(&db).await {
                 Ok(()) => failing = false,
                 // Logged once per outage, not every second.
