@@ -7,8 +7,9 @@
 //! Anthropic key (`sk-ant-…`) in a message or field is masked before it is kept.
 
 use ccflare_core::secret::mask;
+use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::fmt;
+use std::fmt::{self, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
@@ -111,71 +112,139 @@ impl<S: Subscriber> Layer<S> for LogLayer {
         let time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        let line = serde_json::json!({
-            "time": time,
-            "level": metadata.level().as_str(),
-            "target": metadata.target(),
-            "message": visitor.message,
-            "fields": visitor.fields,
-        });
-        self.feed.push(line.to_string());
+        // Written in one pass (this runs for every request's "request finished" line, whether
+        // or not anyone reads the feed): no map, no intermediate values.
+        let mut line = String::with_capacity(96 + visitor.message.len() + visitor.fields.len());
+        line.push_str("{\"time\":");
+        let _ = write!(line, "{time}");
+        line.push_str(",\"level\":\"");
+        line.push_str(metadata.level().as_str());
+        line.push_str("\",\"target\":");
+        push_json_string(&mut line, metadata.target());
+        line.push_str(",\"message\":");
+        push_json_string(&mut line, &visitor.message);
+        line.push_str(",\"fields\":{");
+        line.push_str(&visitor.fields);
+        line.push_str("}}");
+        self.feed.push(line);
     }
 }
 
+/// An event's message, and its other fields as the inside of a JSON object.
 #[derive(Default)]
 struct JsonVisitor {
     message: String,
-    fields: serde_json::Map<String, serde_json::Value>,
+    fields: String,
+    /// A `Debug` value's text, before it is escaped.
+    scratch: String,
 }
 
 impl JsonVisitor {
-    fn put(&mut self, field: &Field, value: serde_json::Value) {
+    /// Starts the field `field` and returns true, or returns false for the message.
+    fn key(&mut self, field: &Field) -> bool {
         if field.name() == "message" {
-            self.message = match value {
-                serde_json::Value::String(text) => text,
-                other => other.to_string(),
-            };
+            return false;
+        }
+        if !self.fields.is_empty() {
+            self.fields.push(',');
+        }
+        push_json_string(&mut self.fields, field.name());
+        self.fields.push(':');
+        true
+    }
+
+    fn text(&mut self, field: &Field, value: &str) {
+        let value = scrubbed(value);
+        if self.key(field) {
+            push_json_string(&mut self.fields, &value);
         } else {
-            self.fields.insert(field.name().to_owned(), value);
+            self.message = value.into_owned();
+        }
+    }
+
+    /// A number or a boolean, as JSON writes it.
+    fn plain(&mut self, field: &Field, value: impl fmt::Display) {
+        if self.key(field) {
+            let _ = write!(self.fields, "{value}");
+        } else {
+            self.message.clear();
+            let _ = write!(self.message, "{value}");
         }
     }
 }
 
 impl Visit for JsonVisitor {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.put(field, scrub(&format!("{value:?}")).into());
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let _ = write!(scratch, "{value:?}");
+        self.text(field, &scratch);
+        self.scratch = scratch;
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, scrub(value).into());
+        self.text(field, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, value.into());
+        self.plain(field, value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, value.into());
+        self.plain(field, value);
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(field, value.into());
+        if value.is_finite() {
+            self.plain(field, value);
+        } else if self.key(field) {
+            // JSON has no NaN or infinity.
+            self.fields.push_str("null");
+        }
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, value.into());
+        self.plain(field, value);
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.put(field, scrub(&value.to_string()).into());
+        self.text(field, &value.to_string());
     }
+}
+
+/// `text` as a JSON string, quotes included.
+fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    let mut rest = text;
+    while let Some(at) = rest.find(|c: char| c == '"' || c == '\\' || c < ' ') {
+        out.push_str(&rest[..at]);
+        let c = rest[at..].chars().next().unwrap_or(' ');
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            other => {
+                let _ = write!(out, "\\u{:04x}", other as u32);
+            }
+        }
+        rest = &rest[at + c.len_utf8()..];
+    }
+    out.push_str(rest);
+    out.push('"');
 }
 
 /// Masks every `sk-ant-…` token in `text` (to its prefix and last four characters).
 pub fn scrub(text: &str) -> String {
+    scrubbed(text).into_owned()
+}
+
+/// [`scrub`], borrowing `text` when it holds no key.
+fn scrubbed(text: &str) -> Cow<'_, str> {
     const PREFIX: &str = "sk-ant-";
     if !text.contains(PREFIX) {
-        return text.to_owned();
+        return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -188,7 +257,7 @@ pub fn scrub(text: &str) -> String {
         rest = &rest[at + token_len..];
     }
     out.push_str(rest);
-    out
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -229,5 +298,25 @@ mod tests {
             (Some(2), Some("line"))
         );
         assert_eq!(first["fields"]["account"], "alpha");
+    }
+
+    #[test]
+    fn lines_are_json_whatever_the_fields_hold() {
+        let feed = LogFeed::new(10);
+        let subscriber = tracing_subscriber::registry().with(feed.layer());
+        let awkward = "quote \" backslash \\ newline \n tab \t bell \u{7} é 😀";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(text = awkward, debug = ?awkward, ratio = 0.5, nan = f64::NAN, ok = true, "say {}", awkward);
+        });
+        let (history, _live) = feed.subscribe();
+        let line: serde_json::Value = serde_json::from_str(&history[0]).expect("valid JSON");
+        assert_eq!(line["message"], format!("say {awkward}"));
+        assert_eq!(line["fields"]["text"], awkward);
+        assert_eq!(line["fields"]["debug"], format!("{awkward:?}"));
+        assert_eq!(line["fields"]["ratio"], 0.5);
+        assert_eq!(line["fields"]["nan"], serde_json::Value::Null);
+        assert_eq!(line["fields"]["ok"], true);
+        assert_eq!(line["level"], "INFO");
+        assert!(line["time"].as_i64().is_some_and(|t| t > 0));
     }
 }

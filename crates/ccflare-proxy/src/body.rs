@@ -117,8 +117,12 @@ pub struct TappedBody {
     reader: Reader,
     recorder: Recorder,
     status: u16,
+    /// Fires at the idle deadline as last set; frames that came since only move `last_frame`
+    /// (setting a timer per frame would cost more than the frame), and the timer is set again
+    /// from it when it fires.
     idle: Pin<Box<Sleep>>,
     idle_timeout: Duration,
+    last_frame: Instant,
     ended: bool,
 }
 
@@ -146,6 +150,7 @@ impl TappedBody {
             status,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             idle_timeout,
+            last_frame: Instant::now(),
             ended: false,
         }
     }
@@ -299,8 +304,7 @@ impl Body for TappedBody {
                 if let Some(data) = frame.data_ref() {
                     this.observe(data);
                 }
-                let deadline = Instant::now() + this.idle_timeout;
-                this.idle.as_mut().reset(deadline);
+                this.last_frame = Instant::now();
                 // With a known length hyper stops polling after the last byte, so the end
                 // must be noticed here rather than from a final `None`.
                 if this.inner.is_end_stream() {
@@ -318,7 +322,14 @@ impl Body for TappedBody {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                ready!(this.idle.as_mut().poll(cx));
+                loop {
+                    ready!(this.idle.as_mut().poll(cx));
+                    let deadline = this.last_frame + this.idle_timeout;
+                    if deadline <= Instant::now() {
+                        break;
+                    }
+                    this.idle.as_mut().reset(deadline);
+                }
                 let error = BodyError::IdleTimeout;
                 this.end(Some(&error), false);
                 Poll::Ready(Some(Err(error)))
