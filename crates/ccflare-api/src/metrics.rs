@@ -22,20 +22,43 @@ const BUCKETS: [f64; 13] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
-#[derive(Debug, Default)]
+/// Upper bounds of the buckets of ccflare's own time per request, in seconds: 50 µs to 1 s.
+const OVERHEAD_BUCKETS: [f64; 14] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
+
+#[derive(Debug)]
 struct Histogram {
+    bounds: &'static [f64],
     /// Count per bucket (not cumulative); the last one is +Inf.
-    counts: [u64; BUCKETS.len() + 1],
+    counts: Vec<u64>,
     sum_seconds: f64,
     count: u64,
 }
 
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::with_bounds(&BUCKETS)
+    }
+}
+
 impl Histogram {
+    fn with_bounds(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum_seconds: 0.0,
+            count: 0,
+        }
+    }
+
     fn observe(&mut self, seconds: f64) {
-        let at = BUCKETS
+        let at = self
+            .bounds
             .iter()
             .position(|bound| seconds <= *bound)
-            .unwrap_or(BUCKETS.len());
+            .unwrap_or(self.bounds.len());
         self.counts[at] += 1;
         self.sum_seconds += seconds;
         self.count += 1;
@@ -43,13 +66,23 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str) {
         let mut cumulative = 0;
-        for (bound, count) in BUCKETS.iter().zip(self.counts) {
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
             cumulative += count;
             let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
         }
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
         let _ = writeln!(out, "{name}_sum {}", self.sum_seconds);
         let _ = writeln!(out, "{name}_count {}", self.count);
+    }
+}
+
+/// The histogram of ccflare's own time per request, on [`OVERHEAD_BUCKETS`].
+#[derive(Debug)]
+struct OverheadHistogram(Histogram);
+
+impl Default for OverheadHistogram {
+    fn default() -> Self {
+        OverheadHistogram(Histogram::with_bounds(&OVERHEAD_BUCKETS))
     }
 }
 
@@ -68,6 +101,8 @@ struct Counters {
     attempts: u64,
     latency: Histogram,
     ttfb: Histogram,
+    /// ccflare's own time per request that went upstream.
+    overhead: OverheadHistogram,
     /// Models seen, for the label cap.
     models: BTreeSet<String>,
 }
@@ -135,6 +170,9 @@ impl Metrics {
         c.latency.observe(record.latency_ms as f64 / 1000.0);
         if let Some(ttfb) = record.ttfb_ms {
             c.ttfb.observe(ttfb as f64 / 1000.0);
+        }
+        if let Some(overhead) = record.proxy_overhead_us {
+            c.overhead.0.observe(overhead as f64 / 1_000_000.0);
         }
     }
 
@@ -225,6 +263,16 @@ impl Metrics {
         );
         c.ttfb
             .render(&mut out, "ccflare_time_to_first_byte_seconds");
+        header(
+            &mut out,
+            "ccflare_proxy_overhead_seconds",
+            "histogram",
+            "Time each request that went upstream spent in ccflare itself: its duration less the \
+             time its attempts waited on the upstream.",
+        );
+        c.overhead
+            .0
+            .render(&mut out, "ccflare_proxy_overhead_seconds");
         drop(c);
 
         account_states(&mut out, accounts);
@@ -507,6 +555,27 @@ mod tests {
         assert!(out.contains("x_bucket{le=\"600\"} 3\n"), "{out}");
         assert!(out.contains("x_bucket{le=\"+Inf\"} 4\n"), "{out}");
         assert!(out.contains("x_count 4\n"), "{out}");
+    }
+
+    #[test]
+    fn ccflares_own_time_is_a_histogram_of_its_own_fine_buckets() {
+        let metrics = Metrics::default();
+        for overhead_us in [Some(40), Some(180), Some(180), Some(3_000), None] {
+            metrics.observe(&RequestRecord {
+                status: 200,
+                success: true,
+                proxy_overhead_us: overhead_us,
+                ..Default::default()
+            });
+        }
+        let c = metrics.counters.lock().unwrap();
+        let mut out = String::new();
+        c.overhead.0.render(&mut out, "o");
+        assert!(out.contains("o_bucket{le=\"0.00005\"} 1\n"), "{out}");
+        assert!(out.contains("o_bucket{le=\"0.00025\"} 3\n"), "{out}");
+        assert!(out.contains("o_bucket{le=\"0.005\"} 4\n"), "{out}");
+        // A request answered without the upstream has no overhead of its own to count.
+        assert!(out.contains("o_count 4\n"), "{out}");
     }
 
     #[test]

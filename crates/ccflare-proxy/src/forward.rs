@@ -328,9 +328,11 @@ impl Failover<'_> {
         };
         self.tried.push(pick.id);
         recorder.attempt(pick.id, &pick.name);
+        recorder.upstream_started();
         let response = match self.send_with_fresh_token(&pick).await {
             Ok(response) => response,
             Err(retry) => {
+                recorder.upstream_stopped();
                 recorder.attempt_failed(failure(&pick, retry.status(), retry.label()));
                 return Attempt::Retry(retry);
             }
@@ -366,6 +368,7 @@ impl Failover<'_> {
         tracing::info!(account = %pick.name, status = status.as_u16(), reason = verdict.label(), "failing over");
         recorder.attempt_failed(failure(&pick, Some(status.as_u16()), verdict.label()));
         let failure = read_failure(response, &pick, verdict.label()).await;
+        recorder.upstream_stopped();
         if let Some(snapshot) = unreported {
             // A 401 condemns the credential when the API itself says so; one from something in
             // between (a gateway's HTML page) fails over without touching the account.

@@ -22,7 +22,7 @@ use ccflare_core::record::{AttemptFailure, RequestRecord};
 use ccflare_core::usage::Usage;
 use ccflare_storage::WriterHandle;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Where every request's record goes, and what its recorder touches on the way.
 pub(crate) struct RecordSink {
@@ -103,6 +103,10 @@ pub struct Recorder {
     /// The account whose in-flight slot this request holds.
     holding: Option<AccountId>,
     first_byte: Option<Instant>,
+    /// Since when the request has been waiting on the upstream, if it is now.
+    upstream_since: Option<Instant>,
+    /// Time spent waiting on the upstream so far; `None` until something is sent.
+    upstream_time: Option<Duration>,
     /// Whether the start was published on the live feed.
     announced: bool,
     done: bool,
@@ -125,6 +129,8 @@ impl Recorder {
             started: Instant::now(),
             holding: None,
             first_byte: None,
+            upstream_since: None,
+            upstream_time: None,
             announced: false,
             done: false,
             key: None,
@@ -197,6 +203,20 @@ impl Recorder {
         self.sink.drain.cutting()
     }
 
+    /// An attempt is being sent upstream: from now until [`Recorder::upstream_stopped`] (or the
+    /// finish, for the attempt that serves), the time is the upstream's, not ccflare's.
+    pub fn upstream_started(&mut self) {
+        self.upstream_since = Some(Instant::now());
+        self.upstream_time.get_or_insert(Duration::ZERO);
+    }
+
+    /// The attempt sent with [`Recorder::upstream_started`] is over (it failed over).
+    pub fn upstream_stopped(&mut self) {
+        if let (Some(since), Some(time)) = (self.upstream_since.take(), &mut self.upstream_time) {
+            *time += since.elapsed();
+        }
+    }
+
     pub fn mark_first_byte(&mut self) {
         if self.first_byte.is_none() {
             self.first_byte = Some(Instant::now());
@@ -218,9 +238,13 @@ impl Recorder {
         self.release();
         // A request refused before its body was read has not been announced yet.
         self.announce();
+        self.upstream_stopped();
         let record = &mut self.record;
         let latency = self.started.elapsed();
         record.latency_ms = latency.as_millis() as i64;
+        record.proxy_overhead_us = self
+            .upstream_time
+            .map(|upstream| latency.saturating_sub(upstream).as_micros() as i64);
         record.ttfb_ms = self
             .first_byte
             .map(|t| t.duration_since(self.started).as_millis() as i64);

@@ -167,6 +167,8 @@ impl TryFrom<RequestRow> for Listed {
             output_tokens_per_second: row.output_tokens_per_second,
             session_key: row.session_key,
             client_key: row.client_key,
+            // Not stored: `/metrics` counts it as requests finish.
+            proxy_overhead_us: None,
         };
         Ok(Listed {
             seq: row.seq,
