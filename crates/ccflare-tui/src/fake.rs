@@ -234,6 +234,8 @@ fn seed_record(n: u32, age: Millis, seed: &mut Seed) -> RequestRecord {
         cost_usd: (input as f64 * 3.0 + output as f64 * 15.0 + cache_read as f64 * 0.3) / 1e6,
         output_tokens_per_second: RequestRecord::tokens_per_second(output, latency, Some(ttfb)),
         session_key: Some(format!("session-{}", n % 7)),
+        // ccflare's own time, 0.15 to 0.55 ms (as live records carry it).
+        proxy_overhead_us: Some(150 + (i64::from(n) * 37) % 400),
         ..RequestRecord::default()
     };
     match seed.below(20) {

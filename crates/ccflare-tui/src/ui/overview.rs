@@ -20,7 +20,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
         .min(area.height / 3)
         .max(3);
     let [top, middle, bottom] = Layout::vertical([
-        Constraint::Length(7),
+        Constraint::Length(8),
         Constraint::Length(accounts_rows),
         Constraint::Min(3),
     ])
@@ -124,8 +124,36 @@ fn draw_server(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
             theme,
         ),
         field("database", 10, vec![database], theme),
+        field(
+            "own time",
+            10,
+            vec![Span::raw(fit(&own_time(app), width))],
+            theme,
+        ),
     ];
     frame.render_widget(Paragraph::new(lines).block(block("Server", theme)), area);
+}
+
+/// ccflare's own time per request (its duration less the time waiting on the upstream,
+/// `ccflare_proxy_overhead_seconds` in `/metrics`): p50 and p95, nearest rank, over the
+/// requests finished since the UI opened that are still in the Requests table.
+fn own_time(app: &App) -> String {
+    let mut micros: Vec<i64> = app
+        .requests
+        .rows
+        .iter()
+        .filter_map(|r| r.proxy_overhead_us)
+        .collect();
+    if micros.is_empty() {
+        return "–".to_owned();
+    }
+    micros.sort_unstable();
+    let rank = |q: f64| micros[((q * micros.len() as f64).ceil() as usize).clamp(1, micros.len()) - 1];
+    format!(
+        "p50 {:.2} ms · p95 {:.2} ms",
+        rank(0.5) as f64 / 1000.0,
+        rank(0.95) as f64 / 1000.0
+    )
 }
 
 /// Per-minute values of the last hour, oldest first (missing minutes are zero).
