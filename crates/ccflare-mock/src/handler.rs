@@ -247,6 +247,8 @@ fn authenticate(state: &State, request: &ReceivedRequest) -> Result<bool, Reject
 struct Steering {
     text: Text,
     pacing: Pacing,
+    /// `x-mock-web-searches`: the answer ran this many web searches.
+    web_searches: u64,
 }
 
 fn steering(request: &ReceivedRequest) -> Result<Steering, Rejection> {
@@ -267,9 +269,11 @@ fn steering(request: &ReceivedRequest) -> Result<Steering, Rejection> {
         request.header("x-mock-split").map(str::trim),
         Some("1" | "true")
     );
+    let web_searches = number("x-mock-web-searches")?.unwrap_or(0);
     Ok(Steering {
         text,
         pacing: Pacing { event_delay, split },
+        web_searches,
     })
 }
 
@@ -308,6 +312,7 @@ fn messages(
     let steering = steering(request)?;
     let usage = Usage {
         output_tokens: steering.text.output_tokens(),
+        web_search_requests: steering.web_searches,
         ..Usage::for_request(&request.body)
     };
     let message_id = state.next_message_id();

@@ -62,6 +62,11 @@
 //!   `event:` line, in the middle of the `data:` line, just after the first byte of the first
 //!   multi-byte UTF-8 character (if any), and between the two final newlines.
 //!
+//! - `x-mock-web-searches: N`: the answer ran N web searches: after the text block come N
+//!   `server_tool_use` blocks (`web_search`, query as one `input_json_delta`), each followed by
+//!   its complete `web_search_tool_result` block, and the usage (of the JSON Message and of
+//!   the final `message_delta`) carries `"server_tool_use":{"web_search_requests":N}`.
+//!
 //! An unparsable numeric steering header is a 400 `invalid_request_error`, to catch typos.
 
 mod body;
