@@ -252,7 +252,7 @@ impl Store {
                 ok(self.batch_json(&id, &batch, origin, false))
             }
             Route::DeleteBatch(id) => {
-                if !self.batches.get(&id).is_some_and(|b| b.owner == owner) {
+                if self.batches.get(&id).is_none_or(|b| b.owner != owner) {
                     return not_found("message batch", &id, &request_id);
                 }
                 self.batches.remove(&id);
