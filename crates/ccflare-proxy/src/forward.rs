@@ -13,6 +13,7 @@ use crate::budget::BodyHold;
 use crate::error::AttemptError;
 use crate::headers::{upstream_request_headers, upstream_response_headers};
 use crate::recorder::{CLIENT_CLOSED, Outcome, Recorder};
+use crate::resources;
 use crate::routes::Route;
 use crate::state::AppState;
 use crate::tokens::RefreshFailure;
@@ -130,6 +131,15 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
         );
     }
 
+    // Batches and files (`resources`): an id ccflare saw made goes to the account that made it,
+    // and batch answers name ccflare's origin in `results_url`.
+    let family = resources::Family::of(parts.uri.path());
+    let owner = family.and_then(|_| resources::owner_for(&state, parts.uri.path()));
+    let origin = family.and_then(|_| {
+        let peer = parts.extensions.get::<resources::Peer>().copied();
+        resources::client_origin(&parts.headers, peer)
+    });
+
     let (body, hold) = match read_body(&state, &parts, body).await {
         Ok(read) => read,
         Err(refusal) => return refusal.answer(&mut recorder, &state),
@@ -180,10 +190,12 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
             header_wait,
         },
         session,
+        owner,
         tried: Vec::new(),
         refused: None,
         unreachable: None,
     };
+    let method = failover.outgoing.parts.method.clone();
     // Every attempt is one turn of this loop, whatever it comes to, so no path can try more
     // accounts than `max_attempts` allows (0: every account, until the pool has none left).
     let limit = match state.config.max_attempts {
@@ -193,6 +205,14 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
     for _ in 0..limit {
         match failover.attempt(&mut recorder).await {
             Attempt::Served { response, account } => {
+                if let (Some(family), Some(id)) = (family, failover.tried.last().copied())
+                    && resources::reads(Some(family), &response)
+                {
+                    let (who, origin) = ((id, &*account), origin.as_deref());
+                    let how = (family, &method);
+                    return resources::relay_read(&state, recorder, response, how, who, origin)
+                        .await;
+                }
                 return relay(&state, recorder, response, &account);
             }
             Attempt::Final(answer) => return answer,
@@ -304,6 +324,8 @@ struct Failover<'a> {
     state: &'a AppState,
     outgoing: Outgoing,
     session: Option<String>,
+    /// The account that made the batch or file the path names: the only one tried.
+    owner: Option<AccountId>,
     tried: Vec<AccountId>,
     /// The last upstream error response, relayed if no account serves.
     refused: Option<LastFailure>,
@@ -316,9 +338,8 @@ impl Failover<'_> {
     async fn attempt(&mut self, recorder: &mut Recorder) -> Attempt {
         let state = self.state;
         let now = state.now();
-        let pick = state
-            .pool()
-            .select(now, self.session.as_deref(), &self.tried);
+        let session = self.session.as_deref();
+        let pick = resources::select(state, now, self.owner, session, &self.tried);
         let pick = match pick {
             Ok(pick) => pick,
             Err(unavailable) => {
@@ -753,7 +774,11 @@ fn relay(
     Response::from_parts(parts, ResponseBody::tapped(tapped))
 }
 
-fn add_ccflare_headers(headers: &mut HeaderMap, request_id: &str, account: Option<&str>) {
+pub(crate) fn add_ccflare_headers(
+    headers: &mut HeaderMap,
+    request_id: &str,
+    account: Option<&str>,
+) {
     if let Ok(value) = HeaderValue::from_str(request_id) {
         headers.insert("x-ccflare-request-id", value);
     }

@@ -18,6 +18,7 @@ mod headers;
 mod keys;
 mod pool;
 mod recorder;
+mod resources;
 mod routes;
 mod server;
 mod shutdown;
@@ -29,6 +30,7 @@ pub use body::ResponseBody;
 pub use error::ProxyError;
 pub use feed::{EVENT_CAPACITY, RequestEvent, RequestObserver, RequestStarted};
 pub use keys::{ClientKeys, KEY_HEADER, KeyRefusal, KeyTicket, KnownKey, LimitRefusal, Standing};
+pub use resources::{MAX_OWNED, Owners, Peer};
 pub use server::run;
 pub use shutdown::Shutdown;
 pub use state::{
