@@ -187,3 +187,144 @@ async fn batch_results_come_through_ccflare_from_the_account_that_made_the_batch
     );
     server.terminate().await;
 }
+
+/// `VmRSS` and `VmHWM` (peak) of process `pid`, in bytes.
+fn memory_of(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"));
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        kib * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// A 100 MB Files API upload goes through (three times the 32 MiB of messages) with the
+/// server's memory flat: streamed upstream, never held. The file belongs to the account that
+/// took it: its metadata is asked of that account.
+#[tokio::test]
+async fn a_100_mb_upload_is_streamed_through_with_flat_memory() {
+    const SIZE: u64 = 100_000_000;
+    let upstream = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.bin");
+    {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        let block: Vec<u8> = (0..1_000_000u32).map(|n| (n % 251) as u8).collect();
+        for _ in 0..SIZE / 1_000_000 {
+            out.write_all(&block).unwrap();
+        }
+    }
+    let keys = [key("one"), key("two")];
+    let mut command = proxy_command(dir.path(), &upstream, &keys);
+    command.env("LB_STRATEGY", "round-robin");
+    let server = Server::start(command).await;
+    let pid = server.child.id().expect("the server runs");
+    let (before, _) = memory_of(pid);
+
+    let upload = file.display().to_string();
+    let result = sdk(&server, "upload", &[("CCFLARE_TEST_UPLOAD", &upload)]).await;
+    let (_, peak) = memory_of(pid);
+    assert_eq!(result["size_bytes"], SIZE, "the upstream got every byte");
+    let file_id = result["file_id"].as_str().unwrap().to_owned();
+    assert_eq!(result["metadata_id"], file_id.as_str());
+    // Holding the body would add 100 MB; streaming adds buffers. A generous bound.
+    let grown = peak.saturating_sub(before);
+    eprintln!("server RSS before {before} B, peak after the upload {peak} B (+{grown} B)");
+    assert!(
+        grown < 40 * 1024 * 1024,
+        "the server's peak memory grew by {grown} bytes for a {SIZE} byte upload"
+    );
+
+    let seen = upstream.requests();
+    let uploaded = seen
+        .iter()
+        .find(|r| r.method == "POST" && r.path == "/v1/files")
+        .unwrap();
+    let owner = uploaded.credential.clone().unwrap();
+    let metadata = seen
+        .iter()
+        .find(|r| r.method == "GET" && r.path == format!("/v1/files/{file_id}"))
+        .unwrap();
+    assert_eq!(metadata.credential.as_deref(), Some(owner.as_str()));
+
+    server.terminate().await;
+    let rows = records(dir.path(), 10).await;
+    let row = rows.iter().find(|r| r.path == "/v1/files").unwrap();
+    assert_eq!((row.status, row.success), (200, true));
+    assert_eq!(row.resource_id.as_deref(), Some(file_id.as_str()));
+}
+
+/// The answer to a `POST` that declares `length` bytes of body and sends none of them.
+async fn declared(address: &str, path: &str, length: u64) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {address}\r\nanthropic-version: 2023-06-01\r\n\
+         x-api-key: client-own\r\ncontent-length: {length}\r\n\r\n"
+    );
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The answer is a small JSON error; it is complete once its closing brace arrived.
+    while !String::from_utf8_lossy(&answer).trim_end().ends_with('}') {
+        let n = tokio::time::timeout(PROCESS_GUARD, stream.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(n > 0, "closed without an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Each route has its own limit, decided on the declared length before a byte is read: over
+/// 500 MiB for a Files API upload, over 256 MiB for batch creation, over 32 MiB (the default
+/// `max_body_bytes`) for a message. Under them, nothing is refused: the upstream sees the
+/// request.
+#[tokio::test]
+async fn uploads_batches_and_messages_have_their_own_body_limits() {
+    const MIB: u64 = 1024 * 1024;
+    let upstream = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(proxy_command(dir.path(), &upstream, &[key("one")])).await;
+    let address = server.url.trim_start_matches("http://").to_owned();
+
+    for (path, limit) in [
+        ("/v1/files", 500 * MIB),
+        ("/v1/messages/batches", 256 * MIB),
+        ("/v1/messages", 32 * MIB),
+    ] {
+        let answer = declared(&address, path, limit + 1).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer}");
+        assert!(answer.contains("request_too_large"), "{path}: {answer}");
+    }
+    assert!(upstream.requests().is_empty(), "nothing went upstream");
+
+    // A 40 MiB upload is over the messages' limit but well within the Files API's.
+    let body = format!(
+        "--x\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a.bin\"\r\n\
+         content-type: application/octet-stream\r\n\r\n{}\r\n--x--\r\n",
+        "z".repeat(40 * MIB as usize)
+    );
+    let url = format!("{}/v1/files", server.url);
+    let headers = [
+        ("content-type", "multipart/form-data; boundary=x"),
+        ("anthropic-version", "2023-06-01"),
+        ("anthropic-beta", "files-api-2025-04-14"),
+        ("x-api-key", "client-own"),
+    ];
+    let request = ccflare_testkit::http::request(http::Method::POST, &url, &headers, body);
+    let answer = send(request).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["size_bytes"], 40 * MIB);
+    server.terminate().await;
+}

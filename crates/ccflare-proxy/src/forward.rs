@@ -17,6 +17,7 @@ use crate::resources;
 use crate::routes::Route;
 use crate::state::AppState;
 use crate::tokens::RefreshFailure;
+use crate::uploads;
 use bytes::Bytes;
 use ccflare_core::browser::{self, BrowserRefusal};
 use ccflare_core::error::anthropic_error_body;
@@ -140,6 +141,16 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
         resources::client_origin(&parts.headers, peer)
     });
 
+    // Uploads and batch creation: streamed upstream under their own limits (`uploads`).
+    if let Some(limit) = uploads::streamed_limit(&parts.method, parts.uri.path()) {
+        let upload = uploads::Upload {
+            uri,
+            limit,
+            key,
+            origin,
+        };
+        return uploads::forward(&state, recorder, parts, body, upload).await;
+    }
     let (body, hold) = match read_body(&state, &parts, body).await {
         Ok(read) => read,
         Err(refusal) => return refusal.answer(&mut recorder, &state),
@@ -754,7 +765,7 @@ async fn read_failure(
 }
 
 /// Relays the chosen upstream response: status and headers now, the body as it arrives.
-fn relay(
+pub(crate) fn relay(
     state: &AppState,
     recorder: Recorder,
     response: Response<Incoming>,
@@ -788,7 +799,7 @@ pub(crate) fn add_ccflare_headers(
 }
 
 /// An answer the proxy makes itself, in the Anthropic error shape.
-fn local_error(
+pub(crate) fn local_error(
     recorder: &mut Recorder,
     status: StatusCode,
     error_type: &str,

@@ -24,6 +24,7 @@ mod server;
 mod shutdown;
 mod state;
 mod tokens;
+mod uploads;
 mod upstream;
 
 pub use body::ResponseBody;
@@ -37,4 +38,5 @@ pub use state::{
     AppState, ConfigLayers, DEFAULT_MAX_CONNECTIONS, ManagementFuture, ManagementRoutes,
     ProxyConfig, SyncError, spawn_account_sync,
 };
+pub use uploads::{BATCH_MAX_BYTES, FILES_MAX_BYTES};
 pub use upstream::UpstreamClient;
