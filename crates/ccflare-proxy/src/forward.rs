@@ -143,13 +143,25 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
 
     // Uploads and batch creation: streamed upstream under their own limits (`uploads`).
     if let Some(limit) = uploads::streamed_limit(&parts.method, parts.uri.path()) {
-        let upload = uploads::Upload {
-            uri,
-            limit,
-            key,
-            origin,
+        let upload = uploads::Upload { uri, limit, key };
+        let method = parts.method.clone();
+        return match uploads::send(&state, &mut recorder, parts, body, upload).await {
+            uploads::Sent::Served { response, account } => {
+                serve(
+                    &state,
+                    recorder,
+                    response,
+                    account,
+                    (family, &method),
+                    origin,
+                )
+                .await
+            }
+            uploads::Sent::Refused(r) => {
+                let (status, retry) = (r.status, r.retry_after_s);
+                local_error(&mut recorder, status, r.kind, &r.message, retry)
+            }
         };
-        return uploads::forward(&state, recorder, parts, body, upload).await;
     }
     let (body, hold) = match read_body(&state, &parts, body).await {
         Ok(read) => read,
@@ -216,13 +228,9 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
     for _ in 0..limit {
         match failover.attempt(&mut recorder).await {
             Attempt::Served { response, account } => {
-                if let (Some(family), Some(id)) = (family, failover.tried.last().copied())
-                    && resources::reads(Some(family), &response)
-                {
-                    let (who, origin) = ((id, &*account), origin.as_deref());
-                    let how = (family, &method);
-                    return resources::relay_read(&state, recorder, response, how, who, origin)
-                        .await;
+                if let Some(id) = failover.tried.last().copied() {
+                    let (account, how) = ((id, account), (family, &method));
+                    return serve(&state, recorder, response, account, how, origin).await;
                 }
                 return relay(&state, recorder, response, &account);
             }
@@ -765,7 +773,7 @@ async fn read_failure(
 }
 
 /// Relays the chosen upstream response: status and headers now, the body as it arrives.
-pub(crate) fn relay(
+fn relay(
     state: &AppState,
     recorder: Recorder,
     response: Response<Incoming>,
@@ -785,11 +793,31 @@ pub(crate) fn relay(
     Response::from_parts(parts, ResponseBody::tapped(tapped))
 }
 
-pub(crate) fn add_ccflare_headers(
-    headers: &mut HeaderMap,
-    request_id: &str,
-    account: Option<&str>,
-) {
+/// Relays an answer of the batch and file routes: read whole by `resources` when it holds
+/// batch or file objects (their ids learned, batch `results_url`s rewritten), else as any.
+async fn serve(
+    state: &AppState,
+    recorder: Recorder,
+    response: Response<Incoming>,
+    (id, account): (AccountId, Arc<str>),
+    (family, method): (Option<resources::Family>, &http::Method),
+    origin: Option<String>,
+) -> Response<ResponseBody> {
+    match family {
+        Some(family) if resources::reads(Some(family), &response) => {
+            let request_id = recorder.id().to_owned();
+            let how = (family, method);
+            let origin = origin.as_deref();
+            let mut answer =
+                resources::relay_read(state, recorder, response, how, id, origin).await;
+            add_ccflare_headers(answer.headers_mut(), &request_id, Some(&account));
+            answer
+        }
+        _ => relay(state, recorder, response, &account),
+    }
+}
+
+fn add_ccflare_headers(headers: &mut HeaderMap, request_id: &str, account: Option<&str>) {
     if let Ok(value) = HeaderValue::from_str(request_id) {
         headers.insert("x-ccflare-request-id", value);
     }
@@ -799,7 +827,7 @@ pub(crate) fn add_ccflare_headers(
 }
 
 /// An answer the proxy makes itself, in the Anthropic error shape.
-pub(crate) fn local_error(
+fn local_error(
     recorder: &mut Recorder,
     status: StatusCode,
     error_type: &str,

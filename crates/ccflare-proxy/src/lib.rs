@@ -16,6 +16,7 @@ mod feed;
 mod forward;
 mod headers;
 mod keys;
+mod owners;
 mod pool;
 mod recorder;
 mod resources;
@@ -31,7 +32,8 @@ pub use body::ResponseBody;
 pub use error::ProxyError;
 pub use feed::{EVENT_CAPACITY, RequestEvent, RequestObserver, RequestStarted};
 pub use keys::{ClientKeys, KEY_HEADER, KeyRefusal, KeyTicket, KnownKey, LimitRefusal, Standing};
-pub use resources::{MAX_OWNED, Owners, Peer};
+pub use owners::{MAX_OWNED, Owners};
+pub use resources::Peer;
 pub use server::run;
 pub use shutdown::Shutdown;
 pub use state::{

@@ -1,6 +1,6 @@
 //! Batches and files belong to an organisation (protocol doc §1): the account whose key created
 //! one is the only one that can read, cancel or delete it. ccflare learns which account made
-//! each batch and file from the answers it relays ([`Owners`], kept in memory, and written with
+//! each batch and file from the answers it relays ([`Owners`](crate::owners::Owners), kept in memory, and written with
 //! the creating request's row so that a restart reads them back), and sends every later request
 //! naming that id to that account — with no failover to another, which would ask the wrong
 //! organisation (SPEC: the request gets the owner's own 429/503/error instead). An id ccflare
@@ -25,14 +25,8 @@ use http::{Method, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::Value;
-use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::Duration;
-
-/// The most ids remembered (about 100 bytes each); the oldest learned go first. Also how many
-/// the server reads back from the database at start.
-pub const MAX_OWNED: usize = 100_000;
 
 /// The largest batch or file answer read whole to learn its ids and rewrite `results_url`
 /// (a list page of 1,000 batches is far smaller); a bigger one is relayed as it came.
@@ -43,60 +37,6 @@ const MAX_READ: usize = 8 * 1024 * 1024;
 /// site is).
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
-
-/// Which account made each batch and file ccflare has seen.
-#[derive(Debug, Default)]
-pub struct Owners {
-    inner: Mutex<OwnersInner>,
-}
-
-#[derive(Debug, Default)]
-struct OwnersInner {
-    by_id: HashMap<String, AccountId>,
-    /// Ids in the order learned, for dropping the oldest past [`MAX_OWNED`].
-    order: VecDeque<String>,
-}
-
-impl Owners {
-    /// The account that made `id`, if ccflare saw it made (or listed).
-    pub fn owner(&self, id: &str) -> Option<AccountId> {
-        self.lock().by_id.get(id).copied()
-    }
-
-    /// Notes that `id` belongs to `account`'s organisation.
-    pub fn learn(&self, id: &str, account: AccountId) {
-        let mut inner = self.lock();
-        if inner.by_id.insert(id.to_owned(), account).is_none() {
-            inner.order.push_back(id.to_owned());
-            while inner.order.len() > MAX_OWNED {
-                if let Some(old) = inner.order.pop_front() {
-                    inner.by_id.remove(&old);
-                }
-            }
-        }
-    }
-
-    /// Learns what the database recorded, newest first (as `requests::created_resources`
-    /// reads it), so that the newest win the room.
-    pub fn load(&self, newest_first: Vec<(String, AccountId)>) {
-        for (id, account) in newest_first.into_iter().rev() {
-            self.learn(&id, account);
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().by_id.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, OwnersInner> {
-        // Plain maps: a panic mid-update cannot leave them unusable.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// What a `/v1` path is, for batches and files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,13 +220,13 @@ pub(crate) fn reads(family: Option<Family>, response: &Response<Incoming>) -> bo
 /// Relays a batch or file answer after reading it whole: learns which account its ids belong
 /// to, rewrites batch `results_url`s to `origin`, and finishes the record (with the id a
 /// creation made). A body that breaks, stalls for the idle timeout or passes [`MAX_READ`]
-/// ends the request with 502, as a broken stream would.
+/// ends the request with 502, as a broken stream would. The caller adds ccflare's own headers.
 pub(crate) async fn relay_read(
     state: &AppState,
     mut recorder: Recorder,
     response: Response<Incoming>,
     (family, method): (Family, &Method),
-    (account_id, account): (AccountId, &str),
+    account_id: AccountId,
     origin: Option<&str>,
 ) -> Response<crate::ResponseBody> {
     let (mut parts, mut body) = response.into_parts();
@@ -356,7 +296,6 @@ pub(crate) async fn relay_read(
     parts
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-    crate::forward::add_ccflare_headers(&mut parts.headers, recorder.id(), Some(account));
     recorder.finish(Outcome {
         status,
         success: true,
@@ -473,22 +412,5 @@ mod tests {
             serde_json::from_str(r#"{"data":[{"id":"f1","type":"file"}],"has_more":false}"#)
                 .unwrap();
         assert_eq!(file_ids(&files), ["f1"]);
-    }
-
-    #[test]
-    fn owners_forget_the_oldest_past_the_bound() {
-        let owners = Owners::default();
-        owners.load(vec![
-            ("new".into(), AccountId(2)),
-            ("old".into(), AccountId(1)),
-        ]);
-        assert_eq!(owners.owner("new"), Some(AccountId(2)));
-        assert_eq!(owners.owner("old"), Some(AccountId(1)));
-        for n in 0..MAX_OWNED {
-            owners.learn(&format!("id{n}"), AccountId(3));
-        }
-        assert_eq!(owners.len(), MAX_OWNED);
-        assert_eq!(owners.owner("old"), None, "the oldest went first");
-        assert_eq!(owners.owner("id0"), Some(AccountId(3)));
     }
 }

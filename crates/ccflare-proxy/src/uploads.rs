@@ -14,14 +14,13 @@
 //! a slow link rightly takes long); the idle timeout does, to every wait for the client's next
 //! bytes.
 
-use crate::forward::{local_error, relay};
 use crate::keys::KnownKey;
 use crate::recorder::{CLIENT_CLOSED, Recorder};
-use crate::resources::{self, Family};
+use crate::resources;
 use crate::state::AppState;
 use bytes::Bytes;
-use ccflare_core::AccountKind;
 use ccflare_core::ratelimit::{RateLimitSnapshot, classify};
+use ccflare_core::{AccountId, AccountKind};
 use ccflare_http::PooledClient;
 use ccflare_pool::UnavailableReason;
 use http::request::Parts;
@@ -165,29 +164,57 @@ pub(crate) struct Upload {
     pub uri: http::Uri,
     pub limit: u64,
     pub key: Option<Arc<KnownKey>>,
-    pub origin: Option<String>,
 }
 
-/// Forwards one streamed upload: one account, one attempt.
-pub(crate) async fn forward(
-    state: &Arc<AppState>,
-    mut recorder: Recorder,
+/// What sending an upload came to, for the forwarder to answer.
+pub(crate) enum Sent {
+    /// Refused or failed before an answer came: the forwarder answers with this error.
+    Refused(Refusal),
+    /// The upstream answered, through this account: relayed as it is.
+    Served {
+        response: Response<Incoming>,
+        account: (AccountId, Arc<str>),
+    },
+}
+
+/// An error answer of ccflare's own, in the Anthropic shape.
+pub(crate) struct Refusal {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub message: String,
+    pub retry_after_s: Option<i64>,
+}
+
+fn refuse(
+    status: StatusCode,
+    kind: &'static str,
+    message: impl Into<String>,
+    retry_after_s: Option<i64>,
+) -> Sent {
+    Sent::Refused(Refusal {
+        status,
+        kind,
+        message: message.into(),
+        retry_after_s,
+    })
+}
+
+/// Sends one streamed upload: one account, one attempt. The recorder gets the request and the
+/// attempt; the forwarder answers what this comes to.
+pub(crate) async fn send(
+    state: &AppState,
+    recorder: &mut Recorder,
     mut parts: Parts,
     body: Incoming,
     upload: Upload,
-) -> Response<crate::ResponseBody> {
-    let Upload {
-        uri,
-        limit,
-        key,
-        origin,
-    } = upload;
+) -> Sent {
+    let Upload { uri, limit, key } = upload;
     let declared = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit) {
-        return too_large(&mut recorder, limit);
+        return too_large(limit);
     }
     recorder.set_request(None, false, None);
     // An upload costs nothing by itself (what a batch runs is billed later, upstream): the
@@ -198,13 +225,7 @@ pub(crate) async fn forward(
             Err(limit) => {
                 let retry = Some(limit.retry_after_s);
                 let status = StatusCode::TOO_MANY_REQUESTS;
-                return local_error(
-                    &mut recorder,
-                    status,
-                    "rate_limit_error",
-                    &limit.message,
-                    retry,
-                );
+                return refuse(status, "rate_limit_error", limit.message, retry);
             }
         }
     }
@@ -220,13 +241,7 @@ pub(crate) async fn forward(
                 }
                 _ => (StatusCode::SERVICE_UNAVAILABLE, "overloaded_error"),
             };
-            return local_error(
-                &mut recorder,
-                status,
-                kind,
-                &message,
-                retry_after_s.or(Some(30)),
-            );
+            return refuse(status, kind, message, retry_after_s.or(Some(30)));
         }
     };
     recorder.attempt(pick.id, &pick.name);
@@ -238,11 +253,10 @@ pub(crate) async fn forward(
                     "the account's OAuth token could not be refreshed ({})",
                     failure.label()
                 );
-                return local_error(
-                    &mut recorder,
+                return refuse(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "api_error",
-                    &message,
+                    message,
                     Some(30),
                 );
             }
@@ -253,13 +267,7 @@ pub(crate) async fn forward(
         .is_err()
     {
         let message = "the account's credential is not a valid header value";
-        return local_error(
-            &mut recorder,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "api_error",
-            message,
-            None,
-        );
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "api_error", message, None);
     }
     let (progress, mut watching) = watch::channel(Progress::Sending);
     let idle_timeout = state.config.idle_timeout;
@@ -289,16 +297,15 @@ pub(crate) async fn forward(
     let progress = *watching.borrow();
     let response = match (result, progress) {
         (Some(Ok(response)), Progress::Sending | Progress::Sent) => response,
-        (_, Progress::TooLarge) => return too_large(&mut recorder, limit),
+        (_, Progress::TooLarge) => return too_large(limit),
         (_, Progress::ClientGone) => {
             let message = "the client closed the connection while sending the request";
             let status = StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST);
-            return local_error(&mut recorder, status, "client_closed", message, None);
+            return refuse(status, "client_closed", message, None);
         }
         (_, Progress::TimedOut) => {
             let message = "the request body did not arrive in time";
-            return local_error(
-                &mut recorder,
+            return refuse(
                 StatusCode::REQUEST_TIMEOUT,
                 "invalid_request_error",
                 message,
@@ -308,23 +315,11 @@ pub(crate) async fn forward(
         (Some(Err(error)), _) => {
             tracing::warn!(account = %pick.name, %error, "upload to the upstream failed");
             let message = "the upstream API connection failed during the upload";
-            return local_error(
-                &mut recorder,
-                StatusCode::BAD_GATEWAY,
-                "api_error",
-                message,
-                Some(5),
-            );
+            return refuse(StatusCode::BAD_GATEWAY, "api_error", message, Some(5));
         }
         (None, _) => {
             let message = "the upstream API did not answer the upload in time";
-            return local_error(
-                &mut recorder,
-                StatusCode::GATEWAY_TIMEOUT,
-                "api_error",
-                message,
-                Some(5),
-            );
+            return refuse(StatusCode::GATEWAY_TIMEOUT, "api_error", message, Some(5));
         }
     };
     // The pool hears what the upstream said (a 429 benches the account), but the answer is
@@ -342,31 +337,18 @@ pub(crate) async fn forward(
     if let Some(changed) = state.pool().report(pick.id, verdict, snapshot, now) {
         state.persist(changed);
     }
-    let family = Family::of(recorder.path());
-    if resources::reads(family, &response)
-        && let Some(family) = family
-    {
-        let who = (pick.id, &*pick.name);
-        return resources::relay_read(
-            state,
-            recorder,
-            response,
-            (family, &parts.method),
-            who,
-            origin.as_deref(),
-        )
-        .await;
+    Sent::Served {
+        response,
+        account: (pick.id, pick.name),
     }
-    relay(state, recorder, response, &pick.name)
 }
 
-fn too_large(recorder: &mut Recorder, limit: u64) -> Response<crate::ResponseBody> {
+fn too_large(limit: u64) -> Sent {
     let message = format!("request body is larger than this route's {limit} byte limit");
-    local_error(
-        recorder,
+    refuse(
         StatusCode::PAYLOAD_TOO_LARGE,
         "request_too_large",
-        &message,
+        message,
         None,
     )
 }
