@@ -19,7 +19,7 @@ use crate::recorder::{CLIENT_CLOSED, Recorder};
 use crate::resources;
 use crate::state::AppState;
 use bytes::Bytes;
-use ccflare_core::ratelimit::{RateLimitSnapshot, classify};
+use ccflare_core::ratelimit::{RateLimitSnapshot, Verdict, classify};
 use ccflare_core::{AccountId, AccountKind};
 use ccflare_http::PooledClient;
 use ccflare_pool::UnavailableReason;
@@ -332,7 +332,11 @@ pub(crate) async fn send(
             .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))),
         now,
     );
-    let verdict = classify(response.status().as_u16(), &snapshot, now);
+    let mut verdict = classify(response.status().as_u16(), &snapshot, now);
+    if verdict == Verdict::AuthFailed {
+        // Not an inference route (`routes`): a 401 here says nothing about the credential.
+        verdict = Verdict::Serve { bench_until: None };
+    }
     let snapshot = snapshot.has_limits().then_some(snapshot);
     if let Some(changed) = state.pool().report(pick.id, verdict, snapshot, now) {
         state.persist(changed);
