@@ -492,6 +492,11 @@ pub struct LogEntry {
     pub cache_read_tokens: i64,
     pub cache_write_tokens: i64,
     pub cost_usd: f64,
+    /// Server tools' calls (absent in older feeds); searches are in `cost_usd`.
+    #[serde(default)]
+    pub web_search_requests: i64,
+    #[serde(default)]
+    pub web_fetch_requests: i64,
     /// The client key's id, as rows record it (absent in older feeds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_key: Option<String>,
@@ -557,6 +562,8 @@ impl From<Listed> for LogEntry {
             cache_read_tokens: tokens(r.usage.cache_read_input_tokens),
             cache_write_tokens: tokens(r.usage.cache_creation_input_tokens),
             cost_usd: r.cost_usd,
+            web_search_requests: tokens(r.usage.web_search_requests),
+            web_fetch_requests: tokens(r.usage.web_fetch_requests),
             client_key: r.client_key,
         }
     }

@@ -143,6 +143,9 @@ pub struct RequestJson<'a> {
     pub cache_write_tokens: u64,
     pub cache_write_5m_tokens: u64,
     pub cache_write_1h_tokens: u64,
+    /// Server tools' calls (`usage.server_tool_use`); searches are in `cost_usd`.
+    pub web_search_requests: u64,
+    pub web_fetch_requests: u64,
     pub usage_incomplete: bool,
     pub cost_usd: f64,
     pub cost_estimated: bool,
@@ -176,6 +179,8 @@ impl<'a> From<&'a RequestRecord> for RequestJson<'a> {
             cache_write_tokens: r.usage.cache_creation_input_tokens,
             cache_write_5m_tokens: r.usage.cache_write_5m,
             cache_write_1h_tokens: r.usage.cache_write_1h,
+            web_search_requests: r.usage.web_search_requests,
+            web_fetch_requests: r.usage.web_fetch_requests,
             usage_incomplete: r.usage_incomplete,
             cost_usd: r.cost_usd,
             cost_estimated: r.cost_estimated,

@@ -30,6 +30,7 @@ fn usage_of(body: &str) -> Usage {
         cache_creation_input_tokens: if cached { 50 } else { 0 },
         cache_write_5m: if cached { 50 } else { 0 },
         cache_write_1h: 0,
+        ..Usage::default()
     }
 }
 

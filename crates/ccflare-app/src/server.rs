@@ -321,6 +321,11 @@ impl Server {
             .sync_accounts(&db)
             .await
             .map_err(StartError::Accounts)?;
+        // The batches and files requests created: later requests for them go to their account.
+        let created =
+            ccflare_storage::requests::created_resources(&db, ccflare_proxy::MAX_OWNED as u32)
+                .await?;
+        state.owners().load(created);
         state.client_keys().set_required(keys_required);
         state
             .start_client_keys(&db)

@@ -1,6 +1,9 @@
 //! What a response cost, in US dollars, from the price table of protocol doc §7. Ids that are
 //! not in the table (newer models, typos) are priced by family — opus, sonnet, haiku — at the
 //! current rates and the cost is marked estimated, so a new model never breaks accounting.
+//! Server tools are priced per call, whatever the model: web search at Anthropic's public
+//! $10 per 1,000 searches (the protocol doc says only "priced separately"); web fetch has no
+//! price of its own (what it fetches is billed as input tokens).
 
 use crate::usage::Usage;
 
@@ -70,6 +73,9 @@ const TABLE: &[(&str, Price)] = &[
     ("claude-mythos-5-1", FABLE_51),
 ];
 
+/// USD per web search (`server_tool_use.web_search_requests`): $10 per 1,000 searches.
+pub const WEB_SEARCH_USD: f64 = 10.0 / 1_000.0;
+
 /// The cost of one response.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Cost {
@@ -101,9 +107,10 @@ pub fn lookup(model: &str) -> Option<(Price, bool)> {
 /// Prices `usage` for `model` (protocol doc §5.1 rule 3). A batch `service_tier` halves every
 /// rate; that and long-context pricing are left to later work and documented as such.
 pub fn cost(model: Option<&str>, usage: &Usage) -> Cost {
+    let searches = usage.web_search_requests as f64 * WEB_SEARCH_USD;
     let Some((p, estimated)) = model.and_then(lookup) else {
         return Cost {
-            usd: 0.0,
+            usd: searches,
             estimated: usage.total() > 0,
         };
     };
@@ -113,7 +120,7 @@ pub fn cost(model: Option<&str>, usage: &Usage) -> Cost {
         + usage.cache_read_input_tokens as f64 * p.cache_read
         + usage.output_tokens as f64 * p.output;
     Cost {
-        usd: per_million / 1_000_000.0,
+        usd: per_million / 1_000_000.0 + searches,
         estimated,
     }
 }
@@ -130,6 +137,8 @@ mod tests {
             cache_creation_input_tokens: w5 + w1,
             cache_write_5m: w5,
             cache_write_1h: w1,
+            web_search_requests: 0,
+            web_fetch_requests: 0,
         }
     }
 
@@ -167,5 +176,21 @@ mod tests {
         let c = cost(Some("gpt-4"), &u);
         assert!(c.usd == 0.0 && c.estimated);
         assert!(!cost(None, &Usage::default()).estimated);
+    }
+
+    #[test]
+    fn web_searches_cost_ten_dollars_a_thousand_and_fetches_nothing() {
+        let mut u = usage(1_000_000, 0, 0, 0, 0);
+        u.web_search_requests = 3;
+        u.web_fetch_requests = 5;
+        let c = cost(Some("claude-sonnet-4-5"), &u);
+        assert!(close(c.usd, 3.0 + 0.03), "{}", c.usd);
+        assert!(!c.estimated);
+        // Searches are priced even when the model is unknown: their price is not the model's.
+        let searches = Usage {
+            web_search_requests: 1_000,
+            ..Usage::default()
+        };
+        assert!(close(cost(None, &searches).usd, 10.0));
     }
 }

@@ -54,6 +54,9 @@ pub struct RequestRecord {
     pub session_key: Option<String>,
     /// The client key that authorised the request (SPEC §11), when client keys are in use.
     pub client_key: Option<String>,
+    /// The batch (`msgbatch_…`) or file (`file_…`) this request created upstream: it belongs
+    /// to the organisation of `account_id`, and requests naming it go to that account.
+    pub resource_id: Option<String>,
     /// Time spent in ccflare itself, in microseconds: the latency less the time the request's
     /// attempts waited on the upstream (sending, its answer, relaying its body). `None` when
     /// nothing was sent upstream. For `/metrics` and the live feed; not stored.

@@ -276,6 +276,7 @@ mod tests {
                 cache_creation_input_tokens: 12,
                 cache_write_5m: 2,
                 cache_write_1h: 10,
+                ..Usage::default()
             },
             final_usage: true,
             message_stop: true,
@@ -294,6 +295,18 @@ mod tests {
     #[test]
     fn whole_stream_in_one_chunk() {
         check(&[STREAM.as_bytes()], &expected());
+    }
+
+    #[test]
+    fn server_tool_use_of_the_final_delta_is_read() {
+        let stream = STREAM.replace(
+            "\"usage\":{\"input_tokens\":27,\"output_tokens\":9}",
+            "\"usage\":{\"input_tokens\":27,\"output_tokens\":9,\"server_tool_use\":{\"web_search_requests\":2}}",
+        );
+        assert_ne!(stream, STREAM);
+        let mut expect = expected();
+        expect.usage.web_search_requests = 2;
+        check(&[stream.as_bytes()], &expect);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Token usage of one response, read from `usage` objects in JSON bodies and SSE events
 //! (protocol doc §5). Later values replace earlier ones field by field, which is how a stream's
-//! final `message_delta` overrides the placeholder counts of `message_start`.
+//! final `message_delta` overrides the placeholder counts of `message_start`. Server tools'
+//! calls (`usage.server_tool_use`: web searches and fetches, protocol doc §5) are counts of
+//! their own, merged the same way and priced per call, not per token.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +18,12 @@ pub struct Usage {
     pub cache_creation_input_tokens: u64,
     pub cache_write_5m: u64,
     pub cache_write_1h: u64,
+    /// `server_tool_use.web_search_requests`: searches run by the web search tool, priced
+    /// per search.
+    pub web_search_requests: u64,
+    /// `server_tool_use.web_fetch_requests`: pages fetched by the web fetch tool (no price of
+    /// their own: fetched content is billed as input tokens).
+    pub web_fetch_requests: u64,
 }
 
 impl Usage {
@@ -38,6 +46,15 @@ pub struct WireUsage {
     pub cache_read_input_tokens: Option<u64>,
     pub cache_creation_input_tokens: Option<u64>,
     pub cache_creation: Option<WireCacheCreation>,
+    pub server_tool_use: Option<WireServerToolUse>,
+}
+
+/// `usage.server_tool_use`: calls of the tools the API runs itself. Counts are cumulative
+/// like the token counts, so a later object replaces an earlier one field by field.
+#[derive(Debug, Default, Deserialize)]
+pub struct WireServerToolUse {
+    pub web_search_requests: Option<u64>,
+    pub web_fetch_requests: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -60,6 +77,10 @@ impl Usage {
             &mut self.cache_read_input_tokens,
             wire.cache_read_input_tokens,
         );
+        if let Some(tools) = &wire.server_tool_use {
+            set(&mut self.web_search_requests, tools.web_search_requests);
+            set(&mut self.web_fetch_requests, tools.web_fetch_requests);
+        }
         if let Some(total) = wire.cache_creation_input_tokens {
             self.cache_creation_input_tokens = total;
             match &wire.cache_creation {
@@ -112,10 +133,31 @@ mod tests {
                 cache_read_input_tokens: 7,
                 cache_creation_input_tokens: 30,
                 cache_write_5m: 10,
-                cache_write_1h: 20
+                cache_write_1h: 20,
+                web_search_requests: 0,
+                web_fetch_requests: 0,
             }
         );
         assert_eq!(usage.total(), 64);
+    }
+
+    #[test]
+    fn server_tool_use_is_counted_and_merged_like_tokens() {
+        let body = br#"{"model":"claude-sonnet-4-5","usage":{"input_tokens":10,"output_tokens":3,"server_tool_use":{"web_search_requests":2,"web_fetch_requests":1}}}"#;
+        let (_, mut usage) = from_json_body(body).unwrap();
+        assert_eq!(
+            (usage.web_search_requests, usage.web_fetch_requests),
+            (2, 1)
+        );
+        // A later object with only searches keeps the fetches (cumulative, field by field).
+        let later: WireUsage =
+            serde_json::from_str(r#"{"server_tool_use":{"web_search_requests":3}}"#).unwrap();
+        usage.merge(&later);
+        assert_eq!(
+            (usage.web_search_requests, usage.web_fetch_requests),
+            (3, 1)
+        );
+        assert_eq!(usage.total(), 13, "calls are not tokens");
     }
 
     #[test]
@@ -169,6 +211,7 @@ mod tests {
                     cache_read_input_tokens: read,
                     cache_creation_input_tokens: creation,
                     cache_creation: split,
+                    server_tool_use: None,
                 },
             )
         }

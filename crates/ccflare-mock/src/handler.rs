@@ -11,6 +11,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
+use crate::batches;
 use crate::body::{Chunk, Chunks, Ending, ResponseBody, ScriptedBody};
 use crate::fault::{self, Fault};
 use crate::request::ReceivedRequest;
@@ -48,10 +49,15 @@ enum Route {
     Models,
     Model(String),
     Complete,
+    /// Batches and files (module `batches`).
+    Store(batches::Route),
 }
 
 impl Route {
     fn parse(method: &str, path: &str) -> Option<Route> {
+        if let Some(route) = batches::Route::parse(method, path) {
+            return Some(Route::Store(route));
+        }
         match (method, path) {
             ("POST", "/v1/messages") => Some(Route::Messages),
             ("POST", "/v1/messages/count_tokens") => Some(Route::CountTokens),
@@ -72,6 +78,9 @@ pub(crate) async fn handle(
     request: http::Request<Incoming>,
 ) -> Result<Response, Infallible> {
     let (parts, body) = request.into_parts();
+    if parts.method == http::Method::POST && parts.uri.path() == "/v1/files" {
+        return Ok(upload(&state, &parts, body).await);
+    }
     // A body that fails to arrive means the client is gone; the request is still recorded
     // (with what could be read: nothing) so a test can see that it was attempted.
     let body = body
@@ -88,6 +97,43 @@ pub(crate) async fn handle(
     let response = respond(&state, &received).await;
     pending.answered = true;
     Ok(response)
+}
+
+/// Bytes of an upload kept to read its part's headers (the rest is only counted).
+const UPLOAD_HEAD: usize = 4096;
+
+/// `POST /v1/files`: the body is counted as it arrives, never held, so that a test can upload
+/// hundreds of megabytes. The request is recorded with the body's first bytes only.
+async fn upload(state: &Arc<State>, parts: &http::request::Parts, mut body: Incoming) -> Response {
+    let mut head = Vec::new();
+    let mut total = 0u64;
+    let mut complete = true;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            complete = false;
+            break;
+        };
+        if let Ok(data) = frame.into_data() {
+            total += data.len() as u64;
+            let room = UPLOAD_HEAD.saturating_sub(head.len());
+            head.extend_from_slice(&data[..room.min(data.len())]);
+        }
+    }
+    let received = ReceivedRequest::from_parts(parts, Bytes::from(head.clone()));
+    state.record(received.clone());
+    let request_id = state.next_request_id();
+    if let Err(rejection) = authenticate(state, &received) {
+        return rejection.into_response(&request_id);
+    }
+    if !complete {
+        let message = "the upload was cut short";
+        return response::error(ErrorKind::InvalidRequest, message, &request_id);
+    }
+    let now = crate::time::rfc3339(crate::time::now_epoch());
+    let file_id = state.next_file_id();
+    state
+        .store()
+        .upload(&received, &head, total, file_id, &now, &request_id)
 }
 
 /// Counts a request whose handler is dropped before it has a response: hyper drops it when the
@@ -163,6 +209,7 @@ async fn respond(state: &Arc<State>, request: &ReceivedRequest) -> Response {
         Route::Models => Ok(models(&request_id)),
         Route::Model(id) => model(&id, &request_id),
         Route::Complete => complete(request, &request_id),
+        Route::Store(route) => Ok(store(state, route, request, &request_id)),
     };
     let mut response = match answer {
         Ok(response) => response,
@@ -247,6 +294,8 @@ fn authenticate(state: &State, request: &ReceivedRequest) -> Result<bool, Reject
 struct Steering {
     text: Text,
     pacing: Pacing,
+    /// `x-mock-web-searches`: the answer ran this many web searches.
+    web_searches: u64,
 }
 
 fn steering(request: &ReceivedRequest) -> Result<Steering, Rejection> {
@@ -267,9 +316,11 @@ fn steering(request: &ReceivedRequest) -> Result<Steering, Rejection> {
         request.header("x-mock-split").map(str::trim),
         Some("1" | "true")
     );
+    let web_searches = number("x-mock-web-searches")?.unwrap_or(0);
     Ok(Steering {
         text,
         pacing: Pacing { event_delay, split },
+        web_searches,
     })
 }
 
@@ -308,6 +359,7 @@ fn messages(
     let steering = steering(request)?;
     let usage = Usage {
         output_tokens: steering.text.output_tokens(),
+        web_search_requests: steering.web_searches,
         ..Usage::for_request(&request.body)
     };
     let message_id = state.next_message_id();
@@ -402,6 +454,28 @@ fn apply_fault_to_full_body(
             response::error(ErrorKind::Overloaded, "Overloaded", request_id)
         }
         _ => response,
+    }
+}
+
+/// The batch and file routes other than uploads.
+fn store(
+    state: &State,
+    route: batches::Route,
+    request: &ReceivedRequest,
+    request_id: &str,
+) -> Response {
+    use batches::Route as R;
+    match route {
+        R::Upload | R::ListFiles | R::File(_) | R::DeleteFile(_) | R::FileContent(_) => {
+            state.store().files(route, request, request_id)
+        }
+        _ => {
+            let now = crate::time::rfc3339(crate::time::now_epoch());
+            let ids = (state.next_batch_id(), request_id.to_owned());
+            state
+                .store()
+                .batches(route, request, ids, &state.origin, &now)
+        }
     }
 }
 

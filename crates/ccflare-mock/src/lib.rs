@@ -2,8 +2,11 @@
 //!
 //! [`MockUpstream::start`] serves the Messages API on `127.0.0.1:0` over real HTTP/1.1 with
 //! keep-alive: `POST /v1/messages` (JSON, or SSE when the body has `"stream": true`),
-//! `POST /v1/messages/count_tokens`, `GET /v1/models`, `GET /v1/models/{id}` and a stub
-//! `POST /v1/complete`. Query strings such as `?beta=true` are accepted; every other path is a
+//! `POST /v1/messages/count_tokens`, `GET /v1/models`, `GET /v1/models/{id}`, a stub
+//! `POST /v1/complete`, Message Batches (create, list, retrieve, cancel, delete, JSONL results
+//! at an absolute `results_url` on the mock's origin) and Files (upload, list, metadata,
+//! delete), each batch and file found only with the credential that made it (module
+//! `batches`). Query strings such as `?beta=true` are accepted; every other path is a
 //! 404 `not_found_error`. Every response carries `request-id` and `anthropic-organization-id`;
 //! error bodies are Anthropic-shaped and their `request_id` equals the header.
 //!
@@ -62,8 +65,14 @@
 //!   `event:` line, in the middle of the `data:` line, just after the first byte of the first
 //!   multi-byte UTF-8 character (if any), and between the two final newlines.
 //!
+//! - `x-mock-web-searches: N`: the answer ran N web searches: after the text block come N
+//!   `server_tool_use` blocks (`web_search`, query as one `input_json_delta`), each followed by
+//!   its complete `web_search_tool_result` block, and the usage (of the JSON Message and of
+//!   the final `message_delta`) carries `"server_tool_use":{"web_search_requests":N}`.
+//!
 //! An unparsable numeric steering header is a 400 `invalid_request_error`, to catch typos.
 
+mod batches;
 mod body;
 mod fault;
 mod handler;

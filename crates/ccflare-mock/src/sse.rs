@@ -21,6 +21,9 @@ pub(crate) struct Usage {
     pub ephemeral_5m_input_tokens: u64,
     pub ephemeral_1h_input_tokens: u64,
     pub output_tokens: u64,
+    /// Web searches the answer reports in `server_tool_use` (`x-mock-web-searches`); 0 leaves
+    /// the field out, as answers without server tools do.
+    pub web_search_requests: u64,
 }
 
 impl Usage {
@@ -38,7 +41,19 @@ impl Usage {
             ephemeral_5m_input_tokens: written,
             ephemeral_1h_input_tokens: 0,
             output_tokens: 0,
+            web_search_requests: 0,
         }
+    }
+
+    /// `,"server_tool_use":{…}` when the answer used the web search tool, else nothing.
+    fn server_tool_json(&self) -> String {
+        if self.web_search_requests == 0 {
+            return String::new();
+        }
+        format!(
+            ",\"server_tool_use\":{{\"web_search_requests\":{}}}",
+            self.web_search_requests
+        )
     }
 
     /// The `usage` of a Message and of `message_start`, with `output_tokens` as given.
@@ -52,12 +67,13 @@ impl Usage {
             "{{\"input_tokens\":{},\"cache_creation_input_tokens\":{},\
              \"cache_read_input_tokens\":{},\"cache_creation\":{{\
              \"ephemeral_5m_input_tokens\":{},\"ephemeral_1h_input_tokens\":{}}},\
-             \"output_tokens\":{output_tokens},\"service_tier\":\"standard\"{geo}}}",
+             \"output_tokens\":{output_tokens}{},\"service_tier\":\"standard\"{geo}}}",
             self.input_tokens,
             self.cache_creation_input_tokens,
             self.cache_read_input_tokens,
             self.ephemeral_5m_input_tokens,
             self.ephemeral_1h_input_tokens,
+            self.server_tool_json(),
         )
     }
 
@@ -65,11 +81,12 @@ impl Usage {
     fn delta_json(&self) -> String {
         format!(
             "{{\"input_tokens\":{},\"cache_creation_input_tokens\":{},\
-             \"cache_read_input_tokens\":{},\"output_tokens\":{}}}",
+             \"cache_read_input_tokens\":{},\"output_tokens\":{}{}}}",
             self.input_tokens,
             self.cache_creation_input_tokens,
             self.cache_read_input_tokens,
             self.output_tokens,
+            self.server_tool_json(),
         )
     }
 }
@@ -145,15 +162,79 @@ pub(crate) fn word_deltas(text: &str) -> Vec<String> {
 
 /// The non-streaming Message body (§4.5 field order).
 pub(crate) fn message_json(model: &str, message_id: &str, text: &str, usage: &Usage) -> String {
+    let tools: String = (0..usage.web_search_requests)
+        .flat_map(|n| {
+            [
+                search_use_block(n, "{\"query\":\"mock\"}"),
+                search_result_block(n),
+            ]
+        })
+        .map(|block| format!(",{block}"))
+        .collect();
     format!(
         "{{\"id\":{},\"type\":\"message\",\"role\":\"assistant\",\"model\":{},\
-         \"content\":[{{\"type\":\"text\",\"text\":{}}}],\"stop_reason\":\"end_turn\",\
+         \"content\":[{{\"type\":\"text\",\"text\":{}}}{tools}],\"stop_reason\":\"end_turn\",\
          \"stop_sequence\":null,\"usage\":{}}}",
         json_string(message_id),
         json_string(model),
         json_string(text),
         usage.full_json(usage.output_tokens, false),
     )
+}
+
+/// The `server_tool_use` block of the `n`th web search, with `input` (`{}` in a stream, whose
+/// input comes as an `input_json_delta`).
+fn search_use_block(n: u64, input: &str) -> String {
+    format!(
+        "{{\"type\":\"server_tool_use\",\"id\":\"srvtoolu_mock{n:04}\",\
+         \"name\":\"web_search\",\"input\":{input}}}"
+    )
+}
+
+/// The `web_search_tool_result` block answering the `n`th search: one result.
+fn search_result_block(n: u64) -> String {
+    format!(
+        "{{\"type\":\"web_search_tool_result\",\"tool_use_id\":\"srvtoolu_mock{n:04}\",\
+         \"content\":[{{\"type\":\"web_search_result\",\"url\":\"https://example.com/{n}\",\
+         \"title\":\"Mock result {n}\",\"encrypted_content\":\"EqQBCgIYAhIM\",\
+         \"page_age\":null}}]}}"
+    )
+}
+
+/// The events of the web searches of an answer, after its text block (index 0): for each
+/// search a `server_tool_use` block with its query as one `input_json_delta`, then its result
+/// as one complete block with no deltas (protocol doc §4.3).
+fn search_events(searches: u64) -> impl Iterator<Item = Bytes> + Send {
+    (0..searches).flat_map(|n| {
+        let (use_index, result_index) = (1 + 2 * n, 2 + 2 * n);
+        let start = |index: u64, block: String| {
+            event(
+                "content_block_start",
+                &format!(
+                    "{{\"type\":\"content_block_start\",\"index\":{index},\"content_block\":{block}}}"
+                ),
+            )
+        };
+        let stop = |index: u64| {
+            event(
+                "content_block_stop",
+                &format!("{{\"type\":\"content_block_stop\",\"index\":{index}}}"),
+            )
+        };
+        [
+            start(use_index, search_use_block(n, "{}")),
+            event(
+                "content_block_delta",
+                &format!(
+                    "{{\"type\":\"content_block_delta\",\"index\":{use_index},\"delta\":\
+                     {{\"type\":\"input_json_delta\",\"partial_json\":\"{{\\\"query\\\":\\\"mock\\\"}}\"}}}}"
+                ),
+            ),
+            stop(use_index),
+            start(result_index, search_result_block(n)),
+            stop(result_index),
+        ]
+    })
 }
 
 fn event(name: &str, data: &str) -> Bytes {
@@ -200,11 +281,11 @@ pub(crate) fn message_events(
         ),
         event("ping", "{\"type\": \"ping\"}"),
     ];
+    let stop_text = event(
+        "content_block_stop",
+        "{\"type\":\"content_block_stop\",\"index\":0}",
+    );
     let tail = [
-        event(
-            "content_block_stop",
-            "{\"type\":\"content_block_stop\",\"index\":0}",
-        ),
         event(
             "message_delta",
             &format!(
@@ -225,7 +306,14 @@ pub(crate) fn message_events(
             ))
         }
     };
-    Box::new(head.into_iter().chain(deltas).chain(tail))
+    let searches = search_events(usage.web_search_requests);
+    Box::new(
+        head.into_iter()
+            .chain(deltas)
+            .chain([stop_text])
+            .chain(searches)
+            .chain(tail),
+    )
 }
 
 /// The `event: error` sent by [`crate::Fault::ErrorEvent`] (live style, §4.4).
@@ -344,6 +432,7 @@ data: {"type":"message_stop"}
             ephemeral_5m_input_tokens: 0,
             ephemeral_1h_input_tokens: 0,
             output_tokens: 9,
+            web_search_requests: 0,
         };
         let text = Text::Words(vec!["g".into(), "ato, luna, café".into()]);
         let events = message_events(
@@ -368,6 +457,52 @@ data: {"type":"message_stop"}
             json,
             r#"{"id":"msg_01L6","type":"message","role":"assistant","model":"claude-3-5-sonnet-20241022","content":[{"type":"text","text":"Hello"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":22,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":1,"service_tier":"standard"}}"#
         );
+    }
+
+    #[test]
+    fn web_searches_add_blocks_in_order_and_count_in_the_final_usage() {
+        let usage = Usage {
+            output_tokens: 2,
+            web_search_requests: 2,
+            ..Usage::for_request(b"")
+        };
+        let events: Vec<String> = message_events("m", "msg_1", Text::from_text("a b"), usage)
+            .map(|event| String::from_utf8(event.to_vec()).expect("utf-8"))
+            .collect();
+        let data: Vec<serde_json::Value> = events
+            .iter()
+            .map(|event| {
+                let line = event.lines().nth(1).expect("data line");
+                serde_json::from_str(line.trim_start_matches("data: ")).expect("JSON")
+            })
+            .collect();
+        let started: Vec<(u64, &str)> = data
+            .iter()
+            .filter(|d| d["type"] == "content_block_start")
+            .map(|d| {
+                let block = &d["content_block"];
+                (
+                    d["index"].as_u64().unwrap(),
+                    block["type"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            started,
+            [
+                (0, "text"),
+                (1, "server_tool_use"),
+                (2, "web_search_tool_result"),
+                (3, "server_tool_use"),
+                (4, "web_search_tool_result")
+            ]
+        );
+        let delta = data.iter().find(|d| d["type"] == "message_delta").unwrap();
+        assert_eq!(delta["usage"]["server_tool_use"]["web_search_requests"], 2);
+        let json: serde_json::Value =
+            serde_json::from_str(&message_json("m", "msg_1", "a b", &usage)).unwrap();
+        assert_eq!(json["content"].as_array().unwrap().len(), 5);
+        assert_eq!(json["usage"]["server_tool_use"]["web_search_requests"], 2);
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub(crate) struct State {
     id_counter: AtomicU64,
     id_seed: u64,
     pub(crate) oauth: crate::oauth::OAuth,
+    /// Batches and files, by id.
+    pub(crate) store: Mutex<crate::batches::Store>,
+    /// `http://127.0.0.1:PORT`: the origin the mock names in `results_url`.
+    pub(crate) origin: String,
 }
 
 /// A count tests can wait on, behind `watch` so waiters wake on change instead of polling
@@ -67,6 +71,8 @@ impl State {
             id_counter: AtomicU64::new(0),
             id_seed,
             oauth: crate::oauth::OAuth::default(),
+            store: Mutex::new(crate::batches::Store::default()),
+            origin: format!("http://127.0.0.1:{port}"),
         }
     }
 
@@ -158,6 +164,21 @@ impl State {
     /// `msg_01` followed by 22 base58 characters.
     pub(crate) fn next_message_id(&self) -> String {
         self.next_id("msg_01", 22)
+    }
+
+    /// `msgbatch_01` followed by 22 base58 characters.
+    pub(crate) fn next_batch_id(&self) -> String {
+        self.next_id("msgbatch_01", 22)
+    }
+
+    /// `file_011C` followed by 20 base58 characters.
+    pub(crate) fn next_file_id(&self) -> String {
+        self.next_id("file_011C", 20)
+    }
+
+    /// The batches and files (a poisoned lock is used as is, like the scripts').
+    pub(crate) fn store(&self) -> MutexGuard<'_, crate::batches::Store> {
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn next_id(&self, prefix: &str, len: usize) -> String {

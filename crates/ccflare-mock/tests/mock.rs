@@ -644,3 +644,68 @@ async fn count_tokens_and_models() {
     let reply = send(&mock, Method::GET, "/v1/models/claude-9", &headers, "").await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
 }
+
+/// A batch belongs to the credential (organisation) that made it: found with that key, 404
+/// with another; once ended it names its results by an absolute URL on the mock's origin.
+#[tokio::test]
+async fn batches_belong_to_their_key_and_name_results_on_the_mock_origin() {
+    let mock = MockUpstream::start().await.unwrap();
+    let other = "sk-ant-api03-other-organisation";
+    let headers = |key| {
+        vec![
+            ("x-api-key", key),
+            ("anthropic-version", "2023-06-01"),
+            ("content-type", "application/json"),
+        ]
+    };
+    let body = r#"{"requests":[{"custom_id":"a","params":{"model":"claude-haiku-4-5","max_tokens":8,"messages":[]}},{"custom_id":"b","params":{"model":"claude-haiku-4-5","max_tokens":8,"messages":[]}}]}"#;
+    let created = send(
+        &mock,
+        Method::POST,
+        "/v1/messages/batches",
+        &headers(API_KEY),
+        body,
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.text());
+    let created = created.json();
+    assert_eq!(created["processing_status"], "in_progress");
+    assert!(created["results_url"].is_null());
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("msgbatch_"), "{id}");
+
+    let path = format!("/v1/messages/batches/{id}");
+    let theirs = send(&mock, Method::GET, &path, &headers(other), "").await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND);
+    let ended = send(&mock, Method::GET, &path, &headers(API_KEY), "")
+        .await
+        .json();
+    assert_eq!(ended["processing_status"], "ended");
+    let url = format!("{}/v1/messages/batches/{id}/results", mock.url());
+    assert_eq!(ended["results_url"], url.as_str());
+
+    let results_path = format!("{path}/results");
+    let results = send(&mock, Method::GET, &results_path, &headers(API_KEY), "").await;
+    let lines: Vec<Value> = results
+        .text()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["custom_id"], "a");
+    assert_eq!(lines[1]["result"]["type"], "succeeded");
+    let theirs = send(&mock, Method::GET, &results_path, &headers(other), "").await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND);
+
+    let listed = send(
+        &mock,
+        Method::GET,
+        "/v1/messages/batches",
+        &headers(other),
+        "",
+    )
+    .await;
+    assert_eq!(listed.json()["data"].as_array().unwrap().len(), 0);
+    let deleted = send(&mock, Method::DELETE, &path, &headers(API_KEY), "").await;
+    assert_eq!(deleted.json()["type"], "message_batch_deleted");
+}

@@ -13,9 +13,11 @@ use crate::budget::BodyHold;
 use crate::error::AttemptError;
 use crate::headers::{upstream_request_headers, upstream_response_headers};
 use crate::recorder::{CLIENT_CLOSED, Outcome, Recorder};
+use crate::resources;
 use crate::routes::Route;
 use crate::state::AppState;
 use crate::tokens::RefreshFailure;
+use crate::uploads;
 use crate::upstream::{Reuse, UpstreamBody};
 use bytes::Bytes;
 use ccflare_core::browser::{self, BrowserRefusal};
@@ -131,6 +133,37 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
         );
     }
 
+    // Batches and files (`resources`): an id ccflare saw made goes to the account that made it,
+    // and batch answers name ccflare's origin in `results_url`.
+    let family = resources::Family::of(parts.uri.path());
+    let owner = family.and_then(|_| resources::owner_for(&state, parts.uri.path()));
+    let origin = family.and_then(|_| {
+        let peer = parts.extensions.get::<resources::Peer>().copied();
+        resources::client_origin(&parts.headers, peer)
+    });
+
+    // Uploads and batch creation: streamed upstream under their own limits (`uploads`).
+    if let Some(limit) = uploads::streamed_limit(&parts.method, parts.uri.path()) {
+        let upload = uploads::Upload { uri, limit, key };
+        let method = parts.method.clone();
+        return match uploads::send(&state, &mut recorder, parts, body, upload).await {
+            uploads::Sent::Served { response, account } => {
+                serve(
+                    &state,
+                    recorder,
+                    response,
+                    account,
+                    (family, &method),
+                    origin,
+                )
+                .await
+            }
+            uploads::Sent::Refused(r) => {
+                let (status, retry) = (r.status, r.retry_after_s);
+                local_error(&mut recorder, status, r.kind, &r.message, retry)
+            }
+        };
+    }
     let (body, hold) = match read_body(&state, &parts, body).await {
         Ok(read) => read,
         Err(refusal) => return refusal.answer(&mut recorder, &state),
@@ -181,10 +214,12 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
             header_wait,
         },
         session,
+        owner,
         tried: Vec::new(),
         refused: None,
         unreachable: None,
     };
+    let method = failover.outgoing.parts.method.clone();
     // Every attempt is one turn of this loop, whatever it comes to, so no path can try more
     // accounts than `max_attempts` allows (0: every account, until the pool has none left).
     let limit = match state.config.max_attempts {
@@ -194,6 +229,10 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
     for _ in 0..limit {
         match failover.attempt(&mut recorder).await {
             Attempt::Served { response, account } => {
+                if let Some(id) = failover.tried.last().copied() {
+                    let (account, how) = ((id, account), (family, &method));
+                    return serve(&state, recorder, response, account, how, origin).await;
+                }
                 return relay(&state, recorder, response, &account);
             }
             Attempt::Final(answer) => return answer,
@@ -305,6 +344,8 @@ struct Failover<'a> {
     state: &'a AppState,
     outgoing: Outgoing,
     session: Option<String>,
+    /// The account that made the batch or file the path names: the only one tried.
+    owner: Option<AccountId>,
     tried: Vec<AccountId>,
     /// The last upstream error response, relayed if no account serves.
     refused: Option<LastFailure>,
@@ -317,9 +358,8 @@ impl Failover<'_> {
     async fn attempt(&mut self, recorder: &mut Recorder) -> Attempt {
         let state = self.state;
         let now = state.now();
-        let pick = state
-            .pool()
-            .select(now, self.session.as_deref(), &self.tried);
+        let session = self.session.as_deref();
+        let pick = resources::select(state, now, self.owner, session, &self.tried);
         let pick = match pick {
             Ok(pick) => pick,
             Err(unavailable) => {
@@ -770,6 +810,30 @@ fn relay(
         state.config.idle_timeout,
     );
     Response::from_parts(parts, ResponseBody::tapped(tapped))
+}
+
+/// Relays an answer of the batch and file routes: read whole by `resources` when it holds
+/// batch or file objects (their ids learned, batch `results_url`s rewritten), else as any.
+async fn serve(
+    state: &AppState,
+    recorder: Recorder,
+    response: Response<UpstreamBody>,
+    (id, account): (AccountId, Arc<str>),
+    (family, method): (Option<resources::Family>, &http::Method),
+    origin: Option<String>,
+) -> Response<ResponseBody> {
+    match family {
+        Some(family) if resources::reads(Some(family), &response) => {
+            let request_id = recorder.id().to_owned();
+            let how = (family, method);
+            let origin = origin.as_deref();
+            let mut answer =
+                resources::relay_read(state, recorder, response, how, id, origin).await;
+            add_ccflare_headers(answer.headers_mut(), &request_id, Some(&account));
+            answer
+        }
+        _ => relay(state, recorder, response, &account),
+    }
 }
 
 fn add_ccflare_headers(headers: &mut HeaderMap, request_id: &str, account: Option<&str>) {

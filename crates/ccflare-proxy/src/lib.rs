@@ -16,23 +16,29 @@ mod feed;
 mod forward;
 mod headers;
 mod keys;
+mod owners;
 mod pool;
 mod recorder;
+mod resources;
 mod routes;
 mod server;
 mod shutdown;
 mod state;
 mod tokens;
+mod uploads;
 mod upstream;
 
 pub use body::ResponseBody;
 pub use error::ProxyError;
 pub use feed::{EVENT_CAPACITY, RequestEvent, RequestObserver, RequestStarted};
 pub use keys::{ClientKeys, KEY_HEADER, KeyRefusal, KeyTicket, KnownKey, LimitRefusal, Standing};
+pub use owners::{MAX_OWNED, Owners};
+pub use resources::Peer;
 pub use server::run;
 pub use shutdown::Shutdown;
 pub use state::{
     AppState, ConfigLayers, DEFAULT_MAX_CONNECTIONS, ManagementFuture, ManagementRoutes,
     ProxyConfig, SyncError, spawn_account_sync,
 };
+pub use uploads::{BATCH_MAX_BYTES, FILES_MAX_BYTES};
 pub use upstream::{POOL_IDLE_TIMEOUT, Reuse, SendError, UpstreamBody, UpstreamClient};

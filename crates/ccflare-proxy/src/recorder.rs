@@ -141,6 +141,17 @@ impl Recorder {
         &self.record.id
     }
 
+    /// The request's path (without the query).
+    pub(crate) fn path(&self) -> &str {
+        &self.record.path
+    }
+
+    /// The request created this batch or file (`resources`): the row names it, so that the
+    /// owner is known again after a restart.
+    pub(crate) fn set_resource(&mut self, id: String) {
+        self.record.resource_id = Some(id);
+    }
+
     pub fn set_request(
         &mut self,
         model: Option<String>,

@@ -100,7 +100,9 @@ where
                 let handler = handler.clone();
                 let mut stopping = drain.subscribe();
                 connections.spawn(async move {
-                    let service = service_fn(move |request| {
+                    let service = service_fn(move |mut request: Request<Incoming>| {
+                        // Whether forwarded headers are believed depends on the peer.
+                        request.extensions_mut().insert(crate::resources::Peer(peer));
                         let answer = handler(request);
                         async move { Ok::<_, Infallible>(answer.await) }
                     });

@@ -10,6 +10,7 @@ use crate::body::ResponseBody;
 use crate::budget::BodyBudget;
 use crate::feed::{Feed, RequestEvent, RequestObserver};
 use crate::keys::ClientKeys;
+use crate::owners::Owners;
 use crate::pool::SharedPool;
 use crate::recorder::RecordSink;
 use crate::shutdown::{Drain, Shutdown};
@@ -132,6 +133,8 @@ pub struct AppState {
     client_keys: Arc<ClientKeys>,
     /// The git revision the binary was built from, shown by `/health` (set by ccflare-app).
     revision: OnceLock<String>,
+    /// Which account made each batch and file (`resources`).
+    owners: Owners,
 }
 
 impl std::fmt::Debug for AppState {
@@ -181,6 +184,7 @@ impl AppState {
             tokens: OnceLock::new(),
             client_keys: Arc::new(ClientKeys::default()),
             revision: OnceLock::new(),
+            owners: Owners::default(),
         })
     }
 
@@ -345,6 +349,12 @@ impl AppState {
     }
 
     /// The client keys `/v1` checks.
+    /// Which account made each batch and file: requests naming one go to its account. The
+    /// server loads what the database recorded at start ([`Owners::load`]).
+    pub fn owners(&self) -> &Owners {
+        &self.owners
+    }
+
     pub fn client_keys(&self) -> &Arc<ClientKeys> {
         &self.client_keys
     }

@@ -344,6 +344,21 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// A body whose connection someone else drives (a streamed upload's answer, which comes
+    /// through hyper-util's client: `uploads.rs`); polling it only reads what arrives.
+    pub(crate) fn detached(incoming: Incoming) -> UpstreamBody {
+        UpstreamBody {
+            incoming,
+            conn: None,
+            idle: Arc::new(IdleList {
+                conns: Mutex::new(Vec::new()),
+                timeout: POOL_IDLE_TIMEOUT,
+            }),
+            relayed: true,
+            broken: None,
+        }
+    }
+
     /// The body is complete: one more poll lets the connection take in the response's end
     /// (and the upstream's `Connection: close`, if it said so); then it is idle or finished.
     fn release(&mut self, cx: &mut Context<'_>) {

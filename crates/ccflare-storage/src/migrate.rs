@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "encrypted_secrets",
         include_str!("../../../migrations/0007_encrypted_secrets.sql"),
     ),
+    (
+        10,
+        "messages_api",
+        include_str!("../../../migrations/0010_messages_api.sql"),
+    ),
 ];
 
 /// The migration whose new column (`accounts.credential_hash`) is filled from the credentials

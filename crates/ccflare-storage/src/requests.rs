@@ -21,8 +21,10 @@ pub(crate) async fn insert(
          account_name, status, success, error_type, error_message, attempts, attempt_failures, \
          latency_ms, ttfb_ms, streamed, input_tokens, output_tokens, cache_read_tokens, \
          cache_write_tokens, cache_write_5m_tokens, cache_write_1h_tokens, usage_incomplete, \
-         cost_usd, cost_estimated, output_tokens_per_second, session_key, client_key) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         cost_usd, cost_estimated, output_tokens_per_second, session_key, client_key, \
+         web_search_requests, web_fetch_requests, resource_id) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+         ?, ?, ?)",
     )
     .bind(&r.id)
     .bind(r.started_at)
@@ -52,6 +54,9 @@ pub(crate) async fn insert(
     .bind(r.output_tokens_per_second)
     .bind(&r.session_key)
     .bind(&r.client_key)
+    .bind(r.usage.web_search_requests.min(i64::MAX as u64) as i64)
+    .bind(r.usage.web_fetch_requests.min(i64::MAX as u64) as i64)
+    .bind(&r.resource_id)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -111,6 +116,9 @@ struct RequestRow {
     output_tokens_per_second: Option<f64>,
     session_key: Option<String>,
     client_key: Option<String>,
+    web_search_requests: i64,
+    web_fetch_requests: i64,
+    resource_id: Option<String>,
 }
 
 /// What every read of whole rows selects: [`RequestRow`]'s columns.
@@ -160,6 +168,8 @@ impl TryFrom<RequestRow> for Listed {
                 cache_creation_input_tokens: count(row.cache_write_tokens),
                 cache_write_5m: count(row.cache_write_5m_tokens),
                 cache_write_1h: count(row.cache_write_1h_tokens),
+                web_search_requests: count(row.web_search_requests),
+                web_fetch_requests: count(row.web_fetch_requests),
             },
             usage_incomplete: row.usage_incomplete,
             cost_usd: row.cost_usd,
@@ -167,6 +177,7 @@ impl TryFrom<RequestRow> for Listed {
             output_tokens_per_second: row.output_tokens_per_second,
             session_key: row.session_key,
             client_key: row.client_key,
+            resource_id: row.resource_id,
             // Not stored: `/metrics` counts it as requests finish.
             proxy_overhead_us: None,
         };
@@ -197,6 +208,26 @@ pub async fn get(db: &Db, id: &str) -> Result<Option<RequestRecord>, StorageErro
         .fetch_optional(db.pool())
         .await?;
     Ok(row.map(Listed::try_from).transpose()?.map(|l| l.record))
+}
+
+/// The batches and files that requests created, newest first, with the account that created
+/// each (at most `limit`): the proxy routes later requests for an id to its account.
+pub async fn created_resources(
+    db: &Db,
+    limit: u32,
+) -> Result<Vec<(String, AccountId)>, StorageError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT resource_id, account_id FROM requests \
+         WHERE resource_id IS NOT NULL AND account_id IS NOT NULL \
+         ORDER BY started_at DESC, rowid DESC LIMIT ?",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, account)| (id, AccountId(account)))
+        .collect())
 }
 
 /// Number of request rows.

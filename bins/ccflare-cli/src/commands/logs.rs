@@ -253,6 +253,23 @@ impl Seen {
     }
 }
 
+/// `2 web searches, 1 web fetch`: the server tools' calls of a request, if it made any.
+fn server_tools(entry: &LogEntry) -> Option<String> {
+    let plural = |n: i64, one: &str| match n {
+        1 => format!("1 {one}"),
+        n => format!("{n} {one}es"),
+    };
+    let parts: Vec<String> = [
+        (entry.web_search_requests, "web search"),
+        (entry.web_fetch_requests, "web fetch"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| plural(n, what))
+    .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 struct Printer {
     style: Style,
     json: bool,
@@ -344,6 +361,10 @@ impl Printer {
         ];
         let mut line = cells.join("  ").trim_end().to_owned();
         line.push('\n');
+        // Server tools are billed per call, which the token column cannot show.
+        if let Some(tools) = server_tools(entry) {
+            line.push_str(&format!("{}↳ {tools}\n", " ".repeat(TIME + 2)));
+        }
         if !entry.success {
             let why = match (&entry.error_type, &entry.error_message) {
                 (Some(kind), Some(message)) => format!("{kind}: {message}"),
@@ -367,5 +388,54 @@ impl Printer {
             }
         }
         line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(searches: i64, fetches: i64) -> LogEntry {
+        LogEntry {
+            seq: 1,
+            id: "ccf_1".into(),
+            started_at: 0,
+            method: "POST".into(),
+            path: "/v1/messages".into(),
+            model: Some("claude-haiku-4-5".into()),
+            account: Some("one".into()),
+            status: 200,
+            success: true,
+            error_type: None,
+            error_message: None,
+            attempts: 1,
+            latency_ms: 5,
+            ttfb_ms: Some(1),
+            streamed: true,
+            input_tokens: 10,
+            output_tokens: 5,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
+            cost_usd: 0.02,
+            web_search_requests: searches,
+            web_fetch_requests: fetches,
+            client_key: None,
+        }
+    }
+
+    #[test]
+    fn server_tools_get_a_line_of_their_own() {
+        let printer = Printer {
+            style: Style { color: false },
+            json: false,
+            follow: false,
+            offset_ms: 0,
+        };
+        let line = printer.line(&entry(2, 1));
+        let lines: Vec<&str> = line.lines().collect();
+        assert_eq!(lines.len(), 2, "{line}");
+        assert_eq!(lines[1].trim(), "↳ 2 web searches, 1 web fetch");
+        assert_eq!(printer.line(&entry(0, 0)).lines().count(), 1);
+        assert_eq!(server_tools(&entry(1, 0)).as_deref(), Some("1 web search"));
     }
 }
