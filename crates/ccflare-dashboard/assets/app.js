@@ -121,16 +121,16 @@
         tile("Output tokens/s", t.output_tokens_per_second ? t.output_tokens_per_second.toFixed(1) : "–", "tps")),
       card("Requests per " + fmtDuration(a.bucket_ms / 1000) + " (your time zone)",
         window.ccf.chart(points, [{ key: "ok", label: "succeeded", cls: "b3" }, { key: "errors", label: "failed", cls: "bad" }],
-          { kind: "bar", bucketMs: a.bucket_ms, label: "Requests over " + range, fmt: fmtCompact }),
-        h("div", { class: "legend" }, h("span", {}, h("i", { class: "c3" }), "succeeded"), h("span", {}, h("i", { class: "c1" }), "failed"))),
+          { kind: "bar", bucketMs: a.bucket_ms, label: "Requests over " + range, fmt: fmtCompact, width: 1200 }),
+        h("div", { class: "legend" }, h("span", {}, h("i", { class: "c3" }), "succeeded"), h("span", {}, h("i", { class: "cbad" }), "failed"))),
       h("div", { class: "grid" },
         card("Accounts by state", h("table", { id: "states" }, h("tbody", {},
           Object.entries(states).map(([s, n]) => h("tr", {}, h("td", {}, stateCell({ state: s })), h("td", { class: "num" }, n)))))),
         card("Subscription use (pool mean 5h " + fmtPct(mean("utilization_5h")) + ", 7d " + fmtPct(mean("utilization_7d")) + ")",
           h("div", { class: "bars", id: "utilisation" }, subs.length ? subs.map((x) => h("div", { class: "b" },
             h("span", {}, x.name),
-            h("div", {}, meter(x.subscription.utilization_5h, "5h " + fmtPct(x.subscription.utilization_5h)),
-              meter(x.subscription.utilization_7d, "7d " + fmtPct(x.subscription.utilization_7d))),
+            h("div", {}, h("small", { class: "muted" }, "5h " + fmtPct(x.subscription.utilization_5h)), meter(x.subscription.utilization_5h),
+              h("small", { class: "muted" }, "7d " + fmtPct(x.subscription.utilization_7d)), meter(x.subscription.utilization_7d)),
             h("span", { class: "muted" }, "5h resets in " + fmtDuration(resetIn(x.subscription.resets_5h))))) :
             h("p", { class: "muted" }, "No subscription accounts."))),
         card("Recent errors", h("table", { id: "recent-errors" }, h("tbody", {},
@@ -364,9 +364,9 @@
         tile("Output", fmtCompact(t.output_tokens), "output"), tile("Cache read", fmtCompact(t.cache_read_tokens), "cache_read"),
         tile("Cache write", fmtCompact(t.cache_write_tokens), "cache_write"), tile("Cost", fmtCost(t.cost_usd), "cost"),
         tile("p50 / p95 / p99", fmtMs(a.latency_ms.p50) + " / " + fmtMs(a.latency_ms.p95) + " / " + fmtMs(a.latency_ms.p99), "latency")),
-      h("div", { class: "grid" },
+      h("div", { class: "charts" },
         card("Requests", window.ccf.chart(pts, [{ key: "ok", label: "succeeded", cls: "b3" }, { key: "errors", label: "failed", cls: "bad" }],
-          { kind: "bar", bucketMs: a.bucket_ms, label: "Requests", fmt: fmtCompact }), legend(["c3", "succeeded"], ["c1", "failed"])),
+          { kind: "bar", bucketMs: a.bucket_ms, label: "Requests", fmt: fmtCompact }), legend(["c3", "succeeded"], ["cbad", "failed"])),
         card("Tokens", window.ccf.chart(pts, [{ key: "total_tokens", label: "tokens", cls: "l2" }], opt("Tokens", fmtCompact))),
         card("Cost", window.ccf.chart(pts, [{ key: "cost_usd", label: "cost", cls: "l1" }], opt("Cost", fmtCost))),
         card("Latency", window.ccf.chart(pts, [{ key: "latency_p50_ms", label: "p50", cls: "l3" }, { key: "latency_p95_ms", label: "p95", cls: "l1" }], opt("Latency", fmtMs)),
@@ -475,13 +475,15 @@
   async function route() {
     for (const f of cleanup) f();
     cleanup = [];
+    const open = document.querySelector(".drawer");
+    if (open) open.remove();
     if (!session.signed_in) return showLogin();
     const [name, query] = (location.hash.slice(1) || "overview").split("?");
     const page = PAGES[name] ? name : "overview";
     for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("on", a.dataset.page === page);
     $("logout").hidden = !session.admin_key_required;
     const mine = ++generation;
-    const root = h("div", { "data-page": page });
+    const root = h("div", { "data-page": page, "data-hash": location.hash });
     try {
       await PAGES[page](root, new URLSearchParams(query || ""));
     } catch (err) {

@@ -153,8 +153,8 @@
    * show as a tooltip and screen readers read.
    */
   ccf.chart = function (points, series, opts) {
-    const o = Object.assign({ kind: "line", bucketMs: 3600000, fmt: ccf.fmtCompact, label: "" }, opts);
-    const W = 600, H = 180, L = 44, R = 8, T = 8, B = 22;
+    const o = Object.assign({ kind: "line", bucketMs: 3600000, fmt: ccf.fmtCompact, label: "", width: 600 }, opts);
+    const W = o.width, H = 200, L = 56, R = 8, T = 8, B = 22;
     const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": o.label });
     svg.append(title(o.label));
     const n = points.length;

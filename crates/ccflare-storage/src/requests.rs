@@ -223,6 +223,8 @@ pub enum StatusFilter {
     Error,
     /// Exactly this HTTP status.
     Code(u16),
+    /// Every status of this class: `4` is 400 to 499.
+    Class(u8),
 }
 
 /// Which requests a listing shows by model.
@@ -340,6 +342,11 @@ pub async fn list(
         Some(StatusFilter::Code(code)) => {
             conditions.push("status = ?");
             params.push(Param::Int(i64::from(code)));
+        }
+        Some(StatusFilter::Class(class)) => {
+            conditions.push("status >= ? AND status < ?");
+            params.push(Param::Int(i64::from(class) * 100));
+            params.push(Param::Int(i64::from(class) * 100 + 100));
         }
         None => {}
     }
