@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "encrypted_secrets",
         include_str!("../../../migrations/0007_encrypted_secrets.sql"),
     ),
+    (
+        8,
+        "request_listing",
+        include_str!("../../../migrations/0008_request_listing.sql"),
+    ),
 ];
 
 /// The migration whose new column (`accounts.credential_hash`) is filled from the credentials
