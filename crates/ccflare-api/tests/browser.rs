@@ -185,7 +185,7 @@ async fn every_page_shows_the_seeded_numbers_and_stays_live() {
     assert_eq!(figures["totals"]["requests"], 7);
     let success = texts(&browser, "[data-tile=success_rate] .v").await;
     assert_eq!(success, ["85.7%"], "6 of 7 succeeded");
-    assert_eq!(browser.find_all("svg.chart rect").await.is_empty(), false);
+    assert!(!browser.find_all("svg.chart rect").await.is_empty());
     let utilisation = texts(&browser, "#utilisation .b span").await;
     assert_eq!(
         utilisation.first().map(String::as_str),
