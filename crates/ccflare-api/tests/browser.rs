@@ -220,6 +220,18 @@ async fn every_page_shows_the_seeded_numbers_and_stays_live() {
     eprintln!("first load {weight} bytes, first contentful paint {paint} ms");
     browser.save_screenshot(&shots, "overview").await;
     assert_clean(&browser, &app).await;
+    // The same page in dark mode: the stylesheet follows prefers-color-scheme.
+    let background = "return getComputedStyle(document.body).backgroundColor;";
+    let light = browser.script(background, json!([])).await;
+    let dark_mode = json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]});
+    browser.cdp("Emulation.setEmulatedMedia", dark_mode).await;
+    let dark = browser.script(background, json!([])).await;
+    assert_eq!(light, "rgb(247, 247, 245)");
+    assert_eq!(dark, "rgb(19, 19, 18)");
+    browser.save_screenshot(&shots, "overview-dark").await;
+    browser
+        .cdp("Emulation.setEmulatedMedia", json!({"features": []}))
+        .await;
 
     // Accounts: every account with its state.
     open_page(&browser, &app, "accounts").await;

@@ -250,11 +250,12 @@
     return q.toString();
   }
 
-  /** Whether a live row belongs on the page under its filters. */
-  function matches(r, params) {
+  /** Whether a live row belongs on the page under its filters (`keyId`: the id rows record
+   * for the chosen client key). */
+  function matches(r, params, keyId) {
     if (params.get("account") && r.account !== params.get("account")) return false;
     if (params.get("model") && r.model !== params.get("model")) return false;
-    if (params.get("key") && r.client_key === null) return false;
+    if (params.get("key") && r.client_key !== keyId) return false;
     const s = params.get("status");
     if (s === "error" && r.success) return false;
     if (s === "success" && !r.success) return false;
@@ -264,7 +265,8 @@
   }
 
   function requestRow(r, fresh) {
-    return h("tr", { class: "click" + (fresh ? " fresh" : ""), "data-id": r.id, onclick: () => drawer(r.id) },
+    return h("tr", { class: "click" + (fresh ? " fresh" : ""), "data-id": r.id, tabindex: 0, onclick: () => drawer(r.id),
+      onkeydown: (e) => { if (e.key === "Enter") drawer(r.id); } },
       h("td", {}, fmtTime(r.started_at)), h("td", {}, statusCell(r)), h("td", {}, r.model || "–"), h("td", {}, r.account || "–"),
       h("td", { class: "num" }, fmtMs(r.latency_ms)), h("td", { class: "num" }, fmtInt(r.input_tokens)), h("td", { class: "num" }, fmtInt(r.output_tokens)),
       h("td", { class: "num" }, fmtCost(r.cost_usd)), h("td", { class: "num" }, r.attempts));
@@ -300,10 +302,12 @@
         cursor ? h("button", { id: "newest", onclick: () => go("requests", without(params, "cursor")) }, "← Newest") : null,
         page.next_cursor ? h("button", { id: "older", onclick: () => go("requests", Object.assign(without(params, "cursor"), { cursor: page.next_cursor })) }, "Older →") : null,
         h("span", { class: "muted" }, cursor ? "" : "live: new requests appear at the top")));
+    const chosen = keys.find((k) => k.name === params.get("key"));
+    const keyId = chosen ? String(chosen.id) : null;
     if (!cursor) {
       feed("/api/requests/stream", {
         request_finished: (r) => {
-          if (!matches(r, params)) return;
+          if (!matches(r, params, keyId)) return;
           tbody.prepend(requestRow(r, true));
           while (tbody.children.length > 200) tbody.lastChild.remove();
         },

@@ -210,6 +210,13 @@ mod tests {
     }
 
     #[test]
+    fn the_first_load_is_well_under_200_kb() {
+        // Every file is part of the first load; the browser test sums what it really fetched.
+        let total: usize = ASSETS.iter().map(|a| a.bytes.len()).sum();
+        assert!(total < 100_000, "{total} bytes");
+    }
+
+    #[test]
     fn paths_outside_are_not_ours_and_unknown_files_are_404() {
         assert!(serve(&Method::GET, "/api/stats", &HeaderMap::new()).is_none());
         assert!(serve(&Method::GET, "/dashboards", &HeaderMap::new()).is_none());

@@ -232,6 +232,17 @@ impl Browser {
         .await
     }
 
+    /// A Chrome DevTools Protocol command (chromedriver's `goog/cdp/execute`), e.g.
+    /// `Emulation.setEmulatedMedia` to show the page in dark mode.
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.command(
+            Method::POST,
+            &self.at("/goog/cdp/execute"),
+            json!({"cmd": cmd, "params": params}),
+        )
+        .await
+    }
+
     /// A PNG of the window.
     pub async fn screenshot(&self) -> Vec<u8> {
         let data = self
