@@ -340,6 +340,7 @@ async fn every_page_shows_the_seeded_numbers_and_stays_live() {
                c.bucketLabel(Date.UTC(2026, 0, 31, 12), 3600000),
                c.fillBuckets([{time: 7200000, requests: 3}], 3600000, 14400000, 3600000)
                  .map(p => p.requests).join(','),
+               c.bucketName(3600000), c.bucketName(300000), c.bucketName(86400000),
              ];",
             json!([]),
         )
@@ -367,7 +368,10 @@ async fn every_page_shows_the_seeded_numbers_and_stays_live() {
             "12:00",
             "1 Feb",
             "17:30",
-            "0,3,0"
+            "0,3,0",
+            "hour",
+            "5 minutes",
+            "day"
         ])
     );
     assert_clean(&browser, &app).await;

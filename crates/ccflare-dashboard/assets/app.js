@@ -119,7 +119,7 @@
         tile("Tokens", fmtCompact(t.total_tokens), "tokens"),
         tile("Cost", fmtCost(t.cost_usd), "cost"),
         tile("Output tokens/s", t.output_tokens_per_second ? t.output_tokens_per_second.toFixed(1) : "–", "tps")),
-      card("Requests per " + fmtDuration(a.bucket_ms / 1000) + " (your time zone)",
+      card("Requests per " + window.ccf.bucketName(a.bucket_ms) + " (times in your time zone)",
         window.ccf.chart(points, [{ key: "ok", label: "succeeded", cls: "b3" }, { key: "errors", label: "failed", cls: "bad" }],
           { kind: "bar", bucketMs: a.bucket_ms, label: "Requests over " + range, fmt: fmtCompact, width: 1200 }),
         h("div", { class: "legend" }, h("span", {}, h("i", { class: "c3" }), "succeeded"), h("span", {}, h("i", { class: "cbad" }), "failed"))),
@@ -363,7 +363,7 @@
     const legend = (...items) => h("div", { class: "legend" }, items.map(([c, text]) => h("span", {}, h("i", { class: c }), text)));
     root.append(
       h("div", { class: "row" }, h("h2", {}, "Analytics"), seg(RANGES, range, (r) => go("analytics", { range: r }), "range"),
-        h("span", { class: "muted" }, "buckets of " + fmtDuration(a.bucket_ms / 1000) + ", labels in " + Intl.DateTimeFormat().resolvedOptions().timeZone)),
+        h("span", { class: "muted" }, "one point per " + window.ccf.bucketName(a.bucket_ms) + ", times in " + Intl.DateTimeFormat().resolvedOptions().timeZone)),
       h("div", { class: "tiles" }, tile("Requests", fmtInt(t.requests), "requests"), tile("Input", fmtCompact(t.input_tokens), "input"),
         tile("Output", fmtCompact(t.output_tokens), "output"), tile("Cache read", fmtCompact(t.cache_read_tokens), "cache_read"),
         tile("Cache write", fmtCompact(t.cache_write_tokens), "cache_write"), tile("Cost", fmtCost(t.cost_usd), "cost"),

@@ -66,6 +66,18 @@
     return Math.floor(status / 100) + "xx";
   };
 
+  /** A bucket's length in words: "hour", "5 minutes", "day", "6 hours". */
+  ccf.bucketName = function (ms) {
+    const units = [[86400000, "day"], [3600000, "hour"], [60000, "minute"], [1000, "second"]];
+    for (const [size, unit] of units) {
+      if (ms >= size && ms % size === 0) {
+        const n = ms / size;
+        return n === 1 ? unit : n + " " + unit + "s";
+      }
+    }
+    return ms + " ms";
+  };
+
   /** A range name ("1h", "7d") in milliseconds. */
   ccf.rangeMs = function (range) {
     const m = /^(\d+)([hd])$/.exec(range);
