@@ -157,7 +157,7 @@
       h("thead", {}, h("tr", {}, ["Name", "Kind", "State", "Returns in", "5h", "7d", "In flight", "Requests", "Priority", ""].map((x) => h("th", {}, x)))),
       h("tbody", {}, data.accounts.map((a) => h("tr", { "data-account": a.name },
         h("td", {}, a.name), h("td", {}, a.kind === "oauth" ? "subscription" : "API key"), h("td", {}, stateCell(a)),
-        h("td", {}, a.reset_in_s !== null && a.reset_in_s !== undefined ? fmtDuration(a.reset_in_s) : "–"),
+        h("td", { "data-until": a.available_at || null }, a.reset_in_s !== null && a.reset_in_s !== undefined ? fmtDuration(a.reset_in_s) : "–"),
         h("td", {}, a.subscription ? meter(a.subscription.utilization_5h) : "–"),
         h("td", {}, a.subscription ? meter(a.subscription.utilization_7d) : "–"),
         h("td", { class: "num" }, a.in_flight), h("td", { class: "num" }, fmtInt(a.requests)), h("td", { class: "num" }, a.priority),
@@ -166,6 +166,14 @@
             ? h("button", { "data-action": "resume", onclick: () => act(a.name, "resume") }, "Resume")
             : h("button", { "data-action": "pause", onclick: () => act(a.name, "pause") }, "Pause"),
           " ", h("button", { "data-action": "edit", onclick: () => edit(a) }, "Edit"))))));
+    // The time until a benched account returns counts down in place (only the text changes,
+    // so nothing under the pointer is replaced).
+    every(1000, () => {
+      for (const cell of table.querySelectorAll("td[data-until]")) {
+        const left = (Number(cell.dataset.until) - Date.now()) / 1000;
+        cell.textContent = left > 0 ? fmtDuration(left) : "now";
+      }
+    });
     const panel = h("div", { id: "edit-panel" });
     root.append(h("div", { class: "row" }, h("h2", {}, "Accounts")), card(null, h("div", { class: "scroll" }, table)), panel,
       h("div", { class: "grid" }, addKeyForm(), oauthForm()));
