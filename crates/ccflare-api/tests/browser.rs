@@ -18,7 +18,7 @@ use ccflare_mock::Fault;
 use ccflare_storage::oauth;
 use ccflare_testkit::webdriver::Browser;
 use ccflare_testkit::{GUARD, eventually, key};
-use common::{App, Options, message_body, spawn_app};
+use common::{App, Options, message_body, spawn_app, state_of, use_mock_oauth};
 use http::StatusCode;
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -123,12 +123,24 @@ async fn open_page(browser: &Browser, app: &App, hash: &str) {
         .await;
 }
 
+/// The text of every element matching `css`, read in one script so that a page drawn again
+/// meanwhile cannot leave a stale element between finding and reading.
 async fn texts(browser: &Browser, css: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for element in browser.find_all(css).await {
-        out.push(browser.text(&element).await);
-    }
-    out
+    let found = browser
+        .script(
+            "return [...document.querySelectorAll(arguments[0])]
+               .map(e => e.innerText === undefined ? e.textContent : e.innerText);",
+            json!([css]),
+        )
+        .await;
+    found
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|t| t.as_str().unwrap_or_default().trim().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// What every page must keep to: no console errors (CSP violations are errors) and no request
@@ -440,6 +452,129 @@ async fn with_an_admin_key_the_page_logs_in_and_the_feed_connects() {
     })
     .await;
     assert_eq!(refused, false);
+    assert_clean(&browser, &app).await;
+    browser.quit().await;
+    app.stop().await;
+}
+
+/// Fills the input `css` with `text`, replacing what it held.
+async fn fill(browser: &Browser, css: &str, text: &str) {
+    let input = browser.wait_for(css).await;
+    browser.clear(&input).await;
+    browser.type_text(&input, text).await;
+}
+
+async fn click(browser: &Browser, css: &str) {
+    let element = browser.wait_for(css).await;
+    browser.click(&element).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_and_settings_are_changed_from_the_page() {
+    let Some(browser) = Browser::start(ZONE).await else {
+        return;
+    };
+    let app = spawn_app(Options {
+        logs: logs(),
+        ..Options::default()
+    })
+    .await;
+    use_mock_oauth(&app);
+    open_page(&browser, &app, "accounts").await;
+
+    // Add an API key with a priority.
+    fill(&browser, "#add-name", "gamma").await;
+    fill(&browser, "#add-key", &key("gamma")).await;
+    fill(&browser, "#add-priority", "7").await;
+    click(&browser, "#add-submit").await;
+    browser.wait_for("#accounts tr[data-account=gamma]").await;
+    assert_eq!(app.get("/api/accounts/gamma").await.json()["priority"], 7);
+
+    // Rename it, change its priority.
+    click(
+        &browser,
+        "#accounts tr[data-account=gamma] button[data-action=edit]",
+    )
+    .await;
+    fill(&browser, "#edit-name", "delta").await;
+    click(&browser, "#edit-rename").await;
+    browser.wait_for("#accounts tr[data-account=delta]").await;
+    click(
+        &browser,
+        "#accounts tr[data-account=delta] button[data-action=edit]",
+    )
+    .await;
+    fill(&browser, "#edit-priority", "3").await;
+    click(&browser, "#edit-set-priority").await;
+    eventually(GUARD, "delta's priority is 3", || async {
+        let delta = app.get("/api/accounts/delta").await.json();
+        (delta["priority"] == 3).then_some(())
+    })
+    .await;
+
+    // The table is drawn again after the change: wait for it before clicking in it.
+    eventually(GUARD, "the page shows priority 3", || async {
+        let cells = texts(&browser, "#accounts tr[data-account=delta] td:nth-child(9)").await;
+        (cells == ["3"]).then_some(())
+    })
+    .await;
+    // Removing takes the account's name typed out.
+    click(
+        &browser,
+        "#accounts tr[data-account=delta] button[data-action=edit]",
+    )
+    .await;
+    let disabled = "return document.getElementById('edit-remove').disabled;";
+    assert_eq!(browser.script(disabled, json!([])).await, true);
+    fill(&browser, "#edit-confirm", "delt").await;
+    assert_eq!(browser.script(disabled, json!([])).await, true);
+    fill(&browser, "#edit-confirm", "delta").await;
+    assert_eq!(browser.script(disabled, json!([])).await, false);
+    click(&browser, "#edit-remove").await;
+    eventually(GUARD, "delta gone from the page", || async {
+        browser
+            .find_all("#accounts tr[data-account=delta]")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.get("/api/accounts/delta").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // An OAuth login: start, the authorise link, paste `code#state`, finish.
+    fill(&browser, "#oauth-name", "personal").await;
+    click(&browser, "#oauth-start").await;
+    browser.wait_for("#oauth-link").await;
+    let href = browser
+        .script(
+            "return document.getElementById('oauth-link').href;",
+            json!([]),
+        )
+        .await;
+    let state = state_of(href.as_str().expect("an authorise URL"));
+    fill(&browser, "#oauth-code", &format!("code-1#{state}")).await;
+    click(&browser, "#oauth-finish").await;
+    let row = browser
+        .wait_for("#accounts tr[data-account=personal]")
+        .await;
+    assert!(browser.text(&row).await.contains("subscription"));
+
+    // A live setting.
+    open_page(&browser, &app, "settings").await;
+    fill(&browser, "#set-session_timeout", "600").await;
+    click(&browser, "button[data-save=session_timeout]").await;
+    eventually(GUARD, "session_timeout saved", || async {
+        let config = app.get("/api/config").await.json();
+        let options = config["options"].as_array().cloned().unwrap_or_default();
+        options
+            .iter()
+            .any(|o| o["key"] == "session_timeout" && o["value"] == "600")
+            .then_some(())
+    })
+    .await;
     assert_clean(&browser, &app).await;
     browser.quit().await;
     app.stop().await;

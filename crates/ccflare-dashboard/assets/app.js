@@ -185,18 +185,18 @@
 
     function edit(a) {
       const name = encodeURIComponent(a.name);
-      const rename = h("input", { value: a.name, "aria-label": "new name" });
-      const priority = h("input", { type: "number", value: a.priority, "aria-label": "priority" });
-      const confirmName = h("input", { placeholder: "type " + a.name + " to remove", "aria-label": "confirm removal" });
-      const remove = h("button", { class: "danger", disabled: true, onclick: async () => {
+      const rename = h("input", { id: "edit-name", value: a.name, "aria-label": "new name" });
+      const priority = h("input", { id: "edit-priority", type: "number", value: a.priority, "aria-label": "priority" });
+      const confirmName = h("input", { id: "edit-confirm", placeholder: "type " + a.name + " to remove", "aria-label": "confirm removal" });
+      const remove = h("button", { id: "edit-remove", class: "danger", disabled: true, onclick: async () => {
         try { await api(`/api/accounts/${name}`, { method: "DELETE" }); toast(a.name + " removed"); route(); } catch (err) { toast(err.message); }
       } }, "Remove");
       confirmName.addEventListener("input", () => { remove.disabled = confirmName.value !== a.name; });
       panel.replaceChildren(card("Edit " + a.name,
-        h("div", { class: "row" }, rename, h("button", { onclick: async () => {
+        h("div", { class: "row" }, rename, h("button", { id: "edit-rename", onclick: async () => {
           try { await api(`/api/accounts/${name}/rename`, { method: "POST", json: { name: rename.value } }); route(); } catch (err) { toast(err.message); }
         } }, "Rename")),
-        h("div", { class: "row" }, priority, h("button", { onclick: async () => {
+        h("div", { class: "row" }, priority, h("button", { id: "edit-set-priority", onclick: async () => {
           try { await api(`/api/accounts/${name}/priority`, { method: "POST", json: { priority: Number(priority.value) } }); route(); } catch (err) { toast(err.message); }
         } }, "Set priority")),
         h("div", { class: "row" }, confirmName, remove)));
@@ -204,9 +204,9 @@
   }
 
   function addKeyForm() {
-    const name = h("input", { placeholder: "name", required: true });
-    const key = h("input", { type: "password", placeholder: "sk-ant-api…", required: true, autocomplete: "off" });
-    const priority = h("input", { type: "number", value: 0, "aria-label": "priority" });
+    const name = h("input", { id: "add-name", placeholder: "name", required: true });
+    const key = h("input", { id: "add-key", type: "password", placeholder: "sk-ant-api…", required: true, autocomplete: "off" });
+    const priority = h("input", { id: "add-priority", type: "number", value: 0, "aria-label": "priority" });
     const form = h("form", { class: "inline", onsubmit: async (e) => {
       e.preventDefault();
       try {
@@ -215,21 +215,21 @@
         toast(name.value + " added");
         route();
       } catch (err) { toast(err.message); }
-    } }, name, key, priority, h("button", { type: "submit", class: "primary" }, "Add"));
+    } }, name, key, priority, h("button", { id: "add-submit", type: "submit", class: "primary" }, "Add"));
     return card("Add an API key", form);
   }
 
   function oauthForm() {
-    const name = h("input", { placeholder: "name", required: true });
-    const mode = h("select", {}, h("option", { value: "max" }, "Claude subscription (Max/Pro)"), h("option", { value: "console" }, "Console (API key)"));
+    const name = h("input", { id: "oauth-name", placeholder: "name", required: true });
+    const mode = h("select", { id: "oauth-mode" }, h("option", { value: "max" }, "Claude subscription (Max/Pro)"), h("option", { value: "console" }, "Console (API key)"));
     const step2 = h("div", {});
     const form = h("form", { class: "inline", onsubmit: async (e) => {
       e.preventDefault();
       try {
         const started = await api("/api/oauth/start", { method: "POST", json: { mode: mode.value, name: name.value } });
-        const code = h("input", { placeholder: "paste code#state", required: true, autocomplete: "off" });
+        const code = h("input", { id: "oauth-code", placeholder: "paste code#state", required: true, autocomplete: "off" });
         step2.replaceChildren(
-          h("p", {}, "1. ", h("a", { href: started.authorize_url, target: "_blank", rel: "noopener noreferrer" }, "Open the authorisation page"), " and sign in."),
+          h("p", {}, "1. ", h("a", { id: "oauth-link", href: started.authorize_url, target: "_blank", rel: "noopener noreferrer" }, "Open the authorisation page"), " and sign in."),
           h("form", { class: "inline", onsubmit: async (ev) => {
             ev.preventDefault();
             try {
@@ -237,9 +237,9 @@
               toast(name.value + " added");
               route();
             } catch (err) { toast(err.message); }
-          } }, "2. ", code, h("button", { type: "submit", class: "primary" }, "Finish")));
+          } }, "2. ", code, h("button", { id: "oauth-finish", type: "submit", class: "primary" }, "Finish")));
       } catch (err) { toast(err.message); }
-    } }, name, mode, h("button", { type: "submit" }, "Start login"));
+    } }, name, mode, h("button", { id: "oauth-start", type: "submit" }, "Start login"));
     return card("Add an OAuth login", form, step2);
   }
 

@@ -2,7 +2,7 @@
 //! `chromedriver` over the W3C WebDriver protocol, which is plain JSON over HTTP, spoken with
 //! this crate's own HTTP client ([`crate::http`]). Only what the tests use: a session, navigate,
 //! find elements, read text, click, type, run a script, take a screenshot, read the browser's
-//! console.
+//! console, run a DevTools command.
 //!
 //! Chromium runs headless with a throwaway profile, no sandbox (tests run as root), and no
 //! background networking (no update checks, no safe browsing: nothing leaves the machine).
@@ -218,6 +218,16 @@ impl Browser {
             Method::POST,
             &self.at(&format!("/element/{}/value", element.0)),
             json!({"text": text}),
+        )
+        .await;
+    }
+
+    /// Empties an input.
+    pub async fn clear(&self, element: &Element) {
+        self.command(
+            Method::POST,
+            &self.at(&format!("/element/{}/clear", element.0)),
+            json!({}),
         )
         .await;
     }
