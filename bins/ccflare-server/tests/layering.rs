@@ -69,6 +69,7 @@ const HTTP: &str = "ccflare-http";
 const TESTKIT: &str = "ccflare-testkit";
 const TUI: &str = "ccflare-tui";
 const APP: &str = "ccflare-app";
+const DASHBOARD: &str = "ccflare-dashboard";
 
 /// Every workspace crate, one row each. A crate missing here fails the test, so a new crate
 /// has to state its place in the layering.
@@ -87,10 +88,13 @@ const CRATES: &[CrateRule] = &[
     // The mock upstream stands alone so that it cannot share a bug with what it tests. (Its
     // tests talk to it through the testkit's plain HTTP client.)
     lib(MOCK, &[], &[TESTKIT]),
-    // The management API sits above the proxy (which only knows it as a trait object).
+    // The web dashboard's files and how they are served: pure, it knows no other crate.
+    lib(DASHBOARD, &[], &[]),
+    // The management API sits above the proxy (which only knows it as a trait object), and
+    // serves the dashboard's files.
     lib(
         API,
-        &[CORE, POOL, STORAGE, PROXY, ANALYTICS, OAUTH],
+        &[CORE, POOL, STORAGE, PROXY, ANALYTICS, OAUTH, DASHBOARD],
         &[MOCK, TESTKIT],
     ),
     // Reading .env, the environment and the config file, shared by the binaries.

@@ -80,6 +80,8 @@ pub fn source_error(error: ApiError) -> SourceError {
         | ApiError::BodyTooLarge { .. }
         | ApiError::BodyTimeout
         | ApiError::AdminKeyRequired
+        | ApiError::WrongAdminKey
+        | ApiError::SessionUnavailable
         | ApiError::ClientKeyRefused(_)
         | ApiError::KeyNotFound { .. }
         | ApiError::Forbidden(_)) => SourceError::Invalid(http.to_string()),

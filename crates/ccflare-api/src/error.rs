@@ -44,6 +44,12 @@ pub enum ApiError {
          `x-ccflare-admin-key: <key>` (the key is CCFLARE_ADMIN_KEY)"
     )]
     AdminKeyRequired,
+    /// `POST /api/session` with a key that is not the admin key.
+    #[error("that is not this server's admin key")]
+    WrongAdminKey,
+    /// The system's randomness failed, so no session id could be made.
+    #[error("no session could be opened: the system's randomness failed")]
+    SessionUnavailable,
     /// A browser request from another origin, or one addressing the server by a name that is
     /// not loopback while it has no admin key (DNS rebinding).
     #[error("{0}")]
@@ -91,7 +97,10 @@ impl ApiError {
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyLogins { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TokenEndpoint(_) => StatusCode::BAD_GATEWAY,
-            ApiError::AdminKeyRequired | ApiError::ClientKeyRefused(_) => StatusCode::UNAUTHORIZED,
+            ApiError::AdminKeyRequired
+            | ApiError::WrongAdminKey
+            | ApiError::ClientKeyRefused(_) => StatusCode::UNAUTHORIZED,
+            ApiError::SessionUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Storage(_) | ApiError::Analytics(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -111,7 +120,10 @@ impl ApiError {
             ApiError::BodyTooLarge { .. } => "request_too_large",
             ApiError::TooManyLogins { .. } => "rate_limit_error",
             ApiError::TokenEndpoint(_) => "api_error",
-            ApiError::AdminKeyRequired | ApiError::ClientKeyRefused(_) => "authentication_error",
+            ApiError::AdminKeyRequired
+            | ApiError::WrongAdminKey
+            | ApiError::ClientKeyRefused(_) => "authentication_error",
+            ApiError::SessionUnavailable => "api_error",
             ApiError::Forbidden(_) => "permission_error",
             ApiError::Storage(_) | ApiError::Analytics(_) => "api_error",
         }

@@ -30,6 +30,7 @@ mod requests;
 mod respond;
 pub mod retention;
 pub mod router;
+pub mod session;
 mod views;
 
 pub use config::LIVE_OPTIONS;
@@ -39,8 +40,8 @@ pub use logs::{LogFeed, LogLayer};
 pub use metrics::Metrics;
 pub use respond::MAX_BODY_BYTES;
 
-use ccflare_core::AccountStatus;
 use ccflare_core::record::RequestRecord;
+use ccflare_core::{AccountStatus, Secret};
 use ccflare_proxy::{AppState, ManagementFuture, ManagementRoutes, RequestObserver, ResponseBody};
 use ccflare_storage::Db;
 use http::{Request, Response};
@@ -64,6 +65,8 @@ struct Inner {
     retention: Arc<Notify>,
     /// OAuth logins in progress.
     logins: oauth::Logins,
+    /// The dashboard's cookie sessions.
+    sessions: session::Sessions,
 }
 
 impl fmt::Debug for Api {
@@ -111,6 +114,7 @@ impl Api {
                 metrics: Metrics::default(),
                 retention: Arc::new(Notify::new()),
                 logins: oauth::Logins::default(),
+                sessions: session::Sessions::default(),
             }),
         }
     }
@@ -152,7 +156,9 @@ impl ManagementRoutes for Api {
     fn admits(&self, state: &AppState, headers: &http::HeaderMap) -> bool {
         let admin_key = state.settings().admin_key.clone();
         admin::check_browser(headers, admin_key.is_some()).is_ok()
-            && admin_key.is_none_or(|key| admin::check(headers, &key).is_ok())
+            && admin_key.is_none_or(|key| {
+                admin::check(headers, &key).is_ok() || self.inner.sessions.valid(headers, &key)
+            })
     }
 }
 
@@ -169,13 +175,24 @@ async fn dispatch(
     let (parts, body) = request.into_parts();
     let admin_key = ctx.state.settings().admin_key.clone();
     admin::check_browser(&parts.headers, admin_key.is_some())?;
+    // The dashboard's files are public (they hold no data); what they show comes from the
+    // routes below, behind the admin key.
+    if let Some(answer) = ccflare_dashboard::serve(&parts.method, parts.uri.path(), &parts.headers)
+    {
+        return Ok(answer.map(ResponseBody::full));
+    }
     let (endpoint, params) = router::find(&parts.method, parts.uri.path())?;
-    // A team member sees their own key's use with that key, without the admin key.
-    if endpoint == Endpoint::Me {
-        return keys::me(ctx, &parts);
+    match endpoint {
+        // A team member sees their own key's use with that key, without the admin key.
+        Endpoint::Me => return keys::me(ctx, &parts),
+        // Logging in and out is how a browser gets and drops the admin key's session.
+        Endpoint::SessionInfo => return session_info(ctx, &parts),
+        Endpoint::Login => return login(ctx, &parts, body).await,
+        Endpoint::Logout => return Ok(logout(ctx, &parts)),
+        _ => {}
     }
     if let Some(key) = &admin_key {
-        admin::check(&parts.headers, key)?;
+        authorize(ctx, &parts, key)?;
     }
     let param = || params.first().map(String::as_str).unwrap_or_default();
     match endpoint {
@@ -203,6 +220,9 @@ async fn dispatch(
         Endpoint::PatchKey => keys::patch_handler(ctx, param(), body).await,
         Endpoint::DeleteKey => keys::remove_handler(ctx, param(), body).await,
         Endpoint::Me => keys::me(ctx, &parts),
+        Endpoint::SessionInfo => session_info(ctx, &parts),
+        Endpoint::Login => login(ctx, &parts, body).await,
+        Endpoint::Logout => Ok(logout(ctx, &parts)),
         Endpoint::ListRequests => requests::list(ctx, &parts).await,
         Endpoint::RequestStream => requests::stream(ctx, &parts),
         Endpoint::GetRequest => requests::get(ctx, &parts, param()).await,
@@ -214,4 +234,80 @@ async fn dispatch(
             Ok(feeds::LogStream::new(history, live, ctx.state.shutdown_signal()).into_response())
         }
     }
+}
+
+/// The admin key in a header, or the dashboard's session cookie — which, for a state change,
+/// must come with the page's own `Origin` ([`session::same_origin_for`]).
+fn authorize(ctx: &Ctx, parts: &http::request::Parts, key: &Secret) -> Result<(), ApiError> {
+    if admin::check(&parts.headers, key).is_ok() {
+        Ok(())
+    } else if ctx.api.sessions.valid(&parts.headers, key) {
+        session::same_origin_for(&parts.method, &parts.headers)
+    } else {
+        Err(ApiError::AdminKeyRequired)
+    }
+}
+
+/// `GET /api/session`: whether this server wants its admin key, and whether this caller is in.
+fn session_info(
+    ctx: &Ctx,
+    parts: &http::request::Parts,
+) -> Result<Response<ResponseBody>, ApiError> {
+    respond::Query::parse(parts.uri.query(), &[])?;
+    let admin_key = ctx.state.settings().admin_key.clone();
+    let signed_in = admin_key.as_ref().is_none_or(|key| {
+        admin::check(&parts.headers, key).is_ok() || ctx.api.sessions.valid(&parts.headers, key)
+    });
+    Ok(respond::ok(&serde_json::json!({
+        "admin_key_required": admin_key.is_some(),
+        "signed_in": signed_in,
+    })))
+}
+
+/// `POST /api/session {"key": …}`: the admin key for a session cookie.
+async fn login(
+    ctx: &Ctx,
+    parts: &http::request::Parts,
+    body: Incoming,
+) -> Result<Response<ResponseBody>, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Login {
+        key: String,
+    }
+    respond::Query::parse(parts.uri.query(), &[])?;
+    let sent: Login = respond::json_body(body).await?;
+    let Some(key) = ctx.state.settings().admin_key.clone() else {
+        return Err(ApiError::Conflict(
+            "this server has no admin key: the dashboard needs no login".into(),
+        ));
+    };
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        admin::ADMIN_KEY_HEADER,
+        http::HeaderValue::from_str(sent.key.trim()).map_err(|_| ApiError::WrongAdminKey)?,
+    );
+    admin::check(&headers, &key).map_err(|_| ApiError::WrongAdminKey)?;
+    let id = ctx.api.sessions.open(&key)?;
+    let mut response = respond::ok(&serde_json::json!({"signed_in": true}));
+    response.headers_mut().insert(
+        http::header::SET_COOKIE,
+        session::set_cookie(&id, &parts.headers),
+    );
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
+}
+
+/// `DELETE /api/session`: ends this browser's session and clears its cookie.
+fn logout(ctx: &Ctx, parts: &http::request::Parts) -> Response<ResponseBody> {
+    ctx.api.sessions.close(&parts.headers);
+    let mut response = respond::ok(&serde_json::json!({"signed_in": false}));
+    response.headers_mut().insert(
+        http::header::SET_COOKIE,
+        session::clear_cookie(&parts.headers),
+    );
+    response
 }

@@ -54,11 +54,15 @@ fn filter(query: &Query) -> Result<(RequestFilter, Order, u32), ApiError> {
         None => None,
         Some("success") => Some(StatusFilter::Success),
         Some("error") => Some(StatusFilter::Error),
+        Some(class @ ("1xx" | "2xx" | "3xx" | "4xx" | "5xx")) => {
+            Some(StatusFilter::Class(class.as_bytes()[0] - b'0'))
+        }
         Some(code) => match code.parse::<u16>() {
             Ok(code) if (100..=999).contains(&code) => Some(StatusFilter::Code(code)),
             _ => {
                 return Err(ApiError::BadRequest(format!(
-                    "status: expected success, error or an HTTP status code, got {code:?}"
+                    "status: expected success, error, a class such as 4xx or an HTTP status \
+                     code, got {code:?}"
                 )));
             }
         },
@@ -164,8 +168,13 @@ mod tests {
                 ..Default::default()
             }
         );
+        assert_eq!(
+            filter(&q("status=5xx")).unwrap().0.status,
+            Some(StatusFilter::Class(5))
+        );
         for (bad, says) in [
             ("status=oops", "status:"),
+            ("status=6xx", "status:"),
             ("since=yesterday", "since:"),
             ("limit=0", "limit:"),
             ("limit=5000", "limit:"),

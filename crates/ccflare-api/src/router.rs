@@ -36,6 +36,9 @@ pub enum Endpoint {
     LogStream,
     OpenApi,
     Metrics,
+    SessionInfo,
+    Login,
+    Logout,
 }
 
 /// One route: a method, a path pattern whose `{name}` segments match any one segment, and what
@@ -107,6 +110,9 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/api/logs/stream", Endpoint::LogStream),
     route(Method::GET, "/api/openapi.json", Endpoint::OpenApi),
     route(Method::GET, "/metrics", Endpoint::Metrics),
+    route(Method::GET, "/api/session", Endpoint::SessionInfo),
+    route(Method::POST, "/api/session", Endpoint::Login),
+    route(Method::DELETE, "/api/session", Endpoint::Logout),
 ];
 
 /// The path's parameters, decoded, if it matches `pattern`.

@@ -499,6 +499,11 @@ async fn request_operations(app: &App, c: &mut Contract) {
     let all = c.get(app, "/api/requests?limit=1000").await;
     c.call(app, Method::GET, "/api/requests?status=oops", "", 400)
         .await;
+    let failed = c.get(app, "/api/requests?status=4xx&limit=1000").await;
+    assert!(
+        !failed["requests"].as_array().expect("requests").is_empty(),
+        "{failed}"
+    );
     for request in all["requests"].as_array().expect("requests") {
         let id = request["id"].as_str().expect("an id");
         c.get(app, &format!("/api/requests/{id}")).await;
@@ -557,6 +562,26 @@ async fn default_answers(app: &App, c: &mut Contract) {
             .expect("settings");
     app.state.configure(layers, settings);
     c.call(app, Method::GET, "/api/config", "", 401).await;
+    // The dashboard's login: a wrong key, the key, and logging out.
+    c.post(app, "/api/session", json!({"key": "not-it"}), 401)
+        .await;
+    c.post(
+        app,
+        "/api/session",
+        json!({"key": "contract-admin-key"}),
+        200,
+    )
+    .await;
+    c.call(app, Method::DELETE, "/api/session", "", 200).await;
+}
+
+/// The dashboard's session endpoints on a server without an admin key.
+async fn session_operations(app: &App, c: &mut Contract) {
+    let info = c.get(app, "/api/session").await;
+    assert_eq!(info["admin_key_required"], false);
+    c.post(app, "/api/session", json!({"key": "anything"}), 409)
+        .await;
+    c.call(app, Method::POST, "/api/session", "{", 400).await;
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -615,6 +640,7 @@ async fn every_documented_answer_matches_its_schema() {
     login_operations(&app, &mut c).await;
     request_operations(&app, &mut c).await;
     figure_operations(&app, &mut c).await;
+    session_operations(&app, &mut c).await;
 
     // The log feed: its history, then a burst larger than a subscriber's buffer, logged
     // while the server cannot run (one thread), so the feed must say it lagged.

@@ -42,6 +42,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/0007_encrypted_secrets.sql"),
     ),
     (
+        8,
+        "request_listing",
+        include_str!("../../../migrations/0008_request_listing.sql"),
+    ),
+    (
         10,
         "messages_api",
         include_str!("../../../migrations/0010_messages_api.sql"),

@@ -4,7 +4,8 @@
 //! document's schemas ([`openapi`]), child processes and the real server binary
 //! ([`process`]), the in-process proxy's fixture ([`proxy`]), another program's hold on the
 //! database and the checks and fills of a database file ([`db`]), real disk faults
-//! ([`fault`]) and real damage to a database file ([`damage`]), and waiting for a change that
+//! ([`fault`]) and real damage to a database file ([`damage`]), a WebDriver client for headless
+//! Chromium ([`webdriver`]), and waiting for a change that
 //! arrives on its own ([`eventually`]).
 //!
 //! A dev-dependency only (`bins/ccflare-server/tests/layering.rs` checks that no crate ships
@@ -22,6 +23,7 @@ pub mod process;
 pub mod proxy;
 pub mod raw;
 pub mod sse;
+pub mod webdriver;
 
 pub use crate::http::{Message, Reply, client, get, open, send};
 pub use crate::sse::{Event, SseReader};
