@@ -7,10 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=target/python
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import anthropic' 2>/dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import anthropic.resources.beta.files' 2>/dev/null; then
     echo "scripts/test.sh: installing the anthropic Python SDK into $venv" >&2
     python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'anthropic>=0.40'
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'anthropic>=0.52'
 fi
 export PYTHON="$PWD/$venv/bin/python"
 

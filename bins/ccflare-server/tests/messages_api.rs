@@ -315,6 +315,7 @@ async fn uploads_batches_and_messages_have_their_own_body_limits() {
          content-type: application/octet-stream\r\n\r\n{}\r\n--x--\r\n",
         "z".repeat(40 * MIB as usize)
     );
+    let body_len = body.len();
     let url = format!("{}/v1/files", server.url);
     let headers = [
         ("content-type", "multipart/form-data; boundary=x"),
@@ -326,5 +327,14 @@ async fn uploads_batches_and_messages_have_their_own_body_limits() {
     let answer = send(request).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.json()["size_bytes"], 40 * MIB);
+    // Streamed, yet with its length: the upstream is told the size up front, not chunks.
+    let uploaded = upstream
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/v1/files")
+        .unwrap();
+    let length = uploaded.header("content-length").map(str::to_owned);
+    assert_eq!(length, Some(body_len.to_string()));
+    assert!(uploaded.header("transfer-encoding").is_none());
     server.terminate().await;
 }
