@@ -24,8 +24,7 @@ const BUCKETS: [f64; 13] = [
 
 /// Upper bounds of the buckets of ccflare's own time per request, in seconds: 50 µs to 1 s.
 const OVERHEAD_BUCKETS: [f64; 14] = [
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
 #[derive(Debug)]

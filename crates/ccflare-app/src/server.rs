@@ -322,10 +322,18 @@ impl Server {
             .await
             .map_err(StartError::Accounts)?;
         // The batches and files requests created: later requests for them go to their account.
-        let created =
-            ccflare_storage::requests::created_resources(&db, ccflare_proxy::MAX_OWNED as u32)
-                .await?;
-        state.owners().load(created);
+        // A requests table that cannot be read (damaged: the server still serves, reporting it)
+        // only costs that memory: ids are learned again from the answers relayed.
+        match ccflare_storage::requests::created_resources(&db, ccflare_proxy::MAX_OWNED as u32)
+            .await
+        {
+            Ok(created) => state.owners().load(created),
+            Err(error) => tracing::warn!(
+                %error,
+                "could not read which account created each batch and file; \
+                 requests for ones created before this start may go to another account"
+            ),
+        }
         state.client_keys().set_required(keys_required);
         state
             .start_client_keys(&db)

@@ -480,7 +480,11 @@ impl Failover<'_> {
     /// One upstream request, bounded by the wait for its response headers. A connection
     /// taken from the idle list that turns out closed (the upstream closed it as the request
     /// went out, before answering) costs one more send on a new connection, not an attempt.
-    async fn send(&self, pick: &Pick, credential: &Secret) -> Result<Response<UpstreamBody>, Retry> {
+    async fn send(
+        &self,
+        pick: &Pick,
+        credential: &Secret,
+    ) -> Result<Response<UpstreamBody>, Retry> {
         let outgoing = &self.outgoing;
         let request = || {
             let request = build_request(outgoing, pick, credential);

@@ -163,10 +163,18 @@ async fn one_upstream_connection_serves_one_request_after_another() {
         assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.text());
         assert_eq!(reply.body, ANSWER.as_bytes());
     }
-    assert_eq!(upstream.accepted(), 1, "every request went on the first connection");
+    assert_eq!(
+        upstream.accepted(),
+        1,
+        "every request went on the first connection"
+    );
     let records = app.records().await;
     assert_eq!(records.len(), 5);
-    assert!(records.iter().all(|r| r.success && r.usage.output_tokens == 1));
+    assert!(
+        records
+            .iter()
+            .all(|r| r.success && r.usage.output_tokens == 1)
+    );
     app.stop().await;
 }
 
@@ -184,7 +192,11 @@ async fn a_reused_connection_the_upstream_closed_under_the_request_is_sent_on_ag
     let reply = app.post(&[], false).await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.text());
     assert_eq!(reply.body, ANSWER.as_bytes());
-    assert_eq!(upstream.accepted(), 2, "one new connection for the second request");
+    assert_eq!(
+        upstream.accepted(),
+        2,
+        "one new connection for the second request"
+    );
     let records = app.records().await;
     assert_eq!(records.len(), 2);
     let second = &records[1];
@@ -230,7 +242,11 @@ async fn a_client_that_hangs_up_mid_stream_closes_the_upstream_connection() {
         .expect("the first event in time")
         .expect("a frame")
         .expect("data");
-    assert!(first.data_ref().is_some_and(|d| d.starts_with(b"event: ping")));
+    assert!(
+        first
+            .data_ref()
+            .is_some_and(|d| d.starts_with(b"event: ping"))
+    );
     let left = std::time::Instant::now();
     drop(body);
     // The proxy closes its upstream connection as soon as the client is gone, so the

@@ -148,7 +148,8 @@ fn own_time(app: &App) -> String {
         return "–".to_owned();
     }
     micros.sort_unstable();
-    let rank = |q: f64| micros[((q * micros.len() as f64).ceil() as usize).clamp(1, micros.len()) - 1];
+    let rank =
+        |q: f64| micros[((q * micros.len() as f64).ceil() as usize).clamp(1, micros.len()) - 1];
     format!(
         "p50 {:.2} ms · p95 {:.2} ms",
         rank(0.5) as f64 / 1000.0,
