@@ -19,6 +19,8 @@ pub(crate) struct State {
     id_counter: AtomicU64,
     id_seed: u64,
     pub(crate) oauth: crate::oauth::OAuth,
+    /// Quota windows of the credentials given one (the window mode).
+    pub(crate) windows: Mutex<crate::windows::Windows>,
 }
 
 /// A count tests can wait on, behind `watch` so waiters wake on change instead of polling
@@ -67,6 +69,7 @@ impl State {
             id_counter: AtomicU64::new(0),
             id_seed,
             oauth: crate::oauth::OAuth::default(),
+            windows: Mutex::default(),
         }
     }
 
@@ -74,6 +77,11 @@ impl State {
     /// way that matters to a test double, so a poisoned lock is used as is.
     fn scripts(&self) -> MutexGuard<'_, Scripts> {
         self.scripts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The quota windows; a poisoned lock is used as is, like the scripts.
+    pub(crate) fn windows(&self) -> MutexGuard<'_, crate::windows::Windows> {
+        self.windows.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn record(&self, request: ReceivedRequest) {
