@@ -20,6 +20,10 @@ pub enum UnavailableReason {
     NoneActive,
     /// Routable accounts exist, but this request has tried them all.
     AllTried,
+    /// Routable accounts exist, but the room their windows have left (as forecast from their
+    /// rate-limit headers) cannot take this request of about `tokens` tokens: sending it would
+    /// only reject a window (issue 16's room-aware failover).
+    NoRoom { tokens: u64 },
 }
 
 /// No account can take this attempt.
@@ -79,6 +83,11 @@ impl fmt::Display for Unavailable {
                 "every active account is cooling down: {} rate limited, {} overloaded",
                 counts.rate_limited, counts.overloaded
             )?,
+            UnavailableReason::NoRoom { tokens } => write!(
+                f,
+                "no account has room for this request (about {tokens} tokens) in its current \
+                 usage window; sending it would only get a window rejected"
+            )?,
             UnavailableReason::AllTried if counts.available == 1 => {
                 f.write_str("the only available account failed for this request")?
             }
@@ -97,11 +106,11 @@ impl fmt::Display for Unavailable {
             write!(f, " ({inactive})")?;
         }
         if let Some(at) = self.retry_at {
-            write!(
-                f,
-                "; the first is available again at {}",
-                format_rfc3339(at)
-            )?;
+            let what = match self.reason {
+                UnavailableReason::NoRoom { .. } => "the first window resets",
+                _ => "the first is available again",
+            };
+            write!(f, "; {what} at {}", format_rfc3339(at))?;
         }
         Ok(())
     }

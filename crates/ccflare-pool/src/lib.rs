@@ -12,6 +12,8 @@
 
 mod account_state;
 mod error;
+mod forecast;
+mod placement;
 mod pool;
 mod state;
 mod strategy;
@@ -20,5 +22,7 @@ pub use account_state::{
     DEFAULT_BACKOFF_MS, MAX_BACKOFF_MS, OAUTH_AUTH_FAILURE_BENCH_MS, OVERLOAD_COOLDOWN_MS,
 };
 pub use error::{Unavailable, UnavailableReason};
+pub use forecast::{CACHE_READ_WEIGHT, Confidence, Forecast, WindowTrack, window_cost};
+pub use placement::{Demand, MOVE_HORIZON_MS};
 pub use pool::{MAX_PINS, Pick, Pool, PoolConfig};
 pub use state::{AccountView, PersistState, RoutingState, StateCounts};

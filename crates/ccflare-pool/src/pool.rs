@@ -12,11 +12,13 @@
 
 use crate::account_state::AccountState;
 use crate::error::{Unavailable, UnavailableReason};
+use crate::forecast::window_cost;
+use crate::placement::{self, CACHE_TTL_1H_MS, CACHE_TTL_5M_MS, Demand, MOVE_HORIZON_MS, Warm};
 use crate::state::{AccountView, PersistState, StateCounts};
 use crate::strategy::{self, Cursor};
 use ccflare_core::config::Strategy;
 use ccflare_core::ratelimit::{RateLimitSnapshot, Verdict};
-use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret};
+use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret, Usage};
 use lru::LruCache;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -54,6 +56,9 @@ pub struct Pick {
     pub credential: Secret,
     /// When an OAuth access token expires; the proxy refreshes it ahead of that.
     pub expires_at: Option<Millis>,
+    /// Tokens reserved on the account for this attempt (its estimated cost; 0 outside the
+    /// `headroom` strategy), handed back by [`Pool::finish`].
+    pub reserved: u64,
 }
 
 /// A session key's account and when the session last used it.
@@ -61,6 +66,10 @@ pub struct Pick {
 struct Pin {
     account: AccountId,
     last_used: Millis,
+    /// The prompt cache the session's last answer left on `account` (read + written tokens),
+    /// and until when it lives.
+    cached: u64,
+    cache_until: Millis,
 }
 
 /// The account the `session` strategy sends everything to, and since when.
@@ -188,7 +197,9 @@ impl Pool {
             if now - pin.last_used < timeout {
                 break;
             }
-            self.pins.pop_lru();
+            if let Some((_, pin)) = self.pins.pop_lru() {
+                self.count_pin(pin.account, false);
+            }
         }
     }
 
@@ -208,6 +219,21 @@ impl Pool {
         session: Option<&str>,
         tried: &[AccountId],
     ) -> Result<Pick, Unavailable> {
+        let demand = Demand {
+            session,
+            tried,
+            ..Demand::default()
+        };
+        self.select_for(now, &demand)
+    }
+
+    /// [`Pool::select`] for a request whose size is known: the `headroom` strategy places it
+    /// by the accounts' forecast room (`placement.rs`); the others ignore the size.
+    pub fn select_for(&mut self, now: Millis, demand: &Demand) -> Result<Pick, Unavailable> {
+        if self.config.strategy == Strategy::Headroom {
+            return self.select_predictive(now, demand);
+        }
+        let (session, tried) = (demand.session, demand.tried);
         let pinned = session.and_then(|key| self.pinned(key, now, tried));
         let chosen = match pinned {
             Some(position) => Some(position),
@@ -222,17 +248,150 @@ impl Pool {
         let Some(position) = chosen else {
             return Err(self.unavailable(now));
         };
+        Ok(self.take(position, 0, now))
+    }
+
+    /// Counts an attempt against the account at `position`, reserving `reserved` tokens.
+    fn take(&mut self, position: usize, reserved: u64, now: Millis) -> Pick {
         let account = &mut self.accounts[position];
         account.in_flight += 1;
         account.requests += 1;
+        account.reserved = account.reserved.saturating_add(reserved);
         account.last_used = Some(now);
-        Ok(Pick {
+        Pick {
             id: account.id,
             name: account.name.clone(),
             kind: account.kind,
             credential: account.credential.clone(),
             expires_at: account.token_expires_at,
-        })
+            reserved,
+        }
+    }
+
+    /// The `headroom` strategy (`placement.rs`): a pinned session stays while its request fits
+    /// its account; anything else goes to the fitting account with the most tokens left per
+    /// session; when none fits, the request is refused at once rather than sent to reject a
+    /// window.
+    fn select_predictive(&mut self, now: Millis, demand: &Demand) -> Result<Pick, Unavailable> {
+        let timeout = self.config.session_timeout_ms;
+        let pin = demand
+            .session
+            .and_then(|key| self.pins.peek(key).copied())
+            .filter(|pin| now - pin.last_used < timeout);
+        let warm = pin
+            .filter(|pin| pin.cache_until > now && pin.cached > 0)
+            .map(|pin| Warm {
+                account: pin.account,
+                cached: pin.cached,
+            });
+        if let Some(pin) = pin
+            && let Some(&position) = self.positions.get(&pin.account)
+        {
+            let account = &self.accounts[position];
+            if account.is_routable(now) && !demand.tried.contains(&account.id) {
+                let cost = placement::cost_on(account.id, demand, warm);
+                let forecast = account.forecast(now);
+                let exhausting = forecast.is_some_and(|f| f.exhausts_within(now, MOVE_HORIZON_MS));
+                let fits = placement::fits(forecast.as_ref(), account.reserved, cost);
+                if fits && !(exhausting && warm.is_none()) {
+                    if let Some(key) = demand.session
+                        && let Some(pin) = self.pins.get_mut(key)
+                    {
+                        pin.last_used = now;
+                    }
+                    return Ok(self.take(position, cost, now));
+                }
+            }
+        }
+        let assumed = self
+            .accounts
+            .iter()
+            .filter_map(|account| account.window.size_tokens())
+            .max()
+            .map_or(1.0, |size| size as f64);
+        let mut best: Option<(usize, u64, f64, u32)> = None;
+        let mut eligible = false;
+        let mut earliest_reset: Option<Millis> = None;
+        for (position, account) in self.accounts.iter().enumerate() {
+            if !account.is_routable(now) || demand.tried.contains(&account.id) {
+                continue;
+            }
+            eligible = true;
+            let forecast = account.forecast(now);
+            let cost = placement::cost_on(account.id, demand, warm);
+            if !placement::fits(forecast.as_ref(), account.reserved, cost) {
+                if let Some(reset) = forecast.and_then(|f| f.reset_at) {
+                    earliest_reset = Some(earliest_reset.map_or(reset, |at| at.min(reset)));
+                }
+                continue;
+            }
+            let rank = placement::rank(account, forecast.as_ref(), assumed, now);
+            let better = match best {
+                None => true,
+                Some((_, _, best_rank, in_flight)) => {
+                    rank > best_rank || (rank == best_rank && account.in_flight < in_flight)
+                }
+            };
+            if better {
+                best = Some((position, cost, rank, account.in_flight));
+            }
+        }
+        let Some((position, cost, _, _)) = best else {
+            if !eligible {
+                return Err(self.unavailable(now));
+            }
+            return Err(Unavailable {
+                reason: UnavailableReason::NoRoom {
+                    tokens: demand.estimate(),
+                },
+                retry_at: earliest_reset,
+                counts: self.counts(now),
+                needs_reauth: Vec::new(),
+            });
+        };
+        if let Some(key) = demand.session {
+            self.pin(key, self.accounts[position].id, now);
+        }
+        Ok(self.take(position, cost, now))
+    }
+
+    /// Ends an attempt that [`Pool::select`] started, as [`Pool::release`] does, handing back
+    /// its reservation; for a served request, also counts its usage against the account's
+    /// window and keeps what the answer cached for the session.
+    pub fn finish(
+        &mut self,
+        id: AccountId,
+        reserved: u64,
+        session: Option<&str>,
+        usage: Option<&Usage>,
+        now: Millis,
+    ) {
+        let Some(&position) = self.positions.get(&id) else {
+            return;
+        };
+        let account = &mut self.accounts[position];
+        account.in_flight = account.in_flight.saturating_sub(1);
+        account.reserved = account.reserved.saturating_sub(reserved);
+        let Some(usage) = usage else {
+            return;
+        };
+        account.served(window_cost(usage), now);
+        let cached = usage
+            .cache_read_input_tokens
+            .saturating_add(usage.cache_creation_input_tokens);
+        if let Some(key) = session
+            && let Some(pin) = self.pins.peek_mut(key)
+            && pin.account == id
+            && cached > 0
+        {
+            let ttl = if usage.cache_write_1h > 0 {
+                CACHE_TTL_1H_MS
+            } else {
+                CACHE_TTL_5M_MS
+            };
+            pin.cached = cached;
+            pin.cache_until = now + ttl;
+        }
     }
 
     /// Ends an attempt that [`Pool::select`] started, whatever its outcome.
@@ -346,16 +505,36 @@ impl Pool {
         let pin = Pin {
             account,
             last_used: now,
+            cached: 0,
+            cache_until: now,
         };
         // Look up before inserting so that a known key costs no allocation.
-        match self.pins.get_mut(key) {
-            Some(existing) => *existing = pin,
+        let replaced = match self.pins.get_mut(key) {
+            Some(existing) => Some(std::mem::replace(existing, pin).account),
             None => {
                 self.pins.push(key.into(), pin);
                 if self.pins.len() > MAX_PINS {
-                    self.pins.pop_lru();
+                    self.pins.pop_lru().map(|(_, old)| old.account)
+                } else {
+                    None
                 }
             }
+        };
+        if let Some(old) = replaced {
+            self.count_pin(old, false);
+        }
+        self.count_pin(account, true);
+    }
+
+    /// Keeps each account's count of session pins.
+    fn count_pin(&mut self, account: AccountId, added: bool) {
+        if let Some(&position) = self.positions.get(&account) {
+            let pins = &mut self.accounts[position].pins;
+            *pins = if added {
+                pins.saturating_add(1)
+            } else {
+                pins.saturating_sub(1)
+            };
         }
     }
 
