@@ -170,8 +170,13 @@ impl AccountState {
         if let Some(snapshot) = &self.last_ratelimit
             && let Some(utilization) = snapshot.unified_5h_utilization
         {
-            self.window
-                .observe(utilization, snapshot.unified_5h_reset, self.served, now);
+            self.window.observe(
+                utilization,
+                snapshot.unified_5h_reset,
+                self.served,
+                cost,
+                now,
+            );
         }
     }
 

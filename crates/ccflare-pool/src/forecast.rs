@@ -64,6 +64,8 @@ pub struct Forecast {
     pub utilization: f64,
     /// The inferred size of the window in tokens.
     pub size_tokens: Option<u64>,
+    /// Without it, a rough lower bound from the window's first answers (ranking only).
+    pub rough_size_tokens: Option<u64>,
     /// Tokens left now, when the size is known.
     pub tokens_left: Option<u64>,
     /// When the window resets.
@@ -88,16 +90,19 @@ pub struct WindowTrack {
     reset_at: Option<Millis>,
     points: VecDeque<Point>,
     size_tokens: Option<u64>,
+    /// Tokens served before the first request of this window seen here.
+    base: Option<u64>,
 }
 
 impl WindowTrack {
     /// Takes one answer's utilisation and reset, seen at `now` when the account had served
-    /// `served` tokens.
+    /// `served` tokens, that answer's `cost` included.
     pub fn observe(
         &mut self,
         utilization: f64,
         reset_at: Option<Millis>,
         served: u64,
+        cost: u64,
         now: Millis,
     ) {
         if !utilization.is_finite() {
@@ -110,6 +115,10 @@ impl WindowTrack {
         };
         if rolled || self.reset_at.is_some_and(|old| now >= old) {
             self.points.clear();
+            self.base = None;
+        }
+        if self.base.is_none() {
+            self.base = Some(served.saturating_sub(cost));
         }
         if reset_at.is_some() {
             self.reset_at = reset_at;
@@ -146,6 +155,16 @@ impl WindowTrack {
         self.size_tokens
     }
 
+    /// A rough size before the utilisation moved enough for [`WindowTrack::size_tokens`]: the
+    /// tokens served in this window over the last utilisation, as if the window held nothing
+    /// else (others' use makes it smaller, never bigger: a lower bound, for ranking only).
+    fn rough_size(&self) -> Option<u64> {
+        let last = self.points.back()?;
+        let served = last.served.saturating_sub(self.base?);
+        (last.utilization >= 0.005 && served > 0)
+            .then(|| (served as f64 / last.utilization).round() as u64)
+    }
+
     /// The window at `now`, when the account has served `served` tokens.
     pub fn forecast(&self, served: u64, now: Millis) -> Option<Forecast> {
         // A window whose reset has passed is empty again; the size is still the plan's.
@@ -153,6 +172,7 @@ impl WindowTrack {
             return Some(Forecast {
                 utilization: 0.0,
                 size_tokens: self.size_tokens,
+                rough_size_tokens: self.size_tokens,
                 tokens_left: self.size_tokens,
                 reset_at: None,
                 rate_per_hour: None,
@@ -192,6 +212,7 @@ impl WindowTrack {
         Some(Forecast {
             utilization,
             size_tokens: self.size_tokens,
+            rough_size_tokens: self.size_tokens.or_else(|| self.rough_size()),
             tokens_left,
             reset_at: self.reset_at,
             rate_per_hour: rate_per_ms.map(|r| r * 3_600_000.0),
@@ -230,7 +251,7 @@ mod tests {
     fn check(case: &Case) {
         let mut track = WindowTrack::default();
         for &(minute, utilization, served, reset) in case.points {
-            track.observe(utilization, reset, served, T0 + minute * MIN);
+            track.observe(utilization, reset, served, 0, T0 + minute * MIN);
         }
         let forecast = track.forecast(case.served, T0 + case.at_min * MIN);
         let Some(forecast) = forecast else {
@@ -390,6 +411,21 @@ mod tests {
         for case in &cases {
             check(case);
         }
+    }
+
+    #[test]
+    fn a_rough_size_comes_from_the_first_answers_and_gives_way_to_the_inferred_one() {
+        let mut track = WindowTrack::default();
+        // A 1M window: the first answer of 8,000 tokens shows as 0.01.
+        track.observe(0.01, Some(RESET), 8_000, 8_000, T0);
+        let forecast = track.forecast(8_000, T0).expect("a point");
+        assert_eq!(forecast.size_tokens, None);
+        assert_eq!(forecast.rough_size_tokens, Some(800_000));
+        track.observe(0.07, Some(RESET), 70_000, 9_000, T0 + MIN);
+        let forecast = track.forecast(70_000, T0 + MIN).expect("points");
+        // (70,000 − 8,000) / 0.06
+        assert_eq!(forecast.size_tokens, Some(1_033_333));
+        assert_eq!(forecast.rough_size_tokens, forecast.size_tokens);
     }
 
     #[test]

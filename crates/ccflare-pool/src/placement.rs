@@ -91,7 +91,7 @@ pub(crate) fn rank(
     let (utilization, size) = match forecast {
         Some(f) => (
             f.utilization,
-            f.size_tokens.map_or(assumed_size, |size| size as f64),
+            f.rough_size_tokens.map_or(assumed_size, |size| size as f64),
         ),
         None => {
             let left = account

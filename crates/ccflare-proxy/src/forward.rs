@@ -23,7 +23,7 @@ use ccflare_core::ratelimit::{RateLimitSnapshot, Verdict, classify};
 use ccflare_core::record::AttemptFailure;
 use ccflare_core::request::{RequestInfo, escapes_v1, session_key};
 use ccflare_core::{AccountId, AccountKind, Secret};
-use ccflare_pool::{Pick, Unavailable, UnavailableReason};
+use ccflare_pool::{Demand, Pick, Unavailable, UnavailableReason};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
@@ -141,6 +141,8 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
     )
     .map(str::to_owned);
     let stream = info.stream;
+    let (body_len, max_tokens) = (body.len(), info.max_tokens);
+    let route_is_messages = parts.uri.path() == "/v1/messages";
     // The key's limits: its worst case is reserved against its budget before forwarding.
     let admission = key.map(|key| {
         let (model, max_tokens) = (info.model.as_deref(), info.max_tokens);
@@ -180,6 +182,17 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
             header_wait,
         },
         session,
+        // The size of a Messages request, for placing it where it fits (issue 16).
+        prompt_tokens: if route_is_messages {
+            body_len as u64 / 4
+        } else {
+            0
+        },
+        max_tokens: if route_is_messages {
+            max_tokens.unwrap_or(0)
+        } else {
+            0
+        },
         tried: Vec::new(),
         refused: None,
         unreachable: None,
@@ -304,6 +317,8 @@ struct Failover<'a> {
     state: &'a AppState,
     outgoing: Outgoing,
     session: Option<String>,
+    prompt_tokens: u64,
+    max_tokens: u64,
     tried: Vec<AccountId>,
     /// The last upstream error response, relayed if no account serves.
     refused: Option<LastFailure>,
@@ -316,9 +331,13 @@ impl Failover<'_> {
     async fn attempt(&mut self, recorder: &mut Recorder) -> Attempt {
         let state = self.state;
         let now = state.now();
-        let pick = state
-            .pool()
-            .select(now, self.session.as_deref(), &self.tried);
+        let demand = Demand {
+            session: self.session.as_deref(),
+            tried: &self.tried,
+            prompt_tokens: self.prompt_tokens,
+            max_tokens: self.max_tokens,
+        };
+        let pick = state.pool().select_for(now, &demand);
         let pick = match pick {
             Ok(pick) => pick,
             Err(unavailable) => {
@@ -327,6 +346,7 @@ impl Failover<'_> {
         };
         self.tried.push(pick.id);
         recorder.attempt(pick.id, &pick.name);
+        recorder.reserve(pick.reserved);
         let response = match self.send_with_fresh_token(&pick).await {
             Ok(response) => response,
             Err(retry) => {
@@ -484,7 +504,7 @@ impl Failover<'_> {
         match unavailable.reason {
             // Benched accounts: SPEC §4.7's answer, with the earliest recovery as Retry-After
             // (better than the one account's own retry-after a relayed 429 would carry).
-            UnavailableReason::AllRateLimited => local_error(
+            UnavailableReason::AllRateLimited | UnavailableReason::NoRoom { .. } => local_error(
                 recorder,
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",

@@ -102,6 +102,8 @@ pub struct Recorder {
     started: Instant,
     /// The account whose in-flight slot this request holds.
     holding: Option<AccountId>,
+    /// Tokens the pool reserved on that account for this attempt (its `headroom` placement).
+    reserved: u64,
     first_byte: Option<Instant>,
     /// Whether the start was published on the live feed.
     announced: bool,
@@ -124,6 +126,7 @@ impl Recorder {
             },
             started: Instant::now(),
             holding: None,
+            reserved: 0,
             first_byte: None,
             announced: false,
             done: false,
@@ -175,6 +178,11 @@ impl Recorder {
         self.record.account_name = Some(name.to_owned());
     }
 
+    /// The pool reserved `tokens` on the attempt's account; handed back with the slot.
+    pub fn reserve(&mut self, tokens: u64) {
+        self.reserved = tokens;
+    }
+
     /// The final answer is a failed attempt's response from this account (relayed because no
     /// other account could do better): the record names it.
     pub fn answered_by(&mut self, id: AccountId, name: &str) {
@@ -204,8 +212,20 @@ impl Recorder {
     }
 
     fn release(&mut self) {
+        self.release_with(None);
+    }
+
+    /// Hands the account's slot and reservation back; with the usage of an answer that
+    /// reached the client, the pool also counts it against the account's window.
+    fn release_with(&mut self, usage: Option<&Usage>) {
         if let Some(id) = self.holding.take() {
-            self.sink.pool.lock().release(id);
+            let reserved = std::mem::take(&mut self.reserved);
+            let now = self.sink.pool.now();
+            let session = self.record.session_key.as_deref();
+            self.sink
+                .pool
+                .lock()
+                .finish(id, reserved, session, usage, now);
         }
     }
 
@@ -215,7 +235,8 @@ impl Recorder {
             return;
         }
         self.done = true;
-        self.release();
+        let charged = (outcome.usage.total() > 0).then_some(&outcome.usage);
+        self.release_with(charged);
         // A request refused before its body was read has not been announced yet.
         self.announce();
         let record = &mut self.record;
