@@ -22,6 +22,8 @@ use ccflare_core::{AccountId, Millis};
 
 /// How soon a forecast exhaustion makes a conversation with a cold cache move.
 pub const MOVE_HORIZON_MS: i64 = 5 * 60_000;
+/// How many turns ahead of each pinned conversation [`pressed`] looks.
+pub const LOOKAHEAD_TURNS: u64 = 3;
 /// How long a prompt cache lives after its last use: 5 minutes, or an hour for 1-hour writes.
 pub const CACHE_TTL_5M_MS: i64 = 5 * 60_000;
 pub const CACHE_TTL_1H_MS: i64 = 60 * 60_000;
@@ -75,6 +77,27 @@ pub(crate) fn fits(forecast: Option<&Forecast>, reserved: u64, cost: u64) -> boo
         }
         Some(f) => f.utilization < 1.0,
         None => true,
+    }
+}
+
+/// Whether the account's known room will not carry [`LOOKAHEAD_TURNS`] more turns of each
+/// conversation pinned to it (plus `extra` new ones), each costing about `cost`: the window is
+/// forecast to fill within a few turns. Unknown sizes are never pressed.
+pub(crate) fn pressed(
+    forecast: Option<&Forecast>,
+    account: &AccountState,
+    cost: u64,
+    extra: u32,
+) -> bool {
+    match forecast {
+        Some(f) if f.confidence.size_known => {
+            let left = f.tokens_left.unwrap_or(0).saturating_sub(account.reserved);
+            let conversations = u64::from(account.pins.saturating_add(extra).max(1));
+            left < conversations
+                .saturating_mul(cost)
+                .saturating_mul(LOOKAHEAD_TURNS)
+        }
+        _ => false,
     }
 }
 

@@ -293,7 +293,13 @@ impl Pool {
                 let forecast = account.forecast(now);
                 let exhausting = forecast.is_some_and(|f| f.exhausts_within(now, MOVE_HORIZON_MS));
                 let fits = placement::fits(forecast.as_ref(), account.reserved, cost);
-                if fits && !(exhausting && warm.is_none()) {
+                // Forecast in turns rather than time: when the account's room will not carry
+                // the next few turns of the conversations pinned to it, one of them must move
+                // soon, and the sooner the smaller its prefix; this one moves now if another
+                // account can carry it without being pressed itself.
+                let pressed = placement::pressed(forecast.as_ref(), account, cost, 0);
+                let relief = pressed && self.relief(now, demand, warm, account.id);
+                if fits && !(exhausting && warm.is_none()) && !relief {
                     if let Some(key) = demand.session
                         && let Some(pin) = self.pins.get_mut(key)
                     {
@@ -303,10 +309,12 @@ impl Pool {
                 }
             }
         }
+        // Sizes in one unit: an account not sized yet (not even roughly) counts as big as the
+        // biggest sized one; only while none is sized do all count as 1 (fractions).
         let assumed = self
             .accounts
             .iter()
-            .filter_map(|account| account.window.size_tokens())
+            .filter_map(|account| account.forecast(now)?.rough_size_tokens)
             .max()
             .map_or(1.0, |size| size as f64);
         let mut best: Option<(usize, u64, f64, u32)> = None;
@@ -353,6 +361,22 @@ impl Pool {
             self.pin(key, self.accounts[position].id, now);
         }
         Ok(self.take(position, cost, now))
+    }
+
+    /// Whether an account other than `from` fits the request and stays unpressed with one
+    /// more conversation.
+    fn relief(&self, now: Millis, demand: &Demand, warm: Option<Warm>, from: AccountId) -> bool {
+        self.accounts.iter().any(|account| {
+            if account.id == from || !account.is_routable(now) || demand.tried.contains(&account.id)
+            {
+                return false;
+            }
+            let forecast = account.forecast(now);
+            let cost = placement::cost_on(account.id, demand, warm);
+            forecast.is_some_and(|f| f.confidence.size_known)
+                && placement::fits(forecast.as_ref(), account.reserved, cost)
+                && !placement::pressed(forecast.as_ref(), account, cost, 1)
+        })
     }
 
     /// Ends an attempt that [`Pool::select`] started, as [`Pool::release`] does, handing back
