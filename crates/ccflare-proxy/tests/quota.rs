@@ -1,0 +1,125 @@
+//! Quota-aware routing end to end (issue 16): subscriptions in the mock's window mode (token
+//! budgets per five-hour window, a `rejected` 429 that locks a window), the proxy with the
+//! reactive `priority` strategy and the predictive `headroom` one, on the same requests.
+
+mod common;
+
+use ccflare_core::config::Strategy;
+use common::{App, Options, spawn_app};
+use http::StatusCode;
+
+const HOUR: i64 = 3_600_000;
+
+/// `small` (a 20k-token window, tried first) and `big` (200k).
+async fn pool(strategy: Strategy) -> App {
+    let app = spawn_app(Options {
+        strategy,
+        accounts: vec![],
+        oauth_accounts: vec![("small", 0, 8 * HOUR), ("big", 1, 8 * HOUR)],
+        ..Default::default()
+    })
+    .await;
+    for (name, size) in [("small", 20_000), ("big", 200_000)] {
+        let account = ccflare_storage::accounts::find(&app.db, name)
+            .await
+            .unwrap();
+        let tokens = ccflare_storage::oauth::stored_tokens(&app.db, account.id)
+            .await
+            .unwrap();
+        app.mock.set_window(tokens.access.expose(), size);
+    }
+    app
+}
+
+/// A Messages request whose prompt is `tokens` tokens (the mock counts bytes / 4), in the
+/// conversation `session`.
+async fn turn(app: &App, session: &str, tokens: usize) -> (StatusCode, String, Option<String>) {
+    let frame = r#"{"model":"claude-sonnet-4-5","max_tokens":100,"messages":[{"role":"user","content":""}]}"#;
+    let filler = "x".repeat(tokens * 4 - frame.len());
+    let body = frame.replace(r#""content":"""#, &format!(r#""content":"{filler}""#));
+    let headers = [("x-claude-code-session-id", session)];
+    let reply = app.send(app.request("/v1/messages", &headers, body)).await;
+    let retry_after = reply
+        .headers
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (
+        reply.status,
+        reply.header("x-ccflare-account").to_owned(),
+        retry_after,
+    )
+}
+
+/// The shared start: one conversation takes `small` to half its window in two turns (so that
+/// its size can be read from the utilisation), then a new conversation brings a 12,800-token
+/// prompt, which the 10,000 tokens `small` has left cannot take.
+async fn oversized_after_warm_up(app: &App) -> String {
+    assert_eq!(turn(app, "first", 4_000).await.1, "small");
+    assert_eq!(turn(app, "first", 6_000).await.1, "small");
+    assert_eq!(turn(app, "first", 9_000).await.1, "small");
+    let (status, account, _) = turn(app, "second", 12_800).await;
+    assert_eq!(status, StatusCode::OK);
+    account
+}
+
+fn small_window(app: &App) -> ccflare_mock::WindowReport {
+    let windows = app.mock.windows();
+    windows
+        .into_iter()
+        .find(|w| w.size_tokens == 20_000)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_reactive_strategy_burns_a_window_on_a_request_that_cannot_fit() {
+    let app = pool(Strategy::Priority).await;
+    // Served in the end, by `big`, but only after `small` refused it and locked up.
+    assert_eq!(oversized_after_warm_up(&app).await, "big");
+    let small = small_window(&app);
+    assert!(small.rejected);
+    assert_eq!(small.rejections, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn predictive_placement_sends_it_where_it_fits_and_no_window_is_rejected() {
+    let app = pool(Strategy::Headroom).await;
+    assert_eq!(oversized_after_warm_up(&app).await, "big");
+    let small = small_window(&app);
+    assert!(!small.rejected);
+    assert_eq!((small.rejections, small.refused), (0, 0));
+    // Room for the first conversation's next turn is still there: it stays.
+    assert_eq!(turn(&app, "first", 10_000).await.1, "small");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_that_fits_nowhere_is_refused_at_once_with_the_earliest_reset() {
+    let app = pool(Strategy::Headroom).await;
+    oversized_after_warm_up(&app).await;
+    // `big` is sized now too (its utilisation moved by 6 %): fill it past what a 190k prompt
+    // needs.
+    assert_eq!(turn(&app, "second", 60_000).await.1, "big");
+    let sent = app.mock.requests().len();
+    let (status, account, retry_after) = turn(&app, "third", 190_000).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(account, "");
+    // The windows reset in five hours: the client is told to come back then, not in a minute.
+    let seconds: i64 = retry_after.expect("a retry-after").parse().unwrap();
+    assert!(seconds > 4 * 3600, "{seconds}");
+    // Nothing was sent upstream, and no window was burnt.
+    assert_eq!(app.mock.requests().len(), sent);
+    assert!(app.mock.windows().iter().all(|w| w.rejections == 0));
+    let record = app.records().await.pop().unwrap();
+    assert_eq!(record.status, 429);
+    assert!(
+        record
+            .error_message
+            .as_deref()
+            .unwrap()
+            .contains("no account has room for this request"),
+        "{:?}",
+        record.error_message
+    );
+    app.stop().await;
+}
