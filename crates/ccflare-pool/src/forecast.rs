@@ -191,7 +191,7 @@ impl WindowTrack {
         };
         let tokens_left = self
             .size_tokens
-            .map(|size| ((1.0 - utilization).max(0.0) * size as f64) as u64);
+            .map(|size| ((1.0 - utilization).max(0.0) * size as f64).round() as u64);
         let first = *self.points.front()?;
         let recent = self
             .points

@@ -684,4 +684,6 @@ impl Pool {
 }
 
 #[cfg(test)]
+mod predictive_tests;
+#[cfg(test)]
 mod tests;
