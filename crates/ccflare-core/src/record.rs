@@ -54,6 +54,9 @@ pub struct RequestRecord {
     pub session_key: Option<String>,
     /// The client key that authorised the request (SPEC §11), when client keys are in use.
     pub client_key: Option<String>,
+    /// Why the request went to its account, or why no account could take it: the chosen
+    /// account and the reasons for the first few skipped (docs/routing.md, issue 16).
+    pub route: Option<String>,
 }
 
 impl RequestRecord {

@@ -2,6 +2,7 @@
 //! Anthropic-shaped 429 or 503 with `Retry-After` (SPEC §4.7). The message goes to the client, so
 //! it names counts and states only, never an account's credential.
 
+use crate::explain::Route;
 use crate::state::StateCounts;
 use ccflare_core::Millis;
 use ccflare_core::time::format_rfc3339;
@@ -39,6 +40,8 @@ pub struct Unavailable {
     /// which only a new login (`ccflare-cli accounts reauth`) brings back. Names, never
     /// credentials; empty for the other reasons.
     pub needs_reauth: Vec<Arc<str>>,
+    /// Why each account could not take it (the first few; see [`Route`]).
+    pub route: Route,
 }
 
 /// `1 account`, `3 accounts`.
@@ -173,6 +176,7 @@ mod tests {
             retry_at,
             counts,
             needs_reauth: Vec::new(),
+            route: Route::default(),
         }
         .to_string()
     }
@@ -189,6 +193,7 @@ mod tests {
                 ..Default::default()
             },
             needs_reauth: needs_reauth.iter().map(|&name| name.into()).collect(),
+            route: Route::default(),
         }
         .to_string()
     }

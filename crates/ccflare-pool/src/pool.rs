@@ -12,9 +12,10 @@
 
 use crate::account_state::AccountState;
 use crate::error::{Unavailable, UnavailableReason};
+use crate::explain::{Basis, Chosen, MoveReason, Route, Skip};
 use crate::forecast::window_cost;
 use crate::placement::{self, CACHE_TTL_1H_MS, CACHE_TTL_5M_MS, Demand, MOVE_HORIZON_MS, Warm};
-use crate::state::{AccountView, PersistState, StateCounts};
+use crate::state::{AccountView, PersistState, RoutingState, StateCounts};
 use crate::strategy::{self, Cursor};
 use ccflare_core::config::Strategy;
 use ccflare_core::ratelimit::{RateLimitSnapshot, Verdict};
@@ -59,6 +60,8 @@ pub struct Pick {
     /// Tokens reserved on the account for this attempt (its estimated cost; 0 outside the
     /// `headroom` strategy), handed back by [`Pool::finish`].
     pub reserved: u64,
+    /// Why this account, and why not the others.
+    pub route: Route,
 }
 
 /// A session key's account and when the session last used it.
@@ -246,13 +249,96 @@ impl Pool {
             }
         };
         let Some(position) = chosen else {
-            return Err(self.unavailable(now));
+            let mut unavailable = self.unavailable(now);
+            unavailable.route = self.explain(now, None, None, None, demand, None);
+            return Err(unavailable);
         };
-        Ok(self.take(position, 0, now))
+        let how = match pinned {
+            Some(_) => Chosen::Pinned,
+            None => Chosen::Strategy(self.config.strategy),
+        };
+        let route = self.explain(now, Some(position), Some(how), None, demand, None);
+        Ok(self.take(position, 0, route, now))
+    }
+
+    /// The explanation of a selection: the chosen account (if any) and why the others were
+    /// not, the first [`crate::explain::EXPLAINED`] of them in the stable order.
+    fn explain(
+        &self,
+        now: Millis,
+        chosen: Option<usize>,
+        how: Option<Chosen>,
+        basis: Option<Basis>,
+        demand: &Demand,
+        warm: Option<Warm>,
+    ) -> Route {
+        let mut route = Route {
+            account: chosen.map(|position| self.accounts[position].name.clone()),
+            chosen: how,
+            basis,
+            ..Route::default()
+        };
+        for (position, account) in self.accounts.iter().enumerate() {
+            if Some(position) == chosen {
+                continue;
+            }
+            let reason = if demand.tried.contains(&account.id) {
+                Skip::Tried
+            } else {
+                match account.state(now) {
+                    RoutingState::Paused => Skip::Paused,
+                    RoutingState::Invalid => Skip::Invalid,
+                    RoutingState::RateLimited { until } => Skip::RateLimited { until },
+                    RoutingState::Overloaded { until } => Skip::Overloaded { until },
+                    RoutingState::Active => self.active_skip(account, now, demand, warm),
+                }
+            };
+            route.skip(&account.name, reason);
+        }
+        route
+    }
+
+    /// Why a routable account was passed over.
+    fn active_skip(
+        &self,
+        account: &AccountState,
+        now: Millis,
+        demand: &Demand,
+        warm: Option<Warm>,
+    ) -> Skip {
+        if self.config.strategy == Strategy::Headroom {
+            let forecast = account.forecast(now);
+            let need = placement::cost_on(account.id, demand, warm);
+            if !placement::fits(forecast.as_ref(), account.reserved, need) {
+                let left = forecast
+                    .and_then(|f| f.tokens_left)
+                    .unwrap_or(0)
+                    .saturating_sub(account.reserved);
+                return Skip::NoRoom { left, need };
+            }
+        } else if account.is_warned(now) {
+            return Skip::Warned;
+        }
+        Skip::Ranked
+    }
+
+    /// What the forecast of the account at `position` says, for the explanation.
+    fn basis(&self, position: usize, now: Millis) -> Option<Basis> {
+        let account = &self.accounts[position];
+        let forecast = account.forecast(now)?;
+        Some(Basis {
+            tokens_left: forecast
+                .tokens_left
+                .map(|left| left.saturating_sub(account.reserved)),
+            size_tokens: forecast.size_tokens.or(forecast.rough_size_tokens),
+            points: forecast.confidence.points,
+            span_ms: forecast.confidence.span_ms,
+            exhausts_at: forecast.exhausts_at,
+        })
     }
 
     /// Counts an attempt against the account at `position`, reserving `reserved` tokens.
-    fn take(&mut self, position: usize, reserved: u64, now: Millis) -> Pick {
+    fn take(&mut self, position: usize, reserved: u64, route: Route, now: Millis) -> Pick {
         let account = &mut self.accounts[position];
         account.in_flight += 1;
         account.requests += 1;
@@ -265,6 +351,7 @@ impl Pool {
             credential: account.credential.clone(),
             expires_at: account.token_expires_at,
             reserved,
+            route,
         }
     }
 
@@ -284,10 +371,16 @@ impl Pool {
                 account: pin.account,
                 cached: pin.cached,
             });
+        let mut moved = None;
         if let Some(pin) = pin
             && let Some(&position) = self.positions.get(&pin.account)
         {
             let account = &self.accounts[position];
+            moved = Some(if !account.is_routable(now) {
+                MoveReason::NotRoutable
+            } else {
+                MoveReason::Tried
+            });
             if account.is_routable(now) && !demand.tried.contains(&account.id) {
                 let cost = placement::cost_on(account.id, demand, warm);
                 let forecast = account.forecast(now);
@@ -305,8 +398,24 @@ impl Pool {
                     {
                         pin.last_used = now;
                     }
-                    return Ok(self.take(position, cost, now));
+                    let basis = self.basis(position, now);
+                    let route = self.explain(
+                        now,
+                        Some(position),
+                        Some(Chosen::Pinned),
+                        basis,
+                        demand,
+                        warm,
+                    );
+                    return Ok(self.take(position, cost, route, now));
                 }
+                moved = Some(if !fits {
+                    MoveReason::NoRoom
+                } else if relief {
+                    MoveReason::Pressed
+                } else {
+                    MoveReason::Exhausting
+                });
             }
         }
         // Sizes in one unit: an account not sized yet (not even roughly) counts as big as the
@@ -345,8 +454,11 @@ impl Pool {
             }
         }
         let Some((position, cost, _, _)) = best else {
+            let route = self.explain(now, None, None, None, demand, warm);
             if !eligible {
-                return Err(self.unavailable(now));
+                let mut unavailable = self.unavailable(now);
+                unavailable.route = route;
+                return Err(unavailable);
             }
             return Err(Unavailable {
                 reason: UnavailableReason::NoRoom {
@@ -355,12 +467,16 @@ impl Pool {
                 retry_at: earliest_reset,
                 counts: self.counts(now),
                 needs_reauth: Vec::new(),
+                route,
             });
         };
         if let Some(key) = demand.session {
             self.pin(key, self.accounts[position].id, now);
         }
-        Ok(self.take(position, cost, now))
+        let how = moved.map_or(Chosen::Placed, Chosen::Moved);
+        let basis = self.basis(position, now);
+        let route = self.explain(now, Some(position), Some(how), basis, demand, warm);
+        Ok(self.take(position, cost, route, now))
     }
 
     /// Whether an account other than `from` fits the request and stays unpressed with one
@@ -679,6 +795,7 @@ impl Pool {
             retry_at,
             counts,
             needs_reauth,
+            route: Route::default(),
         }
     }
 }

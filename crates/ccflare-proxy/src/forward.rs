@@ -199,6 +199,9 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
     };
     // Every attempt is one turn of this loop, whatever it comes to, so no path can try more
     // accounts than `max_attempts` allows (0: every account, until the pool has none left).
+    // `x-ccflare-route: 1` asks for the routing explanation as a response header (issue 16);
+    // without it the line is never formatted here.
+    let explain = failover.outgoing.parts.headers.contains_key(ROUTE_HEADER);
     let limit = match state.config.max_attempts {
         0 => usize::MAX,
         n => n as usize,
@@ -206,9 +209,13 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
     for _ in 0..limit {
         match failover.attempt(&mut recorder).await {
             Attempt::Served { response, account } => {
-                return relay(&state, recorder, response, &account);
+                let line = explain.then(|| recorder.route_line()).flatten();
+                return with_route(relay(&state, recorder, response, &account), line);
             }
-            Attempt::Final(answer) => return answer,
+            Attempt::Final(answer) => {
+                let line = explain.then(|| recorder.route_line()).flatten();
+                return with_route(answer, line);
+            }
             Attempt::Retry(retry) => failover.keep(retry),
         }
     }
@@ -338,12 +345,14 @@ impl Failover<'_> {
             max_tokens: self.max_tokens,
         };
         let pick = state.pool().select_for(now, &demand);
-        let pick = match pick {
+        let mut pick = match pick {
             Ok(pick) => pick,
-            Err(unavailable) => {
+            Err(mut unavailable) => {
+                recorder.set_route(std::mem::take(&mut unavailable.route));
                 return Attempt::Final(self.no_account_left(recorder, unavailable, now));
             }
         };
+        recorder.set_route(std::mem::take(&mut pick.route));
         self.tried.push(pick.id);
         recorder.attempt(pick.id, &pick.name);
         recorder.reserve(pick.reserved);
@@ -771,6 +780,35 @@ fn relay(
         state.config.idle_timeout,
     );
     Response::from_parts(parts, ResponseBody::tapped(tapped))
+}
+
+/// The request header that asks for the routing explanation, and the response header that
+/// carries it.
+const ROUTE_HEADER: &str = "x-ccflare-route";
+
+/// Adds the routing explanation's one line to a response, when it was asked for. A line that
+/// cannot be a header value (an account name outside visible ASCII) has those characters
+/// replaced.
+fn with_route(
+    mut response: Response<ResponseBody>,
+    line: Option<String>,
+) -> Response<ResponseBody> {
+    if let Some(line) = line {
+        let visible: String = line
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() || c == ' ' {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .collect();
+        if let Ok(value) = http::HeaderValue::from_str(&visible) {
+            response.headers_mut().insert(ROUTE_HEADER, value);
+        }
+    }
+    response
 }
 
 fn add_ccflare_headers(headers: &mut HeaderMap, request_id: &str, account: Option<&str>) {

@@ -20,6 +20,7 @@ use ccflare_core::AccountId;
 use ccflare_core::pricing;
 use ccflare_core::record::{AttemptFailure, RequestRecord};
 use ccflare_core::usage::Usage;
+use ccflare_pool::Route;
 use ccflare_storage::WriterHandle;
 use std::sync::Arc;
 use std::time::Instant;
@@ -104,6 +105,8 @@ pub struct Recorder {
     holding: Option<AccountId>,
     /// Tokens the pool reserved on that account for this attempt (its `headroom` placement).
     reserved: u64,
+    /// Why the last attempt went where it went (or why none could), rendered into the row.
+    route: Option<Route>,
     first_byte: Option<Instant>,
     /// Whether the start was published on the live feed.
     announced: bool,
@@ -127,6 +130,7 @@ impl Recorder {
             started: Instant::now(),
             holding: None,
             reserved: 0,
+            route: None,
             first_byte: None,
             announced: false,
             done: false,
@@ -176,6 +180,16 @@ impl Recorder {
         self.record.attempts += 1;
         self.record.account_id = Some(id);
         self.record.account_name = Some(name.to_owned());
+    }
+
+    /// The pool's explanation of the latest selection (kept as built: no text until needed).
+    pub fn set_route(&mut self, route: Route) {
+        self.route = Some(route);
+    }
+
+    /// The explanation as one line, for the `x-ccflare-route` header.
+    pub fn route_line(&self) -> Option<String> {
+        self.route.as_ref().map(ToString::to_string)
     }
 
     /// The pool reserved `tokens` on the attempt's account; handed back with the slot.
@@ -256,6 +270,7 @@ impl Recorder {
         }
         record.usage = outcome.usage;
         record.usage_incomplete = outcome.usage_incomplete;
+        record.route = self.route.as_ref().map(ToString::to_string);
         let cost = pricing::cost(record.model.as_deref(), &record.usage);
         record.cost_usd = cost.usd;
         record.cost_estimated = cost.estimated;

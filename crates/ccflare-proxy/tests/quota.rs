@@ -34,20 +34,35 @@ async fn pool(strategy: Strategy) -> App {
 /// A Messages request whose prompt is `tokens` tokens (the mock counts bytes / 4), in the
 /// conversation `session`.
 async fn turn(app: &App, session: &str, tokens: usize) -> (StatusCode, String, Option<String>) {
+    let (status, account, retry_after, _) = explained_turn(app, session, tokens, false).await;
+    (status, account, retry_after)
+}
+
+/// [`turn`], asking for the routing explanation with `x-ccflare-route: 1` when `explain`; the
+/// last value is the `x-ccflare-route` header the answer carried.
+async fn explained_turn(
+    app: &App,
+    session: &str,
+    tokens: usize,
+    explain: bool,
+) -> (StatusCode, String, Option<String>, Option<String>) {
     let frame = r#"{"model":"claude-sonnet-4-5","max_tokens":100,"messages":[{"role":"user","content":""}]}"#;
     let filler = "x".repeat(tokens * 4 - frame.len());
     let body = frame.replace(r#""content":"""#, &format!(r#""content":"{filler}""#));
-    let headers = [("x-claude-code-session-id", session)];
+    let mut headers = vec![("x-claude-code-session-id", session)];
+    if explain {
+        headers.push(("x-ccflare-route", "1"));
+    }
     let reply = app.send(app.request("/v1/messages", &headers, body)).await;
-    let retry_after = reply
-        .headers
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
-    (
-        reply.status,
-        reply.header("x-ccflare-account").to_owned(),
-        retry_after,
-    )
+    let header = |name: &str| {
+        reply
+            .headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let (retry_after, route) = (header("retry-after"), header("x-ccflare-route"));
+    let account = reply.header("x-ccflare-account").to_owned();
+    (reply.status, account, retry_after, route)
 }
 
 /// The shared start: one conversation takes `small` to half its window in two turns (so that
@@ -120,6 +135,49 @@ async fn a_request_that_fits_nowhere_is_refused_at_once_with_the_earliest_reset(
             .contains("no account has room for this request"),
         "{:?}",
         record.error_message
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_decision_is_explained_in_the_row_and_in_the_header_when_asked() {
+    let app = pool(Strategy::Headroom).await;
+    // Not asked: no header.
+    let (_, _, _, route) = explained_turn(&app, "first", 4_000, false).await;
+    assert_eq!(route, None);
+    turn(&app, "first", 6_000).await;
+    let (_, _, _, route) = explained_turn(&app, "first", 9_000, true).await;
+    let route = route.expect("asked for");
+    assert!(route.starts_with("small: pinned session ["), "{route}");
+    assert!(route.contains("skipped big: ranked lower"), "{route}");
+    let (_, account, _, route) = explained_turn(&app, "second", 12_800, true).await;
+    assert_eq!(account, "big");
+    let route = route.expect("asked for");
+    assert!(
+        route.starts_with("big: placed (most tokens left per session)"),
+        "{route}"
+    );
+    assert!(route.contains("skipped small: no room ("), "{route}");
+    // The rows keep the explanation whether or not it was asked for.
+    let records = app.records().await;
+    assert!(
+        records[0]
+            .route
+            .as_deref()
+            .unwrap()
+            .starts_with("small: placed")
+    );
+    assert_eq!(
+        records.last().unwrap().route.as_deref(),
+        Some(route.as_str())
+    );
+    // A refusal explains itself too.
+    let (status, _, _, route) = explained_turn(&app, "third", 190_000, true).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let route = route.expect("asked for");
+    assert!(
+        route.starts_with("no account; skipped small: no room"),
+        "{route}"
     );
     app.stop().await;
 }

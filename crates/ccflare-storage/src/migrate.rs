@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "encrypted_secrets",
         include_str!("../../../migrations/0007_encrypted_secrets.sql"),
     ),
+    (
+        9,
+        "request_route",
+        include_str!("../../../migrations/0009_request_route.sql"),
+    ),
 ];
 
 /// The migration whose new column (`accounts.credential_hash`) is filled from the credentials

@@ -21,8 +21,8 @@ pub(crate) async fn insert(
          account_name, status, success, error_type, error_message, attempts, attempt_failures, \
          latency_ms, ttfb_ms, streamed, input_tokens, output_tokens, cache_read_tokens, \
          cache_write_tokens, cache_write_5m_tokens, cache_write_1h_tokens, usage_incomplete, \
-         cost_usd, cost_estimated, output_tokens_per_second, session_key, client_key) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         cost_usd, cost_estimated, output_tokens_per_second, session_key, client_key, route) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&r.id)
     .bind(r.started_at)
@@ -52,6 +52,7 @@ pub(crate) async fn insert(
     .bind(r.output_tokens_per_second)
     .bind(&r.session_key)
     .bind(&r.client_key)
+    .bind(&r.route)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -111,6 +112,7 @@ struct RequestRow {
     output_tokens_per_second: Option<f64>,
     session_key: Option<String>,
     client_key: Option<String>,
+    route: Option<String>,
 }
 
 /// What every read of whole rows selects: [`RequestRow`]'s columns.
@@ -167,6 +169,7 @@ impl TryFrom<RequestRow> for Listed {
             output_tokens_per_second: row.output_tokens_per_second,
             session_key: row.session_key,
             client_key: row.client_key,
+            route: row.route,
         };
         Ok(Listed {
             seq: row.seq,
