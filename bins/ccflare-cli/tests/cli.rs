@@ -1024,3 +1024,40 @@ async fn client_keys_are_printed_once_and_managed_by_name() {
     let empty = cli.run(&["keys", "list"]).await.ok();
     assert!(empty.contains("no client keys yet"), "{empty}");
 }
+
+#[tokio::test]
+async fn logs_explain_prints_why_each_request_went_where_it_went() {
+    let cli = Cli::new();
+    let route = "max20: placed (most tokens left per session) [812.0k left of 1.1M; 9 points \
+                 over 41 s]; skipped pro: no room (3.1k left < 12.9k needed), max5: rate \
+                 limited until 2026-11-26T15:00:00.000Z";
+    let writer = ccflare_storage::Writer::spawn(cli.db().await);
+    for (id, route) in [("ccf_route_1", None), ("ccf_route_2", Some(route))] {
+        writer.handle().record(ccflare_core::record::RequestRecord {
+            id: id.to_owned(),
+            started_at: NOW,
+            method: "POST".into(),
+            path: "/v1/messages".into(),
+            model: Some("claude-sonnet-4-5".into()),
+            account_name: Some("max20".into()),
+            status: 200,
+            success: true,
+            route: route.map(str::to_owned),
+            ..Default::default()
+        });
+    }
+    writer.close().await;
+    let shown = cli.run(&["logs", "--explain"]).await.ok();
+    assert_fits_80_columns(&shown);
+    assert!(shown.contains("→ (not recorded)"), "{shown}");
+    assert!(
+        shown.contains("→ max20: placed (most tokens left per session)"),
+        "{shown}"
+    );
+    // Wrapped, never cut: the last reason is there.
+    assert!(shown.contains("2026-11-26T15:00:00.000Z"), "{shown}");
+    let plain = cli.run(&["logs"]).await.ok();
+    assert!(!plain.contains("→"), "{plain}");
+    let json = cli.run(&["logs", "--json"]).await.ok();
+    assert!(json.contains("\"route\": \"max20: placed"), "{json}");
+}

@@ -495,6 +495,9 @@ pub struct LogEntry {
     /// The client key's id, as rows record it (absent in older feeds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_key: Option<String>,
+    /// Why the request went to its account (docs/routing.md; absent in older rows and feeds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
 }
 
 impl LogFilter {
@@ -558,6 +561,7 @@ impl From<Listed> for LogEntry {
             cache_write_tokens: tokens(r.usage.cache_creation_input_tokens),
             cost_usd: r.cost_usd,
             client_key: r.client_key,
+            route: r.route,
         }
     }
 }
