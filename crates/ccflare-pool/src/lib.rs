@@ -26,5 +26,5 @@ pub use error::{Unavailable, UnavailableReason};
 pub use explain::{Basis, Chosen, EXPLAINED, MoveReason, Route, Skip};
 pub use forecast::{CACHE_READ_WEIGHT, Confidence, Forecast, WindowTrack, window_cost};
 pub use placement::{Demand, MOVE_HORIZON_MS};
-pub use pool::{MAX_PINS, Pick, Pool, PoolConfig};
+pub use pool::{MAX_PINS, Pick, Pool, PoolConfig, PoolWindow};
 pub use state::{AccountView, PersistState, RoutingState, StateCounts};

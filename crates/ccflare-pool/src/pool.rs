@@ -64,6 +64,15 @@ pub struct Pick {
     pub route: Route,
 }
 
+/// The pool's five-hour window as one, for clients ([`Pool::pool_window`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolWindow {
+    /// Used share of the pool's capacity, 0.0 to 1.0.
+    pub utilization: f64,
+    /// When the first window resets: the pool regains capacity then.
+    pub reset_at: Option<Millis>,
+}
+
 /// A session key's account and when the session last used it.
 #[derive(Debug, Clone, Copy)]
 struct Pin {
@@ -492,6 +501,43 @@ impl Pool {
             forecast.is_some_and(|f| f.confidence.size_known)
                 && placement::fits(forecast.as_ref(), account.reserved, cost)
                 && !placement::pressed(forecast.as_ref(), account, cost, 1)
+        })
+    }
+
+    /// The pool's five-hour window seen as one (issue 16's pool-level headers): the
+    /// utilisation of the routable and benched subscription accounts weighted by their window
+    /// sizes (an unsized one counts as big as the biggest sized one; none sized: all alike),
+    /// a benched one counting as full, and the earliest reset among them: when the pool regains
+    /// capacity. `None` when no account has subscription headers.
+    pub fn pool_window(&self, now: Millis) -> Option<PoolWindow> {
+        let forecasts: Vec<(f64, Option<u64>, Option<Millis>)> = self
+            .accounts
+            .iter()
+            .filter(|account| account.status == AccountStatus::Active)
+            .filter_map(|account| {
+                let forecast = account.forecast(now)?;
+                let benched = !account.is_routable(now);
+                let utilization = if benched {
+                    forecast.utilization.max(1.0)
+                } else {
+                    forecast.utilization
+                };
+                Some((utilization, forecast.rough_size_tokens, forecast.reset_at))
+            })
+            .collect();
+        if forecasts.is_empty() {
+            return None;
+        }
+        let biggest = forecasts.iter().filter_map(|f| f.1).max().unwrap_or(1) as f64;
+        let (mut used, mut capacity) = (0.0, 0.0);
+        for &(utilization, size, _) in &forecasts {
+            let size = size.map_or(biggest, |size| size as f64);
+            used += utilization.clamp(0.0, 1.0) * size;
+            capacity += size;
+        }
+        Some(PoolWindow {
+            utilization: if capacity > 0.0 { used / capacity } else { 0.0 },
+            reset_at: forecasts.iter().filter_map(|f| f.2).min(),
         })
     }
 

@@ -208,7 +208,15 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
     };
     for _ in 0..limit {
         match failover.attempt(&mut recorder).await {
-            Attempt::Served { response, account } => {
+            Attempt::Served {
+                mut response,
+                account,
+            } => {
+                if state.config.pool_rate_limit_headers
+                    && let Some(window) = state.pool().pool_window(state.now())
+                {
+                    crate::quota_headers::rewrite(response.headers_mut(), window);
+                }
                 let line = explain.then(|| recorder.route_line()).flatten();
                 return with_route(relay(&state, recorder, response, &account), line);
             }

@@ -17,6 +17,7 @@ mod forward;
 mod headers;
 mod keys;
 mod pool;
+mod quota_headers;
 mod recorder;
 mod routes;
 mod server;

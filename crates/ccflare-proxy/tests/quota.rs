@@ -12,10 +12,15 @@ const HOUR: i64 = 3_600_000;
 
 /// `small` (a 20k-token window, tried first) and `big` (200k).
 async fn pool(strategy: Strategy) -> App {
+    pool_with(strategy, false).await
+}
+
+async fn pool_with(strategy: Strategy, pool_rate_limit_headers: bool) -> App {
     let app = spawn_app(Options {
         strategy,
         accounts: vec![],
         oauth_accounts: vec![("small", 0, 8 * HOUR), ("big", 1, 8 * HOUR)],
+        pool_rate_limit_headers,
         ..Default::default()
     })
     .await;
@@ -180,4 +185,31 @@ async fn every_decision_is_explained_in_the_row_and_in_the_header_when_asked() {
         "{route}"
     );
     app.stop().await;
+}
+
+/// The five-hour utilisation header a client sees on the third of three turns: `a` and `b`
+/// start on `small` and `big`, then `a` goes on (its account at 32 % by then).
+async fn utilisation_seen(pool_rate_limit_headers: bool) -> String {
+    let app = pool_with(Strategy::Headroom, pool_rate_limit_headers).await;
+    assert_eq!(turn(&app, "a", 4_000).await.1, "small");
+    assert_eq!(turn(&app, "b", 4_000).await.1, "big");
+    let frame = r#"{"model":"claude-sonnet-4-5","max_tokens":100,"messages":[{"role":"user","content":""}]}"#;
+    let filler = "x".repeat(6_000 * 4 - frame.len());
+    let body = frame.replace(r#""content":"""#, &format!(r#""content":"{filler}""#));
+    let headers = [("x-claude-code-session-id", "a")];
+    let reply = app.send(app.request("/v1/messages", &headers, body)).await;
+    assert_eq!(reply.header("x-ccflare-account"), "small");
+    let seen = reply
+        .header("anthropic-ratelimit-unified-5h-utilization")
+        .to_owned();
+    app.stop().await;
+    seen
+}
+
+#[tokio::test]
+async fn pool_rate_limit_headers_describe_the_pool_only_when_asked_for() {
+    // Off (the default): the serving account's own utilisation, bytes unchanged.
+    assert_eq!(utilisation_seen(false).await, "0.32");
+    // On: 4k of small's 20k and 4k of big's 200k are used: the pool is at 4 %.
+    assert_eq!(utilisation_seen(true).await, "0.04");
 }
