@@ -117,6 +117,7 @@ fn record(rng: &mut Rng, n: u64, started_at: Millis) -> RequestRecord {
         ),
         session_key: Some(format!("session-{}", rng.below(500))),
         client_key: None,
+        route: None,
     }
 }
 

@@ -40,8 +40,9 @@ pub struct Unavailable {
     /// which only a new login (`ccflare-cli accounts reauth`) brings back. Names, never
     /// credentials; empty for the other reasons.
     pub needs_reauth: Vec<Arc<str>>,
-    /// Why each account could not take it (the first few; see [`Route`]).
-    pub route: Route,
+    /// Why each account could not take it (the first few; see [`Route`]). Boxed: a refusal
+    /// is rare and the route is big next to the rest.
+    pub route: Box<Route>,
 }
 
 /// `1 account`, `3 accounts`.
@@ -176,7 +177,7 @@ mod tests {
             retry_at,
             counts,
             needs_reauth: Vec::new(),
-            route: Route::default(),
+            route: Box::default(),
         }
         .to_string()
     }
@@ -193,7 +194,7 @@ mod tests {
                 ..Default::default()
             },
             needs_reauth: needs_reauth.iter().map(|&name| name.into()).collect(),
-            route: Route::default(),
+            route: Box::default(),
         }
         .to_string()
     }

@@ -259,7 +259,7 @@ impl Pool {
         };
         let Some(position) = chosen else {
             let mut unavailable = self.unavailable(now);
-            unavailable.route = self.explain(now, None, None, None, demand, None);
+            unavailable.route = Box::new(self.explain(now, None, None, None, demand, None));
             return Err(unavailable);
         };
         let how = match pinned {
@@ -463,7 +463,7 @@ impl Pool {
             }
         }
         let Some((position, cost, _, _)) = best else {
-            let route = self.explain(now, None, None, None, demand, warm);
+            let route = Box::new(self.explain(now, None, None, None, demand, warm));
             if !eligible {
                 let mut unavailable = self.unavailable(now);
                 unavailable.route = route;
@@ -841,7 +841,7 @@ impl Pool {
             retry_at,
             counts,
             needs_reauth,
-            route: Route::default(),
+            route: Box::default(),
         }
     }
 }

@@ -356,7 +356,7 @@ impl Failover<'_> {
         let mut pick = match pick {
             Ok(pick) => pick,
             Err(mut unavailable) => {
-                recorder.set_route(std::mem::take(&mut unavailable.route));
+                recorder.set_route(std::mem::take(&mut *unavailable.route));
                 return Attempt::Final(self.no_account_left(recorder, unavailable, now));
             }
         };
