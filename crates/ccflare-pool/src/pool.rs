@@ -287,10 +287,19 @@ impl Pool {
             basis,
             ..Route::default()
         };
+        let mut named = 0;
         for (position, account) in self.accounts.iter().enumerate() {
             if Some(position) == chosen {
                 continue;
             }
+            if named == crate::explain::EXPLAINED {
+                // The rest are only counted: a pinned pick stays a lookup, not a scan.
+                let others = self.accounts.len() - position;
+                let chosen_later = chosen.is_some_and(|chosen| chosen > position);
+                route.more_skipped = (others - usize::from(chosen_later)) as u32;
+                break;
+            }
+            named += 1;
             let reason = if demand.tried.contains(&account.id) {
                 Skip::Tried
             } else {

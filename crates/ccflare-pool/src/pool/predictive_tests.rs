@@ -234,3 +234,69 @@ fn pins_are_counted_per_account_as_sessions_come_and_move() {
     pool.sync(vec![account(1, "a"), account(2, "b")], T0 + 3_600_000);
     assert_eq!(pins(&pool), [0, 0]);
 }
+
+#[test]
+fn the_explanation_names_why_each_of_the_first_accounts_was_skipped() {
+    let records = |strategy: Strategy| {
+        let mut pool = Pool::new(PoolConfig {
+            strategy,
+            session_timeout_ms: 3_600_000,
+        });
+        let mut all: Vec<Account> = ["tried", "paused", "limited", "invalid", "over", "free"]
+            .iter()
+            .zip(1..)
+            .map(|(name, id)| account(id, name))
+            .collect();
+        all[1].status = AccountStatus::Paused;
+        all[2].rate_limited_until = Some(T0 + 60_000);
+        all[3].status = AccountStatus::Invalid;
+        all[4].overloaded_until = Some(T0 + 15_000);
+        pool.sync(all, T0);
+        pool
+    };
+    let mut pool = records(Strategy::Priority);
+    let tried = [AccountId(1)];
+    let demand = Demand {
+        tried: &tried,
+        ..Demand::default()
+    };
+    let pick = pool.select_for(T0, &demand).unwrap();
+    assert_eq!(
+        pick.route.to_string(),
+        "free: priority; skipped tried: already tried, paused: paused, limited: rate limited \
+         until 2026-11-26T10:01:00.000Z (+2 more)"
+    );
+    // Nothing left: the refusal explains the first three and counts the others.
+    let tried: Vec<AccountId> = (1..=6).map(AccountId).collect();
+    let demand = Demand {
+        tried: &tried,
+        ..Demand::default()
+    };
+    let refused = pool.select_for(T0, &demand).unwrap_err();
+    assert_eq!(
+        refused.route.to_string(),
+        "no account; skipped tried: already tried, paused: already tried, limited: already \
+         tried (+3 more)"
+    );
+    // Under headroom, a routable account too small for the request says so.
+    let mut pool = pool_of_two_sized();
+    let pick = pool
+        .select_for(T0, &request(Some("big one"), 15_000))
+        .unwrap();
+    assert_eq!(&*pick.name, "b");
+    assert!(
+        pick.route
+            .to_string()
+            .ends_with("skipped a: no room (10.0k left < 16.0k needed)"),
+        "{}",
+        pick.route
+    );
+}
+
+/// `a`: 100k at 90 % (10k left); `b`: 1M at 10 %.
+fn pool_of_two_sized() -> Pool {
+    let mut pool = pool(&["a", "b"]);
+    teach(&mut pool, "a", 100_000, 0.9);
+    teach(&mut pool, "b", 1_000_000, 0.1);
+    pool
+}
