@@ -16,6 +16,7 @@ mod explain;
 mod forecast;
 mod placement;
 mod pool;
+mod replay;
 mod state;
 mod strategy;
 
@@ -27,4 +28,5 @@ pub use explain::{Basis, Chosen, EXPLAINED, MoveReason, Route, Skip};
 pub use forecast::{CACHE_READ_WEIGHT, Confidence, Forecast, WindowTrack, window_cost};
 pub use placement::{Demand, MOVE_HORIZON_MS};
 pub use pool::{MAX_PINS, Pick, Pool, PoolConfig, PoolWindow};
+pub use replay::{ReplayAccount, ReplayReport, ReplayRequest, replay};
 pub use state::{AccountView, PersistState, RoutingState, StateCounts};

@@ -76,8 +76,7 @@ pub struct LogsArgs {
     /// Keep printing new requests (Ctrl-C stops)
     #[arg(long, short = 'f')]
     follow: bool,
-    /// Under each request, why it went to its account and why the others were not chosen
-    /// (docs/routing.md)
+    /// Why each request went to its account (docs/routing.md)
     #[arg(long)]
     explain: bool,
 }
