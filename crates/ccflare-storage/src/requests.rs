@@ -115,8 +115,18 @@ struct RequestRow {
     route: Option<String>,
 }
 
-/// What every read of whole rows selects: [`RequestRow`]'s columns.
-const SELECT_ROWS: &str = "SELECT rowid AS seq, * FROM requests";
+/// What every read of whole rows selects: [`RequestRow`]'s columns, named rather than `*`. A
+/// pooled connection opened before a migration that added a column (0009's `route`) expands
+/// `*` from its stale schema when it prepares, and SQLite re-prepares the statement with one
+/// more column only when it runs: the row then has more values than sqlx expected. A named
+/// column that the stale schema lacks fails the prepare instead, which makes SQLite reload its
+/// schema and prepare again.
+const SELECT_ROWS: &str = "SELECT rowid AS seq, id, started_at, method, path, model, \
+     account_id, account_name, status, success, error_type, error_message, attempts, \
+     attempt_failures, latency_ms, ttfb_ms, streamed, input_tokens, output_tokens, \
+     cache_read_tokens, cache_write_tokens, cache_write_5m_tokens, cache_write_1h_tokens, \
+     usage_incomplete, cost_usd, cost_estimated, output_tokens_per_second, session_key, \
+     client_key, route FROM requests";
 
 /// A recorded request and its position in recording order.
 #[derive(Debug, Clone, PartialEq)]
