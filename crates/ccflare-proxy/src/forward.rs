@@ -197,11 +197,11 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
         refused: None,
         unreachable: None,
     };
-    // Every attempt is one turn of this loop, whatever it comes to, so no path can try more
-    // accounts than `max_attempts` allows (0: every account, until the pool has none left).
     // `x-ccflare-route: 1` asks for the routing explanation as a response header (issue 16);
     // without it the line is never formatted here.
     let explain = failover.outgoing.parts.headers.contains_key(ROUTE_HEADER);
+    // Every attempt is one turn of this loop, whatever it comes to, so no path can try more
+    // accounts than `max_attempts` allows (0: every account, until the pool has none left).
     let limit = match state.config.max_attempts {
         0 => usize::MAX,
         n => n as usize,
