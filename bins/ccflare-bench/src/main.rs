@@ -8,6 +8,7 @@
 mod crash;
 mod load;
 mod procfs;
+mod quota;
 mod report;
 mod scenarios;
 mod server;
@@ -83,6 +84,23 @@ struct Options {
     /// soak and the crash start their own servers, without keys).
     #[arg(long, conflicts_with_all = ["proxy_url", "ui"])]
     client_keys: bool,
+    /// Run the quota simulation (issue 16) instead of the scenarios: four subscription windows
+    /// in the mock, seeded Claude-Code-like conversations through ccflare-server, one run per
+    /// strategy; prints the table of docs/benchmarks.md.
+    #[arg(long, conflicts_with_all = ["proxy_url", "ui", "scenarios"])]
+    quota: bool,
+    /// The quota simulation's seed.
+    #[arg(long, default_value_t = 16, requires = "quota")]
+    quota_seed: u64,
+    /// The quota simulation's demand as a share of the pool's capacity.
+    #[arg(long, default_value_t = 0.9, requires = "quota")]
+    quota_demand: f64,
+    /// The strategies the quota simulation compares [default: all five]
+    #[arg(long, value_delimiter = ',', requires = "quota")]
+    quota_strategies: Vec<String>,
+    /// Divides the pauses between turns, to shorten a quota run.
+    #[arg(long, default_value_t = 1.0, requires = "quota")]
+    quota_speed: f64,
 }
 
 impl Options {
@@ -170,6 +188,9 @@ fn runtime(name: &str) -> Result<tokio::runtime::Runtime> {
 }
 
 fn run(options: &Options) -> Result<()> {
+    if options.quota {
+        return run_quota(options);
+    }
     let plan = options.plan()?;
     let fd_limit = procfs::raise_fd_limit();
     // The mock gets its own runtime so that its work and the generator's do not queue behind
@@ -215,6 +236,44 @@ fn run(options: &Options) -> Result<()> {
     }
     if crash_failed {
         bail!("the crash scenario failed (see its checks above)");
+    }
+    Ok(())
+}
+
+/// The quota simulation: its own runtime, mock and servers.
+fn run_quota(options: &Options) -> Result<()> {
+    if !(options.quota_demand.is_finite() && (0.05..=5.0).contains(&options.quota_demand)) {
+        bail!("--quota-demand must be between 0.05 and 5");
+    }
+    if !(options.quota_speed.is_finite() && (0.01..=100.0).contains(&options.quota_speed)) {
+        bail!("--quota-speed must be between 0.01 and 100");
+    }
+    let strategies = if options.quota_strategies.is_empty() {
+        quota::STRATEGIES.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        options.quota_strategies.clone()
+    };
+    let plan = quota::QuotaPlan {
+        seed: options.quota_seed,
+        demand: options.quota_demand,
+        strategies,
+        speed: options.quota_speed,
+    };
+    let binary = match &options.server_bin {
+        Some(path) => {
+            std::path::absolute(path).with_context(|| format!("locating {}", path.display()))?
+        }
+        None => server::default_binary("ccflare-server")?,
+    };
+    let runtime = runtime("quota")?;
+    let (header, results) = runtime.block_on(quota::run(&plan, &binary))?;
+    runtime.shutdown_background();
+    let markdown = quota::markdown(&header, &results);
+    println!("{markdown}");
+    if let Some(out) = &options.out {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        let path = out.join("quota.md");
+        std::fs::write(&path, &markdown).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

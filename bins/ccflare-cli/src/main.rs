@@ -56,6 +56,8 @@ enum Command {
     Stats(commands::stats::StatsCommand),
     /// Recent requests, filtered; --follow shows new ones as they happen
     Logs(commands::logs::LogsArgs),
+    /// Which strategy would have served the recorded traffic best
+    Replay(commands::replay::ReplayArgs),
     /// Show every option and where its value comes from; store settings
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
@@ -94,6 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(command) => commands::keys::run(&context, command).await,
         Command::Stats(command) => commands::stats::run(&context, command).await,
         Command::Logs(args) => commands::logs::run(&context, args).await,
+        Command::Replay(args) => commands::replay::run(&context, args).await,
         Command::Config(command) => commands::config::run(&context, command).await,
         Command::Doctor(args) => commands::doctor::run(&context, args).await,
         Command::Db(command) => commands::db::run(&context, command).await,

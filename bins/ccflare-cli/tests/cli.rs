@@ -32,6 +32,7 @@ const COMMANDS: &[&str] = &[
     "stats hourly",
     "stats models",
     "logs",
+    "replay",
     "config",
     "config show",
     "config set",
@@ -1023,4 +1024,131 @@ async fn client_keys_are_printed_once_and_managed_by_name() {
     );
     let empty = cli.run(&["keys", "list"]).await.ok();
     assert!(empty.contains("no client keys yet"), "{empty}");
+}
+
+#[tokio::test]
+async fn logs_explain_prints_why_each_request_went_where_it_went() {
+    let cli = Cli::new();
+    let route = "max20: placed (most tokens left per session) [812.0k left of 1.1M; 9 points \
+                 over 41 s]; skipped pro: no room (3.1k left < 12.9k needed), max5: rate \
+                 limited until 2026-11-26T15:00:00.000Z";
+    let writer = ccflare_storage::Writer::spawn(cli.db().await);
+    for (id, route) in [("ccf_route_1", None), ("ccf_route_2", Some(route))] {
+        writer.handle().record(ccflare_core::record::RequestRecord {
+            id: id.to_owned(),
+            started_at: NOW,
+            method: "POST".into(),
+            path: "/v1/messages".into(),
+            model: Some("claude-sonnet-4-5".into()),
+            account_name: Some("max20".into()),
+            status: 200,
+            success: true,
+            route: route.map(str::to_owned),
+            ..Default::default()
+        });
+    }
+    writer.close().await;
+    let shown = cli.run(&["logs", "--explain"]).await.ok();
+    assert_fits_80_columns(&shown);
+    assert!(shown.contains("→ (not recorded)"), "{shown}");
+    assert!(
+        shown.contains("→ max20: placed (most tokens left per session)"),
+        "{shown}"
+    );
+    // Wrapped, never cut: the last reason is there.
+    assert!(shown.contains("2026-11-26T15:00:00.000Z"), "{shown}");
+    let plain = cli.run(&["logs"]).await.ok();
+    assert!(!plain.contains("→"), "{plain}");
+    let json = cli.run(&["logs", "--json"]).await.ok();
+    assert!(json.contains("\"route\": \"max20: placed"), "{json}");
+}
+
+#[tokio::test]
+async fn replay_compares_the_strategies_on_the_recorded_traffic_and_repeats_itself() {
+    let cli = Cli::new();
+    for (tail, name) in [("AAAA", "small"), ("BBBB", "big")] {
+        cli.run(&["accounts", "add", key(tail).as_str(), "--name", name])
+            .await
+            .ok();
+    }
+    // Eight conversations of ten growing turns, seven seconds apart, two hours ago.
+    let writer = ccflare_storage::Writer::spawn(cli.db().await);
+    for turn in 0..10u64 {
+        for conversation in 0..8u64 {
+            let n = turn * 8 + conversation;
+            writer.handle().record(ccflare_core::record::RequestRecord {
+                id: format!("ccf_replay_{n:03}"),
+                started_at: NOW - 2 * HOUR + n as i64 * 7_000,
+                method: "POST".into(),
+                path: "/v1/messages".into(),
+                model: Some("claude-sonnet-4-5".into()),
+                account_id: Some(ccflare_core::AccountId(1 + (conversation % 2) as i64)),
+                account_name: Some(
+                    if conversation % 2 == 0 {
+                        "small"
+                    } else {
+                        "big"
+                    }
+                    .into(),
+                ),
+                status: 200,
+                success: true,
+                session_key: Some(format!("c{conversation}")),
+                usage: ccflare_core::usage::Usage {
+                    input_tokens: 10,
+                    cache_read_input_tokens: 5_000 + turn * 1_500,
+                    cache_creation_input_tokens: 1_500,
+                    output_tokens: 400,
+                    ..Default::default()
+                },
+                ..Default::default()
+            });
+        }
+    }
+    writer.close().await;
+    let args = [
+        "replay",
+        "--since",
+        "1d",
+        "--window",
+        "small=60000",
+        "--window",
+        "big=400000",
+    ];
+    let table = cli.run(&args).await.ok();
+    assert_fits_80_columns(&table);
+    assert!(
+        table.starts_with("80 requests; five-hour windows: small 60k, big 400k"),
+        "{table}"
+    );
+    for strategy in [
+        "session",
+        "round-robin",
+        "least-requests",
+        "priority",
+        "headroom",
+    ] {
+        assert!(table.contains(&format!("\n{strategy} ")), "{table}");
+    }
+    // Deterministic: the same rows give the same table.
+    assert_eq!(cli.run(&args).await.ok(), table);
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let json: serde_json::Value = serde_json::from_str(&cli.run(&json_args).await.ok()).unwrap();
+    let of = |name: &str| {
+        json["strategies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["strategy"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert!(
+        of("session")["rejected_windows"].as_u64().unwrap() > 0,
+        "{json}"
+    );
+    assert_eq!(of("headroom")["rejected_windows"], 0, "{json}");
+    let err = cli.run(&["replay", "--strategies", "random"]).await;
+    assert!(err.stderr.contains("unknown strategy"), "{}", err.stderr);
 }

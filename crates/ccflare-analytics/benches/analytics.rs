@@ -119,6 +119,7 @@ fn record(rng: &mut Rng, n: u64, started_at: Millis) -> RequestRecord {
         client_key: None,
         resource_id: None,
         proxy_overhead_us: None,
+        route: None,
     }
 }
 

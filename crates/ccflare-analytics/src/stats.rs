@@ -500,6 +500,9 @@ pub struct LogEntry {
     /// The client key's id, as rows record it (absent in older feeds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_key: Option<String>,
+    /// Why the request went to its account (docs/routing.md; absent in older rows and feeds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
 }
 
 impl LogFilter {
@@ -565,6 +568,7 @@ impl From<Listed> for LogEntry {
             web_search_requests: tokens(r.usage.web_search_requests),
             web_fetch_requests: tokens(r.usage.web_fetch_requests),
             client_key: r.client_key,
+            route: r.route,
         }
     }
 }

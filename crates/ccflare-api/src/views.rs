@@ -152,6 +152,9 @@ pub struct RequestJson<'a> {
     pub output_tokens_per_second: Option<f64>,
     pub session_key: Option<&'a str>,
     pub client_key: Option<&'a str>,
+    /// Why it went to its account (docs/routing.md): the chosen account and the reasons for
+    /// the first few skipped; `null` for rows recorded before routing was explained.
+    pub route: Option<&'a str>,
 }
 
 impl<'a> From<&'a RequestRecord> for RequestJson<'a> {
@@ -187,6 +190,7 @@ impl<'a> From<&'a RequestRecord> for RequestJson<'a> {
             output_tokens_per_second: r.output_tokens_per_second,
             session_key: r.session_key.as_deref(),
             client_key: r.client_key.as_deref(),
+            route: r.route.as_deref(),
         }
     }
 }

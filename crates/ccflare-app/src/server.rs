@@ -308,6 +308,7 @@ impl Server {
             body_timeout: Duration::from_secs(settings.body_timeout_s),
             max_body_memory: settings.max_body_memory,
             allow_all_paths: settings.allow_all_paths,
+            pool_rate_limit_headers: settings.pool_rate_limit_headers,
             loopback_only: is_loopback_host(&settings.host),
         };
         let started_at = clock.now_ms();

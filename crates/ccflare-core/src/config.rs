@@ -207,6 +207,14 @@ pub const OPTIONS: &[OptionSpec] = &[
         "forward every /v1/* path, not only the API's documented routes (others get 404)",
     ),
     opt(
+        "pool_rate_limit_headers",
+        "CCFLARE_POOL_RATE_LIMIT_HEADERS",
+        "pool-rate-limit-headers",
+        "false",
+        "subscription answers carry the pool's five-hour utilisation and reset instead of the \
+         serving account's, so a client's usage warnings describe the pool (docs/routing.md)",
+    ),
+    opt(
         "connect_timeout",
         "CCFLARE_CONNECT_TIMEOUT",
         "connect-timeout",
@@ -613,6 +621,8 @@ pub struct Settings {
     pub max_body_memory: usize,
     /// Forward every `/v1/*` path, not only the API's documented routes.
     pub allow_all_paths: bool,
+    /// Rewrite subscription answers' unified rate-limit headers to describe the pool.
+    pub pool_rate_limit_headers: bool,
     pub connect_timeout_s: u64,
     pub idle_timeout_s: u64,
     pub shutdown_timeout_s: u64,
@@ -780,6 +790,8 @@ impl Settings {
             number(spec, v, "a number of bytes above 0", |n: &usize| *n > 0)?.max(max_body_bytes);
         let (spec, v) = value("allow_all_paths");
         let allow_all_paths = boolean(spec, v)?;
+        let (spec, v) = value("pool_rate_limit_headers");
+        let pool_rate_limit_headers = boolean(spec, v)?;
         let (spec, v) = value("connect_timeout");
         let connect_timeout_s = number(spec, v, "a number of seconds above 0", |n: &u64| *n > 0)?;
         let (spec, v) = value("idle_timeout");
@@ -864,6 +876,7 @@ impl Settings {
             body_timeout_s,
             max_body_memory,
             allow_all_paths,
+            pool_rate_limit_headers,
             connect_timeout_s,
             idle_timeout_s,
             shutdown_timeout_s,
@@ -907,6 +920,10 @@ mod tests {
         assert_eq!(s.body_timeout_s, 60);
         assert_eq!(s.max_body_memory, 256 * 1024 * 1024);
         assert!(!s.allow_all_paths, "only the documented routes by default");
+        assert!(
+            !s.pool_rate_limit_headers,
+            "the upstream's bytes by default"
+        );
         assert_eq!(s.database_url, None);
         assert_eq!(
             s.retention_days, 0,

@@ -62,6 +62,9 @@ pub struct RequestRecord {
     /// nothing was sent upstream. For `/metrics` and the live feed; not stored.
     #[serde(skip)]
     pub proxy_overhead_us: Option<i64>,
+    /// Why the request went to its account, or why no account could take it: the chosen
+    /// account and the reasons for the first few skipped (docs/routing.md, issue 16).
+    pub route: Option<String>,
 }
 
 impl RequestRecord {

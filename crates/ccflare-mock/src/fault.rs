@@ -106,7 +106,7 @@ pub(crate) fn replacement_response(fault: &Fault, request_id: &str) -> Option<Re
     Some(response)
 }
 
-fn rate_limited(request_id: &str) -> Response {
+pub(crate) fn rate_limited(request_id: &str) -> Response {
     let mut response = response::error(ErrorKind::RateLimit, "rate limit exceeded", request_id);
     response::put(&mut response, "x-should-retry", "true");
     response

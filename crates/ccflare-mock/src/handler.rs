@@ -18,6 +18,7 @@ use crate::request::ReceivedRequest;
 use crate::response::{self, ErrorKind, Response};
 use crate::sse::{self, Pacing, Text, Usage};
 use crate::state::State;
+use crate::windows::{Charge, WindowHeaders};
 
 const DEFAULT_TEXT: &str = "Hello from the mock upstream.";
 const OAUTH_BETA: &str = "oauth-2025-04-20";
@@ -220,6 +221,9 @@ async fn respond(state: &Arc<State>, request: &ReceivedRequest) -> Response {
     }
     if response.status().is_success() {
         response::put_success_rate_limits(&mut response, oauth);
+        if let Some(window) = response.extensions_mut().remove::<WindowHeaders>() {
+            response::put_window(&mut response, &window);
+        }
         if let Some(Fault::Unified {
             status,
             reset_epoch,
@@ -357,11 +361,40 @@ fn messages(
     let body = json_body(request, &["model", "max_tokens", "messages"])?;
     let model = model_name(&body)?;
     let steering = steering(request)?;
-    let usage = Usage {
+    let mut usage = Usage {
         output_tokens: steering.text.output_tokens(),
         web_search_requests: steering.web_searches,
         ..Usage::for_request(&request.body)
     };
+    let mut window = None;
+    if let Some(credential) = request.credential.as_deref() {
+        let session = request.header("x-claude-code-session-id");
+        let now = crate::time::now_epoch();
+        let charge = state.windows().charge(
+            credential,
+            session,
+            request.body.len(),
+            usage.output_tokens,
+            now,
+        );
+        match charge {
+            Charge::Untracked => {}
+            Charge::Served {
+                usage: charged,
+                headers,
+            } => {
+                usage = charged;
+                window = Some(headers);
+            }
+            Charge::Refused { reset_epoch } => {
+                let mut response = fault::rate_limited(request_id);
+                let wait = reset_epoch.saturating_sub(now).to_string();
+                response::put(&mut response, "retry-after", &wait);
+                response::put_unified_rejected(&mut response, reset_epoch);
+                return Ok(response);
+            }
+        }
+    }
     let message_id = state.next_message_id();
 
     if body.get("stream") != Some(&Value::Bool(true)) {
@@ -376,7 +409,11 @@ fn messages(
         }
         let text = steering.text.joined();
         let json = sse::message_json(model, &message_id, &text, &usage);
-        return Ok(response::json(StatusCode::OK, json, request_id));
+        let mut response = response::json(StatusCode::OK, json, request_id);
+        if let Some(window) = window {
+            response.extensions_mut().insert(window);
+        }
+        return Ok(response);
     }
 
     let events = sse::message_events(model, &message_id, steering.text, usage);
@@ -411,6 +448,9 @@ fn messages(
     );
     response::put(&mut response, "cache-control", "no-cache");
     response::put_common(&mut response, request_id);
+    if let Some(window) = window {
+        response.extensions_mut().insert(window);
+    }
     Ok(response)
 }
 

@@ -70,6 +70,14 @@
 //!   its complete `web_search_tool_result` block, and the usage (of the JSON Message and of
 //!   the final `message_delta`) carries `"server_tool_use":{"web_search_requests":N}`.
 //!
+//! # Quota windows
+//!
+//! A credential put in the window mode ([`MockUpstream::set_window`]) has a subscription-style
+//! five-hour budget of tokens: its Messages answers carry unified headers computed from its use,
+//! caching is modelled per conversation (`x-claude-code-session-id`), and a request that does
+//! not fit is a `rejected` 429 that locks the window until its reset. The usage rules above do
+//! not apply to it; `windows.rs` has its own.
+//!
 //! An unparsable numeric steering header is a 400 `invalid_request_error`, to catch typos.
 
 mod batches;
@@ -83,6 +91,7 @@ mod server;
 mod sse;
 mod state;
 mod time;
+mod windows;
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -94,6 +103,7 @@ use tokio::task::JoinHandle;
 
 pub use fault::Fault;
 pub use request::ReceivedRequest;
+pub use windows::{CACHE_READ_WEIGHT, CacheReport, WINDOW_SECONDS, WindowReport};
 
 use state::State;
 
@@ -249,6 +259,24 @@ impl MockUpstream {
     /// Authorization-code grants received (rejected ones included).
     pub fn code_grants(&self) -> u64 {
         self.inner.state.oauth.code_grants()
+    }
+
+    /// Puts `credential` in the window mode (see the `windows` module): a budget of
+    /// `size_tokens` per five-hour window, starting now, with unified headers computed from its
+    /// use on every Messages answer and a `rejected` 429 when a request does not fit.
+    pub fn set_window(&self, credential: &str, size_tokens: u64) {
+        let now = time::now_epoch();
+        self.inner.state.windows().set(credential, size_tokens, now);
+    }
+
+    /// Every window, by credential.
+    pub fn windows(&self) -> Vec<WindowReport> {
+        self.inner.state.windows().reports()
+    }
+
+    /// The prompt cache that moves of conversations between windowed accounts re-created.
+    pub fn cache_report(&self) -> CacheReport {
+        self.inner.state.windows().cache()
     }
 
     /// Stops accepting connections and closes the open ones, hanging requests included.

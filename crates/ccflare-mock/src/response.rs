@@ -218,6 +218,30 @@ pub(crate) fn put_unified_status(
     }
 }
 
+/// The unified headers of a windowed credential's answer (`windows.rs`): its five-hour
+/// utilisation with two decimals, its reset, and the status that follows from them.
+pub(crate) fn put_window(response: &mut Response, window: &crate::windows::WindowHeaders) {
+    let status = window.status();
+    let utilization = format!("{:.2}", window.utilization);
+    let reset = window.reset_epoch.to_string();
+    put(response, "anthropic-ratelimit-unified-status", status);
+    put(response, "anthropic-ratelimit-unified-5h-status", status);
+    put(
+        response,
+        "anthropic-ratelimit-unified-5h-utilization",
+        &utilization,
+    );
+    put(response, "anthropic-ratelimit-unified-5h-reset", &reset);
+    put(response, "anthropic-ratelimit-unified-reset", &reset);
+    if status == "allowed_warning" {
+        put(
+            response,
+            "anthropic-ratelimit-unified-5h-surpassed-threshold",
+            "0.75",
+        );
+    }
+}
+
 /// The unified headers of an exhausted five-hour window (the §3.2 capture, reset substituted).
 pub(crate) fn put_unified_rejected(response: &mut Response, reset_epoch: u64) {
     let reset = reset_epoch.to_string();

@@ -23,6 +23,8 @@ pub(crate) struct State {
     pub(crate) store: Mutex<crate::batches::Store>,
     /// `http://127.0.0.1:PORT`: the origin the mock names in `results_url`.
     pub(crate) origin: String,
+    /// Quota windows of the credentials given one (the window mode).
+    pub(crate) windows: Mutex<crate::windows::Windows>,
 }
 
 /// A count tests can wait on, behind `watch` so waiters wake on change instead of polling
@@ -73,6 +75,7 @@ impl State {
             oauth: crate::oauth::OAuth::default(),
             store: Mutex::new(crate::batches::Store::default()),
             origin: format!("http://127.0.0.1:{port}"),
+            windows: Mutex::default(),
         }
     }
 
@@ -80,6 +83,11 @@ impl State {
     /// way that matters to a test double, so a poisoned lock is used as is.
     fn scripts(&self) -> MutexGuard<'_, Scripts> {
         self.scripts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The quota windows; a poisoned lock is used as is, like the scripts.
+    pub(crate) fn windows(&self) -> MutexGuard<'_, crate::windows::Windows> {
+        self.windows.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn record(&self, request: ReceivedRequest) {

@@ -3,6 +3,7 @@
 //! in flight, the last rate-limit headers). Here live the rules that turn an upstream answer into
 //! a bench, and the rules that merge a fresh database record into this copy.
 
+use crate::forecast::{Forecast, WindowTrack};
 use crate::state::{AccountView, PersistState, RoutingState};
 use ccflare_core::ratelimit::{RateLimitSnapshot, Verdict};
 use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret};
@@ -58,6 +59,14 @@ pub(crate) struct AccountState {
     pub(crate) last_used: Option<Millis>,
     /// When rate-limit headers were last handed out for persisting.
     pub(crate) snapshot_persisted_at: Option<Millis>,
+    /// The five-hour window's points and inferred size (`forecast.rs`).
+    pub(crate) window: WindowTrack,
+    /// Tokens this account served since the server started, in `window_cost` units.
+    pub(crate) served: u64,
+    /// Tokens reserved by attempts in flight (their estimated cost), released with them.
+    pub(crate) reserved: u64,
+    /// Session pins held by this account.
+    pub(crate) pins: u32,
 }
 
 impl AccountState {
@@ -86,6 +95,10 @@ impl AccountState {
             requests: 0,
             last_used: None,
             snapshot_persisted_at: None,
+            window: WindowTrack::default(),
+            served: 0,
+            reserved: 0,
+            pins: 0,
         }
     }
 
@@ -147,6 +160,29 @@ impl AccountState {
         self.last_ratelimit
             .as_ref()
             .is_some_and(|snapshot| snapshot.unified_warning() && snapshot.warning_ends_at() > now)
+    }
+
+    /// Adds a finished request's cost to what the account served, and takes the five-hour
+    /// utilisation of its last headers as a point of the window (at the request's end, so
+    /// that the point and the tokens served both include the request).
+    pub(crate) fn served(&mut self, cost: u64, now: Millis) {
+        self.served = self.served.saturating_add(cost);
+        if let Some(snapshot) = &self.last_ratelimit
+            && let Some(utilization) = snapshot.unified_5h_utilization
+        {
+            self.window.observe(
+                utilization,
+                snapshot.unified_5h_reset,
+                self.served,
+                cost,
+                now,
+            );
+        }
+    }
+
+    /// The five-hour window as forecast now; `None` without subscription headers.
+    pub(crate) fn forecast(&self, now: Millis) -> Option<Forecast> {
+        self.window.forecast(self.served, now)
     }
 
     pub(crate) fn is_routable(&self, now: Millis) -> bool {

@@ -2,6 +2,7 @@
 //! Anthropic-shaped 429 or 503 with `Retry-After` (SPEC §4.7). The message goes to the client, so
 //! it names counts and states only, never an account's credential.
 
+use crate::explain::Route;
 use crate::state::StateCounts;
 use ccflare_core::Millis;
 use ccflare_core::time::format_rfc3339;
@@ -20,6 +21,10 @@ pub enum UnavailableReason {
     NoneActive,
     /// Routable accounts exist, but this request has tried them all.
     AllTried,
+    /// Routable accounts exist, but the room their windows have left (as forecast from their
+    /// rate-limit headers) cannot take this request of about `tokens` tokens: sending it would
+    /// only reject a window (issue 16's room-aware failover).
+    NoRoom { tokens: u64 },
 }
 
 /// No account can take this attempt.
@@ -35,6 +40,9 @@ pub struct Unavailable {
     /// which only a new login (`ccflare-cli accounts reauth`) brings back. Names, never
     /// credentials; empty for the other reasons.
     pub needs_reauth: Vec<Arc<str>>,
+    /// Why each account could not take it (the first few; see [`Route`]). Boxed: a refusal
+    /// is rare and the route is big next to the rest.
+    pub route: Box<Route>,
 }
 
 /// `1 account`, `3 accounts`.
@@ -79,6 +87,11 @@ impl fmt::Display for Unavailable {
                 "every active account is cooling down: {} rate limited, {} overloaded",
                 counts.rate_limited, counts.overloaded
             )?,
+            UnavailableReason::NoRoom { tokens } => write!(
+                f,
+                "no account has room for this request (about {tokens} tokens) in its current \
+                 usage window; sending it would only get a window rejected"
+            )?,
             UnavailableReason::AllTried if counts.available == 1 => {
                 f.write_str("the only available account failed for this request")?
             }
@@ -97,11 +110,11 @@ impl fmt::Display for Unavailable {
             write!(f, " ({inactive})")?;
         }
         if let Some(at) = self.retry_at {
-            write!(
-                f,
-                "; the first is available again at {}",
-                format_rfc3339(at)
-            )?;
+            let what = match self.reason {
+                UnavailableReason::NoRoom { .. } => "the first window resets",
+                _ => "the first is available again",
+            };
+            write!(f, "; {what} at {}", format_rfc3339(at))?;
         }
         Ok(())
     }
@@ -164,6 +177,7 @@ mod tests {
             retry_at,
             counts,
             needs_reauth: Vec::new(),
+            route: Box::default(),
         }
         .to_string()
     }
@@ -180,6 +194,7 @@ mod tests {
                 ..Default::default()
             },
             needs_reauth: needs_reauth.iter().map(|&name| name.into()).collect(),
+            route: Box::default(),
         }
         .to_string()
     }

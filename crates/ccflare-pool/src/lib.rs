@@ -12,7 +12,11 @@
 
 mod account_state;
 mod error;
+mod explain;
+mod forecast;
+mod placement;
 mod pool;
+mod replay;
 mod state;
 mod strategy;
 
@@ -20,5 +24,9 @@ pub use account_state::{
     DEFAULT_BACKOFF_MS, MAX_BACKOFF_MS, OAUTH_AUTH_FAILURE_BENCH_MS, OVERLOAD_COOLDOWN_MS,
 };
 pub use error::{Unavailable, UnavailableReason};
-pub use pool::{MAX_PINS, Pick, Pool, PoolConfig};
+pub use explain::{Basis, Chosen, EXPLAINED, MoveReason, Route, Skip};
+pub use forecast::{CACHE_READ_WEIGHT, Confidence, Forecast, WindowTrack, window_cost};
+pub use placement::{Demand, MOVE_HORIZON_MS};
+pub use pool::{MAX_PINS, Pick, Pool, PoolConfig, PoolWindow};
+pub use replay::{ReplayAccount, ReplayReport, ReplayRequest, replay};
 pub use state::{AccountView, PersistState, RoutingState, StateCounts};

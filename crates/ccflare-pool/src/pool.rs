@@ -12,11 +12,14 @@
 
 use crate::account_state::AccountState;
 use crate::error::{Unavailable, UnavailableReason};
-use crate::state::{AccountView, PersistState, StateCounts};
+use crate::explain::{Basis, Chosen, MoveReason, Route, Skip};
+use crate::forecast::window_cost;
+use crate::placement::{self, CACHE_TTL_1H_MS, CACHE_TTL_5M_MS, Demand, MOVE_HORIZON_MS, Warm};
+use crate::state::{AccountView, PersistState, RoutingState, StateCounts};
 use crate::strategy::{self, Cursor};
 use ccflare_core::config::Strategy;
 use ccflare_core::ratelimit::{RateLimitSnapshot, Verdict};
-use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret};
+use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret, Usage};
 use lru::LruCache;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -54,6 +57,20 @@ pub struct Pick {
     pub credential: Secret,
     /// When an OAuth access token expires; the proxy refreshes it ahead of that.
     pub expires_at: Option<Millis>,
+    /// Tokens reserved on the account for this attempt (its estimated cost; 0 outside the
+    /// `headroom` strategy), handed back by [`Pool::finish`].
+    pub reserved: u64,
+    /// Why this account, and why not the others.
+    pub route: Route,
+}
+
+/// The pool's five-hour window as one, for clients ([`Pool::pool_window`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolWindow {
+    /// Used share of the pool's capacity, 0.0 to 1.0.
+    pub utilization: f64,
+    /// When the first window resets: the pool regains capacity then.
+    pub reset_at: Option<Millis>,
 }
 
 /// A session key's account and when the session last used it.
@@ -61,6 +78,10 @@ pub struct Pick {
 struct Pin {
     account: AccountId,
     last_used: Millis,
+    /// The prompt cache the session's last answer left on `account` (read + written tokens),
+    /// and until when it lives.
+    cached: u64,
+    cache_until: Millis,
 }
 
 /// The account the `session` strategy sends everything to, and since when.
@@ -188,7 +209,9 @@ impl Pool {
             if now - pin.last_used < timeout {
                 break;
             }
-            self.pins.pop_lru();
+            if let Some((_, pin)) = self.pins.pop_lru() {
+                self.count_pin(pin.account, false);
+            }
         }
     }
 
@@ -208,6 +231,21 @@ impl Pool {
         session: Option<&str>,
         tried: &[AccountId],
     ) -> Result<Pick, Unavailable> {
+        let demand = Demand {
+            session,
+            tried,
+            ..Demand::default()
+        };
+        self.select_for(now, &demand)
+    }
+
+    /// [`Pool::select`] for a request whose size is known: the `headroom` strategy places it
+    /// by the accounts' forecast room (`placement.rs`); the others ignore the size.
+    pub fn select_for(&mut self, now: Millis, demand: &Demand) -> Result<Pick, Unavailable> {
+        if self.config.strategy == Strategy::Headroom {
+            return self.select_predictive(now, demand);
+        }
+        let (session, tried) = (demand.session, demand.tried);
         let pinned = session.and_then(|key| self.pinned(key, now, tried));
         let chosen = match pinned {
             Some(position) => Some(position),
@@ -220,19 +258,335 @@ impl Pool {
             }
         };
         let Some(position) = chosen else {
-            return Err(self.unavailable(now));
+            let mut unavailable = self.unavailable(now);
+            unavailable.route = Box::new(self.explain(now, None, None, None, demand, None));
+            return Err(unavailable);
         };
+        let how = match pinned {
+            Some(_) => Chosen::Pinned,
+            None => Chosen::Strategy(self.config.strategy),
+        };
+        let route = self.explain(now, Some(position), Some(how), None, demand, None);
+        Ok(self.take(position, 0, route, now))
+    }
+
+    /// The explanation of a selection: the chosen account (if any) and why the others were
+    /// not, the first [`crate::explain::EXPLAINED`] of them in the stable order.
+    fn explain(
+        &self,
+        now: Millis,
+        chosen: Option<usize>,
+        how: Option<Chosen>,
+        basis: Option<Basis>,
+        demand: &Demand,
+        warm: Option<Warm>,
+    ) -> Route {
+        let mut route = Route {
+            account: chosen.map(|position| self.accounts[position].name.clone()),
+            chosen: how,
+            basis,
+            ..Route::default()
+        };
+        let mut named = 0;
+        for (position, account) in self.accounts.iter().enumerate() {
+            if Some(position) == chosen {
+                continue;
+            }
+            if named == crate::explain::EXPLAINED {
+                // The rest are only counted: a pinned pick stays a lookup, not a scan.
+                let others = self.accounts.len() - position;
+                let chosen_later = chosen.is_some_and(|chosen| chosen > position);
+                route.more_skipped = (others - usize::from(chosen_later)) as u32;
+                break;
+            }
+            named += 1;
+            let reason = if demand.tried.contains(&account.id) {
+                Skip::Tried
+            } else {
+                match account.state(now) {
+                    RoutingState::Paused => Skip::Paused,
+                    RoutingState::Invalid => Skip::Invalid,
+                    RoutingState::RateLimited { until } => Skip::RateLimited { until },
+                    RoutingState::Overloaded { until } => Skip::Overloaded { until },
+                    RoutingState::Active => self.active_skip(account, now, demand, warm),
+                }
+            };
+            route.skip(&account.name, reason);
+        }
+        route
+    }
+
+    /// Why a routable account was passed over.
+    fn active_skip(
+        &self,
+        account: &AccountState,
+        now: Millis,
+        demand: &Demand,
+        warm: Option<Warm>,
+    ) -> Skip {
+        if self.config.strategy == Strategy::Headroom {
+            let forecast = account.forecast(now);
+            let need = placement::cost_on(account.id, demand, warm);
+            if !placement::fits(forecast.as_ref(), account.reserved, need) {
+                let left = forecast
+                    .and_then(|f| f.tokens_left)
+                    .unwrap_or(0)
+                    .saturating_sub(account.reserved);
+                return Skip::NoRoom { left, need };
+            }
+        } else if account.is_warned(now) {
+            return Skip::Warned;
+        }
+        Skip::Ranked
+    }
+
+    /// What the forecast of the account at `position` says, for the explanation.
+    fn basis(&self, position: usize, now: Millis) -> Option<Basis> {
+        let account = &self.accounts[position];
+        let forecast = account.forecast(now)?;
+        Some(Basis {
+            tokens_left: forecast
+                .tokens_left
+                .map(|left| left.saturating_sub(account.reserved)),
+            size_tokens: forecast.size_tokens.or(forecast.rough_size_tokens),
+            points: forecast.confidence.points,
+            span_ms: forecast.confidence.span_ms,
+            exhausts_at: forecast.exhausts_at,
+        })
+    }
+
+    /// Counts an attempt against the account at `position`, reserving `reserved` tokens.
+    fn take(&mut self, position: usize, reserved: u64, route: Route, now: Millis) -> Pick {
         let account = &mut self.accounts[position];
         account.in_flight += 1;
         account.requests += 1;
+        account.reserved = account.reserved.saturating_add(reserved);
         account.last_used = Some(now);
-        Ok(Pick {
+        Pick {
             id: account.id,
             name: account.name.clone(),
             kind: account.kind,
             credential: account.credential.clone(),
             expires_at: account.token_expires_at,
+            reserved,
+            route,
+        }
+    }
+
+    /// The `headroom` strategy (`placement.rs`): a pinned session stays while its request fits
+    /// its account; anything else goes to the fitting account with the most tokens left per
+    /// session; when none fits, the request is refused at once rather than sent to reject a
+    /// window.
+    fn select_predictive(&mut self, now: Millis, demand: &Demand) -> Result<Pick, Unavailable> {
+        let timeout = self.config.session_timeout_ms;
+        let pin = demand
+            .session
+            .and_then(|key| self.pins.peek(key).copied())
+            .filter(|pin| now - pin.last_used < timeout);
+        let warm = pin
+            .filter(|pin| pin.cache_until > now && pin.cached > 0)
+            .map(|pin| Warm {
+                account: pin.account,
+                cached: pin.cached,
+            });
+        let mut moved = None;
+        if let Some(pin) = pin
+            && let Some(&position) = self.positions.get(&pin.account)
+        {
+            let account = &self.accounts[position];
+            moved = Some(if !account.is_routable(now) {
+                MoveReason::NotRoutable
+            } else {
+                MoveReason::Tried
+            });
+            if account.is_routable(now) && !demand.tried.contains(&account.id) {
+                let cost = placement::cost_on(account.id, demand, warm);
+                let forecast = account.forecast(now);
+                let exhausting = forecast.is_some_and(|f| f.exhausts_within(now, MOVE_HORIZON_MS));
+                let fits = placement::fits(forecast.as_ref(), account.reserved, cost);
+                // Forecast in turns rather than time: when the account's room will not carry
+                // the next few turns of the conversations pinned to it, one of them must move
+                // soon, and the sooner the smaller its prefix; this one moves now if another
+                // account can carry it without being pressed itself.
+                let pressed = placement::pressed(forecast.as_ref(), account, cost, 0);
+                let relief = pressed && self.relief(now, demand, warm, account.id);
+                if fits && !(exhausting && warm.is_none()) && !relief {
+                    if let Some(key) = demand.session
+                        && let Some(pin) = self.pins.get_mut(key)
+                    {
+                        pin.last_used = now;
+                    }
+                    let basis = self.basis(position, now);
+                    let route = self.explain(
+                        now,
+                        Some(position),
+                        Some(Chosen::Pinned),
+                        basis,
+                        demand,
+                        warm,
+                    );
+                    return Ok(self.take(position, cost, route, now));
+                }
+                moved = Some(if !fits {
+                    MoveReason::NoRoom
+                } else if relief {
+                    MoveReason::Pressed
+                } else {
+                    MoveReason::Exhausting
+                });
+            }
+        }
+        // Sizes in one unit: an account not sized yet (not even roughly) counts as big as the
+        // biggest sized one; only while none is sized do all count as 1 (fractions).
+        let assumed = self
+            .accounts
+            .iter()
+            .filter_map(|account| account.forecast(now)?.rough_size_tokens)
+            .max()
+            .map_or(1.0, |size| size as f64);
+        let mut best: Option<(usize, u64, f64, u32)> = None;
+        let mut eligible = false;
+        let mut earliest_reset: Option<Millis> = None;
+        for (position, account) in self.accounts.iter().enumerate() {
+            if !account.is_routable(now) || demand.tried.contains(&account.id) {
+                continue;
+            }
+            eligible = true;
+            let forecast = account.forecast(now);
+            let cost = placement::cost_on(account.id, demand, warm);
+            if !placement::fits(forecast.as_ref(), account.reserved, cost) {
+                if let Some(reset) = forecast.and_then(|f| f.reset_at) {
+                    earliest_reset = Some(earliest_reset.map_or(reset, |at| at.min(reset)));
+                }
+                continue;
+            }
+            let rank = placement::rank(account, forecast.as_ref(), assumed, now);
+            let better = match best {
+                None => true,
+                Some((_, _, best_rank, in_flight)) => {
+                    rank > best_rank || (rank == best_rank && account.in_flight < in_flight)
+                }
+            };
+            if better {
+                best = Some((position, cost, rank, account.in_flight));
+            }
+        }
+        let Some((position, cost, _, _)) = best else {
+            let route = Box::new(self.explain(now, None, None, None, demand, warm));
+            if !eligible {
+                let mut unavailable = self.unavailable(now);
+                unavailable.route = route;
+                return Err(unavailable);
+            }
+            return Err(Unavailable {
+                reason: UnavailableReason::NoRoom {
+                    tokens: demand.estimate(),
+                },
+                retry_at: earliest_reset,
+                counts: self.counts(now),
+                needs_reauth: Vec::new(),
+                route,
+            });
+        };
+        if let Some(key) = demand.session {
+            self.pin(key, self.accounts[position].id, now);
+        }
+        let how = moved.map_or(Chosen::Placed, Chosen::Moved);
+        let basis = self.basis(position, now);
+        let route = self.explain(now, Some(position), Some(how), basis, demand, warm);
+        Ok(self.take(position, cost, route, now))
+    }
+
+    /// Whether an account other than `from` fits the request and stays unpressed with one
+    /// more conversation.
+    fn relief(&self, now: Millis, demand: &Demand, warm: Option<Warm>, from: AccountId) -> bool {
+        self.accounts.iter().any(|account| {
+            if account.id == from || !account.is_routable(now) || demand.tried.contains(&account.id)
+            {
+                return false;
+            }
+            let forecast = account.forecast(now);
+            let cost = placement::cost_on(account.id, demand, warm);
+            forecast.is_some_and(|f| f.confidence.size_known)
+                && placement::fits(forecast.as_ref(), account.reserved, cost)
+                && !placement::pressed(forecast.as_ref(), account, cost, 1)
         })
+    }
+
+    /// The pool's five-hour window seen as one (issue 16's pool-level headers): the
+    /// utilisation of the routable and benched subscription accounts weighted by their window
+    /// sizes (an unsized one counts as big as the biggest sized one; none sized: all alike),
+    /// a benched one counting as full, and the earliest reset among them: when the pool regains
+    /// capacity. `None` when no account has subscription headers.
+    pub fn pool_window(&self, now: Millis) -> Option<PoolWindow> {
+        let forecasts: Vec<(f64, Option<u64>, Option<Millis>)> = self
+            .accounts
+            .iter()
+            .filter(|account| account.status == AccountStatus::Active)
+            .filter_map(|account| {
+                let forecast = account.forecast(now)?;
+                let benched = !account.is_routable(now);
+                let utilization = if benched {
+                    forecast.utilization.max(1.0)
+                } else {
+                    forecast.utilization
+                };
+                Some((utilization, forecast.rough_size_tokens, forecast.reset_at))
+            })
+            .collect();
+        if forecasts.is_empty() {
+            return None;
+        }
+        let biggest = forecasts.iter().filter_map(|f| f.1).max().unwrap_or(1) as f64;
+        let (mut used, mut capacity) = (0.0, 0.0);
+        for &(utilization, size, _) in &forecasts {
+            let size = size.map_or(biggest, |size| size as f64);
+            used += utilization.clamp(0.0, 1.0) * size;
+            capacity += size;
+        }
+        Some(PoolWindow {
+            utilization: if capacity > 0.0 { used / capacity } else { 0.0 },
+            reset_at: forecasts.iter().filter_map(|f| f.2).min(),
+        })
+    }
+
+    /// Ends an attempt that [`Pool::select`] started, as [`Pool::release`] does, handing back
+    /// its reservation; for a served request, also counts its usage against the account's
+    /// window and keeps what the answer cached for the session.
+    pub fn finish(
+        &mut self,
+        id: AccountId,
+        reserved: u64,
+        session: Option<&str>,
+        usage: Option<&Usage>,
+        now: Millis,
+    ) {
+        let Some(&position) = self.positions.get(&id) else {
+            return;
+        };
+        let account = &mut self.accounts[position];
+        account.in_flight = account.in_flight.saturating_sub(1);
+        account.reserved = account.reserved.saturating_sub(reserved);
+        let Some(usage) = usage else {
+            return;
+        };
+        account.served(window_cost(usage), now);
+        let cached = usage
+            .cache_read_input_tokens
+            .saturating_add(usage.cache_creation_input_tokens);
+        if let Some(key) = session
+            && let Some(pin) = self.pins.peek_mut(key)
+            && pin.account == id
+            && cached > 0
+        {
+            let ttl = if usage.cache_write_1h > 0 {
+                CACHE_TTL_1H_MS
+            } else {
+                CACHE_TTL_5M_MS
+            };
+            pin.cached = cached;
+            pin.cache_until = now + ttl;
+        }
     }
 
     /// Ends an attempt that [`Pool::select`] started, whatever its outcome.
@@ -346,16 +700,36 @@ impl Pool {
         let pin = Pin {
             account,
             last_used: now,
+            cached: 0,
+            cache_until: now,
         };
         // Look up before inserting so that a known key costs no allocation.
-        match self.pins.get_mut(key) {
-            Some(existing) => *existing = pin,
+        let replaced = match self.pins.get_mut(key) {
+            Some(existing) => Some(std::mem::replace(existing, pin).account),
             None => {
                 self.pins.push(key.into(), pin);
                 if self.pins.len() > MAX_PINS {
-                    self.pins.pop_lru();
+                    self.pins.pop_lru().map(|(_, old)| old.account)
+                } else {
+                    None
                 }
             }
+        };
+        if let Some(old) = replaced {
+            self.count_pin(old, false);
+        }
+        self.count_pin(account, true);
+    }
+
+    /// Keeps each account's count of session pins.
+    fn count_pin(&mut self, account: AccountId, added: bool) {
+        if let Some(&position) = self.positions.get(&account) {
+            let pins = &mut self.accounts[position].pins;
+            *pins = if added {
+                pins.saturating_add(1)
+            } else {
+                pins.saturating_sub(1)
+            };
         }
     }
 
@@ -476,9 +850,12 @@ impl Pool {
             retry_at,
             counts,
             needs_reauth,
+            route: Box::default(),
         }
     }
 }
 
+#[cfg(test)]
+mod predictive_tests;
 #[cfg(test)]
 mod tests;

@@ -26,7 +26,7 @@ use ccflare_core::ratelimit::{RateLimitSnapshot, Verdict, classify};
 use ccflare_core::record::AttemptFailure;
 use ccflare_core::request::{RequestInfo, escapes_v1, session_key};
 use ccflare_core::{AccountId, AccountKind, Secret};
-use ccflare_pool::{Pick, Unavailable, UnavailableReason};
+use ccflare_pool::{Demand, Pick, Unavailable, UnavailableReason};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
@@ -175,6 +175,8 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
     )
     .map(str::to_owned);
     let stream = info.stream;
+    let (body_len, max_tokens) = (body.len(), info.max_tokens);
+    let route_is_messages = parts.uri.path() == "/v1/messages";
     // The key's limits: its worst case is reserved against its budget before forwarding.
     let admission = key.map(|key| {
         let (model, max_tokens) = (info.model.as_deref(), info.max_tokens);
@@ -215,11 +217,25 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
         },
         session,
         owner,
+        // The size of a Messages request, for placing it where it fits (issue 16).
+        prompt_tokens: if route_is_messages {
+            body_len as u64 / 4
+        } else {
+            0
+        },
+        max_tokens: if route_is_messages {
+            max_tokens.unwrap_or(0)
+        } else {
+            0
+        },
         tried: Vec::new(),
         refused: None,
         unreachable: None,
     };
     let method = failover.outgoing.parts.method.clone();
+    // `x-ccflare-route: 1` asks for the routing explanation as a response header (issue 16);
+    // without it the line is never formatted here.
+    let explain = failover.outgoing.parts.headers.contains_key(ROUTE_HEADER);
     // Every attempt is one turn of this loop, whatever it comes to, so no path can try more
     // accounts than `max_attempts` allows (0: every account, until the pool has none left).
     let limit = match state.config.max_attempts {
@@ -228,14 +244,29 @@ pub async fn forward(state: Arc<AppState>, request: Request<Incoming>) -> Respon
     };
     for _ in 0..limit {
         match failover.attempt(&mut recorder).await {
-            Attempt::Served { response, account } => {
-                if let Some(id) = failover.tried.last().copied() {
-                    let (account, how) = ((id, account), (family, &method));
-                    return serve(&state, recorder, response, account, how, origin).await;
+            Attempt::Served {
+                mut response,
+                account,
+            } => {
+                if state.config.pool_rate_limit_headers
+                    && let Some(window) = state.pool().pool_window(state.now())
+                {
+                    crate::quota_headers::rewrite(response.headers_mut(), window);
                 }
-                return relay(&state, recorder, response, &account);
+                let line = explain.then(|| recorder.route_line()).flatten();
+                let answer = match failover.tried.last().copied() {
+                    Some(id) => {
+                        let (account, how) = ((id, account), (family, &method));
+                        serve(&state, recorder, response, account, how, origin).await
+                    }
+                    None => relay(&state, recorder, response, &account),
+                };
+                return with_route(answer, line);
             }
-            Attempt::Final(answer) => return answer,
+            Attempt::Final(answer) => {
+                let line = explain.then(|| recorder.route_line()).flatten();
+                return with_route(answer, line);
+            }
             Attempt::Retry(retry) => failover.keep(retry),
         }
     }
@@ -346,6 +377,9 @@ struct Failover<'a> {
     session: Option<String>,
     /// The account that made the batch or file the path names: the only one tried.
     owner: Option<AccountId>,
+    /// The request's size, for placing it where it fits (issue 16).
+    prompt_tokens: u64,
+    max_tokens: u64,
     tried: Vec<AccountId>,
     /// The last upstream error response, relayed if no account serves.
     refused: Option<LastFailure>,
@@ -358,17 +392,25 @@ impl Failover<'_> {
     async fn attempt(&mut self, recorder: &mut Recorder) -> Attempt {
         let state = self.state;
         let now = state.now();
-        let session = self.session.as_deref();
-        let pick = resources::select(state, now, self.owner, session, &self.tried);
-        let pick = match pick {
+        let demand = Demand {
+            session: self.session.as_deref(),
+            tried: &self.tried,
+            prompt_tokens: self.prompt_tokens,
+            max_tokens: self.max_tokens,
+        };
+        let pick = resources::select(state, now, self.owner, &demand);
+        let mut pick = match pick {
             Ok(pick) => pick,
-            Err(unavailable) => {
+            Err(mut unavailable) => {
+                recorder.set_route(std::mem::take(&mut *unavailable.route));
                 return Attempt::Final(self.no_account_left(recorder, unavailable, now));
             }
         };
+        recorder.set_route(std::mem::take(&mut pick.route));
         self.tried.push(pick.id);
         recorder.attempt(pick.id, &pick.name);
         recorder.upstream_started();
+        recorder.reserve(pick.reserved);
         let response = match self.send_with_fresh_token(&pick).await {
             Ok(response) => response,
             Err(retry) => {
@@ -547,7 +589,7 @@ impl Failover<'_> {
         match unavailable.reason {
             // Benched accounts: SPEC §4.7's answer, with the earliest recovery as Retry-After
             // (better than the one account's own retry-after a relayed 429 would carry).
-            UnavailableReason::AllRateLimited => local_error(
+            UnavailableReason::AllRateLimited | UnavailableReason::NoRoom { .. } => local_error(
                 recorder,
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",
@@ -838,6 +880,35 @@ async fn serve(
         }
         _ => relay(state, recorder, response, &account),
     }
+}
+
+/// The request header that asks for the routing explanation, and the response header that
+/// carries it.
+const ROUTE_HEADER: &str = "x-ccflare-route";
+
+/// Adds the routing explanation's one line to a response, when it was asked for. A line that
+/// cannot be a header value (an account name outside visible ASCII) has those characters
+/// replaced.
+fn with_route(
+    mut response: Response<ResponseBody>,
+    line: Option<String>,
+) -> Response<ResponseBody> {
+    if let Some(line) = line {
+        let visible: String = line
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() || c == ' ' {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .collect();
+        if let Ok(value) = http::HeaderValue::from_str(&visible) {
+            response.headers_mut().insert(ROUTE_HEADER, value);
+        }
+    }
+    response
 }
 
 fn add_ccflare_headers(headers: &mut HeaderMap, request_id: &str, account: Option<&str>) {

@@ -18,6 +18,7 @@ mod headers;
 mod keys;
 mod owners;
 mod pool;
+mod quota_headers;
 mod recorder;
 mod resources;
 mod routes;

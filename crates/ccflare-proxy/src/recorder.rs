@@ -20,6 +20,7 @@ use ccflare_core::AccountId;
 use ccflare_core::pricing;
 use ccflare_core::record::{AttemptFailure, RequestRecord};
 use ccflare_core::usage::Usage;
+use ccflare_pool::Route;
 use ccflare_storage::WriterHandle;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,6 +103,10 @@ pub struct Recorder {
     started: Instant,
     /// The account whose in-flight slot this request holds.
     holding: Option<AccountId>,
+    /// Tokens the pool reserved on that account for this attempt (its `headroom` placement).
+    reserved: u64,
+    /// Why the last attempt went where it went (or why none could), rendered into the row.
+    route: Option<Route>,
     first_byte: Option<Instant>,
     /// Since when the request has been waiting on the upstream, if it is now.
     upstream_since: Option<Instant>,
@@ -128,6 +133,8 @@ impl Recorder {
             },
             started: Instant::now(),
             holding: None,
+            reserved: 0,
+            route: None,
             first_byte: None,
             upstream_since: None,
             upstream_time: None,
@@ -192,6 +199,21 @@ impl Recorder {
         self.record.account_name = Some(name.to_owned());
     }
 
+    /// The pool's explanation of the latest selection (kept as built: no text until needed).
+    pub fn set_route(&mut self, route: Route) {
+        self.route = Some(route);
+    }
+
+    /// The explanation as one line, for the `x-ccflare-route` header.
+    pub fn route_line(&self) -> Option<String> {
+        self.route.as_ref().map(ToString::to_string)
+    }
+
+    /// The pool reserved `tokens` on the attempt's account; handed back with the slot.
+    pub fn reserve(&mut self, tokens: u64) {
+        self.reserved = tokens;
+    }
+
     /// The final answer is a failed attempt's response from this account (relayed because no
     /// other account could do better): the record names it.
     pub fn answered_by(&mut self, id: AccountId, name: &str) {
@@ -235,8 +257,20 @@ impl Recorder {
     }
 
     fn release(&mut self) {
+        self.release_with(None);
+    }
+
+    /// Hands the account's slot and reservation back; with the usage of an answer that
+    /// reached the client, the pool also counts it against the account's window.
+    fn release_with(&mut self, usage: Option<&Usage>) {
         if let Some(id) = self.holding.take() {
-            self.sink.pool.lock().release(id);
+            let reserved = std::mem::take(&mut self.reserved);
+            let now = self.sink.pool.now();
+            let session = self.record.session_key.as_deref();
+            self.sink
+                .pool
+                .lock()
+                .finish(id, reserved, session, usage, now);
         }
     }
 
@@ -246,7 +280,8 @@ impl Recorder {
             return;
         }
         self.done = true;
-        self.release();
+        let charged = (outcome.usage.total() > 0).then_some(&outcome.usage);
+        self.release_with(charged);
         // A request refused before its body was read has not been announced yet.
         self.announce();
         self.upstream_stopped();
@@ -270,6 +305,7 @@ impl Recorder {
         }
         record.usage = outcome.usage;
         record.usage_incomplete = outcome.usage_incomplete;
+        record.route = self.route.as_ref().map(ToString::to_string);
         let cost = pricing::cost(record.model.as_deref(), &record.usage);
         record.cost_usd = cost.usd;
         record.cost_estimated = cost.estimated;

@@ -20,7 +20,7 @@ use crate::upstream::UpstreamBody;
 use bytes::Bytes;
 use ccflare_core::AccountId;
 use ccflare_core::usage::Usage;
-use ccflare_pool::{Pick, Unavailable};
+use ccflare_pool::{Demand, Pick, Unavailable};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response};
 use http_body_util::BodyExt;
@@ -105,12 +105,11 @@ pub(crate) fn select(
     state: &AppState,
     now: i64,
     owner: Option<AccountId>,
-    session: Option<&str>,
-    tried: &[AccountId],
+    demand: &Demand<'_>,
 ) -> Result<Pick, Unavailable> {
     let mut pool = state.pool();
     match owner {
-        None => pool.select(now, session, tried),
+        None => pool.select_for(now, demand),
         Some(owner) => {
             let mut excluded: Vec<AccountId> = pool
                 .views(now)
@@ -118,9 +117,14 @@ pub(crate) fn select(
                 .map(|view| view.id)
                 .filter(|id| *id != owner)
                 .collect();
-            excluded.extend_from_slice(tried);
+            excluded.extend_from_slice(demand.tried);
             // No session pin: the owner is fixed by the id, not by the session.
-            pool.select(now, None, &excluded)
+            let demand = Demand {
+                session: None,
+                tried: &excluded,
+                ..*demand
+            };
+            pool.select_for(now, &demand)
         }
     }
 }

@@ -57,6 +57,8 @@ pub struct ProxyConfig {
     pub max_body_memory: usize,
     /// Forward every `/v1/*` path, not only the API's documented routes.
     pub allow_all_paths: bool,
+    /// Subscription answers carry the pool's unified five-hour headers (`quota_headers.rs`).
+    pub pool_rate_limit_headers: bool,
     /// The server listens on a loopback address: a `/v1` request that names it by any other
     /// host comes from a page in a browser (DNS rebinding) and is refused.
     pub loopback_only: bool,
@@ -73,6 +75,7 @@ impl Default for ProxyConfig {
             body_timeout: Duration::from_secs(60),
             max_body_memory: 256 * 1024 * 1024,
             allow_all_paths: false,
+            pool_rate_limit_headers: false,
             loopback_only: true,
         }
     }

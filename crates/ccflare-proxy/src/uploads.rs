@@ -23,7 +23,7 @@ use bytes::Bytes;
 use ccflare_core::ratelimit::{RateLimitSnapshot, Verdict, classify};
 use ccflare_core::{AccountId, AccountKind};
 use ccflare_http::PooledClient;
-use ccflare_pool::UnavailableReason;
+use ccflare_pool::{Demand, UnavailableReason};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
@@ -231,7 +231,7 @@ pub(crate) async fn send(
         }
     }
     let now = state.now();
-    let pick = match resources::select(state, now, None, None, &[]) {
+    let pick = match resources::select(state, now, None, &Demand::default()) {
         Ok(pick) => pick,
         Err(unavailable) => {
             let retry_after_s = unavailable.retry_at.map(|at| (at - now + 999) / 1000);

@@ -47,6 +47,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/0008_request_listing.sql"),
     ),
     (
+        9,
+        "request_route",
+        include_str!("../../../migrations/0009_request_route.sql"),
+    ),
+    (
         10,
         "messages_api",
         include_str!("../../../migrations/0010_messages_api.sql"),

@@ -22,9 +22,9 @@ pub(crate) async fn insert(
          latency_ms, ttfb_ms, streamed, input_tokens, output_tokens, cache_read_tokens, \
          cache_write_tokens, cache_write_5m_tokens, cache_write_1h_tokens, usage_incomplete, \
          cost_usd, cost_estimated, output_tokens_per_second, session_key, client_key, \
-         web_search_requests, web_fetch_requests, resource_id) \
+         web_search_requests, web_fetch_requests, resource_id, route) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
-         ?, ?, ?)",
+         ?, ?, ?, ?)",
     )
     .bind(&r.id)
     .bind(r.started_at)
@@ -57,6 +57,7 @@ pub(crate) async fn insert(
     .bind(r.usage.web_search_requests.min(i64::MAX as u64) as i64)
     .bind(r.usage.web_fetch_requests.min(i64::MAX as u64) as i64)
     .bind(&r.resource_id)
+    .bind(&r.route)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -119,10 +120,21 @@ struct RequestRow {
     web_search_requests: i64,
     web_fetch_requests: i64,
     resource_id: Option<String>,
+    route: Option<String>,
 }
 
-/// What every read of whole rows selects: [`RequestRow`]'s columns.
-const SELECT_ROWS: &str = "SELECT rowid AS seq, * FROM requests";
+/// What every read of whole rows selects: [`RequestRow`]'s columns, named rather than `*`. A
+/// pooled connection opened before a migration that added a column (0009's `route`) expands
+/// `*` from its stale schema when it prepares, and SQLite re-prepares the statement with one
+/// more column only when it runs: the row then has more values than sqlx expected. A named
+/// column that the stale schema lacks fails the prepare instead, which makes SQLite reload its
+/// schema and prepare again.
+const SELECT_ROWS: &str = "SELECT rowid AS seq, id, started_at, method, path, model, \
+     account_id, account_name, status, success, error_type, error_message, attempts, \
+     attempt_failures, latency_ms, ttfb_ms, streamed, input_tokens, output_tokens, \
+     cache_read_tokens, cache_write_tokens, cache_write_5m_tokens, cache_write_1h_tokens, \
+     usage_incomplete, cost_usd, cost_estimated, output_tokens_per_second, session_key, \
+     client_key, web_search_requests, web_fetch_requests, resource_id, route FROM requests";
 
 /// A recorded request and its position in recording order.
 #[derive(Debug, Clone, PartialEq)]
@@ -180,6 +192,7 @@ impl TryFrom<RequestRow> for Listed {
             resource_id: row.resource_id,
             // Not stored: `/metrics` counts it as requests finish.
             proxy_overhead_us: None,
+            route: row.route,
         };
         Ok(Listed {
             seq: row.seq,

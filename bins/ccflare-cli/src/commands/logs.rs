@@ -50,6 +50,7 @@ Examples:
   ccflare-cli logs --key alice
   ccflare-cli logs --follow
   ccflare-cli logs --follow --json | jq .status
+  ccflare-cli logs --explain --account pro
 
 Requests are listed in the order they were recorded (when they ended).
 With --json: an array, or one object per line with --follow.")]
@@ -75,6 +76,9 @@ pub struct LogsArgs {
     /// Keep printing new requests (Ctrl-C stops)
     #[arg(long, short = 'f')]
     follow: bool,
+    /// Why each request went to its account (docs/routing.md)
+    #[arg(long)]
+    explain: bool,
 }
 
 pub async fn run(context: &Context, args: LogsArgs) -> Result<ExitCode> {
@@ -103,6 +107,7 @@ pub async fn run(context: &Context, args: LogsArgs) -> Result<ExitCode> {
         style: context.style,
         json: context.json(),
         follow: args.follow,
+        explain: args.explain,
         offset_ms: stats::utc_offset_ms(&db, context.zone(), now)
             .await
             .context("reading the time zone")?,
@@ -275,6 +280,8 @@ struct Printer {
     json: bool,
     /// One JSON object per line while following, one array otherwise.
     follow: bool,
+    /// Print each request's routing explanation under it.
+    explain: bool,
     offset_ms: Millis,
 }
 
@@ -365,6 +372,18 @@ impl Printer {
         if let Some(tools) = server_tools(entry) {
             line.push_str(&format!("{}↳ {tools}\n", " ".repeat(TIME + 2)));
         }
+        if self.explain {
+            let route = entry.route.as_deref().unwrap_or("(not recorded)");
+            let indent = " ".repeat(TIME + 2);
+            let width = output::WIDTH - indent.len() - 2;
+            for (i, part) in output::wrap_text(&output::inert(route), width)
+                .iter()
+                .enumerate()
+            {
+                let marker = if i == 0 { "→ " } else { "  " };
+                line.push_str(&format!("{indent}{marker}{part}\n"));
+            }
+        }
         if !entry.success {
             let why = match (&entry.error_type, &entry.error_message) {
                 (Some(kind), Some(message)) => format!("{kind}: {message}"),
@@ -420,6 +439,7 @@ mod tests {
             web_search_requests: searches,
             web_fetch_requests: fetches,
             client_key: None,
+            route: None,
         }
     }
 
@@ -430,6 +450,7 @@ mod tests {
             json: false,
             follow: false,
             offset_ms: 0,
+            explain: false,
         };
         let line = printer.line(&entry(2, 1));
         let lines: Vec<&str> = line.lines().collect();

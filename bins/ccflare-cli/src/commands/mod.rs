@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod keys;
 pub mod login;
 pub mod logs;
+pub mod replay;
 pub mod secrets;
 pub mod stats;
 

@@ -44,6 +44,8 @@ pub struct Options {
     pub max_body_memory: usize,
     /// Forward every `/v1/*` path, not only the documented routes.
     pub allow_all_paths: bool,
+    /// Subscription answers carry the pool's unified five-hour headers.
+    pub pool_rate_limit_headers: bool,
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             body_timeout: config.body_timeout,
             max_body_memory: config.max_body_memory,
             allow_all_paths: config.allow_all_paths,
+            pool_rate_limit_headers: config.pool_rate_limit_headers,
         }
     }
 }
@@ -99,6 +102,7 @@ pub async fn spawn_app(options: Options) -> App {
         body_timeout: options.body_timeout,
         max_body_memory: options.max_body_memory,
         allow_all_paths: options.allow_all_paths,
+        pool_rate_limit_headers: options.pool_rate_limit_headers,
         ..ccflare_testkit::proxy::config()
     };
     let state = fixture.state(pool, &writer, &upstream_url, config);
