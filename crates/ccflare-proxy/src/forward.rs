@@ -534,14 +534,20 @@ impl Failover<'_> {
                 // Only a stored credential with bytes no header may carry gets here.
                 tracing::error!(account = %pick.name, "account credential is not a valid header value");
             }
-            request.ok_or(Retry::BadCredential)
+            request
         };
         let upstream = &self.state.upstream;
         let exchange = async {
-            match upstream.send(request()?, Reuse::Idle).await {
+            let Some(first) = request() else {
+                return Err(Retry::BadCredential);
+            };
+            match upstream.send(first, Reuse::Idle).await {
                 Err(error) if error.is_stale() => {
                     tracing::debug!(account = %pick.name, %error, "sending again on a new connection");
-                    Ok(upstream.send(request()?, Reuse::Fresh).await)
+                    let Some(again) = request() else {
+                        return Err(Retry::BadCredential);
+                    };
+                    Ok(upstream.send(again, Reuse::Fresh).await)
                 }
                 sent => Ok(sent),
             }
