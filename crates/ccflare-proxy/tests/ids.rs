@@ -51,7 +51,10 @@ async fn json_and_streamed_rows_keep_the_upstreams_request_id_and_message_id() {
         json_row.upstream_request_id.as_deref(),
         Some(json_upstream_id.as_str())
     );
-    assert_eq!(json_row.message_id.as_deref(), Some(json_message_id.as_str()));
+    assert_eq!(
+        json_row.message_id.as_deref(),
+        Some(json_message_id.as_str())
+    );
     let stream_row = row(streamed.header("x-ccflare-request-id"));
     assert!(stream_row.streamed);
     assert_eq!(
@@ -90,19 +93,39 @@ async fn a_failed_over_request_keeps_the_ids_of_the_answer_that_served() {
 }
 
 #[tokio::test]
-async fn a_relayed_failure_keeps_its_request_id_and_no_message_id() {
-    let app = spawn_app(Options::default()).await;
+async fn relayed_failures_keep_their_request_id_and_no_message_id() {
+    // One attempt allowed: alpha's 529 is relayed as the final answer (the failover path's
+    // relay), and a 400 passes through as any answer does.
+    let app = spawn_app(Options {
+        accounts: vec![("alpha", 0), ("beta", 1)],
+        max_attempts: 1,
+        ..Default::default()
+    })
+    .await;
     app.mock.push_fault(&key("alpha"), Fault::Status(529));
-    let reply = app.post(&[], false).await;
-    assert_eq!(reply.status.as_u16(), 529, "{}", reply.text());
-    let upstream_id = reply.header("request-id").to_owned();
-    assert!(upstream_id.starts_with("req_"), "{upstream_id:?}");
+    let overloaded = app.post(&[], false).await;
+    assert_eq!(overloaded.status.as_u16(), 529, "{}", overloaded.text());
+    app.mock.push_fault(&key("beta"), Fault::Status(400));
+    let invalid = app.post(&[], false).await;
+    assert_eq!(
+        invalid.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        invalid.text()
+    );
 
     let records = app.records().await;
-    assert_eq!(records.len(), 1);
-    let r = &records[0];
-    assert!(!r.success);
-    assert_eq!(r.upstream_request_id.as_deref(), Some(upstream_id.as_str()));
-    assert_eq!(r.message_id, None);
+    assert_eq!(records.len(), 2);
+    for (reply, status) in [(&overloaded, 529), (&invalid, 400)] {
+        let upstream_id = reply.header("request-id");
+        assert!(upstream_id.starts_with("req_"), "{upstream_id:?}");
+        let r = records
+            .iter()
+            .find(|r| r.id == reply.header("x-ccflare-request-id"))
+            .expect("a row for each answer");
+        assert_eq!((r.status, r.success), (status, false));
+        assert_eq!(r.upstream_request_id.as_deref(), Some(upstream_id));
+        assert_eq!(r.message_id, None);
+    }
     app.stop().await;
 }
