@@ -32,7 +32,7 @@ async fn json_and_streamed_rows_keep_the_upstreams_request_id_and_message_id() {
     let json_upstream_id = json.header("request-id").to_owned();
     let json_message_id = json.json()["id"].as_str().unwrap().to_owned();
     let stream_upstream_id = streamed.header("request-id").to_owned();
-    let stream_message_id = streamed_message_id(&streamed.text());
+    let stream_message_id = streamed_message_id(streamed.text());
     assert!(json_upstream_id.starts_with("req_") && stream_upstream_id.starts_with("req_"));
     assert!(json_message_id.starts_with("msg_") && stream_message_id.starts_with("msg_"));
     assert_ne!(json_upstream_id, stream_upstream_id);
