@@ -120,6 +120,8 @@ fn record(rng: &mut Rng, n: u64, started_at: Millis) -> RequestRecord {
         resource_id: None,
         proxy_overhead_us: None,
         route: None,
+        upstream_request_id: None,
+        message_id: None,
     }
 }
 

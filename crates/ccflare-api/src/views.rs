@@ -155,6 +155,11 @@ pub struct RequestJson<'a> {
     /// Why it went to its account (docs/routing.md): the chosen account and the reasons for
     /// the first few skipped; `null` for rows recorded before routing was explained.
     pub route: Option<&'a str>,
+    /// The upstream's `request-id` of the answer relayed (served or failed); `null` when no
+    /// upstream answer reached the client, or for rows recorded before it was kept.
+    pub upstream_request_id: Option<&'a str>,
+    /// The message id (`msg_…`) the client received; `null` when the answer was no message.
+    pub message_id: Option<&'a str>,
 }
 
 impl<'a> From<&'a RequestRecord> for RequestJson<'a> {
@@ -191,6 +196,8 @@ impl<'a> From<&'a RequestRecord> for RequestJson<'a> {
             session_key: r.session_key.as_deref(),
             client_key: r.client_key.as_deref(),
             route: r.route.as_deref(),
+            upstream_request_id: r.upstream_request_id.as_deref(),
+            message_id: r.message_id.as_deref(),
         }
     }
 }

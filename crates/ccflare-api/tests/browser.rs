@@ -311,6 +311,13 @@ async fn every_page_shows_the_seeded_numbers_and_stays_live() {
     assert!(!browser.text(&drawer).await.is_empty());
     let shown = texts(&browser, "#drawer dd").await.join(" ");
     assert!(shown.contains(&id), "{shown}");
+    // The upstream's ids too: the mock's `request-id` header and the message's id.
+    let upstream_id = reply.header("request-id");
+    let message_id = reply.json()["id"].as_str().unwrap_or_default().to_owned();
+    assert!(upstream_id.starts_with("req_"), "{upstream_id:?}");
+    assert!(message_id.starts_with("msg_"), "{message_id:?}");
+    assert!(shown.contains(upstream_id), "{shown}");
+    assert!(shown.contains(&message_id), "{shown}");
     browser.save_screenshot(&shots, "requests").await;
     assert_clean(&browser, &app).await;
 

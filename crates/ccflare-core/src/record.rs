@@ -65,6 +65,12 @@ pub struct RequestRecord {
     /// Why the request went to its account, or why no account could take it: the chosen
     /// account and the reasons for the first few skipped (docs/routing.md, issue 16).
     pub route: Option<String>,
+    /// The upstream's `request-id` header of the answer that served the request, or of the
+    /// failure relayed to the client: what Anthropic's support asks for.
+    pub upstream_request_id: Option<String>,
+    /// The message id (`msg_…`) the client received: `message_start`'s `message.id` in a
+    /// stream, the body's `id` otherwise.
+    pub message_id: Option<String>,
 }
 
 impl RequestRecord {

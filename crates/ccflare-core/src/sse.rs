@@ -37,6 +37,8 @@ enum LineState {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct StreamSummary {
     pub model: Option<String>,
+    /// `message_start`'s `message.id` (`msg_…`): the id the client received.
+    pub message_id: Option<String>,
     pub usage: Usage,
     /// A `message_delta` with usage arrived, so `output_tokens` is final rather than the
     /// placeholder from `message_start`.
@@ -72,6 +74,7 @@ struct Data<'a> {
 
 #[derive(Deserialize)]
 struct DataMessage {
+    id: Option<String>,
     model: Option<String>,
     usage: Option<WireUsage>,
 }
@@ -203,6 +206,9 @@ impl SseScanner {
                     if message.model.is_some() {
                         self.summary.model = message.model;
                     }
+                    if message.id.is_some() {
+                        self.summary.message_id = message.id;
+                    }
                     if let Some(usage) = &message.usage {
                         self.summary.usage.merge(usage);
                     }
@@ -269,6 +275,7 @@ mod tests {
     fn expected() -> StreamSummary {
         StreamSummary {
             model: Some("claude-haiku-4-5-20251001".into()),
+            message_id: Some("msg_01".into()),
             usage: Usage {
                 input_tokens: 27,
                 output_tokens: 9,

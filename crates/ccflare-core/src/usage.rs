@@ -103,17 +103,32 @@ impl Usage {
 /// The parts of a non-streaming Messages response that recording needs.
 #[derive(Debug, Default, Deserialize)]
 pub struct WireMessage {
+    pub id: Option<String>,
     pub model: Option<String>,
     pub usage: Option<WireUsage>,
 }
 
-/// Reads model and usage from a complete JSON response body; `None` when it is not a message.
-pub fn from_json_body(body: &[u8]) -> Option<(Option<String>, Usage)> {
+/// What recording keeps of a complete JSON message: read from the body's one parse.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct BodyMessage {
+    /// The message id (`msg_…`) the client received.
+    pub id: Option<String>,
+    pub model: Option<String>,
+    pub usage: Usage,
+}
+
+/// Reads id, model and usage from a complete JSON response body; `None` when it is not a
+/// message.
+pub fn from_json_body(body: &[u8]) -> Option<BodyMessage> {
     let message: WireMessage = serde_json::from_slice(body).ok()?;
     let wire = message.usage?;
     let mut usage = Usage::default();
     usage.merge(&wire);
-    Some((message.model, usage))
+    Some(BodyMessage {
+        id: message.id,
+        model: message.model,
+        usage,
+    })
 }
 
 #[cfg(test)]
@@ -123,7 +138,8 @@ mod tests {
     #[test]
     fn json_body_usage() {
         let body = br#"{"id":"msg_1","type":"message","model":"claude-haiku-4-5","content":[{"type":"text","text":"Hi"}],"usage":{"input_tokens":22,"cache_creation_input_tokens":30,"cache_read_input_tokens":7,"cache_creation":{"ephemeral_5m_input_tokens":10,"ephemeral_1h_input_tokens":20},"output_tokens":5}}"#;
-        let (model, usage) = from_json_body(body).unwrap();
+        let BodyMessage { id, model, usage } = from_json_body(body).unwrap();
+        assert_eq!(id.as_deref(), Some("msg_1"));
         assert_eq!(model.as_deref(), Some("claude-haiku-4-5"));
         assert_eq!(
             usage,
@@ -144,7 +160,7 @@ mod tests {
     #[test]
     fn server_tool_use_is_counted_and_merged_like_tokens() {
         let body = br#"{"model":"claude-sonnet-4-5","usage":{"input_tokens":10,"output_tokens":3,"server_tool_use":{"web_search_requests":2,"web_fetch_requests":1}}}"#;
-        let (_, mut usage) = from_json_body(body).unwrap();
+        let mut usage = from_json_body(body).unwrap().usage;
         assert_eq!(
             (usage.web_search_requests, usage.web_fetch_requests),
             (2, 1)
@@ -181,7 +197,7 @@ mod tests {
         // Found by the property below: a split summing past u64::MAX, then a total without a
         // split, overflowed the comparison that decides whether the known split still holds.
         let body = br#"{"usage":{"input_tokens":18446744073709551615,"output_tokens":18446744073709551615,"cache_creation_input_tokens":5,"cache_creation":{"ephemeral_5m_input_tokens":18446744073709551615,"ephemeral_1h_input_tokens":1}}}"#;
-        let (_, mut usage) = from_json_body(body).unwrap();
+        let mut usage = from_json_body(body).unwrap().usage;
         assert_eq!(usage.total(), u64::MAX);
         usage.merge(&WireUsage {
             cache_creation_input_tokens: Some(7),

@@ -337,7 +337,7 @@
     const dl = (pairs) => h("dl", {}, pairs.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v === null || v === undefined || v === "" ? "–" : v)]));
     const box = h("aside", { class: "drawer", id: "drawer", role: "dialog", "aria-label": "request " + r.id },
       h("div", { class: "row" }, h("h2", {}, "Request"), h("button", { class: "link", id: "drawer-close", onclick: () => box.remove() }, "Close ✕")),
-      dl([["id", r.id], ["started", fmtTime(r.started_at)], ["method", r.method + " " + r.path], ["model", r.model], ["account", r.account],
+      dl([["id", r.id], ["upstream request-id", r.upstream_request_id], ["message id", r.message_id], ["started", fmtTime(r.started_at)], ["method", r.method + " " + r.path], ["model", r.model], ["account", r.account],
         ["status", r.status + (r.success ? " (success)" : "")], ["error", r.error_type ? r.error_type + ": " + (r.error_message || "") : null],
         ["session", r.session_key], ["client key", r.client_key], ["streamed", r.streamed ? "yes" : "no"]]),
       h("h3", {}, "Timings"),

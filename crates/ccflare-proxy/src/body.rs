@@ -197,11 +197,13 @@ impl TappedBody {
             model: None,
             usage: Usage::default(),
             usage_incomplete: false,
+            message_id: None,
         };
         match reader {
             Reader::Sse(scanner) => {
                 let summary = scanner.into_summary();
                 outcome.model = summary.model;
+                outcome.message_id = summary.message_id;
                 outcome.usage = summary.usage;
                 outcome.usage_incomplete = !summary.final_usage;
                 if let Some(error) = summary.error {
@@ -221,9 +223,10 @@ impl TappedBody {
                 let body = join(chunks);
                 if !ok_status {
                     outcome.error = Some(error_of(&body, self.status));
-                } else if let Some((model, usage)) = usage::from_json_body(&body) {
-                    outcome.model = model;
-                    outcome.usage = usage;
+                } else if let Some(message) = usage::from_json_body(&body) {
+                    outcome.model = message.model;
+                    outcome.message_id = message.id;
+                    outcome.usage = message.usage;
                 }
             }
             Reader::Lost => outcome.usage_incomplete = ok_status,
@@ -242,12 +245,15 @@ impl TappedBody {
             tracing::warn!(request_id = %self.recorder.id(), error = %broken, "response ended abnormally");
         }
         if client_left {
+            // The client may have had the message's start: the row keeps its id.
+            let message_id = outcome.message_id.take();
             outcome = if self.recorder.cut_by_server() {
                 // The client has the status and part of the body: the row keeps that status.
                 Outcome::shutdown_cut(self.status, outcome.model, outcome.usage)
             } else {
                 Outcome::client_closed(outcome.model, outcome.usage)
             };
+            outcome.message_id = message_id;
         }
         self.recorder.finish(outcome);
     }

@@ -846,11 +846,12 @@ async fn read_failure(
 /// Relays the chosen upstream response: status and headers now, the body as it arrives.
 fn relay(
     state: &AppState,
-    recorder: Recorder,
+    mut recorder: Recorder,
     response: Response<UpstreamBody>,
     account: &str,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
+    recorder.set_upstream_request_id(&parts.headers);
     upstream_response_headers(&mut parts.headers);
     let kind = BodyKind::of(&parts.headers);
     add_ccflare_headers(&mut parts.headers, recorder.id(), Some(account));
@@ -868,7 +869,7 @@ fn relay(
 /// batch or file objects (their ids learned, batch `results_url`s rewritten), else as any.
 async fn serve(
     state: &AppState,
-    recorder: Recorder,
+    mut recorder: Recorder,
     response: Response<UpstreamBody>,
     (id, account): (AccountId, Arc<str>),
     (family, method): (Option<resources::Family>, &http::Method),
@@ -877,6 +878,7 @@ async fn serve(
     match family {
         Some(family) if resources::reads(Some(family), &response) => {
             let request_id = recorder.id().to_owned();
+            recorder.set_upstream_request_id(response.headers());
             let how = (family, method);
             let origin = origin.as_deref();
             let mut answer =
@@ -973,6 +975,7 @@ fn upstream_unreachable(recorder: &mut Recorder, kind: AttemptError) -> Response
 fn relay_failure(recorder: &mut Recorder, failure: LastFailure) -> Response<ResponseBody> {
     let (error_type, message) = error_of(&failure.body, failure.status.as_u16());
     let mut headers = failure.headers;
+    recorder.set_upstream_request_id(&headers);
     upstream_response_headers(&mut headers);
     headers.remove(header::CONTENT_LENGTH);
     let (account_id, account_name) = failure.account;

@@ -40,6 +40,9 @@ pub const CLIENT_CLOSED: u16 = 499;
 /// was sent: the service was unavailable to it (the client saw its connection close).
 pub const SHUTDOWN_CUT: u16 = 503;
 
+/// Longest upstream `request-id` kept (Anthropic's are about 30 characters).
+const MAX_UPSTREAM_ID: usize = 128;
+
 /// How a request ended, for the record.
 #[derive(Debug)]
 pub struct Outcome {
@@ -49,6 +52,8 @@ pub struct Outcome {
     pub model: Option<String>,
     pub usage: Usage,
     pub usage_incomplete: bool,
+    /// The message id (`msg_…`) of the answer's body, when it was a message.
+    pub message_id: Option<String>,
 }
 
 impl Outcome {
@@ -61,6 +66,7 @@ impl Outcome {
             model: None,
             usage: Usage::default(),
             usage_incomplete: false,
+            message_id: None,
         }
     }
 
@@ -76,6 +82,7 @@ impl Outcome {
             model,
             usage,
             usage_incomplete: true,
+            message_id: None,
         }
     }
 
@@ -93,6 +100,7 @@ impl Outcome {
             model,
             usage,
             usage_incomplete: true,
+            message_id: None,
         }
     }
 }
@@ -176,6 +184,17 @@ impl Recorder {
             self.announced = true;
             self.sink.feed.started(&self.record);
         }
+    }
+
+    /// The answer relayed to the client (served or failed) came from the upstream with these
+    /// headers: the row keeps their `request-id`. One short string: longer values are not
+    /// Anthropic's ids and are not kept.
+    pub fn set_upstream_request_id(&mut self, headers: &http::HeaderMap) {
+        self.record.upstream_request_id = headers
+            .get("request-id")
+            .and_then(|value| value.to_str().ok())
+            .filter(|id| !id.is_empty() && id.len() <= MAX_UPSTREAM_ID)
+            .map(str::to_owned);
     }
 
     /// The request came with the client key `id` (the row records it), refused or not.
@@ -304,6 +323,9 @@ impl Recorder {
             record.model = outcome.model;
         }
         record.usage = outcome.usage;
+        if outcome.message_id.is_some() {
+            record.message_id = outcome.message_id;
+        }
         record.usage_incomplete = outcome.usage_incomplete;
         record.route = self.route.as_ref().map(ToString::to_string);
         let cost = pricing::cost(record.model.as_deref(), &record.usage);

@@ -307,6 +307,7 @@ pub(crate) async fn relay_read(
         model: None,
         usage: Usage::default(),
         usage_incomplete: false,
+        message_id: None,
     });
     Response::from_parts(parts, crate::ResponseBody::full(out))
 }

@@ -56,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "messages_api",
         include_str!("../../../migrations/0010_messages_api.sql"),
     ),
+    (
+        11,
+        "upstream_ids",
+        include_str!("../../../migrations/0011_upstream_ids.sql"),
+    ),
 ];
 
 /// The migration whose new column (`accounts.credential_hash`) is filled from the credentials

@@ -22,9 +22,10 @@ pub(crate) async fn insert(
          latency_ms, ttfb_ms, streamed, input_tokens, output_tokens, cache_read_tokens, \
          cache_write_tokens, cache_write_5m_tokens, cache_write_1h_tokens, usage_incomplete, \
          cost_usd, cost_estimated, output_tokens_per_second, session_key, client_key, \
-         web_search_requests, web_fetch_requests, resource_id, route) \
+         web_search_requests, web_fetch_requests, resource_id, route, upstream_request_id, \
+         message_id) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
-         ?, ?, ?, ?)",
+         ?, ?, ?, ?, ?, ?)",
     )
     .bind(&r.id)
     .bind(r.started_at)
@@ -58,6 +59,8 @@ pub(crate) async fn insert(
     .bind(r.usage.web_fetch_requests.min(i64::MAX as u64) as i64)
     .bind(&r.resource_id)
     .bind(&r.route)
+    .bind(&r.upstream_request_id)
+    .bind(&r.message_id)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -121,6 +124,8 @@ struct RequestRow {
     web_fetch_requests: i64,
     resource_id: Option<String>,
     route: Option<String>,
+    upstream_request_id: Option<String>,
+    message_id: Option<String>,
 }
 
 /// What every read of whole rows selects: [`RequestRow`]'s columns, named rather than `*`. A
@@ -134,7 +139,7 @@ const SELECT_ROWS: &str = "SELECT rowid AS seq, id, started_at, method, path, mo
      attempt_failures, latency_ms, ttfb_ms, streamed, input_tokens, output_tokens, \
      cache_read_tokens, cache_write_tokens, cache_write_5m_tokens, cache_write_1h_tokens, \
      usage_incomplete, cost_usd, cost_estimated, output_tokens_per_second, session_key, \
-     client_key, web_search_requests, web_fetch_requests, resource_id, route FROM requests";
+     client_key, web_search_requests, web_fetch_requests, resource_id, route, upstream_request_id, message_id FROM requests";
 
 /// A recorded request and its position in recording order.
 #[derive(Debug, Clone, PartialEq)]
@@ -193,6 +198,8 @@ impl TryFrom<RequestRow> for Listed {
             // Not stored: `/metrics` counts it as requests finish.
             proxy_overhead_us: None,
             route: row.route,
+            upstream_request_id: row.upstream_request_id,
+            message_id: row.message_id,
         };
         Ok(Listed {
             seq: row.seq,

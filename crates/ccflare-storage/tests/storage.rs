@@ -186,6 +186,9 @@ async fn writer_records_every_request_and_counts_per_account() {
                 ..Default::default()
             },
             cost_usd: 0.25,
+            // The upstream's ids on every other row (migration 0011); the rest have none.
+            upstream_request_id: (i % 2 == 1).then(|| format!("req_up_{i}")),
+            message_id: (i % 2 == 1).then(|| format!("msg_{i}")),
             ..Default::default()
         });
     }
@@ -195,6 +198,13 @@ async fn writer_records_every_request_and_counts_per_account() {
     let row = requests::get(&db, "req-7").await.unwrap().unwrap();
     assert_eq!(row.usage.output_tokens, 4);
     assert_eq!(row.attempt_failures[0].status, Some(429));
+    assert_eq!(row.upstream_request_id.as_deref(), Some("req_up_7"));
+    assert_eq!(row.message_id.as_deref(), Some("msg_7"));
+    let without = requests::get(&db, "req-8").await.unwrap().unwrap();
+    assert_eq!(
+        (without.upstream_request_id, without.message_id),
+        (None, None)
+    );
     let (count, last_used): (i64, i64) =
         sqlx::query_as("SELECT request_count, last_used FROM accounts WHERE id = ?")
             .bind(a.id.0)
