@@ -318,6 +318,15 @@ async fn every_page_shows_the_seeded_numbers_and_stays_live() {
     assert!(message_id.starts_with("msg_"), "{message_id:?}");
     assert!(shown.contains(upstream_id), "{shown}");
     assert!(shown.contains(&message_id), "{shown}");
+    // Why it went to its account (issue 16's explanation), as `/api/requests/{id}` has it.
+    let route = app.get(&format!("/api/requests/{id}")).await.json()["route"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!route.is_empty());
+    let route_shown = browser.find_all("#drawer #route").await;
+    assert_eq!(route_shown.len(), 1);
+    assert_eq!(browser.text(&route_shown[0]).await, route);
     browser.save_screenshot(&shots, "requests").await;
     assert_clean(&browser, &app).await;
 

@@ -349,7 +349,9 @@
       h("h3", {}, "Attempts: " + r.attempts),
       h("table", { id: "attempts" }, h("tbody", {},
         (r.attempt_failures || []).map((f, i) => h("tr", {}, h("td", {}, "#" + (i + 1)), h("td", {}, f.account), h("td", {}, f.status), h("td", {}, f.reason))),
-        h("tr", {}, h("td", {}, "#" + r.attempts), h("td", {}, r.account || "–"), h("td", {}, r.status), h("td", {}, r.success ? "served" : "final")))));
+        h("tr", {}, h("td", {}, "#" + r.attempts), h("td", {}, r.account || "–"), h("td", {}, r.status), h("td", {}, r.success ? "served" : "final")))),
+      h("h3", {}, "Routing"),
+      h("p", { id: "route", class: "route" }, r.route || "not recorded (before routing was explained)"));
     document.body.append(box);
   }
 
