@@ -57,6 +57,13 @@ fn failed_over() -> RequestRecord {
         cost_usd: 0.0213,
         output_tokens_per_second: Some(239.4),
         session_key: Some("session-live".into()),
+        upstream_request_id: Some("req_011CVmock0001".into()),
+        message_id: Some("msg_01XFDUDYJgAACzvnptvVoYEL".into()),
+        route: Some(
+            "work: priority; skipped max-2: already tried, max-1: rate limited until \
+             2026-12-06T10:00:00.000Z"
+                .into(),
+        ),
         ..RequestRecord::default()
     }
 }

@@ -179,8 +179,18 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, app: &App, r: &RequestRecord, 
         field(label, 10, vec![Span::raw(fit(&text, width))], theme)
     };
     let u = &r.usage;
-    let mut lines: Vec<Line<'_>> = vec![
-        line("id", r.id.clone()),
+    let mut lines: Vec<Line<'_>> = vec![line("id", r.id.clone())];
+    if r.upstream_request_id.is_some() || r.message_id.is_some() {
+        lines.push(line(
+            "upstream",
+            format!(
+                "request-id {} · message {}",
+                r.upstream_request_id.as_deref().unwrap_or("–"),
+                r.message_id.as_deref().unwrap_or("–")
+            ),
+        ));
+    }
+    lines.extend([
         line(
             "started",
             format!(
@@ -262,7 +272,7 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, app: &App, r: &RequestRecord, 
                 }
             ),
         ),
-    ];
+    ]);
     if let Some(session) = &r.session_key {
         lines.push(line("session", session.clone()));
     }
@@ -281,6 +291,14 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, app: &App, r: &RequestRecord, 
                 failure.reason
             ),
         ));
+    }
+    // Why it went to its account (docs/routing.md), wrapped over as many lines as it takes.
+    if let Some(route) = &r.route {
+        let chars: Vec<char> = route.chars().collect();
+        for (n, piece) in chars.chunks(width.max(1)).enumerate() {
+            let label = if n == 0 { "route" } else { "" };
+            lines.push(line(label, piece.iter().collect()));
+        }
     }
     frame.render_widget(Paragraph::new(lines), inner);
 }
