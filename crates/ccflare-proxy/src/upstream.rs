@@ -86,6 +86,13 @@ struct IdleList {
 }
 
 impl IdleList {
+    fn new(timeout: Duration) -> Arc<IdleList> {
+        Arc::new(IdleList {
+            conns: Mutex::new(Vec::new()),
+            timeout,
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         // Nothing panics while holding it, but a poisoned list is still a valid list.
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
@@ -174,6 +181,8 @@ pub enum Reuse {
 pub struct UpstreamClient {
     connector: Connector,
     base: BaseUrl,
+    /// The base as a URI, parsed once: what the connector connects to.
+    origin: http::Uri,
     /// `Host` of every request: the base's authority.
     host: HeaderValue,
     idle: Arc<IdleList>,
@@ -192,45 +201,35 @@ impl UpstreamClient {
     pub fn new(base_url: &str, connect_timeout: Duration) -> Result<UpstreamClient, ProxyError> {
         let invalid = |InvalidUrl { url, reason }| ProxyError::InvalidUpstream { url, reason };
         let base = BaseUrl::parse(base_url).map_err(invalid)?;
-        let host = base
-            .as_str()
-            .parse::<http::Uri>()
-            .ok()
-            .and_then(|uri| {
-                let authority = uri.authority()?;
-                // The default port is left out of `Host`, as browsers and curl do.
-                let default = match uri.scheme_str() {
-                    Some("https") => 443,
-                    _ => 80,
-                };
-                let host = match authority.port_u16() {
-                    Some(port) if port != default => authority.as_str(),
-                    _ => authority.host(),
-                };
-                HeaderValue::from_str(host).ok()
-            })
-            .ok_or_else(|| ProxyError::InvalidUpstream {
-                url: base_url.to_owned(),
-                reason: "no host".into(),
-            })?;
+        let no_host = || ProxyError::InvalidUpstream {
+            url: base_url.to_owned(),
+            reason: "no host".into(),
+        };
+        let origin: http::Uri = base.as_str().parse().map_err(|_| no_host())?;
+        let authority = origin.authority().ok_or_else(no_host)?;
+        // The default port is left out of `Host`, as browsers and curl do.
+        let default = match origin.scheme_str() {
+            Some("https") => 443,
+            _ => 80,
+        };
+        let host = match authority.port_u16() {
+            Some(port) if port != default => authority.as_str(),
+            _ => authority.host(),
+        };
+        let host = HeaderValue::from_str(host).map_err(|_| no_host())?;
         Ok(UpstreamClient {
             connector: ccflare_http::connector(connect_timeout),
             base,
+            origin,
             host,
-            idle: Arc::new(IdleList {
-                conns: Mutex::new(Vec::new()),
-                timeout: POOL_IDLE_TIMEOUT,
-            }),
+            idle: IdleList::new(POOL_IDLE_TIMEOUT),
         })
     }
 
     /// The same client with idle connections kept `timeout` instead of [`POOL_IDLE_TIMEOUT`]
     /// (before it sends anything).
     pub fn with_idle_timeout(mut self, timeout: Duration) -> UpstreamClient {
-        self.idle = Arc::new(IdleList {
-            conns: Mutex::new(Vec::new()),
-            timeout,
-        });
+        self.idle = IdleList::new(timeout);
         self
     }
 
@@ -298,7 +297,7 @@ impl UpstreamClient {
                 Ok(response.map(|incoming| UpstreamBody {
                     incoming,
                     conn,
-                    idle: self.idle.clone(),
+                    idle: Some(self.idle.clone()),
                     // The response's head is not sent yet either.
                     relayed: true,
                     broken: None,
@@ -311,15 +310,13 @@ impl UpstreamClient {
 
     async fn connect(&self) -> Result<Box<Conn>, SendError> {
         let mut connector = self.connector.clone();
-        let uri: http::Uri = self
-            .base
-            .as_str()
-            .parse()
-            .map_err(|e| SendError::Connect(Box::new(e)))?;
         poll_fn(|cx| connector.poll_ready(cx))
             .await
             .map_err(SendError::Connect)?;
-        let io = connector.call(uri).await.map_err(SendError::Connect)?;
+        let io = connector
+            .call(self.origin.clone())
+            .await
+            .map_err(SendError::Connect)?;
         let (sender, driver) = http1::Builder::new()
             .handshake(io)
             .await
@@ -336,7 +333,8 @@ pub struct UpstreamBody {
     incoming: Incoming,
     /// None once the connection is back in the idle list, or finished.
     conn: Option<Box<Conn>>,
-    idle: Arc<IdleList>,
+    /// Where the connection goes back; `None` for a detached body, which has none.
+    idle: Option<Arc<IdleList>>,
     /// A frame was handed on since the body last said `Pending`.
     relayed: bool,
     /// The error that broke the body, kept for one poll (see `poll_frame`).
@@ -350,10 +348,7 @@ impl UpstreamBody {
         UpstreamBody {
             incoming,
             conn: None,
-            idle: Arc::new(IdleList {
-                conns: Mutex::new(Vec::new()),
-                timeout: POOL_IDLE_TIMEOUT,
-            }),
+            idle: None,
             relayed: true,
             broken: None,
         }
@@ -363,10 +358,11 @@ impl UpstreamBody {
     /// (and the upstream's `Connection: close`, if it said so); then it is idle or finished.
     fn release(&mut self, cx: &mut Context<'_>) {
         if let Some(mut conn) = self.conn.take()
+            && let Some(idle) = &self.idle
             && conn.poll_drive(cx).is_pending()
             && conn.sender.is_ready()
         {
-            self.idle.put(conn);
+            idle.put(conn);
         }
     }
 
