@@ -14,14 +14,15 @@ use ccflare_core::client_key::KeyLimits;
 use ccflare_core::record::RequestRecord;
 use ccflare_core::{AccountStatus, Millis, Secret};
 use ccflare_oauth::Mode;
-use ccflare_proxy::RequestEvent;
+use ccflare_proxy::FinishedFeed;
 use ccflare_storage::requests::{Order, RequestFilter};
 use ccflare_tui::{
-    AccountRow, DatabaseHealth, LiveSettings, OAuthStart, Picked, ServerInfo, SettingChange,
-    Source, SourceError,
+    AccountRow, DatabaseHealth, Ended, Feed, FeedItem, LiveSettings, OAuthStart, ServerInfo,
+    SettingChange, Source, SourceError,
 };
 use std::sync::Arc;
 use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::TryRecvError;
 
 /// The server in this process, as the UI sees it. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -53,11 +54,19 @@ impl InProcess {
     }
 }
 
-/// The finished requests of the proxy's live feed.
-fn finished(event: RequestEvent) -> Option<Arc<RequestRecord>> {
-    match event {
-        RequestEvent::Finished(record) => Some(record),
-        RequestEvent::Started(_) => None,
+/// The finished requests of the proxy's live feed: the UI shows no starts, so with only the
+/// UI subscribed the proxy builds none.
+#[derive(Debug)]
+pub struct Finished(FinishedFeed);
+
+impl Feed<Arc<RequestRecord>> for Finished {
+    fn try_next(&mut self) -> Result<Option<FeedItem<Arc<RequestRecord>>>, Ended> {
+        match self.0.try_recv() {
+            Ok(record) => Ok(Some(FeedItem::Item(record))),
+            Err(TryRecvError::Lagged(missed)) => Ok(Some(FeedItem::Lagged(missed))),
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(TryRecvError::Closed) => Err(Ended),
+        }
     }
 }
 
@@ -93,7 +102,7 @@ fn unavailable(error: impl std::fmt::Display) -> SourceError {
 }
 
 impl Source for InProcess {
-    type Requests = Picked<RequestEvent, Arc<RequestRecord>>;
+    type Requests = Finished;
     type Logs = broadcast::Receiver<Arc<str>>;
 
     fn info(&self) -> ServerInfo {
@@ -122,7 +131,7 @@ impl Source for InProcess {
     }
 
     fn subscribe_requests(&self) -> Self::Requests {
-        Picked::new(self.ctx.state().subscribe_requests(), finished)
+        Finished(self.ctx.state().subscribe_finished())
     }
 
     fn subscribe_logs(&self) -> (Vec<Arc<str>>, Self::Logs) {

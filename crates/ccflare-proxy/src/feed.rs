@@ -5,12 +5,16 @@
 //! Publishing never waits: a broadcast send only writes into a ring buffer, and a subscriber
 //! that falls more than [`EVENT_CAPACITY`] events behind loses the oldest (it is told how many
 //! when it next reads), so a slow reader can never slow the proxy. Records are copied for the
-//! feed only while someone is subscribed.
+//! feed only while someone is subscribed, and starts are built only while some subscriber
+//! wants them: the terminal UI reads finished requests only ([`FinishedFeed`]), so with just
+//! the UI open a request publishes one event, not two.
 
 use ccflare_core::Millis;
 use ccflare_core::record::RequestRecord;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::TryRecvError;
 
 /// Events kept for subscribers that have not read them yet.
 pub const EVENT_CAPACITY: usize = 1024;
@@ -46,13 +50,44 @@ pub enum RequestEvent {
 /// The live request feed and the observer of finished requests.
 pub(crate) struct Feed {
     events: broadcast::Sender<RequestEvent>,
+    /// Subscribers that want finished requests only (each [`FinishedFeed`] counts one).
+    finished_only: Arc<AtomicUsize>,
     observer: OnceLock<Arc<dyn RequestObserver>>,
+}
+
+/// The finished requests of the live feed, for a reader that wants no starts (the terminal
+/// UI). While every subscriber is one of these, the proxy builds no start events at all.
+#[derive(Debug)]
+pub struct FinishedFeed {
+    events: broadcast::Receiver<RequestEvent>,
+    finished_only: Arc<AtomicUsize>,
+}
+
+impl FinishedFeed {
+    /// The next finished request if one is waiting, without waiting; `Lagged(n)` when this
+    /// reader fell more than [`EVENT_CAPACITY`] events behind and lost the oldest `n`.
+    pub fn try_recv(&mut self) -> Result<Arc<RequestRecord>, TryRecvError> {
+        loop {
+            match self.events.try_recv()? {
+                RequestEvent::Finished(record) => return Ok(record),
+                // Published for another subscriber.
+                RequestEvent::Started(_) => {}
+            }
+        }
+    }
+}
+
+impl Drop for FinishedFeed {
+    fn drop(&mut self) {
+        self.finished_only.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Feed {
     pub(crate) fn new() -> Feed {
         Feed {
             events: broadcast::channel(EVENT_CAPACITY).0,
+            finished_only: Arc::new(AtomicUsize::new(0)),
             observer: OnceLock::new(),
         }
     }
@@ -62,14 +97,26 @@ impl Feed {
         self.events.subscribe()
     }
 
+    /// Every request's end from now on, and no starts.
+    pub(crate) fn subscribe_finished(&self) -> FinishedFeed {
+        // Counted before subscribing, so that a start is never skipped for a subscriber that
+        // wants it (a start built for nobody is the only race).
+        self.finished_only.fetch_add(1, Ordering::Relaxed);
+        FinishedFeed {
+            events: self.events.subscribe(),
+            finished_only: self.finished_only.clone(),
+        }
+    }
+
     /// Sets the observer of finished requests (once); false if one was set.
     pub(crate) fn observe(&self, observer: Arc<dyn RequestObserver>) -> bool {
         self.observer.set(observer).is_ok()
     }
 
-    /// Publishes a request's start, if anyone listens (so nothing is copied otherwise).
+    /// Publishes a request's start, if anyone listens for starts (so nothing is copied
+    /// otherwise).
     pub(crate) fn started(&self, record: &RequestRecord) {
-        if self.events.receiver_count() == 0 {
+        if self.events.receiver_count() <= self.finished_only.load(Ordering::Relaxed) {
             return;
         }
         let started = RequestStarted {
@@ -95,5 +142,39 @@ impl Feed {
                 .events
                 .send(RequestEvent::Finished(Arc::new(record.clone())));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_are_built_only_while_a_subscriber_wants_them() {
+        let feed = Feed::new();
+        let record = RequestRecord {
+            id: "r-1".into(),
+            ..Default::default()
+        };
+        let mut finished = feed.subscribe_finished();
+        feed.started(&record);
+        assert_eq!(feed.events.len(), 0, "the UI alone: no start is built");
+        let mut all = feed.subscribe();
+        feed.started(&record);
+        feed.finished(&record);
+        assert!(matches!(all.try_recv(), Ok(RequestEvent::Started(s)) if s.id == "r-1"));
+        assert!(matches!(all.try_recv(), Ok(RequestEvent::Finished(r)) if r.id == "r-1"));
+        // The UI's reader passes over the start it was not built for.
+        assert_eq!(
+            finished.try_recv().map(|r| r.id.clone()),
+            Ok("r-1".to_owned())
+        );
+        assert_eq!(finished.try_recv().err(), Some(TryRecvError::Empty));
+        drop(all);
+        feed.started(&record);
+        assert_eq!(feed.events.len(), 0, "the UI alone again");
+        drop(finished);
+        feed.started(&record);
+        assert_eq!(feed.events.len(), 0, "nobody at all");
     }
 }

@@ -31,7 +31,7 @@ mod upstream;
 
 pub use body::ResponseBody;
 pub use error::ProxyError;
-pub use feed::{EVENT_CAPACITY, RequestEvent, RequestObserver, RequestStarted};
+pub use feed::{EVENT_CAPACITY, FinishedFeed, RequestEvent, RequestObserver, RequestStarted};
 pub use keys::{ClientKeys, KEY_HEADER, KeyRefusal, KeyTicket, KnownKey, LimitRefusal, Standing};
 pub use owners::{MAX_OWNED, Owners};
 pub use resources::Peer;

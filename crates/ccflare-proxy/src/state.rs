@@ -8,7 +8,7 @@
 
 use crate::body::ResponseBody;
 use crate::budget::BodyBudget;
-use crate::feed::{Feed, RequestEvent, RequestObserver};
+use crate::feed::{Feed, FinishedFeed, RequestEvent, RequestObserver};
 use crate::keys::ClientKeys;
 use crate::owners::Owners;
 use crate::pool::SharedPool;
@@ -247,6 +247,11 @@ impl AppState {
     /// Subscribes to the live request feed: every request's start and end from now on.
     pub fn subscribe_requests(&self) -> broadcast::Receiver<RequestEvent> {
         self.feed.subscribe()
+    }
+
+    /// Subscribes to the finished requests of the live feed only (see [`FinishedFeed`]).
+    pub fn subscribe_finished(&self) -> FinishedFeed {
+        self.feed.subscribe_finished()
     }
 
     /// Resolves when the server stops accepting connections.

@@ -30,7 +30,7 @@ pub use app::{App, Command, Event, Outcome, Tab};
 pub use fake::FakeSource;
 pub use run::{Exit, TuiError, restore_terminal, run, run_with};
 pub use source::{
-    AccountRow, DatabaseHealth, Ended, Feed, FeedItem, LiveSettings, OAuthStart, Picked,
-    ServerInfo, SettingChange, Source, SourceError,
+    AccountRow, DatabaseHealth, Ended, Feed, FeedItem, LiveSettings, OAuthStart, ServerInfo,
+    SettingChange, Source, SourceError,
 };
 pub use ui::{Theme, draw};

@@ -254,37 +254,6 @@ impl<T: Clone + Send + 'static> Feed<T> for broadcast::Receiver<T> {
     }
 }
 
-/// A broadcast feed of another event type, of which `pick` keeps some: e.g. the proxy's
-/// request events, of which the UI wants the finished records.
-#[derive(Debug)]
-pub struct Picked<E, T> {
-    events: broadcast::Receiver<E>,
-    pick: fn(E) -> Option<T>,
-}
-
-impl<E, T> Picked<E, T> {
-    pub fn new(events: broadcast::Receiver<E>, pick: fn(E) -> Option<T>) -> Picked<E, T> {
-        Picked { events, pick }
-    }
-}
-
-impl<E: Clone + Send + 'static, T: Send + 'static> Feed<T> for Picked<E, T> {
-    fn try_next(&mut self) -> Result<Option<FeedItem<T>>, Ended> {
-        loop {
-            match self.events.try_recv() {
-                Ok(event) => {
-                    if let Some(item) = (self.pick)(event) {
-                        return Ok(Some(FeedItem::Item(item)));
-                    }
-                }
-                Err(TryRecvError::Lagged(missed)) => return Ok(Some(FeedItem::Lagged(missed))),
-                Err(TryRecvError::Empty) => return Ok(None),
-                Err(TryRecvError::Closed) => return Err(Ended),
-            }
-        }
-    }
-}
-
 /// Everything the UI reads and changes. Cheap to clone (the UI clones it into each operation
 /// it runs, so a slow one never stops the screen); every method is safe to call from any
 /// task, and none blocks the runtime: the synchronous ones read memory, the others are async.
@@ -374,21 +343,20 @@ mod tests {
 
     #[test]
     fn feeds_report_lag_nothing_waiting_and_their_end() {
-        let (tx, rx) = broadcast::channel::<u32>(2);
-        let mut feed = Picked::new(rx, |n| (n % 2 == 0).then_some(n * 10));
+        let (tx, mut feed) = broadcast::channel::<u32>(2);
         assert_eq!(feed.try_next(), Ok(None), "nothing yet");
         for n in 0..5 {
             tx.send(n).unwrap();
         }
         assert_eq!(feed.try_next(), Ok(Some(FeedItem::Lagged(3))));
-        // 3 is odd and skipped; 4 is kept.
-        assert_eq!(feed.try_next(), Ok(Some(FeedItem::Item(40))));
+        assert_eq!(feed.try_next(), Ok(Some(FeedItem::Item(3))));
+        assert_eq!(feed.try_next(), Ok(Some(FeedItem::Item(4))));
         assert_eq!(feed.try_next(), Ok(None), "taken");
         tx.send(6).unwrap();
         drop(tx);
         assert_eq!(
             feed.try_next(),
-            Ok(Some(FeedItem::Item(60))),
+            Ok(Some(FeedItem::Item(6))),
             "kept after the end"
         );
         assert_eq!(feed.try_next(), Err(Ended));
