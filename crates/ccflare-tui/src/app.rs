@@ -18,6 +18,7 @@ use ccflare_core::record::RequestRecord;
 use ccflare_core::{AccountStatus, Millis, Secret};
 use ccflare_oauth::Mode;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use std::cell::OnceCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
@@ -625,10 +626,27 @@ impl LogLine {
     }
 }
 
+/// One line of the Logs tab as it came, read the first time it is shown or filtered: at 1,000
+/// requests a second the feed brings a line per request, and reading each as JSON cost the UI
+/// more than drawing the Requests tab.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    seq: u64,
+    raw: Arc<str>,
+    read: OnceCell<LogLine>,
+}
+
+impl LogEntry {
+    pub fn line(&self) -> &LogLine {
+        self.read
+            .get_or_init(|| LogLine::parse(self.seq, &self.raw))
+    }
+}
+
 /// The Logs tab.
 #[derive(Debug, Clone)]
 pub struct Logs {
-    pub lines: VecDeque<LogLine>,
+    pub lines: VecDeque<LogEntry>,
     next_seq: u64,
     pub dropped: u64,
     pub missed: u64,
@@ -656,12 +674,16 @@ impl Default for Logs {
 }
 
 impl Logs {
-    fn push(&mut self, line: &str) {
+    fn push(&mut self, line: Arc<str>) {
         if self.lines.len() == LOG_LINES {
             self.lines.pop_front();
             self.dropped += 1;
         }
-        self.lines.push_back(LogLine::parse(self.next_seq, line));
+        self.lines.push_back(LogEntry {
+            seq: self.next_seq,
+            raw: line,
+            read: OnceCell::new(),
+        });
         self.next_seq += 1;
     }
 
@@ -670,7 +692,8 @@ impl Logs {
         let needle = self.search.to_lowercase();
         self.lines
             .iter()
-            .filter(|l| self.paused_at.is_none_or(|at| l.seq <= at))
+            .filter(|entry| self.paused_at.is_none_or(|at| entry.seq <= at))
+            .map(LogEntry::line)
             .filter(|l| self.level.passes(l.level))
             .filter(|l| {
                 needle.is_empty()
@@ -816,7 +839,7 @@ impl App {
                 Vec::new()
             }
             Event::Log(FeedItem::Item(line)) => {
-                self.logs.push(&line);
+                self.logs.push(line);
                 Vec::new()
             }
             Event::Log(FeedItem::Lagged(missed)) => {
@@ -825,7 +848,7 @@ impl App {
             }
             Event::LogHistory(lines) => {
                 for line in lines {
-                    self.logs.push(&line);
+                    self.logs.push(line);
                 }
                 Vec::new()
             }
