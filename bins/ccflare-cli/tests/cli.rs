@@ -1043,7 +1043,7 @@ async fn logs_explain_prints_why_each_request_went_where_it_went() {
             account_name: Some("max20".into()),
             status: 200,
             success: true,
-            route: route.map(str::to_owned),
+            route: route.map(Into::into),
             ..Default::default()
         });
     }

@@ -15,6 +15,7 @@
 use crate::AnalyticsError;
 use crate::report::{Percentiles, Window, percentiles_in};
 use ccflare_core::Millis;
+use ccflare_core::route::Explanation;
 use ccflare_storage::Db;
 use ccflare_storage::requests::{AccountFilter, Listed, ModelFilter, RequestFilter, StatusFilter};
 use ccflare_storage::rollups::{
@@ -568,7 +569,7 @@ impl From<Listed> for LogEntry {
             web_search_requests: tokens(r.usage.web_search_requests),
             web_fetch_requests: tokens(r.usage.web_fetch_requests),
             client_key: r.client_key,
-            route: r.route,
+            route: r.route.map(Explanation::into_text),
         }
     }
 }
