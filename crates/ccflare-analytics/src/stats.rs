@@ -74,6 +74,10 @@ pub struct StatsRow {
     /// Latency percentiles of the requests, in milliseconds; `None` without any.
     pub p50_ms: Option<i64>,
     pub p95_ms: Option<i64>,
+    /// Requests whose session moved to another account, and their cache-creation tokens: the
+    /// prompt cache re-created because of moves (docs/routing.md).
+    pub session_moves: i64,
+    pub moved_cache_write_tokens: i64,
 }
 
 impl StatsRow {
@@ -89,6 +93,8 @@ impl StatsRow {
             cost_usd: sums.cost_usd,
             p50_ms: latency.p50,
             p95_ms: latency.p95,
+            session_moves: sums.moves,
+            moved_cache_write_tokens: sums.moved_cache_write_tokens,
         }
     }
 

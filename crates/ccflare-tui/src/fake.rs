@@ -540,6 +540,10 @@ fn totals<'a>(records: impl IntoIterator<Item = &'a RequestRecord>) -> Totals {
         t.cache_read_tokens += r.usage.cache_read_input_tokens as i64;
         t.cache_write_tokens += r.usage.cache_creation_input_tokens as i64;
         t.cost_usd += r.cost_usd;
+        if r.moved {
+            t.session_moves += 1;
+            t.moved_cache_write_tokens += r.usage.cache_creation_input_tokens as i64;
+        }
         latency += r.latency_ms;
     }
     t.errors = t.requests - t.successes;
