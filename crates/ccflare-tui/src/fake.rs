@@ -239,8 +239,12 @@ fn seed_record(n: u32, age: Millis, seed: &mut Seed) -> RequestRecord {
         ..RequestRecord::default()
     };
     match seed.below(20) {
-        // Failed over from the limited account, then served.
+        // Failed over from the limited account, then served: its session moved.
         0 | 1 => {
+            record.moved = true;
+            // Its prompt written again on this account (as cache, not new input).
+            record.usage.cache_creation_input_tokens = record.usage.input_tokens;
+            record.usage.input_tokens = 0;
             record.attempts = 2;
             record.attempt_failures = vec![AttemptFailure {
                 account: "max-2".to_owned(),
