@@ -243,7 +243,8 @@ pub async fn stats_of_key(
     let rows = format!(
         "WITH r AS MATERIALIZED ( \
              SELECT {group} AS g, success, streamed, input_tokens, output_tokens, \
-             cache_read_tokens, cache_write_tokens, cost_usd, cost_estimated, latency_ms, ttfb_ms \
+             cache_read_tokens, cache_write_tokens, cost_usd, cost_estimated, latency_ms, \
+             ttfb_ms, moved_cache_write_tokens \
              FROM requests WHERE started_at >= ?1 AND client_key = ?3 \
          )"
     );
@@ -258,7 +259,9 @@ pub async fn stats_of_key(
          coalesce(sum(cost_estimated), 0) AS cost_estimated, \
          coalesce(sum(latency_ms), 0) AS latency_ms_sum, \
          coalesce(sum(ttfb_ms), 0) AS ttfb_ms_sum, count(ttfb_ms) AS ttfb_count, \
-         0 AS generated_tokens, 0 AS generating_ms_sum \
+         0 AS generated_tokens, 0 AS generating_ms_sum, \
+         count(moved_cache_write_tokens) AS moves, \
+         coalesce(sum(moved_cache_write_tokens), 0) AS moved_cache_write_tokens \
          FROM r WHERE g >= ?2 GROUP BY g ORDER BY g"
     ))
     .bind(from)
