@@ -356,7 +356,11 @@ impl Recorder {
             "request finished"
         );
         self.sink.feed.finished(record);
-        self.sink.writer.record(std::mem::take(record));
+        let record = std::mem::take(record);
+        // The header of an answer made after the finish (a refusal) still reads the route: a
+        // built one is cloned by reference counts, without allocating.
+        self.record.route.clone_from(&record.route);
+        self.sink.writer.record(record);
     }
 }
 
