@@ -1043,7 +1043,7 @@ async fn logs_explain_prints_why_each_request_went_where_it_went() {
             account_name: Some("max20".into()),
             status: 200,
             success: true,
-            route: route.map(str::to_owned),
+            route: route.map(Into::into),
             ..Default::default()
         });
     }
@@ -1061,6 +1061,43 @@ async fn logs_explain_prints_why_each_request_went_where_it_went() {
     assert!(!plain.contains("→"), "{plain}");
     let json = cli.run(&["logs", "--json"]).await.ok();
     assert!(json.contains("\"route\": \"max20: placed"), "{json}");
+}
+
+#[tokio::test]
+async fn stats_say_how_much_cache_the_moves_re_created() {
+    let cli = Cli::new();
+    let writer = ccflare_storage::Writer::spawn(cli.db().await);
+    // Three turns that wrote 12,000 cache tokens each; two of them had moved.
+    for (n, moved) in [false, true, true].into_iter().enumerate() {
+        writer.handle().record(ccflare_core::record::RequestRecord {
+            id: format!("ccf_move_{n}"),
+            started_at: NOW - HOUR,
+            method: "POST".into(),
+            path: "/v1/messages".into(),
+            model: Some("claude-sonnet-4-5".into()),
+            status: 200,
+            success: true,
+            usage: ccflare_core::usage::Usage {
+                input_tokens: 100,
+                cache_creation_input_tokens: 12_000,
+                ..Default::default()
+            },
+            moved,
+            ..Default::default()
+        });
+    }
+    writer.close().await;
+    let table = cli.run(&["stats", "daily"]).await.ok();
+    assert_fits_80_columns(&table);
+    assert!(
+        table.ends_with("2 sessions moved to another account: 24k cache tokens re-created\n"),
+        "{table}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&cli.run(&["stats", "daily", "--json"]).await.ok()).unwrap();
+    assert_eq!(json["total"]["session_moves"], 2);
+    assert_eq!(json["total"]["moved_cache_write_tokens"], 24_000);
+    assert_eq!(json["total"]["cache_write_tokens"], 36_000);
 }
 
 #[tokio::test]

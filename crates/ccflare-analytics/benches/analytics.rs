@@ -122,6 +122,8 @@ fn record(rng: &mut Rng, n: u64, started_at: Millis) -> RequestRecord {
         route: None,
         upstream_request_id: None,
         message_id: None,
+        // About one request in fifty had its session moved (a rate limit, a failover).
+        moved: n.is_multiple_of(50),
     }
 }
 

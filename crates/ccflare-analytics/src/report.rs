@@ -128,6 +128,11 @@ pub struct Totals {
     pub output_tokens_per_second: Option<f64>,
     /// Cache reads over all input (plain input, cache reads and cache writes).
     pub cache_hit_rate: Option<f64>,
+    /// Requests whose session moved to another account (its pin did not hold: a rate limit,
+    /// a failover, `headroom` moving it; docs/routing.md).
+    pub session_moves: i64,
+    /// The cache-creation tokens of those requests: prompt cache re-created because of moves.
+    pub moved_cache_write_tokens: i64,
 }
 
 fn ratio(numerator: f64, denominator: f64) -> Option<f64> {
@@ -162,6 +167,8 @@ impl From<&Sums> for Totals {
                 sums.generating_ms_sum as f64,
             ),
             cache_hit_rate: ratio(sums.cache_read_tokens as f64, all_input),
+            session_moves: sums.moves,
+            moved_cache_write_tokens: sums.moved_cache_write_tokens,
         }
     }
 }

@@ -15,6 +15,7 @@
 use crate::AnalyticsError;
 use crate::report::{Percentiles, Window, percentiles_in};
 use ccflare_core::Millis;
+use ccflare_core::route::Explanation;
 use ccflare_storage::Db;
 use ccflare_storage::requests::{AccountFilter, Listed, ModelFilter, RequestFilter, StatusFilter};
 use ccflare_storage::rollups::{
@@ -73,6 +74,10 @@ pub struct StatsRow {
     /// Latency percentiles of the requests, in milliseconds; `None` without any.
     pub p50_ms: Option<i64>,
     pub p95_ms: Option<i64>,
+    /// Requests whose session moved to another account, and their cache-creation tokens: the
+    /// prompt cache re-created because of moves (docs/routing.md).
+    pub session_moves: i64,
+    pub moved_cache_write_tokens: i64,
 }
 
 impl StatsRow {
@@ -88,6 +93,8 @@ impl StatsRow {
             cost_usd: sums.cost_usd,
             p50_ms: latency.p50,
             p95_ms: latency.p95,
+            session_moves: sums.moves,
+            moved_cache_write_tokens: sums.moved_cache_write_tokens,
         }
     }
 
@@ -236,7 +243,8 @@ pub async fn stats_of_key(
     let rows = format!(
         "WITH r AS MATERIALIZED ( \
              SELECT {group} AS g, success, streamed, input_tokens, output_tokens, \
-             cache_read_tokens, cache_write_tokens, cost_usd, cost_estimated, latency_ms, ttfb_ms \
+             cache_read_tokens, cache_write_tokens, cost_usd, cost_estimated, latency_ms, \
+             ttfb_ms, moved_cache_write_tokens \
              FROM requests WHERE started_at >= ?1 AND client_key = ?3 \
          )"
     );
@@ -251,7 +259,9 @@ pub async fn stats_of_key(
          coalesce(sum(cost_estimated), 0) AS cost_estimated, \
          coalesce(sum(latency_ms), 0) AS latency_ms_sum, \
          coalesce(sum(ttfb_ms), 0) AS ttfb_ms_sum, count(ttfb_ms) AS ttfb_count, \
-         0 AS generated_tokens, 0 AS generating_ms_sum \
+         0 AS generated_tokens, 0 AS generating_ms_sum, \
+         count(moved_cache_write_tokens) AS moves, \
+         coalesce(sum(moved_cache_write_tokens), 0) AS moved_cache_write_tokens \
          FROM r WHERE g >= ?2 GROUP BY g ORDER BY g"
     ))
     .bind(from)
@@ -568,7 +578,7 @@ impl From<Listed> for LogEntry {
             web_search_requests: tokens(r.usage.web_search_requests),
             web_fetch_requests: tokens(r.usage.web_fetch_requests),
             client_key: r.client_key,
-            route: r.route,
+            route: r.route.map(Explanation::into_text),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! account's credential only ever appears masked (`sk-ant-…wxyz`, SPEC §11).
 
 use ccflare_core::record::{AttemptFailure, RequestRecord};
+use ccflare_core::route::Explanation;
 use ccflare_core::secret::mask;
 use ccflare_core::{AccountKind, Millis, ratelimit::RateLimitSnapshot};
 use ccflare_pool::{AccountView, RoutingState};
@@ -154,7 +155,7 @@ pub struct RequestJson<'a> {
     pub client_key: Option<&'a str>,
     /// Why it went to its account (docs/routing.md): the chosen account and the reasons for
     /// the first few skipped; `null` for rows recorded before routing was explained.
-    pub route: Option<&'a str>,
+    pub route: Option<&'a Explanation>,
     /// The upstream's `request-id` of the answer relayed (served or failed); `null` when no
     /// upstream answer reached the client, or for rows recorded before it was kept.
     pub upstream_request_id: Option<&'a str>,
@@ -195,7 +196,7 @@ impl<'a> From<&'a RequestRecord> for RequestJson<'a> {
             output_tokens_per_second: r.output_tokens_per_second,
             session_key: r.session_key.as_deref(),
             client_key: r.client_key.as_deref(),
-            route: r.route.as_deref(),
+            route: r.route.as_ref(),
             upstream_request_id: r.upstream_request_id.as_deref(),
             message_id: r.message_id.as_deref(),
         }

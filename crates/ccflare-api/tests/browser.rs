@@ -260,6 +260,9 @@ async fn every_page_shows_the_seeded_numbers_and_stays_live() {
         ["claude-haiku-4-5", "claude-opus-4-1", "claude-sonnet-4-5"]
     );
     assert_eq!(browser.find_all("svg.chart").await.len(), 4);
+    // The cache re-created by moves: none of the seeded requests moved.
+    let moved = texts(&browser, "[data-tile=moved_cache] .v").await;
+    assert_eq!(moved, ["0 (0 moved)"]);
     // Labels are in the viewer's zone (UTC+05:30: every hourly label ends in :30).
     let labels = texts(&browser, "svg.chart text[text-anchor=middle]").await;
     assert!(!labels.is_empty());

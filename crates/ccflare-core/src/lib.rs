@@ -13,6 +13,7 @@ pub mod pricing;
 pub mod ratelimit;
 pub mod record;
 pub mod request;
+pub mod route;
 pub mod secret;
 pub mod sse;
 pub mod time;

@@ -2,6 +2,7 @@
 //! storage writer. Plain data: the proxy fills it on the request path without any IO.
 
 use crate::account::AccountId;
+use crate::route::{Explanation, Route};
 use crate::time::Millis;
 use crate::usage::Usage;
 use serde::{Deserialize, Serialize};
@@ -63,8 +64,13 @@ pub struct RequestRecord {
     #[serde(skip)]
     pub proxy_overhead_us: Option<i64>,
     /// Why the request went to its account, or why no account could take it: the chosen
-    /// account and the reasons for the first few skipped (docs/routing.md, issue 16).
-    pub route: Option<String>,
+    /// account and the reasons for the first few skipped (docs/routing.md, issue 16). On the
+    /// request path it is the pool's route as built; it becomes text only where it is read.
+    pub route: Option<Explanation>,
+    /// The request's session left the account it was pinned to (a rate limit, a failover,
+    /// `headroom` moving it): the prompt cache it wrote (`usage.cache_creation_input_tokens`)
+    /// was re-created because of the move. Analytics sums them.
+    pub moved: bool,
     /// The upstream's `request-id` header of the answer that served the request, or of the
     /// failure relayed to the client: what Anthropic's support asks for.
     pub upstream_request_id: Option<String>,
@@ -74,6 +80,13 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
+    /// Puts the pool's explanation of the latest selection on the record as built: no text and
+    /// no allocation (the route is moved in whole) until someone reads it.
+    pub fn set_route(&mut self, route: Route) {
+        self.moved = route.moved();
+        self.route = Some(Explanation::Route(route));
+    }
+
     /// Output tokens per second between first byte and end, when both are known and the
     /// interval is not zero.
     pub fn tokens_per_second(

@@ -3,14 +3,16 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
-/// An account key or token. Cloning is cheap enough (a short string) and keeps the mask.
+/// An account key or token. Shared, so that cloning it (every request's pick does) costs no
+/// allocation, and keeps the mask.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Secret(String);
+pub struct Secret(Arc<str>);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        Secret(Arc::from(value.into()))
     }
 
     /// The credential in plain text, for the one place that must send it upstream or store it.

@@ -376,7 +376,10 @@
         h("span", { class: "muted" }, "one point per " + window.ccf.bucketName(a.bucket_ms) + ", times in " + Intl.DateTimeFormat().resolvedOptions().timeZone)),
       h("div", { class: "tiles" }, tile("Requests", fmtInt(t.requests), "requests"), tile("Input", fmtCompact(t.input_tokens), "input"),
         tile("Output", fmtCompact(t.output_tokens), "output"), tile("Cache read", fmtCompact(t.cache_read_tokens), "cache_read"),
-        tile("Cache write", fmtCompact(t.cache_write_tokens), "cache_write"), tile("Cost", fmtCost(t.cost_usd), "cost"),
+        tile("Cache write", fmtCompact(t.cache_write_tokens), "cache_write"),
+        // Prompt cache written again because sessions moved to another account (docs/routing.md).
+        tile("Re-cached by moves", fmtCompact(t.moved_cache_write_tokens) + " (" + fmtInt(t.session_moves) + " moved)", "moved_cache"),
+        tile("Cost", fmtCost(t.cost_usd), "cost"),
         tile("p50 / p95 / p99", fmtMs(a.latency_ms.p50) + " / " + fmtMs(a.latency_ms.p95) + " / " + fmtMs(a.latency_ms.p99), "latency")),
       h("div", { class: "charts" },
         card("Requests", window.ccf.chart(pts, [{ key: "ok", label: "succeeded", cls: "b3" }, { key: "errors", label: "failed", cls: "bad" }],

@@ -24,7 +24,7 @@ pub use account_state::{
     DEFAULT_BACKOFF_MS, MAX_BACKOFF_MS, OAUTH_AUTH_FAILURE_BENCH_MS, OVERLOAD_COOLDOWN_MS,
 };
 pub use error::{Unavailable, UnavailableReason};
-pub use explain::{Basis, Chosen, EXPLAINED, MoveReason, Route, Skip};
+pub use explain::{Basis, Chosen, EXPLAINED, Explanation, MoveReason, Route, Skip};
 pub use forecast::{CACHE_READ_WEIGHT, Confidence, Forecast, WindowTrack, window_cost};
 pub use placement::{Demand, MOVE_HORIZON_MS};
 pub use pool::{MAX_PINS, Pick, Pool, PoolConfig, PoolWindow};

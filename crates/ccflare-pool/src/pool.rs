@@ -247,6 +247,9 @@ impl Pool {
         }
         let (session, tried) = (demand.session, demand.tried);
         let pinned = session.and_then(|key| self.pinned(key, now, tried));
+        // A live pin that did not hold is a move (looked at before the new pick replaces it).
+        let left = session.filter(|_| pinned.is_none());
+        let moved = left.and_then(|key| self.left_pin(key, now, tried));
         let chosen = match pinned {
             Some(position) => Some(position),
             None => {
@@ -262,9 +265,10 @@ impl Pool {
             unavailable.route = Box::new(self.explain(now, None, None, None, demand, None));
             return Err(unavailable);
         };
-        let how = match pinned {
-            Some(_) => Chosen::Pinned,
-            None => Chosen::Strategy(self.config.strategy),
+        let how = match (pinned, moved) {
+            (Some(_), _) => Chosen::Pinned,
+            (None, Some(reason)) => Chosen::Moved(reason),
+            (None, None) => Chosen::Strategy(self.config.strategy),
         };
         let route = self.explain(now, Some(position), Some(how), None, demand, None);
         Ok(self.take(position, 0, route, now))
@@ -694,6 +698,24 @@ impl Pool {
         pin.last_used = now;
         self.pins.promote(key);
         Some(position)
+    }
+
+    /// Why the session key's pin, live but not held by [`Pool::pinned`], did not hold: its
+    /// account was not routable or already tried. `None` without a pin, or with one expired
+    /// or on an account no longer in the pool (nothing warm was left behind there).
+    fn left_pin(&self, key: &str, now: Millis, tried: &[AccountId]) -> Option<MoveReason> {
+        let pin = self.pins.peek(key)?;
+        let account = &self.accounts[*self.positions.get(&pin.account)?];
+        if now - pin.last_used >= self.config.session_timeout_ms {
+            return None;
+        }
+        Some(if !account.is_routable(now) {
+            MoveReason::NotRoutable
+        } else if tried.contains(&account.id) {
+            MoveReason::Tried
+        } else {
+            return None;
+        })
     }
 
     fn pin(&mut self, key: &str, account: AccountId, now: Millis) {

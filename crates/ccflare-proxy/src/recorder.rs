@@ -113,8 +113,6 @@ pub struct Recorder {
     holding: Option<AccountId>,
     /// Tokens the pool reserved on that account for this attempt (its `headroom` placement).
     reserved: u64,
-    /// Why the last attempt went where it went (or why none could), rendered into the row.
-    route: Option<Route>,
     first_byte: Option<Instant>,
     /// Since when the request has been waiting on the upstream, if it is now.
     upstream_since: Option<Instant>,
@@ -142,7 +140,6 @@ impl Recorder {
             started: Instant::now(),
             holding: None,
             reserved: 0,
-            route: None,
             first_byte: None,
             upstream_since: None,
             upstream_time: None,
@@ -218,14 +215,15 @@ impl Recorder {
         self.record.account_name = Some(name.to_owned());
     }
 
-    /// The pool's explanation of the latest selection (kept as built: no text until needed).
+    /// The pool's explanation of the latest selection, on the record as built: no text (and
+    /// no allocation) until someone reads it — the header, the writer, the live views.
     pub fn set_route(&mut self, route: Route) {
-        self.route = Some(route);
+        self.record.set_route(route);
     }
 
     /// The explanation as one line, for the `x-ccflare-route` header.
     pub fn route_line(&self) -> Option<String> {
-        self.route.as_ref().map(ToString::to_string)
+        self.record.route.as_ref().map(ToString::to_string)
     }
 
     /// The pool reserved `tokens` on the attempt's account; handed back with the slot.
@@ -327,7 +325,6 @@ impl Recorder {
             record.message_id = outcome.message_id;
         }
         record.usage_incomplete = outcome.usage_incomplete;
-        record.route = self.route.as_ref().map(ToString::to_string);
         let cost = pricing::cost(record.model.as_deref(), &record.usage);
         record.cost_usd = cost.usd;
         record.cost_estimated = cost.estimated;
@@ -359,7 +356,11 @@ impl Recorder {
             "request finished"
         );
         self.sink.feed.finished(record);
-        self.sink.writer.record(std::mem::take(record));
+        let record = std::mem::take(record);
+        // The header of an answer made after the finish (a refusal) still reads the route: a
+        // built one is cloned by reference counts, without allocating.
+        self.record.route.clone_from(&record.route);
+        self.sink.writer.record(record);
     }
 }
 

@@ -168,13 +168,19 @@ async fn every_decision_is_explained_in_the_row_and_in_the_header_when_asked() {
     assert!(
         records[0]
             .route
-            .as_deref()
+            .as_ref()
             .unwrap()
+            .text()
             .starts_with("small: placed")
     );
     assert_eq!(
-        records.last().unwrap().route.as_deref(),
-        Some(route.as_str())
+        records
+            .last()
+            .unwrap()
+            .route
+            .as_ref()
+            .map(ToString::to_string),
+        Some(route.clone())
     );
     // A refusal explains itself too.
     let (status, _, _, route) = explained_turn(&app, "third", 190_000, true).await;

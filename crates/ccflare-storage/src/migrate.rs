@@ -61,6 +61,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "upstream_ids",
         include_str!("../../../migrations/0011_upstream_ids.sql"),
     ),
+    (
+        12,
+        "moved_cache",
+        include_str!("../../../migrations/0012_moved_cache.sql"),
+    ),
 ];
 
 /// The migration whose new column (`accounts.credential_hash`) is filled from the credentials

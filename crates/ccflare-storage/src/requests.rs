@@ -5,6 +5,7 @@
 use crate::db::Db;
 use crate::error::StorageError;
 use ccflare_core::record::{AttemptFailure, RequestRecord};
+use ccflare_core::route::Explanation;
 use ccflare_core::usage::Usage;
 use ccflare_core::{AccountId, Millis};
 use sqlx::{FromRow, SqliteConnection};
@@ -23,9 +24,9 @@ pub(crate) async fn insert(
          cache_write_tokens, cache_write_5m_tokens, cache_write_1h_tokens, usage_incomplete, \
          cost_usd, cost_estimated, output_tokens_per_second, session_key, client_key, \
          web_search_requests, web_fetch_requests, resource_id, route, upstream_request_id, \
-         message_id) \
+         message_id, moved_cache_write_tokens) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
-         ?, ?, ?, ?, ?, ?)",
+         ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&r.id)
     .bind(r.started_at)
@@ -58,12 +59,21 @@ pub(crate) async fn insert(
     .bind(r.usage.web_search_requests.min(i64::MAX as u64) as i64)
     .bind(r.usage.web_fetch_requests.min(i64::MAX as u64) as i64)
     .bind(&r.resource_id)
-    .bind(&r.route)
+    // Rendered here, in the writer, off the request path.
+    .bind(r.route.as_ref().map(ToString::to_string))
     .bind(&r.upstream_request_id)
     .bind(&r.message_id)
+    .bind(moved_cache_write_tokens(r))
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// The cache-creation tokens of a request whose session moved (its column); `None` when it did
+/// not move.
+pub(crate) fn moved_cache_write_tokens(r: &RequestRecord) -> Option<i64> {
+    r.moved
+        .then(|| r.usage.cache_creation_input_tokens.min(i64::MAX as u64) as i64)
 }
 
 /// The ids among `records` that are already stored (a replay of spilled records skips them).
@@ -126,6 +136,7 @@ struct RequestRow {
     route: Option<String>,
     upstream_request_id: Option<String>,
     message_id: Option<String>,
+    moved_cache_write_tokens: Option<i64>,
 }
 
 /// What every read of whole rows selects: [`RequestRow`]'s columns, named rather than `*`. A
@@ -139,7 +150,8 @@ const SELECT_ROWS: &str = "SELECT rowid AS seq, id, started_at, method, path, mo
      attempt_failures, latency_ms, ttfb_ms, streamed, input_tokens, output_tokens, \
      cache_read_tokens, cache_write_tokens, cache_write_5m_tokens, cache_write_1h_tokens, \
      usage_incomplete, cost_usd, cost_estimated, output_tokens_per_second, session_key, \
-     client_key, web_search_requests, web_fetch_requests, resource_id, route, upstream_request_id, message_id FROM requests";
+     client_key, web_search_requests, web_fetch_requests, resource_id, route, \
+     upstream_request_id, message_id, moved_cache_write_tokens FROM requests";
 
 /// A recorded request and its position in recording order.
 #[derive(Debug, Clone, PartialEq)]
@@ -197,9 +209,10 @@ impl TryFrom<RequestRow> for Listed {
             resource_id: row.resource_id,
             // Not stored: `/metrics` counts it as requests finish.
             proxy_overhead_us: None,
-            route: row.route,
+            route: row.route.map(Explanation::Text),
             upstream_request_id: row.upstream_request_id,
             message_id: row.message_id,
+            moved: row.moved_cache_write_tokens.is_some(),
         };
         Ok(Listed {
             seq: row.seq,

@@ -101,6 +101,8 @@ struct Sample {
     cost_estimated: bool,
     latency_ms: i64,
     ttfb_ms: Option<i64>,
+    /// The request's session moved (its `cache_write_tokens` were re-created because of it).
+    moved: bool,
 }
 
 impl From<&RequestRecord> for Sample {
@@ -124,16 +126,36 @@ impl From<&RequestRecord> for Sample {
             cost_estimated: r.cost_estimated,
             latency_ms: r.latency_ms,
             ttfb_ms: r.ttfb_ms,
+            moved: r.moved,
         }
     }
 }
 
-/// The columns of a request row that make a [`Sample`], NULLs as the record's defaults.
-const SAMPLE_COLUMNS: &str = "started_at, coalesce(model, '') AS model, \
-    coalesce(account_id, 0) AS account_id, coalesce(account_name, '') AS account_name, \
-    coalesce(client_key, '') AS client_key, status, coalesce(error_type, '') AS error_type, \
-    success, streamed, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, \
-    cost_usd, cost_estimated, latency_ms, ttfb_ms";
+/// The columns of a request row that make a [`Sample`], NULLs as the record's defaults, but
+/// for `moved`.
+macro_rules! sample_columns {
+    () => {
+        "started_at, coalesce(model, '') AS model, \
+        coalesce(account_id, 0) AS account_id, coalesce(account_name, '') AS account_name, \
+        coalesce(client_key, '') AS client_key, status, coalesce(error_type, '') AS error_type, \
+        success, streamed, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, \
+        cost_usd, cost_estimated, latency_ms, ttfb_ms"
+    };
+}
+
+/// The columns of a request row that make a [`Sample`].
+const SAMPLE_COLUMNS: &str = concat!(
+    sample_columns!(),
+    ", moved_cache_write_tokens IS NOT NULL AS moved"
+);
+
+/// The same, for the fills of migrations 0003 and 0005, which run before 0012 added the
+/// `moved_cache_write_tokens` column (no request had moved then).
+const SAMPLE_COLUMNS_BEFORE_0012: &str = concat!(sample_columns!(), ", 0 AS moved");
+
+/// The sums migration 0012 added to the hourly and daily rollups: the fills of earlier
+/// migrations leave them out.
+const SUMS_0012: [&str; 2] = ["moves", "moved_cache_write_tokens"];
 
 /// One rollup row's key: the bucket start, the dimension and the group within it.
 type GroupKey = (Millis, i64, String);
@@ -161,6 +183,10 @@ pub struct Sums {
     /// first byte, and that time.
     pub generated_tokens: i64,
     pub generating_ms_sum: i64,
+    /// Requests whose session moved to another account (migration 0012), and the cache
+    /// tokens they wrote: the prompt cache re-created because of the moves.
+    pub moves: i64,
+    pub moved_cache_write_tokens: i64,
 }
 
 /// The columns of a query that sums hourly or daily rollup rows, named as [`Sums`]' fields.
@@ -177,7 +203,9 @@ pub const SUM_COLUMNS: &str = "coalesce(sum(requests), 0) AS requests, \
     coalesce(sum(ttfb_ms_sum), 0) AS ttfb_ms_sum, \
     coalesce(sum(ttfb_count), 0) AS ttfb_count, \
     coalesce(sum(generated_tokens), 0) AS generated_tokens, \
-    coalesce(sum(generating_ms_sum), 0) AS generating_ms_sum";
+    coalesce(sum(generating_ms_sum), 0) AS generating_ms_sum, \
+    coalesce(sum(moves), 0) AS moves, \
+    coalesce(sum(moved_cache_write_tokens), 0) AS moved_cache_write_tokens";
 
 impl Sums {
     /// One request's share.
@@ -201,12 +229,14 @@ impl Sums {
             ttfb_count: i64::from(s.ttfb_ms.is_some()),
             generated_tokens: generating.map_or(0, |_| s.output_tokens),
             generating_ms_sum: generating.unwrap_or(0),
+            moves: i64::from(s.moved),
+            moved_cache_write_tokens: if s.moved { s.cache_write_tokens } else { 0 },
         }
     }
 
     /// Every sum with its column name, in the order of the hourly and daily tables; the
     /// minute table keeps those in [`MINUTE_SUMS`].
-    fn columns(&self) -> [(&'static str, Value); 14] {
+    fn columns(&self) -> [(&'static str, Value); 16] {
         [
             ("requests", Value::Int(self.requests)),
             ("successes", Value::Int(self.successes)),
@@ -222,6 +252,11 @@ impl Sums {
             ("ttfb_count", Value::Int(self.ttfb_count)),
             ("generated_tokens", Value::Int(self.generated_tokens)),
             ("generating_ms_sum", Value::Int(self.generating_ms_sum)),
+            ("moves", Value::Int(self.moves)),
+            (
+                "moved_cache_write_tokens",
+                Value::Int(self.moved_cache_write_tokens),
+            ),
         ]
     }
 
@@ -240,6 +275,8 @@ impl Sums {
         self.ttfb_count += other.ttfb_count;
         self.generated_tokens += other.generated_tokens;
         self.generating_ms_sum += other.generating_ms_sum;
+        self.moves += other.moves;
+        self.moved_cache_write_tokens += other.moved_cache_write_tokens;
     }
 }
 
@@ -317,7 +354,17 @@ impl Increments {
     }
 
     async fn write(self, tx: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-        let group_sums = Sums::default().columns().map(|(name, _)| name);
+        self.write_sums(tx, |_| true).await
+    }
+
+    /// Writes the increments, of the hourly and daily sums only those `exists` accepts.
+    async fn write_sums(
+        self,
+        tx: &mut SqliteConnection,
+        exists: impl Fn(&str) -> bool + Copy,
+    ) -> Result<(), sqlx::Error> {
+        let all_sums = Sums::default().columns().map(|(name, _)| name);
+        let group_sums: Vec<&str> = all_sums.into_iter().filter(|name| exists(name)).collect();
         for (table, groups) in [("rollup_hourly", self.hours), ("rollup_daily", self.days)] {
             let sql = upsert_sql(table, &["bucket", "dim", "key"], &["label"], &group_sums);
             for ((bucket, dim, key), GroupSums { label, sums }) in groups {
@@ -326,10 +373,10 @@ impl Increments {
                     .bind(dim)
                     .bind(key)
                     .bind(label);
-                bind_sums(query, &sums, |_| true).execute(&mut *tx).await?;
+                bind_sums(query, &sums, exists).execute(&mut *tx).await?;
             }
         }
-        let minute_sums: Vec<&str> = group_sums
+        let minute_sums: Vec<&str> = all_sums
             .into_iter()
             .filter(|name| MINUTE_SUMS.contains(name))
             .collect();
@@ -456,7 +503,7 @@ pub(crate) async fn rebuild(tx: &mut SqliteConnection) -> Result<(), sqlx::Error
     .execute(&mut *tx)
     .await?;
     let mut increments = Increments::default();
-    every_sample(tx, |sample| increments.add(sample)).await?;
+    every_sample(tx, SAMPLE_COLUMNS, |sample| increments.add(sample)).await?;
     increments.write(tx).await
 }
 
@@ -464,10 +511,15 @@ pub(crate) async fn rebuild(tx: &mut SqliteConnection) -> Result<(), sqlx::Error
 /// histograms came later (0005, which fills them in its own turn), so they are left out.
 pub(crate) async fn fill_0003(tx: &mut SqliteConnection) -> Result<(), sqlx::Error> {
     let mut increments = Increments::default();
-    every_sample(tx, |sample| increments.add(sample)).await?;
+    every_sample(tx, SAMPLE_COLUMNS_BEFORE_0012, |sample| {
+        increments.add(sample)
+    })
+    .await?;
     // With no minute bins, writing never names their table.
     increments.minute_bins.clear();
-    increments.write(tx).await
+    increments
+        .write_sums(tx, |name| !SUMS_0012.contains(&name))
+        .await
 }
 
 /// Fills the minute histograms from the request rows (migration 0005, for rows recorded
@@ -477,7 +529,7 @@ pub(crate) async fn rebuild_minute_latency(tx: &mut SqliteConnection) -> Result<
         .execute(&mut *tx)
         .await?;
     let mut bins = Increments::default();
-    every_sample(tx, |s| {
+    every_sample(tx, SAMPLE_COLUMNS_BEFORE_0012, |s| {
         *bins
             .minute_bins
             .entry((bucket(s.started_at, MINUTE_MS), bin(s.latency_ms)))
@@ -487,16 +539,17 @@ pub(crate) async fn rebuild_minute_latency(tx: &mut SqliteConnection) -> Result<
     bins.write(tx).await
 }
 
-/// Hands every request row to `add`, reading the table in pages by rowid so memory holds one
-/// page plus what `add` keeps.
+/// Hands every request row to `add`, read with `columns` (one of the sample column lists), in
+/// pages by rowid so memory holds one page plus what `add` keeps.
 async fn every_sample(
     tx: &mut SqliteConnection,
+    columns: &str,
     mut add: impl FnMut(Sample),
 ) -> Result<(), sqlx::Error> {
     let mut after: i64 = 0;
     loop {
         let rows: Vec<Paged> = sqlx::query_as(&format!(
-            "SELECT rowid, {SAMPLE_COLUMNS} FROM requests WHERE rowid > ? ORDER BY rowid LIMIT ?"
+            "SELECT rowid, {columns} FROM requests WHERE rowid > ? ORDER BY rowid LIMIT ?"
         ))
         .bind(after)
         .bind(REBUILD_PAGE)

@@ -50,6 +50,8 @@ fn record(n: u32, started_at: i64) -> RequestRecord {
         // Binary fractions add up exactly in any order, so sums can be compared with ==.
         cost_usd: f64::from(n % 8) / 64.0,
         client_key: (n.is_multiple_of(4)).then(|| "ccf_team".to_owned()),
+        // Its session moved to another account (migration 0012's sums).
+        moved: n % 3 == 1,
         ..Default::default()
     }
 }
@@ -418,4 +420,91 @@ async fn upgrading_to_minute_histograms_fills_them_from_the_rows_already_recorde
     let expected: Vec<(i64, i64, i64)> =
         expected.into_iter().map(|((m, b), n)| (m, b, n)).collect();
     assert_eq!(filled, expected);
+}
+
+#[tokio::test]
+async fn moves_and_the_cache_they_re_created_add_up_in_the_rollups() {
+    let (_dir, db) = open().await;
+    let records: Vec<RequestRecord> = (0..120)
+        .map(|n| record(n, DAY0 + i64::from(n) * 60_000))
+        .collect();
+    let moved: Vec<&RequestRecord> = records.iter().filter(|r| r.moved).collect();
+    let tokens: i64 = moved
+        .iter()
+        .map(|r| r.usage.cache_creation_input_tokens as i64)
+        .sum();
+    assert!(!moved.is_empty() && tokens > 0);
+    write(&db, records.clone(), 25).await;
+    for table in ["rollup_hourly", "rollup_daily"] {
+        let sums: (i64, i64) = sqlx::query_as(&format!(
+            "SELECT sum(moves), sum(moved_cache_write_tokens) FROM {table} WHERE dim = 0"
+        ))
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(sums, (moved.len() as i64, tokens), "{table}");
+    }
+    // The row keeps the tokens of a moved request only; read back, it says whether it moved.
+    for record in &records[..6] {
+        let row: Option<i64> =
+            sqlx::query_scalar("SELECT moved_cache_write_tokens FROM requests WHERE id = ?")
+                .bind(&record.id)
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        let expected = record
+            .moved
+            .then_some(record.usage.cache_creation_input_tokens as i64);
+        assert_eq!(row, expected, "{}", record.id);
+        let read = requests::get(&db, &record.id).await.unwrap().unwrap();
+        assert_eq!(read.moved, record.moved);
+    }
+    // The running totals are what a rebuild from the rows gives.
+    let kept = snapshot(&db).await;
+    rollups::rebuild_all(&db).await.unwrap();
+    assert_eq!(kept, snapshot(&db).await);
+}
+
+#[tokio::test]
+async fn a_database_from_before_the_rollups_upgrades_through_every_migration() {
+    // Schema version 2 with request rows: the fills of 0003 and 0005 run before migration
+    // 0012 adds its columns, and must not name them.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("upgrade.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let old = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    for sql in [
+        include_str!("../../../migrations/0001_initial.sql"),
+        include_str!("../../../migrations/0002_settings.sql"),
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, \
+         applied_at INTEGER NOT NULL); INSERT INTO schema_migrations VALUES (1, 'initial', 0), \
+         (2, 'settings', 0);",
+    ] {
+        sqlx::raw_sql(sql).execute(&old).await.unwrap();
+    }
+    for n in 0..50i64 {
+        sqlx::query(
+            "INSERT INTO requests (id, started_at, method, path, status, success, attempts, \
+             latency_ms, streamed, cache_write_tokens) \
+             VALUES (?, ?, 'POST', '/v1/messages', 200, 1, 1, 5, 0, 7)",
+        )
+        .bind(format!("r{n}"))
+        .bind(DAY0 + n * 60_000)
+        .execute(&old)
+        .await
+        .unwrap();
+    }
+    old.close().await;
+
+    let db = Db::open_path(&path).await.unwrap();
+    let sums: (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT sum(requests), sum(cache_write_tokens), sum(moves), \
+         sum(moved_cache_write_tokens) FROM rollup_daily WHERE dim = 0",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(sums, (50, 350, 0, 0), "rows from before 0012 did not move");
 }

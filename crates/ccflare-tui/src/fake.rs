@@ -239,8 +239,12 @@ fn seed_record(n: u32, age: Millis, seed: &mut Seed) -> RequestRecord {
         ..RequestRecord::default()
     };
     match seed.below(20) {
-        // Failed over from the limited account, then served.
+        // Failed over from the limited account, then served: its session moved.
         0 | 1 => {
+            record.moved = true;
+            // Its prompt written again on this account (as cache, not new input).
+            record.usage.cache_creation_input_tokens = record.usage.input_tokens;
+            record.usage.input_tokens = 0;
             record.attempts = 2;
             record.attempt_failures = vec![AttemptFailure {
                 account: "max-2".to_owned(),
@@ -540,6 +544,10 @@ fn totals<'a>(records: impl IntoIterator<Item = &'a RequestRecord>) -> Totals {
         t.cache_read_tokens += r.usage.cache_read_input_tokens as i64;
         t.cache_write_tokens += r.usage.cache_creation_input_tokens as i64;
         t.cost_usd += r.cost_usd;
+        if r.moved {
+            t.session_moves += 1;
+            t.moved_cache_write_tokens += r.usage.cache_creation_input_tokens as i64;
+        }
         latency += r.latency_ms;
     }
     t.errors = t.requests - t.successes;

@@ -178,5 +178,24 @@ fn render(table: &StatsTable, heading: &'static str, style: &output::Style) -> S
     }
     out.rule();
     out.row(cells(&table.total));
-    out.render(style)
+    let mut text = out.render(style);
+    text.push_str(&moves_line(&table.total));
+    text
+}
+
+/// What the sessions that moved to another account cost in prompt cache written again
+/// (docs/routing.md); nothing when none moved.
+fn moves_line(total: &StatsRow) -> String {
+    match total.session_moves {
+        0 => String::new(),
+        moves => format!(
+            "{} moved to another account: {} cache tokens re-created\n",
+            if moves == 1 {
+                "1 session".to_owned()
+            } else {
+                format!("{} sessions", output::count(moves))
+            },
+            output::compact(total.moved_cache_write_tokens)
+        ),
+    }
 }

@@ -62,7 +62,7 @@ fn draw_totals(
     theme: Theme,
 ) {
     let t = &report.totals;
-    let text = format!(
+    let mut text = format!(
         " {} requests · {} ok · {} tokens · {} · latency p50 {} p95 {} p99 {}",
         format::count(t.requests),
         format::percent(t.success_rate),
@@ -72,6 +72,14 @@ fn draw_totals(
         report.latency_ms.p95.map_or("–".into(), format::latency),
         report.latency_ms.p99.map_or("–".into(), format::latency),
     );
+    // The prompt cache written again because sessions moved (docs/routing.md), when any did.
+    if t.session_moves > 0 {
+        text.push_str(&format!(
+            " · {} moved, {} cache re-created",
+            format::count(t.session_moves),
+            format::compact(t.moved_cache_write_tokens)
+        ));
+    }
     let mut spans = vec![Span::raw(fit(&text, area.width as usize))];
     if let Some(error) = error {
         // The last figures stay up; say that the newest read failed.

@@ -294,7 +294,7 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, app: &App, r: &RequestRecord, 
     }
     // Why it went to its account (docs/routing.md), wrapped over as many lines as it takes.
     if let Some(route) = &r.route {
-        let chars: Vec<char> = route.chars().collect();
+        let chars: Vec<char> = route.text().chars().collect();
         for (n, piece) in chars.chunks(width.max(1)).enumerate() {
             let label = if n == 0 { "route" } else { "" };
             lines.push(line(label, piece.iter().collect()));
