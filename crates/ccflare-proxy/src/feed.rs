@@ -132,17 +132,27 @@ impl Feed {
         let _ = self.events.send(RequestEvent::Started(Arc::new(started)));
     }
 
-    /// Hands a finished request to the observer and to the live feed.
-    pub(crate) fn finished(&self, record: &RequestRecord) {
+    /// Hands a finished request to the observer, then to the live feed if anyone reads it:
+    /// the record comes back shared (the feed and the writer hold the same one), or as it was
+    /// when nobody reads.
+    pub(crate) fn finished(&self, record: RequestRecord) -> Finished {
         if let Some(observer) = self.observer.get() {
-            observer.request_finished(record);
+            observer.request_finished(&record);
         }
-        if self.events.receiver_count() > 0 {
-            let _ = self
-                .events
-                .send(RequestEvent::Finished(Arc::new(record.clone())));
+        if self.events.receiver_count() == 0 {
+            return Finished::Unread(record);
         }
+        let shared = Arc::new(record);
+        // An error only means the last subscriber just left.
+        let _ = self.events.send(RequestEvent::Finished(shared.clone()));
+        Finished::Shared(shared)
     }
+}
+
+/// A finished record after the feed: the writer's, or shared with the feed's readers.
+pub(crate) enum Finished {
+    Unread(RequestRecord),
+    Shared(Arc<RequestRecord>),
 }
 
 #[cfg(test)]
@@ -161,7 +171,7 @@ mod tests {
         assert_eq!(feed.events.len(), 0, "the UI alone: no start is built");
         let mut all = feed.subscribe();
         feed.started(&record);
-        feed.finished(&record);
+        assert!(matches!(feed.finished(record.clone()), Finished::Shared(_)));
         assert!(matches!(all.try_recv(), Ok(RequestEvent::Started(s)) if s.id == "r-1"));
         assert!(matches!(all.try_recv(), Ok(RequestEvent::Finished(r)) if r.id == "r-1"));
         // The UI's reader passes over the start it was not built for.
@@ -176,5 +186,9 @@ mod tests {
         drop(finished);
         feed.started(&record);
         assert_eq!(feed.events.len(), 0, "nobody at all");
+        assert!(
+            matches!(feed.finished(record), Finished::Unread(_)),
+            "nothing shared"
+        );
     }
 }

@@ -12,7 +12,7 @@
 //! it holds), the writer, the feed, and the drain (to tell a client's hang-up from the server's
 //! cut). A request clones it once, as one reference count.
 
-use crate::feed::Feed;
+use crate::feed::{Feed, Finished};
 use crate::keys::KeyTicket;
 use crate::pool::SharedPool;
 use crate::shutdown::Drain;
@@ -355,12 +355,14 @@ impl Recorder {
             error = record.error_type.as_deref().unwrap_or(""),
             "request finished"
         );
-        self.sink.feed.finished(record);
         let record = std::mem::take(record);
         // The header of an answer made after the finish (a refusal) still reads the route: a
         // built one is cloned by reference counts, without allocating.
         self.record.route.clone_from(&record.route);
-        self.sink.writer.record(record);
+        match self.sink.feed.finished(record) {
+            Finished::Unread(record) => self.sink.writer.record(record),
+            Finished::Shared(record) => self.sink.writer.record_shared(record),
+        }
     }
 }
 

@@ -106,7 +106,9 @@ pub struct AccountStateUpdate {
 }
 
 enum Op {
-    Request(Box<RequestRecord>),
+    /// Shared with the live feed while someone reads it; the writer takes it back (copying it
+    /// only if a reader still holds it), so the request path never copies a record.
+    Request(Arc<RequestRecord>),
     AccountState(Box<AccountStateUpdate>),
     /// Answer once everything sent before this is written (or, through an outage, spilled).
     Flush(oneshot::Sender<()>),
@@ -182,7 +184,12 @@ pub struct WriterHandle {
 impl WriterHandle {
     /// Queues a request record. Never waits.
     pub fn record(&self, record: RequestRecord) {
-        self.send(Op::Request(Box::new(record)));
+        self.send(Op::Request(Arc::new(record)));
+    }
+
+    /// Queues a request record that the live feed shares. Never waits, never copies.
+    pub fn record_shared(&self, record: Arc<RequestRecord>) {
+        self.send(Op::Request(record));
     }
 
     /// Queues an account state change. Never waits.
@@ -425,7 +432,7 @@ impl Task {
 
     fn take(&mut self, op: Op) {
         match op {
-            Op::Request(record) => self.records.push(*record),
+            Op::Request(record) => self.records.push(Arc::unwrap_or_clone(record)),
             // Only the newest state of an account matters: an older one is done with.
             Op::AccountState(update) => {
                 if self.states.insert(update.id, *update).is_some() {
