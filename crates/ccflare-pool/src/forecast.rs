@@ -471,7 +471,7 @@ mod tests {
     }
 
     #[test]
-    fn tokens_left_come_from_the_point_rounding_hid_the_least_in() {
+    fn tokens_left_are_the_tightest_bound_any_point_gives() {
         // A 100k window. The answers said 0.10, 0.60, 0.95 (truly 0.9499) and 0.96 (truly
         // 0.964): taken at its word, the last leaves 4,000 tokens, but only 3,600 are.
         let mut track = WindowTrack::default();
