@@ -447,6 +447,260 @@ pub fn markdown(header: &str, results: &[StrategyResult]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ccflare_core::config::Strategy;
+    use ccflare_core::ratelimit::{RateLimitSnapshot, Verdict};
+    use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret, Usage};
+    use ccflare_pool::{Demand, Pool, PoolConfig};
+    use std::collections::{BTreeMap, HashMap};
+
+    /// What one simulated run saw (the columns of the table that the targets are about).
+    #[derive(Debug, Default)]
+    struct Outcome {
+        errors: u64,
+        errors_with_room: u64,
+        rejected_windows: u64,
+        used_at_first_error: Option<f64>,
+        recreated: u64,
+    }
+
+    /// One account's window in the simulation, charged as the mock's window mode does.
+    struct SimWindow {
+        id: AccountId,
+        size: u64,
+        used: u64,
+        rejected: bool,
+    }
+
+    enum Event {
+        /// The conversation sends its next turn.
+        Send(usize),
+        /// Its answer ends: the pool learns its usage.
+        Done {
+            conversation: usize,
+            account: AccountId,
+            reserved: u64,
+            usage: Usage,
+        },
+    }
+
+    /// The bench's traffic through the real pool code with a simulated clock instead of a
+    /// server and the mock: the same conversations, windows sized the same way, charged by the
+    /// mock's rule, the unified headers (two decimals) reported when a request is charged and
+    /// its usage when its answer ends, `latency_seed` varying how long answers take (and so
+    /// the order of arrivals, as between real runs). Fast and deterministic: the rules of
+    /// `headroom` can be checked against the issue's targets without a minute of real time.
+    fn simulate(strategy: Strategy, demand_share: f64, latency_seed: u64) -> Outcome {
+        const T0: Millis = 1_800_000_000_000;
+        let traffic = conversations(16);
+        let pool_tokens = demand_tokens(&traffic) as f64 / demand_share;
+        let total_shares: f64 = ACCOUNT_SHARES.iter().map(|(_, s)| s).sum();
+        let records: Vec<Account> = ACCOUNT_SHARES
+            .iter()
+            .zip(1..)
+            .map(|(&(name, _), id)| Account {
+                id: AccountId(id),
+                name: name.to_owned(),
+                kind: AccountKind::OAuth,
+                credential: Secret::new(format!("sk-ant-oat01-sim-{name}")),
+                priority: 0,
+                weight: 1,
+                status: AccountStatus::Active,
+                revision: 1,
+                rate_limited_until: None,
+                overloaded_until: None,
+                token_expires_at: None,
+            })
+            .collect();
+        let mut windows: Vec<SimWindow> = ACCOUNT_SHARES
+            .iter()
+            .zip(&records)
+            .map(|(&(_, share), record)| SimWindow {
+                id: record.id,
+                size: (pool_tokens * share / total_shares).round() as u64,
+                used: 0,
+                rejected: false,
+            })
+            .collect();
+        let mut pool = Pool::new(PoolConfig {
+            strategy,
+            session_timeout_ms: 5 * 3_600_000,
+        });
+        pool.sync(records, T0);
+        let reset = T0 + 5 * 3_600_000;
+        let snapshot = |status: &str, utilization: f64, now: Millis| RateLimitSnapshot {
+            unified_status: Some(status.to_owned()),
+            unified_5h_status: Some(status.to_owned()),
+            unified_5h_utilization: Some(utilization),
+            unified_5h_reset: Some(reset),
+            seen_at: now,
+            ..Default::default()
+        };
+        let used_share = |windows: &[SimWindow]| {
+            let used: u64 = windows.iter().map(|w| w.used.min(w.size)).sum();
+            used as f64 / windows.iter().map(|w| w.size).sum::<u64>() as f64
+        };
+        let mut latency = Rng(latency_seed);
+        let mut events = BTreeMap::new();
+        let mut order = 0u64;
+        for (n, conversation) in traffic.iter().enumerate() {
+            let at = (conversation.start + conversation.turns[0].pause).as_millis() as i64;
+            order += 1;
+            events.insert((at, order), Event::Send(n));
+        }
+        let mut next_turn = vec![0usize; traffic.len()];
+        // The account holding each conversation's prompt cache, and the prefix it holds.
+        let mut caches: HashMap<usize, (AccountId, u64)> = HashMap::new();
+        let mut outcome = Outcome::default();
+        while let Some(((at, _), event)) = events.pop_first() {
+            let now = T0 + at;
+            let conversation = match event {
+                Event::Send(conversation) => conversation,
+                Event::Done {
+                    conversation,
+                    account,
+                    reserved,
+                    usage,
+                } => {
+                    let session = format!("sim-conversation-{conversation}");
+                    pool.finish(account, reserved, Some(&session), Some(&usage), now);
+                    next_turn[conversation] += 1;
+                    if let Some(turn) = traffic[conversation].turns.get(next_turn[conversation]) {
+                        order += 1;
+                        events.insert(
+                            (at + turn.pause.as_millis() as i64, order),
+                            Event::Send(conversation),
+                        );
+                    }
+                    continue;
+                }
+            };
+            let session = format!("sim-conversation-{conversation}");
+            let turn = traffic[conversation].turns[next_turn[conversation]];
+            let prompt = (turn.prompt_bytes as u64 / 4).max(1);
+            let mut tried = Vec::new();
+            loop {
+                let demand = Demand {
+                    session: Some(&session),
+                    tried: &tried,
+                    prompt_tokens: prompt,
+                    max_tokens: MAX_TOKENS,
+                };
+                let Ok(pick) = pool.select_for(now, &demand) else {
+                    outcome.errors += 1;
+                    let cold = prompt + turn.output_tokens;
+                    if windows
+                        .iter()
+                        .any(|w| !w.rejected && w.size.saturating_sub(w.used) >= cold)
+                    {
+                        outcome.errors_with_room += 1;
+                    }
+                    outcome
+                        .used_at_first_error
+                        .get_or_insert(used_share(&windows));
+                    break;
+                };
+                tried.push(pick.id);
+                let held = caches.get(&conversation).copied();
+                let read = match held {
+                    Some((account, prefix)) if account == pick.id => prefix.min(prompt - 1),
+                    _ => 0,
+                };
+                let write = prompt - read - 1;
+                let cost = 1
+                    + write
+                    + turn.output_tokens
+                    + (read as f64 * CACHE_READ_WEIGHT).round() as u64;
+                let window = windows
+                    .iter_mut()
+                    .find(|w| w.id == pick.id)
+                    .expect("every account has a window");
+                if window.rejected || window.used + cost > window.size {
+                    if !window.rejected {
+                        window.rejected = true;
+                        outcome.rejected_windows += 1;
+                    }
+                    let verdict = Verdict::RateLimited { until: Some(reset) };
+                    pool.report(pick.id, verdict, Some(snapshot("rejected", 1.01, now)), now);
+                    pool.finish(pick.id, pick.reserved, Some(&session), None, now);
+                    continue;
+                }
+                window.used += cost;
+                let utilization = (window.used as f64 / window.size as f64 * 100.0).round() / 100.0;
+                let status = if utilization >= 0.75 {
+                    "allowed_warning"
+                } else {
+                    "allowed"
+                };
+                let verdict = Verdict::Serve { bench_until: None };
+                pool.report(
+                    pick.id,
+                    verdict,
+                    Some(snapshot(status, utilization, now)),
+                    now,
+                );
+                if let Some((account, prefix)) = held
+                    && account != pick.id
+                {
+                    outcome.recreated += prefix.min(prompt);
+                }
+                caches.insert(conversation, (pick.id, prompt));
+                let usage = Usage {
+                    input_tokens: 1,
+                    cache_read_input_tokens: read,
+                    cache_creation_input_tokens: write,
+                    output_tokens: turn.output_tokens,
+                    ..Usage::default()
+                };
+                order += 1;
+                let took = 150 + latency.range(0, 150) as i64;
+                events.insert(
+                    (at + took, order),
+                    Event::Done {
+                        conversation,
+                        account: pick.id,
+                        reserved: pick.reserved,
+                        usage,
+                    },
+                );
+                break;
+            }
+        }
+        outcome
+    }
+
+    #[test]
+    fn headroom_meets_the_targets_of_issue_16_on_the_seeded_traffic_in_every_arrival_order() {
+        const REACTIVE: [Strategy; 4] = [
+            Strategy::Session,
+            Strategy::RoundRobin,
+            Strategy::LeastRequests,
+            Strategy::Priority,
+        ];
+        for latency_seed in 1..=4 {
+            // Demand 90 %: the reactive strategies reject windows and move conversations late.
+            let best_reactive = REACTIVE
+                .iter()
+                .map(|&strategy| simulate(strategy, 0.9, latency_seed))
+                .inspect(|outcome| assert!(outcome.rejected_windows > 0, "{outcome:?}"))
+                .map(|outcome| outcome.recreated)
+                .min()
+                .unwrap_or(0);
+            let headroom = simulate(Strategy::Headroom, 0.9, latency_seed);
+            assert_eq!(headroom.rejected_windows, 0, "{latency_seed}: {headroom:?}");
+            assert_eq!(headroom.errors_with_room, 0, "{latency_seed}: {headroom:?}");
+            assert!(
+                headroom.used_at_first_error.is_none_or(|used| used >= 0.97),
+                "{latency_seed}: {headroom:?}"
+            );
+            assert!(
+                headroom.recreated * 2 <= best_reactive,
+                "{latency_seed}: {headroom:?} against {best_reactive}"
+            );
+            // Demand 80 %: everything fits, and nothing is refused.
+            let easy = simulate(Strategy::Headroom, 0.8, latency_seed);
+            assert_eq!((easy.errors, easy.rejected_windows), (0, 0), "{easy:?}");
+        }
+    }
 
     #[test]
     fn the_traffic_is_the_same_for_the_same_seed_and_grows_per_turn() {

@@ -9,6 +9,13 @@
 //! them, once it moved by at least [`MIN_SIZE_DELTA`] (utilisation comes with two decimals).
 //! The size survives a window's reset: it is the plan's, not the window's.
 //!
+//! Two decimals hide up to half a point of the window (the header is taken as rounded, as the
+//! mock does): 5,700 tokens of a 1.1M window, more than a turn costs. So the tokens left are the
+//! tightest of what every point allows, each rounded up by half a point (`WindowTrack::left`),
+//! and before the size can be inferred a lower bound of it (tokens served over the utilisation
+//! rounded up, `WindowTrack::floor`) ranks the accounts: taking the first answers' `0.01` at its
+//! word made a 1.1M window look like 1.4M and drew every new conversation to it.
+//!
 //! Pure, like the rest of the crate: every call takes `now`, and the tokens served so far (a
 //! running count the pool keeps per account, in [`window_cost`] units).
 
@@ -27,6 +34,8 @@ pub const MIN_SIZE_DELTA: f64 = 0.05;
 const MAX_POINTS: usize = 32;
 /// The span the rate of use is measured over.
 pub const RATE_SPAN_MS: i64 = 15 * 60_000;
+/// Half the last decimal of a utilisation header: the most rounding can hide.
+const ROUNDING: f64 = 0.005;
 /// Two resets closer than this are the same window (the header has whole seconds; a window
 /// whose reset moved by more than this has rolled over).
 const SAME_WINDOW_MS: i64 = 60_000;
@@ -92,6 +101,10 @@ pub struct WindowTrack {
     size_tokens: Option<u64>,
     /// Tokens served before the first request of this window seen here.
     base: Option<u64>,
+    /// The least the size can be: the most any point's tokens served in its window over its
+    /// utilisation rounded up (half of the last decimal). Others' use of the account only makes
+    /// the true size bigger, so it holds whoever else uses the account.
+    floor: u64,
 }
 
 impl WindowTrack {
@@ -136,6 +149,10 @@ impl WindowTrack {
             utilization,
             served,
         });
+        if let Some(base) = self.base {
+            let bound = served.saturating_sub(base) as f64 / (utilization + ROUNDING).max(ROUNDING);
+            self.floor = self.floor.max(bound as u64);
+        }
         self.infer_size();
     }
 
@@ -156,13 +173,28 @@ impl WindowTrack {
     }
 
     /// A rough size before the utilisation moved enough for [`WindowTrack::size_tokens`]: the
-    /// tokens served in this window over the last utilisation, as if the window held nothing
-    /// else (others' use makes it smaller, never bigger: a lower bound, for ranking only).
+    /// floor, the least the size can be by any point so far (a lower bound, for ranking only).
     fn rough_size(&self) -> Option<u64> {
-        let last = self.points.back()?;
-        let served = last.served.saturating_sub(self.base?);
-        (last.utilization >= 0.005 && served > 0)
-            .then(|| (served as f64 / last.utilization).round() as u64)
+        (self.floor > 0).then_some(self.floor)
+    }
+
+    /// Tokens left in a window of `size` (now at `utilization`) when the account has served
+    /// `served`: every point says the window had at most `size × (1 − utilisation − rounding)`
+    /// left when it was seen, less what was served since; the tightest of these (the point whose
+    /// utilisation was rounded down the most) is taken, never more than the estimate from the
+    /// last point alone. Many points make it close to the truth; a plain `(1 − utilisation) ×
+    /// size` can be off by half a point of the window, which near the end rejects it.
+    fn left(&self, size: u64, served: u64, utilization: f64) -> u64 {
+        let size = size as f64;
+        let plain = (1.0 - utilization).max(0.0) * size;
+        let bound = self
+            .points
+            .iter()
+            .map(|p| {
+                size * (1.0 - p.utilization - ROUNDING) - served.saturating_sub(p.served) as f64
+            })
+            .fold(f64::MIN, f64::max);
+        bound.min(plain).max(0.0).round() as u64
     }
 
     /// The window at `now`, when the account has served `served` tokens.
@@ -191,7 +223,7 @@ impl WindowTrack {
         };
         let tokens_left = self
             .size_tokens
-            .map(|size| ((1.0 - utilization).max(0.0) * size as f64).round() as u64);
+            .map(|size| self.left(size, served, utilization));
         let first = *self.points.front()?;
         let recent = self
             .points
@@ -212,7 +244,10 @@ impl WindowTrack {
         Some(Forecast {
             utilization,
             size_tokens: self.size_tokens,
-            rough_size_tokens: self.size_tokens.or_else(|| self.rough_size()),
+            rough_size_tokens: match (self.size_tokens, self.rough_size()) {
+                (Some(size), floor) => Some(size.max(floor.unwrap_or(0))),
+                (None, floor) => floor,
+            },
             tokens_left,
             reset_at: self.reset_at,
             rate_per_hour: rate_per_ms.map(|r| r * 3_600_000.0),
@@ -293,7 +328,8 @@ mod tests {
                 served: 30_000,
                 utilization: 0.30,
                 size: Some(100_000),
-                left: Some(70_000),
+                // Half a point of rounding below (1 − 0.30) × 100k.
+                left: Some(69_500),
                 // 70 % left at 1 % a minute.
                 exhausts_min: Some(90),
                 points_kept: 3,
@@ -308,7 +344,7 @@ mod tests {
                 served: 30_000,
                 utilization: 0.30,
                 size: Some(100_000),
-                left: Some(70_000),
+                left: Some(69_500),
                 exhausts_min: Some(80),
                 points_kept: 2,
             },
@@ -323,7 +359,7 @@ mod tests {
                 served: 208_000,
                 utilization: 0.52,
                 size: Some(400_000),
-                left: Some(192_000),
+                left: Some(190_000),
                 // 40 % in 10 minutes: the 48 % left go in 12.
                 exhausts_min: Some(122),
                 points_kept: 3,
@@ -352,7 +388,7 @@ mod tests {
                 served: 20_000,
                 utilization: 0.20,
                 size: Some(100_000),
-                left: Some(80_000),
+                left: Some(79_500),
                 exhausts_min: None,
                 points_kept: 2,
             },
@@ -367,7 +403,7 @@ mod tests {
                 served: 65_000,
                 utilization: 0.05,
                 size: Some(100_000),
-                left: Some(95_000),
+                left: Some(94_500),
                 exhausts_min: None,
                 points_kept: 1,
             },
@@ -403,7 +439,7 @@ mod tests {
                 served: 30_000,
                 utilization: 0.30,
                 size: Some(100_000),
-                left: Some(70_000),
+                left: Some(69_500),
                 exhausts_min: Some(45),
                 points_kept: 2,
             },
@@ -416,16 +452,47 @@ mod tests {
     #[test]
     fn a_rough_size_comes_from_the_first_answers_and_gives_way_to_the_inferred_one() {
         let mut track = WindowTrack::default();
-        // A 1M window: the first answer of 8,000 tokens shows as 0.01.
+        // A 1M window: the first answer of 8,000 tokens shows as 0.01, which may be up to
+        // 0.015: the window holds at least 8,000 / 0.015 tokens.
         track.observe(0.01, Some(RESET), 8_000, 8_000, T0);
         let forecast = track.forecast(8_000, T0).expect("a point");
         assert_eq!(forecast.size_tokens, None);
-        assert_eq!(forecast.rough_size_tokens, Some(800_000));
+        assert_eq!(forecast.rough_size_tokens, Some(533_333));
+        // 0.03 (up to 0.035) after 30,000: at least 857,142, a tighter bound.
+        track.observe(0.03, Some(RESET), 30_000, 22_000, T0 + MIN / 2);
+        let forecast = track.forecast(30_000, T0 + MIN / 2).expect("points");
+        assert_eq!(forecast.size_tokens, None);
+        assert_eq!(forecast.rough_size_tokens, Some(857_142));
         track.observe(0.07, Some(RESET), 70_000, 9_000, T0 + MIN);
         let forecast = track.forecast(70_000, T0 + MIN).expect("points");
         // (70,000 − 8,000) / 0.06
         assert_eq!(forecast.size_tokens, Some(1_033_333));
         assert_eq!(forecast.rough_size_tokens, forecast.size_tokens);
+    }
+
+    #[test]
+    fn tokens_left_are_the_tightest_bound_any_point_gives() {
+        // A 100k window. The answers said 0.10, 0.60, 0.95 (truly 0.9499) and 0.96 (truly
+        // 0.964): taken at its word, the last leaves 4,000 tokens, but only 3,600 are.
+        let mut track = WindowTrack::default();
+        for (minute, utilization, served) in [
+            (0, 0.10, 10_000),
+            (1, 0.60, 60_000),
+            (2, 0.95, 94_990),
+            (3, 0.96, 96_400),
+        ] {
+            track.observe(utilization, Some(RESET), served, 0, T0 + minute * MIN);
+        }
+        let forecast = track.forecast(96_400, T0 + 3 * MIN).expect("points");
+        // The size from the first and last points: 86,400 / 0.86.
+        assert_eq!(forecast.size_tokens, Some(100_465));
+        // The last point, rounded up by half a point: 100,465 × 0.035.
+        assert_eq!(forecast.tokens_left, Some(3_516));
+        // A window that has truly 3,600 left never looks as if it had more.
+        assert!(forecast.tokens_left.unwrap() <= 3_600);
+        // What was served since counts against every point alike.
+        let later = track.forecast(97_400, T0 + 3 * MIN).expect("points");
+        assert_eq!(later.tokens_left, Some(2_516));
     }
 
     #[test]

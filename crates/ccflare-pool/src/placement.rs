@@ -2,15 +2,17 @@
 //! account's window forecast (`forecast.rs`), whether a request fits an account, where a new
 //! conversation goes, and when a pinned one moves.
 //!
-//! - **Cost of a request** on an account: the prompt (body bytes / 4) plus `max_tokens`; on the
-//!   account that holds the conversation's warm prompt cache, the cached prefix counts at
+//! - **Cost of a request** on an account: the prompt (body bytes / 4) plus its expected answer
+//!   (the longest of the pool's recent answers, never more than its `max_tokens`: [`Answers`]);
+//!   on the account that holds the conversation's warm prompt cache, the cached prefix counts at
 //!   [`CACHE_READ_WEIGHT`] only. Attempts in flight reserve their cost until they end.
 //! - **Fits**: an account whose window size is known fits a request when the tokens it has left
 //!   (minus reservations) cover its cost; one whose size is not known yet fits while its
 //!   utilisation is under 100 %; one without subscription headers always fits.
 //! - **Stay or move**: a pinned conversation stays on its account while the request fits there,
-//!   unless its forecast says the window fills within [`MOVE_HORIZON_MS`] and its cache has
-//!   expired anyway (then moving costs nothing). Moving a warm conversation re-writes its prefix
+//!   unless the window is [`pressed`] and another account has room to spare (it moves now, while
+//!   its prefix is smaller than it will be), or its forecast says the window fills within
+//!   [`MOVE_HORIZON_MS`] and its cache has expired anyway (then moving costs nothing). Moving a warm conversation re-writes its prefix
 //!   at the cache-write price; not fitting would reject the window, which costs more.
 //! - **Place**: a new conversation (or a moved one) goes to the fitting account with the most
 //!   tokens left per conversation it carries (room / (pins + 1)): tokens, not fractions, and
@@ -24,6 +26,8 @@ use ccflare_core::{AccountId, Millis};
 pub const MOVE_HORIZON_MS: i64 = 5 * 60_000;
 /// How many turns ahead of each pinned conversation [`pressed`] looks.
 pub const LOOKAHEAD_TURNS: u64 = 3;
+/// How many recent answers the answer-length estimate ([`Answers`]) looks at.
+pub const ANSWERS_KEPT: usize = 64;
 /// How long a prompt cache lives after its last use: 5 minutes, or an hour for 1-hour writes.
 pub const CACHE_TTL_5M_MS: i64 = 5 * 60_000;
 pub const CACHE_TTL_1H_MS: i64 = 60 * 60_000;
@@ -66,6 +70,52 @@ pub(crate) fn cost_on(account: AccountId, demand: &Demand, warm: Option<Warm>) -
                 .saturating_add(demand.max_tokens)
         }
         _ => demand.estimate(),
+    }
+}
+
+/// The lengths of the pool's recent answers, for what a request's answer is expected to cost.
+/// Reserving a request's whole `max_tokens` refuses requests that fit: Claude Code sends
+/// 32,000 for answers that are mostly a few hundred tokens.
+#[derive(Debug, Clone)]
+pub(crate) struct Answers {
+    recent: [u32; ANSWERS_KEPT],
+    len: usize,
+    next: usize,
+    longest: u32,
+}
+
+impl Default for Answers {
+    fn default() -> Self {
+        Answers {
+            recent: [0; ANSWERS_KEPT],
+            len: 0,
+            next: 0,
+            longest: 0,
+        }
+    }
+}
+
+impl Answers {
+    /// Takes the length of one more answer (output tokens); an answer of none (a usage
+    /// without output) says nothing of answers' lengths and is not counted.
+    pub(crate) fn push(&mut self, output: u64) {
+        if output == 0 {
+            return;
+        }
+        self.recent[self.next] = u32::try_from(output).unwrap_or(u32::MAX);
+        self.next = (self.next + 1) % ANSWERS_KEPT;
+        self.len = (self.len + 1).min(ANSWERS_KEPT);
+        self.longest = self.recent[..self.len].iter().copied().max().unwrap_or(0);
+    }
+
+    /// What the answer of a request allowed `max_tokens` is expected to cost: the longest of
+    /// the last [`ANSWERS_KEPT`] answers, never more than `max_tokens`; before any answer,
+    /// `max_tokens` itself.
+    pub(crate) fn expected(&self, max_tokens: u64) -> u64 {
+        match self.len {
+            0 => max_tokens,
+            _ => max_tokens.min(u64::from(self.longest)),
+        }
     }
 }
 

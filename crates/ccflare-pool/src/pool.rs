@@ -14,7 +14,9 @@ use crate::account_state::AccountState;
 use crate::error::{Unavailable, UnavailableReason};
 use crate::explain::{Basis, Chosen, MoveReason, Route, Skip};
 use crate::forecast::window_cost;
-use crate::placement::{self, CACHE_TTL_1H_MS, CACHE_TTL_5M_MS, Demand, MOVE_HORIZON_MS, Warm};
+use crate::placement::{
+    self, Answers, CACHE_TTL_1H_MS, CACHE_TTL_5M_MS, Demand, MOVE_HORIZON_MS, Warm,
+};
 use crate::state::{AccountView, PersistState, RoutingState, StateCounts};
 use crate::strategy::{self, Cursor};
 use ccflare_core::config::Strategy;
@@ -104,6 +106,8 @@ pub struct Pool {
     turn: Option<Turn>,
     /// The `round-robin` strategy's last pick.
     round_robin: Option<Cursor>,
+    /// The recent answers' lengths: what `headroom` expects a request's answer to cost.
+    answers: Answers,
 }
 
 impl Pool {
@@ -116,6 +120,7 @@ impl Pool {
             pins: LruCache::unbounded(),
             turn: None,
             round_robin: None,
+            answers: Answers::default(),
         }
     }
 
@@ -382,6 +387,11 @@ impl Pool {
     /// session; when none fits, the request is refused at once rather than sent to reject a
     /// window.
     fn select_predictive(&mut self, now: Millis, demand: &Demand) -> Result<Pick, Unavailable> {
+        // The answer is expected to cost what recent answers cost, not the whole `max_tokens`.
+        let demand = &Demand {
+            max_tokens: self.answers.expected(demand.max_tokens),
+            ..*demand
+        };
         let timeout = self.config.session_timeout_ms;
         let pin = demand
             .session
@@ -575,6 +585,7 @@ impl Pool {
             return;
         };
         account.served(window_cost(usage), now);
+        self.answers.push(usage.output_tokens);
         let cached = usage
             .cache_read_input_tokens
             .saturating_add(usage.cache_creation_input_tokens);

@@ -45,9 +45,12 @@ fn id_of(pool: &Pool, name: &str) -> AccountId {
         .unwrap()
 }
 
+/// An answer that cost its window `tokens`, 1,000 of them its own (the `max_tokens` of
+/// [`request`]: the answer-length estimate stays at it).
 fn usage(tokens: u64) -> Usage {
     Usage {
-        input_tokens: tokens,
+        input_tokens: tokens.saturating_sub(1_000),
+        output_tokens: tokens.min(1_000),
         ..Usage::default()
     }
 }
@@ -137,15 +140,63 @@ fn a_request_goes_only_where_it_fits_and_nowhere_is_an_immediate_refusal() {
     let mut pool = pool(&["a", "b"]);
     teach(&mut pool, "a", 100_000, 0.9);
     teach(&mut pool, "b", 50_000, 0.8);
-    // a has 10k left, b 10k: 9k + 1k fits, 9.5k + 1k does not.
-    assert!(place(&mut pool, &request(None, 9_000)).is_ok());
+    // a has 9.5k left, b 9.75k (each half a point of rounding less than the headers say):
+    // 8.7k + 1k fits, 8.8k + 1k does not.
+    assert_eq!(place(&mut pool, &request(None, 8_700)).as_deref(), Ok("b"));
     assert_eq!(
-        place(&mut pool, &request(None, 9_500)),
+        place(&mut pool, &request(None, 8_800)),
         Err(format!(
-            "NoRoom {{ tokens: 10500 }} retry@Some({})",
+            "NoRoom {{ tokens: 9800 }} retry@Some({})",
             5 * 3600
         ))
     );
+}
+
+#[test]
+fn an_answer_is_expected_as_long_as_recent_answers_not_its_max_tokens() {
+    // (the two teaching answers' lengths, the request's prompt and max_tokens, where it goes);
+    // `a` is 100k at 90 %: 9.5k left by the rounding-safe count (half a point less).
+    let cases = [
+        // No answer with a length seen yet: the whole max_tokens is reserved.
+        ((0, 0), 8_500, 32_000, false),
+        // Answers of up to 600 tokens: 8.5k + 600 fits.
+        ((300, 600), 8_500, 32_000, true),
+        // The longest recent answer counts: 9k + 600 does not fit.
+        ((300, 600), 9_000, 32_000, false),
+        // Never more than the request's own max_tokens: 9.4k + 100 fits.
+        ((300, 600), 9_400, 100, true),
+    ];
+    for ((first, second), prompt, max_tokens, fits) in cases {
+        let mut pool = pool(&["a"]);
+        let id = id_of(&pool, "a");
+        for (utilization, output) in [(0.8, first), (0.9, second)] {
+            let snapshot = RateLimitSnapshot {
+                unified_5h_utilization: Some(utilization),
+                unified_5h_reset: Some(RESET),
+                seen_at: T0,
+                ..Default::default()
+            };
+            pool.report(id, Verdict::Serve { bench_until: None }, Some(snapshot), T0);
+            let answer = Usage {
+                input_tokens: 10_000 - output,
+                output_tokens: output,
+                ..Usage::default()
+            };
+            pool.finish(id, 0, None, Some(&answer), T0);
+        }
+        let demand = Demand {
+            session: None,
+            tried: &[],
+            prompt_tokens: prompt,
+            max_tokens,
+        };
+        let placed = place(&mut pool, &demand);
+        assert_eq!(
+            placed.as_deref().map_err(|_| ()),
+            if fits { Ok("a") } else { Err(()) },
+            "answers {first} and {second}, prompt {prompt}, max_tokens {max_tokens}"
+        );
+    }
 }
 
 #[test]
@@ -203,14 +254,15 @@ fn a_pinned_conversation_moves_only_when_staying_is_worse() {
     // (cached prefix, a's use, b's use, next prompt, where it goes)
     let cases = [
         // Fits easily: stays with its cache.
-        (20_000, 0.30, 0.10, 22_000, "a"),
-        // 5k left on a: the warm turn costs 2k new + 2k read + 1k answer = 5k: it fits only
-        // because of the cache, and stays (though pressed, b could take it: it moves).
-        (20_000, 0.95, 0.10, 22_000, "b"),
-        // 5k left on a, nothing else has room for a cold 23k turn: it stays.
-        (20_000, 0.95, 0.99, 22_000, "a"),
-        // 3k left on a: the turn cannot fit, it moves to b.
-        (20_000, 0.97, 0.10, 22_000, "b"),
+        (20_000, 0.30, 0.10, 21_500, "a"),
+        // 4.5k left on a (half a point of rounding less than 5 %): the warm turn costs 1.5k
+        // new + 2k read + 1k answer = 4.5k: it fits only because of the cache, and would stay,
+        // but a is pressed and b can take it: it moves.
+        (20_000, 0.95, 0.10, 21_500, "b"),
+        // 4.5k left on a, nothing else has room for a cold 22.5k turn: it stays.
+        (20_000, 0.95, 0.99, 21_500, "a"),
+        // 2.5k left on a: the turn cannot fit, it moves to b.
+        (20_000, 0.97, 0.10, 21_500, "b"),
     ];
     for (cached, a_use, b_use, prompt, expected) in cases {
         assert_eq!(
@@ -287,13 +339,13 @@ fn the_explanation_names_why_each_of_the_first_accounts_was_skipped() {
     assert!(
         pick.route
             .to_string()
-            .ends_with("skipped a: no room (10.0k left < 16.0k needed)"),
+            .ends_with("skipped a: no room (9.5k left < 16.0k needed)"),
         "{}",
         pick.route
     );
 }
 
-/// `a`: 100k at 90 % (10k left); `b`: 1M at 10 %.
+/// `a`: 100k at 90 % (9.5k left, half a point of rounding less); `b`: 1M at 10 %.
 fn pool_of_two_sized() -> Pool {
     let mut pool = pool(&["a", "b"]);
     teach(&mut pool, "a", 100_000, 0.9);
