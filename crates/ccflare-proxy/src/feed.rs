@@ -132,27 +132,20 @@ impl Feed {
         let _ = self.events.send(RequestEvent::Started(Arc::new(started)));
     }
 
-    /// Hands a finished request to the observer, then to the live feed if anyone reads it:
-    /// the record comes back shared (the feed and the writer hold the same one), or as it was
-    /// when nobody reads.
-    pub(crate) fn finished(&self, record: RequestRecord) -> Finished {
+    /// Hands a finished request to the observer, then to the live feed if anyone reads it.
+    /// The record comes back shared: the writer takes the same one the feed's readers hold
+    /// (when nobody reads, its only holder), so the request path never copies it.
+    pub(crate) fn finished(&self, record: RequestRecord) -> Arc<RequestRecord> {
         if let Some(observer) = self.observer.get() {
             observer.request_finished(&record);
         }
-        if self.events.receiver_count() == 0 {
-            return Finished::Unread(record);
-        }
         let shared = Arc::new(record);
-        // An error only means the last subscriber just left.
-        let _ = self.events.send(RequestEvent::Finished(shared.clone()));
-        Finished::Shared(shared)
+        if self.events.receiver_count() > 0 {
+            // An error only means the last subscriber just left.
+            let _ = self.events.send(RequestEvent::Finished(shared.clone()));
+        }
+        shared
     }
-}
-
-/// A finished record after the feed: the writer's, or shared with the feed's readers.
-pub(crate) enum Finished {
-    Unread(RequestRecord),
-    Shared(Arc<RequestRecord>),
 }
 
 #[cfg(test)]
@@ -171,7 +164,11 @@ mod tests {
         assert_eq!(feed.events.len(), 0, "the UI alone: no start is built");
         let mut all = feed.subscribe();
         feed.started(&record);
-        assert!(matches!(feed.finished(record.clone()), Finished::Shared(_)));
+        assert_eq!(
+            Arc::strong_count(&feed.finished(record.clone())),
+            2,
+            "shared with the feed"
+        );
         assert!(matches!(all.try_recv(), Ok(RequestEvent::Started(s)) if s.id == "r-1"));
         assert!(matches!(all.try_recv(), Ok(RequestEvent::Finished(r)) if r.id == "r-1"));
         // The UI's reader passes over the start it was not built for.
@@ -186,9 +183,10 @@ mod tests {
         drop(finished);
         feed.started(&record);
         assert_eq!(feed.events.len(), 0, "nobody at all");
-        assert!(
-            matches!(feed.finished(record), Finished::Unread(_)),
-            "nothing shared"
+        assert_eq!(
+            Arc::strong_count(&feed.finished(record)),
+            1,
+            "nobody else holds it"
         );
     }
 }

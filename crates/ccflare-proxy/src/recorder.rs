@@ -12,7 +12,7 @@
 //! it holds), the writer, the feed, and the drain (to tell a client's hang-up from the server's
 //! cut). A request clones it once, as one reference count.
 
-use crate::feed::{Feed, Finished};
+use crate::feed::Feed;
 use crate::keys::KeyTicket;
 use crate::pool::SharedPool;
 use crate::shutdown::Drain;
@@ -359,10 +359,9 @@ impl Recorder {
         // The header of an answer made after the finish (a refusal) still reads the route: a
         // built one is cloned by reference counts, without allocating.
         self.record.route.clone_from(&record.route);
-        match self.sink.feed.finished(record) {
-            Finished::Unread(record) => self.sink.writer.record(record),
-            Finished::Shared(record) => self.sink.writer.record_shared(record),
-        }
+        self.sink
+            .writer
+            .record_shared(self.sink.feed.finished(record));
     }
 }
 
