@@ -164,6 +164,18 @@ impl Drop for Tmux {
     }
 }
 
+/// This test's own nice value (the server's threads start with the one they inherit).
+fn nice_of_this_process() -> i32 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after_name = stat.rsplit_once(')').unwrap().1;
+    after_name
+        .split_whitespace()
+        .nth(16)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 async fn message(url: &str) -> Reply {
     let body = Message::new("claude-haiku-4-5").content("hi").body();
     let reply = send(anthropic_post(
@@ -248,6 +260,36 @@ async fn the_ui_shows_the_server_at_work_and_gives_the_terminal_back() {
     let mock = MockUpstream::start().await.expect("mock starts");
     let dir = tempfile::tempdir().unwrap();
     let (tmux, url) = start_ccflare(dir.path(), &mock).await;
+
+    // The UI's thread yields to the server's: it runs at the lowest priority, the proxy's
+    // threads at the one they were started with.
+    let pid = tmux.ccflare_pid();
+    let nice = |tid: &str| -> i32 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap();
+        // "pid (name) state ppid …": the nice value is the 19th field.
+        let after_name = stat.rsplit_once(')').unwrap().1;
+        after_name
+            .split_whitespace()
+            .nth(16)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(nice(&pid.to_string()), 19, "the UI's thread");
+    let workers: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|tid| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                .is_ok_and(|comm| comm.starts_with("tokio-rt"))
+        })
+        .map(|tid| nice(&tid))
+        .collect();
+    assert!(!workers.is_empty(), "the server's worker threads");
+    assert!(
+        workers.iter().all(|n| *n == nice_of_this_process()),
+        "the server's threads keep their priority: {workers:?}"
+    );
 
     // A request through the proxy is on the Requests tab at once.
     tmux.keys(&["3"]);
