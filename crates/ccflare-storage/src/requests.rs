@@ -79,7 +79,7 @@ pub(crate) fn moved_cache_write_tokens(r: &RequestRecord) -> Option<i64> {
 /// The ids among `records` that are already stored (a replay of spilled records skips them).
 pub(crate) async fn existing_ids(
     tx: &mut SqliteConnection,
-    records: &[RequestRecord],
+    records: &[std::sync::Arc<RequestRecord>],
 ) -> Result<HashSet<String>, sqlx::Error> {
     let mut present = HashSet::new();
     // SQLite allows 32,766 parameters; a batch is far below that, but stay well clear.

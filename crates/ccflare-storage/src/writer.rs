@@ -106,8 +106,8 @@ pub struct AccountStateUpdate {
 }
 
 enum Op {
-    /// Shared with the live feed while someone reads it; the writer takes it back (copying it
-    /// only if a reader still holds it), so the request path never copies a record.
+    /// Shared with the live feed while someone reads it: neither the request path nor the
+    /// writer copies a record.
     Request(Arc<RequestRecord>),
     AccountState(Box<AccountStateUpdate>),
     /// Answer once everything sent before this is written (or, through an outage, spilled).
@@ -349,7 +349,8 @@ struct Task {
     files: Files,
     spill_after: Duration,
     /// Records taken from the channel, not written yet (in order).
-    records: Vec<RequestRecord>,
+    /// Shared with the live feed's readers while they hold them: never copied.
+    records: Vec<Arc<RequestRecord>>,
     /// The newest state of each account, not written yet.
     states: HashMap<AccountId, AccountStateUpdate>,
     /// Flushes waiting for everything taken before them.
@@ -432,7 +433,7 @@ impl Task {
 
     fn take(&mut self, op: Op) {
         match op {
-            Op::Request(record) => self.records.push(Arc::unwrap_or_clone(record)),
+            Op::Request(record) => self.records.push(record),
             // Only the newest state of an account matters: an older one is done with.
             Op::AccountState(update) => {
                 if self.states.insert(update.id, *update).is_some() {
@@ -688,7 +689,7 @@ impl Task {
         }
         // Held records are empty here (replay runs only then): the chunk takes their place.
         let count = chunk.records.len();
-        self.records = chunk.records;
+        self.records = chunk.records.into_iter().map(Arc::new).collect();
         if count > 0
             && let Attempt::Outage(error) = self.write_records(count, true).await
         {
@@ -756,7 +757,7 @@ fn concerns_one_row(error: &sqlx::Error) -> bool {
 /// so nothing counts twice.
 async fn write_batch(
     db: &Db,
-    records: &[RequestRecord],
+    records: &[Arc<RequestRecord>],
     states: &HashMap<AccountId, AccountStateUpdate>,
     replaying: bool,
 ) -> Result<(), sqlx::Error> {
@@ -768,6 +769,7 @@ async fn write_batch(
     };
     let fresh: Vec<&RequestRecord> = records
         .iter()
+        .map(|record| &**record)
         .filter(|record| !present.contains(&record.id))
         .collect();
     for record in &fresh {

@@ -14,6 +14,7 @@ use ccflare_core::record::RequestRecord;
 use ccflare_core::time::{Clock, SystemClock, format_rfc3339};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Where the files go and how big the spill file may grow.
 #[derive(Debug, Clone)]
@@ -107,7 +108,7 @@ impl Files {
 
     /// Appends `records` to the spill file and syncs it to disk. All or nothing: on failure
     /// the file is cut back to where it was, and the caller keeps the records.
-    pub async fn spill(&mut self, records: &[RequestRecord]) -> Result<(), SpillError> {
+    pub async fn spill(&mut self, records: &[Arc<RequestRecord>]) -> Result<(), SpillError> {
         let Some(path) = self.spill.clone() else {
             return Err(SpillError::Disabled);
         };
