@@ -132,7 +132,9 @@ const CRATES: &[CrateRule] = &[
         &[MOCK, TESTKIT],
     ),
     // The benchmark drives the real server binary and the mock, and counts rows in storage.
-    bin(BENCH, &[CORE, STORAGE, MOCK], &[TESTKIT]),
+    // Its quota scenario's test also runs the same seeded traffic through the pool's own code
+    // with a simulated clock (tests only: the binary measures the real server).
+    bin(BENCH, &[CORE, STORAGE, MOCK], &[POOL, TESTKIT]),
     // What the integration tests share: the HTTP client, SSE reading, the server process and
     // the in-process proxy's fixture. Tests only: no crate ships with it.
     test_support(TESTKIT, &[CORE, POOL, STORAGE, PROXY, OAUTH, MOCK]),
