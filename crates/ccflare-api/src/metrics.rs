@@ -1,6 +1,8 @@
 //! `GET /metrics` in the Prometheus text format, written by hand. Request counters are kept in
 //! memory from every finished request (the proxy calls [`Metrics::observe`] on the request
-//! path: one short lock and a few additions); account states, in-flight requests and the
+//! path): each thread counts into a shard of its own, so two requests finishing at once never
+//! wait on one lock, and once a model, account and status have been seen, counting them
+//! allocates nothing; a scrape sums the shards. Account states, in-flight requests and the
 //! writer's queue are read at scrape time. Counters start from zero at each start, as
 //! Prometheus counters do.
 //!
@@ -10,12 +12,18 @@
 use ccflare_core::record::RequestRecord;
 use ccflare_pool::{AccountView, RoutingState};
 use ccflare_storage::WriterHandle;
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::{Display, Write};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 /// Most distinct values of a client-controlled label.
 pub const MAX_LABEL_VALUES: usize = 100;
+
+/// Shards of the counters. A thread takes one the first time it counts, in turn, and keeps it:
+/// with fewer counting threads than shards, no two share one.
+const SHARDS: usize = 16;
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 const BUCKETS: [f64; 13] = [
@@ -63,6 +71,14 @@ impl Histogram {
         self.count += 1;
     }
 
+    fn add(&mut self, other: &Histogram) {
+        for (count, more) in self.counts.iter_mut().zip(&other.counts) {
+            *count += more;
+        }
+        self.sum_seconds += other.sum_seconds;
+        self.count += other.count;
+    }
+
     fn render(&self, out: &mut String, name: &str) {
         let mut cumulative = 0;
         for (bound, count) in self.bounds.iter().zip(&self.counts) {
@@ -85,6 +101,7 @@ impl Default for OverheadHistogram {
     }
 }
 
+/// Every shard summed, keyed for the exposition (sorted label values).
 #[derive(Debug, Default)]
 struct Counters {
     /// (status, model, account) → requests.
@@ -102,86 +119,214 @@ struct Counters {
     ttfb: Histogram,
     /// ccflare's own time per request that went upstream.
     overhead: OverheadHistogram,
-    /// Models seen, for the label cap.
-    models: BTreeSet<String>,
+}
+
+/// The token kinds, in the order of [`ModelCounts::tokens`].
+const TOKEN_KINDS: [&str; 4] = ["input", "output", "cache_read", "cache_write"];
+
+/// One thread's counters, keyed so that a lookup by `&str` finds them: only a label value seen
+/// for the first time in this shard is copied.
+#[derive(Debug, Default)]
+struct Shard {
+    /// Model label ("" for none) → its counts.
+    models: HashMap<String, ModelCounts>,
+    errors: HashMap<String, u64>,
+    attempt_failures: HashMap<String, u64>,
+    attempts: u64,
+    latency: Histogram,
+    ttfb: Histogram,
+    overhead: OverheadHistogram,
+}
+
+#[derive(Debug, Default)]
+struct ModelCounts {
+    tokens: [u64; 4],
+    /// Account ("" for none) → its counts with this model.
+    accounts: HashMap<String, AccountCounts>,
+}
+
+#[derive(Debug, Default)]
+struct AccountCounts {
+    /// (status, requests): a handful per pair.
+    statuses: Vec<(u16, u64)>,
+    cost_usd: f64,
+}
+
+/// A map entry by a borrowed key, copying the key only when it is new.
+fn entry<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key).expect("present or just inserted")
+}
+
+impl Shard {
+    fn add_to(&self, total: &mut Counters) {
+        for (model, counts) in &self.models {
+            for (kind, n) in TOKEN_KINDS.iter().zip(counts.tokens) {
+                if n > 0 {
+                    *total.tokens.entry((model.clone(), kind)).or_default() += n;
+                }
+            }
+            for (account, counts) in &counts.accounts {
+                for &(status, n) in &counts.statuses {
+                    *total
+                        .requests
+                        .entry((status, model.clone(), account.clone()))
+                        .or_default() += n;
+                }
+                if counts.cost_usd != 0.0 {
+                    *total
+                        .cost
+                        .entry((model.clone(), account.clone()))
+                        .or_default() += counts.cost_usd;
+                }
+            }
+        }
+        for (kind, n) in &self.errors {
+            *total.errors.entry(kind.clone()).or_default() += n;
+        }
+        for (reason, n) in &self.attempt_failures {
+            *total.attempt_failures.entry(reason.clone()).or_default() += n;
+        }
+        total.attempts += self.attempts;
+        total.latency.add(&self.latency);
+        total.ttfb.add(&self.ttfb);
+        total.overhead.0.add(&self.overhead.0);
+    }
+}
+
+/// Label values a client chooses (models, error types): the first [`MAX_LABEL_VALUES`] seen
+/// are kept as they are, later ones are counted under `other`. Read-mostly: once full or once
+/// a value is known, a lookup takes only the read lock.
+#[derive(Debug, Default)]
+struct Labels(RwLock<HashSet<String>>);
+
+impl Labels {
+    /// `value` if it is (or now becomes) one of the kept values, else `other`.
+    fn admit<'v>(&self, value: &'v str) -> &'v str {
+        if self
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(value)
+        {
+            return value;
+        }
+        let mut kept = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if kept.contains(value) || kept.len() < MAX_LABEL_VALUES {
+            kept.insert(value.to_owned());
+            value
+        } else {
+            "other"
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).len()
+    }
 }
 
 /// Counters of finished requests.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    counters: Mutex<Counters>,
+    models: Labels,
+    error_types: Labels,
+    shards: Box<[Mutex<Shard>]>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            models: Labels::default(),
+            error_types: Labels::default(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+}
+
+/// The shard of the calling thread, taken in turn the first time it counts.
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+    INDEX.with(|index| {
+        index.get().unwrap_or_else(|| {
+            let taken = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+            index.set(Some(taken));
+            taken
+        })
+    })
 }
 
 impl Metrics {
     /// Counts one finished request.
     pub fn observe(&self, record: &RequestRecord) {
-        let mut c = self
-            .counters
+        let model = record.model.as_deref().map_or("", |m| self.models.admit(m));
+        let account = record.account_name.as_deref().unwrap_or_default();
+        let mut shard = self.shards[shard_index()]
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let model = match record.model.as_deref() {
-            None => String::new(),
-            Some(model) if c.models.contains(model) => model.to_owned(),
-            Some(model) if c.models.len() < MAX_LABEL_VALUES => {
-                c.models.insert(model.to_owned());
-                model.to_owned()
-            }
-            Some(_) => "other".to_owned(),
-        };
-        let account = record.account_name.clone().unwrap_or_default();
-        *c.requests
-            .entry((record.status, model.clone(), account.clone()))
-            .or_default() += 1;
+            .unwrap_or_else(PoisonError::into_inner);
         let usage = &record.usage;
-        for (kind, n) in [
-            ("input", usage.input_tokens),
-            ("output", usage.output_tokens),
-            ("cache_read", usage.cache_read_input_tokens),
-            ("cache_write", usage.cache_creation_input_tokens),
-        ] {
-            if n > 0 {
-                *c.tokens.entry((model.clone(), kind)).or_default() += n;
-            }
+        let counts = entry(&mut shard.models, model);
+        for (total, n) in counts.tokens.iter_mut().zip([
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_input_tokens,
+            usage.cache_creation_input_tokens,
+        ]) {
+            *total += n;
         }
-        if record.cost_usd != 0.0 {
-            *c.cost.entry((model, account)).or_default() += record.cost_usd;
+        let pair = entry(&mut counts.accounts, account);
+        match pair.statuses.iter_mut().find(|(s, _)| *s == record.status) {
+            Some((_, n)) => *n += 1,
+            None => pair.statuses.push((record.status, 1)),
         }
+        pair.cost_usd += record.cost_usd;
         if !record.success {
-            let kind = record
-                .error_type
-                .clone()
-                .unwrap_or_else(|| format!("http_{}", record.status));
             // Error types are ccflare's and the upstream's words, but an upstream could send
-            // anything: cap them like models.
-            let kind = if c.errors.contains_key(&kind) || c.errors.len() < MAX_LABEL_VALUES {
-                kind
-            } else {
-                "other".to_owned()
+            // anything: capped like models.
+            let generic;
+            let kind = match record.error_type.as_deref() {
+                Some(kind) => kind,
+                None => {
+                    generic = format!("http_{}", record.status);
+                    &generic
+                }
             };
-            *c.errors.entry(kind).or_default() += 1;
+            *entry(&mut shard.errors, self.error_types.admit(kind)) += 1;
         }
-        c.attempts += u64::from(record.attempts);
+        shard.attempts += u64::from(record.attempts);
         for failure in &record.attempt_failures {
-            *c.attempt_failures
-                .entry(failure.reason.clone())
-                .or_default() += 1;
+            *entry(&mut shard.attempt_failures, &failure.reason) += 1;
         }
-        c.latency.observe(record.latency_ms as f64 / 1000.0);
+        shard.latency.observe(record.latency_ms as f64 / 1000.0);
         if let Some(ttfb) = record.ttfb_ms {
-            c.ttfb.observe(ttfb as f64 / 1000.0);
+            shard.ttfb.observe(ttfb as f64 / 1000.0);
         }
         if let Some(overhead) = record.proxy_overhead_us {
-            c.overhead.0.observe(overhead as f64 / 1_000_000.0);
+            shard.overhead.0.observe(overhead as f64 / 1_000_000.0);
         }
+    }
+
+    /// Every shard summed.
+    fn totals(&self) -> Counters {
+        let mut total = Counters::default();
+        for shard in &self.shards {
+            shard
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .add_to(&mut total);
+        }
+        total
     }
 
     /// The whole exposition, with the accounts and the writer read now.
     pub fn render(&self, accounts: &[AccountView], writer: &WriterHandle, uptime_s: u64) -> String {
         let mut out = String::with_capacity(4096);
-        let c = self
-            .counters
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let c = self.totals();
         header(
             &mut out,
             "ccflare_requests_total",
@@ -567,7 +712,7 @@ mod tests {
                 ..Default::default()
             });
         }
-        let c = metrics.counters.lock().unwrap();
+        let c = metrics.totals();
         let mut out = String::new();
         c.overhead.0.render(&mut out, "o");
         assert!(out.contains("o_bucket{le=\"0.00005\"} 1\n"), "{out}");
@@ -575,6 +720,46 @@ mod tests {
         assert!(out.contains("o_bucket{le=\"0.005\"} 4\n"), "{out}");
         // A request answered without the upstream has no overhead of its own to count.
         assert!(out.contains("o_count 4\n"), "{out}");
+    }
+
+    #[test]
+    fn threads_count_into_shards_and_a_scrape_sums_them() {
+        let metrics = Metrics::default();
+        std::thread::scope(|scope| {
+            for thread in 0..4 {
+                let metrics = &metrics;
+                scope.spawn(move || {
+                    for n in 0..250 {
+                        metrics.observe(&RequestRecord {
+                            model: Some(format!("model-{}", n % 3)),
+                            account_name: Some(format!("account-{thread}")),
+                            status: if n % 5 == 0 { 429 } else { 200 },
+                            success: n % 5 != 0,
+                            error_type: (n % 5 == 0).then(|| "rate_limit_error".to_owned()),
+                            usage: ccflare_core::usage::Usage {
+                                input_tokens: 10,
+                                output_tokens: 1,
+                                ..Default::default()
+                            },
+                            attempts: 1,
+                            latency_ms: 20,
+                            ..Default::default()
+                        });
+                    }
+                });
+            }
+        });
+        let c = metrics.totals();
+        assert_eq!(c.requests.values().sum::<u64>(), 1_000);
+        assert_eq!(
+            c.requests[&(429, "model-0".to_owned(), "account-2".to_owned())],
+            17
+        );
+        assert_eq!(c.tokens[&("model-1".to_owned(), "input")], 10 * 332);
+        assert_eq!(c.errors["rate_limit_error"], 200);
+        assert_eq!((c.attempts, c.latency.count), (1_000, 1_000));
+        let model_2 = (200, "model-2".to_owned(), "account-0".to_owned());
+        assert_eq!(c.requests[&model_2], 66);
     }
 
     #[test]
@@ -588,8 +773,9 @@ mod tests {
                 ..Default::default()
             });
         }
-        let c = metrics.counters.lock().unwrap();
-        assert_eq!(c.models.len(), MAX_LABEL_VALUES);
+        assert_eq!(metrics.models.len(), MAX_LABEL_VALUES);
+        let c = metrics.totals();
         assert_eq!(c.requests[&(200, "other".to_owned(), String::new())], 10);
+        assert_eq!(c.requests.len(), MAX_LABEL_VALUES + 1);
     }
 }
