@@ -449,8 +449,8 @@ mod tests {
     use super::*;
     use ccflare_core::config::Strategy;
     use ccflare_core::ratelimit::{RateLimitSnapshot, Verdict};
-    use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret, Usage};
-    use ccflare_pool::{Demand, Pool, PoolConfig};
+    use ccflare_core::{Account, AccountId, Millis, Usage};
+    use ccflare_pool::{Demand, Pool, PoolConfig, simulated_subscription};
     use std::collections::{BTreeMap, HashMap};
 
     /// What one simulated run saw (the columns of the table that the targets are about).
@@ -497,19 +497,7 @@ mod tests {
         let records: Vec<Account> = ACCOUNT_SHARES
             .iter()
             .zip(1..)
-            .map(|(&(name, _), id)| Account {
-                id: AccountId(id),
-                name: name.to_owned(),
-                kind: AccountKind::OAuth,
-                credential: Secret::new(format!("sk-ant-oat01-sim-{name}")),
-                priority: 0,
-                weight: 1,
-                status: AccountStatus::Active,
-                revision: 1,
-                rate_limited_until: None,
-                overloaded_until: None,
-                token_expires_at: None,
-            })
+            .map(|(&(name, _), id)| simulated_subscription(AccountId(id), name))
             .collect();
         let mut windows: Vec<SimWindow> = ACCOUNT_SHARES
             .iter()

@@ -28,5 +28,5 @@ pub use explain::{Basis, Chosen, EXPLAINED, Explanation, MoveReason, Route, Skip
 pub use forecast::{CACHE_READ_WEIGHT, Confidence, Forecast, WindowTrack, window_cost};
 pub use placement::{Demand, MOVE_HORIZON_MS};
 pub use pool::{MAX_PINS, Pick, Pool, PoolConfig, PoolWindow};
-pub use replay::{ReplayAccount, ReplayReport, ReplayRequest, replay};
+pub use replay::{ReplayAccount, ReplayReport, ReplayRequest, replay, simulated_subscription};
 pub use state::{AccountView, PersistState, RoutingState, StateCounts};

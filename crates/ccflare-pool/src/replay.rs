@@ -104,20 +104,27 @@ struct Cache {
 fn records(accounts: &[ReplayAccount]) -> Vec<Account> {
     accounts
         .iter()
-        .map(|account| Account {
-            id: account.id,
-            name: account.name.clone(),
-            kind: AccountKind::OAuth,
-            credential: Secret::new(format!("sk-ant-oat01-replay-{}", account.id.0)),
-            priority: 0,
-            weight: 1,
-            status: AccountStatus::Active,
-            revision: 1,
-            rate_limited_until: None,
-            overloaded_until: None,
-            token_expires_at: None,
-        })
+        .map(|account| simulated_subscription(account.id, &account.name))
         .collect()
+}
+
+/// An active subscription account for a simulation (the replay, the benchmark's in-process
+/// check): what the pool needs of a stored OAuth account, with a credential that is a name,
+/// never a token.
+pub fn simulated_subscription(id: AccountId, name: &str) -> Account {
+    Account {
+        id,
+        name: name.to_owned(),
+        kind: AccountKind::OAuth,
+        credential: Secret::new(format!("sk-ant-oat01-simulated-{name}")),
+        priority: 0,
+        weight: 1,
+        status: AccountStatus::Active,
+        revision: 1,
+        rate_limited_until: None,
+        overloaded_until: None,
+        token_expires_at: None,
+    }
 }
 
 /// Replays `requests` (in time order) through a pool of `accounts` with `strategy`.
