@@ -164,9 +164,11 @@ impl Drop for Tmux {
     }
 }
 
-/// This test's own nice value (the server's threads start with the one they inherit).
-fn nice_of_this_process() -> i32 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+/// The nice value of a task, from its `/proc/…/stat` ("pid (name) state ppid …": the 19th
+/// field): `self` for this test (the server's threads start with the value they inherit), or
+/// `<pid>/task/<tid>` for one thread.
+fn nice_of(task: &str) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{task}/stat")).unwrap();
     let after_name = stat.rsplit_once(')').unwrap().1;
     after_name
         .split_whitespace()
@@ -264,17 +266,7 @@ async fn the_ui_shows_the_server_at_work_and_gives_the_terminal_back() {
     // The UI's thread yields to the server's: it runs at the lowest priority, the proxy's
     // threads at the one they were started with.
     let pid = tmux.ccflare_pid();
-    let nice = |tid: &str| -> i32 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap();
-        // "pid (name) state ppid …": the nice value is the 19th field.
-        let after_name = stat.rsplit_once(')').unwrap().1;
-        after_name
-            .split_whitespace()
-            .nth(16)
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+    let nice = |tid: &str| nice_of(&format!("{pid}/task/{tid}"));
     assert_eq!(nice(&pid.to_string()), 19, "the UI's thread");
     let workers: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
@@ -287,7 +279,7 @@ async fn the_ui_shows_the_server_at_work_and_gives_the_terminal_back() {
         .collect();
     assert!(!workers.is_empty(), "the server's worker threads");
     assert!(
-        workers.iter().all(|n| *n == nice_of_this_process()),
+        workers.iter().all(|n| *n == nice_of("self")),
         "the server's threads keep their priority: {workers:?}"
     );
 
