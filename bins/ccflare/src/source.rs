@@ -18,11 +18,10 @@ use ccflare_proxy::FinishedFeed;
 use ccflare_storage::requests::{Order, RequestFilter};
 use ccflare_tui::{
     AccountRow, DatabaseHealth, Ended, Feed, FeedItem, LiveSettings, OAuthStart, ServerInfo,
-    SettingChange, Source, SourceError,
+    SettingChange, Source, SourceError, feed_item,
 };
 use std::sync::Arc;
 use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::TryRecvError;
 
 /// The server in this process, as the UI sees it. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -61,12 +60,7 @@ pub struct Finished(FinishedFeed);
 
 impl Feed<Arc<RequestRecord>> for Finished {
     fn try_next(&mut self) -> Result<Option<FeedItem<Arc<RequestRecord>>>, Ended> {
-        match self.0.try_recv() {
-            Ok(record) => Ok(Some(FeedItem::Item(record))),
-            Err(TryRecvError::Lagged(missed)) => Ok(Some(FeedItem::Lagged(missed))),
-            Err(TryRecvError::Empty) => Ok(None),
-            Err(TryRecvError::Closed) => Err(Ended),
-        }
+        feed_item(self.0.try_recv())
     }
 }
 

@@ -4,10 +4,10 @@
 //!
 //! Publishing never waits: a broadcast send only writes into a ring buffer, and a subscriber
 //! that falls more than [`EVENT_CAPACITY`] events behind loses the oldest (it is told how many
-//! when it next reads), so a slow reader can never slow the proxy. Records are copied for the
-//! feed only while someone is subscribed, and starts are built only while some subscriber
-//! wants them: the terminal UI reads finished requests only ([`FinishedFeed`]), so with just
-//! the UI open a request publishes one event, not two.
+//! when it next reads), so a slow reader can never slow the proxy. A finished record is never
+//! copied: the feed's readers and the storage writer hold the same `Arc`. Starts are built only
+//! while some subscriber wants them: the terminal UI reads finished requests only
+//! ([`FinishedFeed`]), so with just the UI open a request publishes one event, not two.
 
 use ccflare_core::Millis;
 use ccflare_core::record::RequestRecord;
@@ -39,7 +39,8 @@ pub struct RequestStarted {
     pub session_key: Option<String>,
 }
 
-/// One event of the live request feed. Every request publishes `Started` and then `Finished`.
+/// One event of the live request feed. Every request publishes `Finished`, and before it
+/// `Started` while some subscriber wants starts.
 #[derive(Debug, Clone)]
 pub enum RequestEvent {
     Started(Arc<RequestStarted>),

@@ -31,6 +31,6 @@ pub use fake::FakeSource;
 pub use run::{Exit, TuiError, restore_terminal, run, run_with};
 pub use source::{
     AccountRow, DatabaseHealth, Ended, Feed, FeedItem, LiveSettings, OAuthStart, ServerInfo,
-    SettingChange, Source, SourceError,
+    SettingChange, Source, SourceError, feed_item,
 };
 pub use ui::{Theme, draw};

@@ -245,12 +245,18 @@ pub struct Ended;
 
 impl<T: Clone + Send + 'static> Feed<T> for broadcast::Receiver<T> {
     fn try_next(&mut self) -> Result<Option<FeedItem<T>>, Ended> {
-        match broadcast::Receiver::try_recv(self) {
-            Ok(item) => Ok(Some(FeedItem::Item(item))),
-            Err(TryRecvError::Lagged(missed)) => Ok(Some(FeedItem::Lagged(missed))),
-            Err(TryRecvError::Empty) => Ok(None),
-            Err(TryRecvError::Closed) => Err(Ended),
-        }
+        feed_item(broadcast::Receiver::try_recv(self))
+    }
+}
+
+/// What a broadcast receiver's `try_recv` (or one like it) means to the UI: an item, a lag, nothing
+/// waiting, or the end.
+pub fn feed_item<T>(received: Result<T, TryRecvError>) -> Result<Option<FeedItem<T>>, Ended> {
+    match received {
+        Ok(item) => Ok(Some(FeedItem::Item(item))),
+        Err(TryRecvError::Lagged(missed)) => Ok(Some(FeedItem::Lagged(missed))),
+        Err(TryRecvError::Empty) => Ok(None),
+        Err(TryRecvError::Closed) => Err(Ended),
     }
 }
 
