@@ -371,27 +371,63 @@ async fn retention_deletes_whole_days_of_rows_and_rollups() {
     assert_eq!(again.requests, 0);
 }
 
+/// The first migrations, as the builds of their time left a database.
+const OLD_MIGRATIONS: [(i64, &str, &str); 4] = [
+    (
+        1,
+        "initial",
+        include_str!("../../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "settings",
+        include_str!("../../../migrations/0002_settings.sql"),
+    ),
+    (
+        3,
+        "rollups",
+        include_str!("../../../migrations/0003_rollups.sql"),
+    ),
+    (
+        4,
+        "oauth",
+        include_str!("../../../migrations/0004_oauth.sql"),
+    ),
+];
+
+/// A database as a build at schema `version` (at most 4) left it, written straight with that
+/// build's migrations and its record of them, opened without ccflare's migration runner.
+async fn database_at_version(path: &std::path::Path, version: i64) -> sqlx::SqlitePool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true);
+    let old = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, \
+         applied_at INTEGER NOT NULL)",
+    )
+    .execute(&old)
+    .await
+    .unwrap();
+    for (number, name, sql) in OLD_MIGRATIONS.iter().take_while(|(n, ..)| *n <= version) {
+        sqlx::raw_sql(sql).execute(&old).await.unwrap();
+        sqlx::query("INSERT INTO schema_migrations VALUES (?, ?, 0)")
+            .bind(number)
+            .bind(name)
+            .execute(&old)
+            .await
+            .unwrap();
+    }
+    old
+}
+
 #[tokio::test]
 async fn upgrading_to_minute_histograms_fills_them_from_the_rows_already_recorded() {
     // A database as the builds before migration 0005 left it: schema version 4, with request
     // rows (written here straight into the table).
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("upgrade.db");
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path)
-        .create_if_missing(true);
-    let old = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    for sql in [
-        include_str!("../../../migrations/0001_initial.sql"),
-        include_str!("../../../migrations/0002_settings.sql"),
-        include_str!("../../../migrations/0003_rollups.sql"),
-        include_str!("../../../migrations/0004_oauth.sql"),
-        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, \
-         applied_at INTEGER NOT NULL); INSERT INTO schema_migrations VALUES (1, 'initial', 0), \
-         (2, 'settings', 0), (3, 'rollups', 0), (4, 'oauth', 0);",
-    ] {
-        sqlx::raw_sql(sql).execute(&old).await.unwrap();
-    }
+    let old = database_at_version(&path, 4).await;
     let mut expected: std::collections::BTreeMap<(i64, i64), i64> = Default::default();
     for n in 0..300i64 {
         let (at, latency) = (DAY0 + n * 7_000, 1 + n * n % 5_000);
@@ -471,19 +507,7 @@ async fn a_database_from_before_the_rollups_upgrades_through_every_migration() {
     // 0012 adds its columns, and must not name them.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("upgrade.db");
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path)
-        .create_if_missing(true);
-    let old = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    for sql in [
-        include_str!("../../../migrations/0001_initial.sql"),
-        include_str!("../../../migrations/0002_settings.sql"),
-        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, \
-         applied_at INTEGER NOT NULL); INSERT INTO schema_migrations VALUES (1, 'initial', 0), \
-         (2, 'settings', 0);",
-    ] {
-        sqlx::raw_sql(sql).execute(&old).await.unwrap();
-    }
+    let old = database_at_version(&path, 2).await;
     for n in 0..50i64 {
         sqlx::query(
             "INSERT INTO requests (id, started_at, method, path, status, success, attempts, \
