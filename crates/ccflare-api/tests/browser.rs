@@ -12,13 +12,11 @@
 mod common;
 
 use ccflare_api::LogFeed;
-use ccflare_core::Secret;
 use ccflare_core::config::Settings;
 use ccflare_mock::Fault;
-use ccflare_storage::oauth;
 use ccflare_testkit::webdriver::Browser;
 use ccflare_testkit::{GUARD, eventually, key};
-use common::{App, Options, message_body, spawn_app, state_of, use_mock_oauth};
+use common::{App, Options, add_subscription, message_body, spawn_app, state_of, use_mock_oauth};
 use http::StatusCode;
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -46,23 +44,22 @@ fn screenshots() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard")
 }
 
+/// A headless Chromium (`None` when it or its driver is missing, as `Browser::start` decides)
+/// and a proxy with the dashboard, whose logs the page can stream.
+async fn start() -> Option<(Browser, App)> {
+    let browser = Browser::start(ZONE).await?;
+    let app = spawn_app(Options {
+        logs: logs(),
+        ..Options::default()
+    })
+    .await;
+    Some((browser, app))
+}
+
 /// Real traffic: three models on alpha, a rate limit that fails over to beta, a refusal, and
 /// a subscription account's request (so the pool has 5h/7d windows).
 async fn seed(app: &App) {
-    let (access, refresh) = app.mock.issue_oauth_tokens();
-    let now = app.state.now();
-    oauth::add_oauth_account(
-        &app.db,
-        "sub",
-        &Secret::new(access),
-        Some(&Secret::new(refresh)),
-        now + 3_600_000,
-        Some(5),
-        now,
-    )
-    .await
-    .expect("subscription account stored");
-    app.state.sync_accounts(&app.db).await.expect("sync");
+    add_subscription(app).await;
     for (model, stream, cached) in [
         ("claude-sonnet-4-5", false, true),
         ("claude-haiku-4-5", true, false),
@@ -178,14 +175,9 @@ async fn assert_clean(browser: &Browser, app: &App) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_shows_the_seeded_numbers_and_stays_live() {
-    let Some(browser) = Browser::start(ZONE).await else {
+    let Some((browser, app)) = start().await else {
         return;
     };
-    let app = spawn_app(Options {
-        logs: logs(),
-        ..Options::default()
-    })
-    .await;
     seed(&app).await;
     let shots = screenshots();
 
@@ -412,14 +404,9 @@ async fn every_page_shows_the_seeded_numbers_and_stays_live() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_an_admin_key_the_page_logs_in_and_the_feed_connects() {
-    let Some(browser) = Browser::start(ZONE).await else {
+    let Some((browser, app)) = start().await else {
         return;
     };
-    let app = spawn_app(Options {
-        logs: logs(),
-        ..Options::default()
-    })
-    .await;
     let admin_key = "browser-admin-key-0123456789abcdef";
     let mut layers = app.state.layers();
     layers
@@ -490,14 +477,9 @@ async fn click(browser: &Browser, css: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_and_settings_are_changed_from_the_page() {
-    let Some(browser) = Browser::start(ZONE).await else {
+    let Some((browser, app)) = start().await else {
         return;
     };
-    let app = spawn_app(Options {
-        logs: logs(),
-        ..Options::default()
-    })
-    .await;
     use_mock_oauth(&app);
     open_page(&browser, &app, "accounts").await;
 

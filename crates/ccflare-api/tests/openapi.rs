@@ -14,13 +14,15 @@
 mod common;
 
 use ccflare_api::router::{self, ROUTES};
-use ccflare_core::{AccountStatus, Secret};
+use ccflare_core::AccountStatus;
 use ccflare_mock::Fault;
-use ccflare_storage::{accounts, oauth};
+use ccflare_storage::accounts;
 use ccflare_testkit::openapi::Document;
 use ccflare_testkit::sse::Event;
 use ccflare_testkit::{Reply, SseReader, key};
-use common::{App, Options, log_to, message_body, spawn_app, state_of, use_mock_oauth};
+use common::{
+    App, Options, add_subscription, log_to, message_body, spawn_app, state_of, use_mock_oauth,
+};
 use http::{Method, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
@@ -601,23 +603,7 @@ async fn every_documented_answer_matches_its_schema() {
     })
     .await;
     use_mock_oauth(&app);
-    let (access, refresh) = app.mock.issue_oauth_tokens();
-    let now = app.state.now();
-    oauth::add_oauth_account(
-        &app.db,
-        "sub",
-        &Secret::new(access),
-        Some(&Secret::new(refresh)),
-        now + 3_600_000,
-        Some(5),
-        now,
-    )
-    .await
-    .expect("subscription account stored");
-    app.state
-        .sync_accounts(&app.db)
-        .await
-        .expect("accounts load");
+    add_subscription(&app).await;
     let mut c = Contract::new();
 
     // The request feed sees the traffic as it happens.

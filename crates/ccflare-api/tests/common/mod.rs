@@ -132,6 +132,28 @@ pub fn use_mock_oauth(app: &App) {
     app.state.configure(layers, settings);
 }
 
+/// Stores a subscription account `sub` with tokens the mock issued (valid an hour, five minutes
+/// of refresh margin) and loads it into the running pool, as a login would.
+pub async fn add_subscription(app: &App) {
+    let (access, refresh) = app.mock.issue_oauth_tokens();
+    let now = app.state.now();
+    ccflare_storage::oauth::add_oauth_account(
+        &app.db,
+        "sub",
+        &ccflare_core::Secret::new(access),
+        Some(&ccflare_core::Secret::new(refresh)),
+        now + 3_600_000,
+        Some(5),
+        now,
+    )
+    .await
+    .expect("subscription account stored");
+    app.state
+        .sync_accounts(&app.db)
+        .await
+        .expect("accounts load");
+}
+
 /// Makes `logs` this thread's default tracing subscriber until the guard drops. For tests on a
 /// current-thread runtime, where the server and the mock log on this thread too.
 pub fn log_to(logs: &LogFeed) -> tracing::subscriber::DefaultGuard {
