@@ -22,7 +22,7 @@
 //! timeout, enforced by the caller).
 
 use crate::error::ProxyError;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use ccflare_http::{BaseUrl, Connector, InvalidUrl};
 use http::header::{self, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
@@ -300,7 +300,7 @@ impl UpstreamClient {
                     idle: Some(self.idle.clone()),
                     // The response's head is not sent yet either.
                     relayed: true,
-                    broken: None,
+                    held: None,
                 }))
             }
             Err(error) if reused => Err(SendError::Stale(error)),
@@ -337,9 +337,20 @@ pub struct UpstreamBody {
     idle: Option<Arc<IdleList>>,
     /// A frame was handed on since the body last said `Pending`.
     relayed: bool,
-    /// The error that broke the body, kept for one poll (see `poll_frame`).
-    broken: Option<hyper::Error>,
+    /// What ended the last gathered run (`gather`), or the error that broke the body right
+    /// after data (`poll_frame`): handed on at the next poll.
+    held: Option<Held>,
 }
+
+/// What [`UpstreamBody`] hands on at its next poll.
+enum Held {
+    Frame(Frame<Bytes>),
+    Error(hyper::Error),
+    End,
+}
+
+/// Up to how many bytes of frames already read are joined into one (`gather`).
+const GATHER_BYTES: usize = 64 * 1024;
 
 impl UpstreamBody {
     /// A body whose connection someone else drives (a streamed upload's answer, which comes
@@ -350,7 +361,7 @@ impl UpstreamBody {
             conn: None,
             idle: None,
             relayed: true,
-            broken: None,
+            held: None,
         }
     }
 
@@ -379,6 +390,76 @@ impl UpstreamBody {
     }
 }
 
+impl UpstreamBody {
+    /// The next frame: what the connection has handed on already, or else what it reads now.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<hyper::Result<Frame<Bytes>>>> {
+        let polled = self.poll_incoming(cx);
+        if polled.is_pending()
+            && let Some(conn) = self.conn.as_mut()
+        {
+            // Nothing buffered: let the connection read (it hands what it reads to
+            // `incoming`, which asked for it just now), then look again.
+            if conn.poll_drive(cx).is_ready() {
+                // Finished: `incoming` ends or fails with it.
+                self.conn = None;
+            }
+            return self.poll_incoming(cx);
+        }
+        polled
+    }
+
+    /// Joins to `first` the data frames the connection has read already, up to
+    /// [`GATHER_BYTES`]: a fast stream then crosses the proxy in few large writes instead of
+    /// one per upstream chunk (the upstream sends an event per chunk: a 100 MB answer is a
+    /// hundred thousand of them). Never waits for data not read yet, so an event that is
+    /// alone goes on at once and untouched; what ends the run (trailers, an error, the end) is
+    /// held for the next poll.
+    fn gather(&mut self, first: Frame<Bytes>, cx: &mut Context<'_>) -> Frame<Bytes> {
+        let first = match first.into_data() {
+            Ok(data) => data,
+            Err(frame) => return frame,
+        };
+        if first.len() >= GATHER_BYTES || self.incoming.is_end_stream() {
+            return Frame::data(first);
+        }
+        let mut joined = BytesMut::new();
+        loop {
+            match self.poll_next(cx) {
+                Poll::Pending => break,
+                Poll::Ready(None) => {
+                    self.held = Some(Held::End);
+                    break;
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    self.held = Some(Held::Error(error));
+                    break;
+                }
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Err(trailers) => {
+                        self.held = Some(Held::Frame(trailers));
+                        break;
+                    }
+                    Ok(data) => {
+                        if joined.is_empty() {
+                            joined.reserve(GATHER_BYTES.max(first.len() + data.len()));
+                            joined.extend_from_slice(&first);
+                        }
+                        joined.extend_from_slice(&data);
+                        if joined.len() >= GATHER_BYTES || self.incoming.is_end_stream() {
+                            break;
+                        }
+                    }
+                },
+            }
+        }
+        if joined.is_empty() {
+            Frame::data(first)
+        } else {
+            Frame::data(joined.freeze())
+        }
+    }
+}
+
 impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = hyper::Error;
@@ -388,34 +469,25 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        if let Some(error) = this.broken.take() {
-            return Poll::Ready(Some(Err(error)));
-        }
-        let mut polled = this.poll_incoming(cx);
-        if polled.is_pending()
-            && let Some(conn) = this.conn.as_mut()
-        {
-            // Nothing buffered: let the connection read (it hands what it reads to
-            // `incoming`, which asked for it just now), then look again.
-            if conn.poll_drive(cx).is_ready() {
-                // Finished: `incoming` ends or fails with it.
-                this.conn = None;
-            }
-            polled = this.poll_incoming(cx);
-        }
-        match polled {
+        let next = match this.held.take() {
+            Some(Held::Frame(frame)) => return Poll::Ready(Some(Ok(frame))),
+            Some(Held::End) => return Poll::Ready(None),
+            Some(Held::Error(error)) => Poll::Ready(Some(Err(error))),
+            None => this.poll_next(cx),
+        };
+        match next {
             Poll::Ready(Some(Err(error))) if this.relayed => {
                 // The frames before the break were read in this same turn and are not sent
                 // yet: an error now would make the server drop them (and the response's
                 // head) unsent. The client gets them first, the error at the next poll.
                 this.relayed = false;
-                this.broken = Some(error);
+                this.held = Some(Held::Error(error));
                 cx.waker().wake_by_ref();
                 Poll::Pending
             }
             Poll::Ready(Some(Ok(frame))) => {
                 this.relayed = true;
-                Poll::Ready(Some(Ok(frame)))
+                Poll::Ready(Some(Ok(this.gather(frame, cx))))
             }
             Poll::Pending => {
                 this.relayed = false;
