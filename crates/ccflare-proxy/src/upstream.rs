@@ -344,7 +344,8 @@ pub struct UpstreamBody {
 
 /// What [`UpstreamBody`] hands on at its next poll.
 enum Held {
-    Frame(Frame<Bytes>),
+    /// Trailers (rare: boxed, so the body stays small).
+    Frame(Box<Frame<Bytes>>),
     Error(hyper::Error),
     End,
 }
@@ -436,7 +437,7 @@ impl UpstreamBody {
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Err(trailers) => {
-                        self.held = Some(Held::Frame(trailers));
+                        self.held = Some(Held::Frame(Box::new(trailers)));
                         break;
                     }
                     Ok(data) => {
@@ -470,7 +471,7 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let next = match this.held.take() {
-            Some(Held::Frame(frame)) => return Poll::Ready(Some(Ok(frame))),
+            Some(Held::Frame(frame)) => return Poll::Ready(Some(Ok(*frame))),
             Some(Held::End) => return Poll::Ready(None),
             Some(Held::Error(error)) => Poll::Ready(Some(Err(error))),
             None => this.poll_next(cx),

@@ -229,6 +229,20 @@ async fn usage_of_a_large_stream_is_read_at_its_end() {
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.body.len() > 2_500_000);
     let chunks = 2_500_000_u64.div_ceil(1024);
+    // Whole and in order, however the relay joined the upstream's chunks: every event
+    // complete, one delta per upstream chunk, and the stop last.
+    let text = std::str::from_utf8(&reply.body).expect("UTF-8");
+    let events: Vec<&str> = text.split_terminator("\n\n").collect();
+    assert!(events.iter().all(|e| e.starts_with("event: ")));
+    let deltas = events
+        .iter()
+        .filter(|e| e.starts_with("event: content_block_delta\n"))
+        .count();
+    assert_eq!(deltas as u64, chunks);
+    assert_eq!(
+        events.last().copied(),
+        Some("event: message_stop\ndata: {\"type\":\"message_stop\"}")
+    );
     let r = &app.records().await[0];
     assert_eq!(r.usage.output_tokens, 128 * chunks);
     assert!(r.success && !r.usage_incomplete);
