@@ -38,6 +38,17 @@ const ACCOUNT: &str = "alpha";
 /// Requests of each kind, each way, in the check run.
 const CHECK_REQUESTS: usize = 5;
 
+/// The answer's text, as `ccflare-bench` asks for it: fourteen words, so a stream is 20
+/// events (`message_start`, `content_block_start`, `ping`, a delta per word,
+/// `content_block_stop`, `message_delta`, `message_stop`), the shape of its figures.
+const TEXT: &str = "The quick brown fox jumps over the lazy dog while five wizards box quickly.";
+
+/// The question, repeated three times: a body of about 640 bytes, a short chat turn like
+/// `ccflare-bench`'s.
+const QUESTION: &str = "Summarise the trade-offs between open-loop and closed-loop load \
+                        generation for measuring the latency a reverse proxy adds, and explain \
+                        coordinated omission with a short example. ";
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let servers = tokio::runtime::Builder::new_multi_thread()
@@ -54,8 +65,8 @@ fn main() {
         direct: format!("{}/v1/messages", running.mock.url()),
         // Built in the client's runtime: its connections' tasks are spawned there.
         client: clients.block_on(async { client() }),
-        json: Bytes::from(Message::new("claude-sonnet-4-5").stream(false).body()),
-        stream: Bytes::from(Message::new("claude-sonnet-4-5").stream(true).body()),
+        json: body(false),
+        stream: body(true),
     };
     if full {
         measure(&bench, &clients);
@@ -65,6 +76,14 @@ fn main() {
     drop(bench);
     drop(clients);
     servers.block_on(running.stop());
+}
+
+fn body(stream: bool) -> Bytes {
+    let message = Message::new("claude-haiku-4-5")
+        .max_tokens(1024)
+        .content(&QUESTION.repeat(3))
+        .stream(stream);
+    Bytes::from(message.body())
 }
 
 /// The mock upstream and the proxy in front of it, with one API-key account and the real
@@ -115,9 +134,10 @@ impl Bench {
     /// key (which the proxy replaces), or to the mock with the account's.
     fn request(&self, way: Way, stream: bool) -> http::Request<http_body_util::Full<Bytes>> {
         let body = if stream { &self.stream } else { &self.json };
+        let headers = [("x-mock-text", TEXT)];
         match way {
-            Way::Relay => anthropic_post(&self.relay, "client-key", &[], body.clone()),
-            Way::Direct => anthropic_post(&self.direct, &key(ACCOUNT), &[], body.clone()),
+            Way::Relay => anthropic_post(&self.relay, "client-key", &headers, body.clone()),
+            Way::Direct => anthropic_post(&self.direct, &key(ACCOUNT), &headers, body.clone()),
         }
     }
 
@@ -185,7 +205,9 @@ fn measure(bench: &Bench, clients: &Runtime) {
 
 /// The test run: every answer whole, and one row per relayed request.
 fn check(bench: &Bench, clients: &Runtime, servers: &Runtime, running: &Running) {
-    clients.block_on(async {
+    // The last stream's shape (events, bytes), for the report below.
+    let shape = clients.block_on(async {
+        let mut shape = (0, 0);
         for way in [Way::Direct, Way::Relay] {
             for _ in 0..CHECK_REQUESTS {
                 let reply = bench.reply(way, false).await;
@@ -201,7 +223,7 @@ fn check(bench: &Bench, clients: &Runtime, servers: &Runtime, running: &Running)
                     "{way:?} JSON without usage: {}",
                     reply.text()
                 );
-                assert!(usage["output_tokens"].as_u64() > Some(0), "{usage}");
+                assert_eq!(usage["output_tokens"].as_u64(), Some(14), "{usage}");
 
                 let reply = bench.reply(way, true).await;
                 assert_eq!(
@@ -220,8 +242,10 @@ fn check(bench: &Bench, clients: &Runtime, servers: &Runtime, running: &Running)
                 );
                 // The same bytes the bench counts.
                 assert_eq!(bench.once(way, true).await, reply.body.len());
+                shape = (events.len(), reply.body.len());
             }
         }
+        shape
     });
     // Three relayed requests per round (JSON, a stream read whole, a stream counted), and as
     // many direct ones: all of them reached the mock, only the relayed ones were recorded.
@@ -242,14 +266,16 @@ fn check(bench: &Bench, clients: &Runtime, servers: &Runtime, running: &Running)
             assert_eq!(record.status, 200, "{record:?}");
             assert!(record.success, "{record:?}");
             assert_eq!(record.account_name.as_deref(), Some(ACCOUNT), "{record:?}");
-            assert!(record.usage.output_tokens > 0, "{record:?}");
+            assert_eq!(record.usage.output_tokens, 14, "{record:?}");
         }
         let streamed = records.iter().filter(|r| r.streamed).count();
         assert_eq!(streamed, 2 * CHECK_REQUESTS, "streamed rows");
     });
     println!(
-        "relay check: {CHECK_REQUESTS} JSON and {} streamed requests each way answered whole; \
-         {relayed} rows",
-        2 * CHECK_REQUESTS
+        "relay check: {CHECK_REQUESTS} JSON and {} streamed requests ({} events, {} bytes each) \
+         each way answered whole; {relayed} rows",
+        2 * CHECK_REQUESTS,
+        shape.0,
+        shape.1
     );
 }
