@@ -63,8 +63,8 @@ fn main() {
     let bench = Bench {
         relay: format!("{}/v1/messages", running.url),
         direct: format!("{}/v1/messages", running.mock.url()),
-        // Built in the client's runtime: its connections' tasks are spawned there.
-        client: clients.block_on(async { client() }),
+        // Used only inside the client's runtime, where its connections' tasks are spawned.
+        client: client(),
         json: body(false),
         stream: body(true),
     };
