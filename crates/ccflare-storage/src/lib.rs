@@ -6,7 +6,6 @@
 //! This is the only crate that names sqlx.
 
 pub mod accounts;
-mod bulk;
 pub mod crypto;
 mod db;
 mod error;

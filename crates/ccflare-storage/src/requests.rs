@@ -2,7 +2,6 @@
 //! the one filtered listing that both the API's pages and the CLI's log read. Aggregates live
 //! in `ccflare-analytics`.
 
-use crate::bulk::{self, Rows};
 use crate::db::Db;
 use crate::error::StorageError;
 use ccflare_core::record::{AttemptFailure, RequestRecord};
@@ -12,96 +11,62 @@ use ccflare_core::{AccountId, Millis};
 use sqlx::{FromRow, SqliteConnection};
 use std::collections::HashSet;
 
-/// The columns the writer inserts, in the order [`add_row`] writes them.
-const INSERT_COLUMNS: [&str; 35] = [
-    "id",
-    "started_at",
-    "method",
-    "path",
-    "model",
-    "account_id",
-    "account_name",
-    "status",
-    "success",
-    "error_type",
-    "error_message",
-    "attempts",
-    "attempt_failures",
-    "latency_ms",
-    "ttfb_ms",
-    "streamed",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "usage_incomplete",
-    "cost_usd",
-    "cost_estimated",
-    "output_tokens_per_second",
-    "session_key",
-    "client_key",
-    "web_search_requests",
-    "web_fetch_requests",
-    "resource_id",
-    "route",
-    "upstream_request_id",
-    "message_id",
-    "moved_cache_write_tokens",
-];
-
-/// The insert of a batch's rows, written by [`add_row`] into one [`Rows`] (one parameter).
-pub(crate) fn insert_sql() -> String {
-    format!(
-        "{}INSERT OR REPLACE INTO requests ({}) SELECT {} FROM batch",
-        bulk::WITH_ROWS,
-        INSERT_COLUMNS.join(", "),
-        bulk::columns(INSERT_COLUMNS.len())
-    )
-}
-
-/// Adds a record's row to a batch for [`insert_sql`].
-pub(crate) fn add_row(rows: &mut Rows, r: &RequestRecord) {
+pub(crate) async fn insert(
+    tx: &mut SqliteConnection,
+    r: &RequestRecord,
+) -> Result<(), sqlx::Error> {
     let failures = (!r.attempt_failures.is_empty())
         .then(|| serde_json::to_string(&r.attempt_failures).unwrap_or_default());
-    rows.row()
-        .put(&r.id)
-        .put(&r.started_at)
-        .put(&r.method)
-        .put(&r.path)
-        .put(&r.model)
-        .put(&r.account_id.map(|id| id.0))
-        .put(&r.account_name)
-        .put(&i64::from(r.status))
-        .put(&r.success)
-        .put(&r.error_type)
-        .put(&r.error_message)
-        .put(&i64::from(r.attempts))
-        .put(&failures)
-        .put(&r.latency_ms)
-        .put(&r.ttfb_ms)
-        .put(&r.streamed)
-        .put(&(r.usage.input_tokens as i64))
-        .put(&(r.usage.output_tokens as i64))
-        .put(&(r.usage.cache_read_input_tokens as i64))
-        .put(&(r.usage.cache_creation_input_tokens as i64))
-        .put(&(r.usage.cache_write_5m as i64))
-        .put(&(r.usage.cache_write_1h as i64))
-        .put(&r.usage_incomplete)
-        .put(&r.cost_usd)
-        .put(&r.cost_estimated)
-        .put(&r.output_tokens_per_second)
-        .put(&r.session_key)
-        .put(&r.client_key)
-        .put(&(r.usage.web_search_requests.min(i64::MAX as u64) as i64))
-        .put(&(r.usage.web_fetch_requests.min(i64::MAX as u64) as i64))
-        .put(&r.resource_id)
-        // Rendered here, in the writer, off the request path.
-        .put(&r.route.as_ref().map(ToString::to_string))
-        .put(&r.upstream_request_id)
-        .put(&r.message_id)
-        .put(&moved_cache_write_tokens(r));
+    sqlx::query(
+        "INSERT OR REPLACE INTO requests (id, started_at, method, path, model, account_id, \
+         account_name, status, success, error_type, error_message, attempts, attempt_failures, \
+         latency_ms, ttfb_ms, streamed, input_tokens, output_tokens, cache_read_tokens, \
+         cache_write_tokens, cache_write_5m_tokens, cache_write_1h_tokens, usage_incomplete, \
+         cost_usd, cost_estimated, output_tokens_per_second, session_key, client_key, \
+         web_search_requests, web_fetch_requests, resource_id, route, upstream_request_id, \
+         message_id, moved_cache_write_tokens) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+         ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&r.id)
+    .bind(r.started_at)
+    .bind(&r.method)
+    .bind(&r.path)
+    .bind(&r.model)
+    .bind(r.account_id.map(|id| id.0))
+    .bind(&r.account_name)
+    .bind(i64::from(r.status))
+    .bind(r.success)
+    .bind(&r.error_type)
+    .bind(&r.error_message)
+    .bind(i64::from(r.attempts))
+    .bind(failures)
+    .bind(r.latency_ms)
+    .bind(r.ttfb_ms)
+    .bind(r.streamed)
+    .bind(r.usage.input_tokens as i64)
+    .bind(r.usage.output_tokens as i64)
+    .bind(r.usage.cache_read_input_tokens as i64)
+    .bind(r.usage.cache_creation_input_tokens as i64)
+    .bind(r.usage.cache_write_5m as i64)
+    .bind(r.usage.cache_write_1h as i64)
+    .bind(r.usage_incomplete)
+    .bind(r.cost_usd)
+    .bind(r.cost_estimated)
+    .bind(r.output_tokens_per_second)
+    .bind(&r.session_key)
+    .bind(&r.client_key)
+    .bind(r.usage.web_search_requests.min(i64::MAX as u64) as i64)
+    .bind(r.usage.web_fetch_requests.min(i64::MAX as u64) as i64)
+    .bind(&r.resource_id)
+    // Rendered here, in the writer, off the request path.
+    .bind(r.route.as_ref().map(ToString::to_string))
+    .bind(&r.upstream_request_id)
+    .bind(&r.message_id)
+    .bind(moved_cache_write_tokens(r))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// The cache-creation tokens of a request whose session moved (its column); `None` when it did

@@ -8,12 +8,12 @@
 //! doubling, so a percentile read from them is exact below 128 ms and otherwise within 1/32 of
 //! the true value (the bin's midpoint is reported; a bin is at most 1/16 as wide as its start).
 
-use crate::bulk::{self, Row, Rows};
 use crate::db::Db;
 use crate::error::StorageError;
 use ccflare_core::Millis;
 use ccflare_core::record::RequestRecord;
-use sqlx::{FromRow, SqliteConnection};
+use sqlx::sqlite::SqliteArguments;
+use sqlx::{FromRow, Sqlite, SqliteConnection};
 use std::collections::HashMap;
 
 pub const MINUTE_MS: Millis = 60_000;
@@ -357,55 +357,61 @@ impl Increments {
         self.write_sums(tx, |_| true).await
     }
 
-    /// Writes the increments, of the hourly and daily sums only those `exists` accepts: one
-    /// statement per table that has rows (a table an older schema lacks is never named when
-    /// there is nothing for it).
+    /// Writes the increments, of the hourly and daily sums only those `exists` accepts.
     async fn write_sums(
         self,
         tx: &mut SqliteConnection,
         exists: impl Fn(&str) -> bool + Copy,
     ) -> Result<(), sqlx::Error> {
-        for (sql, rows) in upserts_sql(exists).iter().zip(self.rows(exists)) {
-            if !rows.is_empty() {
-                sqlx::query(sql)
-                    .bind(rows.into_json())
+        let all_sums = Sums::default().columns().map(|(name, _)| name);
+        let group_sums: Vec<&str> = all_sums.into_iter().filter(|name| exists(name)).collect();
+        for (table, groups) in [("rollup_hourly", self.hours), ("rollup_daily", self.days)] {
+            let sql = upsert_sql(table, &["bucket", "dim", "key"], &["label"], &group_sums);
+            for ((bucket, dim, key), GroupSums { label, sums }) in groups {
+                let query = sqlx::query(&sql)
+                    .bind(bucket)
+                    .bind(dim)
+                    .bind(key)
+                    .bind(label);
+                bind_sums(query, &sums, exists).execute(&mut *tx).await?;
+            }
+        }
+        let minute_sums: Vec<&str> = all_sums
+            .into_iter()
+            .filter(|name| MINUTE_SUMS.contains(name))
+            .collect();
+        let sql = upsert_sql("rollup_minutely", &["minute"], &[], &minute_sums);
+        for (minute, sums) in self.minutes {
+            let query = sqlx::query(&sql).bind(minute);
+            bind_sums(query, &sums, |name| MINUTE_SUMS.contains(&name))
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (table, bins) in [
+            ("latency_hourly", self.hour_bins),
+            ("latency_daily", self.day_bins),
+        ] {
+            let sql = upsert_sql(table, &["bucket", "metric", "bin"], &[], &["count"]);
+            for ((metric, bucket, bin), count) in bins {
+                sqlx::query(&sql)
+                    .bind(bucket)
+                    .bind(metric)
+                    .bind(bin)
+                    .bind(count)
                     .execute(&mut *tx)
                     .await?;
             }
         }
-        Ok(())
-    }
-
-    /// The rows of each table's upsert, in [`upserts_sql`]'s order; of the hourly and daily
-    /// sums only those `exists` accepts.
-    fn rows(self, exists: impl Fn(&str) -> bool + Copy) -> [Rows; 6] {
-        let mut tables = [(); 6].map(|_| Rows::new());
-        for (table, groups) in [(0, self.hours), (1, self.days)] {
-            for ((bucket, dim, key), GroupSums { label, sums }) in groups {
-                let mut row = tables[table].row();
-                row.put(&bucket).put(&dim).put(&key).put(&label);
-                put_sums(&mut row, &sums, exists);
-            }
-        }
-        for (minute, sums) in self.minutes {
-            let mut row = tables[2].row();
-            row.put(&minute);
-            put_sums(&mut row, &sums, |name| MINUTE_SUMS.contains(&name));
-        }
-        for (table, bins) in [(3, self.hour_bins), (4, self.day_bins)] {
-            for ((metric, bucket, bin), count) in bins {
-                tables[table]
-                    .row()
-                    .put(&bucket)
-                    .put(&metric)
-                    .put(&bin)
-                    .put(&count);
-            }
-        }
+        let sql = upsert_sql("latency_minutely", &["minute", "bin"], &[], &["count"]);
         for ((minute, bin), count) in self.minute_bins {
-            tables[5].row().put(&minute).put(&bin).put(&count);
+            sqlx::query(&sql)
+                .bind(minute)
+                .bind(bin)
+                .bind(count)
+                .execute(&mut *tx)
+                .await?;
         }
-        tables
+        Ok(())
     }
 }
 
@@ -428,30 +434,8 @@ const MINUTE_SUMS: [&str; 8] = [
     "latency_ms_sum",
 ];
 
-/// The upserts of the six rollup tables, in the order of [`Increments::rows`]; of the hourly
-/// and daily sums only those `exists` accepts.
-fn upserts_sql(exists: impl Fn(&str) -> bool + Copy) -> [String; 6] {
-    let all_sums = Sums::default().columns().map(|(name, _)| name);
-    let group_sums: Vec<&str> = all_sums.into_iter().filter(|name| exists(name)).collect();
-    let minute_sums: Vec<&str> = all_sums
-        .into_iter()
-        .filter(|name| MINUTE_SUMS.contains(name))
-        .collect();
-    let group = ["bucket", "dim", "key"];
-    let bins = ["bucket", "metric", "bin"];
-    [
-        upsert_sql("rollup_hourly", &group, &["label"], &group_sums),
-        upsert_sql("rollup_daily", &group, &["label"], &group_sums),
-        upsert_sql("rollup_minutely", &["minute"], &[], &minute_sums),
-        upsert_sql("latency_hourly", &bins, &[], &["count"]),
-        upsert_sql("latency_daily", &bins, &[], &["count"]),
-        upsert_sql("latency_minutely", &["minute", "bin"], &[], &["count"]),
-    ]
-}
-
-/// An insert into `table` of `keys` (its primary key), `labels` and `sums`, in that order, of
-/// every row of one [`Rows`] parameter, which adds the sums to an existing row and replaces
-/// its labels. The names are constants.
+/// An insert into `table` of `keys` (its primary key), `labels` and `sums`, in that order,
+/// which adds the sums to an existing row and replaces its labels. The names are constants.
 fn upsert_sql(table: &str, keys: &[&str], labels: &[&str], sums: &[&str]) -> String {
     let columns: Vec<&str> = keys.iter().chain(labels).chain(sums).copied().collect();
     let updates: Vec<String> = labels
@@ -459,44 +443,44 @@ fn upsert_sql(table: &str, keys: &[&str], labels: &[&str], sums: &[&str]) -> Str
         .map(|c| format!("{c} = excluded.{c}"))
         .chain(sums.iter().map(|c| format!("{c} = {c} + excluded.{c}")))
         .collect();
-    // `WHERE true` tells SQLite's parser that `ON CONFLICT` is not a join's `ON`.
     format!(
-        "{}INSERT INTO {table} ({}) SELECT {} FROM batch WHERE true \
-         ON CONFLICT ({}) DO UPDATE SET {}",
-        bulk::WITH_ROWS,
+        "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}",
         columns.join(", "),
-        bulk::columns(columns.len()),
+        vec!["?"; columns.len()].join(", "),
         keys.join(", "),
         updates.join(", ")
     )
 }
 
-/// Adds the sums whose column `keep` accepts, in [`Sums::columns`]' order (the order
+type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
+
+/// Binds the sums whose column `keep` accepts, in [`Sums::columns`]' order (the order
 /// [`upsert_sql`] was given them).
-fn put_sums(row: &mut Row<'_>, sums: &Sums, keep: impl Fn(&str) -> bool) {
+fn bind_sums<'q>(mut query: Query<'q>, sums: &Sums, keep: impl Fn(&str) -> bool) -> Query<'q> {
     for (name, value) in sums.columns() {
         if keep(name) {
-            match value {
-                Value::Int(v) => row.put(&v),
-                Value::Real(v) => row.put(&v),
+            query = match value {
+                Value::Int(v) => query.bind(v),
+                Value::Real(v) => query.bind(v),
             };
         }
     }
+    query
 }
 
-/// The upserts that add a batch of request rows to the rollups, in the writer's transaction:
-/// each table's SQL (the same for every batch), to run with the rows of [`batch_rows`].
-pub(crate) fn batch_sql() -> [String; 6] {
-    upserts_sql(|_| true)
-}
-
-/// What a batch of request rows adds to each table of [`batch_sql`].
-pub(crate) fn batch_rows(records: &[&RequestRecord]) -> [Rows; 6] {
+/// Adds a batch of request rows to the rollups, inside the writer's transaction.
+pub(crate) async fn add(
+    tx: &mut SqliteConnection,
+    records: &[&RequestRecord],
+) -> Result<(), sqlx::Error> {
+    if records.is_empty() {
+        return Ok(());
+    }
     let mut increments = Increments::default();
     for record in records {
         increments.add(Sample::from(*record));
     }
-    increments.rows(|_| true)
+    increments.write(tx).await
 }
 
 /// Rows read per query while rebuilding.

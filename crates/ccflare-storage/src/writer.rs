@@ -21,7 +21,6 @@
 
 mod files;
 
-use crate::bulk::{Rows, WITH_ROWS};
 use crate::db::{Db, is_damage, primary_code};
 use crate::{requests, rollups};
 use ccflare_core::ratelimit::RateLimitSnapshot;
@@ -30,8 +29,8 @@ use ccflare_core::{AccountId, AccountStatus, Millis};
 use files::{Files, SpillError};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -753,38 +752,6 @@ fn concerns_one_row(error: &sqlx::Error) -> bool {
     }
 }
 
-/// What a batch writes, as one statement of nine (`bulk`): the request rows, the six rollup
-/// tables, the accounts' counters and the accounts' states, each statement reading all its
-/// rows from one JSON parameter. The text is the same for every batch, so the connection
-/// prepares it once, and a batch of any size is one call into the connection's thread (one
-/// call per row and per rollup key cost two thread wake-ups each).
-static BATCH_SQL: LazyLock<String> = LazyLock::new(|| {
-    let mut statements = vec![requests::insert_sql()];
-    statements.extend(rollups::batch_sql());
-    // Per-account counters, summed over the batch: [id, requests, last used].
-    statements.push(format!(
-        "{WITH_ROWS}UPDATE accounts SET request_count = request_count + (batch.r ->> 1), \
-         last_used = max(coalesce(last_used, 0), batch.r ->> 2) \
-         FROM batch WHERE accounts.id = batch.r ->> 0"
-    ));
-    // The accounts' states: [id, rate-limit snapshot, revision, rate limited until,
-    // overloaded until, status]. A person's change (a newer revision) wins over the server's
-    // view: then only the headers are written. A pause is never undone by the server either.
-    statements.push(format!(
-        "{WITH_ROWS}UPDATE accounts SET \
-         last_ratelimit = coalesce(batch.r ->> 1, last_ratelimit), \
-         rate_limited_until = CASE WHEN batch.r ->> 2 IS NULL OR revision = batch.r ->> 2 \
-             THEN batch.r ->> 3 ELSE rate_limited_until END, \
-         overloaded_until = CASE WHEN batch.r ->> 2 IS NULL OR revision = batch.r ->> 2 \
-             THEN batch.r ->> 4 ELSE overloaded_until END, \
-         status = CASE WHEN status = 'paused' \
-             OR (batch.r ->> 2 IS NOT NULL AND revision != batch.r ->> 2) \
-             THEN status ELSE batch.r ->> 5 END \
-         FROM batch WHERE accounts.id = batch.r ->> 0"
-    ));
-    statements.join(";\n")
-});
-
 /// One transaction: the records, their rollups, the accounts' counters and states. When
 /// `replaying`, records already in the database (a replay cut short by a crash) are skipped,
 /// so nothing counts twice.
@@ -805,10 +772,12 @@ async fn write_batch(
         .map(|record| &**record)
         .filter(|record| !present.contains(&record.id))
         .collect();
-    let mut rows = Rows::new();
     for record in &fresh {
-        requests::add_row(&mut rows, record);
+        requests::insert(&mut tx, record).await?;
     }
+    // In the same transaction, so the rollups analytics reads always match the rows.
+    rollups::add(&mut tx, &fresh).await?;
+    // Per-account counters, summed over the batch.
     let mut usage: HashMap<i64, (i64, Millis)> = HashMap::new();
     for record in &fresh {
         if let Some(id) = record.account_id {
@@ -817,34 +786,41 @@ async fn write_batch(
             entry.1 = entry.1.max(record.started_at);
         }
     }
-    let mut accounts = Rows::new();
     for (id, (count, last_used)) in usage {
-        accounts.row().put(&id).put(&count).put(&last_used);
+        sqlx::query(
+            "UPDATE accounts SET request_count = request_count + ?, \
+             last_used = max(coalesce(last_used, 0), ?) WHERE id = ?",
+        )
+        .bind(count)
+        .bind(last_used)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     }
-    let mut account_states = Rows::new();
     for state in states.values() {
         let snapshot = state
             .last_ratelimit
             .as_ref()
             .and_then(|s| serde_json::to_string(s).ok());
-        account_states
-            .row()
-            .put(&state.id.0)
-            .put(&snapshot)
-            .put(&state.revision)
-            .put(&state.rate_limited_until)
-            .put(&state.overloaded_until)
-            .put(state.status.as_str());
-    }
-    // In the same transaction as the rows, so the rollups analytics reads always match them.
-    let mut query = sqlx::query(&BATCH_SQL).bind(rows.into_json());
-    for table in rollups::batch_rows(&fresh) {
-        query = query.bind(table.into_json());
-    }
-    query
-        .bind(accounts.into_json())
-        .bind(account_states.into_json())
+        // A person's change (a newer revision) wins over the server's view: then only the
+        // headers are written. A pause is never undone by the server either.
+        sqlx::query(
+            "UPDATE accounts SET \
+             last_ratelimit = coalesce(?1, last_ratelimit), \
+             rate_limited_until = CASE WHEN ?2 IS NULL OR revision = ?2 THEN ?3 ELSE rate_limited_until END, \
+             overloaded_until = CASE WHEN ?2 IS NULL OR revision = ?2 THEN ?4 ELSE overloaded_until END, \
+             status = CASE WHEN status = 'paused' OR (?2 IS NOT NULL AND revision != ?2) \
+                      THEN status ELSE ?5 END \
+             WHERE id = ?6",
+        )
+        .bind(snapshot)
+        .bind(state.revision)
+        .bind(state.rate_limited_until)
+        .bind(state.overloaded_until)
+        .bind(state.status.as_str())
+        .bind(state.id.0)
         .execute(&mut *tx)
         .await?;
+    }
     tx.commit().await
 }
