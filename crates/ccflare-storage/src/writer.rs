@@ -53,7 +53,7 @@ const MAX_BATCH: usize = 2048;
 /// every record alone spends more CPU on commits than on the records; waiting a few
 /// milliseconds groups them, and a batch's rollup keys (its hour, day, minute, model, account)
 /// are upserted once for all its records. 25 ms against 10 ms: 7–12 % less CPU per request at
-/// 1,000 req/s with the same p99 (docs/benchmarks.md, "The writer's linger"); 50 ms saved
+/// 1,000 req/s with the same p99 (docs/benchmarks.md, "Joining frames already read, and the writer's linger"); 50 ms saved
 /// little more and lengthened streams' tail. A record still reaches the database well inside
 /// SPEC §8's 100 ms.
 const LINGER: Duration = Duration::from_millis(25);
