@@ -598,8 +598,8 @@ impl Default for OAuthSettings {
     }
 }
 
-/// The resolved configuration.
-#[derive(Debug, Clone, PartialEq)]
+/// The resolved configuration. Its `Debug` hides the secrets (see the impl).
+#[derive(Clone, PartialEq)]
 pub struct Settings {
     pub port: u16,
     pub host: String,
@@ -642,6 +642,80 @@ pub struct Settings {
     pub encryption_key: EncryptionKeySetting,
     /// Where each option's value came from, by file key, with the raw text.
     pub sources: BTreeMap<&'static str, (Source, String)>,
+}
+
+impl fmt::Debug for Settings {
+    /// Every field, but no secret: the API keys are counted, and the raw text of a secret
+    /// option in `sources` is hidden (the admin and encryption keys hide themselves). Listed by
+    /// destructuring, so a new field cannot be forgotten here.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Settings {
+            port,
+            host,
+            database_url,
+            api_keys,
+            session_timeout_s,
+            log_level,
+            log_json,
+            log_file,
+            strategy,
+            upstream_url,
+            max_body_bytes,
+            body_timeout_s,
+            max_body_memory,
+            allow_all_paths,
+            pool_rate_limit_headers,
+            connect_timeout_s,
+            idle_timeout_s,
+            shutdown_timeout_s,
+            max_attempts,
+            max_connections,
+            retention_days,
+            oauth,
+            admin_key,
+            require_client_keys,
+            encryption_key,
+            sources,
+        } = self;
+        let sources: BTreeMap<&str, (Source, &str)> = sources
+            .iter()
+            .map(|(key, (source, raw))| {
+                let secret = option(key).is_none_or(|spec| spec.secret);
+                (
+                    *key,
+                    (*source, if secret { "<hidden>" } else { raw.as_str() }),
+                )
+            })
+            .collect();
+        f.debug_struct("Settings")
+            .field("port", port)
+            .field("host", host)
+            .field("database_url", database_url)
+            .field("api_keys", &format_args!("<{} hidden>", api_keys.len()))
+            .field("session_timeout_s", session_timeout_s)
+            .field("log_level", log_level)
+            .field("log_json", log_json)
+            .field("log_file", log_file)
+            .field("strategy", strategy)
+            .field("upstream_url", upstream_url)
+            .field("max_body_bytes", max_body_bytes)
+            .field("body_timeout_s", body_timeout_s)
+            .field("max_body_memory", max_body_memory)
+            .field("allow_all_paths", allow_all_paths)
+            .field("pool_rate_limit_headers", pool_rate_limit_headers)
+            .field("connect_timeout_s", connect_timeout_s)
+            .field("idle_timeout_s", idle_timeout_s)
+            .field("shutdown_timeout_s", shutdown_timeout_s)
+            .field("max_attempts", max_attempts)
+            .field("max_connections", max_connections)
+            .field("retention_days", retention_days)
+            .field("oauth", oauth)
+            .field("admin_key", admin_key)
+            .field("require_client_keys", require_client_keys)
+            .field("encryption_key", encryption_key)
+            .field("sources", &sources)
+            .finish()
+    }
 }
 
 fn invalid(spec: &OptionSpec, value: &str, expected: &str) -> CoreError {
@@ -948,6 +1022,26 @@ mod tests {
         let err = Settings::resolve(&Layer::new(), &env, &Layer::new()).unwrap_err();
         assert!(err.to_string().contains("REQUIRE_CLIENT_KEYS"), "{err}");
         assert!(!storable("require_client_keys"));
+    }
+
+    #[test]
+    fn settings_debug_shows_no_secret() {
+        let api_key = "sk-ant-api03-debug-secret-0123456789abcdef";
+        let admin = "admin-debug-secret-0123456789";
+        let encryption = "ab".repeat(32);
+        let env = layer(&[
+            ("api_keys", api_key),
+            ("admin_key", admin),
+            ("encryption_key", &encryption),
+            ("port", "8123"),
+        ]);
+        let s = Settings::resolve(&Layer::new(), &env, &Layer::new()).unwrap();
+        let shown = format!("{s:?}");
+        for secret in [api_key, admin, &encryption, &api_key[..20], &admin[..16]] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("port: 8123"), "{shown}");
+        assert!(shown.contains("api_keys: <1 hidden>"), "{shown}");
     }
 
     #[test]
