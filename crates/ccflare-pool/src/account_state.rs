@@ -110,7 +110,9 @@ impl AccountState {
     /// (another process wrote them); the database is usually behind the pool. Status and
     /// cooldowns are taken only when a person changed the account (a new revision); with the
     /// same revision the pool's own state wins, because the database may not have the pool's
-    /// latest writes yet.
+    /// latest writes yet. An older revision is a stale read (the one-second sync read the table
+    /// just before a person's change, which the API already applied): it changes nothing, or
+    /// it would undo a pause for up to a second.
     pub(crate) fn merge(
         &mut self,
         record: Account,
@@ -132,7 +134,7 @@ impl AccountState {
         self.credential = record.credential;
         self.token_expires_at = record.token_expires_at;
         self.priority = record.priority;
-        if record.revision == self.revision {
+        if record.revision <= self.revision {
             return;
         }
         self.revision = record.revision;

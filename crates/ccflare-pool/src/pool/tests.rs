@@ -946,6 +946,20 @@ fn sync_keeps_the_pools_own_state_for_the_same_revision() {
 }
 
 #[test]
+fn a_stale_read_never_undoes_a_persons_newer_edit() {
+    let mut h = Harness::new(Strategy::Priority, &["a", "b"]);
+    let before = h.records.clone();
+    h.edit("a", |record| record.status = AccountStatus::Paused);
+    check(&mut h, &[(1, Sync, "a:paused b:active")]);
+    // The periodic sync read the table before the pause and applies it after.
+    let fresh = std::mem::replace(&mut h.records, before);
+    check(&mut h, &[(2, Sync, "a:paused b:active"), (2, Select, "b")]);
+    h.records = fresh;
+    h.edit("a", |record| record.status = AccountStatus::Active);
+    check(&mut h, &[(3, Sync, "a:active b:active"), (3, Select, "a")]);
+}
+
+#[test]
 fn sync_takes_a_persons_edit_for_a_new_revision() {
     let mut h = Harness::new(Strategy::Priority, &["a", "b", "c"]);
     check(
