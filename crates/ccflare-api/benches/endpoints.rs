@@ -15,8 +15,7 @@ use bytes::Bytes;
 use ccflare_api::{Api, LogFeed};
 use ccflare_core::record::RequestRecord;
 use ccflare_core::{Clock, SystemClock};
-use ccflare_pool::{Pool, PoolConfig};
-use ccflare_proxy::{AppState, ProxyConfig, UpstreamClient};
+use ccflare_proxy::{ProxyConfig, UpstreamClient};
 use ccflare_storage::{Db, Writer, requests};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -75,16 +74,7 @@ async fn run(full: bool) {
     let writer = Writer::spawn(db.clone());
     let upstream =
         UpstreamClient::new("http://127.0.0.1:9", Duration::from_secs(1)).expect("client");
-    let state = AppState::new(
-        Pool::new(PoolConfig {
-            strategy: Default::default(),
-            session_timeout_ms: 3_600_000,
-        }),
-        writer.handle(),
-        upstream,
-        ProxyConfig::default(),
-        Arc::new(SystemClock) as Arc<dyn Clock>,
-    );
+    let state = ccflare_testkit::proxy::wall_clock_state(&writer, upstream, ProxyConfig::default());
     state.sync_accounts(&db).await.expect("accounts");
     state.set_management(Arc::new(Api::new(db.clone(), LogFeed::default())));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

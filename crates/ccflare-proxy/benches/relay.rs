@@ -16,9 +16,7 @@
 //! proxy relayed.
 
 use bytes::Bytes;
-use ccflare_core::{Clock, SystemClock};
-use ccflare_pool::{Pool, PoolConfig};
-use ccflare_proxy::{AppState, UpstreamClient};
+use ccflare_proxy::UpstreamClient;
 use ccflare_storage::{Writer, requests};
 use ccflare_testkit::http::{TestClient, anthropic_post};
 use ccflare_testkit::proxy::{Fixture, Running};
@@ -28,7 +26,6 @@ use criterion::Criterion;
 use http::StatusCode;
 use http_body_util::BodyExt;
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 
@@ -96,15 +93,10 @@ async fn start() -> Running {
     // that move time by hand).
     let upstream =
         UpstreamClient::new(&fixture.mock.url(), Duration::from_secs(5)).expect("upstream client");
-    let state = AppState::new(
-        Pool::new(PoolConfig {
-            strategy: Default::default(),
-            session_timeout_ms: 3_600_000,
-        }),
-        writer.handle(),
+    let state = ccflare_testkit::proxy::wall_clock_state(
+        &writer,
         upstream,
         ccflare_testkit::proxy::config(),
-        Arc::new(SystemClock) as Arc<dyn Clock>,
     );
     state
         .sync_accounts(&fixture.db)

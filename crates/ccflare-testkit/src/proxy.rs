@@ -8,7 +8,7 @@ use ::http::{Request, Response};
 use bytes::Bytes;
 use ccflare_core::{Clock, ManualClock, Secret, SystemClock};
 use ccflare_mock::MockUpstream;
-use ccflare_pool::Pool;
+use ccflare_pool::{Pool, PoolConfig};
 use ccflare_proxy::{AppState, ProxyConfig, UpstreamClient};
 use ccflare_storage::{Db, Writer, accounts};
 use http_body_util::Full;
@@ -94,6 +94,25 @@ impl Fixture {
             self.clock.clone() as Arc<dyn Clock>,
         )
     }
+}
+
+/// A proxy state on the wall clock, as a running server has (the benchmarks; tests move the
+/// fixture's manual clock instead): the default strategy and an hour's session timeout.
+pub fn wall_clock_state(
+    writer: &Writer,
+    upstream: UpstreamClient,
+    config: ProxyConfig,
+) -> Arc<AppState> {
+    AppState::new(
+        Pool::new(PoolConfig {
+            strategy: Default::default(),
+            session_timeout_ms: 3_600_000,
+        }),
+        writer.handle(),
+        upstream,
+        config,
+        Arc::new(SystemClock) as Arc<dyn Clock>,
+    )
 }
 
 /// The proxy settings of the tests: a 1 MiB body cap, a 30 s idle timeout, every account tried,
