@@ -15,6 +15,7 @@ mod migrate;
 pub mod oauth;
 pub mod requests;
 pub mod rollups;
+mod rows;
 pub mod secrets;
 pub mod settings;
 pub mod writer;

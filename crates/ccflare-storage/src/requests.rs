@@ -4,6 +4,7 @@
 
 use crate::db::Db;
 use crate::error::StorageError;
+use crate::rows::{self, Query};
 use ccflare_core::record::{AttemptFailure, RequestRecord};
 use ccflare_core::route::Explanation;
 use ccflare_core::usage::Usage;
@@ -11,62 +12,69 @@ use ccflare_core::{AccountId, Millis};
 use sqlx::{FromRow, SqliteConnection};
 use std::collections::HashSet;
 
+/// Inserts a batch's request rows, many per statement (`rows`).
 pub(crate) async fn insert(
     tx: &mut SqliteConnection,
-    r: &RequestRecord,
+    records: &[&RequestRecord],
 ) -> Result<(), sqlx::Error> {
-    let failures = (!r.attempt_failures.is_empty())
-        .then(|| serde_json::to_string(&r.attempt_failures).unwrap_or_default());
-    sqlx::query(
+    rows::insert(
+        tx,
         "INSERT OR REPLACE INTO requests (id, started_at, method, path, model, account_id, \
          account_name, status, success, error_type, error_message, attempts, attempt_failures, \
          latency_ms, ttfb_ms, streamed, input_tokens, output_tokens, cache_read_tokens, \
          cache_write_tokens, cache_write_5m_tokens, cache_write_1h_tokens, usage_incomplete, \
          cost_usd, cost_estimated, output_tokens_per_second, session_key, client_key, \
          web_search_requests, web_fetch_requests, resource_id, route, upstream_request_id, \
-         message_id, moved_cache_write_tokens) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
-         ?, ?, ?, ?, ?, ?, ?)",
+         message_id, moved_cache_write_tokens)",
+        "",
+        35,
+        records,
+        |query, r| bind_row(query, r),
     )
-    .bind(&r.id)
-    .bind(r.started_at)
-    .bind(&r.method)
-    .bind(&r.path)
-    .bind(&r.model)
-    .bind(r.account_id.map(|id| id.0))
-    .bind(&r.account_name)
-    .bind(i64::from(r.status))
-    .bind(r.success)
-    .bind(&r.error_type)
-    .bind(&r.error_message)
-    .bind(i64::from(r.attempts))
-    .bind(failures)
-    .bind(r.latency_ms)
-    .bind(r.ttfb_ms)
-    .bind(r.streamed)
-    .bind(r.usage.input_tokens as i64)
-    .bind(r.usage.output_tokens as i64)
-    .bind(r.usage.cache_read_input_tokens as i64)
-    .bind(r.usage.cache_creation_input_tokens as i64)
-    .bind(r.usage.cache_write_5m as i64)
-    .bind(r.usage.cache_write_1h as i64)
-    .bind(r.usage_incomplete)
-    .bind(r.cost_usd)
-    .bind(r.cost_estimated)
-    .bind(r.output_tokens_per_second)
-    .bind(&r.session_key)
-    .bind(&r.client_key)
-    .bind(r.usage.web_search_requests.min(i64::MAX as u64) as i64)
-    .bind(r.usage.web_fetch_requests.min(i64::MAX as u64) as i64)
-    .bind(&r.resource_id)
-    // Rendered here, in the writer, off the request path.
-    .bind(r.route.as_ref().map(ToString::to_string))
-    .bind(&r.upstream_request_id)
-    .bind(&r.message_id)
-    .bind(moved_cache_write_tokens(r))
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    .await
+}
+
+/// Binds one request row's 35 values, in [`insert`]'s column order.
+fn bind_row<'q>(query: Query<'q>, r: &'q RequestRecord) -> Query<'q> {
+    let failures = (!r.attempt_failures.is_empty())
+        .then(|| serde_json::to_string(&r.attempt_failures).unwrap_or_default());
+    query
+        .bind(&r.id)
+        .bind(r.started_at)
+        .bind(&r.method)
+        .bind(&r.path)
+        .bind(&r.model)
+        .bind(r.account_id.map(|id| id.0))
+        .bind(&r.account_name)
+        .bind(i64::from(r.status))
+        .bind(r.success)
+        .bind(&r.error_type)
+        .bind(&r.error_message)
+        .bind(i64::from(r.attempts))
+        .bind(failures)
+        .bind(r.latency_ms)
+        .bind(r.ttfb_ms)
+        .bind(r.streamed)
+        .bind(r.usage.input_tokens as i64)
+        .bind(r.usage.output_tokens as i64)
+        .bind(r.usage.cache_read_input_tokens as i64)
+        .bind(r.usage.cache_creation_input_tokens as i64)
+        .bind(r.usage.cache_write_5m as i64)
+        .bind(r.usage.cache_write_1h as i64)
+        .bind(r.usage_incomplete)
+        .bind(r.cost_usd)
+        .bind(r.cost_estimated)
+        .bind(r.output_tokens_per_second)
+        .bind(&r.session_key)
+        .bind(&r.client_key)
+        .bind(r.usage.web_search_requests.min(i64::MAX as u64) as i64)
+        .bind(r.usage.web_fetch_requests.min(i64::MAX as u64) as i64)
+        .bind(&r.resource_id)
+        // Rendered here, in the writer, off the request path.
+        .bind(r.route.as_ref().map(ToString::to_string))
+        .bind(&r.upstream_request_id)
+        .bind(&r.message_id)
+        .bind(moved_cache_write_tokens(r))
 }
 
 /// The cache-creation tokens of a request whose session moved (its column); `None` when it did

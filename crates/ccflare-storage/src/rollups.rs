@@ -10,10 +10,10 @@
 
 use crate::db::Db;
 use crate::error::StorageError;
+use crate::rows::{self, Query};
 use ccflare_core::Millis;
 use ccflare_core::record::RequestRecord;
-use sqlx::sqlite::SqliteArguments;
-use sqlx::{FromRow, Sqlite, SqliteConnection};
+use sqlx::{FromRow, SqliteConnection};
 use std::collections::HashMap;
 
 pub const MINUTE_MS: Millis = 60_000;
@@ -357,7 +357,8 @@ impl Increments {
         self.write_sums(tx, |_| true).await
     }
 
-    /// Writes the increments, of the hourly and daily sums only those `exists` accepts.
+    /// Writes the increments, of the hourly and daily sums only those `exists` accepts: each
+    /// table's rows many per statement (`rows`).
     async fn write_sums(
         self,
         tx: &mut SqliteConnection,
@@ -366,52 +367,75 @@ impl Increments {
         let all_sums = Sums::default().columns().map(|(name, _)| name);
         let group_sums: Vec<&str> = all_sums.into_iter().filter(|name| exists(name)).collect();
         for (table, groups) in [("rollup_hourly", self.hours), ("rollup_daily", self.days)] {
-            let sql = upsert_sql(table, &["bucket", "dim", "key"], &["label"], &group_sums);
-            for ((bucket, dim, key), GroupSums { label, sums }) in groups {
-                let query = sqlx::query(&sql)
-                    .bind(bucket)
-                    .bind(dim)
-                    .bind(key)
-                    .bind(label);
-                bind_sums(query, &sums, exists).execute(&mut *tx).await?;
-            }
+            let (head, tail) =
+                upsert_sql(table, &["bucket", "dim", "key"], &["label"], &group_sums);
+            let groups: Vec<(GroupKey, GroupSums)> = groups.into_iter().collect();
+            rows::insert(
+                tx,
+                &head,
+                &tail,
+                4 + group_sums.len(),
+                &groups,
+                |query, row| {
+                    let ((bucket, dim, key), GroupSums { label, sums }) = row;
+                    let query = query
+                        .bind(*bucket)
+                        .bind(*dim)
+                        .bind(key.as_str())
+                        .bind(label.as_str());
+                    bind_sums(query, sums, exists)
+                },
+            )
+            .await?;
         }
         let minute_sums: Vec<&str> = all_sums
             .into_iter()
             .filter(|name| MINUTE_SUMS.contains(name))
             .collect();
-        let sql = upsert_sql("rollup_minutely", &["minute"], &[], &minute_sums);
-        for (minute, sums) in self.minutes {
-            let query = sqlx::query(&sql).bind(minute);
-            bind_sums(query, &sums, |name| MINUTE_SUMS.contains(&name))
-                .execute(&mut *tx)
-                .await?;
-        }
+        let (head, tail) = upsert_sql("rollup_minutely", &["minute"], &[], &minute_sums);
+        let minutes: Vec<(Millis, Sums)> = self.minutes.into_iter().collect();
+        rows::insert(
+            tx,
+            &head,
+            &tail,
+            1 + minute_sums.len(),
+            &minutes,
+            |query, (minute, sums)| {
+                bind_sums(query.bind(*minute), sums, |name| {
+                    MINUTE_SUMS.contains(&name)
+                })
+            },
+        )
+        .await?;
         for (table, bins) in [
             ("latency_hourly", self.hour_bins),
             ("latency_daily", self.day_bins),
         ] {
-            let sql = upsert_sql(table, &["bucket", "metric", "bin"], &[], &["count"]);
-            for ((metric, bucket, bin), count) in bins {
-                sqlx::query(&sql)
-                    .bind(bucket)
-                    .bind(metric)
-                    .bind(bin)
-                    .bind(count)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            let (head, tail) = upsert_sql(table, &["bucket", "metric", "bin"], &[], &["count"]);
+            let bins: Vec<((i64, Millis, i64), i64)> = bins.into_iter().collect();
+            rows::insert(
+                tx,
+                &head,
+                &tail,
+                4,
+                &bins,
+                |query, ((metric, bucket, bin), count)| {
+                    query.bind(*bucket).bind(*metric).bind(*bin).bind(*count)
+                },
+            )
+            .await?;
         }
-        let sql = upsert_sql("latency_minutely", &["minute", "bin"], &[], &["count"]);
-        for ((minute, bin), count) in self.minute_bins {
-            sqlx::query(&sql)
-                .bind(minute)
-                .bind(bin)
-                .bind(count)
-                .execute(&mut *tx)
-                .await?;
-        }
-        Ok(())
+        let (head, tail) = upsert_sql("latency_minutely", &["minute", "bin"], &[], &["count"]);
+        let bins: Vec<((Millis, i64), i64)> = self.minute_bins.into_iter().collect();
+        rows::insert(
+            tx,
+            &head,
+            &tail,
+            3,
+            &bins,
+            |query, ((minute, bin), count)| query.bind(*minute).bind(*bin).bind(*count),
+        )
+        .await
     }
 }
 
@@ -435,24 +459,24 @@ const MINUTE_SUMS: [&str; 8] = [
 ];
 
 /// An insert into `table` of `keys` (its primary key), `labels` and `sums`, in that order,
-/// which adds the sums to an existing row and replaces its labels. The names are constants.
-fn upsert_sql(table: &str, keys: &[&str], labels: &[&str], sums: &[&str]) -> String {
+/// which adds the sums to an existing row and replaces its labels: the text before its
+/// `VALUES` and the text after them (`rows::insert`). The names are constants.
+fn upsert_sql(table: &str, keys: &[&str], labels: &[&str], sums: &[&str]) -> (String, String) {
     let columns: Vec<&str> = keys.iter().chain(labels).chain(sums).copied().collect();
     let updates: Vec<String> = labels
         .iter()
         .map(|c| format!("{c} = excluded.{c}"))
         .chain(sums.iter().map(|c| format!("{c} = {c} + excluded.{c}")))
         .collect();
-    format!(
-        "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}",
-        columns.join(", "),
-        vec!["?"; columns.len()].join(", "),
-        keys.join(", "),
-        updates.join(", ")
+    (
+        format!("INSERT INTO {table} ({})", columns.join(", ")),
+        format!(
+            "ON CONFLICT ({}) DO UPDATE SET {}",
+            keys.join(", "),
+            updates.join(", ")
+        ),
     )
 }
-
-type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
 
 /// Binds the sums whose column `keep` accepts, in [`Sums::columns`]' order (the order
 /// [`upsert_sql`] was given them).

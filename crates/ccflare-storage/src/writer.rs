@@ -776,9 +776,7 @@ async fn write_batch(
         .map(|record| &**record)
         .filter(|record| !present.contains(&record.id))
         .collect();
-    for record in &fresh {
-        requests::insert(&mut tx, record).await?;
-    }
+    requests::insert(&mut tx, &fresh).await?;
     // In the same transaction, so the rollups analytics reads always match the rows.
     rollups::add(&mut tx, &fresh).await?;
     // Per-account counters, summed over the batch.
