@@ -38,8 +38,8 @@ pub use resources::Peer;
 pub use server::run;
 pub use shutdown::Shutdown;
 pub use state::{
-    AppState, ConfigLayers, DEFAULT_MAX_CONNECTIONS, ManagementFuture, ManagementRoutes,
-    ProxyConfig, SyncError, spawn_account_sync,
+    AccountsRead, AppState, ConfigLayers, DEFAULT_MAX_CONNECTIONS, ManagementFuture,
+    ManagementRoutes, ProxyConfig, SyncError, spawn_account_sync,
 };
 pub use uploads::{BATCH_MAX_BYTES, FILES_MAX_BYTES};
 pub use upstream::{POOL_IDLE_TIMEOUT, Reuse, SendError, UpstreamBody, UpstreamClient};

@@ -17,7 +17,8 @@ use crate::shutdown::{Drain, Shutdown};
 use crate::tokens::TokenRefresher;
 use crate::upstream::UpstreamClient;
 use ccflare_core::config::{Layer, Settings};
-use ccflare_core::{Clock, Millis};
+use ccflare_core::ratelimit::RateLimitSnapshot;
+use ccflare_core::{Account, Clock, Millis};
 use ccflare_pool::{PersistState, Pool};
 use ccflare_storage::{Db, StorageError, WriterHandle, accounts, keys, settings};
 use http::{Request, Response};
@@ -126,6 +127,10 @@ pub struct AppState {
     /// What request bodies may hold in memory, all together.
     bodies: BodyBudget,
     request_counter: AtomicU64,
+    /// Reads of the accounts table begun ([`AppState::read_accounts`]), and the latest begun
+    /// of those applied to the pool (changed only under the pool's lock).
+    accounts_reads: AtomicU64,
+    accounts_applied: AtomicU64,
     id_prefix: String,
     layers: RwLock<ConfigLayers>,
     settings: RwLock<Arc<Settings>>,
@@ -180,6 +185,8 @@ impl AppState {
             feed,
             drain,
             request_counter: AtomicU64::new(0),
+            accounts_reads: AtomicU64::new(0),
+            accounts_applied: AtomicU64::new(0),
             id_prefix,
             layers: RwLock::new(ConfigLayers::default()),
             settings: RwLock::new(Arc::new(Settings::defaults())),
@@ -348,12 +355,32 @@ impl AppState {
 
     /// Reads the accounts table into the pool once.
     pub async fn sync_accounts(&self, db: &Db) -> Result<(), StorageError> {
-        // With each account's last persisted rate-limit headers, so a restarted server routes
-        // on what it last saw (headroom, warnings) instead of taking every account as fresh.
-        let list = accounts::list_with_ratelimits(db).await?;
-        let now = self.now();
-        self.pool().sync_with_ratelimits(list, now);
+        let read = self.read_accounts(db).await?;
+        self.apply_accounts(read);
         Ok(())
+    }
+
+    /// Reads the accounts table (with each account's last persisted rate-limit headers, so a
+    /// restarted server routes on what it last saw instead of taking every account as fresh),
+    /// numbered in the order reads begin.
+    pub async fn read_accounts(&self, db: &Db) -> Result<AccountsRead, StorageError> {
+        let begun = self.accounts_reads.fetch_add(1, Ordering::Relaxed) + 1;
+        let list = accounts::list_with_ratelimits(db).await?;
+        Ok(AccountsRead { begun, list })
+    }
+
+    /// Puts a read of the accounts table into the pool, unless a read begun after it was put
+    /// there already. The one-second sync may have read the table just before a person's
+    /// change (a removal, an addition, a pause) that the API then wrote and read back: the
+    /// older read, applied last, would undo the change for a second.
+    pub fn apply_accounts(&self, read: AccountsRead) {
+        let now = self.now();
+        let mut pool = self.pool();
+        if read.begun < self.accounts_applied.load(Ordering::Relaxed) {
+            return;
+        }
+        self.accounts_applied.store(read.begun, Ordering::Relaxed);
+        pool.sync_with_ratelimits(read.list, now);
     }
 
     /// The client keys `/v1` checks.
@@ -405,6 +432,12 @@ impl AppState {
         self.apply_stored_settings(&stored)?;
         Ok(())
     }
+}
+
+/// The accounts table as one read saw it ([`AppState::read_accounts`]).
+pub struct AccountsRead {
+    begun: u64,
+    list: Vec<(Account, Option<RateLimitSnapshot>)>,
 }
 
 /// Why a sync with the database failed.

@@ -1182,3 +1182,31 @@ async fn the_only_accounts_401_reaches_the_client_as_the_upstreams_401() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_read_of_the_accounts_older_than_one_applied_changes_nothing() {
+    let app = spawn_app(Options {
+        accounts: vec![("alpha", 0), ("beta", 1)],
+        ..Options::default()
+    })
+    .await;
+    let names = |app: &common::App| -> Vec<String> {
+        let now = app.clock_now();
+        let views = app.state.pool().views(now);
+        views.iter().map(|view| view.name.to_string()).collect()
+    };
+    // The one-second sync reads the table; a person then removes beta and the API reads the
+    // table back into the pool; the sync's older read is applied last.
+    let stale = app.state.read_accounts(&app.db).await.unwrap();
+    ccflare_storage::accounts::remove(&app.db, "beta")
+        .await
+        .unwrap();
+    app.state.sync_accounts(&app.db).await.unwrap();
+    assert_eq!(names(&app), ["alpha"]);
+    app.state.apply_accounts(stale);
+    assert_eq!(names(&app), ["alpha"], "the stale read brought beta back");
+    // A read begun after the change is applied as ever.
+    app.state.sync_accounts(&app.db).await.unwrap();
+    assert_eq!(names(&app), ["alpha"]);
+    app.stop().await;
+}
