@@ -580,7 +580,7 @@ fn escape(value: &str) -> String {
 mod tests {
     use super::*;
     use crate::views::AccountJson;
-    use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret};
+    use ccflare_core::{Account, AccountId, AccountKind, Millis, Secret};
     use ccflare_storage::accounts::AccountSummary;
 
     #[test]
@@ -634,19 +634,12 @@ mod tests {
     #[test]
     fn the_json_and_the_gauge_name_each_state_as_the_pool_does() {
         let now: Millis = 1_000_000;
-        let account = Account {
-            id: AccountId(1),
-            name: "a".to_owned(),
-            kind: AccountKind::ApiKey,
-            credential: Secret::new("sk-ant-api03-metrics-0123456789-wxyz"),
-            priority: 0,
-            weight: 1,
-            status: AccountStatus::Active,
-            revision: 1,
-            rate_limited_until: None,
-            overloaded_until: None,
-            token_expires_at: None,
-        };
+        let account = Account::new(
+            AccountId(1),
+            "a",
+            AccountKind::ApiKey,
+            Secret::new("sk-ant-api03-metrics-0123456789-wxyz"),
+        );
         let summary = AccountSummary {
             account,
             request_count: 0,

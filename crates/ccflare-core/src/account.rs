@@ -107,6 +107,31 @@ pub struct Account {
     pub token_expires_at: Option<Millis>,
 }
 
+impl Account {
+    /// An account as it is first stored: active, revision 1, priority 0, weight 1, no
+    /// cooldowns and no token expiry (set those with struct update syntax).
+    pub fn new(
+        id: AccountId,
+        name: impl Into<String>,
+        kind: AccountKind,
+        credential: Secret,
+    ) -> Account {
+        Account {
+            id,
+            name: name.into(),
+            kind,
+            credential,
+            priority: 0,
+            weight: 1,
+            status: AccountStatus::Active,
+            revision: 1,
+            rate_limited_until: None,
+            overloaded_until: None,
+            token_expires_at: None,
+        }
+    }
+}
+
 /// A readable, stable name for an API key that does not reveal it: `key-` and its last four
 /// characters (which SPEC §11 allows to be shown), e.g. `key-wxyz`.
 pub fn default_key_name(key: &str) -> String {

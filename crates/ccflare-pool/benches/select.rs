@@ -5,7 +5,7 @@
 
 use ccflare_core::config::Strategy;
 use ccflare_core::ratelimit::{RateLimitSnapshot, classify};
-use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret};
+use ccflare_core::{Account, AccountId, AccountKind, Millis, Secret};
 use ccflare_pool::{Pool, PoolConfig};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -15,19 +15,12 @@ const SESSIONS: usize = 10_000;
 const NOW: Millis = 1_800_000_000_000;
 
 fn account(i: i64) -> Account {
+    let credential = Secret::new(format!("sk-ant-api03-bench-{i:03}-0123456789abcdef"));
+    let name = format!("account-{i:03}");
     Account {
-        id: AccountId(i + 1),
-        name: format!("account-{i:03}"),
-        kind: AccountKind::ApiKey,
-        credential: Secret::new(format!("sk-ant-api03-bench-{i:03}-0123456789abcdef")),
         // A few priority levels, so the stable order is not simply the id order.
         priority: i % 3,
-        weight: 1,
-        status: AccountStatus::Active,
-        revision: 1,
-        rate_limited_until: None,
-        overloaded_until: None,
-        token_expires_at: None,
+        ..Account::new(AccountId(i + 1), name, AccountKind::ApiKey, credential)
     }
 }
 

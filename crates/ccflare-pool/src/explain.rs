@@ -13,7 +13,7 @@ mod tests {
     use crate::{Pool, PoolConfig};
     use ccflare_core::config::Strategy;
     use ccflare_core::ratelimit::Verdict;
-    use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret};
+    use ccflare_core::{Account, AccountId, AccountKind, Millis, Secret};
 
     const T0: Millis = 1_795_687_200_000;
     const TIMEOUT: i64 = 60_000;
@@ -26,18 +26,12 @@ mod tests {
         let accounts = ["a", "b"]
             .into_iter()
             .zip(1..)
-            .map(|(name, id)| Account {
-                id: AccountId(id),
-                name: name.to_owned(),
-                kind: AccountKind::ApiKey,
-                credential: Secret::new(format!("sk-ant-api03-{name}-0123456789abcdef")),
-                priority: id,
-                weight: 1,
-                status: AccountStatus::Active,
-                revision: 1,
-                rate_limited_until: None,
-                overloaded_until: None,
-                token_expires_at: None,
+            .map(|(name, id)| {
+                let credential = Secret::new(format!("sk-ant-api03-{name}-0123456789abcdef"));
+                Account {
+                    priority: id,
+                    ..Account::new(AccountId(id), name, AccountKind::ApiKey, credential)
+                }
             })
             .collect();
         pool.sync(accounts, T0);

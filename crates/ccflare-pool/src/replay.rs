@@ -17,7 +17,7 @@ use crate::placement::Demand;
 use crate::pool::{Pool, PoolConfig};
 use ccflare_core::config::Strategy;
 use ccflare_core::ratelimit::{RateLimitSnapshot, Verdict};
-use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret, Usage};
+use ccflare_core::{Account, AccountId, AccountKind, Millis, Secret, Usage};
 use std::collections::HashMap;
 
 /// A window's length.
@@ -112,19 +112,8 @@ fn records(accounts: &[ReplayAccount]) -> Vec<Account> {
 /// check): what the pool needs of a stored OAuth account, with a credential that is a name,
 /// never a token.
 pub fn simulated_subscription(id: AccountId, name: &str) -> Account {
-    Account {
-        id,
-        name: name.to_owned(),
-        kind: AccountKind::OAuth,
-        credential: Secret::new(format!("sk-ant-oat01-simulated-{name}")),
-        priority: 0,
-        weight: 1,
-        status: AccountStatus::Active,
-        revision: 1,
-        rate_limited_until: None,
-        overloaded_until: None,
-        token_expires_at: None,
-    }
+    let credential = Secret::new(format!("sk-ant-oat01-simulated-{name}"));
+    Account::new(id, name, AccountKind::OAuth, credential)
 }
 
 /// Replays `requests` (in time order) through a pool of `accounts` with `strategy`.

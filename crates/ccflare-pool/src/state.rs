@@ -251,21 +251,16 @@ mod tests {
         let records: Vec<Account> = cases()
             .into_iter()
             .enumerate()
-            .map(
-                |(n, (status, rate_limited_until, overloaded_until, _))| Account {
-                    id: AccountId(n as i64 + 1),
-                    name: format!("a{n}"),
-                    kind: AccountKind::ApiKey,
-                    credential: Secret::new(format!("sk-ant-api03-state-{n}-0123456789abcdef")),
-                    priority: 0,
-                    weight: 1,
+            .map(|(n, (status, rate_limited_until, overloaded_until, _))| {
+                let credential = Secret::new(format!("sk-ant-api03-state-{n}-0123456789abcdef"));
+                let id = AccountId(n as i64 + 1);
+                Account {
                     status,
-                    revision: 1,
                     rate_limited_until,
                     overloaded_until,
-                    token_expires_at: None,
-                },
-            )
+                    ..Account::new(id, format!("a{n}"), AccountKind::ApiKey, credential)
+                }
+            })
             .collect();
         let mut pool = Pool::new(PoolConfig::default());
         pool.sync(records.clone(), NOW);

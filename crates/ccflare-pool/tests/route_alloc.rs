@@ -12,7 +12,7 @@
 use ccflare_core::config::Strategy;
 use ccflare_core::ratelimit::{RateLimitSnapshot, Verdict};
 use ccflare_core::record::RequestRecord;
-use ccflare_core::{Account, AccountId, AccountKind, AccountStatus, Millis, Secret, Usage};
+use ccflare_core::{Account, AccountId, AccountKind, Millis, Secret, Usage};
 use ccflare_pool::{Demand, Pool, PoolConfig};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use std::alloc::System;
@@ -28,19 +28,8 @@ const REQUESTS: u64 = 200;
 const NAMES: [&str; 5] = ["max-1", "max-2", "pro-1", "pro-2", "work"];
 
 fn account(id: i64, name: &str) -> Account {
-    Account {
-        id: AccountId(id),
-        name: name.to_owned(),
-        kind: AccountKind::OAuth,
-        credential: Secret::new(format!("sk-ant-oat01-{name}-0123456789abcdef")),
-        priority: 0,
-        weight: 1,
-        status: AccountStatus::Active,
-        revision: 1,
-        rate_limited_until: None,
-        overloaded_until: None,
-        token_expires_at: None,
-    }
+    let credential = Secret::new(format!("sk-ant-oat01-{name}-0123456789abcdef"));
+    Account::new(AccountId(id), name, AccountKind::OAuth, credential)
 }
 
 /// Five accounts with forecasts (two answers with subscription headers each, so `headroom`

@@ -224,17 +224,9 @@ pub(crate) async fn insert(
         .execute(&mut *tx)
         .await?;
     Ok(Account {
-        id: AccountId(id),
-        name: name.to_owned(),
-        kind,
-        credential: secret.clone(),
         priority,
-        weight: 1,
-        status: AccountStatus::Active,
-        revision: 1,
-        rate_limited_until: None,
-        overloaded_until: None,
         token_expires_at: expires_at,
+        ..Account::new(AccountId(id), name, kind, secret.clone())
     })
 }
 

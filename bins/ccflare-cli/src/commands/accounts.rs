@@ -695,17 +695,15 @@ mod tests {
     ) -> AccountSummary {
         AccountSummary {
             account: Account {
-                id: ccflare_core::AccountId(1),
-                name: "a".to_owned(),
-                kind: ccflare_core::AccountKind::ApiKey,
-                credential: Secret::new("sk-ant-api03-states-0123456789-wxyz"),
-                priority: 0,
-                weight: 1,
                 status,
-                revision: 1,
                 rate_limited_until: limited,
                 overloaded_until: overloaded,
-                token_expires_at: None,
+                ..Account::new(
+                    ccflare_core::AccountId(1),
+                    "a",
+                    ccflare_core::AccountKind::ApiKey,
+                    Secret::new("sk-ant-api03-states-0123456789-wxyz"),
+                )
             },
             request_count: 0,
             last_used: None,

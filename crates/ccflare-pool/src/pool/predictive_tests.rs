@@ -8,19 +8,8 @@ const T0: Millis = 1_795_687_200_000;
 const RESET: Millis = T0 + 5 * 3_600_000;
 
 fn account(id: i64, name: &str) -> Account {
-    Account {
-        id: AccountId(id),
-        name: name.to_owned(),
-        kind: AccountKind::OAuth,
-        credential: Secret::new(format!("sk-ant-oat01-{name}-0123456789abcdef")),
-        priority: 0,
-        weight: 1,
-        status: AccountStatus::Active,
-        revision: 1,
-        rate_limited_until: None,
-        overloaded_until: None,
-        token_expires_at: None,
-    }
+    let credential = Secret::new(format!("sk-ant-oat01-{name}-0123456789abcdef"));
+    Account::new(AccountId(id), name, AccountKind::OAuth, credential)
 }
 
 fn pool(names: &[&str]) -> Pool {

@@ -54,19 +54,8 @@ enum Do<'a> {
 }
 
 fn record(id: i64, name: &str) -> Account {
-    Account {
-        id: AccountId(id),
-        name: name.to_owned(),
-        kind: AccountKind::ApiKey,
-        credential: Secret::new(format!("sk-ant-api03-{name}-0123456789abcdef")),
-        priority: 0,
-        weight: 1,
-        status: AccountStatus::Active,
-        revision: 1,
-        rate_limited_until: None,
-        overloaded_until: None,
-        token_expires_at: None,
-    }
+    let credential = Secret::new(format!("sk-ant-api03-{name}-0123456789abcdef"));
+    Account::new(AccountId(id), name, AccountKind::ApiKey, credential)
 }
 
 fn with_priority(id: i64, name: &str, priority: i64) -> Account {
