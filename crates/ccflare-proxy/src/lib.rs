@@ -9,6 +9,7 @@
 //! Entry point: [`run`], which takes its listener and a shutdown future (so tests run it on
 //! port 0) and returns once every connection has finished or the shutdown deadline passed.
 
+mod after_poll;
 mod body;
 mod budget;
 mod error;

@@ -12,6 +12,7 @@
 //! it holds), the writer, the feed, and the drain (to tell a client's hang-up from the server's
 //! cut). A request clones it once, as one reference count.
 
+use crate::after_poll;
 use crate::feed::Feed;
 use crate::keys::KeyTicket;
 use crate::pool::SharedPool;
@@ -340,28 +341,14 @@ impl Recorder {
             }
             _ => None,
         };
-        tracing::info!(
-            request_id = %record.id,
-            method = %record.method,
-            path = %record.path,
-            status = record.status,
-            account = record.account_name.as_deref().unwrap_or("-"),
-            client_key = record.client_key.as_deref().unwrap_or("-"),
-            model = record.model.as_deref().unwrap_or("-"),
-            attempts = record.attempts,
-            latency_ms = record.latency_ms,
-            input_tokens = record.usage.input_tokens,
-            output_tokens = record.usage.output_tokens,
-            error = record.error_type.as_deref().unwrap_or(""),
-            "request finished"
-        );
         let record = std::mem::take(record);
         // The header of an answer made after the finish (a refusal) still reads the route: a
         // built one is cloned by reference counts, without allocating.
         self.record.route.clone_from(&record.route);
-        self.sink
-            .writer
-            .record_shared(self.sink.feed.finished(record));
+        let record = self.sink.feed.finished(record);
+        self.sink.writer.record_shared(record.clone());
+        // After the connection's poll, once hyper has written the answer's last bytes.
+        after_poll::log_finished(record);
     }
 }
 

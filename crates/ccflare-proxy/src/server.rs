@@ -99,7 +99,8 @@ where
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
                 let mut stopping = drain.subscribe();
-                connections.spawn(async move {
+                // The log lines of the requests a poll finished are written after it.
+                connections.spawn(crate::after_poll::scope(async move {
                     let service = service_fn(move |mut request: Request<Incoming>| {
                         // Whether forwarded headers are believed depends on the peer.
                         request.extensions_mut().insert(crate::resources::Peer(peer));
@@ -123,7 +124,7 @@ where
                             let _ = connection.await;
                         }
                     }
-                });
+                }));
             }
             // Reap finished connection tasks so the set does not grow.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
