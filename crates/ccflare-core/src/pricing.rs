@@ -1,6 +1,7 @@
 //! What a response cost, in US dollars, from the price table of protocol doc §7. Ids that are
 //! not in the table (newer models, typos) are priced by family — opus, sonnet, haiku — at the
 //! current rates and the cost is marked estimated, so a new model never breaks accounting.
+//! Sonnet 4 and 4.5 have long-context rates for the whole of a request past 200K input tokens.
 //! Server tools are priced per call, whatever the model: web search at Anthropic's public
 //! $10 per 1,000 searches (the protocol doc says only "priced separately"); web fetch has no
 //! price of its own (what it fetches is billed as input tokens).
@@ -35,6 +36,22 @@ const HAIKU_35: Price = price(0.80, 1.0, 1.6, 0.08, 4.0);
 const HAIKU_3: Price = price(0.25, 0.30, 0.50, 0.03, 1.25);
 const FABLE_5: Price = price(10.0, 12.50, 20.0, 1.0, 50.0);
 const FABLE_51: Price = price(10.0, 12.50, 20.0, 0.25, 50.0);
+/// Sonnet 4 and 4.5 past 200K input tokens (the 1M-context beta): 6 in, 22.50 out, the cache
+/// multipliers on top (writes 1.25× and 2×, reads 0.1× of the input rate).
+const SONNET_LONG: Price = price(6.0, 7.50, 12.0, 0.60, 22.50);
+
+/// Input tokens (of every kind) above which a long-context model's whole request is priced
+/// at its long-context rates.
+pub const LONG_CONTEXT_ABOVE: u64 = 200_000;
+
+/// The ids with long-context pricing, and the price that then applies to the whole request.
+const LONG_CONTEXT: &[(&str, Price)] = &[
+    ("claude-sonnet-4-5-20250929", SONNET_LONG),
+    ("claude-sonnet-4-5", SONNET_LONG),
+    ("claude-sonnet-4-20250514", SONNET_LONG),
+    ("claude-sonnet-4-0", SONNET_LONG),
+    ("claude-4-sonnet-20250514", SONNET_LONG),
+];
 
 /// Known ids and aliases, matched exactly (dated ids and their aliases are both listed).
 const TABLE: &[(&str, Price)] = &[
@@ -104,8 +121,10 @@ pub fn lookup(model: &str) -> Option<(Price, bool)> {
     Some((family, true))
 }
 
-/// Prices `usage` for `model` (protocol doc §5.1 rule 3). A batch `service_tier` halves every
-/// rate; that and long-context pricing are left to later work and documented as such.
+/// Prices `usage` for `model` (protocol doc §5.1 rules 3 and 4). A request to Sonnet 4 or 4.5
+/// whose input of every kind passes [`LONG_CONTEXT_ABOVE`] is priced whole at the long-context
+/// rates. (A batch's messages, at half price, never pass here: their usage is in the batch's
+/// results, which are relayed, not recorded per message.)
 pub fn cost(model: Option<&str>, usage: &Usage) -> Cost {
     let searches = usage.web_search_requests as f64 * WEB_SEARCH_USD;
     let Some((p, estimated)) = model.and_then(lookup) else {
@@ -113,6 +132,14 @@ pub fn cost(model: Option<&str>, usage: &Usage) -> Cost {
             usd: searches,
             estimated: usage.total() > 0,
         };
+    };
+    let input = usage
+        .input_tokens
+        .saturating_add(usage.cache_creation_input_tokens)
+        .saturating_add(usage.cache_read_input_tokens);
+    let p = match LONG_CONTEXT.iter().find(|(id, _)| Some(*id) == model) {
+        Some((_, long)) if input > LONG_CONTEXT_ABOVE => *long,
+        _ => p,
     };
     let per_million = usage.input_tokens as f64 * p.input
         + usage.cache_write_5m as f64 * p.cache_write_5m
@@ -148,12 +175,16 @@ mod tests {
 
     #[test]
     fn known_model_every_token_kind() {
-        // Sonnet 4.5: 3 in, 3.75 w5m, 6 w1h, 0.30 read, 15 out.
+        // Sonnet 4.5: 3 in, 3.75 w5m, 6 w1h, 0.30 read, 15 out (input under 200K).
         let c = cost(
             Some("claude-sonnet-4-5-20250929"),
-            &usage(1_000_000, 1_000_000, 1_000_000, 1_000_000, 1_000_000),
+            &usage(50_000, 50_000, 50_000, 50_000, 50_000),
         );
-        assert!(close(c.usd, 3.0 + 3.75 + 6.0 + 0.30 + 15.0), "{}", c.usd);
+        assert!(
+            close(c.usd, (3.0 + 3.75 + 6.0 + 0.30 + 15.0) / 20.0),
+            "{}",
+            c.usd
+        );
         assert!(!c.estimated);
     }
 
@@ -179,12 +210,34 @@ mod tests {
     }
 
     #[test]
+    fn past_200k_input_a_long_context_model_is_priced_whole_at_its_long_rates() {
+        // 200K of input exactly: the standard rates.
+        let at = usage(100_000, 50_000, 0, 50_000, 1_000_000);
+        let c = cost(Some("claude-sonnet-4-5"), &at);
+        let standard = (100_000.0 * 3.0 + 50_000.0 * 3.75 + 50_000.0 * 0.30) / 1e6 + 15.0;
+        assert!(close(c.usd, standard), "{}", c.usd);
+        // One token more, counted in any of the three kinds: every token at the long rates.
+        let past = usage(100_000, 50_000, 1, 50_000, 1_000_000);
+        let long = (100_000.0 * 6.0 + 50_000.0 * 7.50 + 12.0 + 50_000.0 * 0.60) / 1e6 + 22.50;
+        for model in ["claude-sonnet-4-5-20250929", "claude-sonnet-4-0"] {
+            let c = cost(Some(model), &past);
+            assert!(close(c.usd, long), "{model}: {}", c.usd);
+            assert!(!c.estimated);
+        }
+        // Models without long-context pricing keep their rates however long the input.
+        let opus = cost(Some("claude-opus-4-5"), &usage(1_000_000, 0, 0, 0, 0));
+        assert!(close(opus.usd, 5.0), "{}", opus.usd);
+        let sonnet_46 = cost(Some("claude-sonnet-4-6"), &usage(1_000_000, 0, 0, 0, 0));
+        assert!(close(sonnet_46.usd, 3.0), "{}", sonnet_46.usd);
+    }
+
+    #[test]
     fn web_searches_cost_ten_dollars_a_thousand_and_fetches_nothing() {
-        let mut u = usage(1_000_000, 0, 0, 0, 0);
+        let mut u = usage(100_000, 0, 0, 0, 0);
         u.web_search_requests = 3;
         u.web_fetch_requests = 5;
         let c = cost(Some("claude-sonnet-4-5"), &u);
-        assert!(close(c.usd, 3.0 + 0.03), "{}", c.usd);
+        assert!(close(c.usd, 0.3 + 0.03), "{}", c.usd);
         assert!(!c.estimated);
         // Searches are priced even when the model is unknown: their price is not the model's.
         let searches = Usage {
