@@ -187,12 +187,13 @@ pub struct Reservation {
 /// The worst case of a request: `max_tokens` of output, plus its input estimated from the body
 /// size at one token per three bytes (text runs about four bytes a token, and the JSON around
 /// it counts as bytes but not tokens: three errs high), every input token priced as a one-hour
-/// cache write (the dearest input rate). A model without a known price reserves tokens only,
-/// as its use is recorded at no cost.
+/// cache write (the dearest input rate), at the long-context price when that estimate passes
+/// its threshold. A model without a known price reserves tokens only, as its use is recorded
+/// at no cost.
 pub fn worst_case(model: Option<&str>, max_tokens: Option<u64>, body_len: usize) -> Reservation {
     let input = body_len as u64 / 3 + 1;
     let output = max_tokens.unwrap_or(0);
-    let usd = match model.and_then(crate::pricing::lookup) {
+    let usd = match model.and_then(|model| crate::pricing::price_for(model, input)) {
         Some((price, _)) => {
             (input as f64 * price.cache_write_1h.max(price.input) + output as f64 * price.output)
                 / 1_000_000.0
@@ -287,6 +288,10 @@ mod tests {
         assert!((r.usd - (100.0 * 6.0 + 1000.0 * 15.0) / 1e6).abs() < 1e-12);
         let unknown = worst_case(Some("local-model"), Some(10), 0);
         assert_eq!((unknown.usd, unknown.tokens), (0.0, 11));
+        // A body estimated past 200K input tokens: the long-context rates (1 h writes at $12/M,
+        // output at $22.50/M), as the request will be billed.
+        let long = worst_case(Some("claude-sonnet-4-5"), Some(1000), 600_000);
+        assert!((long.usd - (200_001.0 * 12.0 + 1000.0 * 22.50) / 1e6).abs() < 1e-9);
     }
 
     #[test]

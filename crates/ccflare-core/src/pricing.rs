@@ -121,25 +121,32 @@ pub fn lookup(model: &str) -> Option<(Price, bool)> {
     Some((family, true))
 }
 
+/// The price of a request to `model` with `input` tokens of input (plain, cache writes and
+/// reads together): [`lookup`]'s, or the model's long-context price past
+/// [`LONG_CONTEXT_ABOVE`].
+pub fn price_for(model: &str, input: u64) -> Option<(Price, bool)> {
+    let (standard, estimated) = lookup(model)?;
+    match LONG_CONTEXT.iter().find(|(id, _)| *id == model) {
+        Some((_, long)) if input > LONG_CONTEXT_ABOVE => Some((*long, estimated)),
+        _ => Some((standard, estimated)),
+    }
+}
+
 /// Prices `usage` for `model` (protocol doc §5.1 rules 3 and 4). A request to Sonnet 4 or 4.5
 /// whose input of every kind passes [`LONG_CONTEXT_ABOVE`] is priced whole at the long-context
 /// rates. (A batch's messages, at half price, never pass here: their usage is in the batch's
 /// results, which are relayed, not recorded per message.)
 pub fn cost(model: Option<&str>, usage: &Usage) -> Cost {
     let searches = usage.web_search_requests as f64 * WEB_SEARCH_USD;
-    let Some((p, estimated)) = model.and_then(lookup) else {
-        return Cost {
-            usd: searches,
-            estimated: usage.total() > 0,
-        };
-    };
     let input = usage
         .input_tokens
         .saturating_add(usage.cache_creation_input_tokens)
         .saturating_add(usage.cache_read_input_tokens);
-    let p = match LONG_CONTEXT.iter().find(|(id, _)| Some(*id) == model) {
-        Some((_, long)) if input > LONG_CONTEXT_ABOVE => *long,
-        _ => p,
+    let Some((p, estimated)) = model.and_then(|model| price_for(model, input)) else {
+        return Cost {
+            usd: searches,
+            estimated: usage.total() > 0,
+        };
     };
     let per_million = usage.input_tokens as f64 * p.input
         + usage.cache_write_5m as f64 * p.cache_write_5m
