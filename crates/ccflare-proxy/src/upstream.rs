@@ -18,6 +18,14 @@
 //! (a connection the upstream closed meanwhile is seen as such and dropped), and those idle
 //! longer than [`POOL_IDLE_TIMEOUT`] are dropped when taken or swept ([`UpstreamClient::sweep`]).
 //!
+//! The connection's own futures (the request's answer, the body's channel, the connection's
+//! reading and writing) are polled with the connection's [`Quiet`] waker: hyper's parts wake
+//! each other as they hand things over, and with the task's own waker each hand-over, made
+//! while the task runs, would have the task polled once more for nothing, and another worker
+//! thread woken to steal it (a futex wake-up, per request and per frame). The quiet waker
+//! drops the wake-ups made by the task's own poll, which looks again anyway, and passes on
+//! those from elsewhere (the socket turning readable) to the task.
+//!
 //! No total timeout anywhere: a long generation is not a failure; only silence is (the idle
 //! timeout, enforced by the caller).
 
@@ -31,8 +39,9 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, Connection, SendRequest};
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 use tokio::time::Instant;
 use tower_service::Service;
@@ -52,6 +61,82 @@ type RequestBody = Full<Bytes>;
 struct Conn {
     sender: SendRequest<RequestBody>,
     driver: Connection<Io, RequestBody>,
+    /// The waker its futures are polled with.
+    quiet: Arc<Quiet>,
+}
+
+/// The waker of a connection's futures: a wake-up made on the thread that is polling them,
+/// during that poll, is dropped (the poll looks at every future again after driving the
+/// connection, so it has seen what woke it); any other is passed on to the task that last
+/// polled them.
+struct Quiet {
+    task: Mutex<Option<Waker>>,
+    /// The mark of the thread polling the connection's futures now; 0 when none is.
+    polling: AtomicUsize,
+}
+
+thread_local! {
+    /// Its address tells one thread from another.
+    static MARK: u8 = const { 0 };
+}
+
+fn thread_mark() -> usize {
+    MARK.with(|mark| std::ptr::from_ref(mark) as usize)
+}
+
+impl Quiet {
+    fn new() -> Arc<Quiet> {
+        Arc::new(Quiet {
+            task: Mutex::new(None),
+            polling: AtomicUsize::new(0),
+        })
+    }
+
+    fn task(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
+        self.task.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection's futures are polled by the task of `cx` on this thread until the
+    /// guard is dropped; the waker to poll them with.
+    fn enter(self: &Arc<Self>, cx: &Context<'_>) -> (Inside<'_>, Waker) {
+        {
+            let mut task = self.task();
+            if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *task = Some(cx.waker().clone());
+            }
+        }
+        self.polling.store(thread_mark(), Ordering::Release);
+        (Inside(self), Waker::from(self.clone()))
+    }
+
+    /// Nobody waits for the connection (it is idle): wake-ups go nowhere.
+    fn forget(&self) {
+        *self.task() = None;
+    }
+}
+
+impl Wake for Quiet {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.polling.load(Ordering::Acquire) == thread_mark() {
+            return;
+        }
+        if let Some(task) = self.task().as_ref() {
+            task.wake_by_ref();
+        }
+    }
+}
+
+/// The connection's futures are being polled (see [`Quiet::enter`]).
+struct Inside<'a>(&'a Quiet);
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        self.0.polling.store(0, Ordering::Release);
+    }
 }
 
 impl Conn {
@@ -280,7 +365,10 @@ impl UpstreamClient {
         let mut response = pin!(response);
         // The response's headers arrive while this task drives the connection.
         let mut driving = true;
+        let quiet = conn.quiet.clone();
         let answer = poll_fn(|cx| {
+            let (_inside, waker) = quiet.enter(cx);
+            let cx = &mut Context::from_waker(&waker);
             if let Poll::Ready(answer) = response.as_mut().poll(cx) {
                 return Poll::Ready(answer);
             }
@@ -321,7 +409,11 @@ impl UpstreamClient {
             .handshake(io)
             .await
             .map_err(SendError::Failed)?;
-        Ok(Box::new(Conn { sender, driver }))
+        Ok(Box::new(Conn {
+            sender,
+            driver,
+            quiet: Quiet::new(),
+        }))
     }
 }
 
@@ -374,6 +466,7 @@ impl UpstreamBody {
             && conn.poll_drive(cx).is_pending()
             && conn.sender.is_ready()
         {
+            conn.quiet.forget();
             idle.put(conn);
         }
     }
@@ -461,6 +554,43 @@ impl UpstreamBody {
     }
 }
 
+impl UpstreamBody {
+    /// [`Body::poll_frame`], its futures polled with `cx`; `task` is the task's own waker when
+    /// `cx`'s is the connection's quiet one.
+    fn poll_body(
+        &mut self,
+        cx: &mut Context<'_>,
+        task: Option<&Waker>,
+    ) -> Poll<Option<hyper::Result<Frame<Bytes>>>> {
+        let next = match self.held.take() {
+            Some(Held::Frame(frame)) => return Poll::Ready(Some(Ok(*frame))),
+            Some(Held::End) => return Poll::Ready(None),
+            Some(Held::Error(error)) => Poll::Ready(Some(Err(error))),
+            None => self.poll_next(cx),
+        };
+        match next {
+            Poll::Ready(Some(Err(error))) if self.relayed => {
+                // The frames before the break were read in this same turn and are not sent
+                // yet: an error now would make the server drop them (and the response's
+                // head) unsent. The client gets them first, the error at the next poll.
+                self.relayed = false;
+                self.held = Some(Held::Error(error));
+                task.unwrap_or(cx.waker()).wake_by_ref();
+                Poll::Pending
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                self.relayed = true;
+                Poll::Ready(Some(Ok(self.gather(frame, cx))))
+            }
+            Poll::Pending => {
+                self.relayed = false;
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+}
+
 impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = hyper::Error;
@@ -470,31 +600,14 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let next = match this.held.take() {
-            Some(Held::Frame(frame)) => return Poll::Ready(Some(Ok(*frame))),
-            Some(Held::End) => return Poll::Ready(None),
-            Some(Held::Error(error)) => Poll::Ready(Some(Err(error))),
-            None => this.poll_next(cx),
-        };
-        match next {
-            Poll::Ready(Some(Err(error))) if this.relayed => {
-                // The frames before the break were read in this same turn and are not sent
-                // yet: an error now would make the server drop them (and the response's
-                // head) unsent. The client gets them first, the error at the next poll.
-                this.relayed = false;
-                this.held = Some(Held::Error(error));
-                cx.waker().wake_by_ref();
-                Poll::Pending
+        // While this body drives its connection, the connection's futures are polled quietly;
+        // a body without one (detached, or past its end) polls with the task's own waker.
+        match this.conn.as_ref().map(|conn| conn.quiet.clone()) {
+            Some(quiet) => {
+                let (_inside, waker) = quiet.enter(cx);
+                this.poll_body(&mut Context::from_waker(&waker), Some(cx.waker()))
             }
-            Poll::Ready(Some(Ok(frame))) => {
-                this.relayed = true;
-                Poll::Ready(Some(Ok(this.gather(frame, cx))))
-            }
-            Poll::Pending => {
-                this.relayed = false;
-                Poll::Pending
-            }
-            other => other,
+            None => this.poll_body(cx, None),
         }
     }
 
@@ -522,5 +635,49 @@ impl std::fmt::Debug for UpstreamBody {
         f.debug_struct("UpstreamBody")
             .field("connected", &self.conn.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task's waker that counts its wake-ups.
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_quiet_waker_drops_only_the_wake_ups_of_its_own_poll() {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let task = Waker::from(count.clone());
+        let cx = Context::from_waker(&task);
+        let quiet = Quiet::new();
+        let woken = || count.0.load(Ordering::SeqCst);
+
+        let (inside, waker) = quiet.enter(&cx);
+        // Made by the poll itself, on its thread (a hand-over inside hyper): dropped.
+        waker.wake_by_ref();
+        assert_eq!(woken(), 0);
+        // Made on another thread meanwhile (the socket turned readable): passed on.
+        let elsewhere = waker.clone();
+        std::thread::spawn(move || elsewhere.wake()).join().unwrap();
+        assert_eq!(woken(), 1);
+        drop(inside);
+        // After the poll, even on this thread (the runtime's I/O driver): passed on.
+        waker.wake_by_ref();
+        assert_eq!(woken(), 2);
+
+        // An idle connection wakes nobody.
+        quiet.forget();
+        waker.wake_by_ref();
+        assert_eq!(woken(), 2);
     }
 }
