@@ -19,6 +19,7 @@ mod headers;
 mod keys;
 mod owners;
 mod pool;
+mod quiet;
 mod quota_headers;
 mod recorder;
 mod resources;

@@ -99,8 +99,9 @@ where
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
                 let mut stopping = drain.subscribe();
-                // The log lines of the requests a poll finished are written after it.
-                connections.spawn(crate::after_poll::scope(async move {
+                // The log lines of the requests a poll finished are written after it; a poll
+                // that woke its own task is followed by another at once (`quiet.rs`).
+                connections.spawn(crate::after_poll::scope(crate::quiet::quietly(async move {
                     let service = service_fn(move |mut request: Request<Incoming>| {
                         // Whether forwarded headers are believed depends on the peer.
                         request.extensions_mut().insert(crate::resources::Peer(peer));
@@ -124,7 +125,7 @@ where
                             let _ = connection.await;
                         }
                     }
-                }));
+                })));
             }
             // Reap finished connection tasks so the set does not grow.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}

@@ -23,13 +23,14 @@
 //! each other as they hand things over, and with the task's own waker each hand-over, made
 //! while the task runs, would have the task polled once more for nothing, and another worker
 //! thread woken to steal it (a futex wake-up, per request and per frame). The quiet waker
-//! drops the wake-ups made by the task's own poll, which looks again anyway, and passes on
-//! those from elsewhere (the socket turning readable) to the task.
+//! ignores the wake-ups made by the task's own poll, which looks at each future again after
+//! driving the connection, and passes on those from elsewhere (the socket turning readable).
 //!
 //! No total timeout anywhere: a long generation is not a failure; only silence is (the idle
 //! timeout, enforced by the caller).
 
 use crate::error::ProxyError;
+use crate::quiet::Quiet;
 use bytes::{Bytes, BytesMut};
 use ccflare_http::{BaseUrl, Connector, InvalidUrl};
 use http::header::{self, HeaderValue};
@@ -39,9 +40,8 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, Connection, SendRequest};
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::time::Instant;
 use tower_service::Service;
@@ -63,80 +63,6 @@ struct Conn {
     driver: Connection<Io, RequestBody>,
     /// The waker its futures are polled with.
     quiet: Arc<Quiet>,
-}
-
-/// The waker of a connection's futures: a wake-up made on the thread that is polling them,
-/// during that poll, is dropped (the poll looks at every future again after driving the
-/// connection, so it has seen what woke it); any other is passed on to the task that last
-/// polled them.
-struct Quiet {
-    task: Mutex<Option<Waker>>,
-    /// The mark of the thread polling the connection's futures now; 0 when none is.
-    polling: AtomicUsize,
-}
-
-thread_local! {
-    /// Its address tells one thread from another.
-    static MARK: u8 = const { 0 };
-}
-
-fn thread_mark() -> usize {
-    MARK.with(|mark| std::ptr::from_ref(mark) as usize)
-}
-
-impl Quiet {
-    fn new() -> Arc<Quiet> {
-        Arc::new(Quiet {
-            task: Mutex::new(None),
-            polling: AtomicUsize::new(0),
-        })
-    }
-
-    fn task(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
-        self.task.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The connection's futures are polled by the task of `cx` on this thread until the
-    /// guard is dropped; the waker to poll them with.
-    fn enter(self: &Arc<Self>, cx: &Context<'_>) -> (Inside<'_>, Waker) {
-        {
-            let mut task = self.task();
-            if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *task = Some(cx.waker().clone());
-            }
-        }
-        self.polling.store(thread_mark(), Ordering::Release);
-        (Inside(self), Waker::from(self.clone()))
-    }
-
-    /// Nobody waits for the connection (it is idle): wake-ups go nowhere.
-    fn forget(&self) {
-        *self.task() = None;
-    }
-}
-
-impl Wake for Quiet {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if self.polling.load(Ordering::Acquire) == thread_mark() {
-            return;
-        }
-        if let Some(task) = self.task().as_ref() {
-            task.wake_by_ref();
-        }
-    }
-}
-
-/// The connection's futures are being polled (see [`Quiet::enter`]).
-struct Inside<'a>(&'a Quiet);
-
-impl Drop for Inside<'_> {
-    fn drop(&mut self) {
-        self.0.polling.store(0, Ordering::Release);
-    }
 }
 
 impl Conn {
@@ -635,49 +561,5 @@ impl std::fmt::Debug for UpstreamBody {
         f.debug_struct("UpstreamBody")
             .field("connected", &self.conn.is_some())
             .finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A task's waker that counts its wake-ups.
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.wake_by_ref();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    #[test]
-    fn the_quiet_waker_drops_only_the_wake_ups_of_its_own_poll() {
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let task = Waker::from(count.clone());
-        let cx = Context::from_waker(&task);
-        let quiet = Quiet::new();
-        let woken = || count.0.load(Ordering::SeqCst);
-
-        let (inside, waker) = quiet.enter(&cx);
-        // Made by the poll itself, on its thread (a hand-over inside hyper): dropped.
-        waker.wake_by_ref();
-        assert_eq!(woken(), 0);
-        // Made on another thread meanwhile (the socket turned readable): passed on.
-        let elsewhere = waker.clone();
-        std::thread::spawn(move || elsewhere.wake()).join().unwrap();
-        assert_eq!(woken(), 1);
-        drop(inside);
-        // After the poll, even on this thread (the runtime's I/O driver): passed on.
-        waker.wake_by_ref();
-        assert_eq!(woken(), 2);
-
-        // An idle connection wakes nobody.
-        quiet.forget();
-        waker.wake_by_ref();
-        assert_eq!(woken(), 2);
     }
 }
