@@ -44,50 +44,43 @@ const SONNET_LONG: Price = price(6.0, 7.50, 12.0, 0.60, 22.50);
 /// at its long-context rates.
 pub const LONG_CONTEXT_ABOVE: u64 = 200_000;
 
-/// The ids with long-context pricing, and the price that then applies to the whole request.
-const LONG_CONTEXT: &[(&str, Price)] = &[
-    ("claude-sonnet-4-5-20250929", SONNET_LONG),
-    ("claude-sonnet-4-5", SONNET_LONG),
-    ("claude-sonnet-4-20250514", SONNET_LONG),
-    ("claude-sonnet-4-0", SONNET_LONG),
-    ("claude-4-sonnet-20250514", SONNET_LONG),
-];
-
-/// Known ids and aliases, matched exactly (dated ids and their aliases are both listed).
-const TABLE: &[(&str, Price)] = &[
-    ("claude-opus-5", OPUS_NEW),
-    ("claude-opus-4-8", OPUS_NEW),
-    ("claude-opus-4-7", OPUS_NEW),
-    ("claude-opus-4-6", OPUS_NEW),
-    ("claude-opus-4-5-20251101", OPUS_NEW),
-    ("claude-opus-4-5", OPUS_NEW),
-    ("claude-opus-4-1-20250805", OPUS_OLD),
-    ("claude-opus-4-1", OPUS_OLD),
-    ("claude-opus-4-20250514", OPUS_OLD),
-    ("claude-opus-4-0", OPUS_OLD),
-    ("claude-4-opus-20250514", OPUS_OLD),
-    ("claude-3-opus-20240229", OPUS_OLD),
-    ("claude-3-opus-latest", OPUS_OLD),
-    ("claude-sonnet-5", SONNET),
-    ("claude-sonnet-4-6", SONNET),
-    ("claude-sonnet-4-5-20250929", SONNET),
-    ("claude-sonnet-4-5", SONNET),
-    ("claude-sonnet-4-20250514", SONNET),
-    ("claude-sonnet-4-0", SONNET),
-    ("claude-4-sonnet-20250514", SONNET),
-    ("claude-3-7-sonnet-20250219", SONNET),
-    ("claude-3-7-sonnet-latest", SONNET),
-    ("claude-3-5-sonnet-20241022", SONNET),
-    ("claude-3-5-sonnet-latest", SONNET),
-    ("claude-haiku-4-5-20251001", HAIKU_45),
-    ("claude-haiku-4-5", HAIKU_45),
-    ("claude-3-5-haiku-20241022", HAIKU_35),
-    ("claude-3-5-haiku-latest", HAIKU_35),
-    ("claude-3-haiku-20240307", HAIKU_3),
-    ("claude-fable-5", FABLE_5),
-    ("claude-mythos-5", FABLE_5),
-    ("claude-fable-5-1", FABLE_51),
-    ("claude-mythos-5-1", FABLE_51),
+/// Known ids and aliases, matched exactly (dated ids and their aliases are both listed), with
+/// the price of the whole request past [`LONG_CONTEXT_ABOVE`] input tokens for those that have
+/// long-context rates.
+const TABLE: &[(&str, Price, Option<Price>)] = &[
+    ("claude-opus-5", OPUS_NEW, None),
+    ("claude-opus-4-8", OPUS_NEW, None),
+    ("claude-opus-4-7", OPUS_NEW, None),
+    ("claude-opus-4-6", OPUS_NEW, None),
+    ("claude-opus-4-5-20251101", OPUS_NEW, None),
+    ("claude-opus-4-5", OPUS_NEW, None),
+    ("claude-opus-4-1-20250805", OPUS_OLD, None),
+    ("claude-opus-4-1", OPUS_OLD, None),
+    ("claude-opus-4-20250514", OPUS_OLD, None),
+    ("claude-opus-4-0", OPUS_OLD, None),
+    ("claude-4-opus-20250514", OPUS_OLD, None),
+    ("claude-3-opus-20240229", OPUS_OLD, None),
+    ("claude-3-opus-latest", OPUS_OLD, None),
+    ("claude-sonnet-5", SONNET, None),
+    ("claude-sonnet-4-6", SONNET, None),
+    ("claude-sonnet-4-5-20250929", SONNET, Some(SONNET_LONG)),
+    ("claude-sonnet-4-5", SONNET, Some(SONNET_LONG)),
+    ("claude-sonnet-4-20250514", SONNET, Some(SONNET_LONG)),
+    ("claude-sonnet-4-0", SONNET, Some(SONNET_LONG)),
+    ("claude-4-sonnet-20250514", SONNET, Some(SONNET_LONG)),
+    ("claude-3-7-sonnet-20250219", SONNET, None),
+    ("claude-3-7-sonnet-latest", SONNET, None),
+    ("claude-3-5-sonnet-20241022", SONNET, None),
+    ("claude-3-5-sonnet-latest", SONNET, None),
+    ("claude-haiku-4-5-20251001", HAIKU_45, None),
+    ("claude-haiku-4-5", HAIKU_45, None),
+    ("claude-3-5-haiku-20241022", HAIKU_35, None),
+    ("claude-3-5-haiku-latest", HAIKU_35, None),
+    ("claude-3-haiku-20240307", HAIKU_3, None),
+    ("claude-fable-5", FABLE_5, None),
+    ("claude-mythos-5", FABLE_5, None),
+    ("claude-fable-5-1", FABLE_51, None),
+    ("claude-mythos-5-1", FABLE_51, None),
 ];
 
 /// USD per web search (`server_tool_use.web_search_requests`): $10 per 1,000 searches.
@@ -104,7 +97,7 @@ pub struct Cost {
 /// Looks up a model's price: exact id first, then by family. `None` for ids with no known
 /// family; the boolean is true when the price is a family estimate.
 pub fn lookup(model: &str) -> Option<(Price, bool)> {
-    if let Some((_, p)) = TABLE.iter().find(|(id, _)| *id == model) {
+    if let Some((_, p, _)) = TABLE.iter().find(|(id, ..)| *id == model) {
         return Some((*p, false));
     }
     let family = if model.contains("opus") {
@@ -125,10 +118,13 @@ pub fn lookup(model: &str) -> Option<(Price, bool)> {
 /// reads together): [`lookup`]'s, or the model's long-context price past
 /// [`LONG_CONTEXT_ABOVE`].
 pub fn price_for(model: &str, input: u64) -> Option<(Price, bool)> {
-    let (standard, estimated) = lookup(model)?;
-    match LONG_CONTEXT.iter().find(|(id, _)| *id == model) {
-        Some((_, long)) if input > LONG_CONTEXT_ABOVE => Some((*long, estimated)),
-        _ => Some((standard, estimated)),
+    let long = TABLE
+        .iter()
+        .find(|(id, ..)| *id == model)
+        .and_then(|(.., long)| *long);
+    match long {
+        Some(long) if input > LONG_CONTEXT_ABOVE => Some((long, false)),
+        _ => lookup(model),
     }
 }
 
