@@ -64,7 +64,15 @@ impl Db {
             // Deleted and rewritten cells are zeroed where that costs no extra write, so a
             // removed account's key or a replaced token does not linger in a page's free
             // space. (`secrets::rewrite` turns it fully on for its one transaction.)
-            .pragma("secure_delete", "FAST");
+            .pragma("secure_delete", "FAST")
+            // A transaction's statement journals (the undo of each multi-row statement of the
+            // writer's batch) stay in memory instead of spilling to a file SQLite creates and
+            // unlinks in /var/tmp every batch: seven system calls and a disk file per batch
+            // for nothing, and a failed write wherever /var/tmp cannot be written (a hardened
+            // systemd unit). Temporary tables and sorts stay in memory too; the analytics
+            // queries' ones are small, and the copies in `maintenance` use connections of
+            // their own.
+            .pragma("temp_store", "MEMORY");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
@@ -304,6 +312,23 @@ fn make_private(_path: &Path) -> Result<(), StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn every_connection_keeps_temporary_files_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_path(&dir.path().join("ccflare.db")).await.unwrap();
+        // Hold four at once, so each is a different connection of the pool.
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let mut connection = db.pool().acquire().await.unwrap();
+            let store: i64 = sqlx::query_scalar("PRAGMA temp_store")
+                .fetch_one(&mut *connection)
+                .await
+                .unwrap();
+            assert_eq!(store, 2, "temp_store = MEMORY");
+            held.push(connection);
+        }
+    }
 
     #[cfg(unix)]
     #[tokio::test]
