@@ -17,7 +17,7 @@ pub(crate) async fn insert(
     tx: &mut SqliteConnection,
     records: &[&RequestRecord],
 ) -> Result<(), sqlx::Error> {
-    rows::insert(
+    rows::write(
         tx,
         "INSERT OR REPLACE INTO requests (id, started_at, method, path, model, account_id, \
          account_name, status, success, error_type, error_message, attempts, attempt_failures, \

@@ -370,7 +370,7 @@ impl Increments {
             let (head, tail) =
                 upsert_sql(table, &["bucket", "dim", "key"], &["label"], &group_sums);
             let groups: Vec<(GroupKey, GroupSums)> = groups.into_iter().collect();
-            rows::insert(
+            rows::write(
                 tx,
                 &head,
                 &tail,
@@ -394,7 +394,7 @@ impl Increments {
             .collect();
         let (head, tail) = upsert_sql("rollup_minutely", &["minute"], &[], &minute_sums);
         let minutes: Vec<(Millis, Sums)> = self.minutes.into_iter().collect();
-        rows::insert(
+        rows::write(
             tx,
             &head,
             &tail,
@@ -413,7 +413,7 @@ impl Increments {
         ] {
             let (head, tail) = upsert_sql(table, &["bucket", "metric", "bin"], &[], &["count"]);
             let bins: Vec<((i64, Millis, i64), i64)> = bins.into_iter().collect();
-            rows::insert(
+            rows::write(
                 tx,
                 &head,
                 &tail,
@@ -427,7 +427,7 @@ impl Increments {
         }
         let (head, tail) = upsert_sql("latency_minutely", &["minute", "bin"], &[], &["count"]);
         let bins: Vec<((Millis, i64), i64)> = self.minute_bins.into_iter().collect();
-        rows::insert(
+        rows::write(
             tx,
             &head,
             &tail,
@@ -460,7 +460,7 @@ const MINUTE_SUMS: [&str; 8] = [
 
 /// An insert into `table` of `keys` (its primary key), `labels` and `sums`, in that order,
 /// which adds the sums to an existing row and replaces its labels: the text before its
-/// `VALUES` and the text after them (`rows::insert`). The names are constants.
+/// `VALUES` and the text after them (`rows::write`). The names are constants.
 fn upsert_sql(table: &str, keys: &[&str], labels: &[&str], sums: &[&str]) -> (String, String) {
     let columns: Vec<&str> = keys.iter().chain(labels).chain(sums).copied().collect();
     let updates: Vec<String> = labels

@@ -1,20 +1,30 @@
 //! Many rows per statement: the writer's batch inserts its request rows and upserts its rollup
-//! rows with multi-row `VALUES`, cut into statements of 64, 16, 4 and 1 rows. Each of those four
-//! texts is prepared once per connection (sqlx caches statements by text), and a batch of n rows
-//! costs a handful of statements instead of n. Every statement is a round trip to the
-//! connection's thread (two thread wake-ups), which was most of what a batch cost.
+//! rows with multi-row `VALUES`, one statement for up to 64 rows. A statement has room for 4,
+//! 16 or 64 rows; the rows a batch does not fill are bound as NULLs, and the statement's
+//! `WHERE column1 IS NOT NULL` leaves them out, so a table's rows cost one statement whatever
+//! their count (below 64), and only three texts per table are ever prepared (sqlx caches
+//! statements by text, per connection). Every statement is a round trip to the connection's
+//! thread, two thread wake-ups and a handful of system calls, which was most of what a batch
+//! cost: exact-size statements (64, 16, 4 and 1 rows, several per table) took about twice as
+//! many (docs/benchmarks.md, "Fewer round trips per batch").
 
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Sqlite, SqliteConnection};
 
 pub(crate) type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
 
-/// Rows per statement, largest first; the last is 1, so any count is covered.
-const CHUNKS: [usize; 4] = [64, 16, 4, 1];
+/// Rows a statement has room for, smallest first.
+const SIZES: [usize; 3] = [4, 16, 64];
 
-/// Runs `{head} VALUES (…), … {tail}` for all of `rows`, `width` values per row, which `bind`
-/// binds in the order of `head`'s columns.
-pub(crate) async fn insert<T>(
+/// The most rows of one statement.
+const MOST: usize = SIZES[SIZES.len() - 1];
+
+/// Runs `{head} SELECT * FROM (VALUES (…), …) WHERE column1 IS NOT NULL {tail}` for all of
+/// `rows`, `width` values per row, which `bind` binds in the order of `head`'s columns (an
+/// insert), or in the order `head` and `tail` read `column1`, `column2`… (an update from the
+/// rows as a subquery). The first value of every row must not be NULL: it is a key in every
+/// table written so.
+pub(crate) async fn write<T>(
     tx: &mut SqliteConnection,
     head: &str,
     tail: &str,
@@ -22,30 +32,35 @@ pub(crate) async fn insert<T>(
     rows: &[T],
     bind: impl for<'a> Fn(Query<'a>, &'a T) -> Query<'a>,
 ) -> Result<(), sqlx::Error> {
-    let mut texts: [Option<String>; CHUNKS.len()] = Default::default();
-    let mut rest = rows;
-    while !rest.is_empty() {
-        let (slot, size) = CHUNKS
+    let mut texts: [Option<String>; SIZES.len()] = Default::default();
+    for chunk in rows.chunks(MOST) {
+        let slot = SIZES
             .iter()
-            .enumerate()
-            .find(|(_, size)| **size <= rest.len())
-            .map_or((CHUNKS.len() - 1, 1), |(slot, size)| (slot, *size));
-        let (chunk, after) = rest.split_at(size);
+            .position(|size| *size >= chunk.len())
+            .unwrap_or(SIZES.len() - 1);
+        let size = SIZES[slot];
         let sql = texts[slot].get_or_insert_with(|| statement(head, tail, width, size));
         let mut query = sqlx::query(sql.as_str());
         for row in chunk {
             query = bind(query, row);
         }
+        for _ in 0..(size - chunk.len()) * width {
+            query = query.bind(None::<i64>);
+        }
         query.execute(&mut *tx).await?;
-        rest = after;
     }
     Ok(())
 }
 
-/// `{head} VALUES (?, …), … {tail}` with `rows` groups of `width` placeholders.
+/// `{head} SELECT * FROM (VALUES (?, …), …) WHERE column1 IS NOT NULL {tail}` with `rows`
+/// groups of `width` placeholders. (The `WHERE` is also what lets SQLite tell an upsert's
+/// `ON CONFLICT` in `tail` from a join's `ON`.)
 fn statement(head: &str, tail: &str, width: usize, rows: usize) -> String {
     let group = format!("({})", vec!["?"; width].join(", "));
-    format!("{head} VALUES {} {tail}", vec![group; rows].join(", "))
+    format!(
+        "{head} SELECT * FROM (VALUES {}) WHERE column1 IS NOT NULL {tail}",
+        vec![group; rows].join(", ")
+    )
 }
 
 #[cfg(test)]
@@ -56,7 +71,8 @@ mod tests {
     fn a_statement_has_a_group_of_placeholders_per_row() {
         assert_eq!(
             statement("INSERT INTO t (a, b)", "ON CONFLICT (a) DO NOTHING", 2, 3),
-            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, ?) ON CONFLICT (a) DO NOTHING"
+            "INSERT INTO t (a, b) SELECT * FROM (VALUES (?, ?), (?, ?), (?, ?)) \
+             WHERE column1 IS NOT NULL ON CONFLICT (a) DO NOTHING"
         );
     }
 
@@ -66,26 +82,67 @@ mod tests {
         let mut db = sqlx::SqliteConnection::connect("sqlite::memory:")
             .await
             .unwrap();
-        sqlx::query("CREATE TABLE t (n INTEGER PRIMARY KEY, label TEXT)")
+        // Each size exactly, one row more and one less; several statements; none at all.
+        for count in [0, 1, 3, 4, 5, 15, 16, 17, 63, 64, 65, 103, 130] {
+            sqlx::query("CREATE TABLE t (n INTEGER PRIMARY KEY, label TEXT)")
+                .execute(&mut db)
+                .await
+                .unwrap();
+            // Every third row's label is NULL: only a row whose first value is NULL is padding.
+            let rows: Vec<(i64, Option<String>)> = (0..count)
+                .map(|n| (n, (n % 3 != 0).then(|| format!("row {n}"))))
+                .collect();
+            write(
+                &mut db,
+                "INSERT INTO t (n, label)",
+                "",
+                2,
+                &rows,
+                |q, (n, label)| q.bind(*n).bind(label.as_deref()),
+            )
+            .await
+            .unwrap();
+            let stored: Vec<(i64, Option<String>)> =
+                sqlx::query_as("SELECT n, label FROM t ORDER BY n")
+                    .fetch_all(&mut db)
+                    .await
+                    .unwrap();
+            assert_eq!(stored, rows, "{count} rows");
+            sqlx::query("DROP TABLE t").execute(&mut db).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upsert_adds_to_the_rows_it_meets() {
+        use sqlx::Connection;
+        let mut db = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (k INTEGER PRIMARY KEY, total INTEGER NOT NULL)")
             .execute(&mut db)
             .await
             .unwrap();
-        // 64 + 16 + 16 + 4 + 1 + 1 + 1: every statement size, and the same one again.
-        let rows: Vec<(i64, String)> = (0..103).map(|n| (n, format!("row {n}"))).collect();
-        insert(
-            &mut db,
-            "INSERT INTO t (n, label)",
-            "",
-            2,
-            &rows,
-            |q, (n, label)| q.bind(*n).bind(label.as_str()),
-        )
-        .await
-        .unwrap();
-        let stored: Vec<(i64, String)> = sqlx::query_as("SELECT n, label FROM t ORDER BY n")
+        async fn upsert(db: &mut SqliteConnection, rows: Vec<(i64, i64)>) {
+            write(
+                db,
+                "INSERT INTO t (k, total)",
+                "ON CONFLICT (k) DO UPDATE SET total = total + excluded.total",
+                2,
+                &rows,
+                |q, (k, total)| q.bind(*k).bind(*total),
+            )
+            .await
+            .unwrap();
+        }
+        upsert(&mut db, (0..20).map(|k| (k, 1)).collect()).await;
+        upsert(&mut db, (10..30).map(|k| (k, 5)).collect()).await;
+        let stored: Vec<(i64, i64)> = sqlx::query_as("SELECT k, total FROM t ORDER BY k")
             .fetch_all(&mut db)
             .await
             .unwrap();
-        assert_eq!(stored, rows);
+        let expected: Vec<(i64, i64)> = (0..30)
+            .map(|k| (k, if k < 10 { 1 } else if k < 20 { 6 } else { 5 }))
+            .collect();
+        assert_eq!(stored, expected);
     }
 }

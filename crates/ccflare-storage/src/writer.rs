@@ -22,7 +22,7 @@
 mod files;
 
 use crate::db::{Db, is_damage, primary_code};
-use crate::{requests, rollups};
+use crate::{requests, rollups, rows};
 use ccflare_core::ratelimit::RateLimitSnapshot;
 use ccflare_core::record::RequestRecord;
 use ccflare_core::{AccountId, AccountStatus, Millis};
@@ -788,17 +788,18 @@ async fn write_batch(
             entry.1 = entry.1.max(record.started_at);
         }
     }
-    for (id, (count, last_used)) in usage {
-        sqlx::query(
-            "UPDATE accounts SET request_count = request_count + ?, \
-             last_used = max(coalesce(last_used, 0), ?) WHERE id = ?",
-        )
-        .bind(count)
-        .bind(last_used)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    }
+    // All of them in one statement.
+    let usage: Vec<(i64, (i64, Millis))> = usage.into_iter().collect();
+    rows::write(
+        &mut tx,
+        "UPDATE accounts SET request_count = request_count + v.column2, \
+         last_used = max(coalesce(last_used, 0), v.column3) FROM (",
+        ") AS v WHERE accounts.id = v.column1",
+        3,
+        &usage,
+        |query, (id, (count, last_used))| query.bind(*id).bind(*count).bind(*last_used),
+    )
+    .await?;
     for state in states.values() {
         let snapshot = state
             .last_ratelimit
