@@ -1,7 +1,8 @@
 //! Many rows per statement: the writer's batch inserts its request rows and upserts its rollup
 //! rows with multi-row `VALUES`, one statement for up to 64 rows. A statement has room for 4,
-//! 16 or 64 rows; the rows a batch does not fill are bound as NULLs, and the statement's
-//! `WHERE column1 IS NOT NULL` leaves them out, so a table's rows cost one statement whatever
+//! 16 or 64 rows; the rows a batch does not fill are left unbound, which SQLite reads as NULL
+//! (sqlx binds only the values it is given, and clears a cached statement's bindings before
+//! it runs it again), and the statement's `WHERE column1 IS NOT NULL` leaves them out, so a table's rows cost one statement whatever
 //! their count (below 64), and only three texts per table are ever prepared (sqlx caches
 //! statements by text, per connection). Every statement is a round trip to the connection's
 //! thread, two thread wake-ups and a handful of system calls, which was most of what a batch
@@ -44,9 +45,7 @@ pub(crate) async fn write<T>(
         for row in chunk {
             query = bind(query, row);
         }
-        for _ in 0..(size - chunk.len()) * width {
-            query = query.bind(None::<i64>);
-        }
+        // The rest of the statement's rows stay unbound: NULL.
         query.execute(&mut *tx).await?;
     }
     Ok(())
@@ -110,6 +109,39 @@ mod tests {
             assert_eq!(stored, rows, "{count} rows");
             sqlx::query("DROP TABLE t").execute(&mut db).await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn a_statement_run_again_with_fewer_rows_writes_only_those() {
+        use sqlx::Connection;
+        let mut db = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (n INTEGER PRIMARY KEY, label TEXT)")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        // 16 rows, then 5 through the same (cached) 16-row statement: the 11 rows it does not
+        // bind the second time must not be the first time's.
+        for range in [0..16, 100..105] {
+            let rows: Vec<(i64, String)> = range.map(|n| (n, format!("row {n}"))).collect();
+            write(
+                &mut db,
+                "INSERT INTO t (n, label)",
+                "",
+                2,
+                &rows,
+                |q, (n, label)| q.bind(*n).bind(label.as_str()),
+            )
+            .await
+            .unwrap();
+        }
+        let stored: Vec<i64> = sqlx::query_scalar("SELECT n FROM t ORDER BY n")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+        let expected: Vec<i64> = (0..16).chain(100..105).collect();
+        assert_eq!(stored, expected);
     }
 
     #[tokio::test]
