@@ -173,7 +173,18 @@ mod tests {
             .await
             .unwrap();
         let expected: Vec<(i64, i64)> = (0..30)
-            .map(|k| (k, if k < 10 { 1 } else if k < 20 { 6 } else { 5 }))
+            .map(|k| {
+                (
+                    k,
+                    if k < 10 {
+                        1
+                    } else if k < 20 {
+                        6
+                    } else {
+                        5
+                    },
+                )
+            })
             .collect();
         assert_eq!(stored, expected);
     }
