@@ -73,18 +73,32 @@ impl Db {
             // queries' ones are small, and the copies in `maintenance` use connections of
             // their own.
             .pragma("temp_store", "MEMORY");
+        // The migrations run on a connection of their own, closed before the pool opens any:
+        // sqlx keeps the result columns a statement had when it was prepared, and a connection
+        // that read the schema before another one migrated it prepares on the old schema, so
+        // its first `SELECT *` of a table a migration widened panicked sqlx's worker thread
+        // and came back cut short, instead of failing. A connection of the pool could be one:
+        // its first connection is opened before the migrations, which may run on another.
+        let migrating = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| classify_open(path, e))?;
+        // Once SQLite has taken it as a database: a file that is not one is refused as it was.
+        make_private(path)?;
+        let migrated = migrate::run(&migrating).await.map_err(|e| match e {
+            StorageError::Query(err) => classify_open(path, err),
+            other => other,
+        });
+        migrating.close().await;
+        migrated?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
             .map_err(|e| classify_open(path, e))?;
-        // Once SQLite has taken it as a database: a file that is not one is refused as it was.
-        make_private(path)?;
-        migrate::run(&pool).await.map_err(|e| match e {
-            StorageError::Query(err) => classify_open(path, err),
-            other => other,
-        })?;
         Ok(Db {
             pool,
             path: path.to_owned(),
@@ -312,6 +326,48 @@ fn make_private(_path: &Path) -> Result<(), StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn every_connection_sees_the_migrated_schema() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_path(&dir.path().join("ccflare.db")).await.unwrap();
+        // A row written from outside the pool, so the pool's connections run nothing before
+        // the `SELECT *` below.
+        let mut outside = sqlx::SqliteConnection::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("ccflare.db").display()
+        ))
+        .await
+        .unwrap();
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info('rollup_hourly')")
+                .fetch_all(&mut outside)
+                .await
+                .unwrap();
+        let columns = names.len() as i64;
+        let zeros = vec!["0"; names.len()].join(", ");
+        sqlx::query(&format!(
+            "INSERT INTO rollup_hourly ({}) VALUES ({zeros})",
+            names.join(", ")
+        ))
+        .execute(&mut outside)
+        .await
+        .unwrap();
+        // Hold four at once, so each is a different connection of the pool; `SELECT *` is
+        // prepared on whatever schema the connection last read.
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let mut connection = db.pool().acquire().await.unwrap();
+            let rows = sqlx::query("SELECT * FROM rollup_hourly")
+                .fetch_all(&mut *connection)
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), 1);
+            assert_eq!(sqlx::Row::len(&rows[0]) as i64, columns);
+            held.push(connection);
+        }
+    }
 
     #[tokio::test]
     async fn every_connection_keeps_temporary_files_in_memory() {
