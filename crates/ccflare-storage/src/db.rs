@@ -15,6 +15,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: SqlitePool,
+    /// The one connection write transactions run on ([`Db::begin_write`]).
+    writes: SqlitePool,
     path: PathBuf,
     /// Encrypts the accounts' keys and tokens written, and decrypts those read; without one
     /// they are written in plaintext, and encrypted ones cannot be read.
@@ -96,11 +98,21 @@ impl Db {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| classify_open(path, e))?;
+        // SQLite takes one writer at a time whatever the connections, so write transactions
+        // queue for one connection of their own: its page cache stays valid from one batch to
+        // the next (a write from another connection voids it, and the next batch reads its
+        // pages again), its statements stay prepared, and it is not pinged before each use.
+        let writes = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .connect_lazy_with(options);
         Ok(Db {
             pool,
+            writes,
             path: path.to_owned(),
             key: None,
         })
@@ -129,7 +141,7 @@ impl Db {
     /// transaction, so every later `BEGIN` on it fails for good. A `WriteTx` that did not
     /// commit closes its connection instead, and the pool opens a fresh one.
     pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
-        let mut connection = self.pool.acquire().await?;
+        let mut connection = self.writes.acquire().await?;
         if let Err(error) = sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut *connection)
             .await
@@ -168,6 +180,7 @@ impl Db {
 
     /// Closes every connection, after the writer has flushed.
     pub async fn close(&self) {
+        self.writes.close().await;
         self.pool.close().await;
     }
 }
