@@ -75,73 +75,63 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn every_row_is_written_whatever_the_count() {
+    /// A connection to a fresh in-memory database holding `t (n, label)`.
+    async fn labels_table() -> SqliteConnection {
         use sqlx::Connection;
-        let mut db = sqlx::SqliteConnection::connect("sqlite::memory:")
+        let mut db = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        sqlx::query("CREATE TABLE t (n INTEGER PRIMARY KEY, label TEXT)")
+            .execute(&mut db)
             .await
             .unwrap();
+        db
+    }
+
+    async fn write_labels(db: &mut SqliteConnection, rows: &[(i64, Option<String>)]) {
+        write(
+            db,
+            "INSERT INTO t (n, label)",
+            "",
+            2,
+            rows,
+            |q, (n, label)| q.bind(*n).bind(label.as_deref()),
+        )
+        .await
+        .unwrap();
+    }
+
+    async fn stored_labels(db: &mut SqliteConnection) -> Vec<(i64, Option<String>)> {
+        sqlx::query_as("SELECT n, label FROM t ORDER BY n")
+            .fetch_all(db)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_row_is_written_whatever_the_count() {
         // Each size exactly, one row more and one less; several statements; none at all.
         for count in [0, 1, 3, 4, 5, 15, 16, 17, 63, 64, 65, 103, 130] {
-            sqlx::query("CREATE TABLE t (n INTEGER PRIMARY KEY, label TEXT)")
-                .execute(&mut db)
-                .await
-                .unwrap();
+            let mut db = labels_table().await;
             // Every third row's label is NULL: only a row whose first value is NULL is padding.
             let rows: Vec<(i64, Option<String>)> = (0..count)
                 .map(|n| (n, (n % 3 != 0).then(|| format!("row {n}"))))
                 .collect();
-            write(
-                &mut db,
-                "INSERT INTO t (n, label)",
-                "",
-                2,
-                &rows,
-                |q, (n, label)| q.bind(*n).bind(label.as_deref()),
-            )
-            .await
-            .unwrap();
-            let stored: Vec<(i64, Option<String>)> =
-                sqlx::query_as("SELECT n, label FROM t ORDER BY n")
-                    .fetch_all(&mut db)
-                    .await
-                    .unwrap();
-            assert_eq!(stored, rows, "{count} rows");
-            sqlx::query("DROP TABLE t").execute(&mut db).await.unwrap();
+            write_labels(&mut db, &rows).await;
+            assert_eq!(stored_labels(&mut db).await, rows, "{count} rows");
         }
     }
 
     #[tokio::test]
     async fn a_statement_run_again_with_fewer_rows_writes_only_those() {
-        use sqlx::Connection;
-        let mut db = sqlx::SqliteConnection::connect("sqlite::memory:")
-            .await
-            .unwrap();
-        sqlx::query("CREATE TABLE t (n INTEGER PRIMARY KEY, label TEXT)")
-            .execute(&mut db)
-            .await
-            .unwrap();
+        let mut db = labels_table().await;
         // 16 rows, then 5 through the same (cached) 16-row statement: the 11 rows it does not
         // bind the second time must not be the first time's.
-        for range in [0..16, 100..105] {
-            let rows: Vec<(i64, String)> = range.map(|n| (n, format!("row {n}"))).collect();
-            write(
-                &mut db,
-                "INSERT INTO t (n, label)",
-                "",
-                2,
-                &rows,
-                |q, (n, label)| q.bind(*n).bind(label.as_str()),
-            )
-            .await
-            .unwrap();
-        }
-        let stored: Vec<i64> = sqlx::query_scalar("SELECT n FROM t ORDER BY n")
-            .fetch_all(&mut db)
-            .await
-            .unwrap();
-        let expected: Vec<i64> = (0..16).chain(100..105).collect();
-        assert_eq!(stored, expected);
+        let first: Vec<(i64, Option<String>)> =
+            (0..16).map(|n| (n, Some(format!("{n}")))).collect();
+        let second: Vec<(i64, Option<String>)> = (100..105).map(|n| (n, None)).collect();
+        write_labels(&mut db, &first).await;
+        write_labels(&mut db, &second).await;
+        let expected: Vec<(i64, Option<String>)> = first.into_iter().chain(second).collect();
+        assert_eq!(stored_labels(&mut db).await, expected);
     }
 
     #[tokio::test]
