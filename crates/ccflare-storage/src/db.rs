@@ -70,10 +70,11 @@ impl Db {
             // A transaction's statement journals (the undo of each multi-row statement of the
             // writer's batch) stay in memory instead of spilling to a file SQLite creates and
             // unlinks in /var/tmp every batch: seven system calls and a disk file per batch
-            // for nothing, and a failed write wherever /var/tmp cannot be written (a hardened
-            // systemd unit). Temporary tables and sorts stay in memory too; the analytics
-            // queries' ones are small, and the copies in `maintenance` use connections of
-            // their own.
+            // for nothing, and a batch that fails wherever no temporary folder can be written.
+            // Temporary tables stay in memory too (the analytics queries' are small); large
+            // sorts (an index built by a migration) still spill to a temporary folder, which
+            // SQLite's sorter opens whatever this says. The copies in `maintenance` use
+            // connections of their own.
             .pragma("temp_store", "MEMORY");
         // The migrations run on a connection of their own, closed before the pool opens any:
         // sqlx keeps the result columns a statement had when it was prepared, and a connection
@@ -386,15 +387,20 @@ mod tests {
     async fn every_connection_keeps_temporary_files_in_memory() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open_path(&dir.path().join("ccflare.db")).await.unwrap();
+        async fn temp_store(connection: &mut SqliteConnection) -> Result<i64, sqlx::Error> {
+            sqlx::query_scalar("PRAGMA temp_store")
+                .fetch_one(connection)
+                .await
+        }
+        // The write transactions' connection, where the writer's statement journals are.
+        let mut tx = db.begin_write().await.unwrap();
+        assert_eq!(temp_store(&mut tx).await.unwrap(), 2, "temp_store = MEMORY");
+        tx.commit().await.unwrap();
         // Hold four at once, so each is a different connection of the pool.
         let mut held = Vec::new();
         for _ in 0..4 {
             let mut connection = db.pool().acquire().await.unwrap();
-            let store: i64 = sqlx::query_scalar("PRAGMA temp_store")
-                .fetch_one(&mut *connection)
-                .await
-                .unwrap();
-            assert_eq!(store, 2, "temp_store = MEMORY");
+            assert_eq!(temp_store(&mut connection).await.unwrap(), 2);
             held.push(connection);
         }
     }

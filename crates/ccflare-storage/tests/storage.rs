@@ -216,6 +216,54 @@ async fn writer_records_every_request_and_counts_per_account() {
 }
 
 #[tokio::test]
+async fn every_account_of_a_batch_gets_its_own_count_and_last_use() {
+    let (_dir, db) = open().await;
+    // 20 accounts: one batch's counters fill one statement with room for 64 and leave the
+    // rest of it empty; records without an account count for none.
+    let mut all = Vec::new();
+    for n in 0..20 {
+        let key = Secret::new(format!("sk-ant-api03-{n:020}-1111"));
+        let (account, _) = accounts::upsert_api_key(&db, &key, None, None, 1)
+            .await
+            .unwrap();
+        all.push(account);
+    }
+    let writer = Writer::spawn(db.clone());
+    let handle = writer.handle();
+    for i in 0..210_i64 {
+        let account = (i % 21 != 20).then(|| &all[(i % 21) as usize]);
+        handle.record(RequestRecord {
+            id: format!("req-{i}"),
+            started_at: 5000 + i,
+            method: "POST".into(),
+            path: "/v1/messages".into(),
+            account_id: account.map(|a| a.id),
+            account_name: account.map(|a| a.name.clone()),
+            status: 200,
+            success: true,
+            attempts: 1,
+            ..Default::default()
+        });
+    }
+    handle.flush().await;
+    for (n, account) in all.iter().enumerate() {
+        let (count, last_used): (i64, i64) =
+            sqlx::query_as("SELECT request_count, last_used FROM accounts WHERE id = ?")
+                .bind(account.id.0)
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        // Account n took requests n, n + 21, …, n + 189.
+        assert_eq!(
+            (count, last_used),
+            (10, 5000 + 189 + n as i64),
+            "account {n}"
+        );
+    }
+    writer.close().await;
+}
+
+#[tokio::test]
 async fn settings_are_stored_replaced_and_removed() {
     let (_dir, db) = open().await;
     use ccflare_storage::settings;
