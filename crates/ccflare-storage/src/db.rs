@@ -82,9 +82,7 @@ impl Db {
         // its first `SELECT *` of a table a migration widened panicked sqlx's worker thread
         // and came back cut short, instead of failing. A connection of the pool could be one:
         // its first connection is opened before the migrations, which may run on another.
-        let migrating = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
+        let migrating = pool_options(1)
             .connect_with(options.clone())
             .await
             .map_err(|e| classify_open(path, e))?;
@@ -96,9 +94,11 @@ impl Db {
         });
         migrating.close().await;
         migrated?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(10))
+        // From here on the file exists: a connection opened later (after a failed write closed
+        // one) finds it gone as an error the writer waits out, rather than creating an empty
+        // database with no tables and the default file mode.
+        let options = options.create_if_missing(false);
+        let pool = pool_options(4)
             .connect_with(options.clone())
             .await
             .map_err(|e| classify_open(path, e))?;
@@ -106,9 +106,7 @@ impl Db {
         // queue for one connection of their own: its page cache stays valid from one batch to
         // the next (a write from another connection voids it, and the next batch reads its
         // pages again), its statements stay prepared, and it is not pinged before each use.
-        let writes = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
+        let writes = pool_options(1)
             .test_before_acquire(false)
             .connect_lazy_with(options);
         Ok(Db {
@@ -184,6 +182,13 @@ impl Db {
         self.writes.close().await;
         self.pool.close().await;
     }
+}
+
+/// A pool of at most `connections`, each waited for at most 10 s.
+fn pool_options(connections: u32) -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(10))
 }
 
 /// Whether SQLite says the file is damaged (SQLITE_CORRUPT) or not a database at all

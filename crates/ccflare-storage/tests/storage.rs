@@ -27,6 +27,15 @@ async fn add_key_a(db: &Db) -> Account {
     account
 }
 
+/// `account`'s request count and last use, as the writer stored them.
+async fn counters(db: &Db, account: &Account) -> (i64, i64) {
+    sqlx::query_as("SELECT request_count, last_used FROM accounts WHERE id = ?")
+        .bind(account.id.0)
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+}
+
 /// A state the server decided for `account` on its current revision: `status`, and nothing
 /// else.
 fn decided(account: &Account, status: AccountStatus) -> AccountStateUpdate {
@@ -205,13 +214,7 @@ async fn writer_records_every_request_and_counts_per_account() {
         (without.upstream_request_id, without.message_id),
         (None, None)
     );
-    let (count, last_used): (i64, i64) =
-        sqlx::query_as("SELECT request_count, last_used FROM accounts WHERE id = ?")
-            .bind(a.id.0)
-            .fetch_one(db.pool())
-            .await
-            .unwrap();
-    assert_eq!((count, last_used), (500, 1499));
+    assert_eq!(counters(&db, &a).await, (500, 1499));
     writer.close().await;
 }
 
@@ -247,15 +250,9 @@ async fn every_account_of_a_batch_gets_its_own_count_and_last_use() {
     }
     handle.flush().await;
     for (n, account) in all.iter().enumerate() {
-        let (count, last_used): (i64, i64) =
-            sqlx::query_as("SELECT request_count, last_used FROM accounts WHERE id = ?")
-                .bind(account.id.0)
-                .fetch_one(db.pool())
-                .await
-                .unwrap();
         // Account n took requests n, n + 21, …, n + 189.
         assert_eq!(
-            (count, last_used),
+            counters(&db, account).await,
             (10, 5000 + 189 + n as i64),
             "account {n}"
         );
