@@ -389,6 +389,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_database_file_removed_under_a_running_server_is_not_created_again_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ccflare.db");
+        let db = Db::open_path(&path).await.unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.clone().into_os_string();
+            name.push(suffix);
+            let _ = std::fs::remove_file(name);
+        }
+        // The write transactions' connection opens at its first use: now.
+        let error = db.begin_write().await.expect_err("no database to write to");
+        assert!(!path.exists(), "not created again: {error}");
+    }
+
+    #[tokio::test]
     async fn every_connection_keeps_temporary_files_in_memory() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open_path(&dir.path().join("ccflare.db")).await.unwrap();
