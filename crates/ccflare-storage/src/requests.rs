@@ -4,7 +4,7 @@
 
 use crate::db::Db;
 use crate::error::StorageError;
-use crate::rows::{self, Query};
+use crate::rows::{self, Query, Rows};
 use ccflare_core::record::{AttemptFailure, RequestRecord};
 use ccflare_core::route::Explanation;
 use ccflare_core::usage::Usage;
@@ -17,8 +17,7 @@ pub(crate) async fn insert(
     tx: &mut SqliteConnection,
     records: &[&RequestRecord],
 ) -> Result<(), sqlx::Error> {
-    rows::write(
-        tx,
+    static INSERT: Rows = Rows::new(
         "INSERT OR REPLACE INTO requests (id, started_at, method, path, model, account_id, \
          account_name, status, success, error_type, error_message, attempts, attempt_failures, \
          latency_ms, ttfb_ms, streamed, input_tokens, output_tokens, cache_read_tokens, \
@@ -28,10 +27,8 @@ pub(crate) async fn insert(
          message_id, moved_cache_write_tokens)",
         "",
         35,
-        records,
-        |query, r| bind_row(query, r),
-    )
-    .await
+    );
+    rows::write(tx, &INSERT, records, |query, r| bind_row(query, r)).await
 }
 
 /// Binds one request row's 35 values, in [`insert`]'s column order.

@@ -10,11 +10,12 @@
 
 use crate::db::Db;
 use crate::error::StorageError;
-use crate::rows::{self, Query};
+use crate::rows::{self, Query, Rows};
 use ccflare_core::Millis;
 use ccflare_core::record::RequestRecord;
+use foldhash::HashMap;
 use sqlx::{FromRow, SqliteConnection};
-use std::collections::HashMap;
+use std::sync::LazyLock;
 
 pub const MINUTE_MS: Millis = 60_000;
 pub const HOUR_MS: Millis = 3_600_000;
@@ -292,8 +293,11 @@ struct GroupSums {
 /// hour costs one upsert per key rather than one per request.
 #[derive(Debug, Default)]
 struct Increments {
-    hours: HashMap<GroupKey, GroupSums>,
-    days: HashMap<GroupKey, GroupSums>,
+    /// (hour, dim) → key → sums: a key is looked up by reference, and copied only the first
+    /// time a batch meets it.
+    hours: HashMap<(Millis, i64), HashMap<String, GroupSums>>,
+    /// (day, dim) → key → sums.
+    days: HashMap<(Millis, i64), HashMap<String, GroupSums>>,
     minutes: HashMap<Millis, Sums>,
     /// (metric, hour, bin) → count.
     hour_bins: HashMap<(i64, Millis, i64), i64>,
@@ -326,25 +330,33 @@ impl Increments {
             }
         }
 
-        let mut groups = vec![
-            (DIM_ALL, String::new()),
-            (DIM_MODEL, s.model.clone()),
-            (DIM_ACCOUNT, s.account_id.to_string()),
+        let account = s.account_id.to_string();
+        let error;
+        let mut groups = [
+            Some((DIM_ALL, "")),
+            Some((DIM_MODEL, s.model.as_str())),
+            Some((DIM_ACCOUNT, account.as_str())),
+            None,
+            None,
         ];
         if !s.client_key.is_empty() {
-            groups.push((DIM_CLIENT_KEY, s.client_key.clone()));
+            groups[3] = Some((DIM_CLIENT_KEY, s.client_key.as_str()));
         }
         if !s.success {
-            let kind = if s.error_type.is_empty() {
+            error = if s.error_type.is_empty() {
                 format!("http_{}", s.status)
             } else {
                 s.error_type.clone()
             };
-            groups.push((DIM_ERROR, kind));
+            groups[4] = Some((DIM_ERROR, error.as_str()));
         }
         for (bucket, table) in [(hour, &mut self.hours), (day, &mut self.days)] {
-            for (dim, key) in &groups {
-                let g = table.entry((bucket, *dim, key.clone())).or_default();
+            for (dim, key) in groups.iter().flatten() {
+                let keys = table.entry((bucket, *dim)).or_default();
+                let g = match keys.get_mut(*key) {
+                    Some(g) => g,
+                    None => keys.entry((*key).to_owned()).or_default(),
+                };
                 if *dim == DIM_ACCOUNT && g.label != s.account_name {
                     g.label.clone_from(&s.account_name);
                 }
@@ -354,70 +366,53 @@ impl Increments {
     }
 
     async fn write(self, tx: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-        self.write_sums(tx, |_| true).await
+        static EVERY_SUM: LazyLock<Upserts> = LazyLock::new(|| Upserts::new(|_| true));
+        self.write_sums(tx, &EVERY_SUM, |_| true).await
     }
 
-    /// Writes the increments, of the hourly and daily sums only those `exists` accepts: each
-    /// table's rows many per statement (`rows`).
+    /// Writes the increments with `upserts`, of the hourly and daily sums only those `exists`
+    /// accepts (the sums `upserts` was built with): each table's rows many per statement
+    /// (`rows`).
     async fn write_sums(
         self,
         tx: &mut SqliteConnection,
+        upserts: &Upserts,
         exists: impl Fn(&str) -> bool + Copy,
     ) -> Result<(), sqlx::Error> {
-        let all_sums = Sums::default().columns().map(|(name, _)| name);
-        let group_sums: Vec<&str> = all_sums.into_iter().filter(|name| exists(name)).collect();
-        for (table, groups) in [("rollup_hourly", self.hours), ("rollup_daily", self.days)] {
-            let (head, tail) =
-                upsert_sql(table, &["bucket", "dim", "key"], &["label"], &group_sums);
-            let groups: Vec<(GroupKey, GroupSums)> = groups.into_iter().collect();
-            rows::write(
-                tx,
-                &head,
-                &tail,
-                4 + group_sums.len(),
-                &groups,
-                |query, row| {
-                    let ((bucket, dim, key), GroupSums { label, sums }) = row;
-                    let query = query
-                        .bind(*bucket)
-                        .bind(*dim)
-                        .bind(key.as_str())
-                        .bind(label.as_str());
-                    bind_sums(query, sums, exists)
-                },
-            )
+        for (statement, groups) in [(&upserts.hourly, self.hours), (&upserts.daily, self.days)] {
+            let groups: Vec<(GroupKey, GroupSums)> = groups
+                .into_iter()
+                .flat_map(|((bucket, dim), keys)| {
+                    keys.into_iter()
+                        .map(move |(key, sums)| ((bucket, dim, key), sums))
+                })
+                .collect();
+            rows::write(tx, statement, &groups, |query, row| {
+                let ((bucket, dim, key), GroupSums { label, sums }) = row;
+                let query = query
+                    .bind(*bucket)
+                    .bind(*dim)
+                    .bind(key.as_str())
+                    .bind(label.as_str());
+                bind_sums(query, sums, exists)
+            })
             .await?;
         }
-        let minute_sums: Vec<&str> = all_sums
-            .into_iter()
-            .filter(|name| MINUTE_SUMS.contains(name))
-            .collect();
-        let (head, tail) = upsert_sql("rollup_minutely", &["minute"], &[], &minute_sums);
         let minutes: Vec<(Millis, Sums)> = self.minutes.into_iter().collect();
-        rows::write(
-            tx,
-            &head,
-            &tail,
-            1 + minute_sums.len(),
-            &minutes,
-            |query, (minute, sums)| {
-                bind_sums(query.bind(*minute), sums, |name| {
-                    MINUTE_SUMS.contains(&name)
-                })
-            },
-        )
+        rows::write(tx, &upserts.minutely, &minutes, |query, (minute, sums)| {
+            bind_sums(query.bind(*minute), sums, |name| {
+                MINUTE_SUMS.contains(&name)
+            })
+        })
         .await?;
-        for (table, bins) in [
-            ("latency_hourly", self.hour_bins),
-            ("latency_daily", self.day_bins),
+        for (statement, bins) in [
+            (&upserts.latency_hourly, self.hour_bins),
+            (&upserts.latency_daily, self.day_bins),
         ] {
-            let (head, tail) = upsert_sql(table, &["bucket", "metric", "bin"], &[], &["count"]);
             let bins: Vec<((i64, Millis, i64), i64)> = bins.into_iter().collect();
             rows::write(
                 tx,
-                &head,
-                &tail,
-                4,
+                statement,
                 &bins,
                 |query, ((metric, bucket, bin), count)| {
                     query.bind(*bucket).bind(*metric).bind(*bin).bind(*count)
@@ -425,17 +420,55 @@ impl Increments {
             )
             .await?;
         }
-        let (head, tail) = upsert_sql("latency_minutely", &["minute", "bin"], &[], &["count"]);
         let bins: Vec<((Millis, i64), i64)> = self.minute_bins.into_iter().collect();
         rows::write(
             tx,
-            &head,
-            &tail,
-            3,
+            &upserts.latency_minutely,
             &bins,
             |query, ((minute, bin), count)| query.bind(*minute).bind(*bin).bind(*count),
         )
         .await
+    }
+}
+
+/// The upserts of every rollup table, for a set of sums.
+struct Upserts {
+    hourly: Rows,
+    daily: Rows,
+    minutely: Rows,
+    latency_hourly: Rows,
+    latency_daily: Rows,
+    latency_minutely: Rows,
+}
+
+impl Upserts {
+    /// The upserts that write, of the hourly and daily sums, those `exists` accepts.
+    fn new(exists: impl Fn(&str) -> bool) -> Upserts {
+        let all_sums = Sums::default().columns().map(|(name, _)| name);
+        let group_sums: Vec<&str> = all_sums.into_iter().filter(|name| exists(name)).collect();
+        let minute_sums: Vec<&str> = all_sums
+            .into_iter()
+            .filter(|name| MINUTE_SUMS.contains(name))
+            .collect();
+        let groups = |table| upsert(table, &["bucket", "dim", "key"], &["label"], &group_sums);
+        Upserts {
+            hourly: groups("rollup_hourly"),
+            daily: groups("rollup_daily"),
+            minutely: upsert("rollup_minutely", &["minute"], &[], &minute_sums),
+            latency_hourly: upsert(
+                "latency_hourly",
+                &["bucket", "metric", "bin"],
+                &[],
+                &["count"],
+            ),
+            latency_daily: upsert(
+                "latency_daily",
+                &["bucket", "metric", "bin"],
+                &[],
+                &["count"],
+            ),
+            latency_minutely: upsert("latency_minutely", &["minute", "bin"], &[], &["count"]),
+        }
     }
 }
 
@@ -459,27 +492,28 @@ const MINUTE_SUMS: [&str; 8] = [
 ];
 
 /// An insert into `table` of `keys` (its primary key), `labels` and `sums`, in that order,
-/// which adds the sums to an existing row and replaces its labels: the text before its
-/// `VALUES` and the text after them (`rows::write`). The names are constants.
-fn upsert_sql(table: &str, keys: &[&str], labels: &[&str], sums: &[&str]) -> (String, String) {
+/// which adds the sums to an existing row and replaces its labels. The names are constants.
+fn upsert(table: &str, keys: &[&str], labels: &[&str], sums: &[&str]) -> Rows {
     let columns: Vec<&str> = keys.iter().chain(labels).chain(sums).copied().collect();
     let updates: Vec<String> = labels
         .iter()
         .map(|c| format!("{c} = excluded.{c}"))
         .chain(sums.iter().map(|c| format!("{c} = {c} + excluded.{c}")))
         .collect();
-    (
-        format!("INSERT INTO {table} ({})", columns.join(", ")),
+    Rows::of(
+        format!("INSERT INTO {table} ({})", columns.join(", ")).into(),
         format!(
             "ON CONFLICT ({}) DO UPDATE SET {}",
             keys.join(", "),
             updates.join(", ")
-        ),
+        )
+        .into(),
+        columns.len(),
     )
 }
 
 /// Binds the sums whose column `keep` accepts, in [`Sums::columns`]' order (the order
-/// [`upsert_sql`] was given them).
+/// [`upsert`] was given them).
 fn bind_sums<'q>(mut query: Query<'q>, sums: &Sums, keep: impl Fn(&str) -> bool) -> Query<'q> {
     for (name, value) in sums.columns() {
         if keep(name) {
@@ -541,8 +575,9 @@ pub(crate) async fn fill_0003(tx: &mut SqliteConnection) -> Result<(), sqlx::Err
     .await?;
     // With no minute bins, writing never names their table.
     increments.minute_bins.clear();
+    let before_0012 = |name: &str| !SUMS_0012.contains(&name);
     increments
-        .write_sums(tx, |name| !SUMS_0012.contains(&name))
+        .write_sums(tx, &Upserts::new(before_0012), before_0012)
         .await
 }
 

@@ -11,6 +11,8 @@
 
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Sqlite, SqliteConnection};
+use std::borrow::Cow;
+use std::sync::OnceLock;
 
 pub(crate) type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
 
@@ -20,28 +22,56 @@ const SIZES: [usize; 3] = [4, 16, 64];
 /// The most rows of one statement.
 const MOST: usize = SIZES[SIZES.len() - 1];
 
-/// Runs `{head} SELECT * FROM (VALUES (…), …) WHERE column1 IS NOT NULL {tail}` for all of
-/// `rows`, `width` values per row, which `bind` binds in the order of `head`'s columns (an
-/// insert), or in the order `head` and `tail` read `column1`, `column2`… (an update from the
-/// rows as a subquery). The first value of every row must not be NULL: it is a key in every
-/// table written so.
+/// A multi-row statement: `{head} SELECT * FROM (VALUES (…), …) WHERE column1 IS NOT NULL
+/// {tail}`, `width` values per row. Its texts are built once, on first use, and kept: the
+/// writer's statements are statics, so a batch neither formats SQL nor allocates for it.
+#[derive(Debug)]
+pub(crate) struct Rows {
+    head: Cow<'static, str>,
+    tail: Cow<'static, str>,
+    width: usize,
+    texts: [OnceLock<String>; SIZES.len()],
+}
+
+impl Rows {
+    /// `head` is an insert with its columns, or the start of an update from the rows as a
+    /// subquery; `tail` what follows the rows (an upsert's `ON CONFLICT`, the subquery's end).
+    pub(crate) const fn new(head: &'static str, tail: &'static str, width: usize) -> Rows {
+        Rows::of(Cow::Borrowed(head), Cow::Borrowed(tail), width)
+    }
+
+    /// [`Rows::new`] with texts built at run time (names that are constants, all the same).
+    pub(crate) const fn of(head: Cow<'static, str>, tail: Cow<'static, str>, width: usize) -> Rows {
+        Rows {
+            head,
+            tail,
+            width,
+            texts: [OnceLock::new(), OnceLock::new(), OnceLock::new()],
+        }
+    }
+
+    /// The text with room for `SIZES[slot]` rows.
+    fn text(&self, slot: usize) -> &str {
+        self.texts[slot].get_or_init(|| statement(&self.head, &self.tail, self.width, SIZES[slot]))
+    }
+}
+
+/// Runs `statement` for all of `rows`, whose values `bind` binds in the order of the head's
+/// columns (an insert), or in the order the head and tail read `column1`, `column2`… (an
+/// update from the rows as a subquery). The first value of every row must not be NULL: it is
+/// a key in every table written so.
 pub(crate) async fn write<T>(
     tx: &mut SqliteConnection,
-    head: &str,
-    tail: &str,
-    width: usize,
+    statement: &Rows,
     rows: &[T],
     bind: impl for<'a> Fn(Query<'a>, &'a T) -> Query<'a>,
 ) -> Result<(), sqlx::Error> {
-    let mut texts: [Option<String>; SIZES.len()] = Default::default();
     for chunk in rows.chunks(MOST) {
         let slot = SIZES
             .iter()
             .position(|size| *size >= chunk.len())
             .unwrap_or(SIZES.len() - 1);
-        let size = SIZES[slot];
-        let sql = texts[slot].get_or_insert_with(|| statement(head, tail, width, size));
-        let mut query = sqlx::query(sql.as_str());
+        let mut query = sqlx::query(statement.text(slot));
         for row in chunk {
             query = bind(query, row);
         }
@@ -87,14 +117,10 @@ mod tests {
     }
 
     async fn write_labels(db: &mut SqliteConnection, rows: &[(i64, Option<String>)]) {
-        write(
-            db,
-            "INSERT INTO t (n, label)",
-            "",
-            2,
-            rows,
-            |q, (n, label)| q.bind(*n).bind(label.as_deref()),
-        )
+        static LABELS: Rows = Rows::new("INSERT INTO t (n, label)", "", 2);
+        write(db, &LABELS, rows, |q, (n, label)| {
+            q.bind(*n).bind(label.as_deref())
+        })
         .await
         .unwrap();
     }
@@ -145,16 +171,14 @@ mod tests {
             .await
             .unwrap();
         async fn upsert(db: &mut SqliteConnection, rows: Vec<(i64, i64)>) {
-            write(
-                db,
+            static TOTALS: Rows = Rows::new(
                 "INSERT INTO t (k, total)",
                 "ON CONFLICT (k) DO UPDATE SET total = total + excluded.total",
                 2,
-                &rows,
-                |q, (k, total)| q.bind(*k).bind(*total),
-            )
-            .await
-            .unwrap();
+            );
+            write(db, &TOTALS, &rows, |q, (k, total)| q.bind(*k).bind(*total))
+                .await
+                .unwrap();
         }
         upsert(&mut db, (0..20).map(|k| (k, 1)).collect()).await;
         upsert(&mut db, (10..30).map(|k| (k, 5)).collect()).await;

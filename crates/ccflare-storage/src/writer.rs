@@ -22,7 +22,8 @@
 mod files;
 
 use crate::db::{Db, is_damage, primary_code};
-use crate::{requests, rollups, rows};
+use crate::rows::{self, Rows};
+use crate::{requests, rollups};
 use ccflare_core::ratelimit::RateLimitSnapshot;
 use ccflare_core::record::RequestRecord;
 use ccflare_core::{AccountId, AccountStatus, Millis};
@@ -790,12 +791,15 @@ async fn write_batch(
     }
     // All of them in one statement.
     let usage: Vec<(i64, (i64, Millis))> = usage.into_iter().collect();
-    rows::write(
-        &mut tx,
+    static COUNTERS: Rows = Rows::new(
         "UPDATE accounts SET request_count = request_count + v.column2, \
          last_used = max(coalesce(last_used, 0), v.column3) FROM (",
         ") AS v WHERE accounts.id = v.column1",
         3,
+    );
+    rows::write(
+        &mut tx,
+        &COUNTERS,
         &usage,
         |query, (id, (count, last_used))| query.bind(*id).bind(*count).bind(*last_used),
     )
