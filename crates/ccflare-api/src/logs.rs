@@ -8,6 +8,7 @@
 
 use ccflare_core::secret::mask;
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt::{self, Write};
 use std::sync::{Arc, Mutex};
@@ -66,7 +67,7 @@ impl LogFeed {
     }
 
     /// Adds one line (already JSON).
-    pub fn push(&self, line: String) {
+    pub fn push(&self, line: &str) {
         let line: Arc<str> = line.into();
         // History and broadcast change under the same lock, so a subscriber that takes the
         // history and subscribes under it sees every line exactly once.
@@ -107,22 +108,50 @@ impl<S: Subscriber> Layer<S> for LogLayer {
         if *metadata.level() > Level::INFO {
             return;
         }
-        let mut visitor = JsonVisitor::default();
-        event.record(&mut visitor);
+        // The buffers are the thread's, kept from line to line: a line costs one allocation,
+        // its `Arc<str>` (a field whose formatting logs, which would find them taken, gets
+        // buffers of its own).
+        let mut own = None;
+        let _ = SCRATCH.try_with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => self.write(event, &mut scratch),
+            Err(_) => self.write(event, own.get_or_insert_with(Scratch::default)),
+        });
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// A line's buffers.
+#[derive(Default)]
+struct Scratch {
+    visitor: JsonVisitor,
+    line: String,
+}
+
+impl LogLayer {
+    /// Writes `event` as a JSON line into the feed.
+    fn write(&self, event: &Event<'_>, scratch: &mut Scratch) {
+        let Scratch { visitor, line } = scratch;
+        visitor.message.clear();
+        visitor.fields.clear();
+        event.record(visitor);
         let time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         // Written in one pass (this runs for every request's "request finished" line, whether
         // or not anyone reads the feed): no map, no intermediate values.
-        let mut line = String::with_capacity(96 + visitor.message.len() + visitor.fields.len());
+        let metadata = event.metadata();
+        line.clear();
         line.push_str("{\"time\":");
         let _ = write!(line, "{time}");
         line.push_str(",\"level\":\"");
         line.push_str(metadata.level().as_str());
         line.push_str("\",\"target\":");
-        push_json_string(&mut line, metadata.target());
+        push_json_string(line, metadata.target());
         line.push_str(",\"message\":");
-        push_json_string(&mut line, &visitor.message);
+        push_json_string(line, &visitor.message);
         line.push_str(",\"fields\":{");
         line.push_str(&visitor.fields);
         line.push_str("}}");
@@ -158,7 +187,8 @@ impl JsonVisitor {
         if self.key(field) {
             push_json_string(&mut self.fields, &value);
         } else {
-            self.message = value.into_owned();
+            self.message.clear();
+            self.message.push_str(&value);
         }
     }
 
@@ -216,9 +246,13 @@ impl Visit for JsonVisitor {
 fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
     let mut rest = text;
-    while let Some(at) = rest.find(|c: char| c == '"' || c == '\\' || c < ' ') {
+    // The characters to escape are ASCII, so a byte search finds them at a char boundary.
+    while let Some(at) = rest
+        .bytes()
+        .position(|b| b == b'"' || b == b'\\' || b < b' ')
+    {
         out.push_str(&rest[..at]);
-        let c = rest[at..].chars().next().unwrap_or(' ');
+        let c = char::from(rest.as_bytes()[at]);
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
@@ -229,7 +263,7 @@ fn push_json_string(out: &mut String, text: &str) {
                 let _ = write!(out, "\\u{:04x}", other as u32);
             }
         }
-        rest = &rest[at + c.len_utf8()..];
+        rest = &rest[at + 1..];
     }
     out.push_str(rest);
     out.push('"');

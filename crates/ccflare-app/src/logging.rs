@@ -4,6 +4,8 @@
 //! `LOG_LEVEL` (or `RUST_LOG`) filters the terminal and the file, in text or JSON as
 //! `LOG_FORMAT` says.
 
+mod text;
+
 use ccflare_api::LogFeed;
 use ccflare_core::config::Settings;
 use std::fs::{File, OpenOptions};
@@ -49,7 +51,11 @@ where
     if settings.log_json {
         layer.json().with_filter(filter).boxed()
     } else {
-        layer.with_ansi(ansi).with_filter(filter).boxed()
+        layer
+            .with_ansi(ansi)
+            .event_format(text::Text)
+            .with_filter(filter)
+            .boxed()
     }
 }
 

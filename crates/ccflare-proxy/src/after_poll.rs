@@ -109,9 +109,10 @@ fn write_waiting() {
 fn write_line(record: &RequestRecord) {
     tracing::info!(
         target: "ccflare_proxy::recorder",
-        request_id = %record.id,
-        method = %record.method,
-        path = %record.path,
+        // Text rather than `%` (Display): a layer takes text as it is, without `core::fmt`.
+        request_id = record.id.as_str(),
+        method = record.method.as_str(),
+        path = record.path.as_str(),
         status = record.status,
         account = record.account_name.as_deref().unwrap_or("-"),
         client_key = record.client_key.as_deref().unwrap_or("-"),
@@ -150,11 +151,12 @@ mod tests {
         fn event(&self, event: &Event<'_>) {
             struct RequestId(Option<String>);
             impl Visit for RequestId {
-                fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+                fn record_str(&mut self, field: &Field, value: &str) {
                     if field.name() == "request_id" {
-                        self.0 = Some(format!("{value:?}"));
+                        self.0 = Some(value.to_owned());
                     }
                 }
+                fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
             }
             let mut id = RequestId(None);
             event.record(&mut id);
