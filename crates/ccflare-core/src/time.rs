@@ -87,6 +87,75 @@ fn number(s: &str) -> Option<i64> {
 /// `2025-11-25T22:00:00.288792+00:00` into epoch milliseconds.
 pub fn parse_rfc3339(value: &str) -> Option<Millis> {
     let value = value.trim();
+    // Every response carries several (the rate-limit resets): the usual shape is read in
+    // place, byte by byte; anything else by the general parser, which has the last word.
+    match parse_usual_rfc3339(value.as_bytes()) {
+        Some(parsed) => parsed,
+        None => parse_any_rfc3339(value),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS`, an optional fraction of digits, then `Z` or `±HH:MM`: the shape
+/// servers write. `None` when `b` has another shape; otherwise what [`parse_any_rfc3339`]
+/// answers for it (a property test holds the two together).
+fn parse_usual_rfc3339(b: &[u8]) -> Option<Option<Millis>> {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let digit = |i: usize| b[i].is_ascii_digit().then(|| i64::from(b[i] - b'0'));
+    let two = |i: usize| Some(digit(i)? * 10 + digit(i + 1)?);
+    let year = two(0)? * 100 + two(2)?;
+    let (month, day) = (two(5)?, two(8)?);
+    let (hour, minute, second) = (two(11)?, two(14)?, two(17)?);
+    let mut at = 19;
+    let mut millis = 0;
+    if b[at] == b'.' {
+        at += 1;
+        let start = at;
+        while at < b.len() && b[at].is_ascii_digit() {
+            if at - start < 3 {
+                millis = millis * 10 + i64::from(b[at] - b'0');
+            }
+            at += 1;
+        }
+        match at - start {
+            0 => return None,
+            n @ 1..=2 => millis *= 10_i64.pow(3 - n as u32),
+            _ => {}
+        }
+    }
+    let offset_minutes = match &b[at..] {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (h, m) = (two(at + 1)?, two(at + 4)?);
+            if h > 23 || m > 59 {
+                return Some(None);
+            }
+            (h * 60 + m) * if *sign == b'-' { -1 } else { 1 }
+        }
+        _ => return None,
+    };
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return Some(None);
+    }
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
+    Some(Some(seconds * 1000 + millis))
+}
+
+/// [`parse_rfc3339`] for any shape it accepts.
+fn parse_any_rfc3339(value: &str) -> Option<Millis> {
     let (date, rest) = value.split_at_checked(10)?;
     let mut parts = date.split('-');
     let (year, month, day) = (
@@ -177,6 +246,11 @@ mod tests {
             Some(288)
         );
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        // The shapes servers write take the byte-by-byte path.
+        for usual in ["2026-11-26T10:00:00Z", "2025-11-25T22:00:00.288792+00:00"] {
+            let parsed = parse_usual_rfc3339(usual.as_bytes());
+            assert_eq!(parsed, Some(parse_any_rfc3339(usual)), "{usual}");
+        }
     }
 
     #[test]
@@ -284,6 +358,15 @@ mod tests {
         }
 
         proptest! {
+            #[test]
+            fn the_usual_shape_reads_as_the_general_parser_reads_it(
+                text in "[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{0,8})?([Zz]|[+-][0-9]{2}:[0-9]{2}|[+-][0-9]{4}|)x?",
+            ) {
+                if let Some(usual) = parse_usual_rfc3339(text.as_bytes()) {
+                    prop_assert_eq!(usual, parse_any_rfc3339(&text));
+                }
+            }
+
             #[test]
             fn rfc3339_round_trips(ms in instant()) {
                 prop_assert_eq!(parse_rfc3339(&format_rfc3339(ms)), Some(ms));

@@ -6,22 +6,25 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 const OAUTH_BETA: &str = "oauth-2025-04-20";
 
-const ANTHROPIC_VERSION: &str = "anthropic-version";
+const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// The version sent for a client that names none: the current one of the Messages API.
 const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 
-/// RFC 9110 §7.6.1 hop-by-hop headers, plus `host` (the client sets it from the URI).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// RFC 9110 §7.6.1 hop-by-hop headers. Names, not text: removing by a name does not parse
+/// it again for every request.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Prefix of the headers ccflare itself reads or sets (`x-ccflare-key`, `x-ccflare-admin-key`,
@@ -40,8 +43,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in &named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
     }
 }
 
@@ -82,7 +85,7 @@ pub fn upstream_request_headers(
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
     headers.remove(header::AUTHORIZATION);
-    headers.remove("x-api-key");
+    headers.remove(X_API_KEY);
     headers.remove(header::CONTENT_LENGTH);
     // The body is already here: nothing to wait for. Cookies are per account (Cloudflare
     // sets them) and must not carry one account's over to another.
@@ -105,7 +108,7 @@ pub fn upstream_request_headers(
         AccountKind::ApiKey => {
             let mut value = HeaderValue::from_str(credential)?;
             value.set_sensitive(true);
-            headers.insert("x-api-key", value);
+            headers.insert(X_API_KEY, value);
         }
         AccountKind::OAuth => {
             let mut value = HeaderValue::from_str(&format!("Bearer {credential}"))?;
