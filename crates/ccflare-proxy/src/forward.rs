@@ -27,7 +27,7 @@ use ccflare_core::record::AttemptFailure;
 use ccflare_core::request::{RequestInfo, escapes_v1, session_key};
 use ccflare_core::{AccountId, AccountKind, Secret};
 use ccflare_pool::{Demand, Pick, Unavailable, UnavailableReason};
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -920,11 +920,14 @@ fn with_route(
 }
 
 fn add_ccflare_headers(headers: &mut HeaderMap, request_id: &str, account: Option<&str>) {
+    // Names, not text: a name given as text is parsed again on every insert.
+    const REQUEST_ID: HeaderName = HeaderName::from_static("x-ccflare-request-id");
+    const ACCOUNT: HeaderName = HeaderName::from_static("x-ccflare-account");
     if let Ok(value) = HeaderValue::from_str(request_id) {
-        headers.insert("x-ccflare-request-id", value);
+        headers.insert(REQUEST_ID, value);
     }
     if let Some(value) = account.and_then(|a| HeaderValue::from_str(a).ok()) {
-        headers.insert("x-ccflare-account", value);
+        headers.insert(ACCOUNT, value);
     }
 }
 

@@ -10,6 +10,8 @@ const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version
 
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
+const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
+
 /// The version sent for a client that names none: the current one of the Messages API.
 const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 
@@ -66,7 +68,10 @@ pub fn no_buffering_for_streams(headers: &mut HeaderMap) {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
     if streamed {
-        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        headers.insert(
+            const { HeaderName::from_static("x-accel-buffering") },
+            HeaderValue::from_static("no"),
+        );
     }
 }
 
@@ -137,7 +142,7 @@ fn strip_ccflare_headers(headers: &mut HeaderMap) {
 /// Makes `anthropic-beta` one header holding every beta the client sent, in order (it may send
 /// several lines), with the OAuth beta appended unless one of them already names it.
 fn with_oauth_beta(headers: &mut HeaderMap) -> Result<(), http::header::InvalidHeaderValue> {
-    let lines = headers.get_all("anthropic-beta");
+    let lines = headers.get_all(ANTHROPIC_BETA);
     let has_oauth = lines.iter().any(|line| {
         line.as_bytes()
             .split(|&b| b == b',')
@@ -157,7 +162,7 @@ fn with_oauth_beta(headers: &mut HeaderMap) -> Result<(), http::header::InvalidH
         }
         joined.extend_from_slice(beta);
     }
-    headers.insert("anthropic-beta", HeaderValue::from_bytes(&joined)?);
+    headers.insert(ANTHROPIC_BETA, HeaderValue::from_bytes(&joined)?);
     Ok(())
 }
 

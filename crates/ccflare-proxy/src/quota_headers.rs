@@ -6,7 +6,7 @@
 //! unified headers (API keys) and the weekly headers are left as they came.
 
 use ccflare_pool::PoolWindow;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// From this utilisation on, answers say `allowed_warning`, as the API does.
 const WARNING_AT: f64 = 0.75;
@@ -14,7 +14,9 @@ const WARNING_AT: f64 = 0.75;
 /// Rewrites the five-hour unified headers of a subscription answer to `pool`'s; any other
 /// answer is left alone.
 pub(crate) fn rewrite(headers: &mut HeaderMap, pool: PoolWindow) {
-    if !headers.contains_key("anthropic-ratelimit-unified-status") {
+    if !headers
+        .contains_key(const { HeaderName::from_static("anthropic-ratelimit-unified-status") })
+    {
         return;
     }
     let status = if pool.utilization >= WARNING_AT {

@@ -189,7 +189,7 @@ impl Recorder {
     /// Anthropic's ids and are not kept.
     pub fn set_upstream_request_id(&mut self, headers: &http::HeaderMap) {
         self.record.upstream_request_id = headers
-            .get("request-id")
+            .get(const { http::HeaderName::from_static("request-id") })
             .and_then(|value| value.to_str().ok())
             .filter(|id| !id.is_empty() && id.len() <= MAX_UPSTREAM_ID)
             .map(str::to_owned);
