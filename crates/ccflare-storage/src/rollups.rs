@@ -372,62 +372,78 @@ impl Increments {
 
     /// Writes the increments with `upserts`, of the hourly and daily sums only those `exists`
     /// accepts (the sums `upserts` was built with): each table's rows many per statement
-    /// (`rows`).
+    /// (`rows`), and the six statements as one query when every table's rows fit one.
     async fn write_sums(
         self,
         tx: &mut SqliteConnection,
         upserts: &Upserts,
         exists: impl Fn(&str) -> bool + Copy,
     ) -> Result<(), sqlx::Error> {
-        for (statement, groups) in [(&upserts.hourly, self.hours), (&upserts.daily, self.days)] {
-            let groups: Vec<(GroupKey, GroupSums)> = groups
+        let groups = |groups: HashMap<(Millis, i64), HashMap<String, GroupSums>>| {
+            groups
                 .into_iter()
                 .flat_map(|((bucket, dim), keys)| {
                     keys.into_iter()
                         .map(move |(key, sums)| ((bucket, dim, key), sums))
                 })
-                .collect();
-            rows::write(tx, statement, &groups, |query, row| {
-                let ((bucket, dim, key), GroupSums { label, sums }) = row;
-                let query = query
-                    .bind(*bucket)
-                    .bind(*dim)
-                    .bind(key.as_str())
-                    .bind(label.as_str());
-                bind_sums(query, sums, exists)
-            })
-            .await?;
-        }
+                .collect::<Vec<(GroupKey, GroupSums)>>()
+        };
+        let (hours, days) = (groups(self.hours), groups(self.days));
         let minutes: Vec<(Millis, Sums)> = self.minutes.into_iter().collect();
-        rows::write(tx, &upserts.minutely, &minutes, |query, (minute, sums)| {
+        let hour_bins: Vec<((i64, Millis, i64), i64)> = self.hour_bins.into_iter().collect();
+        let day_bins: Vec<((i64, Millis, i64), i64)> = self.day_bins.into_iter().collect();
+        let minute_bins: Vec<((Millis, i64), i64)> = self.minute_bins.into_iter().collect();
+
+        let group = rows::binder(|query, row: &(GroupKey, GroupSums)| {
+            let ((bucket, dim, key), GroupSums { label, sums }) = row;
+            let query = query
+                .bind(*bucket)
+                .bind(*dim)
+                .bind(key.as_str())
+                .bind(label.as_str());
+            bind_sums(query, sums, exists)
+        });
+        let minute = rows::binder(|query, (minute, sums): &(Millis, Sums)| {
             bind_sums(query.bind(*minute), sums, |name| {
                 MINUTE_SUMS.contains(&name)
             })
-        })
-        .await?;
-        for (statement, bins) in [
-            (&upserts.latency_hourly, self.hour_bins),
-            (&upserts.latency_daily, self.day_bins),
-        ] {
-            let bins: Vec<((i64, Millis, i64), i64)> = bins.into_iter().collect();
-            rows::write(
-                tx,
-                statement,
-                &bins,
-                |query, ((metric, bucket, bin), count)| {
-                    query.bind(*bucket).bind(*metric).bind(*bin).bind(*count)
-                },
-            )
-            .await?;
+        });
+        let bin = rows::binder(
+            |query, ((metric, bucket, bin), count): &((i64, Millis, i64), i64)| {
+                query.bind(*bucket).bind(*metric).bind(*bin).bind(*count)
+            },
+        );
+        let minute_bin = rows::binder(|query, ((minute, bin), count): &((Millis, i64), i64)| {
+            query.bind(*minute).bind(*bin).bind(*count)
+        });
+
+        let parts = [
+            (&upserts.hourly, hours.len()),
+            (&upserts.daily, days.len()),
+            (&upserts.minutely, minutes.len()),
+            (&upserts.latency_hourly, hour_bins.len()),
+            (&upserts.latency_daily, day_bins.len()),
+            (&upserts.latency_minutely, minute_bins.len()),
+        ];
+        if let Some(sql) = rows::together(&parts) {
+            // One round trip to SQLite's thread for all six tables.
+            let query = sqlx::query(&sql);
+            let query = rows::bind_padded(query, &upserts.hourly, &hours, group);
+            let query = rows::bind_padded(query, &upserts.daily, &days, group);
+            let query = rows::bind_padded(query, &upserts.minutely, &minutes, minute);
+            let query = rows::bind_padded(query, &upserts.latency_hourly, &hour_bins, bin);
+            let query = rows::bind_padded(query, &upserts.latency_daily, &day_bins, bin);
+            let query =
+                rows::bind_padded(query, &upserts.latency_minutely, &minute_bins, minute_bin);
+            query.execute(&mut *tx).await?;
+            return Ok(());
         }
-        let bins: Vec<((Millis, i64), i64)> = self.minute_bins.into_iter().collect();
-        rows::write(
-            tx,
-            &upserts.latency_minutely,
-            &bins,
-            |query, ((minute, bin), count)| query.bind(*minute).bind(*bin).bind(*count),
-        )
-        .await
+        rows::write(tx, &upserts.hourly, &hours, group).await?;
+        rows::write(tx, &upserts.daily, &days, group).await?;
+        rows::write(tx, &upserts.minutely, &minutes, minute).await?;
+        rows::write(tx, &upserts.latency_hourly, &hour_bins, bin).await?;
+        rows::write(tx, &upserts.latency_daily, &day_bins, bin).await?;
+        rows::write(tx, &upserts.latency_minutely, &minute_bins, minute_bin).await
     }
 }
 

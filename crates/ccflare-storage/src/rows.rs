@@ -2,12 +2,17 @@
 //! rows with multi-row `VALUES`, one statement for up to 64 rows. A statement has room for 4,
 //! 16 or 64 rows; the rows a batch does not fill are left unbound, which SQLite reads as NULL
 //! (sqlx binds only the values it is given, and clears a cached statement's bindings before
-//! it runs it again), and the statement's `WHERE column1 IS NOT NULL` leaves them out, so a table's rows cost one statement whatever
-//! their count (below 64), and only three texts per table are ever prepared (sqlx caches
-//! statements by text, per connection). Every statement is a round trip to the connection's
-//! thread, two thread wake-ups and a handful of system calls, which was most of what a batch
-//! cost: exact-size statements (64, 16, 4 and 1 rows, several per table) took about twice as
-//! many (docs/benchmarks.md, "Fewer round trips per batch").
+//! it runs it again), and the statement's `WHERE column1 IS NOT NULL` leaves them out, so a
+//! table's rows cost one statement whatever their count (below 64), and only three texts per
+//! table are ever prepared (sqlx caches statements by text, per connection). Every statement
+//! is a round trip to the connection's thread, two thread wake-ups and a handful of system
+//! calls, which was most of what a batch cost: exact-size statements (64, 16, 4 and 1 rows,
+//! several per table) took about twice as many (docs/benchmarks.md, "Fewer system calls per
+//! batch").
+//!
+//! Several tables' statements can also go as one query ([`together`]: the rollups' six): sqlx
+//! binds a query's values statement after statement, so there every value of a statement's
+//! empty rows is bound NULL ([`bind_padded`]) rather than left unbound.
 
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Sqlite, SqliteConnection};
@@ -67,11 +72,7 @@ pub(crate) async fn write<T>(
     bind: impl for<'a> Fn(Query<'a>, &'a T) -> Query<'a>,
 ) -> Result<(), sqlx::Error> {
     for chunk in rows.chunks(MOST) {
-        let slot = SIZES
-            .iter()
-            .position(|size| *size >= chunk.len())
-            .unwrap_or(SIZES.len() - 1);
-        let mut query = sqlx::query(statement.text(slot));
+        let mut query = sqlx::query(statement.text(slot(chunk.len())));
         for row in chunk {
             query = bind(query, row);
         }
@@ -79,6 +80,62 @@ pub(crate) async fn write<T>(
         query.execute(&mut *tx).await?;
     }
     Ok(())
+}
+
+/// The slot (index in [`SIZES`]) of a statement for `rows` rows (at most [`MOST`]).
+fn slot(rows: usize) -> usize {
+    SIZES
+        .iter()
+        .position(|size| *size >= rows)
+        .unwrap_or(SIZES.len() - 1)
+}
+
+/// The text of one query running each of `parts` (a statement and its count of rows) that
+/// has rows, or `None` when fewer than two have rows or one has more than a statement holds
+/// ([`write`] each then). Its values are bound with [`bind_padded`], part after part.
+pub(crate) fn together(parts: &[(&Rows, usize)]) -> Option<String> {
+    let present = parts.iter().filter(|(_, rows)| *rows > 0);
+    if present.clone().count() < 2 || present.clone().any(|(_, rows)| *rows > MOST) {
+        return None;
+    }
+    let mut sql = String::new();
+    for (statement, rows) in present {
+        if !sql.is_empty() {
+            sql.push_str(";\n");
+        }
+        sql.push_str(statement.text(slot(*rows)));
+    }
+    Some(sql)
+}
+
+/// Binds `rows` for `statement` in a query of [`together`], then NULL for every value of the
+/// rows its statement leaves empty: in a query of several statements each statement takes
+/// the values after the previous one's, so none may be left unbound.
+pub(crate) fn bind_padded<'q, T>(
+    mut query: Query<'q>,
+    statement: &Rows,
+    rows: &'q [T],
+    bind: impl Fn(Query<'q>, &'q T) -> Query<'q>,
+) -> Query<'q> {
+    if rows.is_empty() {
+        return query;
+    }
+    for row in rows {
+        query = bind(query, row);
+    }
+    for _ in 0..(SIZES[slot(rows.len())] - rows.len()) * statement.width {
+        query = query.bind(None::<i64>);
+    }
+    query
+}
+
+/// `bind` as it is, its type pinned to what [`write`] and [`bind_padded`] take (a closure
+/// kept in a variable is otherwise not inferred to take rows of any lifetime).
+pub(crate) fn binder<T, F>(bind: F) -> F
+where
+    F: for<'a> Fn(Query<'a>, &'a T) -> Query<'a>,
+{
+    bind
 }
 
 /// `{head} SELECT * FROM (VALUES (?, …), …) WHERE column1 IS NOT NULL {tail}` with `rows`
@@ -201,5 +258,52 @@ mod tests {
             })
             .collect();
         assert_eq!(stored, expected);
+    }
+
+    #[tokio::test]
+    async fn tables_written_together_hold_what_each_would_alone() {
+        static LABELS: Rows = Rows::new("INSERT INTO t (n, label)", "", 2);
+        static TOTALS: Rows = Rows::new(
+            "INSERT INTO u (k, total)",
+            "ON CONFLICT (k) DO UPDATE SET total = total + excluded.total",
+            2,
+        );
+        let label =
+            binder(|q, (n, label): &(i64, Option<String>)| q.bind(*n).bind(label.as_deref()));
+        let total = binder(|q, (k, total): &(i64, i64)| q.bind(*k).bind(*total));
+        // Each size and its neighbours, on both sides of the query, and one table empty.
+        for (a, b) in [(1, 1), (3, 5), (4, 17), (16, 64), (5, 0), (0, 7), (63, 2)] {
+            let mut db = labels_table().await;
+            sqlx::query("CREATE TABLE u (k INTEGER PRIMARY KEY, total INTEGER NOT NULL)")
+                .execute(&mut db)
+                .await
+                .unwrap();
+            let labels: Vec<(i64, Option<String>)> = (0..a)
+                .map(|n| (n, (n % 2 == 0).then(|| format!("row {n}"))))
+                .collect();
+            let totals: Vec<(i64, i64)> = (0..b).map(|k| (k, k * 10)).collect();
+            let parts = [(&LABELS, labels.len()), (&TOTALS, totals.len())];
+            match together(&parts) {
+                Some(sql) => {
+                    let query = sqlx::query(&sql);
+                    let query = bind_padded(query, &LABELS, &labels, label);
+                    let query = bind_padded(query, &TOTALS, &totals, total);
+                    query.execute(&mut db).await.unwrap();
+                }
+                None => {
+                    assert!(a == 0 || b == 0, "{a} and {b} rows fit one query");
+                    write(&mut db, &LABELS, &labels, &label).await.unwrap();
+                    write(&mut db, &TOTALS, &totals, &total).await.unwrap();
+                }
+            }
+            assert_eq!(stored_labels(&mut db).await, labels, "{a}, {b}");
+            let stored: Vec<(i64, i64)> = sqlx::query_as("SELECT k, total FROM u ORDER BY k")
+                .fetch_all(&mut db)
+                .await
+                .unwrap();
+            assert_eq!(stored, totals, "{a}, {b}");
+        }
+        // More rows than one statement holds: each table on its own.
+        assert!(together(&[(&LABELS, 65), (&TOTALS, 1)]).is_none());
     }
 }
