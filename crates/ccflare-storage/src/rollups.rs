@@ -305,6 +305,9 @@ struct Increments {
     day_bins: HashMap<(i64, Millis, i64), i64>,
     /// (minute, bin) → count, of the total latency only.
     minute_bins: HashMap<(Millis, i64), i64>,
+    /// Account id → (requests, the latest start): the accounts' own counters, which only
+    /// [`add`] counts (a rebuild of the rollups leaves them alone).
+    accounts: HashMap<i64, (i64, Millis)>,
 }
 
 impl Increments {
@@ -393,6 +396,7 @@ impl Increments {
         let hour_bins: Vec<((i64, Millis, i64), i64)> = self.hour_bins.into_iter().collect();
         let day_bins: Vec<((i64, Millis, i64), i64)> = self.day_bins.into_iter().collect();
         let minute_bins: Vec<((Millis, i64), i64)> = self.minute_bins.into_iter().collect();
+        let accounts: Vec<(i64, (i64, Millis))> = self.accounts.into_iter().collect();
 
         let group = rows::binder(|query, row: &(GroupKey, GroupSums)| {
             let ((bucket, dim, key), GroupSums { label, sums }) = row;
@@ -416,6 +420,9 @@ impl Increments {
         let minute_bin = rows::binder(|query, ((minute, bin), count): &((Millis, i64), i64)| {
             query.bind(*minute).bind(*bin).bind(*count)
         });
+        let account = rows::binder(|query, (id, (count, last_used)): &(i64, (i64, Millis))| {
+            query.bind(*id).bind(*count).bind(*last_used)
+        });
 
         let parts = [
             (&upserts.hourly, hours.len()),
@@ -424,6 +431,7 @@ impl Increments {
             (&upserts.latency_hourly, hour_bins.len()),
             (&upserts.latency_daily, day_bins.len()),
             (&upserts.latency_minutely, minute_bins.len()),
+            (&ACCOUNT_COUNTERS, accounts.len()),
         ];
         if let Some(sql) = rows::together(&parts) {
             // One round trip to SQLite's thread for all six tables.
@@ -435,6 +443,7 @@ impl Increments {
             let query = rows::bind_padded(query, &upserts.latency_daily, &day_bins, bin);
             let query =
                 rows::bind_padded(query, &upserts.latency_minutely, &minute_bins, minute_bin);
+            let query = rows::bind_padded(query, &ACCOUNT_COUNTERS, &accounts, account);
             query.execute(&mut *tx).await?;
             return Ok(());
         }
@@ -443,9 +452,18 @@ impl Increments {
         rows::write(tx, &upserts.minutely, &minutes, minute).await?;
         rows::write(tx, &upserts.latency_hourly, &hour_bins, bin).await?;
         rows::write(tx, &upserts.latency_daily, &day_bins, bin).await?;
-        rows::write(tx, &upserts.latency_minutely, &minute_bins, minute_bin).await
+        rows::write(tx, &upserts.latency_minutely, &minute_bins, minute_bin).await?;
+        rows::write(tx, &ACCOUNT_COUNTERS, &accounts, account).await
     }
 }
+
+/// The accounts' counters: requests and last use, added from rows of (id, count, latest start).
+static ACCOUNT_COUNTERS: Rows = Rows::new(
+    "UPDATE accounts SET request_count = request_count + v.column2, \
+     last_used = max(coalesce(last_used, 0), v.column3) FROM (",
+    ") AS v WHERE accounts.id = v.column1",
+    3,
+);
 
 /// The upserts of every rollup table, for a set of sums.
 struct Upserts {
@@ -542,7 +560,8 @@ fn bind_sums<'q>(mut query: Query<'q>, sums: &Sums, keep: impl Fn(&str) -> bool)
     query
 }
 
-/// Adds a batch of request rows to the rollups, inside the writer's transaction.
+/// Adds a batch of request rows to the rollups and to their accounts' counters
+/// (`request_count`, `last_used`), inside the writer's transaction.
 pub(crate) async fn add(
     tx: &mut SqliteConnection,
     records: &[&RequestRecord],
@@ -553,6 +572,11 @@ pub(crate) async fn add(
     let mut increments = Increments::default();
     for record in records {
         increments.add(Sample::from(*record));
+        if let Some(id) = record.account_id {
+            let (count, last_used) = increments.accounts.entry(id.0).or_default();
+            *count += 1;
+            *last_used = (*last_used).max(record.started_at);
+        }
     }
     increments.write(tx).await
 }

@@ -22,7 +22,6 @@
 mod files;
 
 use crate::db::{Db, is_damage, primary_code};
-use crate::rows::{self, Rows};
 use crate::{requests, rollups};
 use ccflare_core::ratelimit::RateLimitSnapshot;
 use ccflare_core::record::RequestRecord;
@@ -778,32 +777,9 @@ async fn write_batch(
         .filter(|record| !present.contains(&record.id))
         .collect();
     requests::insert(&mut tx, &fresh).await?;
-    // In the same transaction, so the rollups analytics reads always match the rows.
+    // In the same transaction, so the rollups analytics reads always match the rows; the
+    // accounts' counters with them.
     rollups::add(&mut tx, &fresh).await?;
-    // Per-account counters, summed over the batch.
-    let mut usage: HashMap<i64, (i64, Millis)> = HashMap::new();
-    for record in &fresh {
-        if let Some(id) = record.account_id {
-            let entry = usage.entry(id.0).or_insert((0, 0));
-            entry.0 += 1;
-            entry.1 = entry.1.max(record.started_at);
-        }
-    }
-    // All of them in one statement.
-    let usage: Vec<(i64, (i64, Millis))> = usage.into_iter().collect();
-    static COUNTERS: Rows = Rows::new(
-        "UPDATE accounts SET request_count = request_count + v.column2, \
-         last_used = max(coalesce(last_used, 0), v.column3) FROM (",
-        ") AS v WHERE accounts.id = v.column1",
-        3,
-    );
-    rows::write(
-        &mut tx,
-        &COUNTERS,
-        &usage,
-        |query, (id, (count, last_used))| query.bind(*id).bind(*count).bind(*last_used),
-    )
-    .await?;
     for state in states.values() {
         let snapshot = state
             .last_ratelimit
