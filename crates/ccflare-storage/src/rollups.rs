@@ -10,7 +10,7 @@
 
 use crate::db::Db;
 use crate::error::StorageError;
-use crate::rows::{self, Query, Rows};
+use crate::rows::{self, Query, Rows, Table};
 use ccflare_core::Millis;
 use ccflare_core::record::RequestRecord;
 use foldhash::HashMap;
@@ -375,12 +375,13 @@ impl Increments {
 
     /// Writes the increments with `upserts`, of the hourly and daily sums only those `exists`
     /// accepts (the sums `upserts` was built with): each table's rows many per statement
-    /// (`rows`), and the six statements as one query when every table's rows fit one.
+    /// (`rows`), all tables and the accounts' counters as one query when each fits one
+    /// statement.
     async fn write_sums(
         self,
         tx: &mut SqliteConnection,
         upserts: &Upserts,
-        exists: impl Fn(&str) -> bool + Copy,
+        exists: impl Fn(&str) -> bool + Copy + Sync,
     ) -> Result<(), sqlx::Error> {
         let groups = |groups: HashMap<(Millis, i64), HashMap<String, GroupSums>>| {
             groups
@@ -407,53 +408,37 @@ impl Increments {
                 .bind(label.as_str());
             bind_sums(query, sums, exists)
         });
-        let minute = rows::binder(|query, (minute, sums): &(Millis, Sums)| {
-            bind_sums(query.bind(*minute), sums, |name| {
-                MINUTE_SUMS.contains(&name)
-            })
-        });
-        let bin = rows::binder(
+        let bins = rows::binder(
             |query, ((metric, bucket, bin), count): &((i64, Millis, i64), i64)| {
                 query.bind(*bucket).bind(*metric).bind(*bin).bind(*count)
             },
         );
-        let minute_bin = rows::binder(|query, ((minute, bin), count): &((Millis, i64), i64)| {
-            query.bind(*minute).bind(*bin).bind(*count)
-        });
-        let account = rows::binder(|query, (id, (count, last_used)): &(i64, (i64, Millis))| {
-            query.bind(*id).bind(*count).bind(*last_used)
-        });
-
-        let parts = [
-            (&upserts.hourly, hours.len()),
-            (&upserts.daily, days.len()),
-            (&upserts.minutely, minutes.len()),
-            (&upserts.latency_hourly, hour_bins.len()),
-            (&upserts.latency_daily, day_bins.len()),
-            (&upserts.latency_minutely, minute_bins.len()),
-            (&ACCOUNT_COUNTERS, accounts.len()),
-        ];
-        if let Some(sql) = rows::together(&parts) {
-            // One round trip to SQLite's thread for all six tables.
-            let query = sqlx::query(&sql);
-            let query = rows::bind_padded(query, &upserts.hourly, &hours, group);
-            let query = rows::bind_padded(query, &upserts.daily, &days, group);
-            let query = rows::bind_padded(query, &upserts.minutely, &minutes, minute);
-            let query = rows::bind_padded(query, &upserts.latency_hourly, &hour_bins, bin);
-            let query = rows::bind_padded(query, &upserts.latency_daily, &day_bins, bin);
-            let query =
-                rows::bind_padded(query, &upserts.latency_minutely, &minute_bins, minute_bin);
-            let query = rows::bind_padded(query, &ACCOUNT_COUNTERS, &accounts, account);
-            query.execute(&mut *tx).await?;
-            return Ok(());
-        }
-        rows::write(tx, &upserts.hourly, &hours, group).await?;
-        rows::write(tx, &upserts.daily, &days, group).await?;
-        rows::write(tx, &upserts.minutely, &minutes, minute).await?;
-        rows::write(tx, &upserts.latency_hourly, &hour_bins, bin).await?;
-        rows::write(tx, &upserts.latency_daily, &day_bins, bin).await?;
-        rows::write(tx, &upserts.latency_minutely, &minute_bins, minute_bin).await?;
-        rows::write(tx, &ACCOUNT_COUNTERS, &accounts, account).await
+        // One round trip to SQLite's thread for all of them (when each fits one statement).
+        rows::write_all(
+            tx,
+            &[
+                &Table::new(&upserts.hourly, &hours, group),
+                &Table::new(&upserts.daily, &days, group),
+                &Table::new(&upserts.minutely, &minutes, |query, (minute, sums)| {
+                    bind_sums(query.bind(*minute), sums, |name| {
+                        MINUTE_SUMS.contains(&name)
+                    })
+                }),
+                &Table::new(&upserts.latency_hourly, &hour_bins, bins),
+                &Table::new(&upserts.latency_daily, &day_bins, bins),
+                &Table::new(
+                    &upserts.latency_minutely,
+                    &minute_bins,
+                    |query, ((minute, bin), count)| query.bind(*minute).bind(*bin).bind(*count),
+                ),
+                &Table::new(
+                    &ACCOUNT_COUNTERS,
+                    &accounts,
+                    |query, (id, (count, last_used))| query.bind(*id).bind(*count).bind(*last_used),
+                ),
+            ],
+        )
+        .await
     }
 }
 

@@ -10,13 +10,14 @@
 //! several per table) took about twice as many (docs/benchmarks.md, "Fewer system calls per
 //! batch").
 //!
-//! Several tables' statements can also go as one query ([`together`]: the rollups' six): sqlx
-//! binds a query's values statement after statement, so there every value of a statement's
-//! empty rows is bound NULL ([`bind_padded`]) rather than left unbound.
+//! Several tables' statements can also go as one query ([`write_all`]: the rollups' tables):
+//! sqlx binds a query's values statement after statement, so there every value of a
+//! statement's empty rows is bound NULL rather than left unbound.
 
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Sqlite, SqliteConnection};
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::OnceLock;
 
 pub(crate) type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
@@ -61,25 +62,121 @@ impl Rows {
     }
 }
 
-/// Runs `statement` for all of `rows`, whose values `bind` binds in the order of the head's
-/// columns (an insert), or in the order the head and tail read `column1`, `column2`… (an
-/// update from the rows as a subquery). The first value of every row must not be NULL: it is
-/// a key in every table written so.
-pub(crate) async fn write<T>(
+/// One table's rows for [`write_all`]: its statement, the rows, and how a row binds, in the
+/// order of the head's columns (an insert) or of `column1`, `column2`… as the head and tail
+/// read them (an update from the rows as a subquery). The first value of every row must not
+/// be NULL: it is a key in every table written so.
+pub(crate) struct Table<'a, T, F> {
+    statement: &'a Rows,
+    rows: &'a [T],
+    bind: F,
+}
+
+impl<'a, T, F> Table<'a, T, F>
+where
+    F: for<'q> Fn(Query<'q>, &'q T) -> Query<'q>,
+{
+    pub(crate) fn new(statement: &'a Rows, rows: &'a [T], bind: F) -> Self {
+        Table {
+            statement,
+            rows,
+            bind,
+        }
+    }
+}
+
+/// A [`Table`] whatever its row type.
+pub(crate) trait Part {
+    fn statement(&self) -> &Rows;
+    fn len(&self) -> usize;
+    /// Binds the rows in `range`.
+    fn bind<'q>(&'q self, query: Query<'q>, range: Range<usize>) -> Query<'q>;
+}
+
+impl<T, F> Part for Table<'_, T, F>
+where
+    F: for<'q> Fn(Query<'q>, &'q T) -> Query<'q>,
+{
+    fn statement(&self) -> &Rows {
+        self.statement
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn bind<'q>(&'q self, mut query: Query<'q>, range: Range<usize>) -> Query<'q> {
+        for row in &self.rows[range] {
+            query = (self.bind)(query, row);
+        }
+        query
+    }
+}
+
+/// Writes one table's rows (see [`write_all`]).
+pub(crate) async fn write<T: Sync>(
     tx: &mut SqliteConnection,
     statement: &Rows,
     rows: &[T],
-    bind: impl for<'a> Fn(Query<'a>, &'a T) -> Query<'a>,
+    bind: impl for<'a> Fn(Query<'a>, &'a T) -> Query<'a> + Sync,
 ) -> Result<(), sqlx::Error> {
-    for chunk in rows.chunks(MOST) {
-        let mut query = sqlx::query(statement.text(slot(chunk.len())));
-        for row in chunk {
-            query = bind(query, row);
+    write_all(tx, &[&Table::new(statement, rows, bind)]).await
+}
+
+/// Writes every part's rows. When each fits one statement, all of them go to SQLite's thread
+/// as one query, one round trip (the rollups' tables): sqlx binds such a query's values
+/// statement after statement, so every value of a statement's empty rows is bound NULL.
+/// Otherwise each part goes alone, in statements of up to 64 rows, the empty rows left
+/// unbound (NULL).
+pub(crate) async fn write_all(
+    tx: &mut SqliteConnection,
+    parts: &[&(dyn Part + Sync)],
+) -> Result<(), sqlx::Error> {
+    let present = || parts.iter().filter(|part| part.len() > 0);
+    if together(parts) {
+        let mut sql = String::new();
+        for part in present() {
+            if !sql.is_empty() {
+                sql.push_str(";\n");
+            }
+            sql.push_str(part.statement().text(slot(part.len())));
         }
-        // The rest of the statement's rows stay unbound: NULL.
+        let mut query = sqlx::query(&sql);
+        for part in present() {
+            query = part.bind(query, 0..part.len());
+            let empty = SIZES[slot(part.len())] - part.len();
+            for _ in 0..empty * part.statement().width {
+                query = query.bind(None::<i64>);
+            }
+        }
         query.execute(&mut *tx).await?;
+        return Ok(());
+    }
+    for part in present() {
+        for start in (0..part.len()).step_by(MOST) {
+            let end = (start + MOST).min(part.len());
+            let query = sqlx::query(part.statement().text(slot(end - start)));
+            // The rest of the statement's rows stay unbound: NULL.
+            part.bind(query, start..end).execute(&mut *tx).await?;
+        }
     }
     Ok(())
+}
+
+/// Whether [`write_all`] sends `parts` as one query: more than one has rows, and each fits
+/// one statement.
+fn together(parts: &[&(dyn Part + Sync)]) -> bool {
+    let present = || parts.iter().filter(|part| part.len() > 0);
+    present().count() > 1 && present().all(|part| part.len() <= MOST)
+}
+
+/// `bind` as it is, its type pinned to what a [`Table`] takes (a closure kept in a variable
+/// to serve two tables is otherwise not inferred to take rows of any lifetime).
+pub(crate) fn binder<T, F>(bind: F) -> F
+where
+    F: for<'a> Fn(Query<'a>, &'a T) -> Query<'a>,
+{
+    bind
 }
 
 /// The slot (index in [`SIZES`]) of a statement for `rows` rows (at most [`MOST`]).
@@ -88,54 +185,6 @@ fn slot(rows: usize) -> usize {
         .iter()
         .position(|size| *size >= rows)
         .unwrap_or(SIZES.len() - 1)
-}
-
-/// The text of one query running each of `parts` (a statement and its count of rows) that
-/// has rows, or `None` when fewer than two have rows or one has more than a statement holds
-/// ([`write`] each then). Its values are bound with [`bind_padded`], part after part.
-pub(crate) fn together(parts: &[(&Rows, usize)]) -> Option<String> {
-    let present = parts.iter().filter(|(_, rows)| *rows > 0);
-    if present.clone().count() < 2 || present.clone().any(|(_, rows)| *rows > MOST) {
-        return None;
-    }
-    let mut sql = String::new();
-    for (statement, rows) in present {
-        if !sql.is_empty() {
-            sql.push_str(";\n");
-        }
-        sql.push_str(statement.text(slot(*rows)));
-    }
-    Some(sql)
-}
-
-/// Binds `rows` for `statement` in a query of [`together`], then NULL for every value of the
-/// rows its statement leaves empty: in a query of several statements each statement takes
-/// the values after the previous one's, so none may be left unbound.
-pub(crate) fn bind_padded<'q, T>(
-    mut query: Query<'q>,
-    statement: &Rows,
-    rows: &'q [T],
-    bind: impl Fn(Query<'q>, &'q T) -> Query<'q>,
-) -> Query<'q> {
-    if rows.is_empty() {
-        return query;
-    }
-    for row in rows {
-        query = bind(query, row);
-    }
-    for _ in 0..(SIZES[slot(rows.len())] - rows.len()) * statement.width {
-        query = query.bind(None::<i64>);
-    }
-    query
-}
-
-/// `bind` as it is, its type pinned to what [`write`] and [`bind_padded`] take (a closure
-/// kept in a variable is otherwise not inferred to take rows of any lifetime).
-pub(crate) fn binder<T, F>(bind: F) -> F
-where
-    F: for<'a> Fn(Query<'a>, &'a T) -> Query<'a>,
-{
-    bind
 }
 
 /// `{head} SELECT * FROM (VALUES (?, …), …) WHERE column1 IS NOT NULL {tail}` with `rows`
@@ -268,11 +317,18 @@ mod tests {
             "ON CONFLICT (k) DO UPDATE SET total = total + excluded.total",
             2,
         );
-        let label =
-            binder(|q, (n, label): &(i64, Option<String>)| q.bind(*n).bind(label.as_deref()));
-        let total = binder(|q, (k, total): &(i64, i64)| q.bind(*k).bind(*total));
-        // Each size and its neighbours, on both sides of the query, and one table empty.
-        for (a, b) in [(1, 1), (3, 5), (4, 17), (16, 64), (5, 0), (0, 7), (63, 2)] {
+        // Each size and its neighbours, on both sides of the query, one table empty, and
+        // more rows than one statement holds (each table on its own then).
+        for (a, b) in [
+            (1, 1),
+            (3, 5),
+            (4, 17),
+            (16, 64),
+            (5, 0),
+            (0, 7),
+            (63, 2),
+            (65, 1),
+        ] {
             let mut db = labels_table().await;
             sqlx::query("CREATE TABLE u (k INTEGER PRIMARY KEY, total INTEGER NOT NULL)")
                 .execute(&mut db)
@@ -282,20 +338,16 @@ mod tests {
                 .map(|n| (n, (n % 2 == 0).then(|| format!("row {n}"))))
                 .collect();
             let totals: Vec<(i64, i64)> = (0..b).map(|k| (k, k * 10)).collect();
-            let parts = [(&LABELS, labels.len()), (&TOTALS, totals.len())];
-            match together(&parts) {
-                Some(sql) => {
-                    let query = sqlx::query(&sql);
-                    let query = bind_padded(query, &LABELS, &labels, label);
-                    let query = bind_padded(query, &TOTALS, &totals, total);
-                    query.execute(&mut db).await.unwrap();
-                }
-                None => {
-                    assert!(a == 0 || b == 0, "{a} and {b} rows fit one query");
-                    write(&mut db, &LABELS, &labels, &label).await.unwrap();
-                    write(&mut db, &TOTALS, &totals, &total).await.unwrap();
-                }
-            }
+            let label = Table::new(&LABELS, &labels, |q, (n, label): &(i64, Option<String>)| {
+                q.bind(*n).bind(label.as_deref())
+            });
+            let total = Table::new(&TOTALS, &totals, |q, (k, total): &(i64, i64)| {
+                q.bind(*k).bind(*total)
+            });
+            let parts: [&(dyn Part + Sync); 2] = [&label, &total];
+            let one_query = a > 0 && b > 0 && a <= 64 && b <= 64;
+            assert_eq!(together(&parts), one_query, "{a} and {b} rows");
+            write_all(&mut db, &parts).await.unwrap();
             assert_eq!(stored_labels(&mut db).await, labels, "{a}, {b}");
             let stored: Vec<(i64, i64)> = sqlx::query_as("SELECT k, total FROM u ORDER BY k")
                 .fetch_all(&mut db)
@@ -303,7 +355,5 @@ mod tests {
                 .unwrap();
             assert_eq!(stored, totals, "{a}, {b}");
         }
-        // More rows than one statement holds: each table on its own.
-        assert!(together(&[(&LABELS, 65), (&TOTALS, 1)]).is_none());
     }
 }
