@@ -1,14 +1,18 @@
 //! Many rows per statement: the writer's batch inserts its request rows and upserts its rollup
 //! rows with multi-row `VALUES`, one statement for up to 64 rows. A statement has room for 4,
-//! 16 or 64 rows; the rows a batch does not fill are left unbound, which SQLite reads as NULL
-//! (sqlx binds only the values it is given, and clears a cached statement's bindings before
-//! it runs it again), and the statement's `WHERE column1 IS NOT NULL` leaves them out, so a
-//! table's rows cost one statement whatever their count (below 64), and only three texts per
-//! table are ever prepared (sqlx caches statements by text, per connection). Every statement
-//! is a round trip to the connection's thread, two thread wake-ups and a handful of system
-//! calls, which was most of what a batch cost: exact-size statements (64, 16, 4 and 1 rows,
-//! several per table) took about twice as many (docs/benchmarks.md, "Fewer system calls per
-//! batch").
+//! 8, 16, 32 or 64 rows; the rows a batch does not fill are left unbound, which SQLite reads
+//! as NULL (sqlx binds only the values it is given, and clears a cached statement's bindings
+//! before it runs it again), and the statement's `WHERE column1 IS NOT NULL` leaves them out,
+//! so a table's rows cost one statement whatever their count (below 64), and only five texts
+//! per table are ever prepared (sqlx caches statements by text, per connection). Every
+//! statement is a round trip to the connection's thread, two thread wake-ups and a handful of
+//! system calls, which was most of what a batch cost: exact-size statements (64, 16, 4 and 1
+//! rows, several per table) took about twice as many (docs/benchmarks.md, "Fewer system calls
+//! per batch"). An unfilled row is not free, though: SQLite clears every binding of a
+//! statement before it runs again and walks each row of the `VALUES`. So the sizes double,
+//! and a statement for more than four rows has at most about twice the rows it is given (a
+//! batch of 17 request rows in a 64-row statement spent ~5k instructions per request on the
+//! 47 empty ones).
 //!
 //! Several tables' statements can also go as one query ([`write_all`]: the rollups' tables):
 //! sqlx binds a query's values statement after statement, so there every value of a
@@ -23,7 +27,7 @@ use std::sync::OnceLock;
 pub(crate) type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
 
 /// Rows a statement has room for, smallest first.
-const SIZES: [usize; 3] = [4, 16, 64];
+const SIZES: [usize; 5] = [4, 8, 16, 32, 64];
 
 /// The most rows of one statement.
 const MOST: usize = SIZES[SIZES.len() - 1];
@@ -52,7 +56,7 @@ impl Rows {
             head,
             tail,
             width,
-            texts: [OnceLock::new(), OnceLock::new(), OnceLock::new()],
+            texts: [const { OnceLock::new() }; SIZES.len()],
         }
     }
 
@@ -241,7 +245,9 @@ mod tests {
     #[tokio::test]
     async fn every_row_is_written_whatever_the_count() {
         // Each size exactly, one row more and one less; several statements; none at all.
-        for count in [0, 1, 3, 4, 5, 15, 16, 17, 63, 64, 65, 103, 130] {
+        let boundaries = SIZES.iter().flat_map(|&size| [size - 1, size, size + 1]);
+        for count in [0, 1, 103, 130].into_iter().chain(boundaries) {
+            let count = count as i64;
             let mut db = labels_table().await;
             // Every third row's label is NULL: only a row whose first value is NULL is padding.
             let rows: Vec<(i64, Option<String>)> = (0..count)
@@ -324,6 +330,8 @@ mod tests {
             (3, 5),
             (4, 17),
             (16, 64),
+            (7, 9),
+            (31, 33),
             (5, 0),
             (0, 7),
             (63, 2),
