@@ -3,8 +3,9 @@
 //! side notes, for every answer that completed, its `x-ccflare-request-id` and the instant it
 //! completed. After the kill the database must pass `PRAGMA integrity_check`, and every answer
 //! that completed more than 100 ms before the kill must have its row: the writer commits within
-//! milliseconds (a 10 ms linger, SQLite's WAL with `synchronous = NORMAL`, which a process
-//! crash cannot undo), so only the records still in memory, of the last moments, may be lost.
+//! milliseconds of its linger (25 ms, 50 at most; SQLite's WAL with `synchronous = NORMAL`,
+//! which a process crash cannot undo), so only the records still in memory, of the last
+//! moments, may be lost.
 //! The missing rows are split by how long before the kill their answer completed. Then the
 //! server is started once more on the same database and must serve a request and record it.
 //!
