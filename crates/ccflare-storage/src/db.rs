@@ -154,6 +154,16 @@ impl Db {
         })
     }
 
+    /// The write connection for a transaction that the caller's own query begins and commits
+    /// (`BEGIN IMMEDIATE; …; COMMIT` as one query, one round trip to SQLite's thread: the
+    /// writer's batches, `rows::write_transaction`). Until [`WriteTx::committed`] says the
+    /// query went through, dropping it closes the connection, as for [`Db::begin_write`].
+    pub async fn write_connection(&self) -> Result<WriteTx, sqlx::Error> {
+        Ok(WriteTx {
+            connection: Some(self.writes.acquire().await?),
+        })
+    }
+
     /// Runs SQLite's `PRAGMA quick_check` (every page readable, b-trees well formed; it reads
     /// the whole file, without the slower index cross-checks of `integrity_check`). Returns
     /// the problems found, none when the database is sound.
@@ -208,8 +218,9 @@ pub(crate) fn primary_code(error: &dyn sqlx::error::DatabaseError) -> i32 {
         .map_or(0, |code| code & 0xff)
 }
 
-/// A write transaction from [`Db::begin_write`]; dereferences to its connection, so queries
-/// run on `&mut *tx`. Dropped without [`WriteTx::commit`] (an early return, a failed
+/// A write transaction from [`Db::begin_write`] (or [`Db::write_connection`]); dereferences to
+/// its connection, so queries run on `&mut *tx`. Dropped without [`WriteTx::commit`] (or
+/// [`WriteTx::committed`]) (an early return, a failed
 /// statement, a cancelled future), its connection is closed, which rolls the transaction
 /// back, rather than returned to the pool in a state nobody can vouch for.
 #[derive(Debug)]
@@ -228,6 +239,14 @@ impl WriteTx {
         // Committed: the connection goes back to the pool as it came.
         self.connection = None;
         Ok(())
+    }
+}
+
+impl WriteTx {
+    /// The transaction of a [`Db::write_connection`] was committed by the caller's query: the
+    /// connection goes back to the pool.
+    pub fn committed(mut self) {
+        self.connection = None;
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::db::Db;
 use crate::error::StorageError;
-use crate::rows::{self, Query, Rows};
+use crate::rows::{Part, Query, Rows, Table};
 use ccflare_core::record::{AttemptFailure, RequestRecord};
 use ccflare_core::route::Explanation;
 use ccflare_core::usage::Usage;
@@ -12,11 +12,8 @@ use ccflare_core::{AccountId, Millis};
 use sqlx::{FromRow, SqliteConnection};
 use std::collections::HashSet;
 
-/// Inserts a batch's request rows, many per statement (`rows`).
-pub(crate) async fn insert(
-    tx: &mut SqliteConnection,
-    records: &[&RequestRecord],
-) -> Result<(), sqlx::Error> {
+/// A batch's request rows, a part of the writer's transaction (`rows`: many per statement).
+pub(crate) fn rows<'a>(records: &'a [&'a RequestRecord]) -> impl Part + Sync + 'a {
     static INSERT: Rows = Rows::new(
         "INSERT OR REPLACE INTO requests (id, started_at, method, path, model, account_id, \
          account_name, status, success, error_type, error_message, attempts, attempt_failures, \
@@ -28,7 +25,7 @@ pub(crate) async fn insert(
         "",
         35,
     );
-    rows::write(tx, &INSERT, records, |query, r| bind_row(query, r)).await
+    Table::new(&INSERT, records, |query, r| bind_row(query, r))
 }
 
 /// Binds one request row's 35 values, in [`insert`]'s column order.

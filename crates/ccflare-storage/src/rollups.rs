@@ -10,7 +10,7 @@
 
 use crate::db::Db;
 use crate::error::StorageError;
-use crate::rows::{self, Query, Rows, Table};
+use crate::rows::{self, Part, Query, Rows, Table};
 use ccflare_core::Millis;
 use ccflare_core::record::RequestRecord;
 use foldhash::HashMap;
@@ -368,20 +368,30 @@ impl Increments {
         }
     }
 
-    async fn write(self, tx: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    /// Writes the increments inside the caller's transaction (`None`), or in a transaction of
+    /// their own after the parts given (the writer's batch: its request rows and accounts'
+    /// states).
+    async fn write(
+        self,
+        tx: &mut SqliteConnection,
+        own_transaction_after: Option<&[&(dyn Part + Sync)]>,
+    ) -> Result<(), sqlx::Error> {
         static EVERY_SUM: LazyLock<Upserts> = LazyLock::new(|| Upserts::new(|_| true));
-        self.write_sums(tx, &EVERY_SUM, |_| true).await
+        self.write_sums(tx, &EVERY_SUM, |_| true, own_transaction_after)
+            .await
     }
 
     /// Writes the increments with `upserts`, of the hourly and daily sums only those `exists`
     /// accepts (the sums `upserts` was built with): each table's rows many per statement
     /// (`rows`), all tables and the accounts' counters as one query when each fits one
-    /// statement.
+    /// statement; with `own_transaction_after`, in a transaction of their own after those
+    /// parts (`rows::write_transaction`: one query for all when each fits one statement).
     async fn write_sums(
         self,
         tx: &mut SqliteConnection,
         upserts: &Upserts,
         exists: impl Fn(&str) -> bool + Copy + Sync,
+        own_transaction_after: Option<&[&(dyn Part + Sync)]>,
     ) -> Result<(), sqlx::Error> {
         let groups = |groups: HashMap<(Millis, i64), HashMap<String, GroupSums>>| {
             groups
@@ -413,32 +423,35 @@ impl Increments {
                 query.bind(*bucket).bind(*metric).bind(*bin).bind(*count)
             },
         );
+        let own: [&(dyn Part + Sync); 7] = [
+            &Table::new(&upserts.hourly, &hours, group),
+            &Table::new(&upserts.daily, &days, group),
+            &Table::new(&upserts.minutely, &minutes, |query, (minute, sums)| {
+                bind_sums(query.bind(*minute), sums, |name| {
+                    MINUTE_SUMS.contains(&name)
+                })
+            }),
+            &Table::new(&upserts.latency_hourly, &hour_bins, bins),
+            &Table::new(&upserts.latency_daily, &day_bins, bins),
+            &Table::new(
+                &upserts.latency_minutely,
+                &minute_bins,
+                |query, ((minute, bin), count)| query.bind(*minute).bind(*bin).bind(*count),
+            ),
+            &Table::new(
+                &ACCOUNT_COUNTERS,
+                &accounts,
+                |query, (id, (count, last_used))| query.bind(*id).bind(*count).bind(*last_used),
+            ),
+        ];
         // One round trip to SQLite's thread for all of them (when each fits one statement).
-        rows::write_all(
-            tx,
-            &[
-                &Table::new(&upserts.hourly, &hours, group),
-                &Table::new(&upserts.daily, &days, group),
-                &Table::new(&upserts.minutely, &minutes, |query, (minute, sums)| {
-                    bind_sums(query.bind(*minute), sums, |name| {
-                        MINUTE_SUMS.contains(&name)
-                    })
-                }),
-                &Table::new(&upserts.latency_hourly, &hour_bins, bins),
-                &Table::new(&upserts.latency_daily, &day_bins, bins),
-                &Table::new(
-                    &upserts.latency_minutely,
-                    &minute_bins,
-                    |query, ((minute, bin), count)| query.bind(*minute).bind(*bin).bind(*count),
-                ),
-                &Table::new(
-                    &ACCOUNT_COUNTERS,
-                    &accounts,
-                    |query, (id, (count, last_used))| query.bind(*id).bind(*count).bind(*last_used),
-                ),
-            ],
-        )
-        .await
+        match own_transaction_after {
+            None => rows::write_all(tx, &own).await,
+            Some(first) => {
+                let all: Vec<&(dyn Part + Sync)> = first.iter().chain(&own).copied().collect();
+                rows::write_transaction(tx, &all).await
+            }
+        }
     }
 }
 
@@ -545,15 +558,14 @@ fn bind_sums<'q>(mut query: Query<'q>, sums: &Sums, keep: impl Fn(&str) -> bool)
     query
 }
 
-/// Adds a batch of request rows to the rollups and to their accounts' counters
-/// (`request_count`, `last_used`), inside the writer's transaction.
+/// Writes the writer's batch in one transaction of its own: `first` (its request rows and the
+/// accounts' states), then what `records` add to the rollups and to their accounts' counters
+/// (`request_count`, `last_used`); one query when every table's rows fit one statement.
 pub(crate) async fn add(
     tx: &mut SqliteConnection,
     records: &[&RequestRecord],
+    first: &[&(dyn Part + Sync)],
 ) -> Result<(), sqlx::Error> {
-    if records.is_empty() {
-        return Ok(());
-    }
     let mut increments = Increments::default();
     for record in records {
         increments.add(Sample::from(*record));
@@ -563,7 +575,7 @@ pub(crate) async fn add(
             *last_used = (*last_used).max(record.started_at);
         }
     }
-    increments.write(tx).await
+    increments.write(tx, Some(first)).await
 }
 
 /// Rows read per query while rebuilding.
@@ -587,7 +599,7 @@ pub(crate) async fn rebuild(tx: &mut SqliteConnection) -> Result<(), sqlx::Error
     .await?;
     let mut increments = Increments::default();
     every_sample(tx, SAMPLE_COLUMNS, |sample| increments.add(sample)).await?;
-    increments.write(tx).await
+    increments.write(tx, None).await
 }
 
 /// Fills the rollups of migration 0003 from the rows recorded before it. The minute
@@ -602,7 +614,7 @@ pub(crate) async fn fill_0003(tx: &mut SqliteConnection) -> Result<(), sqlx::Err
     increments.minute_bins.clear();
     let before_0012 = |name: &str| !SUMS_0012.contains(&name);
     increments
-        .write_sums(tx, &Upserts::new(before_0012), before_0012)
+        .write_sums(tx, &Upserts::new(before_0012), before_0012, None)
         .await
 }
 
@@ -620,7 +632,7 @@ pub(crate) async fn rebuild_minute_latency(tx: &mut SqliteConnection) -> Result<
             .or_default() += 1;
     })
     .await?;
-    bins.write(tx).await
+    bins.write(tx, None).await
 }
 
 /// Hands every request row to `add`, read with `columns` (one of the sample column lists), in

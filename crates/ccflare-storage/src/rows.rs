@@ -14,9 +14,10 @@
 //! batch of 17 request rows in a 64-row statement spent ~5k instructions per request on the
 //! 47 empty ones).
 //!
-//! Several tables' statements can also go as one query ([`write_all`]: the rollups' tables):
-//! sqlx binds a query's values statement after statement, so there every value of a
-//! statement's empty rows is bound NULL rather than left unbound.
+//! Several tables' statements can also go as one query ([`write_all`]: the rollups' tables),
+//! and a whole transaction with them ([`write_transaction`]: the writer's batch, `BEGIN
+//! IMMEDIATE` to `COMMIT`): sqlx binds a query's values statement after statement, so there
+//! every value of a statement's empty rows is bound NULL rather than left unbound.
 
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Sqlite, SqliteConnection};
@@ -117,16 +118,6 @@ where
     }
 }
 
-/// Writes one table's rows (see [`write_all`]).
-pub(crate) async fn write<T: Sync>(
-    tx: &mut SqliteConnection,
-    statement: &Rows,
-    rows: &[T],
-    bind: impl for<'a> Fn(Query<'a>, &'a T) -> Query<'a> + Sync,
-) -> Result<(), sqlx::Error> {
-    write_all(tx, &[&Table::new(statement, rows, bind)]).await
-}
-
 /// Writes every part's rows. When each fits one statement, all of them go to SQLite's thread
 /// as one query, one round trip (the rollups' tables): sqlx binds such a query's values
 /// statement after statement, so every value of a statement's empty rows is bound NULL.
@@ -136,27 +127,10 @@ pub(crate) async fn write_all(
     tx: &mut SqliteConnection,
     parts: &[&(dyn Part + Sync)],
 ) -> Result<(), sqlx::Error> {
-    let present = || parts.iter().filter(|part| part.len() > 0);
     if together(parts) {
-        let mut sql = String::new();
-        for part in present() {
-            if !sql.is_empty() {
-                sql.push_str(";\n");
-            }
-            sql.push_str(part.statement().text(slot(part.len())));
-        }
-        let mut query = sqlx::query(&sql);
-        for part in present() {
-            query = part.bind(query, 0..part.len());
-            let empty = SIZES[slot(part.len())] - part.len();
-            for _ in 0..empty * part.statement().width {
-                query = query.bind(None::<i64>);
-            }
-        }
-        query.execute(&mut *tx).await?;
-        return Ok(());
+        return one_query(tx, parts, "", "").await;
     }
-    for part in present() {
+    for part in present(parts) {
         for start in (0..part.len()).step_by(MOST) {
             let end = (start + MOST).min(part.len());
             let query = sqlx::query(part.statement().text(slot(end - start)));
@@ -167,11 +141,73 @@ pub(crate) async fn write_all(
     Ok(())
 }
 
+/// Writes every part's rows in a transaction of its own on `tx`, which has none open (a
+/// `Db::write_connection`). When each part fits one statement, `BEGIN IMMEDIATE`, the parts'
+/// statements and `COMMIT` go as one query, one round trip to SQLite's thread (the writer's
+/// batch made five: BEGIN, the request rows, the rollups, the accounts' states, COMMIT, each a
+/// wake-up of that thread and one back); otherwise the three go apart, the parts as
+/// [`write_all`] writes them. On an error the transaction may be left open: the caller closes
+/// the connection, which rolls it back. Nothing to write begins nothing.
+pub(crate) async fn write_transaction(
+    tx: &mut SqliteConnection,
+    parts: &[&(dyn Part + Sync)],
+) -> Result<(), sqlx::Error> {
+    if present(parts).next().is_none() {
+        return Ok(());
+    }
+    if fits(parts) {
+        return one_query(tx, parts, "BEGIN IMMEDIATE;\n", ";\nCOMMIT").await;
+    }
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *tx).await?;
+    write_all(tx, parts).await?;
+    sqlx::query("COMMIT").execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// The parts that have rows.
+fn present<'a>(
+    parts: &'a [&'a (dyn Part + Sync)],
+) -> impl Iterator<Item = &'a &'a (dyn Part + Sync)> {
+    parts.iter().filter(|part| part.len() > 0)
+}
+
+/// Every part's statement, between `before` and `after`, as one query (each part fits one
+/// statement).
+async fn one_query(
+    tx: &mut SqliteConnection,
+    parts: &[&(dyn Part + Sync)],
+    before: &str,
+    after: &str,
+) -> Result<(), sqlx::Error> {
+    let mut sql = String::from(before);
+    for (i, part) in present(parts).enumerate() {
+        if i > 0 {
+            sql.push_str(";\n");
+        }
+        sql.push_str(part.statement().text(slot(part.len())));
+    }
+    sql.push_str(after);
+    let mut query = sqlx::query(&sql);
+    for part in present(parts) {
+        query = part.bind(query, 0..part.len());
+        let empty = SIZES[slot(part.len())] - part.len();
+        for _ in 0..empty * part.statement().width {
+            query = query.bind(None::<i64>);
+        }
+    }
+    query.execute(&mut *tx).await?;
+    Ok(())
+}
+
 /// Whether [`write_all`] sends `parts` as one query: more than one has rows, and each fits
 /// one statement.
 fn together(parts: &[&(dyn Part + Sync)]) -> bool {
-    let present = || parts.iter().filter(|part| part.len() > 0);
-    present().count() > 1 && present().all(|part| part.len() <= MOST)
+    present(parts).count() > 1 && fits(parts)
+}
+
+/// Whether each part's rows fit one statement.
+fn fits(parts: &[&(dyn Part + Sync)]) -> bool {
+    present(parts).all(|part| part.len() <= MOST)
 }
 
 /// `bind` as it is, its type pinned to what a [`Table`] takes (a closure kept in a variable
@@ -228,11 +264,10 @@ mod tests {
 
     async fn write_labels(db: &mut SqliteConnection, rows: &[(i64, Option<String>)]) {
         static LABELS: Rows = Rows::new("INSERT INTO t (n, label)", "", 2);
-        write(db, &LABELS, rows, |q, (n, label)| {
+        let table = Table::new(&LABELS, rows, |q, (n, label): &(i64, Option<String>)| {
             q.bind(*n).bind(label.as_deref())
-        })
-        .await
-        .unwrap();
+        });
+        write_all(db, &[&table]).await.unwrap();
     }
 
     async fn stored_labels(db: &mut SqliteConnection) -> Vec<(i64, Option<String>)> {
@@ -288,9 +323,10 @@ mod tests {
                 "ON CONFLICT (k) DO UPDATE SET total = total + excluded.total",
                 2,
             );
-            write(db, &TOTALS, &rows, |q, (k, total)| q.bind(*k).bind(*total))
-                .await
-                .unwrap();
+            let table = Table::new(&TOTALS, &rows, |q, (k, total): &(i64, i64)| {
+                q.bind(*k).bind(*total)
+            });
+            write_all(db, &[&table]).await.unwrap();
         }
         upsert(&mut db, (0..20).map(|k| (k, 1)).collect()).await;
         upsert(&mut db, (10..30).map(|k| (k, 5)).collect()).await;
@@ -363,5 +399,69 @@ mod tests {
                 .unwrap();
             assert_eq!(stored, totals, "{a}, {b}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_transaction_of_its_own_writes_all_or_nothing() {
+        static LABELS: Rows = Rows::new("INSERT INTO t (n, label)", "", 2);
+        static TOTALS: Rows = Rows::new("INSERT INTO u (k, total)", "", 2);
+        async fn write(
+            db: &mut SqliteConnection,
+            labels: &[(i64, Option<String>)],
+            totals: &[(i64, i64)],
+        ) -> Result<(), sqlx::Error> {
+            let label = Table::new(&LABELS, labels, |q, (n, label): &(i64, Option<String>)| {
+                q.bind(*n).bind(label.as_deref())
+            });
+            let total = Table::new(&TOTALS, totals, |q, (k, total): &(i64, i64)| {
+                q.bind(*k).bind(*total)
+            });
+            write_transaction(db, &[&label, &total]).await
+        }
+        /// Whether the connection is outside any transaction (a BEGIN would fail inside one).
+        async fn no_transaction_open(db: &mut SqliteConnection) -> bool {
+            let outside = sqlx::query("BEGIN").execute(&mut *db).await.is_ok();
+            if outside {
+                sqlx::query("ROLLBACK").execute(&mut *db).await.unwrap();
+            }
+            outside
+        }
+        let mut db = labels_table().await;
+        sqlx::query(
+            "CREATE TABLE u (k INTEGER PRIMARY KEY, total INTEGER NOT NULL CHECK (total >= 0))",
+        )
+        .execute(&mut db)
+        .await
+        .unwrap();
+        let labels: Vec<(i64, Option<String>)> =
+            (0..5).map(|n| (n, Some(format!("{n}")))).collect();
+
+        // Both tables in one query, committed.
+        write(&mut db, &labels, &[(1, 10), (2, 20)]).await.unwrap();
+        assert_eq!(stored_labels(&mut db).await, labels);
+        assert!(no_transaction_open(&mut db).await);
+
+        // More rows than a statement holds: BEGIN, the statements, COMMIT apart.
+        let many: Vec<(i64, i64)> = (100..200).map(|k| (k, k)).collect();
+        write(&mut db, &[], &many).await.unwrap();
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM u")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        assert_eq!(count, 102);
+        assert!(no_transaction_open(&mut db).await);
+
+        // A refused row in the second table: the first table's rows are in the same
+        // transaction, which the writer rolls back by closing the connection.
+        let more: Vec<(i64, Option<String>)> = (50..53).map(|n| (n, None)).collect();
+        write(&mut db, &more, &[(3, -1)])
+            .await
+            .expect_err("a CHECK refuses -1");
+        sqlx::query("ROLLBACK").execute(&mut db).await.unwrap();
+        assert_eq!(stored_labels(&mut db).await, labels);
+
+        // Nothing to write begins nothing.
+        write(&mut db, &[], &[]).await.unwrap();
+        assert!(no_transaction_open(&mut db).await);
     }
 }

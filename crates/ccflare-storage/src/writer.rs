@@ -24,6 +24,7 @@
 mod files;
 
 use crate::db::{Db, is_damage, primary_code};
+use crate::rows::{Query, Rows, Table};
 use crate::{requests, rollups};
 use ccflare_core::ratelimit::RateLimitSnapshot;
 use ccflare_core::record::RequestRecord;
@@ -775,16 +776,18 @@ fn concerns_one_row(error: &sqlx::Error) -> bool {
     }
 }
 
-/// One transaction: the records, their rollups, the accounts' counters and states. When
+/// One transaction: the records, their rollups, the accounts' counters and states, as one
+/// query (one round trip to SQLite's thread) when each table's rows fit one statement. When
 /// `replaying`, records already in the database (a replay cut short by a crash) are skipped,
-/// so nothing counts twice.
+/// so nothing counts twice; they are looked up before the transaction, which is safe since
+/// only this writer inserts request rows.
 async fn write_batch(
     db: &Db,
     records: &[Arc<RequestRecord>],
     states: &HashMap<AccountId, AccountStateUpdate>,
     replaying: bool,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = db.begin_write().await?;
+    let mut tx = db.write_connection().await?;
     let present = if replaying {
         requests::existing_ids(&mut tx, records).await?
     } else {
@@ -795,34 +798,66 @@ async fn write_batch(
         .map(|record| &**record)
         .filter(|record| !present.contains(&record.id))
         .collect();
-    requests::insert(&mut tx, &fresh).await?;
+    let states: Vec<StateRow> = states.values().map(StateRow::of).collect();
+    let requests = requests::rows(&fresh);
+    let states = Table::new(&ACCOUNT_STATES, &states, StateRow::bind);
     // In the same transaction, so the rollups analytics reads always match the rows; the
     // accounts' counters with them.
-    rollups::add(&mut tx, &fresh).await?;
-    for state in states.values() {
-        let snapshot = state
-            .last_ratelimit
-            .as_ref()
-            .and_then(|s| serde_json::to_string(s).ok());
-        // A person's change (a newer revision) wins over the server's view: then only the
-        // headers are written. A pause is never undone by the server either.
-        sqlx::query(
-            "UPDATE accounts SET \
-             last_ratelimit = coalesce(?1, last_ratelimit), \
-             rate_limited_until = CASE WHEN ?2 IS NULL OR revision = ?2 THEN ?3 ELSE rate_limited_until END, \
-             overloaded_until = CASE WHEN ?2 IS NULL OR revision = ?2 THEN ?4 ELSE overloaded_until END, \
-             status = CASE WHEN status = 'paused' OR (?2 IS NOT NULL AND revision != ?2) \
-                      THEN status ELSE ?5 END \
-             WHERE id = ?6",
-        )
-        .bind(snapshot)
-        .bind(state.revision)
-        .bind(state.rate_limited_until)
-        .bind(state.overloaded_until)
-        .bind(state.status.as_str())
-        .bind(state.id.0)
-        .execute(&mut *tx)
-        .await?;
+    rollups::add(&mut tx, &fresh, &[&requests, &states]).await?;
+    tx.committed();
+    Ok(())
+}
+
+/// The accounts' states, from rows of [`StateRow`]. A person's change (a newer revision) wins
+/// over the server's view: then only the headers are written. A pause is never undone by the
+/// server either.
+static ACCOUNT_STATES: Rows = Rows::new(
+    "UPDATE accounts SET \
+     last_ratelimit = coalesce(v.column2, last_ratelimit), \
+     rate_limited_until = CASE WHEN v.column3 IS NULL OR revision = v.column3 \
+                          THEN v.column4 ELSE rate_limited_until END, \
+     overloaded_until = CASE WHEN v.column3 IS NULL OR revision = v.column3 \
+                        THEN v.column5 ELSE overloaded_until END, \
+     status = CASE WHEN status = 'paused' OR (v.column3 IS NOT NULL AND revision != v.column3) \
+              THEN status ELSE v.column6 END \
+     FROM (",
+    ") AS v WHERE accounts.id = v.column1",
+    6,
+);
+
+/// One account's state as [`ACCOUNT_STATES`] binds it: id, the last rate-limit headers (JSON),
+/// the revision decided on, the two cooldowns, the status.
+struct StateRow {
+    id: i64,
+    snapshot: Option<String>,
+    revision: Option<i64>,
+    rate_limited_until: Option<Millis>,
+    overloaded_until: Option<Millis>,
+    status: &'static str,
+}
+
+impl StateRow {
+    fn of(state: &AccountStateUpdate) -> StateRow {
+        StateRow {
+            id: state.id.0,
+            snapshot: state
+                .last_ratelimit
+                .as_ref()
+                .and_then(|s| serde_json::to_string(s).ok()),
+            revision: state.revision,
+            rate_limited_until: state.rate_limited_until,
+            overloaded_until: state.overloaded_until,
+            status: state.status.as_str(),
+        }
     }
-    tx.commit().await
+
+    fn bind<'q>(query: Query<'q>, row: &'q StateRow) -> Query<'q> {
+        query
+            .bind(row.id)
+            .bind(row.snapshot.as_deref())
+            .bind(row.revision)
+            .bind(row.rate_limited_until)
+            .bind(row.overloaded_until)
+            .bind(row.status)
+    }
 }
