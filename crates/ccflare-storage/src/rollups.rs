@@ -10,7 +10,7 @@
 
 use crate::db::Db;
 use crate::error::StorageError;
-use crate::rows::{self, Part, Query, Rows, Table};
+use crate::rows::{self, Part, Parts, Query, Rows, Table};
 use ccflare_core::Millis;
 use ccflare_core::record::RequestRecord;
 use foldhash::HashMap;
@@ -369,29 +369,29 @@ impl Increments {
     }
 
     /// Writes the increments inside the caller's transaction (`None`), or in a transaction of
-    /// their own after the parts given (the writer's batch: its request rows and accounts'
-    /// states).
+    /// their own: `(first, then)` as `rows::write_transaction` takes them, the increments
+    /// before `then` (the writer's batch: its request rows first, its accounts' states then).
     async fn write(
         self,
         tx: &mut SqliteConnection,
-        own_transaction_after: Option<&[&(dyn Part + Sync)]>,
+        own_transaction: Option<(Parts<'_, '_>, Parts<'_, '_>)>,
     ) -> Result<(), sqlx::Error> {
         static EVERY_SUM: LazyLock<Upserts> = LazyLock::new(|| Upserts::new(|_| true));
-        self.write_sums(tx, &EVERY_SUM, |_| true, own_transaction_after)
+        self.write_sums(tx, &EVERY_SUM, |_| true, own_transaction)
             .await
     }
 
     /// Writes the increments with `upserts`, of the hourly and daily sums only those `exists`
     /// accepts (the sums `upserts` was built with): each table's rows many per statement
     /// (`rows`), all tables and the accounts' counters as one query when each fits one
-    /// statement; with `own_transaction_after`, in a transaction of their own after those
-    /// parts (`rows::write_transaction`: one query for all when each fits one statement).
+    /// statement; with `own_transaction`, in a transaction of their own with those parts
+    /// (`rows::write_transaction`).
     async fn write_sums(
         self,
         tx: &mut SqliteConnection,
         upserts: &Upserts,
         exists: impl Fn(&str) -> bool + Copy + Sync,
-        own_transaction_after: Option<&[&(dyn Part + Sync)]>,
+        own_transaction: Option<(Parts<'_, '_>, Parts<'_, '_>)>,
     ) -> Result<(), sqlx::Error> {
         let groups = |groups: HashMap<(Millis, i64), HashMap<String, GroupSums>>| {
             groups
@@ -445,11 +445,11 @@ impl Increments {
             ),
         ];
         // One round trip to SQLite's thread for all of them (when each fits one statement).
-        match own_transaction_after {
+        match own_transaction {
             None => rows::write_all(tx, &own).await,
-            Some(first) => {
-                let all: Vec<&(dyn Part + Sync)> = first.iter().chain(&own).copied().collect();
-                rows::write_transaction(tx, &all).await
+            Some((first, then)) => {
+                let rest: Vec<&(dyn Part + Sync)> = own.iter().chain(then).copied().collect();
+                rows::write_transaction(tx, first, &rest).await
             }
         }
     }
@@ -558,13 +558,14 @@ fn bind_sums<'q>(mut query: Query<'q>, sums: &Sums, keep: impl Fn(&str) -> bool)
     query
 }
 
-/// Writes the writer's batch in one transaction of its own: `first` (its request rows and the
-/// accounts' states), then what `records` add to the rollups and to their accounts' counters
-/// (`request_count`, `last_used`); one query when every table's rows fit one statement.
+/// Writes the writer's batch in one transaction of its own (`rows::write_transaction`):
+/// `first` (the request rows), then what `records` add to the rollups and to their accounts'
+/// counters (`request_count`, `last_used`), then `then` (the accounts' states).
 pub(crate) async fn add(
     tx: &mut SqliteConnection,
     records: &[&RequestRecord],
     first: &[&(dyn Part + Sync)],
+    then: &[&(dyn Part + Sync)],
 ) -> Result<(), sqlx::Error> {
     let mut increments = Increments::default();
     for record in records {
@@ -575,7 +576,7 @@ pub(crate) async fn add(
             *last_used = (*last_used).max(record.started_at);
         }
     }
-    increments.write(tx, Some(first)).await
+    increments.write(tx, Some((first, then))).await
 }
 
 /// Rows read per query while rebuilding.

@@ -776,8 +776,8 @@ fn concerns_one_row(error: &sqlx::Error) -> bool {
     }
 }
 
-/// One transaction: the records, their rollups, the accounts' counters and states, as one
-/// query (one round trip to SQLite's thread) when each table's rows fit one statement. When
+/// One transaction: the records, their rollups, the accounts' counters and states, as two
+/// queries (two round trips to SQLite's thread) when each table's rows fit one statement. When
 /// `replaying`, records already in the database (a replay cut short by a crash) are skipped,
 /// so nothing counts twice; they are looked up before the transaction, which is safe since
 /// only this writer inserts request rows.
@@ -803,7 +803,7 @@ async fn write_batch(
     let states = Table::new(&ACCOUNT_STATES, &states, StateRow::bind);
     // In the same transaction, so the rollups analytics reads always match the rows; the
     // accounts' counters with them.
-    rollups::add(&mut tx, &fresh, &[&requests, &states]).await?;
+    rollups::add(&mut tx, &fresh, &[&requests], &[&states]).await?;
     tx.committed();
     Ok(())
 }
