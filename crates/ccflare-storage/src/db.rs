@@ -154,10 +154,10 @@ impl Db {
         })
     }
 
-    /// The write connection for a transaction that the caller's own query begins and commits
-    /// (`BEGIN IMMEDIATE; …; COMMIT` as one query, one round trip to SQLite's thread: the
+    /// The write connection for a transaction that the caller's own queries begin and commit
+    /// (`BEGIN IMMEDIATE; …` and `…; COMMIT`, fewer round trips to SQLite's thread: the
     /// writer's batches, `rows::write_transaction`). Until [`WriteTx::committed`] says the
-    /// query went through, dropping it closes the connection, as for [`Db::begin_write`].
+    /// queries went through, dropping it closes the connection, as for [`Db::begin_write`].
     pub async fn write_connection(&self) -> Result<WriteTx, sqlx::Error> {
         Ok(WriteTx {
             connection: Some(self.writes.acquire().await?),

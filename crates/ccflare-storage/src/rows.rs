@@ -15,9 +15,10 @@
 //! 47 empty ones).
 //!
 //! Several tables' statements can also go as one query ([`write_all`]: the rollups' tables),
-//! and a whole transaction with them ([`write_transaction`]: the writer's batch, `BEGIN
+//! and a whole transaction as two ([`write_transaction`]: the writer's batch, `BEGIN
 //! IMMEDIATE` to `COMMIT`): sqlx binds a query's values statement after statement, so there
-//! every value of a statement's empty rows is bound NULL rather than left unbound.
+//! every value of a statement's empty rows is bound NULL rather than left unbound, but for
+//! the last statement's (none with parameters follows it).
 
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Sqlite, SqliteConnection};
@@ -460,7 +461,7 @@ mod tests {
         let labels: Vec<(i64, Option<String>)> =
             (0..5).map(|n| (n, Some(format!("{n}")))).collect();
 
-        // Both tables in one query, committed.
+        // Both tables in a transaction of two queries, committed.
         write(&mut db, &labels, &[(1, 10), (2, 20)]).await.unwrap();
         assert_eq!(stored_labels(&mut db).await, labels);
         assert!(no_transaction_open(&mut db).await);
