@@ -394,22 +394,23 @@ impl AppState {
         &self.client_keys
     }
 
-    /// Reads the client keys table into the map `/v1` checks (a key changed or deleted stops
-    /// working now), re-reads the usage of keys whose budget period changed, and stores when
-    /// keys were last used.
+    /// Stores when keys were last used, then reads the client keys table into the map `/v1`
+    /// checks (a key changed or deleted stops working now) and re-reads the usage of keys
+    /// whose budget period changed. In that order, so a key refused after a change has its
+    /// last use stored already.
     pub async fn sync_client_keys(&self, db: &Db) -> Result<(), StorageError> {
-        let changed_period = self.client_keys.load(keys::list(db).await?);
-        if !changed_period.is_empty() {
-            let now = self.now();
-            let usage = keys::usage(db, now).await?;
-            self.client_keys.seed(&usage, Some(&changed_period), now);
-        }
         // Last use is shown, not routed on: a database that refuses the write now (locked by
         // another process) gets it at a later sync, and the sync goes on.
         let used = self.client_keys.take_last_used();
         if let Err(error) = keys::touch(db, &used).await {
             tracing::debug!(%error, "storing when client keys were last used failed; retrying at the next sync");
             self.client_keys.unstored_last_used(&used);
+        }
+        let changed_period = self.client_keys.load(keys::list(db).await?);
+        if !changed_period.is_empty() {
+            let now = self.now();
+            let usage = keys::usage(db, now).await?;
+            self.client_keys.seed(&usage, Some(&changed_period), now);
         }
         Ok(())
     }
