@@ -219,10 +219,10 @@ pub(crate) fn primary_code(error: &dyn sqlx::error::DatabaseError) -> i32 {
 }
 
 /// A write transaction from [`Db::begin_write`] (or [`Db::write_connection`]); dereferences to
-/// its connection, so queries run on `&mut *tx`. Dropped without [`WriteTx::commit`] (or
-/// [`WriteTx::committed`]) (an early return, a failed
-/// statement, a cancelled future), its connection is closed, which rolls the transaction
-/// back, rather than returned to the pool in a state nobody can vouch for.
+/// its connection, so queries run on `&mut *tx`. Dropped without [`WriteTx::commit`] or
+/// [`WriteTx::committed`] (an early return, a failed statement, a cancelled future), its
+/// connection is closed, which rolls the transaction back, rather than returned to the pool
+/// in a state nobody can vouch for.
 #[derive(Debug)]
 pub struct WriteTx {
     connection: Option<PoolConnection<Sqlite>>,
@@ -240,11 +240,9 @@ impl WriteTx {
         self.connection = None;
         Ok(())
     }
-}
 
-impl WriteTx {
-    /// The transaction of a [`Db::write_connection`] was committed by the caller's query: the
-    /// connection goes back to the pool.
+    /// The transaction of a [`Db::write_connection`] was committed by the caller's queries:
+    /// the connection goes back to the pool.
     pub fn committed(mut self) {
         self.connection = None;
     }

@@ -28,7 +28,7 @@ pub(crate) fn rows<'a>(records: &'a [&'a RequestRecord]) -> impl Part + Sync + '
     Table::new(&INSERT, records, |query, r| bind_row(query, r))
 }
 
-/// Binds one request row's 35 values, in [`insert`]'s column order.
+/// Binds one request row's 35 values, in [`rows`]' column order.
 fn bind_row<'q>(query: Query<'q>, r: &'q RequestRecord) -> Query<'q> {
     let failures = (!r.attempt_failures.is_empty())
         .then(|| serde_json::to_string(&r.attempt_failures).unwrap_or_default());

@@ -132,7 +132,7 @@ pub(crate) async fn write_all(
     parts: &[&(dyn Part + Sync)],
 ) -> Result<(), sqlx::Error> {
     if together(parts) {
-        return one_query(tx, parts, "", "").await;
+        return one_query(tx, None, parts, None).await;
     }
     for part in present(parts) {
         for start in (0..part.len()).step_by(MOST) {
@@ -164,8 +164,8 @@ pub(crate) async fn write_transaction(
         return Ok(());
     }
     if fits(first) && fits(rest) {
-        one_query(tx, first, "BEGIN IMMEDIATE;\n", "").await?;
-        return one_query(tx, rest, "", ";\nCOMMIT").await;
+        one_query(tx, Some("BEGIN IMMEDIATE"), first, None).await?;
+        return one_query(tx, None, rest, Some("COMMIT")).await;
     }
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *tx).await?;
     write_all(tx, first).await?;
@@ -181,31 +181,22 @@ fn present<'a>(
     parts.iter().filter(|part| part.len() > 0)
 }
 
-/// Every part's statement, between `before` and `after` (which take no parameters), as one
-/// query (each part fits one statement). Put the part with the most empty values last: only
-/// its are left unbound.
+/// Every part's statement, between `before` and `after` (statements without parameters), as
+/// one query (each part fits one statement). Put the part with the most empty values last:
+/// only its are left unbound.
 async fn one_query(
     tx: &mut SqliteConnection,
+    before: Option<&str>,
     parts: &[&(dyn Part + Sync)],
-    before: &str,
-    after: &str,
+    after: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    let mut sql = String::from(before);
-    for (i, part) in present(parts).enumerate() {
-        if i > 0 {
+    let texts = present(parts).map(|part| part.statement().text(slot(part.len())));
+    let mut sql = String::new();
+    for text in before.into_iter().chain(texts).chain(after) {
+        if !sql.is_empty() {
             sql.push_str(";\n");
         }
-        sql.push_str(part.statement().text(slot(part.len())));
-    }
-    if present(parts).next().is_none() {
-        // Only the ends: `BEGIN IMMEDIATE;\n` or `;\nCOMMIT` without their separator.
-        sql = format!(
-            "{}{}",
-            before.trim_end_matches(";\n"),
-            after.trim_start_matches(";\n")
-        );
-    } else {
-        sql.push_str(after);
+        sql.push_str(text);
     }
     let mut query = sqlx::query(&sql);
     let last = present(parts).count().saturating_sub(1);
@@ -466,6 +457,10 @@ mod tests {
         assert_eq!(stored_labels(&mut db).await, labels);
         assert!(no_transaction_open(&mut db).await);
 
+        // Rows in the second query only: the first is the BEGIN alone.
+        write(&mut db, &[], &[(5, 50)]).await.unwrap();
+        assert!(no_transaction_open(&mut db).await);
+
         // More rows than a statement holds: BEGIN, the statements, COMMIT apart.
         let many: Vec<(i64, i64)> = (100..200).map(|k| (k, k)).collect();
         write(&mut db, &[], &many).await.unwrap();
@@ -473,7 +468,7 @@ mod tests {
             .fetch_one(&mut db)
             .await
             .unwrap();
-        assert_eq!(count, 102);
+        assert_eq!(count, 103);
         assert!(no_transaction_open(&mut db).await);
 
         // A refused row in the second table: the first table's rows are in the same

@@ -798,9 +798,9 @@ async fn write_batch(
         .map(|record| &**record)
         .filter(|record| !present.contains(&record.id))
         .collect();
-    let states: Vec<StateRow> = states.values().map(StateRow::of).collect();
+    let state_rows: Vec<StateRow> = states.values().map(StateRow::of).collect();
     let requests = requests::rows(&fresh);
-    let states = Table::new(&ACCOUNT_STATES, &states, StateRow::bind);
+    let states = Table::new(&ACCOUNT_STATES, &state_rows, StateRow::bind);
     // In the same transaction, so the rollups analytics reads always match the rows; the
     // accounts' counters with them.
     rollups::add(&mut tx, &fresh, &[&requests], &[&states]).await?;
